@@ -1,0 +1,331 @@
+/**
+ * The accelerated backend: Node's built-in crypto (OpenSSL) for X25519, Ed25519,
+ * ChaCha20-Poly1305, HMAC, HKDF and SHA-2; ML-KEM through a pluggable provider that is
+ * noble until the runtime offers one.
+ *
+ * crypto/ must load in browsers, so `node:crypto` is never imported statically: it is
+ * fetched with `process.getBuiltinModule` (Node >= 20.16), and `nativeBackend` is
+ * undefined wherever that is missing or the load-time self-test below fails.
+ *
+ * Per-call cost matters more than throughput here: a ratchet step on a 1 KiB message is
+ * a handful of tiny HMAC/HKDF/AEAD calls plus at most one X25519, so the call shapes are
+ * the cheapest measured ones (one-shot `hash`, `createHmac`, `hkdfSync`, one cipher
+ * object per message). Nothing derived from a secret is cached between calls.
+ *
+ * Raw keys become KeyObjects one of two ways:
+ *  - JWK (fast path, ~10x cheaper than DER under OpenSSL 3.0, whose DER decoder tries
+ *    every registered decoder). For a private OKP key Node imports only `d` and lets
+ *    OpenSSL derive the public half; `x` is type-checked but unused, so it is left empty
+ *    rather than computed. That is an implementation detail, so it is verified once at
+ *    load (known-answer test below): if a runtime ever used or validated `x`, the test
+ *    fails and the DER path is used instead. A wrong public half would be dangerous for
+ *    Ed25519 (it enters the signature hash), which is why the test signs.
+ *  - DER (fallback): fixed PKCS#8 / SPKI prefixes (RFC 8410) followed by the raw key.
+ */
+import type * as NodeCrypto from 'node:crypto';
+import { CryptoError } from '../errors.js';
+import type { CryptoBackend, MlKemEncapsulation, MlKemKeyPair } from './backend.js';
+import { assertAnyBytes, assertBytes, equalBytes, fromBase64Url, fromHex, toBase64Url } from './bytes.js';
+import {
+  assertHkdfLength,
+  assertNonZeroSharedSecret,
+  decryptFailed,
+  lowOrderPoint,
+  nobleMlKem,
+} from './noble.js';
+import {
+  AEAD_KEY_BYTES,
+  AEAD_NONCE_BYTES,
+  AEAD_TAG_BYTES,
+  ED25519_PUBLIC_KEY_BYTES,
+  ED25519_SEED_BYTES,
+  ED25519_SIGNATURE_BYTES,
+  X25519_PRIVATE_KEY_BYTES,
+  X25519_PUBLIC_KEY_BYTES,
+} from './sizes.js';
+
+type NodeCryptoModule = typeof NodeCrypto;
+type KeyObject = NodeCrypto.KeyObject;
+type OkpCurve = 'Ed25519' | 'X25519';
+
+/**
+ * A source of ML-KEM-768. The native backend takes the runtime's implementation when one
+ * exists (and passes the same vectors), noble otherwise.
+ */
+export interface MlKemProvider {
+  keygen(seed?: Uint8Array): MlKemKeyPair;
+  encapsulate(publicKey: Uint8Array, randomness?: Uint8Array): MlKemEncapsulation;
+  decapsulate(cipherText: Uint8Array, secretKey: Uint8Array): Uint8Array;
+}
+
+function loadNodeCrypto(): NodeCryptoModule | undefined {
+  const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
+  try {
+    const mod = proc?.getBuiltinModule?.('node:crypto');
+    return mod === undefined || mod === null ? undefined : (mod as NodeCryptoModule);
+  } catch {
+    return undefined;
+  }
+}
+
+/** RFC 8410 §7 / §10.3: DER headers in front of a raw 32-byte OKP key. */
+const PKCS8_PREFIX: Record<OkpCurve, Uint8Array> = {
+  Ed25519: fromHex('302e020100300506032b657004220420'),
+  X25519: fromHex('302e020100300506032b656e04220420'),
+};
+const SPKI_PREFIX: Record<OkpCurve, Uint8Array> = {
+  Ed25519: fromHex('302a300506032b6570032100'),
+  X25519: fromHex('302a300506032b656e032100'),
+};
+
+function withPrefix(prefix: Uint8Array, raw: Uint8Array): Uint8Array {
+  const der = new Uint8Array(prefix.length + raw.length);
+  der.set(prefix);
+  der.set(raw, prefix.length);
+  return der;
+}
+
+interface KeyImporter {
+  privateKey(curve: OkpCurve, raw: Uint8Array): KeyObject;
+  publicKey(curve: OkpCurve, raw: Uint8Array): KeyObject;
+}
+
+function jwkImporter(c: NodeCryptoModule): KeyImporter {
+  return {
+    privateKey: (crv, raw) => c.createPrivateKey({ key: { kty: 'OKP', crv, d: toBase64Url(raw), x: '' }, format: 'jwk' }),
+    publicKey: (crv, raw) => c.createPublicKey({ key: { kty: 'OKP', crv, x: toBase64Url(raw) }, format: 'jwk' }),
+  };
+}
+
+function derImporter(c: NodeCryptoModule): KeyImporter {
+  // Node reads any ArrayBufferView here; its typings only name Buffer.
+  return {
+    privateKey: (crv, raw) =>
+      c.createPrivateKey({ key: withPrefix(PKCS8_PREFIX[crv], raw) as Buffer, format: 'der', type: 'pkcs8' }),
+    publicKey: (crv, raw) =>
+      c.createPublicKey({ key: withPrefix(SPKI_PREFIX[crv], raw) as Buffer, format: 'der', type: 'spki' }),
+  };
+}
+
+/** The raw 32-byte public key of an OKP KeyObject (private or public). */
+function rawPublicKey(c: NodeCryptoModule, key: KeyObject): Uint8Array {
+  const jwk = (key.type === 'private' ? c.createPublicKey(key) : key).export({ format: 'jwk' });
+  if (typeof jwk.x !== 'string') throw new CryptoError('INVALID_STATE', 'runtime exported a key without x');
+  return fromBase64Url(jwk.x);
+}
+
+/** A plain Uint8Array view of a Node Buffer (Buffers have different slice semantics). */
+function plain(buf: Uint8Array): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+// Known answers checked once at load. RFC 8032 §7.1 TEST 1 and RFC 7748 §6.1 (Alice).
+const KAT = {
+  edSeed: fromHex('9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60'),
+  edPublic: fromHex('d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a'),
+  edSigEmpty: fromHex(
+    'e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b',
+  ),
+  xPrivate: fromHex('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a'),
+  xPublic: fromHex('8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a'),
+};
+
+function importerPassesKat(c: NodeCryptoModule, imp: KeyImporter): boolean {
+  try {
+    const ed = imp.privateKey('Ed25519', KAT.edSeed);
+    if (!equalBytes(rawPublicKey(c, ed), KAT.edPublic)) return false;
+    if (!equalBytes(plain(c.sign(null, new Uint8Array(0), ed)), KAT.edSigEmpty)) return false;
+    const edPub = imp.publicKey('Ed25519', KAT.edPublic);
+    if (!c.verify(null, new Uint8Array(0), edPub, KAT.edSigEmpty)) return false;
+    const x = imp.privateKey('X25519', KAT.xPrivate);
+    if (!equalBytes(rawPublicKey(c, x), KAT.xPublic)) return false;
+    return equalBytes(rawPublicKey(c, imp.publicKey('X25519', KAT.xPublic)), KAT.xPublic);
+  } catch {
+    return false;
+  }
+}
+
+/** Which key-import path this runtime uses; exported for the benchmark and tests. */
+export type KeyImportPath = 'jwk' | 'der';
+
+function createNativeBackend(
+  c: NodeCryptoModule,
+  mlkem: MlKemProvider,
+): { backend: CryptoBackend; keyImport: KeyImportPath } | undefined {
+  if (!c.getCiphers().includes('chacha20-poly1305')) return undefined;
+  let importer = jwkImporter(c);
+  let keyImport: KeyImportPath = 'jwk';
+  if (!importerPassesKat(c, importer)) {
+    importer = derImporter(c);
+    keyImport = 'der';
+    if (!importerPassesKat(c, importer)) return undefined;
+  }
+  const imp = importer;
+
+  // `crypto.hash` (Node >= 20.12) skips the Hash object; createHash otherwise.
+  const oneShot = typeof c.hash === 'function' ? c.hash : undefined;
+  const digest = (alg: 'sha256' | 'sha512', data: Uint8Array): Uint8Array =>
+    plain(oneShot !== undefined ? oneShot(alg, data, 'buffer') : c.createHash(alg).update(data).digest());
+
+  const backend: CryptoBackend = {
+    name: 'native',
+
+    sha256(data) {
+      assertAnyBytes(data, 'sha256 input');
+      return digest('sha256', data);
+    },
+
+    sha512(data) {
+      assertAnyBytes(data, 'sha512 input');
+      return digest('sha512', data);
+    },
+
+    hmacSha256(key, data) {
+      assertAnyBytes(key, 'hmac key');
+      assertAnyBytes(data, 'hmac input');
+      return plain(c.createHmac('sha256', key).update(data).digest());
+    },
+
+    hkdfSha256(ikm, salt, info, length) {
+      assertAnyBytes(ikm, 'hkdf ikm');
+      assertAnyBytes(salt, 'hkdf salt');
+      assertAnyBytes(info, 'hkdf info');
+      assertHkdfLength(length);
+      // Node caps `info` at 1024 bytes (an OpenSSL limit RFC 5869 does not have); longer
+      // info is computed as extract + expand by HMAC, which is the same function.
+      if (info.length > 1024) return hkdfByHmac(backend, ikm, salt, info, length);
+      return new Uint8Array(c.hkdfSync('sha256', ikm, salt, info, length));
+    },
+
+    x25519PublicKey(privateKey) {
+      assertBytes(privateKey, X25519_PRIVATE_KEY_BYTES, 'x25519 private key', 'INVALID_KEY');
+      return rawPublicKey(c, imp.privateKey('X25519', privateKey));
+    },
+
+    x25519(privateKey, publicKey) {
+      assertBytes(privateKey, X25519_PRIVATE_KEY_BYTES, 'x25519 private key', 'INVALID_KEY');
+      assertBytes(publicKey, X25519_PUBLIC_KEY_BYTES, 'x25519 public key', 'INVALID_KEY');
+      const priv = imp.privateKey('X25519', privateKey);
+      const pub = imp.publicKey('X25519', publicKey);
+      let shared: Uint8Array;
+      try {
+        // OpenSSL refuses to return an all-zero X25519 output (RFC 7748 §6.1).
+        shared = plain(c.diffieHellman({ privateKey: priv, publicKey: pub }));
+      } catch (cause) {
+        throw lowOrderPoint(cause);
+      }
+      assertNonZeroSharedSecret(shared);
+      return shared;
+    },
+
+    ed25519PublicKey(seed) {
+      assertBytes(seed, ED25519_SEED_BYTES, 'ed25519 seed', 'INVALID_KEY');
+      return rawPublicKey(c, imp.privateKey('Ed25519', seed));
+    },
+
+    ed25519Sign(seed, message) {
+      assertBytes(seed, ED25519_SEED_BYTES, 'ed25519 seed', 'INVALID_KEY');
+      assertAnyBytes(message, 'ed25519 message');
+      return plain(c.sign(null, message, imp.privateKey('Ed25519', seed)));
+    },
+
+    ed25519Verify(signature, message, publicKey) {
+      if (!(signature instanceof Uint8Array) || signature.length !== ED25519_SIGNATURE_BYTES) return false;
+      if (!(message instanceof Uint8Array)) return false;
+      if (!(publicKey instanceof Uint8Array) || publicKey.length !== ED25519_PUBLIC_KEY_BYTES) return false;
+      try {
+        return c.verify(null, message, imp.publicKey('Ed25519', publicKey), signature);
+      } catch {
+        return false;
+      }
+    },
+
+    aeadSeal(key, nonce, plaintext, aad) {
+      assertBytes(key, AEAD_KEY_BYTES, 'aead key', 'INVALID_KEY');
+      assertBytes(nonce, AEAD_NONCE_BYTES, 'aead nonce');
+      assertAnyBytes(plaintext, 'aead plaintext');
+      assertAnyBytes(aad, 'aead associated data');
+      const cipher = c.createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: AEAD_TAG_BYTES });
+      cipher.setAAD(aad, { plaintextLength: plaintext.length });
+      const body = cipher.update(plaintext);
+      const tail = cipher.final(); // empty for a stream cipher; kept for completeness
+      const out = new Uint8Array(body.length + tail.length + AEAD_TAG_BYTES);
+      out.set(body, 0);
+      out.set(tail, body.length);
+      out.set(cipher.getAuthTag(), body.length + tail.length);
+      return out;
+    },
+
+    aeadOpen(key, nonce, sealed, aad) {
+      assertBytes(key, AEAD_KEY_BYTES, 'aead key', 'INVALID_KEY');
+      assertBytes(nonce, AEAD_NONCE_BYTES, 'aead nonce');
+      assertAnyBytes(sealed, 'aead ciphertext');
+      assertAnyBytes(aad, 'aead associated data');
+      if (sealed.length < AEAD_TAG_BYTES) throw decryptFailed();
+      const ctLen = sealed.length - AEAD_TAG_BYTES;
+      try {
+        const decipher = c.createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: AEAD_TAG_BYTES });
+        decipher.setAAD(aad, { plaintextLength: ctLen });
+        decipher.setAuthTag(sealed.subarray(ctLen));
+        const body = decipher.update(sealed.subarray(0, ctLen));
+        const tail = decipher.final(); // throws here when the tag does not verify
+        if (tail.length === 0) return plain(body);
+        const out = new Uint8Array(body.length + tail.length);
+        out.set(body, 0);
+        out.set(tail, body.length);
+        return out;
+      } catch {
+        // Unverified plaintext from update() is dropped with the exception.
+        throw decryptFailed();
+      }
+    },
+
+    mlkemKeygen: (seed) => mlkem.keygen(seed),
+    mlkemEncapsulate: (publicKey, randomness) => mlkem.encapsulate(publicKey, randomness),
+    mlkemDecapsulate: (cipherText, secretKey) => mlkem.decapsulate(cipherText, secretKey),
+  };
+  return { backend, keyImport };
+}
+
+/** RFC 5869 in terms of HMAC, for the inputs Node's hkdfSync refuses. */
+function hkdfByHmac(
+  b: CryptoBackend,
+  ikm: Uint8Array,
+  salt: Uint8Array,
+  info: Uint8Array,
+  length: number,
+): Uint8Array {
+  // §2.2: an empty salt means HashLen zero bytes, which HMAC pads to the same block.
+  const prk = b.hmacSha256(salt, ikm);
+  const out = new Uint8Array(length);
+  let t: Uint8Array = new Uint8Array(0);
+  for (let i = 1, off = 0; off < length; i++) {
+    const input = new Uint8Array(t.length + info.length + 1);
+    input.set(t, 0);
+    input.set(info, t.length);
+    input[input.length - 1] = i;
+    t = b.hmacSha256(prk, input);
+    out.set(t.subarray(0, Math.min(t.length, length - off)), off);
+    off += t.length;
+  }
+  return out;
+}
+
+/**
+ * The runtime's own ML-KEM-768, when it has one. Node 20 has none, so this returns
+ * undefined and noble is used; a runtime implementation is slotted in here and must pass
+ * the same FIPS 203 / Wycheproof vectors before it is trusted.
+ */
+function runtimeMlKem(_c: NodeCryptoModule): MlKemProvider | undefined {
+  return undefined;
+}
+
+const nodeCrypto = loadNodeCrypto();
+const created =
+  nodeCrypto === undefined ? undefined : createNativeBackend(nodeCrypto, runtimeMlKem(nodeCrypto) ?? nobleMlKem);
+
+/** Node's built-in crypto, or undefined where it is unavailable (browsers, old Node). */
+export const nativeBackend: CryptoBackend | undefined = created?.backend;
+
+/** How raw keys are imported into the runtime (undefined without a native backend). */
+export const nativeKeyImport: KeyImportPath | undefined = created?.keyImport;

@@ -1,0 +1,92 @@
+/**
+ * Wire shapes of the key directory (HTTP, JSON bodies, bytes as base64url). Decoders
+ * turn untrusted JSON into typed objects, checking every size and count first.
+ */
+import { encodeBase64url } from './base64url.js';
+import { type JsonObject, array, asObject, bytes, keyId, str } from './decode.js';
+import { ProtocolError } from './errors.js';
+import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_KEYS_PER_UPLOAD } from './limits.js';
+
+export const ED25519_PUBLIC_KEY_BYTES = 32;
+export const ED25519_SIGNATURE_BYTES = 64;
+export const X25519_PUBLIC_KEY_BYTES = 32;
+export const MLKEM768_PUBLIC_KEY_BYTES = 1184;
+
+export interface WireSignedKey {
+  readonly keyId: number;
+  readonly publicKey: Uint8Array;
+  readonly signature: Uint8Array;
+}
+
+export interface RegisterDeviceRequest {
+  readonly deviceId: string;
+  readonly identityKey: Uint8Array;
+  /** Ed25519 signature by identityKey over deviceRegistrationTranscript(). */
+  readonly signature: Uint8Array;
+}
+
+export interface KeyUploadRequest {
+  readonly signedPrekey: WireSignedKey | undefined;
+  readonly lastResortKemPrekey: WireSignedKey | undefined;
+  readonly oneTimePrekeys: readonly WireSignedKey[];
+  readonly oneTimeKemPrekeys: readonly WireSignedKey[];
+}
+
+export function decodeDeviceId(s: string, field = 'deviceId'): string {
+  if (s.length === 0 || s.length > MAX_DEVICE_ID_LENGTH || !DEVICE_ID_PATTERN.test(s)) {
+    throw new ProtocolError('BAD_REQUEST', `${field}: must match ${DEVICE_ID_PATTERN.source}`);
+  }
+  return s;
+}
+
+export function decodeRegisterDevice(o: JsonObject): RegisterDeviceRequest {
+  return {
+    deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    identityKey: bytes(o, 'identityKey', ED25519_PUBLIC_KEY_BYTES),
+    signature: bytes(o, 'signature', ED25519_SIGNATURE_BYTES),
+  };
+}
+
+function signedKey(v: unknown, field: string, publicKeyBytes: number): WireSignedKey {
+  const o = asObject(v, field);
+  return {
+    keyId: keyId(o, 'keyId'),
+    publicKey: bytes(o, 'publicKey', publicKeyBytes),
+    signature: bytes(o, 'signature', ED25519_SIGNATURE_BYTES),
+  };
+}
+
+function countOf(o: JsonObject, field: string): number {
+  const v = o[field];
+  return Array.isArray(v) ? v.length : 0;
+}
+
+export function decodeKeyUpload(o: JsonObject): KeyUploadRequest {
+  // Count first, before decoding (and later verifying) a single key.
+  const total = countOf(o, 'oneTimePrekeys') + countOf(o, 'oneTimeKemPrekeys');
+  if (total > MAX_KEYS_PER_UPLOAD) {
+    throw new ProtocolError('TOO_MANY_KEYS', `at most ${MAX_KEYS_PER_UPLOAD} one-time keys per upload, got ${total}`);
+  }
+  const tooMany = () => new ProtocolError('TOO_MANY_KEYS', `at most ${MAX_KEYS_PER_UPLOAD} one-time keys per upload`);
+  const upload: KeyUploadRequest = {
+    signedPrekey: o.signedPrekey === undefined ? undefined : signedKey(o.signedPrekey, 'signedPrekey', X25519_PUBLIC_KEY_BYTES),
+    lastResortKemPrekey:
+      o.lastResortKemPrekey === undefined
+        ? undefined
+        : signedKey(o.lastResortKemPrekey, 'lastResortKemPrekey', MLKEM768_PUBLIC_KEY_BYTES),
+    oneTimePrekeys: array(o, 'oneTimePrekeys', MAX_KEYS_PER_UPLOAD, tooMany).map((k, i) =>
+      signedKey(k, `oneTimePrekeys[${i}]`, X25519_PUBLIC_KEY_BYTES),
+    ),
+    oneTimeKemPrekeys: array(o, 'oneTimeKemPrekeys', MAX_KEYS_PER_UPLOAD, tooMany).map((k, i) =>
+      signedKey(k, `oneTimeKemPrekeys[${i}]`, MLKEM768_PUBLIC_KEY_BYTES),
+    ),
+  };
+  if (!upload.signedPrekey && !upload.lastResortKemPrekey && total === 0) {
+    throw new ProtocolError('BAD_REQUEST', 'the upload contains no keys');
+  }
+  return upload;
+}
+
+export function encodeSignedKey(k: WireSignedKey): { keyId: number; publicKey: string; signature: string } {
+  return { keyId: k.keyId, publicKey: encodeBase64url(k.publicKey), signature: encodeBase64url(k.signature) };
+}

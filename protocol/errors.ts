@@ -1,0 +1,78 @@
+/**
+ * Stable error codes of the wire protocol. Every rejection the relay sends, over HTTP or
+ * WebSocket, carries one of these in `error.code`. docs/ERRORS.md lists them all with
+ * their meaning; a test fails when the two drift apart.
+ */
+export const ERROR_CODES = {
+  BAD_REQUEST: { http: 400, retry: false },
+  BODY_TOO_LARGE: { http: 413, retry: false },
+  FRAME_TOO_LARGE: { http: 413, retry: false },
+  UNSUPPORTED_MEDIA_TYPE: { http: 415, retry: false },
+  UNKNOWN_FRAME: { http: 400, retry: false },
+  NOT_FOUND: { http: 404, retry: false },
+  METHOD_NOT_ALLOWED: { http: 405, retry: false },
+  UNAUTHENTICATED: { http: 401, retry: false },
+  TOKEN_IN_QUERY: { http: 400, retry: false },
+  TOKEN_INVALID: { http: 401, retry: false },
+  TOKEN_EXPIRED: { http: 401, retry: false },
+  TOKEN_WRONG_ISSUER: { http: 401, retry: false },
+  TOKEN_WRONG_AUDIENCE: { http: 401, retry: false },
+  CHALLENGE_FAILED: { http: 401, retry: false },
+  AUTH_TIMEOUT: { http: 408, retry: true },
+  ALREADY_AUTHENTICATED: { http: 400, retry: false },
+  FORBIDDEN: { http: 403, retry: false },
+  DEVICE_NOT_FOUND: { http: 404, retry: false },
+  DEVICE_EXISTS: { http: 409, retry: false },
+  TOO_MANY_DEVICES: { http: 409, retry: false },
+  INVALID_SIGNATURE: { http: 400, retry: false },
+  INVALID_KEY: { http: 400, retry: false },
+  TOO_MANY_KEYS: { http: 400, retry: false },
+  KEY_ID_CONFLICT: { http: 409, retry: false },
+  NO_SIGNED_PREKEY: { http: 404, retry: true },
+  RATE_LIMITED: { http: 429, retry: true },
+  UNAVAILABLE: { http: 503, retry: true },
+  INTERNAL: { http: 500, retry: true },
+} as const satisfies Record<string, { http: number; retry: boolean }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export function isErrorCode(s: string): s is ErrorCode {
+  return Object.prototype.hasOwnProperty.call(ERROR_CODES, s);
+}
+
+/** A rejection with a stable code, safe to send to the peer: the message never contains
+ * secrets or internal details. */
+export class ProtocolError extends Error {
+  override readonly name = 'ProtocolError';
+  readonly code: ErrorCode;
+  /** Extra machine-readable detail sent to the peer (e.g. `retryAfterMs`). */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.code = code;
+    this.details = details;
+  }
+
+  get httpStatus(): number {
+    return ERROR_CODES[this.code].http;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details ? { code: this.code, message: this.message, details: { ...this.details } } : { code: this.code, message: this.message };
+  }
+}
+
+/** WebSocket close codes the relay uses (4000-4999 is the application range, RFC 6455 §7.4.2). */
+export const CLOSE_CODES = {
+  /** RFC 6455 "going away": the relay is shutting down; reconnect elsewhere or later. */
+  GOING_AWAY: 1001,
+  /** The peer violated the protocol (e.g. a frame too large or malformed beyond recovery). */
+  PROTOCOL_ERROR: 1002,
+  /** Message too big (RFC 6455). */
+  MESSAGE_TOO_BIG: 1009,
+  /** Authentication failed or timed out. */
+  AUTH_FAILED: 4001,
+  /** A newer connection for the same device replaced this one. */
+  REPLACED: 4002,
+} as const;

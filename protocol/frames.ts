@@ -1,0 +1,92 @@
+/**
+ * WebSocket frames. Each WebSocket message is one JSON object with a `type`. Client
+ * frames are decoded once, here, into a discriminated union; the relay dispatches on
+ * the union and never touches the raw JSON again. docs/PROTOCOL.md documents each frame.
+ */
+import { encodeBase64url } from './base64url.js';
+import { type JsonObject, bytes, int, optStr, parseJsonObject, str } from './decode.js';
+import { type ErrorCode, ProtocolError } from './errors.js';
+import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_TOKEN_BYTES } from './limits.js';
+
+/** Client → relay. */
+export type ClientFrame =
+  | { readonly type: 'auth'; readonly token: string; readonly deviceId: string; readonly signature: Uint8Array }
+  | { readonly type: 'ping'; readonly id: number | undefined };
+
+/** Relay → client. */
+export type ServerFrame =
+  | { readonly type: 'challenge'; readonly nonce: Uint8Array }
+  | { readonly type: 'auth_ok'; readonly userId: string; readonly deviceId: string }
+  | { readonly type: 'pong'; readonly id: number | undefined }
+  | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string; readonly id?: number | undefined };
+
+export type ClientFrameType = ClientFrame['type'];
+export type ServerFrameType = ServerFrame['type'];
+
+const MAX_REQUEST_ID = 0xffff_ffff;
+
+function optId(o: JsonObject): number | undefined {
+  return o.id === undefined ? undefined : int(o, 'id', 0, MAX_REQUEST_ID);
+}
+
+const DECODERS: { readonly [T in ClientFrameType]: (o: JsonObject) => Extract<ClientFrame, { type: T }> } = {
+  auth: (o) => ({
+    type: 'auth',
+    token: str(o, 'token', { max: MAX_TOKEN_BYTES }),
+    deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    signature: bytes(o, 'signature', 64),
+  }),
+  ping: (o) => ({ type: 'ping', id: optId(o) }),
+};
+
+function isClientFrameType(t: string): t is ClientFrameType {
+  return Object.prototype.hasOwnProperty.call(DECODERS, t);
+}
+
+/** The request id of a frame, when one can be read, so that an error can echo it. */
+export function peekRequestId(o: JsonObject): number | undefined {
+  const v = o.id;
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_REQUEST_ID ? v : undefined;
+}
+
+/**
+ * Decodes one client message. Throws ProtocolError: FRAME_TOO_LARGE (checked before
+ * parsing), BAD_REQUEST (not JSON / bad fields) or UNKNOWN_FRAME.
+ */
+export function decodeClientFrame(data: Uint8Array | string): ClientFrame {
+  const size = typeof data === 'string' ? data.length : data.byteLength;
+  if (size > MAX_FRAME_BYTES) throw new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_FRAME_BYTES} bytes`);
+  const text = typeof data === 'string' ? data : new TextDecoder('utf-8', { fatal: false }).decode(data);
+  const o = parseJsonObject(text, 'frame');
+  const type = optStr(o, 'type', { max: 32 });
+  if (type === undefined) throw new ProtocolError('BAD_REQUEST', 'type: missing');
+  if (!isClientFrameType(type)) throw new ProtocolError('UNKNOWN_FRAME', `unknown frame type ${JSON.stringify(type)}`);
+  try {
+    return DECODERS[type](o);
+  } catch (err) {
+    // Keep the request id on the error so the reply can be matched to its request.
+    if (err instanceof ProtocolError) throw new ProtocolError(err.code, err.message, { id: peekRequestId(o) });
+    throw err;
+  }
+}
+
+export function encodeServerFrame(f: ServerFrame): string {
+  switch (f.type) {
+    case 'challenge':
+      return JSON.stringify({ type: 'challenge', nonce: encodeBase64url(f.nonce) });
+    case 'auth_ok':
+    case 'pong':
+    case 'error':
+      return JSON.stringify(f);
+  }
+}
+
+export function encodeClientFrame(f: ClientFrame): string {
+  switch (f.type) {
+    case 'auth':
+      return JSON.stringify({ type: 'auth', token: f.token, deviceId: f.deviceId, signature: encodeBase64url(f.signature) });
+    case 'ping':
+      return JSON.stringify(f);
+  }
+}
+

@@ -1,0 +1,47 @@
+/**
+ * Wire limits: every size and count an untrusted peer controls, bounded before any work
+ * is done. The relay and the SDK read these from here; docs/PROTOCOL.md lists them.
+ */
+
+/** Largest HTTP request body the relay reads. A prekey upload of 100 one-time ML-KEM
+ * keys (1184 bytes each, base64url) plus signatures is ~230 KiB; 512 KiB leaves room. */
+export const MAX_HTTP_BODY_BYTES = 512 * 1024;
+
+/** Largest WebSocket message. An envelope payload is capped below; a frame adds JSON
+ * framing and base64 expansion (4/3). */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+
+/** Largest opaque envelope ciphertext, in bytes. */
+export const MAX_ENVELOPE_BYTES = 256 * 1024;
+
+/** At most this many keys (one-time X25519 + one-time ML-KEM together) per upload, so a
+ * single request cannot make the relay verify an unbounded number of signatures. */
+export const MAX_KEYS_PER_UPLOAD = 100;
+
+/** Device ids are short printable tokens chosen by the client. */
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+export const MAX_DEVICE_ID_LENGTH = 64;
+
+/** A user id is the JWT `sub`; bounded because it is stored and used as a routing key. */
+export const MAX_USER_ID_LENGTH = 128;
+
+/** A user may register at most this many devices (Signal allows a handful). */
+export const MAX_DEVICES_PER_USER = 16;
+
+/** Key ids are unsigned 32-bit integers. */
+export const MAX_KEY_ID = 0xffff_ffff;
+
+/** Size of the server challenge a device signs to bind a WebSocket connection. */
+export const CHALLENGE_BYTES = 32;
+
+/** A connection that has not authenticated within this time is closed, so an idle
+ * unauthenticated socket cannot hold server resources. */
+export const AUTH_TIMEOUT_MS = 10_000;
+
+/** Bearer tokens longer than this are rejected before verification. */
+export const MAX_TOKEN_BYTES = 8 * 1024;
+
+/** Bundle fetches per requesting user: a token bucket of this capacity refilled at this
+ * rate. Bounds how fast one account can drain another's one-time prekeys. */
+export const BUNDLE_FETCH_BURST = 60;
+export const BUNDLE_FETCH_PER_SECOND = 10;

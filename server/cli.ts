@@ -1,0 +1,106 @@
+/**
+ * `hermetic <command>`: serve (the relay), migrate (apply migrations and exit), token
+ * (mint a dev-mode token). Exit codes: 0 success, 1 runtime failure, 2 usage or
+ * configuration error.
+ */
+import { ConfigError, loadConfig } from './config.js';
+import { createLogger } from './log.js';
+import { openDevIssuer } from './auth/dev-issuer.js';
+import { openDatabase, startRelay } from './relay.js';
+import { migrate } from './storage/migrate.js';
+import { DataDirLockedError } from './storage/pglite.js';
+import { MAX_USER_ID_LENGTH } from '../protocol/limits.js';
+
+const USAGE = `usage: hermetic <command>
+
+commands:
+  serve                         run the relay (PORT, DATABASE_URL, ... see README)
+  migrate                       apply database migrations and exit
+  token <user> [--ttl <secs>]   mint a dev-mode token for <user> (default ttl 3600)
+`;
+
+/** Longest dev token lifetime: dev tokens are for local work, not long-lived sessions. */
+const MAX_DEV_TOKEN_TTL_S = 30 * 24 * 3600;
+
+async function serve(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const relay = await startRelay(config, logger);
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    logger.info({ signal }, 'shutting down');
+    relay.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err: { message: (err as Error).message } }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+async function runMigrate(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const db = await openDatabase(config, logger);
+  try {
+    const r = await migrate(db);
+    console.log(r.applied.length ? `applied: ${r.applied.join(', ')}` : `up to date (version ${r.current})`);
+  } finally {
+    await db.close();
+  }
+}
+
+async function token(args: readonly string[]): Promise<void> {
+  const user = args[0];
+  if (!user || user.startsWith('--') || user.length > MAX_USER_ID_LENGTH) throw new UsageError('token needs a <user>');
+  let ttl = 3600;
+  const i = args.indexOf('--ttl');
+  if (i >= 0) {
+    const raw = args[i + 1] ?? '';
+    if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_DEV_TOKEN_TTL_S) {
+      throw new UsageError(`--ttl must be 1..${MAX_DEV_TOKEN_TTL_S} seconds`);
+    }
+    ttl = Number(raw);
+  }
+  const config = loadConfig();
+  if (config.auth.mode !== 'dev') throw new UsageError('token only works in dev mode (no HERMETIC_JWKS_URL/FILE set)');
+  const issuer = await openDevIssuer(config.dataDir);
+  console.log(await issuer.mint(user, ttl));
+}
+
+class UsageError extends Error {}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'serve':
+      return serve();
+    case 'migrate':
+      return runMigrate();
+    case 'token':
+      return token(rest);
+    default:
+      throw new UsageError(cmd ? `unknown command ${cmd}` : 'no command given');
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof UsageError) {
+    console.error(`hermetic: ${err.message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  if (err instanceof ConfigError || err instanceof DataDirLockedError) {
+    console.error(`hermetic: ${err.message}`);
+    process.exit(2);
+  }
+  console.error('hermetic: fatal:', err instanceof Error ? err.message : err);
+  process.exit(1);
+});

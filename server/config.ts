@@ -1,0 +1,95 @@
+/**
+ * Configuration from environment variables, parsed once into a typed object. An invalid
+ * value fails fast with a message naming the variable. README.md's configuration table
+ * lists every variable read here.
+ */
+import path from 'node:path';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export type AuthConfig =
+  | { readonly mode: 'jwks'; readonly jwksUrl?: string; readonly jwksFile?: string; readonly issuer: string; readonly audience: string; readonly clockToleranceSec: number }
+  | { readonly mode: 'dev'; readonly issuer: string; readonly audience: string; readonly clockToleranceSec: number };
+
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly dbPoolMax: number;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  readonly production: boolean;
+  readonly auth: AuthConfig;
+  readonly shutdownGraceMs: number;
+}
+
+/** Issuer and audience of tokens minted by `hermetic token` in dev mode. */
+export const DEV_ISSUER = 'hermetic-dev';
+export const DEV_AUDIENCE = 'hermetic';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+function intVar(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return def;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be an integer, got ${JSON.stringify(raw)}`);
+  const v = Number(raw);
+  if (v < min || v > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${v}`);
+  return v;
+}
+
+function urlVar(env: Env, name: string, protocols: readonly string[]): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is not a valid URL`);
+  }
+  if (!protocols.includes(u.protocol)) throw new ConfigError(`${name} must use ${protocols.join(' or ')}`);
+  return raw;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export function loadConfig(env: Env = process.env): Config {
+  const logLevel = env.HERMETIC_LOG_LEVEL || 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError(`HERMETIC_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
+  }
+  const production = env.NODE_ENV === 'production';
+  const jwksUrl = urlVar(env, 'HERMETIC_JWKS_URL', ['https:', 'http:']);
+  const jwksFile = env.HERMETIC_JWKS_FILE || undefined;
+  if (jwksUrl && jwksFile) throw new ConfigError('set only one of HERMETIC_JWKS_URL and HERMETIC_JWKS_FILE');
+  const clockToleranceSec = intVar(env, 'HERMETIC_JWT_CLOCK_TOLERANCE', 30, 0, 600);
+  let auth: AuthConfig;
+  if (jwksUrl || jwksFile) {
+    const issuer = env.HERMETIC_JWT_ISSUER;
+    const audience = env.HERMETIC_JWT_AUDIENCE;
+    if (!issuer) throw new ConfigError('HERMETIC_JWT_ISSUER is required when a JWKS is configured');
+    if (!audience) throw new ConfigError('HERMETIC_JWT_AUDIENCE is required when a JWKS is configured');
+    auth = { mode: 'jwks', ...(jwksUrl ? { jwksUrl } : {}), ...(jwksFile ? { jwksFile } : {}), issuer, audience, clockToleranceSec };
+  } else {
+    if (production) {
+      throw new ConfigError(
+        'no HERMETIC_JWKS_URL or HERMETIC_JWKS_FILE is set, and dev mode (self-issued tokens) is refused when NODE_ENV=production',
+      );
+    }
+    auth = { mode: 'dev', issuer: DEV_ISSUER, audience: DEV_AUDIENCE, clockToleranceSec };
+  }
+  const databaseUrl = urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  return {
+    host: env.HERMETIC_HOST || '0.0.0.0',
+    port: intVar(env, 'PORT', 8080, 0, 65535),
+    databaseUrl,
+    dataDir: path.resolve(env.HERMETIC_DATA_DIR || 'data'),
+    dbPoolMax: intVar(env, 'HERMETIC_DB_POOL_MAX', 10, 1, 1000),
+    logLevel: logLevel as Config['logLevel'],
+    production,
+    auth,
+    shutdownGraceMs: intVar(env, 'HERMETIC_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+  };
+}

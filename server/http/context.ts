@@ -1,0 +1,146 @@
+/**
+ * HTTP request handling on uWebSockets.js. uWS requests are only valid synchronously, so
+ * everything needed (method, url, query, headers) is copied out before the first await;
+ * onAborted is registered before any await; writes after an await are corked.
+ */
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import { ProtocolError } from '../../protocol/errors.js';
+import { MAX_HTTP_BODY_BYTES } from '../../protocol/limits.js';
+
+export interface RequestInfo {
+  readonly method: string;
+  readonly url: string;
+  readonly query: string;
+  readonly authorization: string;
+  readonly contentType: string;
+  readonly contentLength: number | undefined;
+  readonly params: readonly string[];
+}
+
+export class HttpExchange {
+  aborted = false;
+  done = false;
+  private readonly abortHandlers: Array<() => void> = [];
+
+  constructor(
+    readonly res: HttpResponse,
+    readonly info: RequestInfo,
+  ) {
+    res.onAborted(() => {
+      this.aborted = true;
+      for (const h of this.abortHandlers) h();
+    });
+  }
+
+  onAbort(h: () => void): void {
+    this.abortHandlers.push(h);
+  }
+
+  /** Reads the body, refusing (before buffering it) anything over `max` bytes. */
+  readBody(max = MAX_HTTP_BODY_BYTES): Promise<Buffer> {
+    const declared = this.info.contentLength;
+    if (declared !== undefined && declared > max) {
+      return Promise.reject(new ProtocolError('BODY_TOO_LARGE', `request body over ${max} bytes`));
+    }
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let failed = false;
+      this.onAbort(() => reject(new Error('request aborted')));
+      this.res.onData((chunk, isLast) => {
+        if (failed) return;
+        size += chunk.byteLength;
+        if (size > max) {
+          failed = true;
+          reject(new ProtocolError('BODY_TOO_LARGE', `request body over ${max} bytes`));
+          return;
+        }
+        // The chunk is neutered after this callback returns: copy it.
+        chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
+        if (isLast) resolve(Buffer.concat(chunks, size));
+      });
+    });
+  }
+
+  /** Reads a JSON body (Content-Type application/json) as text, size-capped. */
+  async readJsonText(max = MAX_HTTP_BODY_BYTES): Promise<string> {
+    if (!/^application\/json\b/i.test(this.info.contentType)) {
+      throw new ProtocolError('UNSUPPORTED_MEDIA_TYPE', 'Content-Type must be application/json');
+    }
+    const body = await this.readBody(max);
+    return body.toString('utf8');
+  }
+
+  send(status: number, body: string, contentType = 'application/json', close = false): void {
+    if (this.aborted || this.done) return;
+    this.done = true;
+    this.res.cork(() => {
+      this.res.writeStatus(statusLine(status)).writeHeader('content-type', contentType).writeHeader('cache-control', 'no-store');
+      this.res.end(body, close);
+    });
+  }
+
+  json(status: number, value: unknown): void {
+    this.send(status, JSON.stringify(value));
+  }
+
+  error(err: ProtocolError): void {
+    // After a body-size rejection the rest of the body is unread: close the connection.
+    this.send(err.httpStatus, JSON.stringify({ error: err.toJSON() }), 'application/json', err.code === 'BODY_TOO_LARGE');
+  }
+}
+
+const REASONS: Record<number, string> = {
+  200: 'OK',
+  201: 'Created',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  409: 'Conflict',
+  413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+function statusLine(status: number): string {
+  return `${status} ${REASONS[status] ?? 'Status'}`;
+}
+
+/** Copies what a handler needs out of the uWS request (valid only synchronously). */
+export function requestInfo(req: HttpRequest, paramCount: number): RequestInfo {
+  const cl = req.getHeader('content-length');
+  const params: string[] = [];
+  for (let i = 0; i < paramCount; i++) params.push(req.getParameter(i) ?? '');
+  return {
+    method: req.getMethod().toUpperCase(),
+    url: req.getUrl(),
+    query: req.getQuery() ?? '',
+    authorization: req.getHeader('authorization'),
+    contentType: req.getHeader('content-type'),
+    contentLength: /^\d+$/.test(cl) ? Number(cl) : undefined,
+    params,
+  };
+}
+
+/** Query parameters that carry credentials: refused, because URLs end up in logs. */
+const TOKEN_QUERY_KEYS = /(?:^|&)(?:access_token|token|jwt|authorization)=/i;
+
+export function refuseTokenInQuery(query: string): void {
+  if (TOKEN_QUERY_KEYS.test(query)) {
+    throw new ProtocolError('TOKEN_IN_QUERY', 'credentials are never accepted in a URL; use the Authorization header');
+  }
+}
+
+export function decodePathParam(raw: string, field: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new ProtocolError('BAD_REQUEST', `${field}: bad percent-encoding`);
+  }
+}
+

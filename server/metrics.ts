@@ -1,0 +1,34 @@
+/**
+ * Prometheus metrics (prom-client), served as text on GET /metrics. Labels are bounded
+ * sets (frame types and error codes known in advance), never user or device ids.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface RelayMetrics {
+  readonly registry: Registry;
+  readonly connectionsOpen: Gauge;
+  readonly framesIn: Counter<'type'>;
+  readonly framesOut: Counter<'type'>;
+  readonly errors: Counter<'code'>;
+  readonly dbQuerySeconds: Histogram;
+  readonly httpRequests: Counter<'route' | 'status'>;
+}
+
+export function createMetrics(): RelayMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'hermetic_' });
+  return {
+    registry,
+    connectionsOpen: new Gauge({ name: 'hermetic_connections_open', help: 'Open WebSocket connections', registers: [registry] }),
+    framesIn: new Counter({ name: 'hermetic_frames_in_total', help: 'WebSocket frames received, by type', labelNames: ['type'], registers: [registry] }),
+    framesOut: new Counter({ name: 'hermetic_frames_out_total', help: 'WebSocket frames sent, by type', labelNames: ['type'], registers: [registry] }),
+    errors: new Counter({ name: 'hermetic_errors_total', help: 'Errors returned to peers, by code', labelNames: ['code'], registers: [registry] }),
+    dbQuerySeconds: new Histogram({
+      name: 'hermetic_db_query_seconds',
+      help: 'Database statement latency',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    httpRequests: new Counter({ name: 'hermetic_http_requests_total', help: 'HTTP requests, by route and status', labelNames: ['route', 'status'], registers: [registry] }),
+  };
+}

@@ -1,0 +1,43 @@
+/**
+ * The storage driver contract: the few operations the relay needs from PostgreSQL,
+ * implemented by `pg` (a server) and PGlite (embedded, WASM). One SQL dialect and one
+ * set of migrations serve both; domain stores are written once against this interface.
+ */
+export type SqlParam = string | number | bigint | boolean | null | Uint8Array | readonly SqlParam[] | Date;
+
+export interface SqlExecutor {
+  /** Runs one statement with `$n` parameters and returns its rows. */
+  query<Row extends object = Record<string, unknown>>(sql: string, params?: readonly SqlParam[]): Promise<Row[]>;
+}
+
+/** A connection that can also run a multi-statement script (a migration file). */
+export interface ScriptExecutor extends SqlExecutor {
+  exec(script: string): Promise<void>;
+}
+
+export type DriverName = 'pg' | 'pglite';
+
+export interface Database extends SqlExecutor {
+  readonly driver: DriverName;
+  /** Runs `fn` in one transaction: COMMIT when it resolves, ROLLBACK when it throws. */
+  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` while holding a session-level advisory lock, on one connection, so that
+   * concurrent processes (several relays starting together) take turns.
+   */
+  withAdvisoryLock<T>(key: bigint, fn: (conn: ScriptExecutor) => Promise<T>): Promise<T>;
+  /** Subscribes to NOTIFY on `channel`; resolves to an unsubscribe function. */
+  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+/** Errors from the database are reported with the driver's SQLSTATE where present. */
+export function sqlState(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err) {
+    const code = (err as { code: unknown }).code;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code;
+  }
+  return undefined;
+}
+
+export const UNIQUE_VIOLATION = '23505';

@@ -148,19 +148,32 @@ function importerPassesKat(c: NodeCryptoModule, imp: KeyImporter): boolean {
 /** Which key-import path this runtime uses; exported for the benchmark and tests. */
 export type KeyImportPath = 'jwk' | 'der';
 
-function createNativeBackend(
+/**
+ * Builds a native backend on a given `node:crypto` module, or undefined if the runtime
+ * lacks a primitive or fails the known-answer test. `keyImport` forces one import path
+ * (tests use it to exercise the DER fallback). Internal: not re-exported by index.ts.
+ */
+export function createNativeBackend(
   c: NodeCryptoModule,
   mlkem: MlKemProvider,
+  keyImport?: KeyImportPath,
 ): { backend: CryptoBackend; keyImport: KeyImportPath } | undefined {
   if (!c.getCiphers().includes('chacha20-poly1305')) return undefined;
+  if (keyImport !== undefined) {
+    const forced = keyImport === 'jwk' ? jwkImporter(c) : derImporter(c);
+    return importerPassesKat(c, forced) ? { backend: buildBackend(c, mlkem, forced), keyImport } : undefined;
+  }
   let importer = jwkImporter(c);
-  let keyImport: KeyImportPath = 'jwk';
+  let chosen: KeyImportPath = 'jwk';
   if (!importerPassesKat(c, importer)) {
     importer = derImporter(c);
-    keyImport = 'der';
+    chosen = 'der';
     if (!importerPassesKat(c, importer)) return undefined;
   }
-  const imp = importer;
+  return { backend: buildBackend(c, mlkem, importer), keyImport: chosen };
+}
+
+function buildBackend(c: NodeCryptoModule, mlkem: MlKemProvider, imp: KeyImporter): CryptoBackend {
 
   // `crypto.hash` (Node >= 20.12) skips the Hash object; createHash otherwise.
   const oneShot = typeof c.hash === 'function' ? c.hash : undefined;
@@ -284,7 +297,7 @@ function createNativeBackend(
     mlkemEncapsulate: (publicKey, randomness) => mlkem.encapsulate(publicKey, randomness),
     mlkemDecapsulate: (cipherText, secretKey) => mlkem.decapsulate(cipherText, secretKey),
   };
-  return { backend, keyImport };
+  return backend;
 }
 
 /** RFC 5869 in terms of HMAC, for the inputs Node's hkdfSync refuses. */

@@ -1,0 +1,89 @@
+/**
+ * The native and noble backends must be interchangeable: random inputs (fast-check),
+ * byte-identical outputs for every primitive, and the same accept/reject decisions.
+ */
+import { fc, it } from '@fast-check/vitest';
+import { describe, expect } from 'vitest';
+import { CryptoError } from '../../crypto/errors.js';
+import type { CryptoBackend } from '../../crypto/primitives/backend.js';
+import { toHex } from '../../crypto/primitives/bytes.js';
+import { BACKENDS, noble } from './helpers.js';
+
+const bytes = (min: number, max: number) => fc.uint8Array({ minLength: min, maxLength: max });
+const key32 = fc.uint8Array({ minLength: 32, maxLength: 32 });
+const RUNS = { numRuns: 60 };
+const SLOW_RUNS = { numRuns: 20 }; // noble's curve operations are ~1 ms each
+
+/** Runs `f` on every backend; results (or error codes) must equal noble's. */
+function same(f: (b: CryptoBackend) => Uint8Array | boolean): void {
+  const run = (b: CryptoBackend): string => {
+    try {
+      const r = f(b);
+      return typeof r === 'boolean' ? String(r) : toHex(r);
+    } catch (e) {
+      if (e instanceof CryptoError) return `error ${e.code}: ${e.message}`;
+      throw e;
+    }
+  };
+  const expected = run(noble);
+  for (const [name, b] of BACKENDS) expect(run(b), name).toBe(expected);
+}
+
+describe('native and noble agree', () => {
+  it.prop([bytes(0, 2048)], RUNS)('sha256 / sha512', (data) => {
+    same((b) => b.sha256(data));
+    same((b) => b.sha512(data));
+  });
+
+  it.prop([bytes(0, 200), bytes(0, 2048)], RUNS)('hmacSha256 (keys shorter and longer than a block)', (k, d) => {
+    same((b) => b.hmacSha256(k, d));
+  });
+
+  it.prop([bytes(0, 100), bytes(0, 100), bytes(0, 1100), fc.integer({ min: 1, max: 8160 })], RUNS)(
+    'hkdfSha256 (incl. info over 1024 bytes and maximal length)',
+    (ikm, salt, info, len) => {
+      same((b) => b.hkdfSha256(ikm, salt, info, len));
+    },
+  );
+
+  it.prop([key32, fc.uint8Array({ minLength: 12, maxLength: 12 }), bytes(0, 3000), bytes(0, 64)], RUNS)(
+    'aeadSeal / aeadOpen, and both reject the same tampering',
+    (k, n, pt, aad) => {
+      same((b) => b.aeadSeal(k, n, pt, aad));
+      const sealed = noble.aeadSeal(k, n, pt, aad);
+      same((b) => b.aeadOpen(k, n, sealed, aad));
+      const flipped = sealed.slice();
+      flipped[pt.length % flipped.length]! ^= 0x80;
+      same((b) => b.aeadOpen(k, n, flipped, aad));
+      same((b) => b.aeadOpen(k, n, sealed.subarray(0, sealed.length - 1), aad));
+    },
+  );
+
+  it.prop([key32, key32], SLOW_RUNS)('x25519PublicKey / x25519 (arbitrary u, incl. non-canonical)', (s, u) => {
+    same((b) => b.x25519PublicKey(s));
+    same((b) => b.x25519(s, u));
+  });
+
+  it.prop([key32, bytes(0, 1500)], SLOW_RUNS)('ed25519PublicKey / Sign / Verify', (seed, msg) => {
+    same((b) => b.ed25519PublicKey(seed));
+    same((b) => b.ed25519Sign(seed, msg));
+    const pub = noble.ed25519PublicKey(seed);
+    const sig = noble.ed25519Sign(seed, msg);
+    same((b) => b.ed25519Verify(sig, msg, pub));
+    const bad = sig.slice();
+    bad[msg.length % 64]! ^= 1;
+    same((b) => b.ed25519Verify(bad, msg, pub));
+  });
+
+  it.prop([fc.uint8Array({ minLength: 64, maxLength: 64 }), key32], { numRuns: 10 })(
+    'ML-KEM-768 keygen / encapsulate / decapsulate',
+    (seed, m) => {
+      same((b) => b.mlkemKeygen(seed).publicKey);
+      same((b) => b.mlkemKeygen(seed).secretKey);
+      const kp = noble.mlkemKeygen(seed);
+      same((b) => b.mlkemEncapsulate(kp.publicKey, m).cipherText);
+      const ct = noble.mlkemEncapsulate(kp.publicKey, m).cipherText;
+      same((b) => b.mlkemDecapsulate(ct, kp.secretKey));
+    },
+  );
+});

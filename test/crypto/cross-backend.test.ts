@@ -39,7 +39,7 @@ describe('native and noble agree', () => {
     same((b) => b.hmacSha256(k, d));
   });
 
-  it.prop([bytes(0, 100), bytes(0, 100), bytes(0, 1100), fc.integer({ min: 1, max: 8160 })], RUNS)(
+  it.prop([bytes(0, 100), bytes(0, 100), bytes(0, 1100), fc.oneof(fc.integer({ min: 1, max: 96 }), fc.integer({ min: 1, max: 8160 }))], RUNS)(
     'hkdfSha256 (incl. info over 1024 bytes and maximal length)',
     (ikm, salt, info, len) => {
       same((b) => b.hkdfSha256(ikm, salt, info, len));

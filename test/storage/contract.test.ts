@@ -1,0 +1,358 @@
+/**
+ * The storage contract, run against both drivers: PGlite (in memory) and a real
+ * PostgreSQL server (a fresh database per suite). Everything above the Database
+ * interface is written once, so both must give the same answers: migrations, the
+ * driver primitives, and the key directory's rules.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ProtocolError } from '../../protocol/errors.js';
+import { MAX_DEVICES_PER_USER } from '../../protocol/limits.js';
+import { DirectoryStore, type KeyUpload, type PrekeyBundle } from '../../server/directory/store.js';
+import { MAX_STORED_ONE_TIME_KEYS } from '../../server/limits.js';
+import type { Database } from '../../server/storage/database.js';
+import { loadMigrations, migrate, migrationsCurrent } from '../../server/storage/migrate.js';
+import { openPg } from '../../server/storage/pg.js';
+import { openPglite } from '../../server/storage/pglite.js';
+import { TestDevice, range } from '../helpers/device.js';
+import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
+import { systemRandom } from '../../crypto/primitives/index.js';
+
+interface Driver {
+  readonly name: string;
+  readonly available: boolean;
+  open(): Promise<{ db: Database; cleanup: () => Promise<void> }>;
+}
+
+const DRIVERS: Driver[] = [
+  {
+    name: 'pglite',
+    available: true,
+    open: async () => {
+      const db = await openPglite({});
+      return { db, cleanup: () => db.close() };
+    },
+  },
+  {
+    name: 'pg',
+    available: pgServer !== undefined,
+    open: async () => {
+      const tdb: TestDatabase = await createTestDatabase();
+      const db = await openPg({ connectionString: tdb.url, maxConnections: 10 });
+      return {
+        db,
+        cleanup: async () => {
+          await db.close();
+          await tdb.drop();
+        },
+      };
+    },
+  },
+];
+
+async function rejection(p: Promise<unknown>): Promise<ProtocolError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof ProtocolError) return err;
+    throw err;
+  }
+  throw new Error('expected a ProtocolError, but the call succeeded');
+}
+
+function emptyUpload(): KeyUpload {
+  return { oneTimePrekeys: [], oneTimeKemPrekeys: [] };
+}
+
+/** Key material that doesn't need to be valid for the store (it never parses keys). */
+function fakeKey(keyId: number, publicKeyBytes = 32) {
+  return { keyId, publicKey: systemRandom(publicKeyBytes), signature: systemRandom(64) };
+}
+
+describe.each(DRIVERS)('storage contract on $name', (driver) => {
+  if (!driver.available) {
+    pgMissing(`storage contract on ${driver.name}`);
+    return;
+  }
+
+  let db: Database;
+  let cleanup: () => Promise<void> = async () => undefined;
+  let store: DirectoryStore;
+
+  beforeAll(async () => {
+    ({ db, cleanup } = await driver.open());
+    store = new DirectoryStore(db);
+  });
+
+  afterAll(async () => {
+    await cleanup();
+  });
+
+  describe('migrations', () => {
+    it('apply every migration once, then are a no-op the second time', async () => {
+      const migrations = loadMigrations();
+      expect(migrations.length).toBeGreaterThan(0);
+      expect(await migrationsCurrent(db, migrations.length)).toBe(false);
+
+      const first = await migrate(db, migrations);
+      expect(first.applied).toEqual(migrations.map((m) => m.name));
+      expect(first.current).toBe(migrations.length);
+      const before = await db.query('SELECT version, name, applied_at FROM schema_migrations ORDER BY version');
+      expect(before.map((r) => r.name)).toEqual(migrations.map((m) => m.name));
+
+      const second = await migrate(db, migrations);
+      expect(second.applied).toEqual([]);
+      expect(second.current).toBe(migrations.length);
+      const after = await db.query('SELECT version, name, applied_at FROM schema_migrations ORDER BY version');
+      expect(after).toEqual(before);
+      expect(await migrationsCurrent(db, migrations.length)).toBe(true);
+    });
+  });
+
+  describe('driver primitives', () => {
+    it('round-trips bytea and bigint parameters', async () => {
+      const bytes = new Uint8Array([0, 1, 2, 254, 255]);
+      const rows = await db.query<{ b: Uint8Array; n: string | number }>('SELECT $1::bytea AS b, $2::bigint AS n', [bytes, 4294967295]);
+      expect(new Uint8Array(rows[0]!.b)).toEqual(bytes);
+      expect(Number(rows[0]!.n)).toBe(4294967295);
+    });
+
+    it('commits a transaction that resolves and rolls back one that throws', async () => {
+      await db.query('CREATE TABLE IF NOT EXISTS contract_tx (v int)');
+      await db.transaction(async (tx) => {
+        await tx.query('INSERT INTO contract_tx (v) VALUES (1)');
+      });
+      await expect(
+        db.transaction(async (tx) => {
+          await tx.query('INSERT INTO contract_tx (v) VALUES (2)');
+          throw new Error('boom');
+        }),
+      ).rejects.toThrow('boom');
+      const rows = await db.query<{ v: number }>('SELECT v FROM contract_tx ORDER BY v');
+      expect(rows.map((r) => r.v)).toEqual([1]);
+    });
+
+    it('delivers NOTIFY payloads to a listener', async () => {
+      const got: string[] = [];
+      let wake: () => void = () => undefined;
+      const arrived = new Promise<void>((r) => (wake = r));
+      const unlisten = await db.listen('contract_channel', (payload) => {
+        got.push(payload);
+        wake();
+      });
+      await db.query("SELECT pg_notify('contract_channel', 'hello')");
+      await arrived;
+      expect(got).toEqual(['hello']);
+      await unlisten();
+    });
+  });
+
+  describe('directory store', () => {
+    beforeAll(async () => {
+      // Already applied by the migrations test when the whole file runs; a no-op then.
+      await migrate(db);
+    });
+
+    it('registers a device: created, then unchanged for the same key', async () => {
+      const d = new TestDevice('reg-user');
+      expect(await store.registerDevice(d.userId, d.deviceId, d.identityKey)).toBe('created');
+      expect(await store.registerDevice(d.userId, d.deviceId, d.identityKey)).toBe('unchanged');
+      const rec = await store.getDevice(d.userId, d.deviceId);
+      expect(rec?.identityKey).toEqual(d.identityKey);
+      expect(rec?.createdAt).toBeInstanceOf(Date);
+      expect((await store.listDevices(d.userId)).map((x) => x.deviceId)).toEqual([d.deviceId]);
+    });
+
+    it('refuses the same device id with another identity key (DEVICE_EXISTS), keeping the first key', async () => {
+      const d = new TestDevice('reg-user-2');
+      const other = new TestDevice(d.userId, d.deviceId);
+      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      const err = await rejection(store.registerDevice(d.userId, d.deviceId, other.identityKey));
+      expect(err.code).toBe('DEVICE_EXISTS');
+      expect((await store.getDevice(d.userId, d.deviceId))?.identityKey).toEqual(d.identityKey);
+    });
+
+    it('scopes device ids per user', async () => {
+      const a = new TestDevice('scope-a', 'phone');
+      const b = new TestDevice('scope-b', 'phone');
+      expect(await store.registerDevice(a.userId, a.deviceId, a.identityKey)).toBe('created');
+      expect(await store.registerDevice(b.userId, b.deviceId, b.identityKey)).toBe('created');
+      expect((await store.getDevice('scope-a', 'phone'))?.identityKey).toEqual(a.identityKey);
+      expect((await store.getDevice('scope-b', 'phone'))?.identityKey).toEqual(b.identityKey);
+      expect(await store.getDevice('scope-c', 'phone')).toBeUndefined();
+    });
+
+    it(`caps devices per user at ${MAX_DEVICES_PER_USER} (TOO_MANY_DEVICES), also under concurrent registrations`, async () => {
+      const user = 'many-devices';
+      const devices = range(0, MAX_DEVICES_PER_USER + 4).map((i) => new TestDevice(user, `d${i}`));
+      const results = await Promise.allSettled(devices.map((d) => store.registerDevice(user, d.deviceId, d.identityKey)));
+      const created = results.filter((r) => r.status === 'fulfilled');
+      const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(created).toHaveLength(MAX_DEVICES_PER_USER);
+      expect(refused).toHaveLength(4);
+      for (const r of refused) expect((r.reason as ProtocolError).code).toBe('TOO_MANY_DEVICES');
+      expect(await store.listDevices(user)).toHaveLength(MAX_DEVICES_PER_USER);
+      // Re-registering an existing device is still fine at the cap.
+      const existing = devices[results.findIndex((r) => r.status === 'fulfilled')]!;
+      expect(await store.registerDevice(user, existing.deviceId, existing.identityKey)).toBe('unchanged');
+    });
+
+    it('stores an upload and counts it', async () => {
+      const d = new TestDevice('upload-user');
+      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      expect(await store.countKeys(d.userId, d.deviceId)).toEqual({
+        oneTimePrekeys: 0,
+        oneTimeKemPrekeys: 0,
+        hasSignedPrekey: false,
+        hasLastResortKemPrekey: false,
+      });
+      const counts = await store.uploadKeys(d.userId, d.deviceId, {
+        signedPrekey: fakeKey(1),
+        lastResortKemPrekey: fakeKey(1, 1184),
+        oneTimePrekeys: range(1, 5).map((i) => fakeKey(i)),
+        oneTimeKemPrekeys: range(1, 3).map((i) => fakeKey(i, 1184)),
+      });
+      const expected = { oneTimePrekeys: 5, oneTimeKemPrekeys: 3, hasSignedPrekey: true, hasLastResortKemPrekey: true };
+      expect(counts).toEqual(expected);
+      expect(await store.countKeys(d.userId, d.deviceId)).toEqual(expected);
+    });
+
+    it('refuses uploads and counts for an unknown device (DEVICE_NOT_FOUND)', async () => {
+      expect((await rejection(store.uploadKeys('nobody', 'nothing', { ...emptyUpload(), signedPrekey: fakeKey(1) }))).code).toBe(
+        'DEVICE_NOT_FOUND',
+      );
+      expect((await rejection(store.countKeys('nobody', 'nothing'))).code).toBe('DEVICE_NOT_FOUND');
+      expect((await rejection(store.fetchBundle('nobody', 'nothing'))).code).toBe('DEVICE_NOT_FOUND');
+    });
+
+    it('treats a retried identical upload as a no-op', async () => {
+      const d = new TestDevice('retry-user');
+      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      const upload: KeyUpload = {
+        signedPrekey: fakeKey(7),
+        lastResortKemPrekey: fakeKey(7, 1184),
+        oneTimePrekeys: range(10, 4).map((i) => fakeKey(i)),
+        oneTimeKemPrekeys: range(10, 2).map((i) => fakeKey(i, 1184)),
+      };
+      const first = await store.uploadKeys(d.userId, d.deviceId, upload);
+      const second = await store.uploadKeys(d.userId, d.deviceId, upload);
+      expect(second).toEqual(first);
+      expect(second.oneTimePrekeys).toBe(4);
+      expect(second.oneTimeKemPrekeys).toBe(2);
+    });
+
+    it('rolls the whole upload back on KEY_ID_CONFLICT (same id, other bytes)', async () => {
+      const d = new TestDevice('conflict-user');
+      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      const spk = fakeKey(1);
+      await store.uploadKeys(d.userId, d.deviceId, {
+        signedPrekey: spk,
+        lastResortKemPrekey: fakeKey(1, 1184),
+        oneTimePrekeys: range(1, 3).map((i) => fakeKey(i)),
+        oneTimeKemPrekeys: [],
+      });
+      const before = await store.countKeys(d.userId, d.deviceId);
+
+      // New keys of both kinds and a new signed prekey, plus key id 2 with other bytes.
+      const err = await rejection(
+        store.uploadKeys(d.userId, d.deviceId, {
+          signedPrekey: fakeKey(2),
+          lastResortKemPrekey: undefined,
+          oneTimePrekeys: [fakeKey(50), fakeKey(2), fakeKey(51)],
+          oneTimeKemPrekeys: [fakeKey(60, 1184)],
+        }),
+      );
+      expect(err.code).toBe('KEY_ID_CONFLICT');
+      expect(await store.countKeys(d.userId, d.deviceId)).toEqual(before);
+      const ids = await db.query<{ key_id: string | number }>(
+        'SELECT key_id FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2 ORDER BY kind, key_id',
+        [d.userId, d.deviceId],
+      );
+      expect(ids.map((r) => Number(r.key_id))).toEqual([1, 2, 3]);
+      // The signed prekey in the refused upload did not replace the stored one.
+      const bundle = await store.fetchBundle(d.userId, d.deviceId);
+      expect(bundle.signedPrekey).toEqual(spk);
+    });
+
+    it('refuses an upload that repeats a key id (KEY_ID_CONFLICT) and stores none of it', async () => {
+      const d = new TestDevice('dup-user');
+      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      const err = await rejection(
+        store.uploadKeys(d.userId, d.deviceId, { oneTimePrekeys: [fakeKey(1), fakeKey(2), fakeKey(1)], oneTimeKemPrekeys: [] }),
+      );
+      expect(err.code).toBe('KEY_ID_CONFLICT');
+      expect((await store.countKeys(d.userId, d.deviceId)).oneTimePrekeys).toBe(0);
+    });
+
+    it(`caps stored one-time keys at ${MAX_STORED_ONE_TIME_KEYS} per kind (TOO_MANY_KEYS), storing none of the excess upload`, async () => {
+      const d = new TestDevice('cap-user');
+      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await store.uploadKeys(d.userId, d.deviceId, { oneTimePrekeys: range(0, MAX_STORED_ONE_TIME_KEYS - 1).map((i) => fakeKey(i)), oneTimeKemPrekeys: [] });
+      const err = await rejection(
+        store.uploadKeys(d.userId, d.deviceId, { oneTimePrekeys: [fakeKey(100_000), fakeKey(100_001)], oneTimeKemPrekeys: [] }),
+      );
+      expect(err.code).toBe('TOO_MANY_KEYS');
+      expect((await store.countKeys(d.userId, d.deviceId)).oneTimePrekeys).toBe(MAX_STORED_ONE_TIME_KEYS - 1);
+      expect((await store.uploadKeys(d.userId, d.deviceId, { oneTimePrekeys: [fakeKey(100_000)], oneTimeKemPrekeys: [] })).oneTimePrekeys).toBe(
+        MAX_STORED_ONE_TIME_KEYS,
+      );
+    });
+
+    it('rotation replaces the signed prekey and the last-resort key', async () => {
+      const d = new TestDevice('rotate-user');
+      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await store.uploadKeys(d.userId, d.deviceId, { ...emptyUpload(), signedPrekey: fakeKey(1), lastResortKemPrekey: fakeKey(1, 1184) });
+      const spk2 = fakeKey(2);
+      const lr2 = fakeKey(2, 1184);
+      await store.uploadKeys(d.userId, d.deviceId, { ...emptyUpload(), signedPrekey: spk2, lastResortKemPrekey: lr2 });
+      const rows = await db.query('SELECT kind FROM signed_prekeys WHERE user_id = $1 AND device_id = $2', [d.userId, d.deviceId]);
+      expect(rows).toHaveLength(2);
+      const b = await store.fetchBundle(d.userId, d.deviceId);
+      expect(b.signedPrekey).toEqual(spk2);
+      expect(b.kemPrekey).toEqual(lr2);
+      expect(b.kemLastResort).toBe(true);
+    });
+
+    it('answers NO_SIGNED_PREKEY without consuming a one-time key', async () => {
+      const d = new TestDevice('nospk-user');
+      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await store.uploadKeys(d.userId, d.deviceId, {
+        oneTimePrekeys: range(1, 2).map((i) => fakeKey(i)),
+        oneTimeKemPrekeys: range(1, 2).map((i) => fakeKey(i, 1184)),
+      });
+      expect((await rejection(store.fetchBundle(d.userId, d.deviceId))).code).toBe('NO_SIGNED_PREKEY');
+      // A signed X25519 prekey alone is not enough: the last-resort KEM key is required too.
+      await store.uploadKeys(d.userId, d.deviceId, { ...emptyUpload(), signedPrekey: fakeKey(1) });
+      expect((await rejection(store.fetchBundle(d.userId, d.deviceId))).code).toBe('NO_SIGNED_PREKEY');
+      const counts = await store.countKeys(d.userId, d.deviceId);
+      expect(counts.oneTimePrekeys).toBe(2);
+      expect(counts.oneTimeKemPrekeys).toBe(2);
+    });
+
+    it('50 concurrent bundle fetches hand out each of 20 one-time keys exactly once, then fall back', async () => {
+      const d = new TestDevice('race-user');
+      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      const otks = range(1, 20).map((i) => fakeKey(i));
+      const kems = range(1, 20).map((i) => fakeKey(1000 + i, 1184));
+      const lastResort = fakeKey(999, 1184);
+      await store.uploadKeys(d.userId, d.deviceId, { signedPrekey: fakeKey(5), lastResortKemPrekey: lastResort, oneTimePrekeys: otks, oneTimeKemPrekeys: kems });
+
+      const bundles: PrekeyBundle[] = await Promise.all(range(0, 50).map(() => store.fetchBundle(d.userId, d.deviceId)));
+
+      const withOtk = bundles.filter((b) => b.oneTimePrekey !== undefined);
+      expect(withOtk).toHaveLength(20);
+      expect(bundles.filter((b) => b.oneTimePrekey === undefined)).toHaveLength(30);
+      const handedOtks = withOtk.map((b) => b.oneTimePrekey!.keyId).sort((a, b) => a - b);
+      expect(handedOtks).toEqual(otks.map((k) => k.keyId));
+      for (const b of withOtk) expect(b.oneTimePrekey).toEqual(otks.find((k) => k.keyId === b.oneTimePrekey!.keyId));
+
+      const oneTimeKem = bundles.filter((b) => !b.kemLastResort);
+      expect(oneTimeKem).toHaveLength(20);
+      expect(oneTimeKem.map((b) => b.kemPrekey.keyId).sort((a, b) => a - b)).toEqual(kems.map((k) => k.keyId));
+      const fallback = bundles.filter((b) => b.kemLastResort);
+      expect(fallback).toHaveLength(30);
+      for (const b of fallback) expect(b.kemPrekey).toEqual(lastResort);
+
+      expect(await store.countKeys(d.userId, d.deviceId)).toMatchObject({ oneTimePrekeys: 0, oneTimeKemPrekeys: 0 });
+    });
+  });
+});

@@ -48,3 +48,45 @@ export const MAX_SIGNATURE_CONTEXT_LABEL_BYTES = 64;
 // ---------------------------------------------------------------------------------------
 // Handshake, double ratchet, sender keys
 // ---------------------------------------------------------------------------------------
+
+/**
+ * Most message keys one received message may make us derive and store on one chain (how
+ * far its message number, or its header's previous-chain length, may run ahead of the
+ * chain). Bounds the work an unauthenticated header can cause before the AEAD check
+ * (at most this many HMAC pairs) while covering any realistic burst lost in transit.
+ */
+export const MAX_SKIPPED_KEYS_PER_MESSAGE = 2000;
+
+/**
+ * Most skipped message keys one session keeps, over all its receiving chains. Beyond it
+ * the oldest are dropped first (FIFO): the longest-missing messages are the likeliest
+ * never to arrive, and the bound caps session state at ~140 KB.
+ */
+export const MAX_SKIPPED_KEYS_STORED = 2000;
+
+/**
+ * Receiving chains (one per peer ratchet key) kept after newer ones appear, so late
+ * messages of a recent chain still decrypt. Older chains are dropped with their chain key;
+ * their skipped keys stay in the store above until evicted from it.
+ */
+export const MAX_RECEIVER_CHAINS = 5;
+
+/**
+ * How far a group message's iteration may run ahead of the receiver's sender-key chain.
+ * Group messages are signed and the signature is checked first, so only a member can
+ * cause this work; the bound still caps what one message costs.
+ */
+export const MAX_SENDER_KEY_FORWARD_JUMP = 2000;
+
+/** Skipped group message keys kept per sender-key generation, oldest evicted first. */
+export const MAX_SENDER_KEY_SKIPPED_KEYS = 2000;
+
+/**
+ * Sender-key generations a receiver keeps per (group, sender device): the current one and
+ * the one it replaced, so messages already in flight when the sender rotated (after a
+ * membership change) still decrypt. Anything older is refused.
+ */
+export const MAX_SENDER_KEY_GENERATIONS = 2;
+
+/** Longest group id accepted in a sender-key distribution message. */
+export const MAX_GROUP_ID_BYTES = 64;

@@ -49,11 +49,17 @@ export function decodeRegisterDevice(o: JsonObject): RegisterDeviceRequest {
 
 function signedKey(v: unknown, field: string, publicKeyBytes: number): WireSignedKey {
   const o = asObject(v, field);
-  return {
-    keyId: keyId(o, 'keyId'),
-    publicKey: bytes(o, 'publicKey', publicKeyBytes),
-    signature: bytes(o, 'signature', ED25519_SIGNATURE_BYTES),
-  };
+  try {
+    return {
+      keyId: keyId(o, 'keyId'),
+      publicKey: bytes(o, 'publicKey', publicKeyBytes),
+      signature: bytes(o, 'signature', ED25519_SIGNATURE_BYTES),
+    };
+  } catch (err) {
+    // Name the key as well as its field: an upload holds up to MAX_KEYS_PER_UPLOAD keys.
+    if (err instanceof ProtocolError) throw new ProtocolError(err.code, `${field}.${err.message}`, err.details);
+    throw err;
+  }
 }
 
 function countOf(o: JsonObject, field: string): number {

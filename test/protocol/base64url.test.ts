@@ -1,0 +1,86 @@
+/**
+ * Strict base64url (RFC 4648 §5, unpadded): round trips, agreement with Node's encoder,
+ * and canonical-only decoding — every accepted string is exactly the encoding of what
+ * it decodes to, so two different strings never name the same key.
+ */
+import { fc, test } from '@fast-check/vitest';
+import { describe, expect, it } from 'vitest';
+import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
+
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+const te = new TextEncoder();
+
+describe('base64url', () => {
+  it('matches the RFC 4648 §10 test vectors (unpadded)', () => {
+    const vectors: [string, string][] = [
+      ['', ''],
+      ['f', 'Zg'],
+      ['fo', 'Zm8'],
+      ['foo', 'Zm9v'],
+      ['foob', 'Zm9vYg'],
+      ['fooba', 'Zm9vYmE'],
+      ['foobar', 'Zm9vYmFy'],
+    ];
+    for (const [plain, encoded] of vectors) {
+      expect(encodeBase64url(te.encode(plain))).toBe(encoded);
+      expect(decodeBase64url(encoded)).toEqual(te.encode(plain));
+    }
+  });
+
+  it('uses the URL-safe alphabet', () => {
+    expect(encodeBase64url(new Uint8Array([0xfb, 0xff, 0xbf]))).toBe('-_-_');
+    expect(decodeBase64url('-_-_')).toEqual(new Uint8Array([0xfb, 0xff, 0xbf]));
+  });
+
+  it('rejects non-canonical and malformed input', () => {
+    for (const s of [
+      'QR', // non-zero trailing bits: 'QQ' is the canonical encoding of 0x41
+      'QQ==', // padding
+      'QQ=',
+      'Q', // a length of 1 mod 4 carries fewer than 8 bits
+      'Zm9vY',
+      '+/+/', // standard base64 alphabet
+      'Zm9v ',
+      ' Zm9v',
+      'Zm\n9v',
+      'Zm9v\u00e9',
+      'Zm9v\u0000',
+    ]) {
+      expect(decodeBase64url(s), JSON.stringify(s)).toBeUndefined();
+    }
+    expect(decodeBase64url('QQ')).toEqual(new Uint8Array([0x41]));
+  });
+
+  test.prop([fc.uint8Array({ maxLength: 300 })])('round-trips any bytes', (bytes) => {
+    expect(decodeBase64url(encodeBase64url(bytes))).toEqual(bytes);
+  });
+
+  test.prop([fc.uint8Array({ maxLength: 300 })])("agrees with Node's base64url encoder", (bytes) => {
+    expect(encodeBase64url(bytes)).toBe(Buffer.from(bytes).toString('base64url'));
+  });
+
+  // Strings over the alphabet hit the interesting cases (trailing bits, lengths) often;
+  // arbitrary strings cover everything else.
+  const alphabetString = fc.string({ unit: fc.constantFrom(...ALPHABET), maxLength: 64 });
+  const anyString = fc.oneof(alphabetString, fc.string({ maxLength: 64 }), fc.string({ unit: 'binary', maxLength: 64 }));
+
+  test.prop([anyString])('accepts only canonical encodings', (s) => {
+    const decoded = decodeBase64url(s);
+    if (decoded !== undefined) expect(encodeBase64url(decoded)).toBe(s);
+  });
+
+  test.prop([alphabetString])('decodes exactly what Node decodes, when it accepts', (s) => {
+    const decoded = decodeBase64url(s);
+    if (decoded !== undefined) expect(decoded).toEqual(new Uint8Array(Buffer.from(s, 'base64url')));
+    else expect(s.length % 4 === 1 || Buffer.from(Buffer.from(s, 'base64url')).toString('base64url') !== s).toBe(true);
+  });
+
+  test.prop([fc.uint8Array({ minLength: 1, maxLength: 60 }), fc.nat(), fc.constantFrom('=', '+', '/', ' ', '.', '\n', '\u00ff', '\u{1f600}')])(
+    'rejects an encoding with any character outside the alphabet inserted',
+    (bytes, pos, ch) => {
+      const enc = encodeBase64url(bytes);
+      const at = pos % (enc.length + 1);
+      expect(decodeBase64url(enc.slice(0, at) + ch + enc.slice(at))).toBeUndefined();
+    },
+  );
+});

@@ -11,6 +11,11 @@ export interface CloseInfo {
 
 export type Frame = Record<string, any> & { type: string };
 
+/** Frames the relay sends in answer to something the client did. Everything else
+ * (mailbox deliveries, backlog markers) it may push unsolicited once a device is bound;
+ * `reply()` skips those so that tests about requests are not coupled to delivery. */
+const REPLY_TYPES = new Set(['challenge', 'auth_ok', 'pong', 'error', 'stored']);
+
 export class WsClient {
   private readonly queue: Frame[] = [];
   private waiters: Array<() => void> = [];
@@ -18,8 +23,10 @@ export class WsClient {
   private closeInfo: CloseInfo | undefined;
 
   private constructor(readonly socket: WebSocket) {
+    socket.binaryType = 'arraybuffer';
     socket.addEventListener('message', (ev) => {
-      this.queue.push(JSON.parse(String(ev.data)) as Frame);
+      if (typeof ev.data === 'string') this.queue.push(JSON.parse(ev.data) as Frame);
+      else this.queue.push({ type: '(binary)', data: new Uint8Array(ev.data as ArrayBuffer) });
       this.wake();
     });
     this.closed = new Promise((resolve) => {
@@ -86,6 +93,15 @@ export class WsClient {
           resolve();
         });
       });
+    }
+  }
+
+  /** The next reply frame (see REPLY_TYPES), skipping unsolicited pushes. */
+  async reply(timeoutMs = 10_000): Promise<Frame> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const f = await this.next(Math.max(1, deadline - Date.now()));
+      if (REPLY_TYPES.has(f.type)) return f;
     }
   }
 

@@ -1,0 +1,267 @@
+/**
+ * Authentication against a real relay process: user tokens (JWT against a JWKS file, or
+ * the dev-mode issuer), over HTTP and in the WebSocket auth frame, and the device
+ * challenge that binds a connection to one device of that user. Every rejection is
+ * checked by its stable code, and a failed WebSocket auth closes with 4001.
+ */
+import { SignJWT, UnsecuredJWT, generateKeyPair } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeBase64url } from '../../protocol/base64url.js';
+import { MAX_FRAME_BYTES } from '../../protocol/limits.js';
+import { TestDevice } from '../helpers/device.js';
+import { connectAuthenticated, registerDevice } from '../helpers/flows.js';
+import { expectError, refusedUpgrade, request } from '../helpers/http.js';
+import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
+import { type RelayProcess, killAllRelays, makeTempDir, relayEnv, runCli, startRelay } from '../helpers/relay.js';
+import { WsClient } from '../helpers/ws.js';
+
+let issuer: TestIssuer;
+let relay: RelayProcess; // JWKS mode
+let devRelay: RelayProcess; // dev mode
+
+beforeAll(async () => {
+  issuer = await createTestIssuer(makeTempDir('hermetic-idp-'));
+  [relay, devRelay] = await Promise.all([startRelay({ env: issuer.env }), startRelay()]);
+});
+
+afterAll(async () => {
+  await killAllRelays();
+});
+
+const nowS = (): number => Math.floor(Date.now() / 1000);
+
+/** Tokens that must be refused, with the code each must be refused with. */
+async function badTokens(user: string): Promise<Array<[string, string, string]>> {
+  const hsSecret = new TextEncoder().encode('a shared secret the relay must never accept as a signing key');
+  const { privateKey: strangerKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
+  return [
+    // Expired an hour ago: well beyond the 30 s clock tolerance.
+    ['expired', await issuer.mint(user, { expiresAt: nowS() - 3600 }), 'TOKEN_EXPIRED'],
+    ['wrong issuer', await issuer.mint(user, { issuer: 'https://evil.example' }), 'TOKEN_WRONG_ISSUER'],
+    ['wrong audience', await issuer.mint(user, { audience: 'another-service' }), 'TOKEN_WRONG_AUDIENCE'],
+    [
+      'HS256 (alg not allowed)',
+      await new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256', kid: 'test-1' })
+        .setSubject(user)
+        .setIssuer(issuer.issuer)
+        .setAudience(issuer.audience)
+        .setExpirationTime(nowS() + 3600)
+        .sign(hsSecret),
+      'TOKEN_INVALID',
+    ],
+    [
+      'alg none',
+      new UnsecuredJWT({}).setSubject(user).setIssuer(issuer.issuer).setAudience(issuer.audience).setExpirationTime(nowS() + 3600).encode(),
+      'TOKEN_INVALID',
+    ],
+    ['signed by a key not in the JWKS', await issuer.mint(user, { key: strangerKey }), 'TOKEN_INVALID'],
+    ['not a JWT', 'not.a.jwt', 'TOKEN_INVALID'],
+    ['subject with a space', await issuer.mint('alice smith'), 'TOKEN_INVALID'],
+  ];
+}
+
+describe('HTTP authentication', () => {
+  const path = '/v1/users/someone/devices';
+
+  it('accepts a valid token', async () => {
+    const res = await request(relay.baseUrl, 'GET', path, { token: await issuer.mint('alice') });
+    expect(res.status, res.text).toBe(200);
+    expect(res.body).toEqual({ userId: 'someone', devices: [] });
+  });
+
+  it('refuses a request without a token (UNAUTHENTICATED)', async () => {
+    expectError(await request(relay.baseUrl, 'GET', path), 401, 'UNAUTHENTICATED');
+    expectError(await request(relay.baseUrl, 'GET', path, { headers: { authorization: 'Basic YWxpY2U6cHc=' } }), 401, 'UNAUTHENTICATED');
+  });
+
+  it('refuses expired, foreign and malformed tokens with their codes', async () => {
+    for (const [what, token, code] of await badTokens('alice')) {
+      const res = await request(relay.baseUrl, 'GET', path, { token });
+      expect({ what, status: res.status, code: res.body?.error?.code }).toEqual({ what, status: 401, code });
+    }
+  });
+
+  it('refuses a token without a subject (TOKEN_INVALID)', async () => {
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'EdDSA' })
+      .setIssuer(issuer.issuer)
+      .setAudience(issuer.audience)
+      .setExpirationTime(nowS() + 60)
+      .sign((await generateKeyPair('EdDSA', { crv: 'Ed25519' })).privateKey);
+    expectError(await request(relay.baseUrl, 'GET', path, { token }), 401, 'TOKEN_INVALID');
+  });
+
+  it('refuses credentials in the URL query (TOKEN_IN_QUERY), even beside a valid header', async () => {
+    const token = await issuer.mint('alice');
+    for (const q of [`access_token=${token}`, `token=${token}`, `x=1&jwt=${token}`, 'Authorization=Bearer']) {
+      expectError(await request(relay.baseUrl, 'GET', `${path}?${q}`, { token }), 400, 'TOKEN_IN_QUERY');
+    }
+    expectError(await request(relay.baseUrl, 'GET', `${path}?access_token=${token}`), 400, 'TOKEN_IN_QUERY');
+  });
+});
+
+describe('WebSocket authentication', () => {
+  const alice = new TestDevice('ws-alice');
+  const bob = new TestDevice('ws-bob');
+  let aliceToken: string;
+
+  beforeAll(async () => {
+    aliceToken = await issuer.mint(alice.userId);
+    await registerDevice(relay.baseUrl, aliceToken, alice);
+    await registerDevice(relay.baseUrl, await issuer.mint(bob.userId), bob);
+  });
+
+  /** Sends an auth frame and expects an error with `code`, then a 4001 close. */
+  async function expectAuthRefused(frame: (challenge: Uint8Array) => object, code: string): Promise<void> {
+    const { ws, challenge } = await WsClient.connectWithChallenge(relay.wsUrl);
+    ws.send(frame(challenge));
+    const reply = await ws.reply();
+    expect({ type: reply.type, code: reply.code }).toEqual({ type: 'error', code });
+    expect((await ws.waitClosed()).code).toBe(4001);
+  }
+
+  it('sends a fresh 32-byte challenge on every connection', async () => {
+    const a = await WsClient.connectWithChallenge(relay.wsUrl);
+    const b = await WsClient.connectWithChallenge(relay.wsUrl);
+    expect(a.challenge).toHaveLength(32);
+    expect(b.challenge).toHaveLength(32);
+    expect(a.challenge).not.toEqual(b.challenge);
+    a.ws.close();
+    b.ws.close();
+  });
+
+  it('binds the device with a valid token and challenge signature (auth_ok)', async () => {
+    const ws = await connectAuthenticated(relay.wsUrl, aliceToken, alice);
+    ws.send({ type: 'ping', id: 5 });
+    expect(await ws.reply()).toEqual({ type: 'pong', id: 5 });
+    // A second auth frame on a bound connection is refused, and the connection stays.
+    ws.send({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(new Uint8Array(64)) });
+    expect(await ws.reply()).toMatchObject({ type: 'error', code: 'ALREADY_AUTHENTICATED' });
+    ws.send({ type: 'ping', id: 6 });
+    expect(await ws.reply()).toEqual({ type: 'pong', id: 6 });
+    ws.close();
+    await ws.waitClosed();
+  });
+
+  it('refuses expired, foreign and malformed tokens in the auth frame and closes with 4001', async () => {
+    for (const [what, token, code] of await badTokens(alice.userId)) {
+      try {
+        await expectAuthRefused((c) => ({ type: 'auth', token, deviceId: alice.deviceId, signature: encodeBase64url(alice.authSignature(c)) }), code);
+      } catch (err) {
+        throw new Error(`${what}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+  });
+
+  it('refuses a challenge signed with the wrong key (CHALLENGE_FAILED, 4001)', async () => {
+    const impostor = new TestDevice(alice.userId, alice.deviceId);
+    await expectAuthRefused(
+      (c) => ({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(impostor.authSignature(c)) }),
+      'CHALLENGE_FAILED',
+    );
+  });
+
+  it("refuses a signature over another connection's challenge (CHALLENGE_FAILED, 4001)", async () => {
+    const { ws: other, challenge: otherChallenge } = await WsClient.connectWithChallenge(relay.wsUrl);
+    other.close();
+    await expectAuthRefused(
+      () => ({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(alice.authSignature(otherChallenge)) }),
+      'CHALLENGE_FAILED',
+    );
+  });
+
+  it("never binds another user's device with one's own valid token, even with that device's signature (DEVICE_NOT_FOUND, 4001)", async () => {
+    // Bob's device signs whatever Bob would sign for this connection, and also the
+    // transcript naming Alice: neither lets Alice's token bind Bob's device.
+    await expectAuthRefused(
+      (c) => ({ type: 'auth', token: aliceToken, deviceId: bob.deviceId, signature: encodeBase64url(bob.authSignature(c)) }),
+      'DEVICE_NOT_FOUND',
+    );
+    await expectAuthRefused(
+      (c) => ({ type: 'auth', token: aliceToken, deviceId: bob.deviceId, signature: encodeBase64url(bob.authSignature(c, alice.userId)) }),
+      'DEVICE_NOT_FOUND',
+    );
+  });
+
+  it('a newer connection for the same device closes the older one with 4002', async () => {
+    const first = await connectAuthenticated(relay.wsUrl, aliceToken, alice);
+    const second = await connectAuthenticated(relay.wsUrl, aliceToken, alice);
+    expect((await first.waitClosed()).code).toBe(4002);
+    second.send({ type: 'ping', id: 1 });
+    expect(await second.reply()).toEqual({ type: 'pong', id: 1 });
+    second.close();
+    await second.waitClosed();
+  });
+
+  it('before auth, answers ping with pong and refuses unknown or malformed frames without closing', async () => {
+    const { ws } = await WsClient.connectWithChallenge(relay.wsUrl);
+    ws.send({ type: 'ping', id: 77 });
+    expect(await ws.reply()).toEqual({ type: 'pong', id: 77 });
+    ws.send({ type: 'ping' });
+    expect(await ws.reply()).toEqual({ type: 'pong' });
+    ws.send({ type: 'no-such-frame', to: 'someone' });
+    expect(await ws.reply()).toMatchObject({ type: 'error', code: 'UNKNOWN_FRAME' });
+    ws.send('{not json');
+    expect(await ws.reply()).toMatchObject({ type: 'error', code: 'BAD_REQUEST' });
+    ws.send({ type: 'auth', id: 9, token: 5 });
+    expect(await ws.reply()).toMatchObject({ type: 'error', code: 'BAD_REQUEST', id: 9 });
+    // Between the frame limit and the transport limit: refused with a code, connection kept.
+    ws.send(`{"type":"ping","pad":"${'x'.repeat(MAX_FRAME_BYTES)}"}`);
+    expect(await ws.reply()).toMatchObject({ type: 'error', code: 'FRAME_TOO_LARGE' });
+    // Still usable, and still able to authenticate after all that.
+    ws.send({ type: 'ping', id: 78 });
+    expect(await ws.reply()).toEqual({ type: 'pong', id: 78 });
+    expect(ws.isOpen).toBe(true);
+    ws.close();
+    await ws.waitClosed();
+  });
+
+  it('refuses credentials in the upgrade URL (TOKEN_IN_QUERY)', async () => {
+    const res = await refusedUpgrade(relay.baseUrl, `/v1/ws?access_token=${aliceToken}`);
+    expect(res.status).toBe(400);
+    expect(res.body?.error?.code).toBe('TOKEN_IN_QUERY');
+    // The relay is still serving.
+    expect((await request(relay.baseUrl, 'GET', '/healthz')).status).toBe(200);
+  });
+});
+
+describe('dev mode', () => {
+  it('accepts tokens minted by `hermetic token` with its data directory, over HTTP and WebSocket', async () => {
+    const device = new TestDevice('dev-alice');
+    const minted = await runCli(['token', device.userId], devRelay.env);
+    expect(minted.code, minted.stderr).toBe(0);
+    const token = minted.stdout.trim();
+    expect(token).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+    await registerDevice(devRelay.baseUrl, token, device);
+    const ws = await connectAuthenticated(devRelay.wsUrl, token, device);
+    ws.close();
+    await ws.waitClosed();
+    expect(devRelay.logs().some((l) => l.level === 40 && String(l.msg).startsWith('DEV MODE'))).toBe(true);
+  });
+
+  it('refuses tokens from another issuer, and a dev token is refused by a JWKS-mode relay', async () => {
+    // Neither relay holds the other's signing key, so the signature check fails first.
+    expectError(await request(devRelay.baseUrl, 'GET', '/v1/users/x/devices', { token: await issuer.mint('alice') }), 401, 'TOKEN_INVALID');
+    const dev = await runCli(['token', 'alice'], devRelay.env);
+    expect(dev.code).toBe(0);
+    expectError(await request(relay.baseUrl, 'GET', '/v1/users/x/devices', { token: dev.stdout.trim() }), 401, 'TOKEN_INVALID');
+  });
+
+  it('`hermetic token` refuses to mint when a JWKS is configured (exit 2)', async () => {
+    const r = await runCli(['token', 'alice'], relay.env);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('dev mode');
+  });
+
+  it('refuses to start with NODE_ENV=production and no JWKS (exit 2, naming the variables)', async () => {
+    const dir = makeTempDir();
+    const r = await runCli(['serve'], relayEnv({ env: { NODE_ENV: 'production' } }, dir));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('HERMETIC_JWKS_URL');
+    expect(r.stderr).toContain('HERMETIC_JWKS_FILE');
+    expect(r.stderr).toContain('NODE_ENV=production');
+    expect(r.stdout).not.toContain('relay listening');
+  });
+});

@@ -39,3 +39,22 @@ export {
 } from './primitives/bytes.js';
 export * as sizes from './primitives/sizes.js';
 export * as limits from './limits.js';
+
+// Key wrappers (secrets never printed)
+export { Ed25519PrivateKey, keyFingerprint, MlKem768PrivateKey, X25519PrivateKey } from './keys.js';
+export type { RedactedKey } from './keys.js';
+
+// Identity, signing contexts, safety numbers
+export {
+  computeSafetyNumber,
+  IdentityKey,
+  IdentityKeyPair,
+  SAFETY_NUMBER_VERSION,
+  SafetyNumber,
+  SIGNATURE_CONTEXT_PREFIX,
+  signatureTranscript,
+} from './identity/index.js';
+export type { SafetyNumberParty } from './identity/index.js';
+
+// Padding
+export { MAX_UNPADDED_PLAINTEXT_BYTES, pad, paddedLength, unpad } from './padding.js';

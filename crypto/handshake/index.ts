@@ -1,6 +1,6 @@
 /** Public surface of the PQXDH-style handshake. */
 export { PQXDH_INFO } from './agreement.js';
-export { identityDhPrivateKey, identityDhPublicKey } from './identity-dh.js';
+export { identityDhPrivateKey, identityDhPublicKey, identityDhScalar } from './identity-dh.js';
 export { decodeInitialMessage, INITIAL_HANDSHAKE_BYTES } from './initial-message.js';
 export type { InitialHandshake, InitialMessage } from './initial-message.js';
 export { initiateSession } from './initiator.js';
@@ -17,7 +17,6 @@ export {
   signedPreKeyPublic,
 } from './prekeys.js';
 export type {
-  IdentityKeyPair,
   KemPreKeyRecord,
   KeyGenOptions,
   OneTimePreKeyRecord,

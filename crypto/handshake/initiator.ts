@@ -2,6 +2,7 @@
  * The initiator's half of the handshake: from a verified prekey bundle to a session whose
  * messages are initial messages until the responder replies.
  */
+import type { IdentityKeyPair } from '../identity/identity-key.js';
 import type { CryptoBackend } from '../primitives/backend.js';
 import { defaultBackend } from '../primitives/index.js';
 import type { RandomSource } from '../primitives/random.js';
@@ -9,10 +10,9 @@ import { systemRandom } from '../primitives/random.js';
 import { MLKEM768_ENCAPS_RANDOMNESS_BYTES, X25519_PRIVATE_KEY_BYTES } from '../primitives/sizes.js';
 import { Session } from '../ratchet/session.js';
 import { deriveHandshakeSecret } from './agreement.js';
-import { identityDhPrivateKey, identityDhPublicKey } from './identity-dh.js';
+import { identityDhPublicKey, identityDhScalar } from './identity-dh.js';
 import { encodeInitialHandshake } from './initial-message.js';
 import { type PreKeyBundle, verifyPreKeyBundle } from './prekey-bundle.js';
-import type { IdentityKeyPair } from './prekeys.js';
 
 export interface InitiateSessionParams {
   /** Our device identity. */
@@ -35,7 +35,8 @@ export function initiateSession(params: InitiateSessionParams): Session {
   verifyPreKeyBundle(backend, bundle);
 
   const theirIdentityDh = identityDhPublicKey(bundle.identityKey);
-  const ourIdentityDh = identityDhPrivateKey(backend, identity.seed);
+  const ourIdentityDh = identityDhScalar(backend, identity);
+  const ourIdentityKey = identity.publicKey.bytes;
   const ephemeral = random(X25519_PRIVATE_KEY_BYTES);
   const baseKey = backend.x25519PublicKey(ephemeral);
   const spk = bundle.signedPreKey.publicKey;
@@ -51,7 +52,7 @@ export function initiateSession(params: InitiateSessionParams): Session {
   ourIdentityDh.fill(0);
 
   const handshake = encodeInitialHandshake({
-    identityKey: identity.publicKey,
+    identityKey: ourIdentityKey,
     baseKey,
     signedPreKeyId: bundle.signedPreKey.id,
     oneTimePreKeyId: bundle.oneTimePreKey?.id,
@@ -62,7 +63,7 @@ export function initiateSession(params: InitiateSessionParams): Session {
   return Session.initiator(
     {
       sharedSecret,
-      localIdentityKey: identity.publicKey.slice(),
+      localIdentityKey: ourIdentityKey,
       remoteIdentityKey: bundle.identityKey.slice(),
       baseKey,
       backend,

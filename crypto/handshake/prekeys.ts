@@ -1,21 +1,17 @@
 /**
  * The responder's side of prekeys: generating them (private and public halves, signed by
  * the identity) and the public part that goes into the directory and then into bundles.
- * The private records live in the app's PreKeyStore.
+ * The private records live in the app's PreKeyStore; their secret halves are the
+ * redacting key wrappers of crypto/keys.ts.
  */
+import type { IdentityKeyPair } from '../identity/identity-key.js';
+import { MlKem768PrivateKey, X25519PrivateKey } from '../keys.js';
 import type { CryptoBackend } from '../primitives/backend.js';
 import { defaultBackend } from '../primitives/index.js';
 import type { RandomSource } from '../primitives/random.js';
 import { systemRandom } from '../primitives/random.js';
-import { MLKEM768_KEYGEN_SEED_BYTES, X25519_PRIVATE_KEY_BYTES } from '../primitives/sizes.js';
-import { signPublishedKey } from '../published-key.js';
+import { type PublishedKeyKind, publishedKeyTranscript } from '../published-key.js';
 import type { KemPreKeyPublic, OneTimePreKeyPublic, SignedPreKeyPublic } from './prekey-bundle.js';
-
-/** A device's Ed25519 identity key pair: the 32-byte seed and its public key. */
-export interface IdentityKeyPair {
-  readonly seed: Uint8Array;
-  readonly publicKey: Uint8Array;
-}
 
 export interface KeyGenOptions {
   readonly backend?: CryptoBackend;
@@ -23,16 +19,20 @@ export interface KeyGenOptions {
 }
 
 export interface SignedPreKeyRecord extends SignedPreKeyPublic {
-  readonly privateKey: Uint8Array;
+  readonly privateKey: X25519PrivateKey;
 }
 
 export interface OneTimePreKeyRecord extends OneTimePreKeyPublic {
-  readonly privateKey: Uint8Array;
+  readonly privateKey: X25519PrivateKey;
 }
 
 export interface KemPreKeyRecord extends KemPreKeyPublic {
-  /** ML-KEM-768 decapsulation key. */
-  readonly secretKey: Uint8Array;
+  readonly privateKey: MlKem768PrivateKey;
+}
+
+function sign(identity: IdentityKeyPair, kind: PublishedKeyKind, id: number, publicKey: Uint8Array): Uint8Array {
+  // The transcript is already domain-separated ("hermetic/v1/published-key\0" || ...).
+  return identity.sign(publishedKeyTranscript(kind, id, publicKey));
 }
 
 function x25519Record(
@@ -40,12 +40,10 @@ function x25519Record(
   id: number,
   kind: 'signed-prekey' | 'one-time-prekey',
   options: KeyGenOptions,
-): { id: number; privateKey: Uint8Array; publicKey: Uint8Array; signature: Uint8Array } {
-  const backend = options.backend ?? defaultBackend;
-  const privateKey = (options.random ?? systemRandom)(X25519_PRIVATE_KEY_BYTES);
-  const publicKey = backend.x25519PublicKey(privateKey);
-  const signature = signPublishedKey(backend, identity.seed, kind, id, publicKey);
-  return { id, privateKey, publicKey, signature };
+): SignedPreKeyRecord {
+  const privateKey = X25519PrivateKey.generate(options.random ?? systemRandom, options.backend ?? defaultBackend);
+  const publicKey = privateKey.publicKey;
+  return { id, publicKey, signature: sign(identity, kind, id, publicKey), privateKey };
 }
 
 export function generateSignedPreKey(identity: IdentityKeyPair, id: number, options: KeyGenOptions = {}): SignedPreKeyRecord {
@@ -63,11 +61,10 @@ export function generateKemPreKey(
   lastResort: boolean,
   options: KeyGenOptions = {},
 ): KemPreKeyRecord {
-  const backend = options.backend ?? defaultBackend;
-  const { publicKey, secretKey } = backend.mlkemKeygen((options.random ?? systemRandom)(MLKEM768_KEYGEN_SEED_BYTES));
+  const privateKey = MlKem768PrivateKey.generate(options.random ?? systemRandom, options.backend ?? defaultBackend);
+  const publicKey = privateKey.publicKey;
   const kind = lastResort ? 'last-resort-kem-prekey' : 'one-time-kem-prekey';
-  const signature = signPublishedKey(backend, identity.seed, kind, id, publicKey);
-  return { id, publicKey, signature, lastResort, secretKey };
+  return { id, publicKey, signature: sign(identity, kind, id, publicKey), lastResort, privateKey };
 }
 
 /** The public part of a record, for the directory. */

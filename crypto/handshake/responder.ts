@@ -4,6 +4,7 @@
  * authenticates; only then are the one-time prekeys it used removed.
  */
 import { CryptoError } from '../errors.js';
+import type { IdentityKeyPair } from '../identity/identity-key.js';
 import type { CryptoBackend } from '../primitives/backend.js';
 import { defaultBackend } from '../primitives/index.js';
 import type { RandomSource } from '../primitives/random.js';
@@ -11,10 +12,9 @@ import { systemRandom } from '../primitives/random.js';
 import { decodeRatchetMessage } from '../ratchet/message.js';
 import { Session } from '../ratchet/session.js';
 import { deriveHandshakeSecret } from './agreement.js';
-import { identityDhPrivateKey, identityDhPublicKey } from './identity-dh.js';
+import { identityDhPublicKey, identityDhScalar } from './identity-dh.js';
 import { decodeInitialMessage } from './initial-message.js';
 import type { PreKeyStore } from './prekey-store.js';
-import type { IdentityKeyPair } from './prekeys.js';
 
 export interface AcceptSessionParams {
   /** Our device identity. */
@@ -72,19 +72,19 @@ export async function acceptSession(params: AcceptSessionParams): Promise<Accept
 
   let session: Session;
   let plaintext: Uint8Array;
-  const ourIdentityDh = identityDhPrivateKey(backend, identity.seed);
+  const ourIdentityDh = identityDhScalar(backend, identity);
   try {
     const theirIdentityDh = identityDhPublicKey(initial.identityKey);
-    const dh1 = backend.x25519(signedPreKey.privateKey, theirIdentityDh);
+    const dh1 = signedPreKey.privateKey.agree(theirIdentityDh);
     const dh2 = backend.x25519(ourIdentityDh, initial.baseKey);
-    const dh3 = backend.x25519(signedPreKey.privateKey, initial.baseKey);
-    const dh4 = oneTimePreKey === undefined ? undefined : backend.x25519(oneTimePreKey.privateKey, initial.baseKey);
-    const kemSecret = backend.mlkemDecapsulate(initial.kemCipherText, kemPreKey.secretKey);
+    const dh3 = signedPreKey.privateKey.agree(initial.baseKey);
+    const dh4 = oneTimePreKey === undefined ? undefined : oneTimePreKey.privateKey.agree(initial.baseKey);
+    const kemSecret = kemPreKey.privateKey.decapsulate(initial.kemCipherText);
     const sharedSecret = deriveHandshakeSecret(backend, dh1, dh2, dh3, dh4, kemSecret);
     session = Session.responder(
       {
         sharedSecret,
-        localIdentityKey: identity.publicKey.slice(),
+        localIdentityKey: identity.publicKey.bytes,
         remoteIdentityKey: initial.identityKey,
         baseKey: initial.baseKey,
         backend,

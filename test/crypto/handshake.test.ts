@@ -11,6 +11,7 @@ import {
   decodeInitialMessage,
   identityDhPrivateKey,
   identityDhPublicKey,
+  identityDhScalar,
   INITIAL_HANDSHAKE_BYTES,
   initiateSession,
   type PreKeyBundle,
@@ -56,9 +57,11 @@ describe('identity DH keys (Ed25519 -> X25519)', () => {
   test.each(SESSION_BACKENDS)('private and public conversions agree ($name)', (backend) => {
     const random = seededRandom('identity-dh');
     for (let i = 0; i < 4; i++) {
-      const { seed, publicKey } = makeIdentity(backend, random);
+      const identity = makeIdentity(backend, random);
+      const seed = identity.exportSeed();
       const priv = identityDhPrivateKey(backend, seed);
-      expect(toHex(backend.x25519PublicKey(priv))).toBe(toHex(identityDhPublicKey(publicKey)));
+      expect(toHex(backend.x25519PublicKey(priv))).toBe(toHex(identityDhPublicKey(identity.publicKey.bytes)));
+      expect(toHex(identityDhScalar(backend, identity))).toBe(toHex(priv));
       // Same as libsodium / noble's crypto_sign_ed25519_sk_to_curve25519.
       expect(toHex(priv)).toBe(toHex(ed25519.utils.toMontgomerySecret(seed)));
     }
@@ -95,7 +98,7 @@ describe.each(SESSION_BACKENDS)('handshake ($name)', (backend: CryptoBackend) =>
 
     const accepted = await acceptSession({ identity: responder.identity, store: responder.store, message: first, backend, random });
     expect(dec(accepted.plaintext)).toBe('first message');
-    expect(toHex(accepted.remoteIdentityKey)).toBe(toHex(alice.publicKey));
+    expect(toHex(accepted.remoteIdentityKey)).toBe(toHex(alice.publicKey.bytes));
     expect(toHex(accepted.session.baseKey)).toBe(toHex(session.baseKey));
 
     // One-time keys used are gone; the last-resort and signed prekeys stay.
@@ -186,15 +189,15 @@ describe.each(SESSION_BACKENDS)('handshake ($name)', (backend: CryptoBackend) =>
     test('keys signed by another identity are INVALID_SIGNATURE', () => {
       const { responder, random } = setup('other-identity');
       const mallory = makeIdentity(backend, random);
-      const bundle = { ...bundleOf(responder), identityKey: mallory.publicKey };
+      const bundle = { ...bundleOf(responder), identityKey: mallory.publicKey.bytes };
       throwsCode(() => verifyPreKeyBundle(backend, bundle), 'INVALID_SIGNATURE');
       // Mallory re-signing Bob's keys under her own identity is a valid bundle for
       // Mallory, and the session is bound to Mallory's identity key, not Bob's.
       const b = bundleOf(responder);
       const resigned: PreKeyBundle = {
-        identityKey: mallory.publicKey,
-        signedPreKey: { ...b.signedPreKey, signature: signPublishedKey(backend, mallory.seed, 'signed-prekey', b.signedPreKey.id, b.signedPreKey.publicKey) },
-        kemPreKey: { ...b.kemPreKey, signature: signPublishedKey(backend, mallory.seed, 'one-time-kem-prekey', b.kemPreKey.id, b.kemPreKey.publicKey) },
+        identityKey: mallory.publicKey.bytes,
+        signedPreKey: { ...b.signedPreKey, signature: signPublishedKey(backend, mallory.exportSeed(), 'signed-prekey', b.signedPreKey.id, b.signedPreKey.publicKey) },
+        kemPreKey: { ...b.kemPreKey, signature: signPublishedKey(backend, mallory.exportSeed(), 'one-time-kem-prekey', b.kemPreKey.id, b.kemPreKey.publicKey) },
       };
       expect(() => verifyPreKeyBundle(backend, resigned)).not.toThrow();
     });

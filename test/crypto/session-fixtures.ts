@@ -11,7 +11,6 @@ import {
   generateKemPreKey,
   generateOneTimePreKey,
   generateSignedPreKey,
-  type IdentityKeyPair,
   initiateSession,
   type KemPreKeyRecord,
   kemPreKeyPublic,
@@ -22,6 +21,7 @@ import {
   type SignedPreKeyRecord,
   signedPreKeyPublic,
 } from '../../crypto/handshake/index.js';
+import { IdentityKeyPair } from '../../crypto/identity/index.js';
 import type { Session } from '../../crypto/ratchet/index.js';
 
 if (nativeBackend === undefined) throw new Error('native backend unavailable on this Node runtime');
@@ -54,8 +54,7 @@ export function seededRandom(seed: number | string): RandomSource {
 }
 
 export function makeIdentity(backend: CryptoBackend, random: RandomSource): IdentityKeyPair {
-  const seed = random(32);
-  return { seed, publicKey: backend.ed25519PublicKey(seed) };
+  return IdentityKeyPair.generate(random, backend);
 }
 
 export class MemoryPreKeyStore implements PreKeyStore {
@@ -109,7 +108,7 @@ export function makeResponder(backend: CryptoBackend, random: RandomSource): Res
 
 export function bundleOf(r: Responder, opts: { oneTime?: boolean; lastResort?: boolean } = {}): PreKeyBundle {
   return {
-    identityKey: r.identity.publicKey,
+    identityKey: r.identity.publicKey.bytes,
     signedPreKey: signedPreKeyPublic(r.signedPreKey),
     oneTimePreKey: opts.oneTime === false ? undefined : oneTimePreKeyPublic(r.oneTimePreKey),
     kemPreKey: kemPreKeyPublic(opts.lastResort === true ? r.lastResortKemPreKey : r.oneTimeKemPreKey),

@@ -77,14 +77,14 @@ function collect(res: http.IncomingMessage, bytesSent: () => number): Promise<Ra
 export function postDeclaredLength(
   baseUrl: string,
   path: string,
-  opts: { token: string; declaredLength: number; body: string },
+  opts: { token: string; declaredLength: number; body: string; method?: string },
 ): Promise<RawResponse> {
   const u = new URL(path, baseUrl);
   return new Promise((resolve, reject) => {
     const req = http.request({
       host: u.hostname,
       port: u.port,
-      method: 'POST',
+      method: opts.method ?? 'POST',
       path: u.pathname,
       headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.token}`, 'content-length': String(opts.declaredLength) },
     });
@@ -107,14 +107,14 @@ export function postDeclaredLength(
 export function postChunkedUntilAnswered(
   baseUrl: string,
   path: string,
-  opts: { token: string; chunk: string; maxBytes: number },
+  opts: { token: string; chunk: string; maxBytes: number; method?: string },
 ): Promise<RawResponse> {
   const u = new URL(path, baseUrl);
   return new Promise((resolve, reject) => {
     const req = http.request({
       host: u.hostname,
       port: u.port,
-      method: 'POST',
+      method: opts.method ?? 'POST',
       path: u.pathname,
       headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.token}`, 'transfer-encoding': 'chunked' },
     });

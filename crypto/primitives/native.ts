@@ -26,6 +26,7 @@ import type * as NodeCrypto from 'node:crypto';
 import { CryptoError } from '../errors.js';
 import type { CryptoBackend, MlKemEncapsulation, MlKemKeyPair } from './backend.js';
 import { assertAnyBytes, assertBytes, equalBytes, fromBase64Url, fromHex, toBase64Url } from './bytes.js';
+import { isRejectedEd25519PublicKey } from './ed25519-policy.js';
 import {
   assertHkdfLength,
   assertNonZeroSharedSecret,
@@ -254,6 +255,8 @@ function buildBackend(c: NodeCryptoModule, mlkem: MlKemProvider, imp: KeyImporte
       if (!(signature instanceof Uint8Array) || signature.length !== ED25519_SIGNATURE_BYTES) return false;
       if (!(message instanceof Uint8Array)) return false;
       if (!(publicKey instanceof Uint8Array) || publicKey.length !== ED25519_PUBLIC_KEY_BYTES) return false;
+      // OpenSSL does not refuse small-order or non-canonical keys (ed25519-policy.ts).
+      if (isRejectedEd25519PublicKey(publicKey)) return false;
       try {
         return c.verify(null, message, imp.publicKey('Ed25519', publicKey), signature);
       } catch {

@@ -8,13 +8,14 @@
  */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { ed25519, x25519 } from '@noble/curves/ed25519.js';
+import { bytesToNumberLE } from '@noble/curves/utils.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256, sha512 } from '@noble/hashes/sha2.js';
 import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { CryptoError } from '../errors.js';
 import type { CryptoBackend, MlKemEncapsulation, MlKemKeyPair } from './backend.js';
-import { assertAnyBytes, assertBytes } from './bytes.js';
+import { assertAnyBytes, assertBytes, concatBytes, equalBytes } from './bytes.js';
 import { systemRandom } from './random.js';
 import {
   AEAD_KEY_BYTES,
@@ -62,6 +63,23 @@ export function lowOrderPoint(cause?: unknown): CryptoError {
     'x25519 public key is of low order (all-zero shared secret)',
     cause === undefined ? undefined : { cause },
   );
+}
+
+const ED_POINT = ed25519.Point;
+const ED_ORDER = ED_POINT.Fn.ORDER;
+
+/**
+ * The cofactorless equation [S]B - [k]A == R, compared as encodings (ed25519-policy.ts,
+ * rule 3). Called only after noble's strict verify accepted, so A and R decode and
+ * S < L. All values are public, so the variable-time multiplications are fine.
+ */
+function cofactorlessEquationHolds(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+  const r = signature.subarray(0, 32);
+  const s = bytesToNumberLE(signature.subarray(32, 64));
+  const k = bytesToNumberLE(sha512(concatBytes(r, publicKey, message))) % ED_ORDER;
+  const a = ED_POINT.fromBytes(publicKey, false);
+  const check = ED_POINT.BASE.multiplyUnsafe(s).subtract(a.multiplyUnsafe(k));
+  return equalBytes(check.toBytes(), r);
 }
 
 /** ML-KEM-768 through noble; shared by the native backend until a runtime offers it. */
@@ -166,9 +184,13 @@ export const nobleBackend: CryptoBackend = {
     if (!(message instanceof Uint8Array)) return false;
     if (!(publicKey instanceof Uint8Array) || publicKey.length !== ED25519_PUBLIC_KEY_BYTES) return false;
     try {
-      // zip215: false = RFC 8032 §5.1.7 strict decoding (canonical A and R, S < L), the
-      // rule OpenSSL (the native backend) applies, so both backends agree on edge cases.
-      return ed25519.verify(signature, message, publicKey, { zip215: false });
+      // zip215: false = RFC 8032 strict decoding and small-order A rejected; the extra
+      // cofactorless check makes the verdict identical to the native backend's on every
+      // input (see ed25519-policy.ts).
+      return (
+        ed25519.verify(signature, message, publicKey, { zip215: false }) &&
+        cofactorlessEquationHolds(signature, message, publicKey)
+      );
     } catch {
       return false;
     }

@@ -133,7 +133,11 @@ describe.each(BACKENDS)('errors (%s)', (_name, b) => {
       b.aeadSeal(k32, n12, k32, k32),
       b.aeadOpen(k32, n12, b.aeadSeal(k32, n12, k32, k32), k32),
     ];
-    for (const o of outs) expect(Object.getPrototypeOf(o)).toBe(Uint8Array.prototype);
+    for (const o of outs) {
+      expect(Object.getPrototypeOf(o)).toBe(Uint8Array.prototype);
+      // Owns its whole buffer: no view into a shared pool that .buffer would expose.
+      expect(o.buffer.byteLength).toBe(o.byteLength);
+    }
     const h1 = b.sha256(k32);
     h1.fill(0);
     expect(b.sha256(k32)).not.toEqual(h1);

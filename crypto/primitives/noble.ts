@@ -37,8 +37,9 @@ import {
 /** One message for every AEAD failure, so callers cannot tell which check failed. */
 export const DECRYPT_FAILED_MESSAGE = 'decryption failed';
 
-export function decryptFailed(cause?: unknown): CryptoError {
-  return new CryptoError('DECRYPT_FAILED', DECRYPT_FAILED_MESSAGE, cause === undefined ? undefined : { cause });
+/** Never carries a `cause`: it could say which check failed. */
+export function decryptFailed(): CryptoError {
+  return new CryptoError('DECRYPT_FAILED', DECRYPT_FAILED_MESSAGE);
 }
 
 export function assertHkdfLength(length: number): void {

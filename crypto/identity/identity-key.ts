@@ -6,9 +6,11 @@
  * `IdentityKeyPair` (ours) and `IdentityKey` (anyone's public key) are different types,
  * so a remote key can never be used where signing is needed.
  */
+import { CryptoError } from '../errors.js';
 import { Ed25519PrivateKey, keyFingerprint } from '../keys.js';
 import type { CryptoBackend } from '../primitives/backend.js';
 import { assertBytes, equalBytes, toHex } from '../primitives/bytes.js';
+import { isRejectedEd25519PublicKey } from '../primitives/ed25519-policy.js';
 import { defaultBackend } from '../primitives/index.js';
 import { systemRandom, type RandomSource } from '../primitives/random.js';
 import { ED25519_PUBLIC_KEY_BYTES } from '../primitives/sizes.js';
@@ -26,9 +28,16 @@ export class IdentityKey {
     this.#backend = backend;
   }
 
-  /** From 32 bytes (copied). Throws INVALID_KEY on a wrong length. */
+  /**
+   * From 32 bytes (copied). Throws INVALID_KEY on a wrong length, and for a small-order
+   * or non-canonical key: no signature by it would ever verify (ed25519-policy.ts), so a
+   * directory serving one is refused when the key is first seen, not at first use.
+   */
   static fromBytes(bytes: Uint8Array, backend: CryptoBackend = defaultBackend): IdentityKey {
     assertBytes(bytes, ED25519_PUBLIC_KEY_BYTES, 'identity key', 'INVALID_KEY');
+    if (isRejectedEd25519PublicKey(bytes)) {
+      throw new CryptoError('INVALID_KEY', 'identity key is a small-order or non-canonical point');
+    }
     return new IdentityKey(bytes.slice(), backend);
   }
 

@@ -43,6 +43,12 @@ describe.each(BACKENDS)('identity (%s)', (_name, b) => {
 
   it('IdentityKey input checks', () => {
     expectCryptoError(() => IdentityKey.fromBytes(new Uint8Array(33), b), 'INVALID_KEY', 'identity key must be 32 bytes');
+    const identityPoint = hex('0100000000000000000000000000000000000000000000000000000000000000');
+    expectCryptoError(
+      () => IdentityKey.fromBytes(identityPoint, b),
+      'INVALID_KEY',
+      'identity key is a small-order or non-canonical point',
+    );
     const k = IdentityKeyPair.generate(undefined, b).publicKey;
     expect(k.verify(new Uint8Array(0), new Uint8Array(10))).toBe(false);
     expect(String(k)).toBe(`IdentityKey(${toHex(k.bytes)})`);

@@ -181,7 +181,6 @@ export function createNativeBackend(
 }
 
 function buildBackend(c: NodeCryptoModule, mlkem: MlKemProvider, imp: KeyImporter): CryptoBackend {
-
   // `crypto.hash` (Node >= 20.12) skips the Hash object; createHash otherwise.
   const oneShot = typeof c.hash === 'function' ? c.hash : undefined;
   const digest = (alg: 'sha256' | 'sha512', data: Uint8Array): Uint8Array =>

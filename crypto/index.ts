@@ -58,3 +58,40 @@ export type { SafetyNumberParty } from './identity/index.js';
 
 // Padding
 export { MAX_UNPADDED_PLAINTEXT_BYTES, pad, paddedLength, unpad } from './padding.js';
+
+// Handshake (PQXDH-style)
+export {
+  acceptSession,
+  decodeInitialMessage,
+  generateKemPreKey,
+  generateOneTimePreKey,
+  generateSignedPreKey,
+  initiateSession,
+  kemPreKeyPublic,
+  oneTimePreKeyPublic,
+  signedPreKeyPublic,
+  verifyPreKeyBundle,
+} from './handshake/index.js';
+export type {
+  AcceptedSession,
+  AcceptSessionParams,
+  InitialMessage,
+  InitiateSessionParams,
+  KemPreKeyPublic,
+  KemPreKeyRecord,
+  KeyGenOptions,
+  OneTimePreKeyPublic,
+  OneTimePreKeyRecord,
+  PreKeyBundle,
+  PreKeyStore,
+  SignedPreKeyPublic,
+  SignedPreKeyRecord,
+} from './handshake/index.js';
+
+// Double Ratchet sessions
+export { Session, SESSION_MESSAGE_VERSION, SESSION_STATE_VERSION, sessionMessageType } from './ratchet/index.js';
+export type { SessionMessageType, SessionOptions, SessionRole } from './ratchet/index.js';
+
+// Group sender keys
+export { InboundSenderKeys, OutboundSenderKey } from './group/index.js';
+export type { SenderKeyOptions } from './group/index.js';

@@ -7,6 +7,8 @@ import { fc, test } from '@fast-check/vitest';
 import { describe, expect } from 'vitest';
 import { CryptoError, type CryptoErrorCode } from '../../crypto/errors.js';
 import { InboundSenderKeys, OutboundSenderKey } from '../../crypto/group/index.js';
+import { GROUP_MESSAGE_SIGNATURE_LABEL } from '../../crypto/group/labels.js';
+import { signatureTranscript } from '../../crypto/identity/index.js';
 import {
   MAX_GROUP_ID_BYTES,
   MAX_SENDER_KEY_FORWARD_JUMP,
@@ -263,6 +265,10 @@ describe.each(SESSION_BACKENDS)('sender keys ($name)', (backend: CryptoBackend) 
       expect(receiver.serialize()).toEqual(before);
     },
   );
+});
+
+test('group message signatures use the project-wide labelled transcript', () => {
+  expect(toHex(GROUP_MESSAGE_SIGNATURE_LABEL)).toBe(toHex(signatureTranscript('sender-key/message', new Uint8Array(0))));
 });
 
 test('sender-key state never prints its secrets', () => {

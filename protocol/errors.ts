@@ -30,6 +30,11 @@ export const ERROR_CODES = {
   KEY_ID_CONFLICT: { http: 409, retry: false },
   NO_SIGNED_PREKEY: { http: 404, retry: true },
   RATE_LIMITED: { http: 429, retry: true },
+  TOO_MANY_TARGETS: { http: 400, retry: false },
+  ENVELOPE_TOO_LARGE: { http: 413, retry: false },
+  ENVELOPE_ID_CONFLICT: { http: 409, retry: false },
+  DEVICE_LIST_MISMATCH: { http: 409, retry: true },
+  ACK_BEYOND_DELIVERED: { http: 400, retry: false },
   UNAVAILABLE: { http: 503, retry: true },
   INTERNAL: { http: 500, retry: true },
 } as const satisfies Record<string, { http: number; retry: boolean }>;

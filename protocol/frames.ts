@@ -11,14 +11,41 @@ import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_TOKEN_BYT
 /** Client → relay. */
 export type ClientFrame =
   | { readonly type: 'auth'; readonly token: string; readonly deviceId: string; readonly signature: Uint8Array }
-  | { readonly type: 'ping'; readonly id: number | undefined };
+  | { readonly type: 'ping'; readonly id: number | undefined }
+  /** Cumulative: everything up to and including `seq` is processed and may be removed. */
+  | { readonly type: 'ack'; readonly seq: number };
+
+export interface StoredRecipient {
+  readonly deviceId: string;
+  readonly seq: number;
+}
 
 /** Relay → client. */
 export type ServerFrame =
   | { readonly type: 'challenge'; readonly nonce: Uint8Array }
   | { readonly type: 'auth_ok'; readonly userId: string; readonly deviceId: string }
   | { readonly type: 'pong'; readonly id: number | undefined }
-  | { readonly type: 'error'; readonly code: ErrorCode; readonly message: string; readonly id?: number | undefined };
+  /** Answer to a SEND, sent only after the envelopes are committed. */
+  | {
+      readonly type: 'stored';
+      readonly id: number;
+      readonly envelopeId: string;
+      readonly duplicate: boolean;
+      readonly storedAt: number;
+      readonly expiresAt: number;
+      readonly recipients: readonly StoredRecipient[];
+    }
+  /** The backlog that existed at connect time has been delivered (through `through`). */
+  | { readonly type: 'queue_empty'; readonly through: number }
+  /** Sequences from..to expired before delivery; they will never arrive. */
+  | { readonly type: 'expired'; readonly from: number; readonly to: number }
+  | {
+      readonly type: 'error';
+      readonly code: ErrorCode;
+      readonly message: string;
+      readonly id?: number | undefined;
+      readonly details?: Readonly<Record<string, unknown>> | undefined;
+    };
 
 export type ClientFrameType = ClientFrame['type'];
 export type ServerFrameType = ServerFrame['type'];
@@ -37,6 +64,7 @@ const DECODERS: { readonly [T in ClientFrameType]: (o: JsonObject) => Extract<Cl
     signature: bytes(o, 'signature', 64),
   }),
   ping: (o) => ({ type: 'ping', id: optId(o) }),
+  ack: (o) => ({ type: 'ack', seq: int(o, 'seq', 1, Number.MAX_SAFE_INTEGER) }),
 };
 
 function isClientFrameType(t: string): t is ClientFrameType {
@@ -76,6 +104,9 @@ export function encodeServerFrame(f: ServerFrame): string {
       return JSON.stringify({ type: 'challenge', nonce: encodeBase64url(f.nonce) });
     case 'auth_ok':
     case 'pong':
+    case 'stored':
+    case 'queue_empty':
+    case 'expired':
     case 'error':
       return JSON.stringify(f);
   }
@@ -86,6 +117,7 @@ export function encodeClientFrame(f: ClientFrame): string {
     case 'auth':
       return JSON.stringify({ type: 'auth', token: f.token, deviceId: f.deviceId, signature: encodeBase64url(f.signature) });
     case 'ping':
+    case 'ack':
       return JSON.stringify(f);
   }
 }

@@ -45,3 +45,17 @@ export const MAX_TOKEN_BYTES = 8 * 1024;
  * rate. Bounds how fast one account can drain another's one-time prekeys. */
 export const BUNDLE_FETCH_BURST = 60;
 export const BUNDLE_FETCH_PER_SECOND = 10;
+
+/** Envelope ids are 16 random bytes chosen by the sender (128 bits: no collisions). */
+export const ENVELOPE_ID_BYTES = 16;
+
+/** Targets of one SEND: every current device of the recipient, so bounded by the device cap. */
+export const MAX_TARGETS_PER_SEND = MAX_DEVICES_PER_USER;
+
+/** Envelope lifetime bounds. Expired envelopes are removed and their range announced. */
+export const MIN_TTL_SECONDS = 1;
+export const MAX_TTL_SECONDS = 30 * 24 * 3600;
+
+/** Unacknowledged envelopes in flight per connection: bounds what a slow or stalled
+ * device can make the relay hold and re-send, while keeping the pipe full. */
+export const MAX_INFLIGHT_ENVELOPES = 256;

@@ -13,3 +13,39 @@ export const MAX_RATE_LIMIT_ENTRIES = 100_000;
 
 /** HTTP requests in flight per process; beyond this new ones get UNAVAILABLE. */
 export const MAX_INFLIGHT_HTTP = 1024;
+
+/** Group commit of SENDs: at most this many SEND frames per transaction. Large enough to
+ * amortize a commit over many envelopes, small enough to keep one batch's latency low. */
+export const SEND_BATCH_MAX = 512;
+/** How long a SEND may wait for batch-mates before its transaction starts (0 = only those
+ * arriving in the same event-loop turn). Under load, batches fill while the previous
+ * commit runs, so no wait is needed to batch. */
+export const SEND_BATCH_MAX_WAIT_MS = 0;
+/** Send transactions in flight at once per relay: overlaps one batch's statements with
+ * another's commit. */
+export const SEND_BATCH_CONCURRENCY = 2;
+
+/** ACKs are coalesced (highest per mailbox) and applied in batches of at most this many
+ * mailboxes, waiting at most ACK_BATCH_MAX_WAIT_MS; ACK persistence is off the hot path. */
+export const ACK_BATCH_MAX = 1024;
+export const ACK_BATCH_MAX_WAIT_MS = 5;
+
+/** Stop writing to a socket whose send buffer holds more than this; resume on drain. Bounds
+ * relay memory per slow reader (envelopes stay in PostgreSQL until acknowledged). */
+export const SOCKET_BUFFER_HIGH_WATER = 512 * 1024;
+
+/** Envelopes read from the database per backlog query. */
+export const BACKLOG_FETCH_BATCH = 128;
+
+/** Envelopes committed by this relay and kept in memory for a connected recipient so
+ * live delivery needs no read; beyond this the connection reads from the database. */
+export const LIVE_CACHE_MAX = 256;
+export const LIVE_CACHE_MAX_BYTES = 1024 * 1024;
+
+/** Period of the catch-up scan: every connected device's mailbox tail is re-read, so a
+ * lost NOTIFY (e.g. a dropped LISTEN connection) delays delivery at most this long. */
+export const CATCHUP_INTERVAL_MS = 5_000;
+
+/** Period and batch size of the expiry sweeper. */
+export const SWEEP_INTERVAL_MS = 10_000;
+export const SWEEP_BATCH = 5_000;

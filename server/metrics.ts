@@ -12,6 +12,7 @@ export interface RelayMetrics {
   readonly errors: Counter<'code'>;
   readonly dbQuerySeconds: Histogram;
   readonly httpRequests: Counter<'route' | 'status'>;
+  readonly sendBatchSize: Histogram;
 }
 
 export function createMetrics(): RelayMetrics {
@@ -27,6 +28,12 @@ export function createMetrics(): RelayMetrics {
       name: 'hermetic_db_query_seconds',
       help: 'Database statement latency',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    sendBatchSize: new Histogram({
+      name: 'hermetic_send_batch_size',
+      help: 'SEND frames per group-commit transaction',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
       registers: [registry],
     }),
     httpRequests: new Counter({ name: 'hermetic_http_requests_total', help: 'HTTP requests, by route and status', labelNames: ['route', 'status'], registers: [registry] }),

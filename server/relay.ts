@@ -24,11 +24,14 @@ import { openPg } from './storage/pg.js';
 import { openPglite } from './storage/pglite.js';
 import { uws, uwsBinding } from './uws.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
+import { MailboxService } from './mailbox/service.js';
+import { MailboxStore } from './mailbox/store.js';
 
 export interface Relay {
   readonly port: number;
   readonly db: Database;
   readonly metrics: RelayMetrics;
+  readonly nodeId: string;
   stop(): Promise<void>;
 }
 
@@ -75,7 +78,16 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       return p;
     };
 
-    const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom });
+    const nodeId = Buffer.from(systemRandom(8)).toString('hex');
+    const mailbox = new MailboxService({
+      db,
+      store: new MailboxStore(db, nodeId),
+      nodeId,
+      logger,
+      onBatch: (n) => metrics.sendBatchSize.observe(n),
+    });
+    await mailbox.start();
+    const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom, mailbox });
     const app = uws.App();
     app.ws<ConnectionData>('/v1/ws', {
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
@@ -83,7 +95,11 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       maxPayloadLength: 2 * MAX_FRAME_BYTES,
       idleTimeout: 120,
       sendPingsAutomatically: true,
+      // Delivery pauses at SOCKET_BUFFER_HIGH_WATER; a peer that still lets its buffer
+      // reach this (by never reading its answers) is disconnected rather than having
+      // frames dropped. Its envelopes stay stored and are delivered on reconnect.
       maxBackpressure: 4 * 1024 * 1024,
+      closeOnBackpressureLimit: 1,
       upgrade: (res, req, context) => {
         const query = req.getQuery() ?? '';
         if (/(?:^|&)(?:access_token|token|jwt|authorization)=/i.test(query)) {
@@ -105,7 +121,8 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         );
       },
       open: (ws) => connections.onOpen(ws),
-      message: (ws, message) => connections.onMessage(ws, message),
+      message: (ws, message, isBinary) => connections.onMessage(ws, message, isBinary),
+      drain: (ws) => connections.onDrain(ws),
       close: (ws) => connections.onClose(ws),
     });
     registerRoutes(app, {
@@ -130,14 +147,15 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         draining = true;
         uws.us_listen_socket_close(listenSocket);
         const grace = new Promise<void>((r) => setTimeout(r, config.shutdownGraceMs).unref());
-        await Promise.race([Promise.allSettled([...inflight]), grace]);
+        // Finish in-flight database writes (queued SENDs are committed and answered).
+        await Promise.race([Promise.allSettled([...inflight, mailbox.stop()]), grace]);
         connections.closeAll(CLOSE_CODES.GOING_AWAY, 'relay shutting down');
         await db.close();
         logger.info('relay stopped');
       })();
       return stopping;
     };
-    return { port, db, metrics, stop };
+    return { port, db, metrics, nodeId, stop };
   } catch (err) {
     await db.close().catch(() => undefined);
     throw err;

@@ -95,6 +95,8 @@ export class DirectoryStore {
           deviceId,
           identityKey,
         ]);
+        // Every device has a mailbox from the moment it exists.
+        await tx.query('INSERT INTO mailboxes (user_id, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [userId, deviceId]);
       } catch (err) {
         if (sqlState(err) === UNIQUE_VIOLATION) throw new ProtocolError('DEVICE_EXISTS', 'this device id is already registered');
         throw err;

@@ -8,12 +8,17 @@ import type { WebSocket } from 'uWebSockets.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { CLOSE_CODES, ProtocolError } from '../../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
-import { AUTH_TIMEOUT_MS, CHALLENGE_BYTES } from '../../protocol/limits.js';
+import { AUTH_TIMEOUT_MS, CHALLENGE_BYTES, MAX_FRAME_BYTES } from '../../protocol/limits.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
 import type { Logger } from 'pino';
 import type { RelayMetrics } from '../metrics.js';
+import { createHash } from 'node:crypto';
+import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver } from '../../protocol/envelopes.js';
+import { encodeBase64url } from '../../protocol/base64url.js';
+import type { MailboxService } from '../mailbox/service.js';
+import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
 
 export interface ConnectionData {
   readonly challenge: Uint8Array;
@@ -22,6 +27,7 @@ export interface ConnectionData {
   deviceId: string | undefined;
   closed: boolean;
   authTimer: NodeJS.Timeout | undefined;
+  stream: DeliveryStream | undefined;
 }
 
 export type RelaySocket = WebSocket<ConnectionData>;
@@ -33,22 +39,25 @@ export interface ConnectionDeps {
   readonly metrics: RelayMetrics;
   readonly logger: Logger;
   readonly random: (n: number) => Uint8Array;
-}
-
-function deviceKey(userId: string, deviceId: string): string {
-  return `${userId}\u0000${deviceId}`;
+  readonly mailbox: MailboxService;
 }
 
 export class ConnectionManager {
   /** Every open socket, for shutdown. */
   readonly open = new Set<RelaySocket>();
-  /** Authenticated sockets by device. */
-  private readonly byDevice = new Map<string, RelaySocket>();
 
   constructor(private readonly deps: ConnectionDeps) {}
 
   newConnectionData(): ConnectionData {
-    return { challenge: this.deps.random(CHALLENGE_BYTES), state: 'challenge', userId: undefined, deviceId: undefined, closed: false, authTimer: undefined };
+    return {
+      challenge: this.deps.random(CHALLENGE_BYTES),
+      state: 'challenge',
+      userId: undefined,
+      deviceId: undefined,
+      closed: false,
+      authTimer: undefined,
+      stream: undefined,
+    };
   }
 
   onOpen(ws: RelaySocket): void {
@@ -70,17 +79,25 @@ export class ConnectionManager {
     if (ud.authTimer) clearTimeout(ud.authTimer);
     this.open.delete(ws);
     this.deps.metrics.connectionsOpen.dec();
-    if (ud.userId !== undefined && ud.deviceId !== undefined) {
-      const key = deviceKey(ud.userId, ud.deviceId);
-      if (this.byDevice.get(key) === ws) this.byDevice.delete(key);
+    if (ud.userId !== undefined && ud.deviceId !== undefined && ud.stream) {
+      this.deps.mailbox.detach(ud.userId, ud.deviceId, ud.stream);
     }
   }
 
+  onDrain(ws: RelaySocket): void {
+    ws.getUserData().stream?.onDrain();
+  }
+
   /** The message buffer is only valid synchronously: it is decoded before any await. */
-  onMessage(ws: RelaySocket, message: ArrayBuffer): void {
+  onMessage(ws: RelaySocket, message: ArrayBuffer, isBinary: boolean): void {
+    const bytes = new Uint8Array(message);
+    if (isBinary) {
+      this.onBinary(ws, bytes);
+      return;
+    }
     let frame: ClientFrame;
     try {
-      frame = decodeClientFrame(new Uint8Array(message));
+      frame = decodeClientFrame(bytes);
     } catch (err) {
       this.deps.metrics.framesIn.inc({ type: 'invalid' });
       this.sendError(ws, err);
@@ -100,6 +117,82 @@ export class ConnectionManager {
       case 'ping':
         this.send(ws, { type: 'pong', id: frame.id });
         return;
+      case 'ack':
+        if (!ud.stream || ud.userId === undefined || ud.deviceId === undefined) {
+          this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before acknowledging'));
+          return;
+        }
+        try {
+          this.deps.mailbox.ack(ud.userId, ud.deviceId, ud.stream, frame.seq);
+        } catch (err) {
+          this.sendError(ws, err);
+        }
+        return;
+    }
+  }
+
+  private onBinary(ws: RelaySocket, bytes: Uint8Array): void {
+    const ud = ws.getUserData();
+    if (bytes.length === 0 || bytes[0] !== BINARY_FRAME.SEND) {
+      this.deps.metrics.framesIn.inc({ type: 'invalid' });
+      this.sendError(ws, new ProtocolError('UNKNOWN_FRAME', 'unknown binary frame type'));
+      return;
+    }
+    this.deps.metrics.framesIn.inc({ type: 'send' });
+    if (bytes.length > MAX_FRAME_BYTES) {
+      this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_FRAME_BYTES} bytes`));
+      return;
+    }
+    if (ud.state !== 'authenticated' || ud.userId === undefined || ud.deviceId === undefined) {
+      this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before sending'));
+      return;
+    }
+    let frame: SendFrame;
+    try {
+      frame = decodeSend(bytes);
+    } catch (err) {
+      this.sendError(ws, err);
+      return;
+    }
+    void this.handleSend(ws, ud.userId, ud.deviceId, frame);
+  }
+
+  private async handleSend(ws: RelaySocket, userId: string, deviceId: string, frame: SendFrame): Promise<void> {
+    // What "the same SEND" means for idempotency: recipient and every target's bytes.
+    const h = createHash('sha256');
+    h.update(frame.recipientUserId).update('\u0000');
+    for (const t of frame.targets) {
+      h.update(t.deviceId).update('\u0000');
+      const len = Buffer.allocUnsafe(4);
+      len.writeUInt32BE(t.payload.length);
+      h.update(len).update(t.payload);
+    }
+    try {
+      const result = await this.deps.mailbox.send({
+        senderUserId: userId,
+        senderDeviceId: deviceId,
+        envelopeId: frame.envelopeId,
+        contentHash: h.digest(),
+        recipientUserId: frame.recipientUserId,
+        targets: frame.targets,
+        ttlSeconds: frame.ttlSeconds,
+      });
+      if (!result.ok) {
+        this.sendError(ws, new ProtocolError(result.error.code, result.error.message, { ...result.error.details, id: frame.id }));
+        return;
+      }
+      this.send(ws, {
+        type: 'stored',
+        id: frame.id,
+        envelopeId: encodeBase64url(frame.envelopeId),
+        duplicate: result.duplicate,
+        storedAt: result.storedAtMs,
+        expiresAt: result.expiresAtMs,
+        recipients: result.stored,
+      });
+    } catch (err) {
+      const pe = toProtocolError(err, this.deps.logger);
+      this.sendError(ws, new ProtocolError(pe.code, pe.message, { id: frame.id }));
     }
   }
 
@@ -120,17 +213,36 @@ export class ConnectionManager {
       ud.userId = userId;
       ud.deviceId = frame.deviceId;
       if (ud.authTimer) clearTimeout(ud.authTimer);
-      const key = deviceKey(userId, frame.deviceId);
-      const previous = this.byDevice.get(key);
-      this.byDevice.set(key, ws);
-      if (previous && previous !== ws) previous.end(CLOSE_CODES.REPLACED, 'replaced by a newer connection');
       this.send(ws, { type: 'auth_ok', userId, deviceId: frame.deviceId });
       this.deps.logger.debug({ userId, deviceId: frame.deviceId }, 'device authenticated');
+      // A newer connection for the same device (on this relay or another) replaces this one.
+      ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, this.sink(ws), () => {
+        if (!ud.closed) ws.end(CLOSE_CODES.REPLACED, 'replaced by a newer connection');
+      });
+      if (ud.closed) this.deps.mailbox.detach(userId, frame.deviceId, ud.stream);
     } catch (err) {
       if (ud.closed) return;
       this.sendError(ws, err);
       ws.end(CLOSE_CODES.AUTH_FAILED, 'authentication failed');
     }
+  }
+
+  private sink(ws: RelaySocket): StreamSink {
+    const ud = ws.getUserData();
+    const framesOut = this.deps.metrics.framesOut;
+    return {
+      deliver: (env) => {
+        ws.send(encodeDeliver(env), true);
+        framesOut.inc({ type: 'deliver' });
+      },
+      expired: (from, to) => this.send(ws, { type: 'expired', from, to }),
+      queueEmpty: (through) => this.send(ws, { type: 'queue_empty', through }),
+      bufferedAmount: () => (ud.closed ? 0 : ws.getBufferedAmount()),
+      isClosed: () => ud.closed,
+      cork: (fn) => {
+        if (!ud.closed) ws.cork(fn);
+      },
+    };
   }
 
   send(ws: RelaySocket, frame: ServerFrame): void {
@@ -144,8 +256,14 @@ export class ConnectionManager {
   sendError(ws: RelaySocket, err: unknown): void {
     const pe = toProtocolError(err, this.deps.logger);
     this.deps.metrics.errors.inc({ code: pe.code });
-    const id = typeof pe.details?.id === 'number' ? pe.details.id : undefined;
-    this.send(ws, { type: 'error', code: pe.code, message: pe.message, ...(id !== undefined ? { id } : {}) });
+    const { id, ...rest } = pe.details ?? {};
+    this.send(ws, {
+      type: 'error',
+      code: pe.code,
+      message: pe.message,
+      ...(typeof id === 'number' ? { id } : {}),
+      ...(Object.keys(rest).length > 0 ? { details: rest } : {}),
+    });
   }
 
   closeAll(code: number, reason: string): void {

@@ -1,0 +1,123 @@
+/**
+ * Binary frames for the hot path: SEND (client → relay) and DELIVER (relay → client).
+ * Envelope bytes are opaque to the relay; binary framing avoids base64 and JSON work per
+ * envelope. Layouts (big-endian) are documented in docs/PROTOCOL.md.
+ */
+import { BinaryReader, BinaryWriter } from './binary.js';
+import { ProtocolError } from './errors.js';
+import {
+  DEVICE_ID_PATTERN,
+  ENVELOPE_ID_BYTES,
+  MAX_DEVICE_ID_LENGTH,
+  MAX_ENVELOPE_BYTES,
+  MAX_TARGETS_PER_SEND,
+  MAX_TTL_SECONDS,
+  MAX_USER_ID_LENGTH,
+  MIN_TTL_SECONDS,
+} from './limits.js';
+
+export const BINARY_FRAME = {
+  SEND: 0x01,
+  DELIVER: 0x02,
+} as const;
+
+const USER_ID_PATTERN = /^[\x21-\x7e]+$/;
+
+export interface SendTarget {
+  readonly deviceId: string;
+  readonly payload: Uint8Array;
+}
+
+export interface SendFrame {
+  readonly type: 'send';
+  readonly id: number;
+  readonly envelopeId: Uint8Array;
+  readonly ttlSeconds: number;
+  readonly recipientUserId: string;
+  readonly targets: readonly SendTarget[];
+}
+
+export interface DeliverFrame {
+  readonly type: 'deliver';
+  readonly seq: number;
+  readonly envelopeId: Uint8Array;
+  readonly senderUserId: string;
+  readonly senderDeviceId: string;
+  readonly storedAtMs: number;
+  readonly expiresAtMs: number;
+  readonly payload: Uint8Array;
+}
+
+/** Decodes a SEND, copying payloads out of the socket's buffer. */
+export function decodeSend(buf: Uint8Array): SendFrame {
+  const r = new BinaryReader(buf);
+  if (r.u8('frame type') !== BINARY_FRAME.SEND) throw new ProtocolError('UNKNOWN_FRAME', 'not a SEND frame');
+  const id = r.u32('id');
+  try {
+    const envelopeId = r.bytes(ENVELOPE_ID_BYTES, 'envelopeId').slice();
+    const ttlSeconds = r.u32('ttl');
+    if (ttlSeconds < MIN_TTL_SECONDS || ttlSeconds > MAX_TTL_SECONDS) {
+      throw new ProtocolError('BAD_REQUEST', `ttl must be ${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS} seconds`);
+    }
+    const recipientUserId = r.str8('recipient', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+    const count = r.u8('target count');
+    if (count === 0) throw new ProtocolError('BAD_REQUEST', 'a SEND needs at least one target');
+    if (count > MAX_TARGETS_PER_SEND) {
+      throw new ProtocolError('TOO_MANY_TARGETS', `at most ${MAX_TARGETS_PER_SEND} targets per SEND`);
+    }
+    const targets: SendTarget[] = [];
+    const seen = new Set<string>();
+    for (let i = 0; i < count; i++) {
+      const deviceId = r.str8(`targets[${i}].deviceId`, MAX_DEVICE_ID_LENGTH, DEVICE_ID_PATTERN);
+      if (seen.has(deviceId)) throw new ProtocolError('BAD_REQUEST', `target ${deviceId} repeated`);
+      seen.add(deviceId);
+      const len = r.u32(`targets[${i}].length`);
+      if (len === 0 || len > MAX_ENVELOPE_BYTES) {
+        throw new ProtocolError('ENVELOPE_TOO_LARGE', `envelope payload must be 1..${MAX_ENVELOPE_BYTES} bytes`);
+      }
+      targets.push({ deviceId, payload: r.bytes(len, `targets[${i}].payload`).slice() });
+    }
+    r.end('SEND');
+    return { type: 'send', id, envelopeId, ttlSeconds, recipientUserId, targets };
+  } catch (err) {
+    if (err instanceof ProtocolError) throw new ProtocolError(err.code, err.message, { id });
+    throw err;
+  }
+}
+
+export function encodeSend(f: Omit<SendFrame, 'type'>): Uint8Array {
+  const w = new BinaryWriter(64 + f.targets.reduce((n, t) => n + t.payload.length + 70, 0));
+  w.u8(BINARY_FRAME.SEND).u32(f.id).bytes(f.envelopeId).u32(f.ttlSeconds).str8(f.recipientUserId).u8(f.targets.length);
+  for (const t of f.targets) w.str8(t.deviceId).u32(t.payload.length).bytes(t.payload);
+  return w.finish();
+}
+
+export function encodeDeliver(f: Omit<DeliverFrame, 'type'>): Uint8Array {
+  const w = new BinaryWriter(64 + f.senderUserId.length + f.senderDeviceId.length + f.payload.length);
+  w.u8(BINARY_FRAME.DELIVER)
+    .u64(f.seq)
+    .bytes(f.envelopeId)
+    .str8(f.senderUserId)
+    .str8(f.senderDeviceId)
+    .u64(f.storedAtMs)
+    .u64(f.expiresAtMs)
+    .u32(f.payload.length)
+    .bytes(f.payload);
+  return w.finish();
+}
+
+export function decodeDeliver(buf: Uint8Array): DeliverFrame {
+  const r = new BinaryReader(buf);
+  if (r.u8('frame type') !== BINARY_FRAME.DELIVER) throw new ProtocolError('UNKNOWN_FRAME', 'not a DELIVER frame');
+  const seq = r.u64('seq');
+  const envelopeId = r.bytes(ENVELOPE_ID_BYTES, 'envelopeId').slice();
+  const senderUserId = r.str8('sender', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+  const senderDeviceId = r.str8('senderDevice', MAX_DEVICE_ID_LENGTH, DEVICE_ID_PATTERN);
+  const storedAtMs = r.u64('storedAt');
+  const expiresAtMs = r.u64('expiresAt');
+  const len = r.u32('length');
+  if (len > MAX_ENVELOPE_BYTES) throw new ProtocolError('ENVELOPE_TOO_LARGE', 'envelope payload too large');
+  const payload = r.bytes(len, 'payload').slice();
+  r.end('DELIVER');
+  return { type: 'deliver', seq, envelopeId, senderUserId, senderDeviceId, storedAtMs, expiresAtMs, payload };
+}

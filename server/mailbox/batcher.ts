@@ -1,0 +1,89 @@
+/**
+ * Group commit. Items submitted while a flush is running are collected and written
+ * together by the next flush, so under load one transaction carries many items and one
+ * commit (one fsync) acknowledges them all; when idle an item is flushed at once.
+ *
+ * - at most `maxBatch` items per flush;
+ * - at most `concurrency` flushes in flight;
+ * - an item waits at most `maxWaitMs` for batch-mates before a flush starts (when a
+ *   flush slot is free).
+ */
+export interface BatcherOptions {
+  readonly maxBatch: number;
+  readonly maxWaitMs: number;
+  readonly concurrency: number;
+}
+
+interface Pending<T, R> {
+  readonly item: T;
+  readonly resolve: (r: R) => void;
+  readonly reject: (e: unknown) => void;
+}
+
+export class Batcher<T, R> {
+  private queue: Pending<T, R>[] = [];
+  private running = 0;
+  private cancelTimer: (() => void) | undefined;
+  private readonly idle: Array<() => void> = [];
+
+  constructor(
+    private readonly opts: BatcherOptions,
+    /** Must resolve to one result per item, in order. */
+    private readonly flush: (items: readonly T[]) => Promise<readonly R[]>,
+  ) {}
+
+  get pending(): number {
+    return this.queue.length + this.running;
+  }
+
+  submit(item: T): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Resolves when nothing is queued or being flushed (used by shutdown). */
+  drained(): Promise<void> {
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise((r) => this.idle.push(r));
+  }
+
+  private schedule(): void {
+    if (this.running >= this.opts.concurrency) return; // a finishing flush starts the next
+    if (this.queue.length >= this.opts.maxBatch) {
+      this.start();
+      return;
+    }
+    if (this.cancelTimer) return;
+    if (this.opts.maxWaitMs > 0) {
+      const t = setTimeout(() => this.start(), this.opts.maxWaitMs);
+      this.cancelTimer = () => clearTimeout(t);
+    } else {
+      // Still gather everything that arrives in this turn of the event loop.
+      const t = setImmediate(() => this.start());
+      this.cancelTimer = () => clearImmediate(t);
+    }
+  }
+
+  private start(): void {
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
+    if (this.queue.length === 0 || this.running >= this.opts.concurrency) return;
+    const batch = this.queue.splice(0, this.opts.maxBatch);
+    this.running++;
+    this.flush(batch.map((p) => p.item)).then(
+      (results) => {
+        batch.forEach((p, i) => p.resolve(results[i] as R));
+      },
+      (err: unknown) => {
+        for (const p of batch) p.reject(err);
+      },
+    ).finally(() => {
+      this.running--;
+      // Items queued during this flush have waited long enough: write them now.
+      if (this.queue.length > 0) this.start();
+      else if (this.running === 0) for (const r of this.idle.splice(0)) r();
+    });
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * The relay's store-and-forward engine: group-commits SENDs, applies ACKs in batches,
+ * keeps one DeliveryStream per connected device, and wakes streams when envelopes
+ * commit — directly for this relay's own commits, by LISTEN/NOTIFY for other relays'
+ * (one NOTIFY per commit), and by a periodic catch-up scan as a safety net. A sweeper
+ * removes expired envelopes and idempotency records.
+ */
+import type { Logger } from 'pino';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_BATCH_MAX_WAIT_MS, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
+import type { Database } from '../storage/database.js';
+import { Batcher } from './batcher.js';
+import { MAILBOX_CHANNEL, type MailboxStore, type SendItem, type SendResult, decodeNotice, encodeConnectedNotice } from './store.js';
+import { DeliveryStream, type StreamSink } from './stream.js';
+
+interface Attached {
+  readonly stream: DeliveryStream;
+  readonly authAt: number;
+  readonly replace: () => void;
+}
+
+interface Ack {
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly seq: number;
+}
+
+function key(u: string, d: string): string {
+  return `${u}\u0000${d}`;
+}
+
+export interface MailboxServiceOptions {
+  readonly db: Database;
+  readonly store: MailboxStore;
+  readonly nodeId: string;
+  readonly logger: Logger;
+  readonly now?: () => number;
+  /** Observes each SEND batch size (metrics). */
+  readonly onBatch?: (size: number) => void;
+}
+
+export class MailboxService {
+  private readonly attached = new Map<string, Attached>();
+  private readonly sends: Batcher<SendItem, SendResult>;
+  private readonly acks: Batcher<Ack, void>;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private unlisten: (() => Promise<void>) | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: MailboxServiceOptions) {
+    this.now = opts.now ?? Date.now;
+    this.sends = new Batcher<SendItem, SendResult>(
+      { maxBatch: SEND_BATCH_MAX, maxWaitMs: SEND_BATCH_MAX_WAIT_MS, concurrency: SEND_BATCH_CONCURRENCY },
+      async (items) => {
+        opts.onBatch?.(items.length);
+        const { results, committed } = await opts.store.storeBatch(items);
+        for (const env of committed) this.attached.get(key(env.userId, env.deviceId))?.stream.onCommitted(env);
+        return results;
+      },
+    );
+    this.acks = new Batcher<Ack, void>({ maxBatch: ACK_BATCH_MAX, maxWaitMs: ACK_BATCH_MAX_WAIT_MS, concurrency: 1 }, async (items) => {
+      await opts.store.ackBatch(items);
+      return items.map(() => undefined);
+    });
+  }
+
+  async start(): Promise<void> {
+    this.unlisten = await this.opts.db.listen(MAILBOX_CHANNEL, (payload) => this.onNotice(payload));
+    this.timers.push(setInterval(() => void this.catchUp(), CATCHUP_INTERVAL_MS).unref());
+    this.timers.push(setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS).unref());
+  }
+
+  /** Stops timers and waits for queued SENDs and ACKs to be written. */
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    await Promise.all([this.sends.drained(), this.acks.drained()]);
+    await this.unlisten?.();
+  }
+
+  send(item: SendItem): Promise<SendResult> {
+    return this.sends.submit(item);
+  }
+
+  /**
+   * Binds a device's delivery stream to a connection. `replace` closes that connection
+   * when a newer one for the same device appears (here or on another relay).
+   */
+  async attach(userId: string, deviceId: string, sink: StreamSink, replace: () => void): Promise<DeliveryStream> {
+    const position = await this.opts.store.position(userId, deviceId);
+    if (!position) throw new Error(`no mailbox for device ${deviceId}`);
+    const k = key(userId, deviceId);
+    const stream = new DeliveryStream(sink, {
+      fetch: (after, limit) => this.opts.store.fetch(userId, deviceId, after, limit),
+      onError: (err) => this.opts.logger.error({ err: { message: (err as Error).message }, userId, deviceId }, 'backlog read failed'),
+    }, position, this.now);
+    const authAt = this.now();
+    this.attached.get(k)?.replace();
+    this.attached.set(k, { stream, authAt, replace });
+    // Tell other relays, so that a device has one live connection fleet-wide.
+    await this.opts.db
+      .query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, encodeConnectedNotice(this.opts.nodeId, userId, deviceId, authAt)])
+      .catch((err: unknown) => this.opts.logger.warn({ err: { message: (err as Error).message } }, 'connected notice failed'));
+    stream.pump();
+    return stream;
+  }
+
+  detach(userId: string, deviceId: string, stream: DeliveryStream): void {
+    const k = key(userId, deviceId);
+    if (this.attached.get(k)?.stream === stream) this.attached.delete(k);
+  }
+
+  /** Applies a cumulative ACK from a connection; persisted in the next ACK batch. */
+  ack(userId: string, deviceId: string, stream: DeliveryStream, seq: number): void {
+    if (!stream.ack(seq)) return;
+    this.acks.submit({ userId, deviceId, seq }).catch((err: unknown) => {
+      // The envelopes stay stored and are delivered again: at-least-once, never lost.
+      this.opts.logger.error({ err: { message: (err as Error).message } }, 'ack batch failed');
+    });
+  }
+
+  private onNotice(payload: string): void {
+    const n = decodeNotice(payload);
+    if (!n || n.node === this.opts.nodeId) return;
+    switch (n.kind) {
+      case 'tails':
+        for (const [u, d, seq] of n.tails) this.attached.get(key(u, d))?.stream.onTail(seq);
+        return;
+      case 'all':
+        void this.catchUp();
+        return;
+      case 'connected': {
+        // Only a newer connection elsewhere replaces ours (both relays hear both notices).
+        const a = this.attached.get(key(n.userId, n.deviceId));
+        if (a && n.at >= a.authAt) a.replace();
+        return;
+      }
+    }
+  }
+
+  /** Re-reads every connected device's tail: delivery survives a lost NOTIFY. */
+  async catchUp(): Promise<void> {
+    const boxes = [...this.attached.keys()].map((k) => {
+      const [userId, deviceId] = k.split('\u0000') as [string, string];
+      return { userId, deviceId };
+    });
+    try {
+      const tails = await this.opts.store.tails(boxes);
+      for (const [k, tail] of tails) this.attached.get(k)?.stream.onTail(tail);
+    } catch (err) {
+      this.opts.logger.warn({ err: { message: (err as Error).message } }, 'catch-up scan failed');
+    }
+  }
+
+  async sweep(): Promise<void> {
+    try {
+      const r = await this.opts.store.sweepExpired(SWEEP_BATCH);
+      if (r.envelopes || r.sends) this.opts.logger.info(r, 'expired envelopes removed');
+    } catch (err) {
+      this.opts.logger.warn({ err: { message: (err as Error).message } }, 'expiry sweep failed');
+    }
+  }
+}

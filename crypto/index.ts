@@ -95,3 +95,7 @@ export type { SessionMessageType, SessionOptions, SessionRole } from './ratchet/
 // Group sender keys
 export { InboundSenderKeys, OutboundSenderKey } from './group/index.js';
 export type { SenderKeyOptions } from './group/index.js';
+
+// Signatures on published prekeys (checked by the relay on upload and by initiators)
+export { PUBLISHED_KEY_KINDS, publishedKeyTranscript, signPublishedKey, verifyPublishedKey } from './published-key.js';
+export type { PublishedKeyKind } from './published-key.js';

@@ -15,7 +15,7 @@
  * rule out re-encapsulation to a different key.
  */
 import type { CryptoBackend } from '../primitives/backend.js';
-import { utf8Encode } from '../primitives/bytes.js';
+import { concatBytes, utf8Encode } from '../primitives/bytes.js';
 
 /** Versioned and names every algorithm: a change to any of them is a new protocol. */
 export const PQXDH_INFO = utf8Encode('hermetic/v1/pqxdh/x25519-sha256-mlkem768');
@@ -32,14 +32,7 @@ export function deriveHandshakeSecret(
   kemSecret: Uint8Array,
 ): Uint8Array {
   const parts = dh4 === undefined ? [F, dh1, dh2, dh3, kemSecret] : [F, dh1, dh2, dh3, dh4, kemSecret];
-  let length = 0;
-  for (const p of parts) length += p.length;
-  const ikm = new Uint8Array(length);
-  let off = 0;
-  for (const p of parts) {
-    ikm.set(p, off);
-    off += p.length;
-  }
+  const ikm = concatBytes(...parts);
   const sk = backend.hkdfSha256(ikm, SALT, PQXDH_INFO, 32);
   ikm.fill(0);
   return sk;

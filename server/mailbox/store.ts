@@ -11,6 +11,7 @@
  *      statement each (arrays + unnest);
  *   5. one NOTIFY for the whole commit.
  */
+import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import type { Database, SqlExecutor } from '../storage/database.js';
 
@@ -35,16 +36,10 @@ export type SendResult =
   | { readonly ok: true; readonly duplicate: boolean; readonly stored: readonly StoredTarget[]; readonly storedAtMs: number; readonly expiresAtMs: number }
   | { readonly ok: false; readonly error: ProtocolError };
 
-export interface StoredEnvelope {
+/** A committed envelope: what DELIVER carries, plus the mailbox it is in. */
+export interface StoredEnvelope extends Omit<DeliverFrame, 'type'> {
   readonly userId: string;
   readonly deviceId: string;
-  readonly seq: number;
-  readonly envelopeId: Uint8Array;
-  readonly senderUserId: string;
-  readonly senderDeviceId: string;
-  readonly storedAtMs: number;
-  readonly expiresAtMs: number;
-  readonly payload: Uint8Array;
 }
 
 export interface MailboxPosition {

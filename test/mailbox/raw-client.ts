@@ -1,75 +1,90 @@
 /**
- * A raw WebSocket device client for relay tests: registers a device over HTTP, binds a
- * connection by signing the challenge, sends binary SEND frames and collects DELIVER
- * and JSON frames. Deliberately not the SDK: these tests exercise the wire protocol.
+ * A raw WebSocket device client for mailbox tests: binds a connection by signing the
+ * relay's challenge, sends binary SEND frames, and records every DELIVER and JSON frame
+ * in arrival order. Deliberately not the SDK: these tests exercise the wire protocol.
+ * Built on `ws` (not the runtime's WebSocket) so that a test can stall the reader by
+ * pausing the underlying TCP socket.
  */
 import WebSocket from 'ws';
-import { nobleBackend } from '../../crypto/primitives/noble.js';
 import { systemRandom } from '../../crypto/primitives/random.js';
-import { encodeBase64url, decodeBase64url } from '../../protocol/base64url.js';
-import { type DeliverFrame, decodeDeliver, encodeSend } from '../../protocol/envelopes.js';
-import { deviceAuthTranscript, deviceRegistrationTranscript } from '../../protocol/transcripts.js';
+import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
+import { type DeliverFrame, type SendTarget, decodeDeliver, encodeSend } from '../../protocol/envelopes.js';
+import type { TestDevice } from '../helpers/device.js';
 
-export type JsonFrame = { type: string; [k: string]: unknown };
+export type JsonFrame = { type: string; [k: string]: any };
 
-export interface DeviceIdentity {
-  readonly userId: string;
-  readonly deviceId: string;
-  readonly seed: Uint8Array;
-  readonly publicKey: Uint8Array;
-  readonly token: string;
+/** Every frame received, in arrival order: JSON frames and decoded DELIVERs. */
+export type Received = { readonly kind: 'json'; readonly frame: JsonFrame } | { readonly kind: 'deliver'; readonly frame: DeliverFrame };
+
+export interface ConnectOptions {
+  /** Answer the challenge and wait for auth_ok (default true). */
+  readonly auth?: boolean;
+  /** ACK the highest delivered sequence once per burst of incoming frames (default false). */
+  readonly autoAck?: boolean;
 }
 
-export function newIdentity(userId: string, deviceId: string, token: string): DeviceIdentity {
-  const seed = systemRandom(32);
-  return { userId, deviceId, seed, publicKey: nobleBackend.ed25519PublicKey(seed), token };
-}
-
-export async function registerDevice(baseUrl: string, id: DeviceIdentity): Promise<void> {
-  const signature = nobleBackend.ed25519Sign(id.seed, deviceRegistrationTranscript(id.userId, id.deviceId, id.publicKey));
-  const res = await fetch(`${baseUrl}/v1/devices`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${id.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ deviceId: id.deviceId, identityKey: encodeBase64url(id.publicKey), signature: encodeBase64url(signature) }),
-  });
-  if (res.status !== 201 && res.status !== 200) throw new Error(`register ${id.deviceId}: ${res.status} ${await res.text()}`);
+export interface SendOptions {
+  readonly envelopeId?: Uint8Array;
+  readonly ttlSeconds?: number;
 }
 
 export class RawClient {
   readonly json: JsonFrame[] = [];
   readonly delivered: DeliverFrame[] = [];
+  readonly received: Received[] = [];
   closeCode: number | undefined;
+  readonly closed: Promise<number>;
+  /** Highest sequence this client has ACKed. */
+  ackedThrough = 0;
   private waiters: Array<() => void> = [];
   private nextId = 1;
+  private ackScheduled = false;
 
-  private constructor(readonly ws: WebSocket) {
+  private constructor(
+    readonly ws: WebSocket,
+    private readonly autoAck: boolean,
+  ) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (isBinary) this.delivered.push(decodeDeliver(new Uint8Array(data)));
-      else this.json.push(JSON.parse(data.toString('utf8')) as JsonFrame);
+      if (isBinary) {
+        const frame = decodeDeliver(new Uint8Array(data));
+        this.delivered.push(frame);
+        this.received.push({ kind: 'deliver', frame });
+        if (this.autoAck) this.scheduleAck();
+      } else {
+        const frame = JSON.parse(data.toString('utf8')) as JsonFrame;
+        this.json.push(frame);
+        this.received.push({ kind: 'json', frame });
+        if (this.autoAck && frame.type === 'expired') this.scheduleAck();
+      }
       this.wake();
     });
-    ws.on('close', (code: number) => {
-      this.closeCode = code;
-      this.wake();
+    this.closed = new Promise((resolve) => {
+      ws.on('close', (code: number) => {
+        this.closeCode = code;
+        resolve(code);
+        this.wake();
+      });
     });
+    // Connection errors surface through `closed` and failed waits.
+    ws.on('error', () => undefined);
   }
 
   private wake(): void {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  static async connect(wsUrl: string, id: DeviceIdentity, opts: { autoAuth?: boolean } = {}): Promise<RawClient> {
+  static async connect(wsUrl: string, device: TestDevice, token: string, opts: ConnectOptions = {}): Promise<RawClient> {
     const ws = new WebSocket(wsUrl);
-    const c = new RawClient(ws);
+    const c = new RawClient(ws, opts.autoAck ?? false);
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);
     });
-    if (opts.autoAuth !== false) {
-      const challenge = await c.waitJson((f) => f.type === 'challenge');
-      const nonce = decodeBase64url(challenge.nonce as string)!;
-      const signature = nobleBackend.ed25519Sign(id.seed, deviceAuthTranscript(nonce, id.userId, id.deviceId));
-      c.sendJson({ type: 'auth', token: id.token, deviceId: id.deviceId, signature: encodeBase64url(signature) });
+    const challenge = await c.waitJson((f) => f.type === 'challenge');
+    if (opts.auth !== false) {
+      const nonce = decodeBase64url(String(challenge.nonce));
+      if (!nonce) throw new Error('challenge nonce is not base64url');
+      c.sendJson({ type: 'auth', token, deviceId: device.deviceId, signature: encodeBase64url(device.authSignature(nonce)) });
       const r = await c.waitJson((f) => f.type === 'auth_ok' || f.type === 'error');
       if (r.type !== 'auth_ok') throw new Error(`auth failed: ${JSON.stringify(r)}`);
     }
@@ -98,25 +113,80 @@ export class RawClient {
     return found!;
   }
 
+  /** Waits until at least `n` envelopes have been delivered on this connection. */
+  async waitDelivered(n: number, timeoutMs = 30_000): Promise<DeliverFrame[]> {
+    await this.until(() => this.delivered.length >= n || this.closeCode !== undefined, `${n} deliveries`, timeoutMs);
+    if (this.delivered.length < n) throw new Error(`connection closed (${this.closeCode}) after ${this.delivered.length} of ${n} deliveries`);
+    return this.delivered;
+  }
+
+  /** Error frames received, in order. */
+  errors(): JsonFrame[] {
+    return this.json.filter((f) => f.type === 'error');
+  }
+
+  /** Waits for the close (hang guard) and returns its code. */
+  async waitClosed(timeoutMs = 15_000): Promise<number> {
+    await this.until(() => this.closeCode !== undefined, 'the connection to close', timeoutMs);
+    return this.closeCode!;
+  }
+
   sendJson(f: unknown): void {
     this.ws.send(JSON.stringify(f));
   }
 
-  /** Sends one SEND frame; returns its request id. */
-  send(recipientUserId: string, targets: Array<{ deviceId: string; payload: Uint8Array }>, opts: { envelopeId?: Uint8Array; ttlSeconds?: number } = {}): { id: number; envelopeId: Uint8Array } {
+  sendBinary(bytes: Uint8Array): void {
+    this.ws.send(bytes, { binary: true });
+  }
+
+  /** Sends one SEND frame; returns its request id and envelope id. */
+  send(recipientUserId: string, targets: readonly SendTarget[], opts: SendOptions = {}): { id: number; envelopeId: Uint8Array } {
     const id = this.nextId++;
     const envelopeId = opts.envelopeId ?? systemRandom(16);
-    this.ws.send(encodeSend({ id, envelopeId, ttlSeconds: opts.ttlSeconds ?? 3600, recipientUserId, targets }));
+    this.sendBinary(encodeSend({ id, envelopeId, ttlSeconds: opts.ttlSeconds ?? 3600, recipientUserId, targets }));
     return { id, envelopeId };
   }
 
-  async sendAndWait(recipientUserId: string, targets: Array<{ deviceId: string; payload: Uint8Array }>, opts: { envelopeId?: Uint8Array; ttlSeconds?: number } = {}): Promise<JsonFrame> {
-    const { id } = this.send(recipientUserId, targets, opts);
-    return this.waitJson((f) => (f.type === 'stored' || f.type === 'error') && f.id === id);
+  /** The STORED or error answer to request `id`. */
+  answer(id: number, timeoutMs = 20_000): Promise<JsonFrame> {
+    return this.waitJson((f) => (f.type === 'stored' || f.type === 'error') && f.id === id, timeoutMs);
+  }
+
+  async sendAndWait(recipientUserId: string, targets: readonly SendTarget[], opts: SendOptions = {}): Promise<JsonFrame> {
+    return this.answer(this.send(recipientUserId, targets, opts).id);
   }
 
   ack(seq: number): void {
+    if (seq > this.ackedThrough) this.ackedThrough = seq;
     this.sendJson({ type: 'ack', seq });
+  }
+
+  /** Acks through the highest sequence seen (delivered or announced expired). */
+  ackAll(): void {
+    let top = this.ackedThrough;
+    for (const r of this.received) {
+      if (r.kind === 'deliver') top = Math.max(top, r.frame.seq);
+      else if (r.frame.type === 'expired') top = Math.max(top, Number(r.frame.to));
+    }
+    if (top > this.ackedThrough) this.ack(top);
+  }
+
+  private scheduleAck(): void {
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    setImmediate(() => {
+      this.ackScheduled = false;
+      if (this.ws.readyState === WebSocket.OPEN) this.ackAll();
+    });
+  }
+
+  /** Stops reading from the TCP socket: the relay's writes back up, as with a stalled device. */
+  pause(): void {
+    (this.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+  }
+
+  resume(): void {
+    (this.ws as unknown as { _socket: { resume(): void } })._socket.resume();
   }
 
   close(): void {

@@ -1,0 +1,165 @@
+/**
+ * A mailbox test world: a token issuer, one storage backend (PGlite in a temporary data
+ * directory, or a fresh PostgreSQL database) and one or more relay processes on it, plus
+ * registered users and devices. Mailbox suites start one world per file and driver in
+ * beforeAll, and give every test its own users, so tests never see each other's mail.
+ */
+import { expect } from 'vitest';
+import { TestDevice } from '../helpers/device.js';
+import { registerDevice } from '../helpers/flows.js';
+import { request } from '../helpers/http.js';
+import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
+import { type TestDatabase, createTestDatabase, pgServer } from '../helpers/pg.js';
+import { type RelayProcess, makeTempDir, startRelay } from '../helpers/relay.js';
+import { type ConnectOptions, RawClient } from './raw-client.js';
+
+export interface Driver {
+  readonly name: 'PGlite' | 'PostgreSQL';
+  readonly needsPg: boolean;
+}
+
+export const PGLITE: Driver = { name: 'PGlite', needsPg: false };
+export const POSTGRES: Driver = { name: 'PostgreSQL', needsPg: true };
+export const DRIVERS: readonly Driver[] = [PGLITE, POSTGRES];
+
+export function driverAvailable(d: Driver): boolean {
+  return !d.needsPg || pgServer !== undefined;
+}
+
+export interface TestUser {
+  readonly userId: string;
+  readonly token: string;
+  readonly devices: TestDevice[];
+}
+
+let userCounter = 0;
+
+export class World {
+  readonly relays: RelayProcess[] = [];
+  private readonly clients = new Set<RawClient>();
+
+  private constructor(
+    readonly driver: Driver,
+    readonly issuer: TestIssuer,
+    readonly db: TestDatabase | undefined,
+    /** PGlite's data directory (reused by a restarted relay). */
+    readonly dataDir: string,
+  ) {}
+
+  /** Starts `relays` relay processes on one fresh database (several need PostgreSQL). */
+  static async start(driver: Driver, opts: { relays?: number } = {}): Promise<World> {
+    const n = opts.relays ?? 1;
+    if (n > 1 && !driver.needsPg) throw new Error('PGlite is single-process: several relays need PostgreSQL');
+    const issuer = await createTestIssuer(makeTempDir('hermetic-idp-'));
+    const db = driver.needsPg ? await createTestDatabase() : undefined;
+    const world = new World(driver, issuer, db, makeTempDir());
+    // Started one after another: the first applies the migrations.
+    for (let i = 0; i < n; i++) await world.startRelay();
+    return world;
+  }
+
+  /** Starts one more relay on this world's database (PGlite: the same data directory). */
+  async startRelay(): Promise<RelayProcess> {
+    const relay = await startRelay({
+      env: this.issuer.env,
+      ...(this.db ? { databaseUrl: this.db.url, dataDir: makeTempDir() } : { dataDir: this.dataDir }),
+    });
+    this.relays.push(relay);
+    return relay;
+  }
+
+  get relay(): RelayProcess {
+    const r = this.relays[0];
+    if (!r) throw new Error('no relay started');
+    return r;
+  }
+
+  /** A new user with `devices` registered devices (unique name across the process). */
+  async user(name: string, devices = 1): Promise<TestUser> {
+    const userId = `${name}-${++userCounter}`;
+    const token = await this.issuer.mint(userId);
+    const user: TestUser = { userId, token, devices: [] };
+    for (let i = 0; i < devices; i++) await this.addDevice(user);
+    return user;
+  }
+
+  async addDevice(user: TestUser): Promise<TestDevice> {
+    const device = new TestDevice(user.userId, `d${user.devices.length + 1}`);
+    await registerDevice(this.relay.baseUrl, user.token, device);
+    user.devices.push(device);
+    return device;
+  }
+
+  /** Connects and authenticates `device` of `user` (through relay `relayIndex`). */
+  async connect(user: TestUser, device: TestDevice = firstDevice(user), opts: ConnectOptions & { relay?: number } = {}): Promise<RawClient> {
+    const relay = this.relays[opts.relay ?? 0];
+    if (!relay) throw new Error(`no relay ${opts.relay}`);
+    const c = await RawClient.connect(relay.wsUrl, device, user.token, opts);
+    this.clients.add(c);
+    return c;
+  }
+
+  /** Fails the test if a relay process died. */
+  async expectRelaysUp(): Promise<void> {
+    for (const r of this.relays) {
+      if (r.proc.exitCode !== null || r.proc.signalCode !== null) continue;
+      const res = await request(r.baseUrl, 'GET', '/healthz');
+      expect(res.status, 'relay health').toBe(200);
+    }
+  }
+
+  closeClients(): void {
+    for (const c of this.clients) c.terminate();
+    this.clients.clear();
+  }
+
+  async stop(): Promise<void> {
+    this.closeClients();
+    await Promise.all(this.relays.map((r) => r.stop('SIGTERM')));
+    await this.db?.drop();
+  }
+}
+
+export function firstDevice(user: TestUser): TestDevice {
+  const d = user.devices[0];
+  if (!d) throw new Error(`${user.userId} has no device`);
+  return d;
+}
+
+/** One SEND target per device, each with its own payload. */
+export function targetsFor(user: TestUser, payload: (d: TestDevice) => Uint8Array, devices: readonly TestDevice[] = user.devices): Array<{ deviceId: string; payload: Uint8Array }> {
+  return devices.map((d) => ({ deviceId: d.deviceId, payload: payload(d) }));
+}
+
+/** A recognisable payload: a label, then `size` bytes total (padded). */
+export function payload(label: string, size = 0): Uint8Array {
+  const text = new TextEncoder().encode(label);
+  const out = new Uint8Array(Math.max(size, text.length));
+  out.set(text);
+  return out;
+}
+
+export function text(p: Uint8Array): string {
+  const end = p.indexOf(0);
+  return new TextDecoder().decode(end === -1 ? p : p.subarray(0, end));
+}
+
+export function hex(b: Uint8Array): string {
+  return Buffer.from(b).toString('hex');
+}
+
+/** The value of one Prometheus sample (name plus exact label set), if present. */
+export async function metric(relay: RelayProcess, series: string): Promise<number | undefined> {
+  const res = await request(relay.baseUrl, 'GET', '/metrics');
+  expect(res.status).toBe(200);
+  return metricSample(res.text, series);
+}
+
+export function metricSample(textBody: string, series: string): number | undefined {
+  const line = textBody.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -7,9 +7,8 @@
  *   2. lock the recipients' mailbox rows in key order (no deadlock between batches or
  *      relays) — which also reads each recipient's current device list;
  *   3. bump next_seq for every target mailbox, giving each envelope its sequence;
- *   4. record the SENDs (idempotency rows) and insert every envelope, one multi-row
- *      statement each (arrays + unnest);
- *   5. one NOTIFY for the whole commit.
+ *   4. record the SENDs (idempotency rows), insert every envelope (arrays + unnest) and
+ *      send one NOTIFY for the whole commit, all in a single statement.
  */
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';
@@ -236,22 +235,32 @@ export class MailboxStore {
         sent.x.push(expiresAtMs);
       }
 
-      // 4. Idempotency rows, then the envelopes.
-      const recorded = await tx.query(
-        `INSERT INTO sent_envelopes (sender_user, sender_device, envelope_id, content_hash, recipient_user, device_ids, seqs, expires_at_ms)
-         SELECT u, d, e, h, r, ds::text[], ss::int8[], x
-           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::text[], $7::text[], $8::int8[])
-             AS v(u, d, e, h, r, ds, ss, x)
-         ON CONFLICT DO NOTHING
-         RETURNING 1`,
-        [sent.u, sent.d, sent.e, sent.h, sent.r, sent.ds, sent.ss, sent.x],
-      );
-      if (recorded.length !== accepted.length) throw new ConcurrentSend();
-
-      await tx.query(
-        `INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::text[], $6::text[], $7::int8[], $8::int8[], $9::bytea[])`,
+      // 4 and 5. Idempotency rows, the envelopes and the NOTIFY in one statement (one
+      // round trip). A concurrent transaction that recorded one of these ids first makes
+      // the count fall short: the batch is rolled back and retried.
+      const written = await tx.query<{ recorded: string | number }>(
+        `WITH recorded AS (
+           INSERT INTO sent_envelopes (sender_user, sender_device, envelope_id, content_hash, recipient_user, device_ids, seqs, expires_at_ms)
+           SELECT u, d, e, h, r, ds::text[], ss::int8[], x
+             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::text[], $7::text[], $8::int8[])
+               AS v(u, d, e, h, r, ds, ss, x)
+           ON CONFLICT DO NOTHING
+           RETURNING 1
+         ), stored AS (
+           INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
+           SELECT * FROM unnest($9::text[], $10::text[], $11::int8[], $12::bytea[], $13::text[], $14::text[], $15::int8[], $16::int8[], $17::bytea[])
+           RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM recorded) AS recorded, (SELECT count(*) FROM stored) AS stored, pg_notify($18, $19)`,
         [
+          sent.u,
+          sent.d,
+          sent.e,
+          sent.h,
+          sent.r,
+          sent.ds,
+          sent.ss,
+          sent.x,
           committed.map((c) => c.userId),
           committed.map((c) => c.deviceId),
           committed.map((c) => c.seq),
@@ -261,11 +270,11 @@ export class MailboxStore {
           committed.map((c) => c.storedAtMs),
           committed.map((c) => c.expiresAtMs),
           committed.map((c) => c.payload),
+          MAILBOX_CHANNEL,
+          encodeTailsNotice(this.nodeId, committed),
         ],
       );
-
-      // 5. One NOTIFY per commit, naming each mailbox's new tail.
-      await tx.query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, encodeTailsNotice(this.nodeId, committed)]);
+      if (Number(written[0]?.recorded) !== accepted.length) throw new ConcurrentSend();
     }
 
     for (const [i, first] of repeats) {

@@ -40,6 +40,8 @@ export interface MailboxServiceOptions {
 
 export class MailboxService {
   private readonly attached = new Map<string, Attached>();
+  /** Per device, the write of its latest ACK while it is in flight (never rejects). */
+  private readonly pendingAck = new Map<string, Promise<void>>();
   private readonly sends: Batcher<SendItem, SendResult>;
   private readonly acks: Batcher<Ack, void>;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -85,9 +87,12 @@ export class MailboxService {
    * when a newer one for the same device appears (here or on another relay).
    */
   async attach(userId: string, deviceId: string, sink: StreamSink, replace: () => void): Promise<DeliveryStream> {
+    const k = key(userId, deviceId);
+    // An ACK this relay took for the device but has not yet written (it acked and
+    // reconnected at once) is written first, so the stream resumes after it.
+    await this.pendingAck.get(k);
     const position = await this.opts.store.position(userId, deviceId);
     if (!position) throw new Error(`no mailbox for device ${deviceId}`);
-    const k = key(userId, deviceId);
     const stream = new DeliveryStream(sink, {
       fetch: (after, limit) => this.opts.store.fetch(userId, deviceId, after, limit),
       onError: (err) => this.opts.logger.error({ err: { message: (err as Error).message }, userId, deviceId }, 'backlog read failed'),
@@ -111,10 +116,17 @@ export class MailboxService {
   /** Applies a cumulative ACK from a connection; persisted in the next ACK batch. */
   ack(userId: string, deviceId: string, stream: DeliveryStream, seq: number): void {
     if (!stream.ack(seq)) return;
-    this.acks.submit({ userId, deviceId, seq }).catch((err: unknown) => {
-      // The envelopes stay stored and are delivered again: at-least-once, never lost.
-      this.opts.logger.error({ err: { message: (err as Error).message } }, 'ack batch failed');
+    const k = key(userId, deviceId);
+    const written: Promise<void> = this.acks.submit({ userId, deviceId, seq }).then(
+      () => undefined,
+      (err: unknown) => {
+        // The envelopes stay stored and are delivered again: at-least-once, never lost.
+        this.opts.logger.error({ err: { message: (err as Error).message } }, 'ack batch failed');
+      },
+    ).finally(() => {
+      if (this.pendingAck.get(k) === written) this.pendingAck.delete(k);
     });
+    this.pendingAck.set(k, written);
   }
 
   private onNotice(payload: string): void {

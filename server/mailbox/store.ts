@@ -301,21 +301,20 @@ export class MailboxStore {
     // Sorted, so that concurrent ACK batches lock cursor rows in the same order.
     const v = [...max.values()].sort((a, b) => (a.u < b.u ? -1 : a.u > b.u ? 1 : a.d < b.d ? -1 : a.d > b.d ? 1 : 0));
     const params = [v.map((x) => x.u), v.map((x) => x.d), v.map((x) => x.s)];
-    await this.db.transaction(async (tx) => {
-      await tx.query(
-        `INSERT INTO mailbox_cursors (user_id, device_id, acked_seq)
+    // One statement, so one implicit transaction and one round trip: the cursor moves
+    // and the envelopes it covers go together.
+    await this.db.query(
+      `WITH moved AS (
+         INSERT INTO mailbox_cursors (user_id, device_id, acked_seq)
          SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
          ON CONFLICT (user_id, device_id) DO UPDATE
-           SET acked_seq = GREATEST(mailbox_cursors.acked_seq, EXCLUDED.acked_seq)`,
-        params,
-      );
-      await tx.query(
-        `DELETE FROM envelopes e
-          USING unnest($1::text[], $2::text[], $3::int8[]) AS a(u, d, s)
-          WHERE e.user_id = a.u AND e.device_id = a.d AND e.seq <= a.s`,
-        params,
-      );
-    });
+           SET acked_seq = GREATEST(mailbox_cursors.acked_seq, EXCLUDED.acked_seq)
+       )
+       DELETE FROM envelopes e
+        USING unnest($1::text[], $2::text[], $3::int8[]) AS a(u, d, s)
+        WHERE e.user_id = a.u AND e.device_id = a.d AND e.seq <= a.s`,
+      params,
+    );
   }
 
   async position(userId: string, deviceId: string): Promise<MailboxPosition | undefined> {

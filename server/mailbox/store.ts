@@ -83,19 +83,35 @@ export class MailboxStore {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /**
+   * Settles once the batch started last holds its mailbox locks. Batches lock mailboxes
+   * in the order they were started, so that when two are in flight the later one cannot
+   * number a mailbox first: SENDs pipelined on one connection keep their send order.
+   */
+  private lockTurn: Promise<void> = Promise.resolve();
+
   /** Writes a batch of SENDs in one transaction; one result per item, in order. */
   async storeBatch(items: readonly SendItem[]): Promise<{ results: SendResult[]; committed: StoredEnvelope[] }> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.db.transaction((tx) => this.storeBatchTx(tx, items));
-      } catch (err) {
-        if (err instanceof ConcurrentSend && attempt < MAX_BATCH_RETRIES) continue;
-        throw err;
+    const previous = this.lockTurn;
+    let locked!: () => void;
+    this.lockTurn = new Promise<void>((r) => (locked = r));
+    try {
+      // Wait outside any transaction, holding nothing the earlier batch could need.
+      await previous;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await this.db.transaction((tx) => this.storeBatchTx(tx, items, locked));
+        } catch (err) {
+          if (err instanceof ConcurrentSend && attempt < MAX_BATCH_RETRIES) continue;
+          throw err;
+        }
       }
+    } finally {
+      locked();
     }
   }
 
-  private async storeBatchTx(tx: SqlExecutor, items: readonly SendItem[]): Promise<{ results: SendResult[]; committed: StoredEnvelope[] }> {
+  private async storeBatchTx(tx: SqlExecutor, items: readonly SendItem[], locked: () => void): Promise<{ results: SendResult[]; committed: StoredEnvelope[] }> {
     const results: Array<SendResult | undefined> = new Array(items.length);
     const nowMs = this.now();
 
@@ -153,6 +169,7 @@ export class MailboxStore {
         else devicesByUser.set(r.user_id, [r.device_id]);
       }
     }
+    locked();
     const accepted: number[] = [];
     for (const i of fresh) {
       const it = items[i]!;

@@ -120,6 +120,20 @@ export class RawClient {
     return this.delivered;
   }
 
+  /**
+   * The delivery stream as seen by the device, in arrival order: `deliver <seq>`,
+   * `expired <from>-<to>` and `queue_empty <through>` (answers to requests left out).
+   */
+  stream(): string[] {
+    const out: string[] = [];
+    for (const r of this.received) {
+      if (r.kind === 'deliver') out.push(`deliver ${r.frame.seq}`);
+      else if (r.frame.type === 'expired') out.push(`expired ${r.frame.from}-${r.frame.to}`);
+      else if (r.frame.type === 'queue_empty') out.push(`queue_empty ${r.frame.through}`);
+    }
+    return out;
+  }
+
   /** Error frames received, in order. */
   errors(): JsonFrame[] {
     return this.json.filter((f) => f.type === 'error');
@@ -154,6 +168,13 @@ export class RawClient {
 
   async sendAndWait(recipientUserId: string, targets: readonly SendTarget[], opts: SendOptions = {}): Promise<JsonFrame> {
     return this.answer(this.send(recipientUserId, targets, opts).id);
+  }
+
+  /** A ping round trip: everything sent before it has been read by the relay. */
+  async ping(timeoutMs = 20_000): Promise<void> {
+    const id = this.nextId++;
+    this.sendJson({ type: 'ping', id });
+    await this.waitJson((f) => f.type === 'pong' && f.id === id, timeoutMs);
   }
 
   ack(seq: number): void {

@@ -11,7 +11,7 @@ import { request } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type TestDatabase, createTestDatabase, pgServer } from '../helpers/pg.js';
 import { type RelayProcess, makeTempDir, startRelay } from '../helpers/relay.js';
-import { type ConnectOptions, RawClient } from './raw-client.js';
+import { type ConnectOptions, type JsonFrame, RawClient, type SendOptions } from './raw-client.js';
 
 export interface Driver {
   readonly name: 'PGlite' | 'PostgreSQL';
@@ -129,6 +129,33 @@ export function firstDevice(user: TestUser): TestDevice {
 /** One SEND target per device, each with its own payload. */
 export function targetsFor(user: TestUser, payload: (d: TestDevice) => Uint8Array, devices: readonly TestDevice[] = user.devices): Array<{ deviceId: string; payload: Uint8Array }> {
   return devices.map((d) => ({ deviceId: d.deviceId, payload: payload(d) }));
+}
+
+/**
+ * Sends `count` single-device envelopes from `sender` to `to`'s first device, pipelined,
+ * and waits until every one is STORED. Payloads are `<label> <i>`.
+ */
+export async function sendMany(sender: RawClient, to: TestUser, count: number, label: string, opts: SendOptions & { size?: number } = {}): Promise<JsonFrame[]> {
+  const device = firstDevice(to);
+  const ids: number[] = [];
+  for (let i = 0; i < count; i++) ids.push(sender.send(to.userId, [{ deviceId: device.deviceId, payload: payload(`${label} ${i}`, opts.size) }], opts).id);
+  const want = new Set(ids);
+  const answers: JsonFrame[] = [];
+  let scanned = 0;
+  await sender.until(
+    () => {
+      for (; scanned < sender.json.length; scanned++) {
+        const f = sender.json[scanned]!;
+        if ((f.type === 'stored' || f.type === 'error') && want.has(f.id as number)) answers.push(f);
+      }
+      return answers.length === count;
+    },
+    `${count} answers`,
+    60_000,
+  );
+  const errors = answers.filter((f) => f.type !== 'stored');
+  if (errors.length > 0) throw new Error(`SENDs refused: ${JSON.stringify(errors.slice(0, 3))}`);
+  return answers;
 }
 
 /** A recognisable payload: a label, then `size` bytes total (padded). */

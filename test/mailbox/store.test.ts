@@ -1,0 +1,204 @@
+/**
+ * MailboxStore on both drivers (in-memory PGlite and a fresh PostgreSQL database), with
+ * an injected clock: expiry is exact for readers and the sweeper removes expired
+ * envelopes and idempotency records in bounded batches; batches started one after
+ * another number a mailbox in that order even when they run concurrently; ACKs move
+ * the cursor and remove what they cover.
+ */
+import crypto from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { systemRandom } from '../../crypto/primitives/random.js';
+import { DirectoryStore } from '../../server/directory/store.js';
+import { MailboxStore, type SendItem } from '../../server/mailbox/store.js';
+import type { Database } from '../../server/storage/database.js';
+import { loadMigrations, migrate } from '../../server/storage/migrate.js';
+import { openPg } from '../../server/storage/pg.js';
+import { openPglite } from '../../server/storage/pglite.js';
+import { createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
+
+interface Driver {
+  readonly name: string;
+  readonly available: boolean;
+  open(): Promise<{ db: Database; cleanup: () => Promise<void> }>;
+}
+
+const DRIVERS: Driver[] = [
+  {
+    name: 'PGlite',
+    available: true,
+    open: async () => {
+      const db = await openPglite({});
+      return { db, cleanup: () => db.close() };
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    available: pgServer !== undefined,
+    open: async () => {
+      const tdb = await createTestDatabase();
+      const db = await openPg({ connectionString: tdb.url, maxConnections: 10 });
+      return {
+        db,
+        cleanup: async () => {
+          await db.close();
+          await tdb.drop();
+        },
+      };
+    },
+  },
+];
+
+const T0 = 1_800_000_000_000;
+
+describe.each(DRIVERS)('MailboxStore on $name', (driver) => {
+  if (!driver.available) {
+    pgMissing(`MailboxStore on ${driver.name}`);
+    return;
+  }
+
+  let db: Database;
+  let cleanup: () => Promise<void> = async () => undefined;
+  let clock = T0;
+  let store: MailboxStore;
+  let directory: DirectoryStore;
+  let n = 0;
+
+  beforeAll(async () => {
+    ({ db, cleanup } = await driver.open());
+    await migrate(db, loadMigrations());
+    store = new MailboxStore(db, 'test-node', () => clock);
+    directory = new DirectoryStore(db);
+  });
+
+  afterAll(async () => {
+    await cleanup();
+  });
+
+  beforeEach(() => {
+    clock = T0;
+  });
+
+  /** A fresh user with one device (and so one mailbox). */
+  async function mailbox(): Promise<{ userId: string; deviceId: string }> {
+    const userId = `u${++n}`;
+    await directory.registerDevice(userId, 'd1', systemRandom(32));
+    return { userId, deviceId: 'd1' };
+  }
+
+  function item(to: { userId: string }, label: string, opts: { ttlSeconds?: number; envelopeId?: Uint8Array; sender?: string } = {}): SendItem {
+    const payload = new TextEncoder().encode(label);
+    return {
+      senderUserId: opts.sender ?? 'sender',
+      senderDeviceId: 's1',
+      envelopeId: opts.envelopeId ?? systemRandom(16),
+      contentHash: crypto.createHash('sha256').update(payload).digest(),
+      recipientUserId: to.userId,
+      targets: [{ deviceId: 'd1', payload }],
+      ttlSeconds: opts.ttlSeconds ?? 3600,
+    };
+  }
+
+  async function store1(it: SendItem): Promise<number> {
+    const { results } = await store.storeBatch([it]);
+    const r = results[0]!;
+    if (!r.ok) throw r.error;
+    return r.stored[0]!.seq;
+  }
+
+  async function count(table: 'envelopes' | 'sent_envelopes', where: string, params: string[]): Promise<number> {
+    const rows = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${where}`, params);
+    return Number(rows[0]!.n);
+  }
+
+  it('sweepExpired removes expired envelopes and idempotency rows, in batches of at most `limit`, and nothing else', async () => {
+    const box = await mailbox();
+    for (let i = 0; i < 5; i++) await store1(item(box, `short ${i}`, { ttlSeconds: 1 }));
+    for (let i = 0; i < 2; i++) await store1(item(box, `long ${i}`, { ttlSeconds: 60 }));
+    const envelopes = (): Promise<number> => count('envelopes', 'user_id = $1', [box.userId]);
+    const sends = (): Promise<number> => count('sent_envelopes', 'recipient_user = $1', [box.userId]);
+    expect([await envelopes(), await sends()]).toEqual([7, 7]);
+
+    // Not yet expired: expiry is at stored time + TTL exactly.
+    clock = T0 + 999;
+    expect(await store.sweepExpired(100)).toEqual({ envelopes: 0, sends: 0 });
+
+    clock = T0 + 1000;
+    expect(await store.sweepExpired(2)).toEqual({ envelopes: 2, sends: 2 });
+    expect(await store.sweepExpired(2)).toEqual({ envelopes: 2, sends: 2 });
+    expect(await store.sweepExpired(2)).toEqual({ envelopes: 1, sends: 1 });
+    expect(await store.sweepExpired(2)).toEqual({ envelopes: 0, sends: 0 });
+    expect([await envelopes(), await sends()]).toEqual([2, 2]);
+
+    const left = await store.fetch(box.userId, box.deviceId, 0, 100);
+    expect(left.map((e) => [e.seq, new TextDecoder().decode(e.payload)])).toEqual([
+      [6, 'long 0'],
+      [7, 'long 1'],
+    ]);
+    // The tail is unchanged: sequences are never reused.
+    expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 7, acked: 0 });
+
+    clock = T0 + 60_000;
+    expect(await store.sweepExpired(100)).toEqual({ envelopes: 2, sends: 2 });
+    expect([await envelopes(), await sends()]).toEqual([0, 0]);
+  });
+
+  it('readers skip expired envelopes before the sweeper runs (expiry is exact)', async () => {
+    const box = await mailbox();
+    await store1(item(box, 'a', { ttlSeconds: 1 }));
+    await store1(item(box, 'b', { ttlSeconds: 5 }));
+    clock = T0 + 1000;
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => e.seq)).toEqual([2]);
+    clock = T0 + 5000;
+    expect(await store.fetch(box.userId, box.deviceId, 0, 10)).toEqual([]);
+  });
+
+  it('a resend is answered from the idempotency record until it expires; after that the id is new again', async () => {
+    const box = await mailbox();
+    const envelopeId = systemRandom(16);
+    expect(await store1(item(box, 'x', { envelopeId, ttlSeconds: 2 }))).toBe(1);
+    clock = T0 + 1500;
+    const again = (await store.storeBatch([item(box, 'x', { envelopeId, ttlSeconds: 2 })])).results[0]!;
+    expect(again).toMatchObject({ ok: true, duplicate: true, stored: [{ deviceId: 'd1', seq: 1 }], expiresAtMs: T0 + 2000 });
+    clock = T0 + 2000;
+    await store.sweepExpired(100);
+    const later = (await store.storeBatch([item(box, 'x', { envelopeId, ttlSeconds: 2 })])).results[0]!;
+    expect(later).toMatchObject({ ok: true, duplicate: false, stored: [{ deviceId: 'd1', seq: 2 }] });
+  });
+
+  it('concurrent batches number a mailbox in the order they were started, gap-free', async () => {
+    const box = await mailbox();
+    let next = 1;
+    for (let round = 0; round < 20; round++) {
+      // One SEND alone, then a batch of seven, started back to back and run together.
+      const first = store.storeBatch([item(box, `r${round} a`)]);
+      const rest = store.storeBatch(Array.from({ length: 7 }, (_, i) => item(box, `r${round} b${i}`)));
+      const seqs = [...(await first).results, ...(await rest).results].map((r) => (r.ok ? r.stored[0]!.seq : -1));
+      expect(seqs, `round ${round}`).toEqual(Array.from({ length: 8 }, (_, i) => next + i));
+      next += 8;
+    }
+  });
+
+  it('many concurrent batches to one mailbox give sequences 1..N exactly once', async () => {
+    const box = await mailbox();
+    const batches = await Promise.all(
+      Array.from({ length: 12 }, (_, b) => store.storeBatch(Array.from({ length: 25 }, (_, i) => item(box, `${b}.${i}`, { sender: `s${b % 3}` })))),
+    );
+    const seqs = batches.flatMap((x) => x.results.map((r) => (r.ok ? r.stored[0]!.seq : -1)));
+    expect([...seqs].sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 300, acked: 0 });
+  });
+
+  it('a cumulative ACK moves the cursor forward only and removes what it covers', async () => {
+    const box = await mailbox();
+    for (let i = 0; i < 5; i++) await store1(item(box, `m${i}`));
+    await store.ackBatch([
+      { ...box, seq: 3 },
+      { ...box, seq: 2 },
+    ]);
+    expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 5, acked: 3 });
+    await store.ackBatch([{ ...box, seq: 1 }]);
+    expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 5, acked: 3 });
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => e.seq)).toEqual([4, 5]);
+    expect(await count('envelopes', 'user_id = $1', [box.userId])).toBe(2);
+  });
+});

@@ -21,6 +21,10 @@ export type {
   CryptoBackend,
   MlKemEncapsulation,
   MlKemKeyPair,
+  PreparedEd25519PrivateKey,
+  PreparedEd25519PublicKey,
+  PreparedX25519PrivateKey,
+  PreparedX25519PublicKey,
   RandomSource,
 } from './primitives/index.js';
 export {

@@ -11,7 +11,16 @@ import type { BackendName, CryptoBackend } from './backend.js';
 import { nativeBackend } from './native.js';
 import { nobleBackend } from './noble.js';
 
-export type { BackendName, CryptoBackend, MlKemEncapsulation, MlKemKeyPair } from './backend.js';
+export type {
+  BackendName,
+  CryptoBackend,
+  MlKemEncapsulation,
+  MlKemKeyPair,
+  PreparedEd25519PrivateKey,
+  PreparedEd25519PublicKey,
+  PreparedX25519PrivateKey,
+  PreparedX25519PublicKey,
+} from './backend.js';
 export { nativeBackend, nativeKeyImport } from './native.js';
 export type { KeyImportPath, MlKemProvider } from './native.js';
 export { nobleBackend } from './noble.js';

@@ -10,7 +10,9 @@
  * Per-call cost matters more than throughput here: a ratchet step on a 1 KiB message is
  * a handful of tiny HMAC/HKDF/AEAD calls plus at most one X25519, so the call shapes are
  * the cheapest measured ones (one-shot `hash`, `createHmac`, `hkdfSync`, one cipher
- * object per message). Nothing derived from a secret is cached between calls.
+ * object per message). Nothing derived from a secret is cached between calls: a key used
+ * repeatedly is imported once only when its owner asks for that explicitly, through the
+ * prepared keys of backend.ts, and the KeyObject then belongs to that owner alone.
  *
  * Raw keys become KeyObjects one of two ways:
  *  - JWK (fast path, ~10x cheaper than DER under OpenSSL 3.0, whose DER decoder tries
@@ -24,7 +26,15 @@
  */
 import type * as NodeCrypto from 'node:crypto';
 import { CryptoError } from '../errors.js';
-import type { CryptoBackend, MlKemEncapsulation, MlKemKeyPair } from './backend.js';
+import type {
+  CryptoBackend,
+  MlKemEncapsulation,
+  MlKemKeyPair,
+  PreparedEd25519PrivateKey,
+  PreparedEd25519PublicKey,
+  PreparedX25519PrivateKey,
+  PreparedX25519PublicKey,
+} from './backend.js';
 import { assertAnyBytes, assertBytes, equalBytes, fromBase64Url, fromHex, toBase64Url } from './bytes.js';
 import { isRejectedEd25519PublicKey } from './ed25519-policy.js';
 import {
@@ -34,6 +44,7 @@ import {
   lowOrderPoint,
   nobleMlKem,
 } from './noble.js';
+import { PreparedSecret } from './prepared.js';
 import {
   AEAD_KEY_BYTES,
   AEAD_NONCE_BYTES,
@@ -186,6 +197,126 @@ function buildBackend(c: NodeCryptoModule, mlkem: MlKemProvider, imp: KeyImporte
   const digest = (alg: 'sha256' | 'sha512', data: Uint8Array): Uint8Array =>
     plain(oneShot !== undefined ? oneShot(alg, data, 'buffer') : c.createHash(alg).update(data).digest());
 
+  /** X25519 of two imported keys. */
+  function agreeKeys(privateKey: KeyObject, publicKey: KeyObject): Uint8Array {
+    let shared: Uint8Array;
+    try {
+      // OpenSSL refuses to return an all-zero X25519 output (RFC 7748 §6.1).
+      shared = plain(c.diffieHellman({ privateKey, publicKey }));
+    } catch (cause) {
+      throw lowOrderPoint(cause);
+    }
+    assertNonZeroSharedSecret(shared);
+    return shared;
+  }
+
+  /**
+   * The KeyObject of a peer's public key: the one already imported when it was prepared
+   * by this backend, imported now otherwise (raw bytes, or another backend's key).
+   */
+  function x25519PublicKeyObject(theirs: Uint8Array | PreparedX25519PublicKey): KeyObject {
+    if (theirs instanceof NativeX25519PublicKey) return theirs.keyObject;
+    const raw = theirs instanceof Uint8Array ? theirs : theirs.bytes;
+    assertBytes(raw, X25519_PUBLIC_KEY_BYTES, 'x25519 public key', 'INVALID_KEY');
+    return imp.publicKey('X25519', raw);
+  }
+
+  function isSignatureInput(signature: unknown, message: unknown): signature is Uint8Array {
+    return signature instanceof Uint8Array && signature.length === ED25519_SIGNATURE_BYTES && message instanceof Uint8Array;
+  }
+
+  /** The key OpenSSL verifies with, or undefined when no signature by it may verify. */
+  function verificationKey(publicKey: Uint8Array): KeyObject | undefined {
+    // OpenSSL does not refuse small-order or non-canonical keys (ed25519-policy.ts).
+    if (isRejectedEd25519PublicKey(publicKey)) return undefined;
+    try {
+      return imp.publicKey('Ed25519', publicKey);
+    } catch {
+      return undefined;
+    }
+  }
+
+  function verifyWith(key: KeyObject, signature: Uint8Array, message: Uint8Array): boolean {
+    try {
+      return c.verify(null, message, key, signature);
+    } catch {
+      return false;
+    }
+  }
+
+  class NativeX25519PrivateKey extends PreparedSecret implements PreparedX25519PrivateKey {
+    readonly #key: KeyObject;
+    #publicKey: Uint8Array | undefined;
+
+    constructor(key: KeyObject) {
+      super('X25519 private key');
+      this.#key = key;
+    }
+
+    publicKey(): Uint8Array {
+      this.#publicKey ??= rawPublicKey(c, this.#key);
+      return this.#publicKey.slice();
+    }
+
+    agree(theirPublicKey: Uint8Array | PreparedX25519PublicKey): Uint8Array {
+      return agreeKeys(this.#key, x25519PublicKeyObject(theirPublicKey));
+    }
+  }
+
+  class NativeX25519PublicKey implements PreparedX25519PublicKey {
+    readonly #bytes: Uint8Array;
+    /** Public data; read by x25519PublicKeyObject. */
+    readonly keyObject: KeyObject;
+
+    constructor(bytes: Uint8Array) {
+      this.#bytes = bytes.slice();
+      this.keyObject = imp.publicKey('X25519', this.#bytes);
+    }
+
+    get bytes(): Uint8Array {
+      return this.#bytes.slice();
+    }
+  }
+
+  class NativeEd25519PrivateKey extends PreparedSecret implements PreparedEd25519PrivateKey {
+    readonly #key: KeyObject;
+    #publicKey: Uint8Array | undefined;
+
+    constructor(key: KeyObject) {
+      super('Ed25519 private key');
+      this.#key = key;
+    }
+
+    publicKey(): Uint8Array {
+      this.#publicKey ??= rawPublicKey(c, this.#key);
+      return this.#publicKey.slice();
+    }
+
+    sign(message: Uint8Array): Uint8Array {
+      assertAnyBytes(message, 'ed25519 message');
+      return plain(c.sign(null, message, this.#key));
+    }
+  }
+
+  class NativeEd25519PublicKey implements PreparedEd25519PublicKey {
+    readonly #bytes: Uint8Array;
+    readonly #key: KeyObject | undefined;
+
+    constructor(bytes: Uint8Array) {
+      this.#bytes = bytes.slice();
+      this.#key = verificationKey(this.#bytes);
+    }
+
+    get bytes(): Uint8Array {
+      return this.#bytes.slice();
+    }
+
+    verify(signature: Uint8Array, message: Uint8Array): boolean {
+      if (this.#key === undefined || !isSignatureInput(signature, message)) return false;
+      return verifyWith(this.#key, signature, message);
+    }
+  }
+
   return {
     name: 'native',
 
@@ -226,17 +357,7 @@ function buildBackend(c: NodeCryptoModule, mlkem: MlKemProvider, imp: KeyImporte
     x25519(privateKey, publicKey) {
       assertBytes(privateKey, X25519_PRIVATE_KEY_BYTES, 'x25519 private key', 'INVALID_KEY');
       assertBytes(publicKey, X25519_PUBLIC_KEY_BYTES, 'x25519 public key', 'INVALID_KEY');
-      const priv = imp.privateKey('X25519', privateKey);
-      const pub = imp.publicKey('X25519', publicKey);
-      let shared: Uint8Array;
-      try {
-        // OpenSSL refuses to return an all-zero X25519 output (RFC 7748 §6.1).
-        shared = plain(c.diffieHellman({ privateKey: priv, publicKey: pub }));
-      } catch (cause) {
-        throw lowOrderPoint(cause);
-      }
-      assertNonZeroSharedSecret(shared);
-      return shared;
+      return agreeKeys(imp.privateKey('X25519', privateKey), imp.publicKey('X25519', publicKey));
     },
 
     ed25519PublicKey(seed) {
@@ -251,16 +372,30 @@ function buildBackend(c: NodeCryptoModule, mlkem: MlKemProvider, imp: KeyImporte
     },
 
     ed25519Verify(signature, message, publicKey) {
-      if (!(signature instanceof Uint8Array) || signature.length !== ED25519_SIGNATURE_BYTES) return false;
-      if (!(message instanceof Uint8Array)) return false;
+      if (!isSignatureInput(signature, message)) return false;
       if (!(publicKey instanceof Uint8Array) || publicKey.length !== ED25519_PUBLIC_KEY_BYTES) return false;
-      // OpenSSL does not refuse small-order or non-canonical keys (ed25519-policy.ts).
-      if (isRejectedEd25519PublicKey(publicKey)) return false;
-      try {
-        return c.verify(null, message, imp.publicKey('Ed25519', publicKey), signature);
-      } catch {
-        return false;
-      }
+      const key = verificationKey(publicKey);
+      return key !== undefined && verifyWith(key, signature, message);
+    },
+
+    x25519PrepareKey(privateKey) {
+      assertBytes(privateKey, X25519_PRIVATE_KEY_BYTES, 'x25519 private key', 'INVALID_KEY');
+      return new NativeX25519PrivateKey(imp.privateKey('X25519', privateKey));
+    },
+
+    x25519PreparePublicKey(publicKey) {
+      assertBytes(publicKey, X25519_PUBLIC_KEY_BYTES, 'x25519 public key', 'INVALID_KEY');
+      return new NativeX25519PublicKey(publicKey);
+    },
+
+    ed25519PrepareKey(seed) {
+      assertBytes(seed, ED25519_SEED_BYTES, 'ed25519 seed', 'INVALID_KEY');
+      return new NativeEd25519PrivateKey(imp.privateKey('Ed25519', seed));
+    },
+
+    ed25519PreparePublicKey(publicKey) {
+      assertBytes(publicKey, ED25519_PUBLIC_KEY_BYTES, 'ed25519 public key', 'INVALID_KEY');
+      return new NativeEd25519PublicKey(publicKey);
     },
 
     aeadSeal(key, nonce, plaintext, aad) {

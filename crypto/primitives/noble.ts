@@ -14,8 +14,17 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { sha256, sha512 } from '@noble/hashes/sha2.js';
 import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { CryptoError } from '../errors.js';
-import type { CryptoBackend, MlKemEncapsulation, MlKemKeyPair } from './backend.js';
+import type {
+  CryptoBackend,
+  MlKemEncapsulation,
+  MlKemKeyPair,
+  PreparedEd25519PrivateKey,
+  PreparedEd25519PublicKey,
+  PreparedX25519PrivateKey,
+  PreparedX25519PublicKey,
+} from './backend.js';
 import { assertAnyBytes, assertBytes, concatBytes, equalBytes } from './bytes.js';
+import { PreparedSecret } from './prepared.js';
 import { systemRandom } from './random.js';
 import {
   AEAD_KEY_BYTES,
@@ -122,6 +131,77 @@ export const nobleMlKem = {
   },
 };
 
+/*
+ * Prepared keys (backend.ts). noble has no import step to save, so these hold a copy of
+ * the bytes and call the raw methods; only the derived public keys are kept.
+ */
+
+class NobleX25519PrivateKey extends PreparedSecret implements PreparedX25519PrivateKey {
+  readonly #secret: Uint8Array;
+  #publicKey: Uint8Array | undefined;
+
+  constructor(secret: Uint8Array) {
+    super('X25519 private key');
+    this.#secret = secret.slice();
+  }
+
+  publicKey(): Uint8Array {
+    this.#publicKey ??= nobleBackend.x25519PublicKey(this.#secret);
+    return this.#publicKey.slice();
+  }
+
+  agree(theirPublicKey: Uint8Array | PreparedX25519PublicKey): Uint8Array {
+    return nobleBackend.x25519(this.#secret, theirPublicKey instanceof Uint8Array ? theirPublicKey : theirPublicKey.bytes);
+  }
+}
+
+class NobleX25519PublicKey implements PreparedX25519PublicKey {
+  readonly #bytes: Uint8Array;
+
+  constructor(bytes: Uint8Array) {
+    this.#bytes = bytes.slice();
+  }
+
+  get bytes(): Uint8Array {
+    return this.#bytes.slice();
+  }
+}
+
+class NobleEd25519PrivateKey extends PreparedSecret implements PreparedEd25519PrivateKey {
+  readonly #seed: Uint8Array;
+  #publicKey: Uint8Array | undefined;
+
+  constructor(seed: Uint8Array) {
+    super('Ed25519 private key');
+    this.#seed = seed.slice();
+  }
+
+  publicKey(): Uint8Array {
+    this.#publicKey ??= nobleBackend.ed25519PublicKey(this.#seed);
+    return this.#publicKey.slice();
+  }
+
+  sign(message: Uint8Array): Uint8Array {
+    return nobleBackend.ed25519Sign(this.#seed, message);
+  }
+}
+
+class NobleEd25519PublicKey implements PreparedEd25519PublicKey {
+  readonly #bytes: Uint8Array;
+
+  constructor(bytes: Uint8Array) {
+    this.#bytes = bytes.slice();
+  }
+
+  get bytes(): Uint8Array {
+    return this.#bytes.slice();
+  }
+
+  verify(signature: Uint8Array, message: Uint8Array): boolean {
+    return nobleBackend.ed25519Verify(signature, message, this.#bytes);
+  }
+}
+
 export const nobleBackend: CryptoBackend = {
   name: 'noble',
 
@@ -195,6 +275,26 @@ export const nobleBackend: CryptoBackend = {
     } catch {
       return false;
     }
+  },
+
+  x25519PrepareKey(privateKey) {
+    assertBytes(privateKey, X25519_PRIVATE_KEY_BYTES, 'x25519 private key', 'INVALID_KEY');
+    return new NobleX25519PrivateKey(privateKey);
+  },
+
+  x25519PreparePublicKey(publicKey) {
+    assertBytes(publicKey, X25519_PUBLIC_KEY_BYTES, 'x25519 public key', 'INVALID_KEY');
+    return new NobleX25519PublicKey(publicKey);
+  },
+
+  ed25519PrepareKey(seed) {
+    assertBytes(seed, ED25519_SEED_BYTES, 'ed25519 seed', 'INVALID_KEY');
+    return new NobleEd25519PrivateKey(seed);
+  },
+
+  ed25519PreparePublicKey(publicKey) {
+    assertBytes(publicKey, ED25519_PUBLIC_KEY_BYTES, 'ed25519 public key', 'INVALID_KEY');
+    return new NobleEd25519PublicKey(publicKey);
   },
 
   aeadSeal(key, nonce, plaintext, aad) {

@@ -40,6 +40,43 @@ describe.each(BACKENDS)('errors (%s)', (_name, b) => {
     expectCryptoError(() => b.x25519(k32, u), 'INVALID_KEY', 'x25519 public key is of low order (all-zero shared secret)');
   });
 
+  it.each(LOW_ORDER)('a prepared X25519 key refuses low-order public key u=%s when used', (_l, u) => {
+    const message = 'x25519 public key is of low order (all-zero shared secret)';
+    const key = b.x25519PrepareKey(k32);
+    expectCryptoError(() => key.agree(u), 'INVALID_KEY', message);
+    const prepared = b.x25519PreparePublicKey(u);
+    expectCryptoError(() => key.agree(prepared), 'INVALID_KEY', message);
+    // The key is still usable after a refusal.
+    expect(key.agree(b.x25519PublicKey(k32))).toEqual(b.x25519(k32, b.x25519PublicKey(k32)));
+  });
+
+  it('prepared keys check sizes like the raw methods', () => {
+    expectCryptoError(() => b.x25519PrepareKey(new Uint8Array(31)), 'INVALID_KEY', 'x25519 private key must be 32 bytes');
+    expectCryptoError(() => b.x25519PreparePublicKey(new Uint8Array(33)), 'INVALID_KEY', 'x25519 public key must be 32 bytes');
+    expectCryptoError(() => b.x25519PrepareKey(k32).agree(new Uint8Array(31)), 'INVALID_KEY', 'x25519 public key must be 32 bytes');
+    expectCryptoError(() => b.ed25519PrepareKey(new Uint8Array(64)), 'INVALID_KEY', 'ed25519 seed must be 32 bytes');
+    expectCryptoError(() => b.ed25519PreparePublicKey(new Uint8Array(31)), 'INVALID_KEY', 'ed25519 public key must be 32 bytes');
+    expectCryptoError(
+      () => b.ed25519PrepareKey(k32).sign('x' as unknown as Uint8Array),
+      'INVALID_ARGUMENT',
+      'ed25519 message must be a Uint8Array',
+    );
+  });
+
+  it('prepared keys copy their input', () => {
+    const seed = k32.slice();
+    const signer = b.ed25519PrepareKey(seed);
+    const x = b.x25519PrepareKey(seed);
+    const peer = b.x25519PublicKey(new Uint8Array(32).fill(7));
+    const pub = b.x25519PreparePublicKey(peer);
+    seed.fill(0);
+    peer.fill(0);
+    expect(signer.sign(k32)).toEqual(b.ed25519Sign(k32, k32));
+    expect(x.agree(pub)).toEqual(b.x25519(k32, b.x25519PublicKey(new Uint8Array(32).fill(7))));
+    pub.bytes.fill(0); // a copy: the prepared key is unchanged
+    expect(x.agree(pub)).toEqual(b.x25519(k32, b.x25519PublicKey(new Uint8Array(32).fill(7))));
+  });
+
   it('labelled length asserts carry stable codes', () => {
     expectCryptoError(() => b.x25519PublicKey(new Uint8Array(31)), 'INVALID_KEY', 'x25519 private key must be 32 bytes');
     expectCryptoError(() => b.x25519(new Uint8Array(33), k32), 'INVALID_KEY', 'x25519 private key must be 32 bytes');
@@ -100,6 +137,18 @@ describe.each(BACKENDS)('errors (%s)', (_name, b) => {
     expect(b.aeadOpen(k32, n12, sealed, new Uint8Array(0)).length).toBe(0);
   });
 
+  it('a prepared Ed25519 public key never throws on verify: malformed input gives false', () => {
+    const pub = b.ed25519PublicKey(k32);
+    const sig = b.ed25519Sign(k32, k32);
+    const key = b.ed25519PreparePublicKey(pub);
+    expect(key.verify(sig, k32)).toBe(true);
+    expect(key.verify(sig.subarray(0, 63), k32)).toBe(false);
+    expect(key.verify('x' as unknown as Uint8Array, k32)).toBe(false);
+    expect(key.verify(sig, null as unknown as Uint8Array)).toBe(false);
+    // A key the policy refuses verifies nothing (here: 2^255 - 1, a non-canonical y).
+    expect(b.ed25519PreparePublicKey(new Uint8Array(32).fill(0xff)).verify(sig, k32)).toBe(false);
+  });
+
   it('ed25519Verify never throws: malformed input gives false', () => {
     const seed = k32;
     const pub = b.ed25519PublicKey(seed);
@@ -132,6 +181,12 @@ describe.each(BACKENDS)('errors (%s)', (_name, b) => {
       b.ed25519Sign(k32, k32),
       b.aeadSeal(k32, n12, k32, k32),
       b.aeadOpen(k32, n12, b.aeadSeal(k32, n12, k32, k32), k32),
+      b.x25519PrepareKey(k32).publicKey(),
+      b.x25519PrepareKey(k32).agree(b.x25519PublicKey(k32)),
+      b.x25519PreparePublicKey(k32).bytes,
+      b.ed25519PrepareKey(k32).publicKey(),
+      b.ed25519PrepareKey(k32).sign(k32),
+      b.ed25519PreparePublicKey(k32).bytes,
     ];
     for (const o of outs) {
       expect(Object.getPrototypeOf(o)).toBe(Uint8Array.prototype);

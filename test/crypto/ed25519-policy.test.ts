@@ -21,8 +21,13 @@ function challenge(r: Uint8Array, a: Uint8Array, m: Uint8Array): bigint {
   return bytesToNumberLE(sha512(concatBytes(r, a, m))) % L;
 }
 
+/** Every backend's verdict, raw and through a prepared key; the two must agree. */
 function verdicts(sig: Uint8Array, msg: Uint8Array, pub: Uint8Array): boolean[] {
-  return BACKENDS.map(([, b]) => b.ed25519Verify(sig, msg, pub));
+  return BACKENDS.map(([name, b]) => {
+    const raw = b.ed25519Verify(sig, msg, pub);
+    expect(b.ed25519PreparePublicKey(pub).verify(sig, msg), `${name} prepared`).toBe(raw);
+    return raw;
+  });
 }
 
 /** Signs with scalar `a` but publishes A = aB + T_u and R = rB + T_t. */

@@ -7,9 +7,17 @@
  * call whose name says so (`exportSecret`, `exportSeed`), for the app's key store.
  *
  * Each wrapper copies its input, so later changes to the caller's buffer cannot change
- * the key, and carries the backend it was created with.
+ * the key, and carries the backend it was created with. The X25519 and Ed25519 wrappers
+ * also hold their key prepared for that backend (primitives/backend.ts), made once in
+ * the constructor, which needs the public key anyway: later agreements and signatures
+ * skip the per-call import. It is private to the wrapper and goes with it.
  */
-import type { CryptoBackend } from './primitives/backend.js';
+import type {
+  CryptoBackend,
+  PreparedEd25519PrivateKey,
+  PreparedX25519PrivateKey,
+  PreparedX25519PublicKey,
+} from './primitives/backend.js';
 import { assertBytes, toHex } from './primitives/bytes.js';
 import { defaultBackend } from './primitives/index.js';
 import { systemRandom, type RandomSource } from './primitives/random.js';
@@ -72,10 +80,13 @@ abstract class SecretKeyBase {
 /** An X25519 private key (RFC 7748) with its public key. */
 export class X25519PrivateKey extends SecretKeyBase {
   readonly #secret: Uint8Array;
+  readonly #prepared: PreparedX25519PrivateKey;
 
   private constructor(secret: Uint8Array, backend: CryptoBackend) {
-    super(backend.x25519PublicKey(secret), backend);
+    const prepared = backend.x25519PrepareKey(secret);
+    super(prepared.publicKey(), backend);
     this.#secret = secret;
+    this.#prepared = prepared;
   }
 
   protected get typeName(): string {
@@ -92,9 +103,12 @@ export class X25519PrivateKey extends SecretKeyBase {
     return new X25519PrivateKey(secret.slice(), backend);
   }
 
-  /** X25519 with a peer's public key. Throws INVALID_KEY for a low-order key. */
-  agree(theirPublicKey: Uint8Array): Uint8Array {
-    return this.backend.x25519(this.#secret, theirPublicKey);
+  /**
+   * X25519 with a peer's public key, raw or prepared (when it takes part in several
+   * agreements). Throws INVALID_KEY for a low-order key.
+   */
+  agree(theirPublicKey: Uint8Array | PreparedX25519PublicKey): Uint8Array {
+    return this.#prepared.agree(theirPublicKey);
   }
 
   /** A copy of the 32 secret bytes, for the key store only. */
@@ -106,10 +120,13 @@ export class X25519PrivateKey extends SecretKeyBase {
 /** An Ed25519 signing key, held as its 32-byte RFC 8032 seed. */
 export class Ed25519PrivateKey extends SecretKeyBase {
   readonly #seed: Uint8Array;
+  readonly #prepared: PreparedEd25519PrivateKey;
 
   private constructor(seed: Uint8Array, backend: CryptoBackend) {
-    super(backend.ed25519PublicKey(seed), backend);
+    const prepared = backend.ed25519PrepareKey(seed);
+    super(prepared.publicKey(), backend);
     this.#seed = seed;
+    this.#prepared = prepared;
   }
 
   protected get typeName(): string {
@@ -128,7 +145,7 @@ export class Ed25519PrivateKey extends SecretKeyBase {
 
   /** Raw Ed25519 signature over `message` (64 bytes). */
   sign(message: Uint8Array): Uint8Array {
-    return this.backend.ed25519Sign(this.#seed, message);
+    return this.#prepared.sign(message);
   }
 
   /** A copy of the 32-byte seed, for the key store only. */

@@ -10,7 +10,7 @@
  * responder will look the secret up by. The relay verifies these on upload and the
  * initiator verifies them again on every bundle it fetches (the relay is not trusted).
  */
-import type { CryptoBackend } from './primitives/backend.js';
+import type { CryptoBackend, PreparedEd25519PublicKey } from './primitives/backend.js';
 import { concatBytes, u32be, utf8Encode } from './primitives/bytes.js';
 
 export const PUBLISHED_KEY_KINDS = {
@@ -38,13 +38,16 @@ export function signPublishedKey(
   return backend.ed25519Sign(identitySeed, publishedKeyTranscript(kind, keyId, publicKey));
 }
 
+/** `identityKey` raw, or prepared when it checks several keys (a whole bundle). */
 export function verifyPublishedKey(
   backend: CryptoBackend,
-  identityKey: Uint8Array,
+  identityKey: Uint8Array | PreparedEd25519PublicKey,
   kind: PublishedKeyKind,
   keyId: number,
   publicKey: Uint8Array,
   signature: Uint8Array,
 ): boolean {
-  return backend.ed25519Verify(signature, publishedKeyTranscript(kind, keyId, publicKey), identityKey);
+  const transcript = publishedKeyTranscript(kind, keyId, publicKey);
+  if (identityKey instanceof Uint8Array) return backend.ed25519Verify(signature, transcript, identityKey);
+  return identityKey.verify(signature, transcript);
 }

@@ -1,6 +1,5 @@
 /** Public surface of the PQXDH-style handshake. */
 export { PQXDH_INFO } from './agreement.js';
-export { identityDhPrivateKey, identityDhPublicKey, identityDhScalar } from './identity-dh.js';
 export { decodeInitialMessage, INITIAL_HANDSHAKE_BYTES } from './initial-message.js';
 export type { InitialHandshake, InitialMessage } from './initial-message.js';
 export { initiateSession } from './initiator.js';

@@ -10,7 +10,7 @@ import { systemRandom } from '../primitives/random.js';
 import { MLKEM768_ENCAPS_RANDOMNESS_BYTES, X25519_PRIVATE_KEY_BYTES } from '../primitives/sizes.js';
 import { Session } from '../ratchet/session.js';
 import { deriveHandshakeSecret } from './agreement.js';
-import { identityDhPublicKey, identityDhScalar } from './identity-dh.js';
+import { identityDhPublicKey } from '../identity/identity-dh.js';
 import { encodeInitialHandshake } from './initial-message.js';
 import { type PreKeyBundle, verifyPreKeyBundle } from './prekey-bundle.js';
 
@@ -35,21 +35,21 @@ export function initiateSession(params: InitiateSessionParams): Session {
   verifyPreKeyBundle(backend, bundle);
 
   const theirIdentityDh = identityDhPublicKey(bundle.identityKey);
-  const ourIdentityDh = identityDhScalar(backend, identity);
   const ourIdentityKey = identity.publicKey.bytes;
-  const ephemeral = random(X25519_PRIVATE_KEY_BYTES);
-  const baseKey = backend.x25519PublicKey(ephemeral);
-  const spk = bundle.signedPreKey.publicKey;
+  // EK_A takes part in three agreements and SPK_B in two: each is prepared once. The
+  // raw ephemeral bytes are wiped at once; the prepared key is dropped on return.
+  const ephemeralBytes = random(X25519_PRIVATE_KEY_BYTES);
+  const ephemeral = backend.x25519PrepareKey(ephemeralBytes);
+  ephemeralBytes.fill(0);
+  const baseKey = ephemeral.publicKey();
+  const spk = backend.x25519PreparePublicKey(bundle.signedPreKey.publicKey);
 
-  const dh1 = backend.x25519(ourIdentityDh, spk);
-  const dh2 = backend.x25519(ephemeral, theirIdentityDh);
-  const dh3 = backend.x25519(ephemeral, spk);
-  const dh4 = bundle.oneTimePreKey === undefined ? undefined : backend.x25519(ephemeral, bundle.oneTimePreKey.publicKey);
+  const dh1 = identity.agreeX25519(spk);
+  const dh2 = ephemeral.agree(theirIdentityDh);
+  const dh3 = ephemeral.agree(spk);
+  const dh4 = bundle.oneTimePreKey === undefined ? undefined : ephemeral.agree(bundle.oneTimePreKey.publicKey);
   const kem = backend.mlkemEncapsulate(bundle.kemPreKey.publicKey, random(MLKEM768_ENCAPS_RANDOMNESS_BYTES));
   const sharedSecret = deriveHandshakeSecret(backend, dh1, dh2, dh3, dh4, kem.sharedSecret);
-  // The ephemeral private key and our identity scalar are not kept anywhere.
-  ephemeral.fill(0);
-  ourIdentityDh.fill(0);
 
   const handshake = encodeInitialHandshake({
     identityKey: ourIdentityKey,

@@ -8,7 +8,7 @@
  * as the key itself.
  */
 import { CryptoError } from '../errors.js';
-import type { CryptoBackend } from '../primitives/backend.js';
+import type { CryptoBackend, PreparedEd25519PublicKey } from '../primitives/backend.js';
 import { assertBytes } from '../primitives/bytes.js';
 import {
   ED25519_PUBLIC_KEY_BYTES,
@@ -57,7 +57,7 @@ function isU32(n: unknown): n is number {
 
 function check(
   backend: CryptoBackend,
-  identityKey: Uint8Array,
+  identityKey: PreparedEd25519PublicKey,
   kind: PublishedKeyKind,
   label: string,
   key: { readonly id: number; readonly publicKey: Uint8Array; readonly signature: Uint8Array },
@@ -77,15 +77,17 @@ function check(
  */
 export function verifyPreKeyBundle(backend: CryptoBackend, bundle: PreKeyBundle): void {
   assertBytes(bundle.identityKey, ED25519_PUBLIC_KEY_BYTES, 'identity key', 'INVALID_KEY');
-  check(backend, bundle.identityKey, 'signed-prekey', 'signed prekey', bundle.signedPreKey, X25519_PUBLIC_KEY_BYTES);
+  // Prepared once for the two or three signatures it checks.
+  const identityKey = backend.ed25519PreparePublicKey(bundle.identityKey);
+  check(backend, identityKey, 'signed-prekey', 'signed prekey', bundle.signedPreKey, X25519_PUBLIC_KEY_BYTES);
   if (bundle.oneTimePreKey !== undefined) {
-    check(backend, bundle.identityKey, 'one-time-prekey', 'one-time prekey', bundle.oneTimePreKey, X25519_PUBLIC_KEY_BYTES);
+    check(backend, identityKey, 'one-time-prekey', 'one-time prekey', bundle.oneTimePreKey, X25519_PUBLIC_KEY_BYTES);
   }
   const kem = bundle.kemPreKey;
   if (typeof kem.lastResort !== 'boolean') throw new CryptoError('INVALID_ARGUMENT', 'kem prekey lastResort must be a boolean');
   check(
     backend,
-    bundle.identityKey,
+    identityKey,
     kem.lastResort ? 'last-resort-kem-prekey' : 'one-time-kem-prekey',
     kem.lastResort ? 'last-resort KEM prekey' : 'one-time KEM prekey',
     kem,

@@ -12,7 +12,7 @@ import { systemRandom } from '../primitives/random.js';
 import { decodeRatchetMessage } from '../ratchet/message.js';
 import { Session } from '../ratchet/session.js';
 import { deriveHandshakeSecret } from './agreement.js';
-import { identityDhPublicKey, identityDhScalar } from './identity-dh.js';
+import { identityDhPublicKey } from '../identity/identity-dh.js';
 import { decodeInitialMessage } from './initial-message.js';
 import type { PreKeyStore } from './prekey-store.js';
 
@@ -72,13 +72,14 @@ export async function acceptSession(params: AcceptSessionParams): Promise<Accept
 
   let session: Session;
   let plaintext: Uint8Array;
-  const ourIdentityDh = identityDhScalar(backend, identity);
   try {
     const theirIdentityDh = identityDhPublicKey(initial.identityKey);
+    // EK_A takes part in up to three agreements: prepared once.
+    const baseKey = backend.x25519PreparePublicKey(initial.baseKey);
     const dh1 = signedPreKey.privateKey.agree(theirIdentityDh);
-    const dh2 = backend.x25519(ourIdentityDh, initial.baseKey);
-    const dh3 = signedPreKey.privateKey.agree(initial.baseKey);
-    const dh4 = oneTimePreKey === undefined ? undefined : oneTimePreKey.privateKey.agree(initial.baseKey);
+    const dh2 = identity.agreeX25519(baseKey);
+    const dh3 = signedPreKey.privateKey.agree(baseKey);
+    const dh4 = oneTimePreKey === undefined ? undefined : oneTimePreKey.privateKey.agree(baseKey);
     const kemSecret = kemPreKey.privateKey.decapsulate(initial.kemCipherText);
     const sharedSecret = deriveHandshakeSecret(backend, dh1, dh2, dh3, dh4, kemSecret);
     session = Session.responder(
@@ -98,8 +99,6 @@ export async function acceptSession(params: AcceptSessionParams): Promise<Accept
     // A low-order or off-curve key in the message is a forgery like a bad tag.
     if (cause instanceof CryptoError && cause.code === 'INVALID_KEY') throw decryptFailed();
     throw cause;
-  } finally {
-    ourIdentityDh.fill(0);
   }
 
   // Authenticated: now, and only now, burn the one-time keys.

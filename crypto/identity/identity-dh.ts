@@ -18,10 +18,13 @@
  * an X25519 based KEM", 2021). The map is a public-data computation that the backend
  * contract does not offer, so it comes from @noble/curves for both backends; the secret
  * half goes through the backend's SHA-512.
+ *
+ * The private half is used through `IdentityKeyPair.agreeX25519`, which derives it on
+ * first use and keeps it, prepared for its backend, for as long as the key pair (which
+ * holds the seed it comes from anyway): a device's handshakes then share one import.
  */
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { CryptoError } from '../errors.js';
-import type { IdentityKeyPair } from '../identity/identity-key.js';
 import type { CryptoBackend } from '../primitives/backend.js';
 import { assertBytes } from '../primitives/bytes.js';
 import { ED25519_PUBLIC_KEY_BYTES, ED25519_SEED_BYTES } from '../primitives/sizes.js';
@@ -43,14 +46,4 @@ export function identityDhPrivateKey(backend: CryptoBackend, identitySeed: Uint8
   scalar[0] = (scalar[0] as number) & 248;
   scalar[31] = ((scalar[31] as number) & 127) | 64;
   return scalar;
-}
-
-/** Our identity's X25519 scalar; the caller zeroes it after use. */
-export function identityDhScalar(backend: CryptoBackend, identity: IdentityKeyPair): Uint8Array {
-  const seed = identity.exportSeed();
-  try {
-    return identityDhPrivateKey(backend, seed);
-  } finally {
-    seed.fill(0);
-  }
 }

@@ -8,12 +8,18 @@
  */
 import { CryptoError } from '../errors.js';
 import { Ed25519PrivateKey, keyFingerprint } from '../keys.js';
-import type { CryptoBackend } from '../primitives/backend.js';
+import type {
+  CryptoBackend,
+  PreparedEd25519PublicKey,
+  PreparedX25519PrivateKey,
+  PreparedX25519PublicKey,
+} from '../primitives/backend.js';
 import { assertBytes, equalBytes, toHex } from '../primitives/bytes.js';
 import { isRejectedEd25519PublicKey } from '../primitives/ed25519-policy.js';
 import { defaultBackend } from '../primitives/index.js';
 import { systemRandom, type RandomSource } from '../primitives/random.js';
 import { ED25519_PUBLIC_KEY_BYTES } from '../primitives/sizes.js';
+import { identityDhPrivateKey } from './identity-dh.js';
 import { signatureTranscript } from './signature-context.js';
 
 const INSPECT = Symbol.for('nodejs.util.inspect.custom');
@@ -22,6 +28,8 @@ const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 export class IdentityKey {
   readonly #bytes: Uint8Array;
   readonly #backend: CryptoBackend;
+  /** Prepared on first verification; a key verifies many signatures. */
+  #prepared: PreparedEd25519PublicKey | undefined;
 
   private constructor(bytes: Uint8Array, backend: CryptoBackend) {
     this.#bytes = bytes;
@@ -57,7 +65,8 @@ export class IdentityKey {
 
   /** Raw Ed25519 verification (RFC 8032, strict). Never throws. */
   verify(message: Uint8Array, signature: Uint8Array): boolean {
-    return this.#backend.ed25519Verify(signature, message, this.#bytes);
+    this.#prepared ??= this.#backend.ed25519PreparePublicKey(this.#bytes);
+    return this.#prepared.verify(signature, message);
   }
 
   /** Verifies a signature made by `IdentityKeyPair.signWithContext(label, body)`. */
@@ -81,10 +90,14 @@ export class IdentityKey {
 /** This device's identity key pair. Prints as its public fingerprint only. */
 export class IdentityKeyPair {
   readonly #key: Ed25519PrivateKey;
+  readonly #backend: CryptoBackend;
+  /** The X25519 form of the key (identity-dh.ts), prepared on first use. */
+  #dh: PreparedX25519PrivateKey | undefined;
   readonly publicKey: IdentityKey;
 
   private constructor(key: Ed25519PrivateKey, backend: CryptoBackend) {
     this.#key = key;
+    this.#backend = backend;
     this.publicKey = IdentityKey.fromBytes(key.publicKey, backend);
   }
 
@@ -109,6 +122,22 @@ export class IdentityKeyPair {
   /** Signs `"hermetic/v1/" || label || 0x00 || body` (see signature-context.ts). */
   signWithContext(label: string, body: Uint8Array): Uint8Array {
     return this.#key.sign(signatureTranscript(label, body));
+  }
+
+  /**
+   * X25519 of this identity's X25519 form (identity-dh.ts) with a peer's X25519 key: the
+   * handshake's DH1 for an initiator, DH2 for a responder. Throws INVALID_KEY for a
+   * low-order key.
+   */
+  agreeX25519(theirPublicKey: Uint8Array | PreparedX25519PublicKey): Uint8Array {
+    if (this.#dh === undefined) {
+      const seed = this.#key.exportSeed();
+      const scalar = identityDhPrivateKey(this.#backend, seed);
+      seed.fill(0);
+      this.#dh = this.#backend.x25519PrepareKey(scalar);
+      scalar.fill(0);
+    }
+    return this.#dh.agree(theirPublicKey);
   }
 
   /** A copy of the 32-byte seed, for the device's key store only. */

@@ -1,4 +1,5 @@
-/** Device identity: key pair, domain-separated signing, safety numbers. */
+/** Device identity: key pair and its X25519 form, domain-separated signing, safety numbers. */
+export { identityDhPrivateKey, identityDhPublicKey } from './identity-dh.js';
 export { IdentityKey, IdentityKeyPair } from './identity-key.js';
 export {
   computeSafetyNumber,

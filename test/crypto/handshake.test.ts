@@ -9,14 +9,12 @@ import { CryptoError, type CryptoErrorCode } from '../../crypto/errors.js';
 import {
   acceptSession,
   decodeInitialMessage,
-  identityDhPrivateKey,
-  identityDhPublicKey,
-  identityDhScalar,
   INITIAL_HANDSHAKE_BYTES,
   initiateSession,
   type PreKeyBundle,
   verifyPreKeyBundle,
 } from '../../crypto/handshake/index.js';
+import { identityDhPrivateKey, identityDhPublicKey } from '../../crypto/identity/index.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { toHex } from '../../crypto/primitives/bytes.js';
 import { signPublishedKey } from '../../crypto/published-key.js';
@@ -61,7 +59,11 @@ describe('identity DH keys (Ed25519 -> X25519)', () => {
       const seed = identity.exportSeed();
       const priv = identityDhPrivateKey(backend, seed);
       expect(toHex(backend.x25519PublicKey(priv))).toBe(toHex(identityDhPublicKey(identity.publicKey.bytes)));
-      expect(toHex(identityDhScalar(backend, identity))).toBe(toHex(priv));
+      // The key pair's own agreement uses exactly that scalar.
+      const peer = random(32);
+      const peerPublic = backend.x25519PublicKey(peer);
+      expect(toHex(identity.agreeX25519(peerPublic))).toBe(toHex(backend.x25519(priv, peerPublic)));
+      expect(toHex(identity.agreeX25519(backend.x25519PreparePublicKey(peerPublic)))).toBe(toHex(backend.x25519(peer, identityDhPublicKey(identity.publicKey.bytes))));
       // Same as libsodium / noble's crypto_sign_ed25519_sk_to_curve25519.
       expect(toHex(priv)).toBe(toHex(ed25519.utils.toMontgomerySecret(seed)));
     }

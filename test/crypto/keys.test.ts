@@ -3,7 +3,7 @@
  */
 import util from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { IdentityKeyPair } from '../../crypto/identity/index.js';
+import { identityDhPrivateKey, IdentityKeyPair } from '../../crypto/identity/index.js';
 import { Ed25519PrivateKey, MlKem768PrivateKey, X25519PrivateKey } from '../../crypto/keys.js';
 import { toHex } from '../../crypto/primitives/bytes.js';
 import type { RandomSource } from '../../crypto/primitives/random.js';
@@ -95,9 +95,21 @@ describe.each(BACKENDS)('key wrappers (%s)', (_name, b) => {
     expectNoLeak(k, k.exportSeed());
     const id = IdentityKeyPair.generate(counterRandom, b);
     expectNoLeak(id, id.exportSeed());
+    // Also once it holds its X25519 form (after an agreement).
+    id.agreeX25519(b.x25519PublicKey(counterRandom(32)));
+    expectNoLeak(id, id.exportSeed());
+    expectNoLeak(id, identityDhPrivateKey(b, id.exportSeed()));
     expect(String(id)).toBe(`IdentityKeyPair(fingerprint=${id.publicKey.fingerprint})`);
     // Exported seed of the same random bytes gives the same key.
     expect(toHex(id.publicKey.bytes)).toBe(toHex(k.publicKey));
+  });
+
+  it('prepared private keys print no secret', () => {
+    const secret = counterRandom(32);
+    expectNoLeak(b.x25519PrepareKey(secret), secret);
+    expectNoLeak(b.ed25519PrepareKey(secret), secret);
+    expect(String(b.x25519PrepareKey(secret))).toBe('[X25519 private key redacted]');
+    expect(JSON.stringify({ k: b.ed25519PrepareKey(secret) })).toBe('{"k":"[Ed25519 private key redacted]"}');
   });
 
   it('MlKem768PrivateKey prints its fingerprint only', () => {

@@ -2,8 +2,16 @@
  * Ratchet keys: the X25519 keys of the Diffie-Hellman ratchet. Our own key pair and the
  * peer's public key are different types, so a remote key can never be used where a
  * private key is needed, and a private key is never sent by mistake.
+ *
+ * Each key takes part in more than one X25519 operation: our key pair derives its public
+ * key, then answers the peer's current key when it starts a sending chain and the peer's
+ * next key when that arrives; a peer key is used when it arrives and again when our next
+ * sending chain answers it. So each holds its key prepared for the backend
+ * (primitives/backend.ts), made on first use and kept with the key: the native backend
+ * then imports every key into OpenSSL once rather than once per agreement. The prepared
+ * key remembers its backend and is made again if another one is passed.
  */
-import type { CryptoBackend } from '../primitives/backend.js';
+import type { CryptoBackend, PreparedX25519PrivateKey, PreparedX25519PublicKey } from '../primitives/backend.js';
 import { toHex } from '../primitives/bytes.js';
 import type { RandomSource } from '../primitives/random.js';
 import { X25519_PRIVATE_KEY_BYTES, X25519_PUBLIC_KEY_BYTES } from '../primitives/sizes.js';
@@ -13,6 +21,7 @@ import { redactSecrets } from './redact.js';
 export class RatchetKeyPair {
   readonly #privateKey: Uint8Array;
   readonly publicKey: Uint8Array;
+  #prepared: { readonly backend: CryptoBackend; readonly key: PreparedX25519PrivateKey } | undefined;
 
   constructor(privateKey: Uint8Array, publicKey: Uint8Array) {
     this.#privateKey = privateKey;
@@ -21,12 +30,20 @@ export class RatchetKeyPair {
 
   static generate(backend: CryptoBackend, random: RandomSource): RatchetKeyPair {
     const privateKey = random(X25519_PRIVATE_KEY_BYTES);
-    return new RatchetKeyPair(privateKey, backend.x25519PublicKey(privateKey));
+    const key = backend.x25519PrepareKey(privateKey);
+    const pair = new RatchetKeyPair(privateKey, key.publicKey());
+    pair.#prepared = { backend, key };
+    return pair;
   }
 
   /** X25519 with the peer's ratchet key. Throws INVALID_KEY on a low-order key. */
   agree(backend: CryptoBackend, theirs: RemoteRatchetKey): Uint8Array {
-    return backend.x25519(this.#privateKey, theirs.bytes);
+    let prepared = this.#prepared;
+    if (prepared?.backend !== backend) {
+      prepared = { backend, key: backend.x25519PrepareKey(this.#privateKey) };
+      this.#prepared = prepared;
+    }
+    return prepared.key.agree(theirs.prepared(backend));
   }
 
   /** For the session codec only. */
@@ -40,6 +57,7 @@ redactSecrets(RatchetKeyPair, 'RatchetKeyPair');
 export class RemoteRatchetKey {
   readonly bytes: Uint8Array;
   #id: string | undefined;
+  #prepared: { readonly backend: CryptoBackend; readonly key: PreparedX25519PublicKey } | undefined;
 
   /** Takes ownership of `bytes`: pass a copy if the caller's buffer may change. */
   constructor(bytes: Uint8Array) {
@@ -51,6 +69,16 @@ export class RemoteRatchetKey {
   get id(): string {
     this.#id ??= toHex(this.bytes);
     return this.#id;
+  }
+
+  /** This key prepared for `backend`, made on first use (public data). */
+  prepared(backend: CryptoBackend): PreparedX25519PublicKey {
+    let prepared = this.#prepared;
+    if (prepared?.backend !== backend) {
+      prepared = { backend, key: backend.x25519PreparePublicKey(this.bytes) };
+      this.#prepared = prepared;
+    }
+    return prepared.key;
   }
 
   /**

@@ -10,7 +10,7 @@ import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { toHex } from '../../crypto/primitives/bytes.js';
 import { ChainKey } from '../../crypto/ratchet/chain-key.js';
 import { MessageKey } from '../../crypto/ratchet/message-key.js';
-import { RatchetKeyPair } from '../../crypto/ratchet/ratchet-key.js';
+import { RatchetKeyPair, RemoteRatchetKey } from '../../crypto/ratchet/ratchet-key.js';
 import { RootKey } from '../../crypto/ratchet/root-key.js';
 import { Session, sessionMessageType } from '../../crypto/ratchet/index.js';
 import { makeSessionPair, SESSION_BACKENDS, seededRandom } from './session-fixtures.js';
@@ -224,6 +224,35 @@ describe.each(SESSION_BACKENDS)('double ratchet ($name)', (backend: CryptoBacken
   });
 });
 
+describe('ratchet keys', () => {
+  test('agreement does not depend on which backend first prepared either key', () => {
+    const [first, second] = SESSION_BACKENDS as [CryptoBackend, CryptoBackend];
+    const random = seededRandom('ratchet-keys');
+    const ours = RatchetKeyPair.generate(first, random);
+    const theirsPair = RatchetKeyPair.generate(second, random);
+    const theirs = new RemoteRatchetKey(theirsPair.publicKey.slice());
+    const mine = new RemoteRatchetKey(ours.publicKey.slice());
+    const expected = toHex(first.x25519(ours.exportPrivateKey(), theirsPair.publicKey));
+    // Alternating backends on the same objects: each switch prepares the key again.
+    expect(toHex(ours.agree(first, theirs))).toBe(expected);
+    expect(toHex(ours.agree(second, theirs))).toBe(expected);
+    expect(toHex(ours.agree(first, theirs))).toBe(expected);
+    expect(toHex(theirsPair.agree(first, mine))).toBe(expected);
+    expect(toHex(theirsPair.agree(second, mine))).toBe(expected);
+  });
+
+  test('a low-order peer key is INVALID_KEY, and the key pair stays usable', () => {
+    for (const backend of SESSION_BACKENDS) {
+      const ours = RatchetKeyPair.generate(backend, seededRandom('low-order'));
+      throwsCode(() => ours.agree(backend, new RemoteRatchetKey(new Uint8Array(32))), 'INVALID_KEY');
+      const peer = RatchetKeyPair.generate(backend, seededRandom('peer'));
+      expect(ours.agree(backend, new RemoteRatchetKey(peer.publicKey.slice()))).toEqual(
+        peer.agree(backend, new RemoteRatchetKey(ours.publicKey.slice())),
+      );
+    }
+  });
+});
+
 describe('secrets never print', () => {
   const secret = new Uint8Array(32).fill(0xab);
   const secretHex = toHex(secret);
@@ -242,6 +271,14 @@ describe('secrets never print', () => {
     expectRedacted(new ChainKey(secret, 3), 'ChainKey');
     expectRedacted(new MessageKey(secret, 3), 'MessageKey');
     expectRedacted(new RatchetKeyPair(secret, new Uint8Array(32)), 'RatchetKeyPair');
+  });
+
+  test('a ratchet key pair holding its prepared key', () => {
+    for (const backend of SESSION_BACKENDS) {
+      const pair = new RatchetKeyPair(secret, backend.x25519PublicKey(secret));
+      pair.agree(backend, new RemoteRatchetKey(backend.x25519PublicKey(new Uint8Array(32).fill(1))));
+      expectRedacted(pair, 'RatchetKeyPair');
+    }
   });
 
   test('a session', async () => {

@@ -10,7 +10,7 @@
  */
 import { CryptoError } from '../errors.js';
 import { MAX_SENDER_KEY_FORWARD_JUMP, MAX_SENDER_KEY_GENERATIONS, MAX_SENDER_KEY_SKIPPED_KEYS } from '../limits.js';
-import type { CryptoBackend } from '../primitives/backend.js';
+import type { CryptoBackend, PreparedEd25519PublicKey } from '../primitives/backend.js';
 import { equalBytes } from '../primitives/bytes.js';
 import { defaultBackend } from '../primitives/index.js';
 import { ByteReader, ByteWriter } from '../ratchet/byte-codec.js';
@@ -25,6 +25,8 @@ export const INBOUND_SENDER_KEYS_STATE_VERSION = 1;
 interface InboundGeneration {
   readonly keyId: number;
   readonly signingKey: Uint8Array;
+  /** `signingKey` prepared for the backend (it verifies every message); made on first use. */
+  verifier: PreparedEd25519PublicKey | undefined;
   chainKey: ChainKey;
   /** Iteration -> key, insertion order = age (FIFO eviction). */
   readonly skipped: Map<number, MessageKey>;
@@ -89,7 +91,13 @@ export class InboundSenderKeys {
   }
 
   #install(keyId: number, iteration: number, chainKey: Uint8Array, signingKey: Uint8Array): void {
-    this.#generations.unshift({ keyId, signingKey, chainKey: new ChainKey(chainKey, iteration), skipped: new Map() });
+    this.#generations.unshift({
+      keyId,
+      signingKey,
+      verifier: undefined,
+      chainKey: new ChainKey(chainKey, iteration),
+      skipped: new Map(),
+    });
     if (this.#generations.length > MAX_SENDER_KEY_GENERATIONS) this.#generations.length = MAX_SENDER_KEY_GENERATIONS;
   }
 
@@ -109,7 +117,8 @@ export class InboundSenderKeys {
     const transcript = new Uint8Array(prefix.length + msg.signed.length);
     transcript.set(prefix, 0);
     transcript.set(msg.signed, prefix.length);
-    if (!backend.ed25519Verify(msg.signature, transcript, gen.signingKey)) throw decryptFailed();
+    gen.verifier ??= backend.ed25519PreparePublicKey(gen.signingKey);
+    if (!gen.verifier.verify(msg.signature, transcript)) throw decryptFailed();
 
     const ck = gen.chainKey;
     if (msg.iteration < ck.index) {
@@ -181,7 +190,7 @@ export class InboundSenderKeys {
         skipped.set(index, new MessageKey(r.bytes(32), index));
       }
       if (generations.some((g) => g.keyId === keyId)) throw r.fail('duplicate key id');
-      generations.push({ keyId, signingKey, chainKey, skipped });
+      generations.push({ keyId, signingKey, verifier: undefined, chainKey, skipped });
     }
     r.end();
     return new InboundSenderKeys(groupId, generations, options);

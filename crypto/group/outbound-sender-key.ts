@@ -5,7 +5,7 @@
  * after which the old chain is never used again.
  */
 import { CryptoError } from '../errors.js';
-import type { CryptoBackend } from '../primitives/backend.js';
+import type { CryptoBackend, PreparedEd25519PrivateKey } from '../primitives/backend.js';
 import { assertAnyBytes } from '../primitives/bytes.js';
 import { defaultBackend } from '../primitives/index.js';
 import type { RandomSource } from '../primitives/random.js';
@@ -34,15 +34,19 @@ interface Generation {
   chainKey: ChainKey;
   readonly signingSeed: Uint8Array;
   readonly signingKey: Uint8Array;
+  /** The signing key prepared for the backend (it signs every message); made on first use. */
+  signer: PreparedEd25519PrivateKey | undefined;
 }
 
 function newGeneration(backend: CryptoBackend, random: RandomSource, keyId: number): Generation {
   const signingSeed = random(ED25519_SEED_BYTES);
+  const signer = backend.ed25519PrepareKey(signingSeed);
   return {
     keyId,
     chainKey: new ChainKey(random(32), 0),
     signingSeed,
-    signingKey: backend.ed25519PublicKey(signingSeed),
+    signingKey: signer.publicKey(),
+    signer,
   };
 }
 
@@ -127,7 +131,8 @@ export class OutboundSenderKey {
     transcript.set(prefix, 0);
     transcript.set(header, prefix.length);
     transcript.set(sealed, prefix.length + GROUP_HEADER_BYTES);
-    const signature = backend.ed25519Sign(g.signingSeed, transcript);
+    g.signer ??= backend.ed25519PrepareKey(g.signingSeed);
+    const signature = g.signer.sign(transcript);
     const out = new Uint8Array(GROUP_HEADER_BYTES + sealed.length + ED25519_SIGNATURE_BYTES);
     out.set(transcript.subarray(prefix.length), 0);
     out.set(signature, GROUP_HEADER_BYTES + sealed.length);
@@ -168,7 +173,7 @@ export class OutboundSenderKey {
     const signingSeed = r.bytes(ED25519_SEED_BYTES);
     const signingKey = r.bytes(32);
     r.end();
-    return new OutboundSenderKey(groupId, { keyId, chainKey, signingSeed, signingKey }, options);
+    return new OutboundSenderKey(groupId, { keyId, chainKey, signingSeed, signingKey, signer: undefined }, options);
   }
 }
 redactSecrets(OutboundSenderKey, 'OutboundSenderKey');

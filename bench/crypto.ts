@@ -20,7 +20,7 @@ import {
 } from '../crypto/handshake/index.js';
 import { IdentityKeyPair } from '../crypto/identity/index.js';
 import type { CryptoBackend } from '../crypto/primitives/backend.js';
-import { availableBackends, nativeKeyImport } from '../crypto/primitives/index.js';
+import { availableBackends, defaultBackend, nativeKeyImport } from '../crypto/primitives/index.js';
 import type { Session } from '../crypto/ratchet/index.js';
 import type { BenchResults, BenchValue } from './run.js';
 
@@ -165,56 +165,148 @@ async function sessionPair(b: CryptoBackend): Promise<{ alice: Session; bob: Ses
   return { alice, bob };
 }
 
+/**
+ * The session and group scenarios, each as one repeatable operation on a backend: the
+ * rate measurements time them and `calls` counts the primitive calls they make.
+ */
+const SCENARIOS = {
+  /**
+   * Initiator agreement (bundle checks, 4 DH, ML-KEM encapsulation) and first message,
+   * responder agreement (4 DH, decapsulation) and first decryption.
+   */
+  async setup(b: CryptoBackend): Promise<() => Promise<void>> {
+    const bobDevice = publishedDevice(b);
+    const aliceIdentity = IdentityKeyPair.generate(undefined, b);
+    return async () => {
+      const alice = initiateSession({ identity: aliceIdentity, bundle: bobDevice.bundle, backend: b });
+      await acceptSession({ identity: bobDevice.identity, store: bobDevice.store, message: alice.encrypt(MSG_1K), backend: b });
+    };
+  },
+
+  /** One direction: every message is on the same chain (two HMACs + one AEAD per side). */
+  async burst(b: CryptoBackend): Promise<() => void> {
+    const { alice, bob } = await sessionPair(b);
+    return () => bob.decrypt(alice.encrypt(MSG_1K));
+  },
+
+  /** Strict alternation: every message starts a new chain (a DH ratchet step per turn). */
+  async pingpong(b: CryptoBackend): Promise<() => void> {
+    const { alice, bob } = await sessionPair(b);
+    let turn = 0;
+    return () => {
+      if ((turn++ & 1) === 0) bob.decrypt(alice.encrypt(MSG_1K));
+      else alice.decrypt(bob.encrypt(MSG_1K));
+    };
+  },
+
+  /** Encrypt + sign, then verify + decrypt. */
+  async group(b: CryptoBackend): Promise<() => void> {
+    const sender = OutboundSenderKey.create(new TextEncoder().encode('bench-group'), { backend: b });
+    const receiver = InboundSenderKeys.fromDistribution(sender.distributionMessage(), { backend: b });
+    return () => receiver.decrypt(sender.encrypt(MSG_1K));
+  },
+};
+
 MEASUREMENTS.push(
   {
     name: 'session-setup',
     async run(b, { seconds }) {
-      const bobDevice = publishedDevice(b);
-      const aliceIdentity = IdentityKeyPair.generate(undefined, b);
-      // Initiator agreement (bundle checks, 4 DH, ML-KEM encapsulation) and first message,
-      // responder agreement (4 DH, decapsulation) and first decryption.
-      const setup = async () => {
-        const alice = initiateSession({ identity: aliceIdentity, bundle: bobDevice.bundle, backend: b });
-        await acceptSession({ identity: bobDevice.identity, store: bobDevice.store, message: alice.encrypt(MSG_1K), backend: b });
-      };
-      return { setup_per_s: await asyncOpsPerSecond(setup, seconds) };
+      return { setup_per_s: await asyncOpsPerSecond(await SCENARIOS.setup(b), seconds) };
     },
   },
   {
     name: 'session-burst',
     async run(b, { seconds }) {
-      const { alice, bob } = await sessionPair(b);
-      // One direction: every message is on the same chain (two HMACs + one AEAD per side).
-      return { burst_msgs_per_s: opsPerSecond(() => bob.decrypt(alice.encrypt(MSG_1K)), seconds) };
+      return { burst_msgs_per_s: opsPerSecond(await SCENARIOS.burst(b), seconds) };
     },
   },
   {
     name: 'session-pingpong',
     async run(b, { seconds }) {
-      const { alice, bob } = await sessionPair(b);
-      // Strict alternation: every message starts a new chain (a DH ratchet step per turn).
-      let turn = 0;
-      const op = () => {
-        if ((turn++ & 1) === 0) bob.decrypt(alice.encrypt(MSG_1K));
-        else alice.decrypt(bob.encrypt(MSG_1K));
-      };
-      return { pingpong_msgs_per_s: opsPerSecond(op, seconds) };
+      return { pingpong_msgs_per_s: opsPerSecond(await SCENARIOS.pingpong(b), seconds) };
     },
   },
   {
     name: 'group',
-    run(b, { seconds }) {
-      const sender = OutboundSenderKey.create(new TextEncoder().encode('bench-group'), { backend: b });
-      const receiver = InboundSenderKeys.fromDistribution(sender.distributionMessage(), { backend: b });
-      // Encrypt + sign, then verify + decrypt.
-      return { group_msgs_per_s: opsPerSecond(() => receiver.decrypt(sender.encrypt(MSG_1K)), seconds) };
+    async run(b, { seconds }) {
+      return { group_msgs_per_s: opsPerSecond(await SCENARIOS.group(b), seconds) };
     },
   },
 );
 
+/**
+ * `backend` with every call counted by method name, including the methods of the
+ * prepared keys it returns ("x25519Prepared.agree"). Prepared X25519 public keys have no
+ * methods and are returned as they are, so the backend still recognises its own.
+ */
+function countingBackend(backend: CryptoBackend, counts: Map<string, number>): CryptoBackend {
+  const tick = (name: string): void => {
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  };
+  const counted: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(backend)) {
+    counted[name] =
+      typeof value === 'function'
+        ? (...args: unknown[]): unknown => {
+            tick(name);
+            return (value as (...a: unknown[]) => unknown).apply(backend, args);
+          }
+        : value;
+  }
+  const prepared: Pick<CryptoBackend, 'x25519PrepareKey' | 'ed25519PrepareKey' | 'ed25519PreparePublicKey'> = {
+    x25519PrepareKey(privateKey) {
+      tick('x25519PrepareKey');
+      const key = backend.x25519PrepareKey(privateKey);
+      return {
+        publicKey: () => (tick('x25519Prepared.publicKey'), key.publicKey()),
+        agree: (theirs) => (tick('x25519Prepared.agree'), key.agree(theirs)),
+      };
+    },
+    ed25519PrepareKey(seed) {
+      tick('ed25519PrepareKey');
+      const key = backend.ed25519PrepareKey(seed);
+      return {
+        publicKey: () => (tick('ed25519Prepared.publicKey'), key.publicKey()),
+        sign: (message) => (tick('ed25519Prepared.sign'), key.sign(message)),
+      };
+    },
+    ed25519PreparePublicKey(publicKey) {
+      tick('ed25519PreparePublicKey');
+      const key = backend.ed25519PreparePublicKey(publicKey);
+      return {
+        get bytes() {
+          return key.bytes;
+        },
+        verify: (signature, message) => (tick('ed25519PreparedPublic.verify'), key.verify(signature, message)),
+      };
+    },
+  };
+  return { ...(counted as unknown as CryptoBackend), ...prepared };
+}
+
+/** Average backend calls per operation of each scenario, after one warm-up operation. */
+async function callsPerOperation(backend: CryptoBackend, operations: number): Promise<BenchResults> {
+  const results: BenchResults = {};
+  for (const [name, make] of Object.entries(SCENARIOS)) {
+    const counts = new Map<string, number>();
+    const op = await make(countingBackend(backend, counts));
+    await op();
+    counts.clear();
+    for (let i = 0; i < operations; i++) await op();
+    const perOp = [...counts]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([call, n]) => `${call} ${Math.round((n / operations) * 100) / 100}`)
+      .join(', ');
+    results[`calls_per_${name === 'setup' ? 'setup' : `${name}_msg`}`] = perOp;
+  }
+  return results;
+}
+
 /** Measurements that are not per backend (or choose their own); metric names as-is. */
 export const SUITE_MEASUREMENTS: { name: string; run(ctx: BenchContext): Promise<BenchResults> | BenchResults }[] = [
   { name: 'info', run: () => ({ native_key_import: nativeKeyImport ?? 'unavailable' }) },
+  // Backend-independent: both backends take the same calls (the session layer is shared).
+  { name: 'calls', run: () => callsPerOperation(defaultBackend, 100) },
 ];
 
 function option(args: readonly string[], name: string): string | undefined {

@@ -60,12 +60,25 @@ export class World {
 
   /** Starts one more relay on this world's database (PGlite: the same data directory). */
   async startRelay(): Promise<RelayProcess> {
-    const relay = await startRelay({
+    const relay = await this.spawnRelay();
+    this.relays.push(relay);
+    return relay;
+  }
+
+  /** Starts a relay in place of relay `index` (which must have exited), on the same storage. */
+  async restartRelay(index = 0): Promise<RelayProcess> {
+    const old = this.relays[index];
+    if (!old || (old.proc.exitCode === null && old.proc.signalCode === null)) throw new Error(`relay ${index} is still running`);
+    const relay = await this.spawnRelay();
+    this.relays[index] = relay;
+    return relay;
+  }
+
+  private spawnRelay(): Promise<RelayProcess> {
+    return startRelay({
       env: this.issuer.env,
       ...(this.db ? { databaseUrl: this.db.url, dataDir: makeTempDir() } : { dataDir: this.dataDir }),
     });
-    this.relays.push(relay);
-    return relay;
   }
 
   get relay(): RelayProcess {

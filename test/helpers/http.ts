@@ -36,6 +36,12 @@ export async function request(
   return { status: res.status, headers: res.headers, text, body: parsed };
 }
 
+/** The value of one Prometheus sample line (name plus exact label set), if present. */
+export function metricSample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
 /** Asserts a rejection: the HTTP status and the stable error code. */
 export function expectError(res: JsonResponse, status: number, code: string): void {
   expect({ status: res.status, code: res.body?.error?.code }, res.text).toEqual({ status, code });

@@ -12,45 +12,12 @@ import { DirectoryStore } from '../../server/directory/store.js';
 import { MailboxStore, type SendItem } from '../../server/mailbox/store.js';
 import type { Database } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
-import { openPg } from '../../server/storage/pg.js';
-import { openPglite } from '../../server/storage/pglite.js';
-import { createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
-
-interface Driver {
-  readonly name: string;
-  readonly available: boolean;
-  open(): Promise<{ db: Database; cleanup: () => Promise<void> }>;
-}
-
-const DRIVERS: Driver[] = [
-  {
-    name: 'PGlite',
-    available: true,
-    open: async () => {
-      const db = await openPglite({});
-      return { db, cleanup: () => db.close() };
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    available: pgServer !== undefined,
-    open: async () => {
-      const tdb = await createTestDatabase();
-      const db = await openPg({ connectionString: tdb.url, maxConnections: 10 });
-      return {
-        db,
-        cleanup: async () => {
-          await db.close();
-          await tdb.drop();
-        },
-      };
-    },
-  },
-];
+import { pgMissing } from '../helpers/pg.js';
+import { STORAGE_DRIVERS } from '../helpers/storage.js';
 
 const T0 = 1_800_000_000_000;
 
-describe.each(DRIVERS)('MailboxStore on $name', (driver) => {
+describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
   if (!driver.available) {
     pgMissing(`MailboxStore on ${driver.name}`);
     return;

@@ -7,7 +7,7 @@
 import { expect } from 'vitest';
 import { TestDevice } from '../helpers/device.js';
 import { registerDevice } from '../helpers/flows.js';
-import { request } from '../helpers/http.js';
+import { metricSample, request } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type TestDatabase, createTestDatabase, pgServer } from '../helpers/pg.js';
 import { type RelayProcess, makeTempDir, startRelay } from '../helpers/relay.js';
@@ -193,11 +193,6 @@ export async function metric(relay: RelayProcess, series: string): Promise<numbe
   const res = await request(relay.baseUrl, 'GET', '/metrics');
   expect(res.status).toBe(200);
   return metricSample(res.text, series);
-}
-
-export function metricSample(textBody: string, series: string): number | undefined {
-  const line = textBody.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 export function sleep(ms: number): Promise<void> {

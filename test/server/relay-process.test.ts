@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestDevice } from '../helpers/device.js';
 import { connectAuthenticated, registerDevice } from '../helpers/flows.js';
-import { request } from '../helpers/http.js';
+import { metricSample, request } from '../helpers/http.js';
 import { type TestDatabase, createTestDatabase, describePg } from '../helpers/pg.js';
 import { type RelayProcess, killAllRelays, relayEnv, runCli, startRelay } from '../helpers/relay.js';
 import { WsClient } from '../helpers/ws.js';
@@ -23,12 +23,6 @@ async function devToken(relay: RelayProcess, user: string): Promise<string> {
   const r = await runCli(['token', user], relay.env);
   expect(r.code, r.stderr).toBe(0);
   return r.stdout.trim();
-}
-
-/** The value of one Prometheus sample line (name plus exact label set), if present. */
-function sample(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 function healthChecks(getRelay: () => RelayProcess): void {
@@ -59,11 +53,11 @@ function healthChecks(getRelay: () => RelayProcess): void {
     for (const name of ['hermetic_connections_open', 'hermetic_frames_in_total', 'hermetic_errors_total', 'hermetic_db_query_seconds']) {
       expect(res.text).toContain(`# TYPE ${name} `);
     }
-    expect(sample(res.text, 'hermetic_connections_open')).toBeGreaterThanOrEqual(1);
-    expect(sample(res.text, 'hermetic_frames_in_total{type="ping"}')).toBeGreaterThanOrEqual(1);
-    expect(sample(res.text, 'hermetic_errors_total{code="UNKNOWN_FRAME"}')).toBeGreaterThanOrEqual(1);
+    expect(metricSample(res.text, 'hermetic_connections_open')).toBeGreaterThanOrEqual(1);
+    expect(metricSample(res.text, 'hermetic_frames_in_total{type="ping"}')).toBeGreaterThanOrEqual(1);
+    expect(metricSample(res.text, 'hermetic_errors_total{code="UNKNOWN_FRAME"}')).toBeGreaterThanOrEqual(1);
     // Migrations and the readiness check ran statements through the instrumented driver.
-    expect(sample(res.text, 'hermetic_db_query_seconds_count')).toBeGreaterThan(0);
+    expect(metricSample(res.text, 'hermetic_db_query_seconds_count')).toBeGreaterThan(0);
     ws.close();
     await ws.waitClosed();
   });

@@ -11,43 +11,10 @@ import { DirectoryStore, type KeyUpload, type PrekeyBundle } from '../../server/
 import { MAX_STORED_ONE_TIME_KEYS } from '../../server/limits.js';
 import type { Database } from '../../server/storage/database.js';
 import { loadMigrations, migrate, migrationsCurrent } from '../../server/storage/migrate.js';
-import { openPg } from '../../server/storage/pg.js';
-import { openPglite } from '../../server/storage/pglite.js';
 import { TestDevice, range } from '../helpers/device.js';
-import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
+import { pgMissing } from '../helpers/pg.js';
+import { STORAGE_DRIVERS } from '../helpers/storage.js';
 import { systemRandom } from '../../crypto/primitives/index.js';
-
-interface Driver {
-  readonly name: string;
-  readonly available: boolean;
-  open(): Promise<{ db: Database; cleanup: () => Promise<void> }>;
-}
-
-const DRIVERS: Driver[] = [
-  {
-    name: 'pglite',
-    available: true,
-    open: async () => {
-      const db = await openPglite({});
-      return { db, cleanup: () => db.close() };
-    },
-  },
-  {
-    name: 'pg',
-    available: pgServer !== undefined,
-    open: async () => {
-      const tdb: TestDatabase = await createTestDatabase();
-      const db = await openPg({ connectionString: tdb.url, maxConnections: 10 });
-      return {
-        db,
-        cleanup: async () => {
-          await db.close();
-          await tdb.drop();
-        },
-      };
-    },
-  },
-];
 
 async function rejection(p: Promise<unknown>): Promise<ProtocolError> {
   try {
@@ -68,7 +35,7 @@ function fakeKey(keyId: number, publicKeyBytes = 32) {
   return { keyId, publicKey: systemRandom(publicKeyBytes), signature: systemRandom(64) };
 }
 
-describe.each(DRIVERS)('storage contract on $name', (driver) => {
+describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
   if (!driver.available) {
     pgMissing(`storage contract on ${driver.name}`);
     return;

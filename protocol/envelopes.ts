@@ -48,6 +48,12 @@ export interface DeliverFrame {
   readonly payload: Uint8Array;
 }
 
+/** The request id of a SEND frame when at least its header is present (to answer it). */
+export function peekSendId(buf: Uint8Array): number | undefined {
+  if (buf.length < 5 || buf[0] !== BINARY_FRAME.SEND) return undefined;
+  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(1);
+}
+
 /** Decodes a SEND, copying payloads out of the socket's buffer. */
 export function decodeSend(buf: Uint8Array): SendFrame {
   const r = new BinaryReader(buf);

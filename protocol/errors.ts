@@ -72,10 +72,6 @@ export class ProtocolError extends Error {
 export const CLOSE_CODES = {
   /** RFC 6455 "going away": the relay is shutting down; reconnect elsewhere or later. */
   GOING_AWAY: 1001,
-  /** The peer violated the protocol (e.g. a frame too large or malformed beyond recovery). */
-  PROTOCOL_ERROR: 1002,
-  /** Message too big (RFC 6455). */
-  MESSAGE_TOO_BIG: 1009,
   /** Authentication failed or timed out. */
   AUTH_FAILED: 4001,
   /** A newer connection for the same device replaced this one. */

@@ -59,3 +59,10 @@ export const MAX_TTL_SECONDS = 30 * 24 * 3600;
 /** Unacknowledged envelopes in flight per connection: bounds what a slow or stalled
  * device can make the relay hold and re-send, while keeping the pipe full. */
 export const MAX_INFLIGHT_ENVELOPES = 256;
+
+/** SENDs a connection may have awaiting their STORED answer, by count and by bytes.
+ * Beyond either, further SENDs are refused with RATE_LIMITED until answers come back:
+ * a client pipelining without bound cannot grow the relay's memory. A client should
+ * keep its own window well inside these. */
+export const MAX_PENDING_SENDS = 1024;
+export const MAX_PENDING_SEND_BYTES = 16 * 1024 * 1024;

@@ -8,14 +8,14 @@ import type { WebSocket } from 'uWebSockets.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { CLOSE_CODES, ProtocolError } from '../../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
-import { AUTH_TIMEOUT_MS, CHALLENGE_BYTES, MAX_FRAME_BYTES } from '../../protocol/limits.js';
+import { AUTH_TIMEOUT_MS, CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS } from '../../protocol/limits.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
 import type { Logger } from 'pino';
 import type { RelayMetrics } from '../metrics.js';
 import { createHash } from 'node:crypto';
-import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver } from '../../protocol/envelopes.js';
+import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { MailboxService } from '../mailbox/service.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
@@ -28,6 +28,9 @@ export interface ConnectionData {
   closed: boolean;
   authTimer: NodeJS.Timeout | undefined;
   stream: DeliveryStream | undefined;
+  /** SENDs received and not yet answered, and their frame bytes. */
+  pendingSends: number;
+  pendingSendBytes: number;
 }
 
 export type RelaySocket = WebSocket<ConnectionData>;
@@ -57,6 +60,8 @@ export class ConnectionManager {
       closed: false,
       authTimer: undefined,
       stream: undefined,
+      pendingSends: 0,
+      pendingSendBytes: 0,
     };
   }
 
@@ -147,6 +152,10 @@ export class ConnectionManager {
       this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before sending'));
       return;
     }
+    if (ud.pendingSends >= MAX_PENDING_SENDS || ud.pendingSendBytes + bytes.length > MAX_PENDING_SEND_BYTES) {
+      this.sendError(ws, new ProtocolError('RATE_LIMITED', 'too many SENDs awaiting their answer on this connection', { id: peekSendId(bytes) }));
+      return;
+    }
     let frame: SendFrame;
     try {
       frame = decodeSend(bytes);
@@ -154,7 +163,12 @@ export class ConnectionManager {
       this.sendError(ws, err);
       return;
     }
-    void this.handleSend(ws, ud.userId, ud.deviceId, frame);
+    ud.pendingSends++;
+    ud.pendingSendBytes += bytes.length;
+    void this.handleSend(ws, ud.userId, ud.deviceId, frame).finally(() => {
+      ud.pendingSends--;
+      ud.pendingSendBytes -= bytes.length;
+    });
   }
 
   private async handleSend(ws: RelaySocket, userId: string, deviceId: string, frame: SendFrame): Promise<void> {

@@ -124,6 +124,8 @@ export class DeliveryStream {
   }
 
   private write(env: StoredEnvelope): void {
+    // A fetched row may also have been cached by a live commit meanwhile: drop that copy.
+    if (this.cache.size > 0) this.cacheTake(env.seq);
     this.sink.deliver(env);
     this.sent = env.seq;
     this.inflight.push(env.seq);

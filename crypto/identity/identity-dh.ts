@@ -42,7 +42,9 @@ export function identityDhPublicKey(identityKey: Uint8Array): Uint8Array {
 /** X25519 private scalar of an Ed25519 identity seed (clamped, RFC 7748 §5). */
 export function identityDhPrivateKey(backend: CryptoBackend, identitySeed: Uint8Array): Uint8Array {
   assertBytes(identitySeed, ED25519_SEED_BYTES, 'identity seed', 'INVALID_KEY');
-  const scalar = backend.sha512(identitySeed).slice(0, 32);
+  const digest = backend.sha512(identitySeed);
+  const scalar = digest.slice(0, 32);
+  digest.fill(0); // its second half is the signing nonce prefix (RFC 8032 §5.1.6)
   scalar[0] = (scalar[0] as number) & 248;
   scalar[31] = ((scalar[31] as number) & 127) | 64;
   return scalar;

@@ -215,7 +215,7 @@ function buildBackend(c: NodeCryptoModule, mlkem: MlKemProvider, imp: KeyImporte
    * by this backend, imported now otherwise (raw bytes, or another backend's key).
    */
   function x25519PublicKeyObject(theirs: Uint8Array | PreparedX25519PublicKey): KeyObject {
-    if (theirs instanceof NativeX25519PublicKey) return theirs.keyObject;
+    if (theirs instanceof NativeX25519PublicKey) return NativeX25519PublicKey.keyObject(theirs);
     const raw = theirs instanceof Uint8Array ? theirs : theirs.bytes;
     assertBytes(raw, X25519_PUBLIC_KEY_BYTES, 'x25519 public key', 'INVALID_KEY');
     return imp.publicKey('X25519', raw);
@@ -265,12 +265,15 @@ function buildBackend(c: NodeCryptoModule, mlkem: MlKemProvider, imp: KeyImporte
 
   class NativeX25519PublicKey implements PreparedX25519PublicKey {
     readonly #bytes: Uint8Array;
-    /** Public data; read by x25519PublicKeyObject. */
-    readonly keyObject: KeyObject;
+    readonly #key: KeyObject;
 
     constructor(bytes: Uint8Array) {
       this.#bytes = bytes.slice();
-      this.keyObject = imp.publicKey('X25519', this.#bytes);
+      this.#key = imp.publicKey('X25519', this.#bytes);
+    }
+
+    static keyObject(key: NativeX25519PublicKey): KeyObject {
+      return key.#key;
     }
 
     get bytes(): Uint8Array {

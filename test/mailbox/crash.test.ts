@@ -7,6 +7,7 @@
  * every unanswered SEND then stores each exactly once (idempotency survives the crash).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { systemRandom } from '../../crypto/primitives/random.js';
 import { pgMissing } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
 import { DRIVERS, World, driverAvailable, firstDevice, hex, payload, text } from './world.js';
@@ -44,17 +45,24 @@ describe.each(DRIVERS)('SIGKILL during a stream of SENDs on $name', (driver) => 
     // What was sent for each envelope id, and which ids got a STORED.
     const sent = new Map<string, { envelopeId: Uint8Array; label: string }>();
     const byRequest = new Map<number, string>();
-    for (let i = 0; i < COUNT; i++) {
-      const label = `crash ${i}`;
-      const { id, envelopeId } = sender.send(bob.userId, [{ deviceId: to, payload: payload(label, 200) }]);
-      sent.set(hex(envelopeId), { envelopeId, label });
-      byRequest.set(id, hex(envelopeId));
-    }
+    const sentIndexes = new Set<number>();
+    // A stream of pipelined SENDs (within the client's send window), killed mid-way.
+    const streaming = sender.sendWindowed(
+      COUNT,
+      (i) => ({ recipientUserId: bob.userId, targets: [{ deviceId: to, payload: payload(`crash ${i}`, 200) }] }),
+      256,
+      (i, { id, envelopeId }) => {
+        sentIndexes.add(i);
+        sent.set(hex(envelopeId), { envelopeId, label: `crash ${i}` });
+        byRequest.set(id, hex(envelopeId));
+      },
+    );
     const storedCount = (): number => sender.json.filter((f) => f.type === 'stored').length;
     await sender.until(() => storedCount() >= KILL_AFTER_STORED, `${KILL_AFTER_STORED} STOREDs`, 60_000);
     const killed = await world.relay.stop('SIGKILL');
     expect(killed.signal).toBe('SIGKILL');
     await sender.waitClosed();
+    await streaming;
 
     const storedIds = new Set<string>();
     const storedSeq = new Map<string, number>();
@@ -95,12 +103,18 @@ describe.each(DRIVERS)('SIGKILL during a stream of SENDs on $name', (driver) => 
     // Committed, but the STORED never reached the sender (killed after the commit).
     const unanswered = reader.delivered.filter((d) => !storedIds.has(hex(d.envelopeId))).length;
 
-    // The sender resends every SEND it got no answer for: those already committed are
-    // answered as duplicates at their original sequence, the rest are stored once.
+    // The sender resends every SEND it got no answer for (same envelope id): those already
+    // committed are answered as duplicates at their original sequence, the rest are
+    // stored once; then it sends the rest of the stream it never got to.
     const resender = await world.connect(alice);
-    const pending = [...sent.entries()].filter(([id]) => !storedIds.has(id));
-    for (const [, s] of pending) resender.send(bob.userId, [{ deviceId: to, payload: payload(s.label, 200) }], { envelopeId: s.envelopeId });
-    await resender.until(() => resender.json.filter((f) => f.type === 'stored' || f.type === 'error').length === pending.length, 'answers to the resends', 60_000);
+    const pending = [...sent.entries()].filter(([id]) => !storedIds.has(id)).map(([, s]) => s);
+    for (let i = 0; i < COUNT; i++) if (!sentIndexes.has(i)) pending.push({ envelopeId: systemRandom(16), label: `crash ${i}` });
+    await resender.sendWindowed(pending.length, (i) => ({
+      recipientUserId: bob.userId,
+      targets: [{ deviceId: to, payload: payload(pending[i]!.label, 200) }],
+      opts: { envelopeId: pending[i]!.envelopeId },
+    }));
+    await resender.until(() => resender.answeredCount() === pending.length, 'answers to the resends', 60_000);
     const answers = resender.json.filter((f) => f.type === 'stored' || f.type === 'error');
     expect(answers.filter((a) => a.type !== 'stored')).toEqual([]);
     expect(answers.filter((a) => a.duplicate === true)).toHaveLength(unanswered);

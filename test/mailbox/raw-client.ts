@@ -161,6 +161,42 @@ export class RawClient {
     return { id, envelopeId };
   }
 
+  /** Answers (STORED or error) received so far, counted incrementally. */
+  private answered = 0;
+  private answerScan = 0;
+
+  answeredCount(): number {
+    for (; this.answerScan < this.json.length; this.answerScan++) {
+      const t = this.json[this.answerScan]!.type;
+      if (t === 'stored' || (t === 'error' && this.json[this.answerScan]!.id !== undefined)) this.answered++;
+    }
+    return this.answered;
+  }
+
+  /**
+   * Sends `count` SENDs made by `make(i)`, keeping at most `window` of them unanswered,
+   * as a real client does (the relay bounds SENDs awaiting commit per connection).
+   * Resolves once all are sent, or early when the connection closes.
+   */
+  async sendWindowed(
+    count: number,
+    make: (i: number) => { recipientUserId: string; targets: readonly SendTarget[]; opts?: SendOptions },
+    window = 256,
+    onSent?: (i: number, sent: { id: number; envelopeId: Uint8Array }) => void,
+  ): Promise<void> {
+    const base = this.answeredCount();
+    for (let i = 0; i < count; i++) {
+      if (this.closeCode !== undefined) return;
+      if (i - (this.answeredCount() - base) >= window) {
+        await this.until(() => this.closeCode !== undefined || i - (this.answeredCount() - base) < window, 'room in the send window', 60_000);
+        if (this.closeCode !== undefined) return;
+      }
+      const m = make(i);
+      const sent = this.send(m.recipientUserId, m.targets, m.opts);
+      onSent?.(i, sent);
+    }
+  }
+
   /** The STORED or error answer to request `id`. */
   answer(id: number, timeoutMs = 20_000): Promise<JsonFrame> {
     return this.waitJson((f) => (f.type === 'stored' || f.type === 'error') && f.id === id, timeoutMs);

@@ -145,13 +145,18 @@ export function targetsFor(user: TestUser, payload: (d: TestDevice) => Uint8Arra
 }
 
 /**
- * Sends `count` single-device envelopes from `sender` to `to`'s first device, pipelined,
- * and waits until every one is STORED. Payloads are `<label> <i>`.
+ * Sends `count` single-device envelopes from `sender` to `to`'s first device, pipelined
+ * within a window of 256 unanswered SENDs, and waits until every one is STORED. Payloads are `<label> <i>`.
  */
 export async function sendMany(sender: RawClient, to: TestUser, count: number, label: string, opts: SendOptions & { size?: number } = {}): Promise<JsonFrame[]> {
   const device = firstDevice(to);
   const ids: number[] = [];
-  for (let i = 0; i < count; i++) ids.push(sender.send(to.userId, [{ deviceId: device.deviceId, payload: payload(`${label} ${i}`, opts.size) }], opts).id);
+  await sender.sendWindowed(
+    count,
+    (i) => ({ recipientUserId: to.userId, targets: [{ deviceId: device.deviceId, payload: payload(`${label} ${i}`, opts.size) }], opts }),
+    256,
+    (_, sent) => ids.push(sent.id),
+  );
   const want = new Set(ids);
   const answers: JsonFrame[] = [];
   let scanned = 0;

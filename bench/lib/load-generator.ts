@@ -1,0 +1,246 @@
+/**
+ * A load generator process (forked by bench/lib/load.ts). It owns a set of device
+ * pairs: a sender connection that sends 1 KiB envelopes to its own recipient device, and
+ * that recipient's connection, which acknowledges cumulatively.
+ *
+ * - throughput: each sender keeps `window` SENDs without a STORED answer in flight and
+ *   sends the next one when an answer comes (pipelining). An envelope counts when its
+ *   recipient acknowledges it.
+ * - latency: the senders together send at a fixed rate, open loop (the schedule never
+ *   waits for answers), each payload carrying the time it was written; the recipient
+ *   takes the difference on DELIVER. Sender and recipient share this process, so one
+ *   clock measures both ends.
+ *
+ * Control (parent → child): setup, start (begin sending: warm-up), measure (zero the
+ * counters), stop (report and stop sending), close (disconnect and exit).
+ */
+import { performance } from 'node:perf_hooks';
+import { type BenchDevice, DeviceSocket, SendFrames, deliverPayloadOffset, deliverSeq } from './device-socket.js';
+import type { ChildMessage, GeneratorReport, GeneratorSetup, ParentMessage } from './load-protocol.js';
+
+const STORED_PREFIX = '{"type":"stored"';
+
+interface SenderState {
+  readonly socket: DeviceSocket;
+  readonly frames: SendFrames;
+  inflight: number;
+}
+
+interface RecipientState {
+  readonly socket: DeviceSocket;
+  lastSeq: number;
+  ackedSeq: number;
+  ackTimer: NodeJS.Timeout | undefined;
+}
+
+let setup: GeneratorSetup | undefined;
+const senders: SenderState[] = [];
+const recipients: RecipientState[] = [];
+let sending = false;
+let measuring = false;
+let measureStart = 0;
+let cpuAtMeasure: NodeJS.CpuUsage | undefined;
+
+// Counters of the measurement window.
+let acked = 0;
+let stored = 0;
+let sent = 0;
+const errors = new Map<string, number>();
+let latencies: number[] = [];
+/** Worst latency seen in each second of the window (when a stall happened, not just that it did). */
+let maxBySecond: number[] = [];
+let sendLag: number[] = [];
+let throttled = 0;
+
+function reply(m: ChildMessage): void {
+  process.send?.(m);
+}
+
+function noteError(text: string): void {
+  let code = 'unparsable';
+  try {
+    const f = JSON.parse(text) as { code?: unknown };
+    if (typeof f.code === 'string') code = f.code;
+  } catch {
+    /* keep 'unparsable' */
+  }
+  errors.set(code, (errors.get(code) ?? 0) + 1);
+}
+
+function sendAck(r: RecipientState): void {
+  if (r.ackTimer) {
+    clearTimeout(r.ackTimer);
+    r.ackTimer = undefined;
+  }
+  if (r.lastSeq <= r.ackedSeq || !r.socket.isOpen) return;
+  r.socket.sendText(`{"type":"ack","seq":${r.lastSeq}}`);
+  if (measuring) acked += r.lastSeq - r.ackedSeq;
+  r.ackedSeq = r.lastSeq;
+}
+
+function onDeliver(r: RecipientState, frame: Buffer): void {
+  const s = setup!;
+  const seq = deliverSeq(frame);
+  if (seq > r.lastSeq) r.lastSeq = seq;
+  if (s.mode === 'latency' && measuring) {
+    const sentAt = frame.readDoubleLE(deliverPayloadOffset(frame));
+    if (sentAt >= measureStart) {
+      const now = performance.now();
+      const l = now - sentAt;
+      latencies.push(l);
+      const sec = Math.floor((now - measureStart) / 1000);
+      if (!(maxBySecond[sec]! >= l)) maxBySecond[sec] = l;
+    }
+  }
+  if (r.lastSeq - r.ackedSeq >= s.ackEvery) sendAck(r);
+  else r.ackTimer ??= setTimeout(() => sendAck(r), s.ackDelayMs);
+}
+
+function sendOne(st: SenderState, timestampMs?: number): void {
+  st.socket.sendBinary(st.frames.next(timestampMs));
+  st.inflight++;
+  if (measuring) sent++;
+}
+
+function refill(st: SenderState): void {
+  const w = setup!.window;
+  while (sending && st.inflight < w && st.socket.isOpen) sendOne(st);
+}
+
+function onSenderText(st: SenderState, text: string): void {
+  if (text.startsWith(STORED_PREFIX)) {
+    st.inflight--;
+    if (measuring) stored++;
+  } else if (text.startsWith('{"type":"error"')) {
+    st.inflight--;
+    noteError(text);
+  } else {
+    return; // queue_empty, pong, ...
+  }
+  if (setup!.mode === 'throughput') refill(st);
+}
+
+/** Open-loop pacing: every tick sends what the schedule says is due by now. */
+function startPacing(): void {
+  const s = setup!;
+  const rate = s.ratePerSecond;
+  const t0 = performance.now();
+  let due = 0;
+  let next = 0;
+  const tick = (): void => {
+    if (!sending) return;
+    const now = performance.now();
+    const target = Math.floor(((now - t0) * rate) / 1000);
+    while (due < target) {
+      const intended = t0 + (due * 1000) / rate;
+      due++;
+      const st = senders[next]!;
+      next = (next + 1) % senders.length;
+      if (st.inflight >= s.window || !st.socket.isOpen) {
+        if (measuring) throttled++;
+        continue;
+      }
+      const t = performance.now();
+      if (measuring && intended >= measureStart) sendLag.push(t - intended);
+      sendOne(st, t);
+    }
+    setTimeout(tick, 1);
+  };
+  tick();
+}
+
+async function onSetup(s: GeneratorSetup): Promise<void> {
+  setup = s;
+  // Recipients first, so every recipient's stream is attached before anything is sent.
+  const rs = await Promise.all(s.pairs.map((p) => DeviceSocket.connect(s.wsUrl, p.recipient)));
+  const ss = await Promise.all(s.pairs.map((p) => DeviceSocket.connect(s.wsUrl, p.sender)));
+  rs.forEach((socket) => {
+    const r: RecipientState = { socket, lastSeq: 0, ackedSeq: 0, ackTimer: undefined };
+    socket.listen({ onDeliver: (f) => onDeliver(r, f), onText: (t) => (t.startsWith('{"type":"error"') ? noteError(t) : undefined) });
+    recipients.push(r);
+  });
+  ss.forEach((socket, i) => {
+    const st: SenderState = { socket, frames: new SendFrames(s.pairs[i]!.recipient as BenchDevice, s.payloadBytes), inflight: 0 };
+    socket.listen({ onDeliver: () => undefined, onText: (t) => onSenderText(st, t) });
+    senders.push(st);
+  });
+  reply({ type: 'ready' });
+}
+
+function quantile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
+}
+
+function report(): GeneratorReport {
+  const elapsedMs = performance.now() - measureStart;
+  const cpu = process.cpuUsage(cpuAtMeasure);
+  const lat = Float64Array.from(latencies).sort();
+  const lag = Float64Array.from(sendLag).sort();
+  return {
+    type: 'report',
+    elapsedMs,
+    acked,
+    stored,
+    sent,
+    throttled,
+    errors: Object.fromEntries(errors),
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    latency:
+      lat.length === 0
+        ? undefined
+        : {
+            count: lat.length,
+            p50: quantile(lat, 0.5),
+            p90: quantile(lat, 0.9),
+            p99: quantile(lat, 0.99),
+            p999: quantile(lat, 0.999),
+            max: lat[lat.length - 1] as number,
+            sendLagP99: quantile(lag, 0.99),
+            maxBySecond: Array.from(maxBySecond, (v) => Math.round(v ?? 0)),
+          },
+  };
+}
+
+async function closeAll(): Promise<void> {
+  sending = false;
+  for (const r of recipients) if (r.ackTimer) clearTimeout(r.ackTimer);
+  await Promise.all([...senders.map((s) => s.socket.close()), ...recipients.map((r) => r.socket.close())]);
+}
+
+process.on('message', (m: ParentMessage) => {
+  switch (m.type) {
+    case 'setup':
+      onSetup(m.setup).catch((err: unknown) => reply({ type: 'fatal', message: (err as Error).message }));
+      return;
+    case 'start':
+      sending = true;
+      if (setup!.mode === 'throughput') for (const st of senders) refill(st);
+      else startPacing();
+      return;
+    case 'measure':
+      acked = stored = sent = throttled = 0;
+      errors.clear();
+      latencies = [];
+      maxBySecond = [];
+      sendLag = [];
+      measuring = true;
+      measureStart = performance.now();
+      cpuAtMeasure = process.cpuUsage();
+      return;
+    case 'stop': {
+      // Acknowledge what has arrived so the window ends on an exact count.
+      for (const r of recipients) sendAck(r);
+      const rep = report();
+      measuring = false;
+      sending = false;
+      reply(rep);
+      return;
+    }
+    case 'close':
+      void closeAll().finally(() => process.exit(0));
+      return;
+  }
+});
+
+process.on('disconnect', () => process.exit(0));

@@ -1,0 +1,100 @@
+/**
+ * The benchmark's side of the load generators: forks them (each a separate Node process
+ * running bench/lib/load-generator.ts), hands each its device pairs, and steps them
+ * together through warm-up, measurement and shutdown.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import type { ChildMessage, GeneratorReport, GeneratorSetup, ParentMessage } from './load-protocol.js';
+
+const GENERATOR = new URL('./load-generator.ts', import.meta.url);
+const REPLY_TIMEOUT_MS = 60_000;
+
+class Generator {
+  private readonly waiters: Array<{ want: ChildMessage['type']; resolve: (m: ChildMessage) => void; reject: (e: Error) => void }> = [];
+  private exited = false;
+
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: ChildMessage) => {
+      if (m.type === 'fatal') {
+        for (const w of this.waiters.splice(0)) w.reject(new Error(`load generator: ${m.message}`));
+        return;
+      }
+      const i = this.waiters.findIndex((w) => w.want === m.type);
+      if (i >= 0) this.waiters.splice(i, 1)[0]!.resolve(m);
+    });
+    proc.on('exit', (code) => {
+      this.exited = true;
+      for (const w of this.waiters.splice(0)) w.reject(new Error(`load generator exited (code ${code})`));
+    });
+  }
+
+  get pid(): number {
+    return this.proc.pid as number;
+  }
+
+  post(m: ParentMessage): void {
+    if (!this.exited) this.proc.send(m);
+  }
+
+  request<T extends ChildMessage>(m: ParentMessage, want: T['type']): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`load generator: no ${want} within ${REPLY_TIMEOUT_MS} ms`)), REPLY_TIMEOUT_MS);
+      this.waiters.push({
+        want,
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.post(m);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.exited) return;
+    const done = new Promise<void>((r) => this.proc.once('exit', () => r()));
+    this.post({ type: 'close' });
+    const kill = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
+    await done;
+    clearTimeout(kill);
+  }
+}
+
+export class LoadGenerators {
+  private constructor(private readonly gens: Generator[]) {}
+
+  /** Forks one process per setup and waits until every connection is authenticated. */
+  static async start(setups: readonly GeneratorSetup[], register: (close: () => Promise<void>) => void): Promise<LoadGenerators> {
+    const gens = setups.map(
+      () => new Generator(fork(GENERATOR, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })),
+    );
+    const lg = new LoadGenerators(gens);
+    register(() => lg.close());
+    await Promise.all(gens.map((g, i) => g.request({ type: 'setup', setup: setups[i]! }, 'ready')));
+    return lg;
+  }
+
+  get pids(): number[] {
+    return this.gens.map((g) => g.pid);
+  }
+
+  startSending(): void {
+    for (const g of this.gens) g.post({ type: 'start' });
+  }
+
+  beginMeasure(): void {
+    for (const g of this.gens) g.post({ type: 'measure' });
+  }
+
+  stop(): Promise<GeneratorReport[]> {
+    return Promise.all(this.gens.map((g) => g.request<GeneratorReport>({ type: 'stop' }, 'report')));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.gens.map((g) => g.close()));
+  }
+}

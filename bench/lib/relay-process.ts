@@ -1,0 +1,144 @@
+/**
+ * A relay under benchmark: `hermetic serve` from source as a child process on an
+ * ephemeral port, with exactly the relay variables given (none inherited), optionally
+ * with V8's CPU profiler writing a .cpuprofile when it exits. Also the HTTP calls a
+ * benchmark needs: device registration and /metrics.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { encodeBase64url } from '../../protocol/base64url.js';
+import { deviceRegistrationTranscript } from '../../protocol/transcripts.js';
+import { defaultBackend } from '../../crypto/primitives/index.js';
+import type { BenchDevice } from './device-socket.js';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Variables the relay reads: never inherited from the benchmark's environment. */
+const RELAY_VARS = /^(?:PORT|DATABASE_URL|NODE_ENV|HERMETIC_.*)$/;
+
+export interface RelayChild {
+  readonly proc: ChildProcess;
+  readonly pid: number;
+  readonly baseUrl: string;
+  readonly wsUrl: string;
+  stderr(): string;
+  /** SIGTERM (graceful: queued SENDs are committed), SIGKILL after `graceMs`. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface RelayChildOptions {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Directory for a CPU profile written at exit (node --cpu-prof). */
+  readonly cpuProfileDir?: string;
+  readonly startTimeoutMs?: number;
+}
+
+export async function startRelayChild(opts: RelayChildOptions): Promise<RelayChild> {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!RELAY_VARS.test(k) && k !== 'NODE_OPTIONS') env[k] = v;
+  for (const [k, v] of Object.entries(opts.env)) if (v !== undefined) env[k] = v;
+  const nodeArgs = opts.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfileDir] : [];
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'server/cli.ts', 'serve'], {
+    cwd: REPO_ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  proc.stderr?.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-20_000)));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`relay did not start within ${opts.startTimeoutMs ?? 60_000} ms\n${out}\n${err}`));
+    }, opts.startTimeoutMs ?? 60_000);
+    const onData = (d: string): void => {
+      out += d;
+      let nl: number;
+      while ((nl = out.indexOf('\n')) >= 0) {
+        const line = out.slice(0, nl);
+        out = out.slice(nl + 1);
+        if (!line.includes('"relay listening"')) continue;
+        try {
+          const p = (JSON.parse(line) as { port?: unknown }).port;
+          if (typeof p === 'number') {
+            clearTimeout(timer);
+            proc.stdout?.off('data', onData);
+            // Keep draining stdout so the relay never blocks on a full pipe.
+            proc.stdout?.resume();
+            resolve(p);
+          }
+        } catch {
+          /* not JSON */
+        }
+      }
+    };
+    proc.stdout?.setEncoding('utf8').on('data', onData);
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`relay exited before listening (code ${proc.exitCode})\n${out}\n${err}`));
+    });
+  });
+
+  return {
+    proc,
+    pid: proc.pid as number,
+    baseUrl: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/v1/ws`,
+    stderr: () => err,
+    stop: async (graceMs = 20_000) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      const hang = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(hang);
+    },
+  };
+}
+
+/** The relay variables for a benchmark relay (PGlite unless `databaseUrl` is given). */
+export function relayEnv(dataDir: string, databaseUrl: string | undefined, extra: Readonly<Record<string, string>>): Record<string, string | undefined> {
+  return {
+    PORT: '0',
+    HERMETIC_HOST: '127.0.0.1',
+    HERMETIC_DATA_DIR: dataDir,
+    // Startup lines only (the port is read from "relay listening"); nothing per frame.
+    HERMETIC_LOG_LEVEL: 'info',
+    DATABASE_URL: databaseUrl,
+    ...extra,
+  };
+}
+
+/** POST /v1/devices, signed with the device's identity key. */
+export async function registerDevice(baseUrl: string, dev: BenchDevice): Promise<void> {
+  const seed = Buffer.from(dev.seed, 'hex');
+  const publicKey = defaultBackend.ed25519PublicKey(seed);
+  const signature = defaultBackend.ed25519Sign(seed, deviceRegistrationTranscript(dev.userId, dev.deviceId, publicKey));
+  const res = await fetch(`${baseUrl}/v1/devices`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${dev.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ deviceId: dev.deviceId, identityKey: encodeBase64url(publicKey), signature: encodeBase64url(signature) }),
+  });
+  if (res.status !== 201 && res.status !== 200) throw new Error(`register ${dev.userId}/${dev.deviceId}: ${res.status} ${await res.text()}`);
+}
+
+export async function fetchMetrics(baseUrl: string): Promise<string> {
+  const res = await fetch(`${baseUrl}/metrics`);
+  if (res.status !== 200) throw new Error(`/metrics: ${res.status}`);
+  return res.text();
+}
+
+/** `hermetic migrate` against a database: the relay's exact schema, from its own migrations. */
+export async function migrateDatabase(databaseUrl: string, dataDir: string): Promise<void> {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!RELAY_VARS.test(k) && k !== 'NODE_OPTIONS') env[k] = v;
+  Object.assign(env, { DATABASE_URL: databaseUrl, HERMETIC_DATA_DIR: dataDir, HERMETIC_LOG_LEVEL: 'warn' });
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'server/cli.ts', 'migrate'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr?.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const code = await new Promise<number | null>((resolve) => proc.once('exit', (c) => resolve(c)));
+  if (code !== 0) throw new Error(`hermetic migrate failed (code ${code}): ${out}`);
+}

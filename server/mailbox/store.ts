@@ -252,6 +252,10 @@ export class MailboxStore {
         sent.x.push(expiresAtMs);
       }
 
+      // All payloads travel as ONE binary bytea parameter cut apart in SQL: an array of
+      // bytea would be sent as hex text and parsed by the server inside the window in
+      // which this batch holds the mailbox locks (measured: half the statement's time).
+      const payloads = packPayloads(committed);
       // 4 and 5. Idempotency rows, the envelopes and the NOTIFY in one statement (one
       // round trip). A concurrent transaction that recorded one of these ids first makes
       // the count fall short: the batch is rolled back and retried.
@@ -265,10 +269,12 @@ export class MailboxStore {
            RETURNING 1
          ), stored AS (
            INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
-           SELECT * FROM unnest($9::text[], $10::text[], $11::int8[], $12::bytea[], $13::text[], $14::text[], $15::int8[], $16::int8[], $17::bytea[])
+           SELECT v.u, v.d, v.s, v.e, v.su, v.sd, v.st, v.x, substring($17::bytea FROM v.o FOR v.l)
+             FROM unnest($9::text[], $10::text[], $11::int8[], $12::bytea[], $13::text[], $14::text[], $15::int8[], $16::int8[], $18::int4[], $19::int4[])
+               AS v(u, d, s, e, su, sd, st, x, o, l)
            RETURNING 1
          )
-         SELECT (SELECT count(*) FROM recorded) AS recorded, (SELECT count(*) FROM stored) AS stored, pg_notify($18, $19)`,
+         SELECT (SELECT count(*) FROM recorded) AS recorded, (SELECT count(*) FROM stored) AS stored, pg_notify($20, $21)`,
         [
           sent.u,
           sent.d,
@@ -286,7 +292,9 @@ export class MailboxStore {
           committed.map((c) => c.senderDeviceId),
           committed.map((c) => c.storedAtMs),
           committed.map((c) => c.expiresAtMs),
-          committed.map((c) => c.payload),
+          payloads.blob,
+          payloads.offsets,
+          payloads.lengths,
           MAILBOX_CHANNEL,
           encodeTailsNotice(this.nodeId, committed),
         ],
@@ -404,6 +412,19 @@ export class MailboxStore {
     );
     return { envelopes: env.length, sends: sends.length };
   }
+}
+
+/** Concatenates payloads, with 1-based offsets and lengths for SQL substring(). */
+function packPayloads(envs: readonly StoredEnvelope[]): { blob: Buffer; offsets: number[]; lengths: number[] } {
+  const offsets: number[] = [];
+  const lengths: number[] = [];
+  let at = 1;
+  for (const e of envs) {
+    offsets.push(at);
+    lengths.push(e.payload.length);
+    at += e.payload.length;
+  }
+  return { blob: Buffer.concat(envs.map((e) => e.payload), at - 1), offsets, lengths };
 }
 
 /** A text[] literal with every element quoted, so any device id is safe inside it. */

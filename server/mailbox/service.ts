@@ -6,7 +6,7 @@
  * removes expired envelopes and idempotency records.
  */
 import type { Logger } from 'pino';
-import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_BATCH_MAX_WAIT_MS, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_BATCH_MAX_WAIT_MS, SEND_LANES, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
 import type { Database } from '../storage/database.js';
 import { Batcher } from './batcher.js';
 import { MAILBOX_CHANNEL, type MailboxStore, type SendItem, type SendResult, decodeNotice, encodeConnectedNotice } from './store.js';
@@ -22,6 +22,13 @@ interface Ack {
   readonly userId: string;
   readonly deviceId: string;
   readonly seq: number;
+}
+
+/** The lane of a recipient: a stable hash, so one mailbox always uses one lane. */
+function laneOf(userId: string): number {
+  let h = 0;
+  for (let i = 0; i < userId.length; i++) h = (h * 31 + userId.charCodeAt(i)) | 0;
+  return (h >>> 0) % SEND_LANES;
 }
 
 function key(u: string, d: string): string {
@@ -42,7 +49,8 @@ export class MailboxService {
   private readonly attached = new Map<string, Attached>();
   /** Per device, the write of its latest ACK while it is in flight (never rejects). */
   private readonly pendingAck = new Map<string, Promise<void>>();
-  private readonly sends: Batcher<SendItem, SendResult>;
+  /** One group-commit lane per recipient hash: lanes lock disjoint mailboxes. */
+  private readonly sends: Batcher<SendItem, SendResult>[];
   private readonly acks: Batcher<Ack, void>;
   private readonly timers: NodeJS.Timeout[] = [];
   private unlisten: (() => Promise<void>) | undefined;
@@ -50,14 +58,18 @@ export class MailboxService {
 
   constructor(private readonly opts: MailboxServiceOptions) {
     this.now = opts.now ?? Date.now;
-    this.sends = new Batcher<SendItem, SendResult>(
-      { maxBatch: SEND_BATCH_MAX, maxWaitMs: SEND_BATCH_MAX_WAIT_MS, concurrency: SEND_BATCH_CONCURRENCY },
-      async (items) => {
-        opts.onBatch?.(items.length);
-        const { results, committed } = await opts.store.storeBatch(items);
-        for (const env of committed) this.attached.get(key(env.userId, env.deviceId))?.stream.onCommitted(env);
-        return results;
-      },
+    this.sends = Array.from(
+      { length: SEND_LANES },
+      (_, lane) =>
+        new Batcher<SendItem, SendResult>(
+          { maxBatch: SEND_BATCH_MAX, maxWaitMs: SEND_BATCH_MAX_WAIT_MS, concurrency: SEND_BATCH_CONCURRENCY },
+          async (items) => {
+            opts.onBatch?.(items.length);
+            const { results, committed } = await opts.store.storeBatch(items, lane);
+            for (const env of committed) this.attached.get(key(env.userId, env.deviceId))?.stream.onCommitted(env);
+            return results;
+          },
+        ),
     );
     this.acks = new Batcher<Ack, void>({ maxBatch: ACK_BATCH_MAX, maxWaitMs: ACK_BATCH_MAX_WAIT_MS, concurrency: 1 }, async (items) => {
       await opts.store.ackBatch(items);
@@ -74,12 +86,12 @@ export class MailboxService {
   /** Stops timers and waits for queued SENDs and ACKs to be written. */
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
-    await Promise.all([this.sends.drained(), this.acks.drained()]);
+    await Promise.all([...this.sends.map((b) => b.drained()), this.acks.drained()]);
     await this.unlisten?.();
   }
 
   send(item: SendItem): Promise<SendResult> {
-    return this.sends.submit(item);
+    return (this.sends[laneOf(item.recipientUserId)] as Batcher<SendItem, SendResult>).submit(item);
   }
 
   /**

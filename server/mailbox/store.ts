@@ -84,17 +84,19 @@ export class MailboxStore {
   ) {}
 
   /**
-   * Settles once the batch started last holds its mailbox locks. Batches lock mailboxes
-   * in the order they were started, so that when two are in flight the later one cannot
-   * number a mailbox first: SENDs pipelined on one connection keep their send order.
+   * Per lane, settles once the batch started last holds its mailbox locks. Within a lane
+   * batches lock mailboxes in the order they were started, so that when two are in
+   * flight the later one cannot number a mailbox first: SENDs pipelined on one
+   * connection keep their send order. A recipient always goes to the same lane (see
+   * MailboxService), so lanes lock disjoint rows and run side by side.
    */
-  private lockTurn: Promise<void> = Promise.resolve();
+  private readonly lockTurns = new Map<number, Promise<void>>();
 
   /** Writes a batch of SENDs in one transaction; one result per item, in order. */
-  async storeBatch(items: readonly SendItem[]): Promise<{ results: SendResult[]; committed: StoredEnvelope[] }> {
-    const previous = this.lockTurn;
+  async storeBatch(items: readonly SendItem[], lane = 0): Promise<{ results: SendResult[]; committed: StoredEnvelope[] }> {
+    const previous = this.lockTurns.get(lane);
     let locked!: () => void;
-    this.lockTurn = new Promise<void>((r) => (locked = r));
+    this.lockTurns.set(lane, new Promise<void>((r) => (locked = r)));
     try {
       // Wait outside any transaction, holding nothing the earlier batch could need.
       await previous;

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_BATCH_MAX_WAIT_MS, SEND_LANES, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
 import type { Database } from '../storage/database.js';
 import { Batcher } from './batcher.js';
-import { MAILBOX_CHANNEL, type MailboxStore, type SendItem, type SendResult, decodeNotice, encodeConnectedNotice } from './store.js';
+import { MAILBOX_CHANNEL, type MailboxStore, type SendItem, type SendResult, type StoredEnvelope, decodeNotice, encodeConnectedNotice } from './store.js';
 import { DeliveryStream, type StreamSink } from './stream.js';
 
 interface Attached {
@@ -66,7 +66,7 @@ export class MailboxService {
           async (items) => {
             opts.onBatch?.(items.length);
             const { results, committed } = await opts.store.storeBatch(items, lane);
-            for (const env of committed) this.attached.get(key(env.userId, env.deviceId))?.stream.onCommitted(env);
+            this.wake(committed);
             return results;
           },
         ),
@@ -88,6 +88,19 @@ export class MailboxService {
     for (const t of this.timers) clearInterval(t);
     await Promise.all([...this.sends.map((b) => b.drained()), this.acks.drained()]);
     await this.unlisten?.();
+  }
+
+  /** Hands this relay's own commits to the connected recipients, one wake per device. */
+  private wake(committed: readonly StoredEnvelope[]): void {
+    const byStream = new Map<DeliveryStream, StoredEnvelope[]>();
+    for (const env of committed) {
+      const stream = this.attached.get(key(env.userId, env.deviceId))?.stream;
+      if (!stream) continue;
+      const list = byStream.get(stream);
+      if (list) list.push(env);
+      else byStream.set(stream, [env]);
+    }
+    for (const [stream, envs] of byStream) stream.onCommitted(envs);
   }
 
   send(item: SendItem): Promise<SendResult> {

@@ -73,10 +73,15 @@ export class DeliveryStream {
     this.pump();
   }
 
-  /** An envelope this relay just committed for this device. */
-  onCommitted(env: StoredEnvelope): void {
-    if (env.seq > this.sent) this.cachePut(env);
-    this.onTail(env.seq);
+  /** Envelopes this relay just committed for this device, in sequence order: written
+   * together, in one corked write. */
+  onCommitted(envs: readonly StoredEnvelope[]): void {
+    let tail = this.tail;
+    for (const env of envs) {
+      if (env.seq > this.sent) this.cachePut(env);
+      if (env.seq > tail) tail = env.seq;
+    }
+    this.onTail(tail);
   }
 
   onDrain(): void {

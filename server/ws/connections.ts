@@ -31,6 +31,8 @@ export interface ConnectionData {
   /** SENDs received and not yet answered, and their frame bytes. */
   pendingSends: number;
   pendingSendBytes: number;
+  /** Control frames produced in this turn, written together in one corked write. */
+  outbox: string[];
 }
 
 export type RelaySocket = WebSocket<ConnectionData>;
@@ -62,6 +64,7 @@ export class ConnectionManager {
       stream: undefined,
       pendingSends: 0,
       pendingSendBytes: 0,
+      outbox: [],
     };
   }
 
@@ -72,7 +75,7 @@ export class ConnectionManager {
     ud.authTimer = setTimeout(() => {
       if (!ud.closed && ud.state !== 'authenticated') {
         this.sendError(ws, new ProtocolError('AUTH_TIMEOUT', 'not authenticated in time'));
-        ws.end(CLOSE_CODES.AUTH_FAILED, 'auth timeout');
+        this.end(ws, CLOSE_CODES.AUTH_FAILED, 'auth timeout');
       }
     }, AUTH_TIMEOUT_MS);
     this.send(ws, { type: 'challenge', nonce: ud.challenge });
@@ -231,13 +234,13 @@ export class ConnectionManager {
       this.deps.logger.debug({ userId, deviceId: frame.deviceId }, 'device authenticated');
       // A newer connection for the same device (on this relay or another) replaces this one.
       ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, this.sink(ws), () => {
-        if (!ud.closed) ws.end(CLOSE_CODES.REPLACED, 'replaced by a newer connection');
+        if (!ud.closed) this.end(ws, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
       });
       if (ud.closed) this.deps.mailbox.detach(userId, frame.deviceId, ud.stream);
     } catch (err) {
       if (ud.closed) return;
       this.sendError(ws, err);
-      ws.end(CLOSE_CODES.AUTH_FAILED, 'authentication failed');
+      this.end(ws, CLOSE_CODES.AUTH_FAILED, 'authentication failed');
     }
   }
 
@@ -249,22 +252,61 @@ export class ConnectionManager {
         ws.send(encodeDeliver(env), true);
         framesOut.inc({ type: 'deliver' });
       },
-      expired: (from, to) => this.send(ws, { type: 'expired', from, to }),
-      queueEmpty: (through) => this.send(ws, { type: 'queue_empty', through }),
+      // Written in place, not queued: they are ordered with the DELIVERs around them.
+      expired: (from, to) => this.sendInStream(ws, ud, { type: 'expired', from, to }),
+      queueEmpty: (through) => this.sendInStream(ws, ud, { type: 'queue_empty', through }),
       bufferedAmount: () => (ud.closed ? 0 : ws.getBufferedAmount()),
       isClosed: () => ud.closed,
       cork: (fn) => {
-        if (!ud.closed) ws.cork(fn);
+        if (ud.closed) return;
+        ws.cork(() => {
+          // Frames queued earlier go first: the connection sees frames in the order made.
+          this.writeOutbox(ws, ud);
+          fn();
+        });
       },
     };
   }
 
+  /**
+   * Queues a control frame. Frames queued in one turn of the event loop (e.g. the STORED
+   * answers of one commit) go out in one corked write, one syscall, at the end of it.
+   */
   send(ws: RelaySocket, frame: ServerFrame): void {
-    if (ws.getUserData().closed) return;
-    ws.cork(() => {
-      ws.send(encodeServerFrame(frame), false);
-    });
+    const ud = ws.getUserData();
+    if (ud.closed) return;
+    if (ud.outbox.length === 0) queueMicrotask(() => this.flush(ws, ud));
+    ud.outbox.push(encodeServerFrame(frame));
     this.deps.metrics.framesOut.inc({ type: frame.type });
+  }
+
+  /** Writes a frame now, after what is queued; called inside the stream's cork. */
+  private sendInStream(ws: RelaySocket, ud: ConnectionData, frame: ServerFrame): void {
+    if (ud.closed) return;
+    this.writeOutbox(ws, ud);
+    ws.send(encodeServerFrame(frame), false);
+    this.deps.metrics.framesOut.inc({ type: frame.type });
+  }
+
+  private flush(ws: RelaySocket, ud: ConnectionData): void {
+    if (ud.closed || ud.outbox.length === 0) return;
+    ws.cork(() => this.writeOutbox(ws, ud));
+  }
+
+  /** Writes queued control frames; call inside a cork. */
+  private writeOutbox(ws: RelaySocket, ud: ConnectionData): void {
+    if (ud.outbox.length === 0) return;
+    const frames = ud.outbox;
+    ud.outbox = [];
+    for (const f of frames) ws.send(f, false);
+  }
+
+  /** Closes after writing what is queued (an error frame explaining the close). */
+  private end(ws: RelaySocket, code: number, reason: string): void {
+    const ud = ws.getUserData();
+    if (ud.closed) return;
+    this.flush(ws, ud);
+    ws.end(code, reason);
   }
 
   sendError(ws: RelaySocket, err: unknown): void {
@@ -282,7 +324,7 @@ export class ConnectionManager {
 
   closeAll(code: number, reason: string): void {
     for (const ws of [...this.open]) {
-      if (!ws.getUserData().closed) ws.end(code, reason);
+      this.end(ws, code, reason);
     }
   }
 }

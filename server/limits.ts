@@ -21,9 +21,6 @@ export const SEND_BATCH_MAX = 512;
  * arriving in the same event-loop turn). Under load, batches fill while the previous
  * commit runs, so no wait is needed to batch. */
 export const SEND_BATCH_MAX_WAIT_MS = 0;
-/** Send transactions in flight at once per relay: overlaps one batch's statements with
- * another's commit. */
-export const SEND_BATCH_CONCURRENCY = 2;
 /** Independent group-commit lanes, chosen by a hash of the recipient user. A batch holds
  * its recipients' mailbox locks until it commits, so batches in one lane serialize;
  * lanes touch disjoint mailboxes and commit side by side, keeping per-mailbox order.

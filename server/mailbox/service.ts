@@ -6,7 +6,7 @@
  * removes expired envelopes and idempotency records.
  */
 import type { Logger } from 'pino';
-import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_BATCH_MAX_WAIT_MS, SEND_LANES, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_MAX, SEND_BATCH_MAX_WAIT_MS, SEND_LANES, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
 import type { Database } from '../storage/database.js';
 import { Batcher } from './batcher.js';
 import { MAILBOX_CHANNEL, type MailboxStore, type SendItem, type SendResult, type StoredEnvelope, decodeNotice, encodeConnectedNotice } from './store.js';
@@ -49,7 +49,8 @@ export class MailboxService {
   private readonly attached = new Map<string, Attached>();
   /** Per device, the write of its latest ACK while it is in flight (never rejects). */
   private readonly pendingAck = new Map<string, Promise<void>>();
-  /** One group-commit lane per recipient hash: lanes lock disjoint mailboxes. */
+  /** One group-commit lane per recipient hash: lanes lock disjoint mailboxes. Each
+   * writes one batch at a time, so SENDs pipelined on a connection keep their order. */
   private readonly sends: Batcher<SendItem, SendResult>[];
   private readonly acks: Batcher<Ack, void>;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -60,12 +61,12 @@ export class MailboxService {
     this.now = opts.now ?? Date.now;
     this.sends = Array.from(
       { length: SEND_LANES },
-      (_, lane) =>
+      () =>
         new Batcher<SendItem, SendResult>(
-          { maxBatch: SEND_BATCH_MAX, maxWaitMs: SEND_BATCH_MAX_WAIT_MS, concurrency: SEND_BATCH_CONCURRENCY },
+          { maxBatch: SEND_BATCH_MAX, maxWaitMs: SEND_BATCH_MAX_WAIT_MS, concurrency: 1 },
           async (items) => {
             opts.onBatch?.(items.length);
-            const { results, committed } = await opts.store.storeBatch(items, lane);
+            const { results, committed } = await opts.store.storeBatch(items);
             this.wake(committed);
             return results;
           },

@@ -2,17 +2,18 @@
  * Mailbox persistence: group-committed SENDs, batched ACKs, backlog reads and expiry.
  * Written against the Database contract, so identical on PostgreSQL and PGlite.
  *
- * A SEND batch is one transaction:
- *   1. look up earlier SENDs with the same envelope ids (idempotent resend / conflict);
- *   2. lock the recipients' mailbox rows in key order (no deadlock between batches or
- *      relays) — which also reads each recipient's current device list;
- *   3. bump next_seq for every target mailbox, giving each envelope its sequence;
- *   4. record the SENDs (idempotency rows), insert every envelope (arrays + unnest) and
- *      send one NOTIFY for the whole commit, all in a single statement.
+ * A SEND batch is one call of hermetic_store_sends (migrations/0004), one statement and
+ * so one implicit transaction and one round trip, which:
+ *   1. looks up earlier SENDs with the same envelope ids (idempotent resend / conflict);
+ *   2. locks the recipients' mailbox rows in key order (no deadlock between batches or
+ *      relays) and checks each SEND's targets against the current device list;
+ *   3. bumps next_seq for every target mailbox, giving each envelope its sequence;
+ *   4. records the SENDs (idempotency rows), inserts every envelope (arrays + unnest)
+ *      and sends one NOTIFY for the whole commit.
  */
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import type { Database, SqlExecutor } from '../storage/database.js';
+import { type Database, sqlState } from '../storage/database.js';
 
 export const MAILBOX_CHANNEL = 'hermetic_mailbox';
 
@@ -48,10 +49,9 @@ export interface MailboxPosition {
   readonly acked: number;
 }
 
-/** Thrown inside a batch when a concurrent transaction recorded one of its envelope ids
- * first; the batch is retried and then answers those SENDs as resends. */
-class ConcurrentSend extends Error {}
-
+/** SQLSTATE raised by hermetic_store_sends when a concurrent transaction recorded one of
+ * the batch's envelope ids first: nothing was written, and a retry answers it as a resend. */
+const CONCURRENT_SEND = 'HR001';
 const MAX_BATCH_RETRIES = 3;
 
 function key(u: string, d: string): string {
@@ -66,14 +66,25 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
-interface SentRow {
-  sender_user: string;
-  sender_device: string;
-  envelope_id: Uint8Array;
-  content_hash: Uint8Array;
-  device_ids: string[];
-  seqs: Array<string | number>;
-  expires_at_ms: string | number;
+/** A row of hermetic_store_sends (migrations/0004): see the kinds there. */
+interface StoreRow {
+  r_kind: number;
+  r_item: number | null;
+  r_user: string | null;
+  r_device: string | null;
+  r_seq: string | number | null;
+  r_devices: string[] | null;
+  r_seqs: Array<string | number> | null;
+  r_expires: string | number | null;
+}
+
+const ROW_MAILBOX = 0;
+const ROW_RESEND = 1;
+const ROW_CONFLICT = 2;
+const ROW_DEVICE_MISMATCH = 3;
+
+function conflictError(): ProtocolError {
+  return new ProtocolError('ENVELOPE_ID_CONFLICT', 'this envelope id was already used with different content; the original is kept');
 }
 
 export class MailboxStore {
@@ -84,36 +95,22 @@ export class MailboxStore {
   ) {}
 
   /**
-   * Per lane, settles once the batch started last holds its mailbox locks. Within a lane
-   * batches lock mailboxes in the order they were started, so that when two are in
-   * flight the later one cannot number a mailbox first: SENDs pipelined on one
-   * connection keep their send order. A recipient always goes to the same lane (see
-   * MailboxService), so lanes lock disjoint rows and run side by side.
+   * Writes a batch of SENDs in one statement (hermetic_store_sends: one round trip, one
+   * commit); one result per item, in order. Callers run one batch at a time per set of
+   * recipients, so SENDs pipelined on one connection are numbered in send order.
    */
-  private readonly lockTurns = new Map<number, Promise<void>>();
-
-  /** Writes a batch of SENDs in one transaction; one result per item, in order. */
-  async storeBatch(items: readonly SendItem[], lane = 0): Promise<{ results: SendResult[]; committed: StoredEnvelope[] }> {
-    const previous = this.lockTurns.get(lane);
-    let locked!: () => void;
-    this.lockTurns.set(lane, new Promise<void>((r) => (locked = r)));
-    try {
-      // Wait outside any transaction, holding nothing the earlier batch could need.
-      await previous;
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return await this.db.transaction((tx) => this.storeBatchTx(tx, items, locked));
-        } catch (err) {
-          if (err instanceof ConcurrentSend && attempt < MAX_BATCH_RETRIES) continue;
-          throw err;
-        }
+  async storeBatch(items: readonly SendItem[]): Promise<{ results: SendResult[]; committed: StoredEnvelope[] }> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.storeOnce(items);
+      } catch (err) {
+        if (sqlState(err) === CONCURRENT_SEND && attempt < MAX_BATCH_RETRIES) continue;
+        throw err;
       }
-    } finally {
-      locked();
     }
   }
 
-  private async storeBatchTx(tx: SqlExecutor, items: readonly SendItem[], locked: () => void): Promise<{ results: SendResult[]; committed: StoredEnvelope[] }> {
+  private async storeOnce(items: readonly SendItem[]): Promise<{ results: SendResult[]; committed: StoredEnvelope[] }> {
     const results: Array<SendResult | undefined> = new Array(items.length);
     const nowMs = this.now();
 
@@ -127,193 +124,112 @@ export class MailboxStore {
       else repeats.push([i, first]);
     });
     const unique = [...firstIndex.values()];
+    const uniqueItems = unique.map((i) => items[i]!);
 
-    // 1. Earlier SENDs with the same ids.
-    const prior = await tx.query<SentRow>(
-      `SELECT s.sender_user, s.sender_device, s.envelope_id, s.content_hash, s.device_ids, s.seqs, s.expires_at_ms
-         FROM sent_envelopes s
-         JOIN unnest($1::text[], $2::text[], $3::bytea[]) AS k(u, d, e)
-           ON s.sender_user = k.u AND s.sender_device = k.d AND s.envelope_id = k.e`,
-      [unique.map((i) => items[i]!.senderUserId), unique.map((i) => items[i]!.senderDeviceId), unique.map((i) => items[i]!.envelopeId)],
+    const t = { item: [] as number[], recipient: [] as string[], device: [] as string[], payload: [] as Uint8Array[] };
+    uniqueItems.forEach((it, j) => {
+      for (const target of it.targets) {
+        t.item.push(j + 1);
+        t.recipient.push(it.recipientUserId);
+        t.device.push(target.deviceId);
+        t.payload.push(target.payload);
+      }
+    });
+    // On PostgreSQL all payloads travel as ONE binary bytea parameter cut apart in SQL:
+    // `pg` sends an array of bytea as hex text, which the server would parse while the
+    // batch holds the mailbox locks. PGlite is in-process and is faster with the array.
+    const packed = this.db.driver === 'pg' ? packPayloads(t.payload) : undefined;
+    const rows = await this.db.query<StoreRow>(
+      `SELECT * FROM hermetic_store_sends($1::int8, $2::text, $3::text,
+         $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::int8[],
+         $9::int4[], $10::text[], $11::text[], $12::bytea[], $13::bytea, $14::int4[], $15::int4[])`,
+      [
+        nowMs,
+        MAILBOX_CHANNEL,
+        this.nodeId,
+        uniqueItems.map((it) => it.senderUserId),
+        uniqueItems.map((it) => it.senderDeviceId),
+        uniqueItems.map((it) => it.envelopeId),
+        uniqueItems.map((it) => it.contentHash),
+        uniqueItems.map((it) => nowMs + it.ttlSeconds * 1000),
+        t.item,
+        t.recipient,
+        t.device,
+        packed ? null : t.payload,
+        packed ? packed.blob : null,
+        packed ? packed.offsets : null,
+        packed ? packed.lengths : null,
+      ],
     );
-    const priorByKey = new Map(prior.map((r) => [`${r.sender_user}\u0000${r.sender_device}\u0000${Buffer.from(r.envelope_id).toString('hex')}`, r]));
-    const fresh: number[] = [];
-    for (const i of unique) {
-      const it = items[i]!;
-      const p = priorByKey.get(sendKey(it));
-      if (!p) {
-        fresh.push(i);
-      } else if (sameBytes(new Uint8Array(p.content_hash), it.contentHash)) {
-        results[i] = {
+
+    const nextSeq = new Map<string, number>();
+    const answered = new Set<number>();
+    for (const r of rows) {
+      if (r.r_kind === ROW_MAILBOX) {
+        nextSeq.set(key(r.r_user!, r.r_device!), Number(r.r_seq));
+        continue;
+      }
+      const j = r.r_item! - 1;
+      const it = uniqueItems[j]!;
+      answered.add(j);
+      if (r.r_kind === ROW_RESEND) {
+        const seqs = r.r_seqs!;
+        results[unique[j]!] = {
           ok: true,
           duplicate: true,
-          stored: p.device_ids.map((d, j) => ({ deviceId: d, seq: Number(p.seqs[j]) })),
+          stored: r.r_devices!.map((d, k) => ({ deviceId: d, seq: Number(seqs[k]) })),
           storedAtMs: nowMs,
-          expiresAtMs: Number(p.expires_at_ms),
+          expiresAtMs: Number(r.r_expires),
         };
-      } else {
-        results[i] = { ok: false, error: new ProtocolError('ENVELOPE_ID_CONFLICT', 'this envelope id was already used with different content; the original is kept') };
-      }
-    }
-
-    // 2. Lock recipients' mailboxes in key order; the rows are also the device lists.
-    const recipients = [...new Set(fresh.map((i) => items[i]!.recipientUserId))];
-    const devicesByUser = new Map<string, string[]>();
-    if (recipients.length > 0) {
-      const rows = await tx.query<{ user_id: string; device_id: string }>(
-        `SELECT user_id, device_id FROM mailboxes WHERE user_id = ANY($1::text[])
-          ORDER BY user_id, device_id FOR UPDATE`,
-        [recipients],
-      );
-      for (const r of rows) {
-        const list = devicesByUser.get(r.user_id);
-        if (list) list.push(r.device_id);
-        else devicesByUser.set(r.user_id, [r.device_id]);
-      }
-    }
-    locked();
-    const accepted: number[] = [];
-    for (const i of fresh) {
-      const it = items[i]!;
-      const all = devicesByUser.get(it.recipientUserId) ?? [];
-      // Sending to one's own user: every other device, never the sending device itself.
-      const expected = it.recipientUserId === it.senderUserId ? all.filter((d) => d !== it.senderDeviceId) : all;
-      const targets = new Set(it.targets.map((t) => t.deviceId));
-      const missing = expected.filter((d) => !targets.has(d));
-      const extra = [...targets].filter((d) => !expected.includes(d));
-      if (missing.length > 0 || extra.length > 0 || expected.length === 0) {
-        results[i] = {
+      } else if (r.r_kind === ROW_CONFLICT) {
+        results[unique[j]!] = { ok: false, error: conflictError() };
+      } else if (r.r_kind === ROW_DEVICE_MISMATCH) {
+        const expected = r.r_devices!;
+        const targets = new Set(it.targets.map((x) => x.deviceId));
+        results[unique[j]!] = {
           ok: false,
           error: new ProtocolError('DEVICE_LIST_MISMATCH', 'the targets do not match the recipient\'s current devices', {
             userId: it.recipientUserId,
             devices: expected,
-            missing,
-            extra,
+            missing: expected.filter((d) => !targets.has(d)),
+            extra: [...targets].filter((d) => !expected.includes(d)),
           }),
         };
-      } else {
-        accepted.push(i);
       }
     }
 
+    // Every other SEND was stored: its envelopes were numbered per mailbox in target
+    // order from the first sequence reported, exactly as the function did.
     const committed: StoredEnvelope[] = [];
-    if (accepted.length > 0) {
-      // 3. Assign sequences: one UPDATE for every target mailbox of the batch.
-      const counts = new Map<string, { u: string; d: string; n: number }>();
-      for (const i of accepted) {
-        const it = items[i]!;
-        for (const t of it.targets) {
-          const k = key(it.recipientUserId, t.deviceId);
-          const c = counts.get(k);
-          if (c) c.n++;
-          else counts.set(k, { u: it.recipientUserId, d: t.deviceId, n: 1 });
-        }
+    uniqueItems.forEach((it, j) => {
+      if (answered.has(j)) return;
+      const expiresAtMs = nowMs + it.ttlSeconds * 1000;
+      const stored: StoredTarget[] = [];
+      for (const target of it.targets) {
+        const k = key(it.recipientUserId, target.deviceId);
+        const seq = nextSeq.get(k);
+        if (seq === undefined) throw new Error('a stored envelope\'s mailbox is missing from the answer');
+        nextSeq.set(k, seq + 1);
+        stored.push({ deviceId: target.deviceId, seq });
+        committed.push({
+          userId: it.recipientUserId,
+          deviceId: target.deviceId,
+          seq,
+          envelopeId: it.envelopeId,
+          senderUserId: it.senderUserId,
+          senderDeviceId: it.senderDeviceId,
+          storedAtMs: nowMs,
+          expiresAtMs,
+          payload: target.payload,
+        });
       }
-      const cs = [...counts.values()];
-      const bumped = await tx.query<{ user_id: string; device_id: string; first: string | number }>(
-        `UPDATE mailboxes m SET next_seq = m.next_seq + v.n
-           FROM unnest($1::text[], $2::text[], $3::int8[]) AS v(u, d, n)
-          WHERE m.user_id = v.u AND m.device_id = v.d
-          RETURNING m.user_id, m.device_id, m.next_seq - v.n AS first`,
-        [cs.map((c) => c.u), cs.map((c) => c.d), cs.map((c) => c.n)],
-      );
-      const nextSeq = new Map(bumped.map((r) => [key(r.user_id, r.device_id), Number(r.first)]));
-
-      const sent = { u: [] as string[], d: [] as string[], e: [] as Uint8Array[], h: [] as Uint8Array[], r: [] as string[], ds: [] as string[], ss: [] as string[], x: [] as number[] };
-      for (const i of accepted) {
-        const it = items[i]!;
-        const expiresAtMs = nowMs + it.ttlSeconds * 1000;
-        const stored: StoredTarget[] = [];
-        for (const t of it.targets) {
-          const k = key(it.recipientUserId, t.deviceId);
-          const seq = nextSeq.get(k);
-          if (seq === undefined) throw new Error('mailbox vanished during the batch');
-          nextSeq.set(k, seq + 1);
-          stored.push({ deviceId: t.deviceId, seq });
-          committed.push({
-            userId: it.recipientUserId,
-            deviceId: t.deviceId,
-            seq,
-            envelopeId: it.envelopeId,
-            senderUserId: it.senderUserId,
-            senderDeviceId: it.senderDeviceId,
-            storedAtMs: nowMs,
-            expiresAtMs,
-            payload: t.payload,
-          });
-        }
-        results[i] = { ok: true, duplicate: false, stored, storedAtMs: nowMs, expiresAtMs };
-        sent.u.push(it.senderUserId);
-        sent.d.push(it.senderDeviceId);
-        sent.e.push(it.envelopeId);
-        sent.h.push(it.contentHash);
-        sent.r.push(it.recipientUserId);
-        // Postgres arrays of arrays must be rectangular; store the lists as literals.
-        sent.ds.push(pgTextArray(stored.map((s) => s.deviceId)));
-        sent.ss.push(`{${stored.map((s) => s.seq).join(',')}}`);
-        sent.x.push(expiresAtMs);
-      }
-
-      // On PostgreSQL all payloads travel as ONE binary bytea parameter cut apart in SQL:
-      // `pg` sends an array of bytea as hex text, which the server parses inside the
-      // window in which this batch holds the mailbox locks (measured: half the
-      // statement's time). PGlite is in-process and is faster with the plain array.
-      const packed = this.db.driver === 'pg';
-      const payloads = packed ? packPayloads(committed) : undefined;
-      // 4 and 5. Idempotency rows, the envelopes and the NOTIFY in one statement (one
-      // round trip). A concurrent transaction that recorded one of these ids first makes
-      // the count fall short: the batch is rolled back and retried.
-      const written = await tx.query<{ recorded: string | number }>(
-        `WITH recorded AS (
-           INSERT INTO sent_envelopes (sender_user, sender_device, envelope_id, content_hash, recipient_user, device_ids, seqs, expires_at_ms)
-           SELECT u, d, e, h, r, ds::text[], ss::int8[], x
-             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[], $6::text[], $7::text[], $8::int8[])
-               AS v(u, d, e, h, r, ds, ss, x)
-           ON CONFLICT DO NOTHING
-           RETURNING 1
-         ), stored AS (
-           INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
-           SELECT v.u, v.d, v.s, v.e, v.su, v.sd, v.st, v.x, ${packed ? 'substring($17::bytea FROM v.o FOR v.l)' : 'v.o'}
-             FROM unnest($9::text[], $10::text[], $11::int8[], $12::bytea[], $13::text[], $14::text[], $15::int8[], $16::int8[],
-                         ${packed ? '$18::int4[], $19::int4[]' : '$17::bytea[]'})
-               AS v(u, d, s, e, su, sd, st, x, o${packed ? ', l' : ''})
-           RETURNING 1
-         )
-         SELECT (SELECT count(*) FROM recorded) AS recorded, (SELECT count(*) FROM stored) AS stored,
-                pg_notify(${packed ? '$20, $21' : '$18, $19'})`,
-        [
-          sent.u,
-          sent.d,
-          sent.e,
-          sent.h,
-          sent.r,
-          sent.ds,
-          sent.ss,
-          sent.x,
-          committed.map((c) => c.userId),
-          committed.map((c) => c.deviceId),
-          committed.map((c) => c.seq),
-          committed.map((c) => c.envelopeId),
-          committed.map((c) => c.senderUserId),
-          committed.map((c) => c.senderDeviceId),
-          committed.map((c) => c.storedAtMs),
-          committed.map((c) => c.expiresAtMs),
-          ...(payloads ? [payloads.blob, payloads.offsets, payloads.lengths] : [committed.map((c) => c.payload)]),
-          MAILBOX_CHANNEL,
-          encodeTailsNotice(this.nodeId, committed),
-        ],
-      );
-      if (Number(written[0]?.recorded) !== accepted.length) throw new ConcurrentSend();
-    }
+      results[unique[j]!] = { ok: true, duplicate: false, stored, storedAtMs: nowMs, expiresAtMs };
+    });
 
     for (const [i, first] of repeats) {
       const r = results[first]!;
       const same = sameBytes(items[i]!.contentHash, items[first]!.contentHash);
-      results[i] = !r.ok
-        ? r
-        : same
-          ? { ...r, duplicate: true }
-          : { ok: false, error: new ProtocolError('ENVELOPE_ID_CONFLICT', 'this envelope id was already used with different content; the original is kept') };
+      results[i] = !r.ok ? r : same ? { ...r, duplicate: true } : { ok: false, error: conflictError() };
     }
     return { results: results as SendResult[], committed };
   }
@@ -419,25 +335,17 @@ export class MailboxStore {
 }
 
 /** Concatenates payloads, with 1-based offsets and lengths for SQL substring(). */
-function packPayloads(envs: readonly StoredEnvelope[]): { blob: Buffer; offsets: number[]; lengths: number[] } {
+function packPayloads(payloads: readonly Uint8Array[]): { blob: Buffer; offsets: number[]; lengths: number[] } {
   const offsets: number[] = [];
   const lengths: number[] = [];
   let at = 1;
-  for (const e of envs) {
+  for (const p of payloads) {
     offsets.push(at);
-    lengths.push(e.payload.length);
-    at += e.payload.length;
+    lengths.push(p.length);
+    at += p.length;
   }
-  return { blob: Buffer.concat(envs.map((e) => e.payload), at - 1), offsets, lengths };
+  return { blob: Buffer.concat(payloads, at - 1), offsets, lengths };
 }
-
-/** A text[] literal with every element quoted, so any device id is safe inside it. */
-function pgTextArray(items: readonly string[]): string {
-  return `{${items.map((s) => `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(',')}}`;
-}
-
-/** Bound from Postgres: a NOTIFY payload must be shorter than 8000 bytes. */
-const MAX_NOTIFY_PAYLOAD = 7900;
 
 export type MailboxNotice =
   | { readonly node: string; readonly kind: 'tails'; readonly tails: ReadonlyArray<readonly [string, string, number]> }
@@ -446,18 +354,6 @@ export type MailboxNotice =
 
 export function encodeConnectedNotice(nodeId: string, userId: string, deviceId: string, at: number): string {
   return JSON.stringify({ node: nodeId, kind: 'connected', userId, deviceId, at });
-}
-
-export function encodeTailsNotice(nodeId: string, committed: readonly StoredEnvelope[]): string {
-  const tails = new Map<string, [string, string, number]>();
-  for (const c of committed) {
-    const k = key(c.userId, c.deviceId);
-    const t = tails.get(k);
-    if (!t || t[2] < c.seq) tails.set(k, [c.userId, c.deviceId, c.seq]);
-  }
-  const text = JSON.stringify({ node: nodeId, kind: 'tails', tails: [...tails.values()] });
-  // Too many mailboxes for one notice: tell listeners to check all their devices.
-  return text.length <= MAX_NOTIFY_PAYLOAD ? text : JSON.stringify({ node: nodeId, kind: 'all' });
 }
 
 export function decodeNotice(payload: string): MailboxNotice | undefined {

@@ -1,9 +1,9 @@
 /**
  * MailboxStore on both drivers (in-memory PGlite and a fresh PostgreSQL database), with
  * an injected clock: expiry is exact for readers and the sweeper removes expired
- * envelopes and idempotency records in bounded batches; batches started one after
- * another number a mailbox in that order even when they run concurrently; ACKs move
- * the cursor and remove what they cover.
+ * envelopes and idempotency records in bounded batches; one batch answers every kind
+ * of SEND in its place; concurrent batches stay gap-free and record an envelope id
+ * once; ACKs move the cursor and remove what they cover.
  */
 import crypto from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -132,16 +132,67 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(later).toMatchObject({ ok: true, duplicate: false, stored: [{ deviceId: 'd1', seq: 2 }] });
   });
 
-  it('concurrent batches number a mailbox in the order they were started, gap-free', async () => {
+  it('one batch answers new SENDs, resends, conflicts, repeats and device-list mismatches, each in its place', async () => {
     const box = await mailbox();
-    let next = 1;
-    for (let round = 0; round < 20; round++) {
-      // One SEND alone, then a batch of seven, started back to back and run together.
-      const first = store.storeBatch([item(box, `r${round} a`)]);
-      const rest = store.storeBatch(Array.from({ length: 7 }, (_, i) => item(box, `r${round} b${i}`)));
-      const seqs = [...(await first).results, ...(await rest).results].map((r) => (r.ok ? r.stored[0]!.seq : -1));
-      expect(seqs, `round ${round}`).toEqual(Array.from({ length: 8 }, (_, i) => next + i));
-      next += 8;
+    const two = await mailbox();
+    await directory.registerDevice(two.userId, 'd2', systemRandom(32));
+    const resent = systemRandom(16);
+    const conflicted = systemRandom(16);
+    await store1(item(box, 'resent', { envelopeId: resent }));
+    await store1(item(box, 'conflicted', { envelopeId: conflicted }));
+    const repeated = systemRandom(16);
+    const batch = [
+      item(box, 'new 1'),
+      item(box, 'resent', { envelopeId: resent }),
+      item(box, 'other content', { envelopeId: conflicted }),
+      item(two, 'only one of two devices'),
+      { ...item(two, 'both devices'), targets: [{ deviceId: 'd2', payload: new Uint8Array([2]) }, { deviceId: 'd1', payload: new Uint8Array([1]) }] },
+      item(box, 'new 2', { envelopeId: repeated }),
+      item(box, 'new 2', { envelopeId: repeated }),
+      item(box, 'new 2 changed', { envelopeId: repeated }),
+    ];
+    const { results, committed } = await store.storeBatch(batch);
+    expect(results[0]).toMatchObject({ ok: true, duplicate: false, stored: [{ deviceId: 'd1', seq: 3 }] });
+    expect(results[1]).toMatchObject({ ok: true, duplicate: true, stored: [{ deviceId: 'd1', seq: 1 }] });
+    expect(results[2]).toMatchObject({ ok: false, error: { code: 'ENVELOPE_ID_CONFLICT' } });
+    expect(results[3]).toMatchObject({ ok: false, error: { code: 'DEVICE_LIST_MISMATCH', details: { userId: two.userId, devices: ['d1', 'd2'], missing: ['d2'], extra: [] } } });
+    expect(results[4]).toMatchObject({ ok: true, duplicate: false, stored: [{ deviceId: 'd2', seq: 1 }, { deviceId: 'd1', seq: 1 }] });
+    expect(results[5]).toMatchObject({ ok: true, duplicate: false, stored: [{ deviceId: 'd1', seq: 4 }] });
+    expect(results[6]).toMatchObject({ ok: true, duplicate: true, stored: [{ deviceId: 'd1', seq: 4 }] });
+    expect(results[7]).toMatchObject({ ok: false, error: { code: 'ENVELOPE_ID_CONFLICT' } });
+    // What the relay hands to live recipients is exactly what was stored.
+    expect(committed.map((c) => [c.userId === box.userId ? 'box' : 'two', c.deviceId, c.seq, Buffer.from(c.payload).toString()])).toEqual([
+      ['box', 'd1', 3, 'new 1'],
+      ['two', 'd2', 1, '\u0002'],
+      ['two', 'd1', 1, '\u0001'],
+      ['box', 'd1', 4, 'new 2'],
+    ]);
+    const stored = await store.fetch(box.userId, box.deviceId, 0, 10);
+    expect(stored.map((e) => [e.seq, Buffer.from(e.payload).toString()])).toEqual([
+      [1, 'resent'],
+      [2, 'conflicted'],
+      [3, 'new 1'],
+      [4, 'new 2'],
+    ]);
+    expect(await count('sent_envelopes', 'recipient_user = $1', [two.userId])).toBe(1);
+  });
+
+  it('the same envelope id in two concurrent batches is stored once; the other is answered as a resend', async () => {
+    for (let round = 0; round < 5; round++) {
+      const box = await mailbox();
+      const envelopeId = systemRandom(16);
+      const [a, b] = await Promise.all([
+        store.storeBatch([item(box, 'same', { envelopeId })]),
+        store.storeBatch([item(box, 'filler'), item(box, 'same', { envelopeId })]),
+      ]);
+      const first = a.results[0]!;
+      const second = b.results[1]!;
+      expect(first.ok && second.ok).toBe(true);
+      if (!first.ok || !second.ok) return;
+      expect([first.duplicate, second.duplicate].sort()).toEqual([false, true]);
+      expect(first.stored).toEqual(second.stored);
+      expect(await count('envelopes', 'user_id = $1', [box.userId])).toBe(2);
+      expect(await count('sent_envelopes', 'recipient_user = $1', [box.userId])).toBe(2);
     }
   });
 

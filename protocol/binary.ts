@@ -137,12 +137,25 @@ export class BinaryWriter {
   }
 
   str8(s: string): this {
-    const b = encoder.encode(s);
-    if (b.length > 255) throw new RangeError('string too long for a u8 length');
-    return this.u8(b.length).bytes(b);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: encode in place, then write the length.
+    this.room(1 + s.length * 3);
+    const { written } = encoder.encodeInto(s, this.buf.subarray(this.off + 1));
+    if (written > 255) throw new RangeError('string too long for a u8 length');
+    this.buf[this.off] = written;
+    this.off += 1 + written;
+    return this;
   }
 
+  /** The bytes written so far: a view of the writer's buffer, valid until it is written
+   * again (see reset). */
   finish(): Uint8Array {
     return this.buf.subarray(0, this.off);
+  }
+
+  /** Starts over in the same buffer, so one writer can encode frame after frame without
+   * allocating; each finish() view is then only valid until the next write. */
+  reset(): this {
+    this.off = 0;
+    return this;
   }
 }

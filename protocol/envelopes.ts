@@ -54,6 +54,18 @@ export function peekSendId(buf: Uint8Array): number | undefined {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(1);
 }
 
+/** Where a SEND's content starts: everything after type, id, envelope id and TTL. */
+const SEND_CONTENT_OFFSET = 1 + 4 + ENVELOPE_ID_BYTES + 4;
+
+/**
+ * The part of an encoded SEND that says what is sent: the recipient and each target's
+ * device and bytes, length-prefixed as framed. Two SENDs with the same envelope id are
+ * "the same SEND" when these bytes are equal. Call only on a frame decodeSend accepted.
+ */
+export function sendContent(frame: Uint8Array): Uint8Array {
+  return frame.subarray(SEND_CONTENT_OFFSET);
+}
+
 /** Decodes a SEND, copying payloads out of the socket's buffer. */
 export function decodeSend(buf: Uint8Array): SendFrame {
   const r = new BinaryReader(buf);
@@ -98,8 +110,10 @@ export function encodeSend(f: Omit<SendFrame, 'type'>): Uint8Array {
   return w.finish();
 }
 
-export function encodeDeliver(f: Omit<DeliverFrame, 'type'>): Uint8Array {
-  const w = new BinaryWriter(64 + f.senderUserId.length + f.senderDeviceId.length + f.payload.length);
+export function encodeDeliver(f: Omit<DeliverFrame, 'type'>, into?: BinaryWriter): Uint8Array {
+  // With `into`, the frame is written into that (reused) writer and the result is a view
+  // valid until its next use: for a transport that copies on send.
+  const w = into ? into.reset() : new BinaryWriter(64 + f.senderUserId.length * 3 + f.senderDeviceId.length * 3 + f.payload.length);
   w.u8(BINARY_FRAME.DELIVER)
     .u64(f.seq)
     .bytes(f.envelopeId)

@@ -14,8 +14,9 @@ import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
 import type { Logger } from 'pino';
 import type { RelayMetrics } from '../metrics.js';
-import { createHash } from 'node:crypto';
-import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId } from '../../protocol/envelopes.js';
+import { hash } from 'node:crypto';
+import { BinaryWriter } from '../../protocol/binary.js';
+import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, sendContent } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { MailboxService } from '../mailbox/service.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
@@ -50,8 +51,15 @@ export interface ConnectionDeps {
 export class ConnectionManager {
   /** Every open socket, for shutdown. */
   readonly open = new Set<RelaySocket>();
+  /** DELIVER frames are encoded into this one buffer: a socket send copies what it gets. */
+  private readonly deliverWriter = new BinaryWriter(4096);
+  private readonly sendsIn;
+  private readonly deliversOut;
 
-  constructor(private readonly deps: ConnectionDeps) {}
+  constructor(private readonly deps: ConnectionDeps) {
+    this.sendsIn = deps.metrics.framesIn.labels({ type: 'send' });
+    this.deliversOut = deps.metrics.framesOut.labels({ type: 'deliver' });
+  }
 
   newConnectionData(): ConnectionData {
     return {
@@ -146,7 +154,7 @@ export class ConnectionManager {
       this.sendError(ws, new ProtocolError('UNKNOWN_FRAME', 'unknown binary frame type'));
       return;
     }
-    this.deps.metrics.framesIn.inc({ type: 'send' });
+    this.sendsIn.inc();
     if (bytes.length > MAX_FRAME_BYTES) {
       this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_FRAME_BYTES} bytes`));
       return;
@@ -166,30 +174,24 @@ export class ConnectionManager {
       this.sendError(ws, err);
       return;
     }
+    // What "the same SEND" means for idempotency: the recipient and every target's device
+    // and bytes, exactly as framed (hashed now: the message buffer is only valid now).
+    const contentHash = hash('sha256', sendContent(bytes), 'buffer');
     ud.pendingSends++;
     ud.pendingSendBytes += bytes.length;
-    void this.handleSend(ws, ud.userId, ud.deviceId, frame).finally(() => {
+    void this.handleSend(ws, ud.userId, ud.deviceId, frame, contentHash).finally(() => {
       ud.pendingSends--;
       ud.pendingSendBytes -= bytes.length;
     });
   }
 
-  private async handleSend(ws: RelaySocket, userId: string, deviceId: string, frame: SendFrame): Promise<void> {
-    // What "the same SEND" means for idempotency: recipient and every target's bytes.
-    const h = createHash('sha256');
-    h.update(frame.recipientUserId).update('\u0000');
-    for (const t of frame.targets) {
-      h.update(t.deviceId).update('\u0000');
-      const len = Buffer.allocUnsafe(4);
-      len.writeUInt32BE(t.payload.length);
-      h.update(len).update(t.payload);
-    }
+  private async handleSend(ws: RelaySocket, userId: string, deviceId: string, frame: SendFrame, contentHash: Uint8Array): Promise<void> {
     try {
       const result = await this.deps.mailbox.send({
         senderUserId: userId,
         senderDeviceId: deviceId,
         envelopeId: frame.envelopeId,
-        contentHash: h.digest(),
+        contentHash,
         recipientUserId: frame.recipientUserId,
         targets: frame.targets,
         ttlSeconds: frame.ttlSeconds,
@@ -246,11 +248,10 @@ export class ConnectionManager {
 
   private sink(ws: RelaySocket): StreamSink {
     const ud = ws.getUserData();
-    const framesOut = this.deps.metrics.framesOut;
     return {
       deliver: (env) => {
-        ws.send(encodeDeliver(env), true);
-        framesOut.inc({ type: 'deliver' });
+        ws.send(encodeDeliver(env, this.deliverWriter), true);
+        this.deliversOut.inc();
       },
       // Written in place, not queued: they are ordered with the DELIVERs around them.
       expired: (from, to) => this.sendInStream(ws, ud, { type: 'expired', from, to }),

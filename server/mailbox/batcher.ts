@@ -14,6 +14,13 @@ export interface BatcherOptions {
   readonly concurrency: number;
 }
 
+/** What a flush resolves to: one result per item, in order, and optionally work to run
+ * once the next flush has been started (so that it does not delay the next batch). */
+export interface Flushed<R> {
+  readonly results: readonly R[];
+  readonly after?: () => void;
+}
+
 interface Pending<T, R> {
   readonly item: T;
   readonly resolve: (r: R) => void;
@@ -28,8 +35,7 @@ export class Batcher<T, R> {
 
   constructor(
     private readonly opts: BatcherOptions,
-    /** Must resolve to one result per item, in order. */
-    private readonly flush: (items: readonly T[]) => Promise<readonly R[]>,
+    private readonly flush: (items: readonly T[]) => Promise<Flushed<R>>,
   ) {}
 
   get pending(): number {
@@ -73,17 +79,27 @@ export class Batcher<T, R> {
     const batch = this.queue.splice(0, this.opts.maxBatch);
     this.running++;
     this.flush(batch.map((p) => p.item)).then(
-      (results) => {
-        batch.forEach((p, i) => p.resolve(results[i] as R));
+      ({ results, after }) => {
+        this.finished();
+        try {
+          after?.();
+        } finally {
+          batch.forEach((p, i) => p.resolve(results[i] as R));
+        }
       },
       (err: unknown) => {
+        this.finished();
         for (const p of batch) p.reject(err);
       },
-    ).finally(() => {
-      this.running--;
-      // Items queued during this flush have waited long enough: write them now.
-      if (this.queue.length > 0) this.start();
-      else if (this.running === 0) for (const r of this.idle.splice(0)) r();
-    });
+    );
+  }
+
+  /** A flush ended. Items queued meanwhile have waited long enough: the next flush is
+   * started before this one's callers hear back, so the store is never left idle while
+   * they are answered. */
+  private finished(): void {
+    this.running--;
+    if (this.queue.length > 0) this.start();
+    else if (this.running === 0) for (const r of this.idle.splice(0)) r();
   }
 }

@@ -67,14 +67,13 @@ export class MailboxService {
           async (items) => {
             opts.onBatch?.(items.length);
             const { results, committed } = await opts.store.storeBatch(items);
-            this.wake(committed);
-            return results;
+            return { results, after: () => this.wake(committed) };
           },
         ),
     );
     this.acks = new Batcher<Ack, void>({ maxBatch: ACK_BATCH_MAX, maxWaitMs: ACK_BATCH_MAX_WAIT_MS, concurrency: 1 }, async (items) => {
       await opts.store.ackBatch(items);
-      return items.map(() => undefined);
+      return { results: items.map(() => undefined) };
     });
   }
 

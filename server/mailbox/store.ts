@@ -246,18 +246,11 @@ export class MailboxStore {
     // Sorted, so that concurrent ACK batches lock cursor rows in the same order.
     const v = [...max.values()].sort((a, b) => (a.u < b.u ? -1 : a.u > b.u ? 1 : a.d < b.d ? -1 : a.d > b.d ? 1 : 0));
     const params = [v.map((x) => x.u), v.map((x) => x.d), v.map((x) => x.s)];
-    // One statement, so one implicit transaction and one round trip: the cursor moves
-    // and the envelopes it covers go together.
+    // One statement (hermetic_apply_acks, migrations/0005): one implicit transaction and
+    // one round trip; the cursor moves and the envelopes it covers go together. Its
+    // commit does not wait for the WAL flush: a lost ACK only means redelivery.
     await this.db.query(
-      `WITH moved AS (
-         INSERT INTO mailbox_cursors (user_id, device_id, acked_seq)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
-         ON CONFLICT (user_id, device_id) DO UPDATE
-           SET acked_seq = GREATEST(mailbox_cursors.acked_seq, EXCLUDED.acked_seq)
-       )
-       DELETE FROM envelopes e
-        USING unnest($1::text[], $2::text[], $3::int8[]) AS a(u, d, s)
-        WHERE e.user_id = a.u AND e.device_id = a.d AND e.seq <= a.s`,
+      'SELECT hermetic_apply_acks($1::text[], $2::text[], $3::int8[])',
       params,
     );
   }

@@ -206,6 +206,22 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 300, acked: 0 });
   });
 
+  it('an ACK transaction commits without waiting for the WAL flush; other transactions keep the default', async () => {
+    const box = await mailbox();
+    await store1(item(box, 'one'));
+    // The setting a transaction's commit obeys, read inside the transaction after the call.
+    const ackSetting = await db.transaction(async (tx) => {
+      await tx.query('SELECT hermetic_apply_acks($1::text[], $2::text[], $3::int8[])', [[box.userId], [box.deviceId], [1]]);
+      return (await tx.query<{ s: string }>("SELECT current_setting('synchronous_commit') AS s"))[0]!.s;
+    });
+    expect(ackSetting).toBe('off');
+    const otherSetting = await db.transaction(async (tx) => (await tx.query<{ s: string }>("SELECT current_setting('synchronous_commit') AS s"))[0]!.s);
+    expect(otherSetting).toBe('on');
+    // And outside that transaction the session is back to the default.
+    expect((await db.query<{ s: string }>("SELECT current_setting('synchronous_commit') AS s"))[0]!.s).toBe('on');
+    expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 1, acked: 1 });
+  });
+
   it('a cumulative ACK moves the cursor forward only and removes what it covers', async () => {
     const box = await mailbox();
     for (let i = 0; i < 5; i++) await store1(item(box, `m${i}`));

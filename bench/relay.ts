@@ -4,9 +4,11 @@
  * One run measures, in order:
  *
  * 1. `pg_raw_per_s` — the database's ceiling: 1 KiB rows inserted straight into a fresh
- *    database's `envelopes` table with the relay's multi-row statement (arrays + unnest),
- *    one commit per batch, several connections in parallel. A few (batch, connections)
- *    settings are tried briefly; the best is measured for the full duration.
+ *    database's `envelopes` table with multi-row INSERTs (arrays + unnest), one commit
+ *    per batch, several connections in parallel. Both ways of passing the payloads are
+ *    tried (a bytea[] array, and one binary parameter cut apart with substring(), which
+ *    is what the relay does on PostgreSQL) with a few (batch, connections) settings each;
+ *    the fastest is measured for the full duration.
  * 2. `p50_ms` / `p99_ms` — SEND-to-DELIVER latency for online recipients at an offered,
  *    open-loop 2,000 envelopes/s, on a relay child process with a fresh PostgreSQL
  *    database (sender and recipient in one load generator process, so one clock).
@@ -29,7 +31,6 @@
  *   --only <phases>         comma list of pg_raw, latency, relay, pglite
  *   --pairs <n> / --generators <n> / --window <n>   throughput load shape (32 / 2 / 128)
  *   --raw-grid <b>x<c>,...  pg_raw settings to try (rows per batch x connections)
- *   --raw-concat            also time the INSERT with payloads as one binary parameter
  *   --profile, --profile-out <file>   run the PostgreSQL relay under node --cpu-prof and
  *                           print its self time in the throughput window (and keep it)
  *   --db-setting <k>=<v>    experiments: ALTER DATABASE ... SET on the relay's database
@@ -48,7 +49,7 @@ import { type BenchIssuer, createIssuer } from './lib/issuer.js';
 import { LoadGenerators } from './lib/load.js';
 import type { DevicePair, GeneratorReport, GeneratorSetup } from './lib/load-protocol.js';
 import { type PgServer, counterDelta, createDatabase, findPgServer, readCounters, serverSettings, withClient } from './lib/postgres.js';
-import { type RawConfig, type RawRun, rawInsertRun } from './lib/pg-raw.js';
+import { type PayloadEncoding, type RawConfig, type RawRun, rawInsertRun } from './lib/pg-raw.js';
 import { counterDelta as promDelta, histogramDelta, histogramQuantile, parseSamples } from './lib/prometheus.js';
 import { REPO_ROOT, type RelayChild, fetchMetrics, migrateDatabase, registerDevice, relayEnv, startRelayChild } from './lib/relay-process.js';
 import { tsxSourceResolver } from './lib/source-maps.js';
@@ -80,8 +81,6 @@ interface Options {
   readonly rawTrySeconds: number;
   readonly profile: boolean;
   readonly profileOut: string | undefined;
-  /** Also measure the concatenated-payload INSERT variant (pg_raw_concat_per_s). */
-  readonly rawConcat: boolean;
   /** Experiments: settings applied to the relay's fresh database (ALTER DATABASE ... SET). */
   readonly dbSettings: ReadonlyArray<readonly [string, string]>;
 }
@@ -115,7 +114,7 @@ function parseOptions(args: readonly string[]): Options {
     if (!Number.isFinite(v) || v < min || v > max) throw new Error(`${name} must be a number in ${min}..${max}`);
     return v;
   };
-  const known = new Set(['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--raw-concat', '--db-setting']);
+  const known = new Set(['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--db-setting']);
   for (const a of args) if (a.startsWith('--') && !known.has(a)) throw new Error(`unknown option ${a}`);
 
   const quick = args.includes('--quick');
@@ -162,7 +161,6 @@ function parseOptions(args: readonly string[]): Options {
     rawTrySeconds: quick ? 1 : 3,
     profile: args.includes('--profile') || profileOut !== undefined,
     profileOut,
-    rawConcat: args.includes('--raw-concat'),
     dbSettings,
   };
 }
@@ -347,12 +345,14 @@ async function rawPhase(cleanup: Cleanup, server: PgServer, tmp: string, opts: O
     await migrateDatabase(db.url, path.join(tmp, 'raw'));
     const truncate = (): Promise<unknown> => withClient(db.url, (c) => c.query('TRUNCATE envelopes'));
     const rawOpts = { warmupMs: 500, mailboxes: opts.pairs, payloadBytes: PAYLOAD_BYTES };
-    const tries: RawRun[] = [];
-    for (const config of opts.rawGrid) {
-      await truncate();
-      const r = await rawInsertRun(db.url, config, { ...rawOpts, seconds: opts.rawTrySeconds });
-      log(`pg_raw try: batch ${config.batch} × ${config.connections} connections: ${r.rowsPerSecond} rows/s`);
-      tries.push(r);
+    const tries: Array<RawRun & { encoding: PayloadEncoding }> = [];
+    for (const encoding of ['arrays', 'concatenated'] as const) {
+      for (const config of opts.rawGrid) {
+        await truncate();
+        const r = await rawInsertRun(db.url, config, { ...rawOpts, seconds: opts.rawTrySeconds, encoding });
+        log(`pg_raw try: payloads as ${encoding}, batch ${config.batch} × ${config.connections} connections: ${r.rowsPerSecond} rows/s`);
+        tries.push({ ...r, encoding });
+      }
     }
     const best = tries.reduce((a, b) => (b.rowsPerSecond > a.rowsPerSecond ? b : a));
     await truncate();
@@ -363,6 +363,7 @@ async function rawPhase(cleanup: Cleanup, server: PgServer, tmp: string, opts: O
     const final = await rawInsertRun(db.url, best.config, {
       ...rawOpts,
       seconds: opts.duration,
+      encoding: best.encoding,
       onWindow: (edge) => {
         if (edge === 'start') cpu0 = sampleCpu({ client: [process.pid] });
         else cpu1 = sampleCpu({ client: [process.pid] });
@@ -372,24 +373,17 @@ async function rawPhase(cleanup: Cleanup, server: PgServer, tmp: string, opts: O
     const d = counterDelta(c0, c1);
     const cpu: BenchResults = {};
     for (const [k, v] of Object.entries(cpuSplit(cpu0, cpu1))) cpu[`pg_raw_${k}`] = v;
-    log(`pg_raw: batch ${best.config.batch} × ${best.config.connections} connections: ${final.rowsPerSecond} rows/s`);
-    const concat: BenchResults = {};
-    if (opts.rawConcat) {
-      await truncate();
-      const r = await rawInsertRun(db.url, best.config, { ...rawOpts, seconds: opts.duration, encoding: 'concatenated' });
-      log(`pg_raw, payloads as one binary parameter: ${r.rowsPerSecond} rows/s`);
-      concat.pg_raw_concat_per_s = r.rowsPerSecond;
-    }
+    log(`pg_raw: payloads as ${best.encoding}, batch ${best.config.batch} × ${best.config.connections} connections: ${final.rowsPerSecond} rows/s`);
     return {
       pg_raw_per_s: final.rowsPerSecond,
+      pg_raw_payloads: best.encoding,
       pg_raw_batch: best.config.batch,
       pg_raw_connections: best.config.connections,
       pg_raw_commits_per_s: final.commitsPerSecond,
       pg_raw_wal_bytes_per_row: final.rows > 0 ? Math.round(d.walBytes / final.rows) : 0,
       pg_raw_wal_syncs_per_s: Math.round(d.walSyncs / final.seconds),
       ...cpu,
-      pg_raw_tries: tries.map((t) => `${t.config.batch}x${t.config.connections}=${t.rowsPerSecond}`).join(' '),
-      ...concat,
+      pg_raw_tries: tries.map((t) => `${t.encoding === 'arrays' ? 'a' : 'c'}${t.config.batch}x${t.config.connections}=${t.rowsPerSecond}`).join(' '),
     };
   } finally {
     await drop();

@@ -308,22 +308,27 @@ export class MailboxStore {
     }));
   }
 
-  /** Removes expired envelopes and idempotency rows, at most `limit` of each per call. */
+  /**
+   * Removes at most `limit` expired SEND records and, by primary key, the envelopes they
+   * stored that are still there (an envelope expires with its SEND's record, which names
+   * its mailboxes and sequences). One statement, so both go together.
+   */
   async sweepExpired(limit: number): Promise<{ envelopes: number; sends: number }> {
-    const nowMs = this.now();
-    const env = await this.db.query(
-      `DELETE FROM envelopes WHERE ctid IN (
-         SELECT ctid FROM envelopes WHERE expires_at_ms <= $1 LIMIT $2)
-       RETURNING 1`,
-      [nowMs, limit],
+    const rows = await this.db.query<{ sends: string | number; envelopes: string | number }>(
+      `WITH gone AS (
+         DELETE FROM sent_envelopes WHERE ctid IN (
+           SELECT ctid FROM sent_envelopes WHERE expires_at_ms <= $1 LIMIT $2)
+         RETURNING recipient_user, device_ids, seqs
+       ), envs AS (
+         DELETE FROM envelopes e
+          USING (SELECT g.recipient_user AS u, x.d, x.s FROM gone g, unnest(g.device_ids, g.seqs) AS x(d, s)) t
+          WHERE e.user_id = t.u AND e.device_id = t.d AND e.seq = t.s
+         RETURNING 1
+       )
+       SELECT (SELECT count(*) FROM gone) AS sends, (SELECT count(*) FROM envs) AS envelopes`,
+      [this.now(), limit],
     );
-    const sends = await this.db.query(
-      `DELETE FROM sent_envelopes WHERE ctid IN (
-         SELECT ctid FROM sent_envelopes WHERE expires_at_ms <= $1 LIMIT $2)
-       RETURNING 1`,
-      [nowMs, limit],
-    );
-    return { envelopes: env.length, sends: sends.length };
+    return { envelopes: Number(rows[0]?.envelopes ?? 0), sends: Number(rows[0]?.sends ?? 0) };
   }
 }
 

@@ -109,6 +109,33 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect([await envelopes(), await sends()]).toEqual([0, 0]);
   });
 
+  it('the sweeper removes every target\'s envelope of an expired multi-device SEND, and records whose envelopes were acknowledged', async () => {
+    const two = await mailbox();
+    await directory.registerDevice(two.userId, 'd2', systemRandom(32));
+    const both = (label: string) => ({
+      ...item(two, label, { ttlSeconds: 1 }),
+      targets: [
+        { deviceId: 'd1', payload: new TextEncoder().encode(`${label} for d1`) },
+        { deviceId: 'd2', payload: new TextEncoder().encode(`${label} for d2`) },
+      ],
+    });
+    for (const label of ['a', 'b', 'c']) {
+      const r = (await store.storeBatch([both(label)])).results[0]!;
+      expect(r.ok).toBe(true);
+    }
+    const kept = { ...both('kept'), ttlSeconds: 60 };
+    expect((await store.storeBatch([kept])).results[0]!.ok).toBe(true);
+    // d1 acknowledged its first two; their envelopes are gone already.
+    await store.ackBatch([{ userId: two.userId, deviceId: 'd1', seq: 2 }]);
+    expect(await count('envelopes', 'user_id = $1', [two.userId])).toBe(6);
+    clock = T0 + 1000;
+    expect(await store.sweepExpired(100)).toEqual({ envelopes: 4, sends: 3 });
+    const left = async (d: string) => (await db.query<{ seq: string | number }>('SELECT seq FROM envelopes WHERE user_id = $1 AND device_id = $2 ORDER BY seq', [two.userId, d])).map((r) => Number(r.seq));
+    expect(await left('d1')).toEqual([4]);
+    expect(await left('d2')).toEqual([4]);
+    expect(await count('sent_envelopes', 'recipient_user = $1', [two.userId])).toBe(1);
+  });
+
   it('readers skip expired envelopes before the sweeper runs (expiry is exact)', async () => {
     const box = await mailbox();
     await store1(item(box, 'a', { ttlSeconds: 1 }));

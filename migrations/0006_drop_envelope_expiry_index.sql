@@ -1,0 +1,6 @@
+-- Every stored envelope has its SEND's idempotency record (sent_envelopes) until the
+-- same expiry time, and that record names the envelope's mailboxes and sequences. The
+-- expiry sweeper therefore finds expired envelopes through sent_envelopes' expiry index
+-- and removes them by primary key, and the hot envelopes table no longer maintains an
+-- index of its own for expiry on every insert.
+DROP INDEX envelopes_expiry;

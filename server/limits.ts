@@ -15,19 +15,19 @@ export const MAX_RATE_LIMIT_ENTRIES = 100_000;
 export const MAX_INFLIGHT_HTTP = 1024;
 
 /** Group commit of SENDs: at most this many SEND frames per transaction. Large enough to
- * amortize a commit over many envelopes, small enough to keep one batch's latency low. */
+ * amortize a commit over many envelopes, small enough to keep one batch's latency low.
+ * A batch gathers the SENDs that arrived in one turn of the event loop, plus whatever
+ * queued while earlier batches were being written; it never waits on a timer. */
 export const SEND_BATCH_MAX = 512;
-/** How long a SEND may wait for batch-mates before its transaction starts (0 = only those
- * arriving in the same event-loop turn). Under load, batches fill while the previous
- * commit runs, so no wait is needed to batch. */
-export const SEND_BATCH_MAX_WAIT_MS = 0;
-/** Independent group-commit lanes, chosen by a hash of the recipient user. A batch holds
- * its recipients' mailbox locks until it commits, so batches in one lane serialize;
- * lanes touch disjoint mailboxes and commit side by side, keeping per-mailbox order.
- * Measured (docs/PERFORMANCE.md): 2 lanes give ~12% more throughput at full load but
- * raise SEND-to-DELIVER p50 from ~4 to ~7 ms at 2,000/s (more, smaller transactions on
- * two cores), so one lane is the default. */
-export const SEND_LANES = 1;
+/** Send batches in flight at once. Batches in flight never share a recipient, so they
+ * lock disjoint mailboxes and commit side by side, and one recipient's SENDs are still
+ * written in order. */
+export const SEND_BATCH_CONCURRENCY = 2;
+/** A second send batch starts beside the first only when at least this many SENDs for
+ * other recipients are waiting. Measured (docs/PERFORMANCE.md): under light load, two
+ * small transactions at a time cost latency (more commits competing for two cores);
+ * under heavy load they raise throughput. */
+export const SEND_PARALLEL_MIN = 64;
 
 /** ACKs are coalesced (highest per mailbox) and applied in batches of at most this many
  * mailboxes, waiting at most ACK_BATCH_MAX_WAIT_MS; ACK persistence is off the hot path. */

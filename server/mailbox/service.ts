@@ -6,9 +6,10 @@
  * removes expired envelopes and idempotency records.
  */
 import type { Logger } from 'pino';
-import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_MAX, SEND_BATCH_MAX_WAIT_MS, SEND_LANES, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
 import type { Database } from '../storage/database.js';
 import { Batcher } from './batcher.js';
+import { KeyedBatcher } from './keyed-batcher.js';
 import { MAILBOX_CHANNEL, type MailboxStore, type SendItem, type SendResult, type StoredEnvelope, decodeNotice, encodeConnectedNotice } from './store.js';
 import { DeliveryStream, type StreamSink } from './stream.js';
 
@@ -22,13 +23,6 @@ interface Ack {
   readonly userId: string;
   readonly deviceId: string;
   readonly seq: number;
-}
-
-/** The lane of a recipient: a stable hash, so one mailbox always uses one lane. */
-function laneOf(userId: string): number {
-  let h = 0;
-  for (let i = 0; i < userId.length; i++) h = (h * 31 + userId.charCodeAt(i)) | 0;
-  return (h >>> 0) % SEND_LANES;
 }
 
 function key(u: string, d: string): string {
@@ -49,9 +43,8 @@ export class MailboxService {
   private readonly attached = new Map<string, Attached>();
   /** Per device, the write of its latest ACK while it is in flight (never rejects). */
   private readonly pendingAck = new Map<string, Promise<void>>();
-  /** One group-commit lane per recipient hash: lanes lock disjoint mailboxes. Each
-   * writes one batch at a time, so SENDs pipelined on a connection keep their order. */
-  private readonly sends: Batcher<SendItem, SendResult>[];
+  /** Group commit of SENDs: concurrent batches never share a recipient (keyed-batcher). */
+  private readonly sends: KeyedBatcher<SendItem, SendResult>;
   private readonly acks: Batcher<Ack, void>;
   private readonly timers: NodeJS.Timeout[] = [];
   private unlisten: (() => Promise<void>) | undefined;
@@ -59,17 +52,14 @@ export class MailboxService {
 
   constructor(private readonly opts: MailboxServiceOptions) {
     this.now = opts.now ?? Date.now;
-    this.sends = Array.from(
-      { length: SEND_LANES },
-      () =>
-        new Batcher<SendItem, SendResult>(
-          { maxBatch: SEND_BATCH_MAX, maxWaitMs: SEND_BATCH_MAX_WAIT_MS, concurrency: 1 },
-          async (items) => {
-            opts.onBatch?.(items.length);
-            const { results, committed } = await opts.store.storeBatch(items);
-            return { results, after: () => this.wake(committed) };
-          },
-        ),
+    this.sends = new KeyedBatcher<SendItem, SendResult>(
+      { maxBatch: SEND_BATCH_MAX, concurrency: SEND_BATCH_CONCURRENCY, parallelMin: SEND_PARALLEL_MIN },
+      (item) => item.recipientUserId,
+      async (items) => {
+        opts.onBatch?.(items.length);
+        const { results, committed } = await opts.store.storeBatch(items);
+        return { results, after: () => this.wake(committed) };
+      },
     );
     this.acks = new Batcher<Ack, void>({ maxBatch: ACK_BATCH_MAX, maxWaitMs: ACK_BATCH_MAX_WAIT_MS, concurrency: 1 }, async (items) => {
       await opts.store.ackBatch(items);
@@ -86,7 +76,7 @@ export class MailboxService {
   /** Stops timers and waits for queued SENDs and ACKs to be written. */
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
-    await Promise.all([...this.sends.map((b) => b.drained()), this.acks.drained()]);
+    await Promise.all([this.sends.drained(), this.acks.drained()]);
     await this.unlisten?.();
   }
 
@@ -104,7 +94,7 @@ export class MailboxService {
   }
 
   send(item: SendItem): Promise<SendResult> {
-    return (this.sends[laneOf(item.recipientUserId)] as Batcher<SendItem, SendResult>).submit(item);
+    return this.sends.submit(item);
   }
 
   /**

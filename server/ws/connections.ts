@@ -177,11 +177,13 @@ export class ConnectionManager {
     // What "the same SEND" means for idempotency: the recipient and every target's device
     // and bytes, exactly as framed (hashed now: the message buffer is only valid now).
     const contentHash = hash('sha256', sendContent(bytes), 'buffer');
+    // The message's buffer is detached once this handler returns: keep its size now.
+    const size = bytes.length;
     ud.pendingSends++;
-    ud.pendingSendBytes += bytes.length;
+    ud.pendingSendBytes += size;
     void this.handleSend(ws, ud.userId, ud.deviceId, frame, contentHash).finally(() => {
       ud.pendingSends--;
-      ud.pendingSendBytes -= bytes.length;
+      ud.pendingSendBytes -= size;
     });
   }
 

@@ -3,7 +3,8 @@
  * (here: the recipient's mailbox row is held locked by another transaction), at most
  * MAX_PENDING_SENDS frames or MAX_PENDING_SEND_BYTES bytes are accepted; the excess is
  * answered RATE_LIMITED, each with its request id. Once the database moves again, every
- * accepted SEND is stored and delivered, and the connection keeps working.
+ * accepted SEND is stored and delivered, and the connection keeps working; answered
+ * SENDs give their bytes back, so a long stream through one connection never hits it.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -92,6 +93,17 @@ describe('pending SENDs per connection (PostgreSQL)', () => {
     // The connection still works once answers have come back.
     expect((await sender.sendAndWait(bob.userId, [{ deviceId: firstDevice(bob).deviceId, payload: payload('after') }])).type).toBe('stored');
   }
+
+  it('returns the byte budget as SENDs are answered: three times the budget, a few at a time, is never refused', async () => {
+    const alice = await world.user('alice');
+    const bob = await world.user('bob');
+    const sender = await world.connect(alice);
+    const count = Math.ceil((3 * MAX_PENDING_SEND_BYTES) / MAX_ENVELOPE_BYTES);
+    await sender.sendWindowed(count, (i) => ({ recipientUserId: bob.userId, targets: [{ deviceId: firstDevice(bob).deviceId, payload: payload(`big ${i}`, MAX_ENVELOPE_BYTES) }] }), 8);
+    await sender.until(() => sender.answeredCount() >= count, 'every answer', 60_000);
+    expect(sender.errors()).toEqual([]);
+    expect(sender.json.filter((f) => f.type === 'stored')).toHaveLength(count);
+  });
 
   it(`refuses SENDs beyond ${MAX_PENDING_SENDS} awaiting commit`, async () => {
     await overflow(16, () => MAX_PENDING_SENDS, 50);

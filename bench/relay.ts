@@ -142,7 +142,7 @@ function parseOptions(args: readonly string[]): Options {
   const dbSettings: Array<[string, string]> = [];
   args.forEach((a, i) => {
     if (a !== '--db-setting') return;
-    const m = /^([a-z_]+)=([A-Za-z0-9_.]+)$/.exec(args[i + 1] ?? '');
+    const m = /^([a-z_]+(?:\.[a-z_]+)?)=([A-Za-z0-9_.]+)$/.exec(args[i + 1] ?? '');
     if (!m) throw new Error('--db-setting takes <name>=<value>');
     dbSettings.push([m[1]!, m[2]!]);
   });

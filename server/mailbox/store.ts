@@ -2,18 +2,21 @@
  * Mailbox persistence: group-committed SENDs, batched ACKs, backlog reads and expiry.
  * Written against the Database contract, so identical on PostgreSQL and PGlite.
  *
- * A SEND batch is one call of hermetic_store_sends (migrations/0004), one statement and
+ * A SEND batch is one call of hermetic_store_sends (migrations/0007), one statement and
  * so one implicit transaction and one round trip, which:
  *   1. looks up earlier SENDs with the same envelope ids (idempotent resend / conflict);
  *   2. locks the recipients' mailbox rows in key order (no deadlock between batches or
  *      relays) and checks each SEND's targets against the current device list;
- *   3. bumps next_seq for every target mailbox, giving each envelope its sequence;
- *   4. records the SENDs (idempotency rows), inserts every envelope (arrays + unnest)
+ *   3. if any SEND cannot be stored, writes nothing and reports those (they are
+ *      answered here and the rest are sent again);
+ *   4. otherwise bumps next_seq for every target mailbox — the relay has numbered the
+ *      batch's envelopes within each mailbox, so each gets next_seq + its place —
+ *      records the SENDs (idempotency rows), inserts every envelope (arrays + unnest)
  *      and sends one NOTIFY for the whole commit.
  */
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import { type Database, sqlState } from '../storage/database.js';
+import { type Database, type SqlParam, sqlState } from '../storage/database.js';
 
 export const MAILBOX_CHANNEL = 'hermetic_mailbox';
 
@@ -123,108 +126,64 @@ export class MailboxStore {
       if (first === undefined) firstIndex.set(k, i);
       else repeats.push([i, first]);
     });
-    const unique = [...firstIndex.values()];
-    const uniqueItems = unique.map((i) => items[i]!);
 
-    const t = { item: [] as number[], recipient: [] as string[], device: [] as string[], payload: [] as Uint8Array[] };
-    uniqueItems.forEach((it, j) => {
-      for (const target of it.targets) {
-        t.item.push(j + 1);
-        t.recipient.push(it.recipientUserId);
-        t.device.push(target.deviceId);
-        t.payload.push(target.payload);
+    // The function stores all of the SENDs it is given or none: those it reports
+    // (resends, conflicts, device-list mismatches) are answered and the rest go again.
+    let pending = [...firstIndex.values()];
+    let committed: StoredEnvelope[] = [];
+    while (pending.length > 0) {
+      const call = this.prepare(items, pending, nowMs);
+      const rows = await this.db.query<StoreRow>(
+        `SELECT * FROM hermetic_store_sends($1::int8, $2::text, $3::text, $4::text[],
+           $5::text[], $6::text[], $7::int4[],
+           $8::text[], $9::text[], $10::int4[], $11::int4[], $12::int4[],
+           $13::text[], $14::text[], $15::bytea[], $16::int8[],
+           $17::bytea[], $18::text[], $19::int4[], $20::int4[],
+           $21::bytea[], $22::bytea, $23::int4[], $24::int4[])`,
+        [nowMs, MAILBOX_CHANNEL, this.nodeId, ...call.params],
+      );
+      const refused = new Set<number>();
+      const firstSeq: number[] = [];
+      for (const r of rows) {
+        if (r.r_kind === ROW_MAILBOX) {
+          firstSeq[r.r_item! - 1] = Number(r.r_seq);
+          continue;
+        }
+        const i = call.itemAt.get(r.r_item!);
+        if (i === undefined) throw new Error(`store answered for an unknown position ${r.r_item}`);
+        refused.add(i);
+        results[i] = this.refusal(items[i]!, r, nowMs);
       }
-    });
-    // On PostgreSQL all payloads travel as ONE binary bytea parameter cut apart in SQL:
-    // `pg` sends an array of bytea as hex text, which the server would parse while the
-    // batch holds the mailbox locks. PGlite is in-process and is faster with the array.
-    const packed = this.db.driver === 'pg' ? packPayloads(t.payload) : undefined;
-    const rows = await this.db.query<StoreRow>(
-      `SELECT * FROM hermetic_store_sends($1::int8, $2::text, $3::text,
-         $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::int8[],
-         $9::int4[], $10::text[], $11::text[], $12::bytea[], $13::bytea, $14::int4[], $15::int4[])`,
-      [
-        nowMs,
-        MAILBOX_CHANNEL,
-        this.nodeId,
-        uniqueItems.map((it) => it.senderUserId),
-        uniqueItems.map((it) => it.senderDeviceId),
-        uniqueItems.map((it) => it.envelopeId),
-        uniqueItems.map((it) => it.contentHash),
-        uniqueItems.map((it) => nowMs + it.ttlSeconds * 1000),
-        t.item,
-        t.recipient,
-        t.device,
-        packed ? null : t.payload,
-        packed ? packed.blob : null,
-        packed ? packed.offsets : null,
-        packed ? packed.lengths : null,
-      ],
-    );
-
-    const nextSeq = new Map<string, number>();
-    const answered = new Set<number>();
-    for (const r of rows) {
-      if (r.r_kind === ROW_MAILBOX) {
-        nextSeq.set(key(r.r_user!, r.r_device!), Number(r.r_seq));
+      if (refused.size > 0) {
+        pending = pending.filter((i) => !refused.has(i));
         continue;
       }
-      const j = r.r_item! - 1;
-      const it = uniqueItems[j]!;
-      answered.add(j);
-      if (r.r_kind === ROW_RESEND) {
-        const seqs = r.r_seqs!;
-        results[unique[j]!] = {
-          ok: true,
-          duplicate: true,
-          stored: r.r_devices!.map((d, k) => ({ deviceId: d, seq: Number(seqs[k]) })),
-          storedAtMs: nowMs,
-          expiresAtMs: Number(r.r_expires),
-        };
-      } else if (r.r_kind === ROW_CONFLICT) {
-        results[unique[j]!] = { ok: false, error: conflictError() };
-      } else if (r.r_kind === ROW_DEVICE_MISMATCH) {
-        const expected = r.r_devices!;
-        const targets = new Set(it.targets.map((x) => x.deviceId));
-        results[unique[j]!] = {
-          ok: false,
-          error: new ProtocolError('DEVICE_LIST_MISMATCH', 'the targets do not match the recipient\'s current devices', {
-            userId: it.recipientUserId,
-            devices: expected,
-            missing: expected.filter((d) => !targets.has(d)),
-            extra: [...targets].filter((d) => !expected.includes(d)),
-          }),
-        };
-      }
-    }
-
-    // Every other SEND was stored: its envelopes were numbered per mailbox in target
-    // order from the first sequence reported, exactly as the function did.
-    const committed: StoredEnvelope[] = [];
-    uniqueItems.forEach((it, j) => {
-      if (answered.has(j)) return;
-      const expiresAtMs = nowMs + it.ttlSeconds * 1000;
-      const stored: StoredTarget[] = [];
-      for (const target of it.targets) {
-        const k = key(it.recipientUserId, target.deviceId);
-        const seq = nextSeq.get(k);
-        if (seq === undefined) throw new Error('a stored envelope\'s mailbox is missing from the answer');
-        nextSeq.set(k, seq + 1);
-        stored.push({ deviceId: target.deviceId, seq });
-        committed.push({
+      // Stored: each envelope's sequence is its mailbox's first plus its place there.
+      committed = call.targets.map((t) => {
+        const it = items[t.item]!;
+        const first = firstSeq[t.box];
+        if (first === undefined) throw new Error('a stored envelope\'s mailbox is missing from the answer');
+        return {
           userId: it.recipientUserId,
-          deviceId: target.deviceId,
-          seq,
+          deviceId: t.deviceId,
+          seq: first + t.rank,
           envelopeId: it.envelopeId,
           senderUserId: it.senderUserId,
           senderDeviceId: it.senderDeviceId,
           storedAtMs: nowMs,
-          expiresAtMs,
-          payload: target.payload,
-        });
+          expiresAtMs: nowMs + it.ttlSeconds * 1000,
+          payload: t.payload,
+        };
+      });
+      let at = 0;
+      for (const i of pending) {
+        const it = items[i]!;
+        const stored = committed.slice(at, at + it.targets.length).map((c) => ({ deviceId: c.deviceId, seq: c.seq }));
+        at += it.targets.length;
+        results[i] = { ok: true, duplicate: false, stored, storedAtMs: nowMs, expiresAtMs: nowMs + it.ttlSeconds * 1000 };
       }
-      results[unique[j]!] = { ok: true, duplicate: false, stored, storedAtMs: nowMs, expiresAtMs };
-    });
+      break;
+    }
 
     for (const [i, first] of repeats) {
       const r = results[first]!;
@@ -232,6 +191,98 @@ export class MailboxStore {
       results[i] = !r.ok ? r : same ? { ...r, duplicate: true } : { ok: false, error: conflictError() };
     }
     return { results: results as SendResult[], committed };
+  }
+
+  /** The arrays hermetic_store_sends takes (migrations/0007) for the SENDs `indexes`. */
+  private prepare(items: readonly SendItem[], indexes: readonly number[], nowMs: number) {
+    const recipients = new Map<string, number>();
+    const boxes = new Map<string, { index: number; count: number }>();
+    const c = { user: [] as string[], device: [] as string[], count: [] as number[] };
+    const t = {
+      recipient: [] as string[], device: [] as string[], box: [] as number[], rank: [] as number[], first: [] as number[],
+      senderUser: [] as string[], senderDevice: [] as string[], envelopeId: [] as Uint8Array[], expires: [] as number[],
+      hash: [] as Array<Uint8Array | null>, devices: [] as Array<string | null>, count: [] as Array<number | null>, recipientIndex: [] as Array<number | null>,
+      payload: [] as Uint8Array[],
+    };
+    const targets: Array<{ item: number; deviceId: string; box: number; rank: number; payload: Uint8Array }> = [];
+    const itemAt = new Map<number, number>();
+    for (const i of indexes) {
+      const it = items[i]!;
+      let ri = recipients.get(it.recipientUserId);
+      if (ri === undefined) recipients.set(it.recipientUserId, (ri = recipients.size + 1));
+      const first = t.recipient.length + 1;
+      itemAt.set(first, i);
+      it.targets.forEach((target, n) => {
+        const k = key(it.recipientUserId, target.deviceId);
+        let box = boxes.get(k);
+        if (!box) {
+          boxes.set(k, (box = { index: boxes.size, count: 0 }));
+          c.user.push(it.recipientUserId);
+          c.device.push(target.deviceId);
+          c.count.push(0);
+        }
+        const rank = box.count++;
+        c.count[box.index] = box.count;
+        targets.push({ item: i, deviceId: target.deviceId, box: box.index, rank, payload: target.payload });
+        t.recipient.push(it.recipientUserId);
+        t.device.push(target.deviceId);
+        t.box.push(box.index + 1);
+        t.rank.push(rank);
+        t.first.push(first);
+        t.senderUser.push(it.senderUserId);
+        t.senderDevice.push(it.senderDeviceId);
+        t.envelopeId.push(it.envelopeId);
+        t.expires.push(nowMs + it.ttlSeconds * 1000);
+        t.hash.push(n === 0 ? it.contentHash : null);
+        t.devices.push(n === 0 ? pgTextArray(it.targets.map((x) => x.deviceId)) : null);
+        t.count.push(n === 0 ? it.targets.length : null);
+        t.recipientIndex.push(n === 0 ? ri : null);
+        t.payload.push(target.payload);
+      });
+    }
+    // On PostgreSQL all payloads travel as ONE binary bytea parameter cut apart in SQL:
+    // `pg` sends an array of bytea as hex text, which the server would parse while the
+    // batch holds the mailbox locks. PGlite is in-process and is faster with the array.
+    const packed = this.db.driver === 'pg' ? packPayloads(t.payload) : undefined;
+    const params: SqlParam[] = [
+      [...recipients.keys()],
+      c.user, c.device, c.count,
+      t.recipient, t.device, t.box, t.rank, t.first,
+      t.senderUser, t.senderDevice, t.envelopeId, t.expires,
+      t.hash, t.devices, t.count, t.recipientIndex,
+      packed ? null : t.payload,
+      packed ? packed.blob : null,
+      packed ? packed.offsets : null,
+      packed ? packed.lengths : null,
+    ];
+    return { params, targets, itemAt };
+  }
+
+  /** The answer to a SEND the store refused to write (see the row kinds). */
+  private refusal(it: SendItem, r: StoreRow, nowMs: number): SendResult {
+    if (r.r_kind === ROW_RESEND) {
+      const seqs = r.r_seqs!;
+      return {
+        ok: true,
+        duplicate: true,
+        stored: r.r_devices!.map((d, k) => ({ deviceId: d, seq: Number(seqs[k]) })),
+        storedAtMs: nowMs,
+        expiresAtMs: Number(r.r_expires),
+      };
+    }
+    if (r.r_kind === ROW_CONFLICT) return { ok: false, error: conflictError() };
+    if (r.r_kind !== ROW_DEVICE_MISMATCH) throw new Error(`unknown store answer kind ${r.r_kind}`);
+    const expected = r.r_devices!;
+    const targets = new Set(it.targets.map((x) => x.deviceId));
+    return {
+      ok: false,
+      error: new ProtocolError('DEVICE_LIST_MISMATCH', 'the targets do not match the recipient\'s current devices', {
+        userId: it.recipientUserId,
+        devices: expected,
+        missing: expected.filter((d) => !targets.has(d)),
+        extra: [...targets].filter((d) => !expected.includes(d)),
+      }),
+    };
   }
 
   /** Applies cumulative ACKs (highest per mailbox) and removes what they cover. */
@@ -330,6 +381,11 @@ export class MailboxStore {
     );
     return { envelopes: Number(rows[0]?.envelopes ?? 0), sends: Number(rows[0]?.sends ?? 0) };
   }
+}
+
+/** A text[] literal with every element quoted, so any device id is safe inside it. */
+function pgTextArray(items: readonly string[]): string {
+  return `{${items.map((x) => `"${x.replace(/[\\"]/g, (ch) => `\\${ch}`)}"`).join(',')}}`;
 }
 
 /** Concatenates payloads, with 1-based offsets and lengths for SQL substring(). */

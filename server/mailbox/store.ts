@@ -2,7 +2,7 @@
  * Mailbox persistence: group-committed SENDs, batched ACKs, backlog reads and expiry.
  * Written against the Database contract, so identical on PostgreSQL and PGlite.
  *
- * A SEND batch is one call of hermetic_store_sends (migrations/0007), one statement and
+ * A SEND batch is one call of hermetic_store_sends (migrations/0004), one statement and
  * so one implicit transaction and one round trip, which:
  *   1. looks up earlier SENDs with the same envelope ids (idempotent resend / conflict);
  *   2. locks the recipients' mailbox rows in key order (no deadlock between batches or
@@ -16,9 +16,13 @@
  */
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';
+import { ENVELOPE_ID_BYTES } from '../../protocol/limits.js';
 import { type Database, type SqlParam, sqlState } from '../storage/database.js';
 
 export const MAILBOX_CHANNEL = 'hermetic_mailbox';
+
+/** SHA-256: the SEND content hash the relay records for idempotency. */
+const CONTENT_HASH_BYTES = 32;
 
 export interface SendItem {
   readonly senderUserId: string;
@@ -134,11 +138,11 @@ export class MailboxStore {
     while (pending.length > 0) {
       const call = this.prepare(items, pending, nowMs);
       const rows = await this.db.query<StoreRow>(
-        `SELECT * FROM hermetic_store_sends($1::int8, $2::text, $3::text, $4::text[],
-           $5::text[], $6::text[], $7::int4[],
-           $8::text[], $9::text[], $10::int4[], $11::int4[], $12::int4[],
-           $13::text[], $14::text[], $15::bytea[], $16::int8[],
-           $17::bytea[], $18::text[], $19::int4[], $20::int4[],
+        `SELECT * FROM hermetic_store_sends($1::int8, $2::text, $3::text, $4::text,
+           $5::text, $6::text, $7::int4[],
+           $8::text, $9::text, $10::int4[], $11::int4[], $12::int4[],
+           $13::text, $14::text, $15::bytea, $16::int8[],
+           $17::bytea, $18::text, $19::int4[], $20::int4[],
            $21::bytea[], $22::bytea, $23::int4[], $24::int4[])`,
         [nowMs, MAILBOX_CHANNEL, this.nodeId, ...call.params],
       );
@@ -193,7 +197,7 @@ export class MailboxStore {
     return { results: results as SendResult[], committed };
   }
 
-  /** The arrays hermetic_store_sends takes (migrations/0007) for the SENDs `indexes`. */
+  /** The parameters hermetic_store_sends takes (migrations/0004) for the SENDs `indexes`. */
   private prepare(items: readonly SendItem[], indexes: readonly number[], nowMs: number) {
     const recipients = new Map<string, number>();
     const boxes = new Map<string, { index: number; count: number }>();
@@ -201,7 +205,7 @@ export class MailboxStore {
     const t = {
       recipient: [] as string[], device: [] as string[], box: [] as number[], rank: [] as number[], first: [] as number[],
       senderUser: [] as string[], senderDevice: [] as string[], envelopeId: [] as Uint8Array[], expires: [] as number[],
-      hash: [] as Array<Uint8Array | null>, devices: [] as Array<string | null>, count: [] as Array<number | null>, recipientIndex: [] as Array<number | null>,
+      hash: [] as Uint8Array[], devices: [] as string[], count: [] as Array<number | null>, recipientIndex: [] as Array<number | null>,
       payload: [] as Uint8Array[],
     };
     const targets: Array<{ item: number; deviceId: string; box: number; rank: number; payload: Uint8Array }> = [];
@@ -233,8 +237,9 @@ export class MailboxStore {
         t.senderDevice.push(it.senderDeviceId);
         t.envelopeId.push(it.envelopeId);
         t.expires.push(nowMs + it.ttlSeconds * 1000);
-        t.hash.push(n === 0 ? it.contentHash : null);
-        t.devices.push(n === 0 ? pgTextArray(it.targets.map((x) => x.deviceId)) : null);
+        t.hash.push(it.contentHash);
+        // Quoted: a device may be called "NULL". Device ids hold no quote or backslash.
+        t.devices.push(n === 0 ? `{${it.targets.map((x) => `"${x.deviceId}"`).join(',')}}` : '');
         t.count.push(n === 0 ? it.targets.length : null);
         t.recipientIndex.push(n === 0 ? ri : null);
         t.payload.push(target.payload);
@@ -245,11 +250,11 @@ export class MailboxStore {
     // batch holds the mailbox locks. PGlite is in-process and is faster with the array.
     const packed = this.db.driver === 'pg' ? packPayloads(t.payload) : undefined;
     const params: SqlParam[] = [
-      [...recipients.keys()],
-      c.user, c.device, c.count,
-      t.recipient, t.device, t.box, t.rank, t.first,
-      t.senderUser, t.senderDevice, t.envelopeId, t.expires,
-      t.hash, t.devices, t.count, t.recipientIndex,
+      words([...recipients.keys()]),
+      words(c.user), words(c.device), ints(c.count),
+      words(t.recipient), words(t.device), ints(t.box), ints(t.rank), ints(t.first),
+      words(t.senderUser), words(t.senderDevice), fixedWidth(t.envelopeId, ENVELOPE_ID_BYTES), ints(t.expires),
+      fixedWidth(t.hash, CONTENT_HASH_BYTES), t.devices.join(' '), ints(t.count), ints(t.recipientIndex),
       packed ? null : t.payload,
       packed ? packed.blob : null,
       packed ? packed.offsets : null,
@@ -383,9 +388,26 @@ export class MailboxStore {
   }
 }
 
-/** A text[] literal with every element quoted, so any device id is safe inside it. */
-function pgTextArray(items: readonly string[]): string {
-  return `{${items.map((x) => `"${x.replace(/[\\"]/g, (ch) => `\\${ch}`)}"`).join(',')}}`;
+/**
+ * Ids as one space-separated string, split by string_to_array() in SQL: far cheaper to
+ * encode and to parse than a text[] parameter. User ids are printable ASCII without
+ * spaces and device ids are [A-Za-z0-9_-] (both checked where they enter), so a space
+ * never occurs inside one; checked again here, as a wrong split would misfile data.
+ */
+function words(ids: readonly string[]): string {
+  for (const id of ids) if (id.length === 0 || id.includes(' ')) throw new Error(`an id cannot be empty or contain a space: ${JSON.stringify(id)}`);
+  return ids.join(' ');
+}
+
+/** An integer array literal (NULL for null). */
+function ints(values: ReadonlyArray<number | null>): string {
+  return `{${values.map((v) => (v === null ? 'NULL' : String(v))).join(',')}}`;
+}
+
+/** Equal-length byte strings concatenated, read back in SQL with substring(). */
+function fixedWidth(parts: readonly Uint8Array[], width: number): Buffer {
+  for (const p of parts) if (p.length !== width) throw new Error(`expected ${width} bytes, got ${p.length}`);
+  return Buffer.concat(parts, parts.length * width);
 }
 
 /** Concatenates payloads, with 1-based offsets and lengths for SQL substring(). */

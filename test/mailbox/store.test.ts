@@ -204,6 +204,25 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(await count('sent_envelopes', 'recipient_user = $1', [two.userId])).toBe(1);
   });
 
+  it('a device called NULL is a device like any other, also in the idempotency record', async () => {
+    const box = await mailbox();
+    await directory.registerDevice(box.userId, 'NULL', systemRandom(32));
+    const envelopeId = systemRandom(16);
+    const send = {
+      ...item(box, 'x', { envelopeId }),
+      targets: [
+        { deviceId: 'NULL', payload: new Uint8Array([1]) },
+        { deviceId: 'd1', payload: new Uint8Array([2]) },
+      ],
+    };
+    const first = (await store.storeBatch([send])).results[0]!;
+    expect(first).toMatchObject({ ok: true, duplicate: false, stored: [{ deviceId: 'NULL', seq: 1 }, { deviceId: 'd1', seq: 1 }] });
+    const again = (await store.storeBatch([send])).results[0]!;
+    expect(again).toMatchObject({ ok: true, duplicate: true, stored: [{ deviceId: 'NULL', seq: 1 }, { deviceId: 'd1', seq: 1 }] });
+    const wrong = (await store.storeBatch([{ ...item(box, 'y'), targets: [{ deviceId: 'd1', payload: new Uint8Array([3]) }] }])).results[0]!;
+    expect(wrong).toMatchObject({ ok: false, error: { code: 'DEVICE_LIST_MISMATCH', details: { missing: ['NULL'] } } });
+  });
+
   it('the same envelope id in two concurrent batches is stored once; the other is answered as a resend', async () => {
     for (let round = 0; round < 5; round++) {
       const box = await mailbox();

@@ -156,3 +156,24 @@ describe('encodeServerFrame', () => {
     });
   });
 });
+
+describe('encodeServerFrame: STORED', () => {
+  const frame = (strings: fc.Arbitrary<string>) =>
+    fc.record({
+      type: fc.constant('stored' as const),
+      id: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+      envelopeId: strings,
+      duplicate: fc.boolean(),
+      storedAt: fc.integer({ min: 0, max: 2 ** 50 }),
+      expiresAt: fc.integer({ min: 0, max: 2 ** 50 }),
+      recipients: fc.array(fc.record({ deviceId: strings, seq: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }) }), { maxLength: 4 }),
+    });
+
+  test.prop([frame(fc.stringMatching(/^[A-Za-z0-9_-]{0,30}$/))])('is exactly JSON.stringify of the frame for ordinary ids', (f) => {
+    expect(encodeServerFrame(f)).toBe(JSON.stringify(f));
+  });
+
+  test.prop([frame(fc.string({ unit: 'binary', maxLength: 12 }))])('is exactly JSON.stringify of the frame for any strings', (f) => {
+    expect(encodeServerFrame(f)).toBe(JSON.stringify(f));
+  });
+});

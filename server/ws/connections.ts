@@ -38,6 +38,8 @@ export interface ConnectionData {
 
 export type RelaySocket = WebSocket<ConnectionData>;
 
+const pooledCopy = (view: Uint8Array): Uint8Array => Buffer.from(view);
+
 export interface ConnectionDeps {
   readonly verifier: TokenVerifier;
   readonly directory: DirectoryStore;
@@ -169,7 +171,8 @@ export class ConnectionManager {
     }
     let frame: SendFrame;
     try {
-      frame = decodeSend(bytes);
+      // Copies into Node's pooled memory: small payloads share larger allocations.
+      frame = decodeSend(bytes, pooledCopy);
     } catch (err) {
       this.sendError(ws, err);
       return;

@@ -9,7 +9,7 @@ import crypto from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { systemRandom } from '../../crypto/primitives/random.js';
 import { DirectoryStore } from '../../server/directory/store.js';
-import { MailboxStore, type SendItem } from '../../server/mailbox/store.js';
+import { MAILBOX_CHANNEL, MailboxStore, type SendItem, decodeNotice } from '../../server/mailbox/store.js';
 import type { Database } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { pgMissing } from '../helpers/pg.js';
@@ -70,6 +70,11 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     const r = results[0]!;
     if (!r.ok) throw r.error;
     return r.stored[0]!.seq;
+  }
+
+  async function waitFor(cond: () => boolean): Promise<void> {
+    for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(cond()).toBe(true);
   }
 
   async function count(table: 'envelopes' | 'sent_envelopes', where: string, params: string[]): Promise<number> {
@@ -266,6 +271,34 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     // And outside that transaction the session is back to the default.
     expect((await db.query<{ s: string }>("SELECT current_setting('synchronous_commit') AS s"))[0]!.s).toBe('on');
     expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 1, acked: 1 });
+  });
+
+  it('each stored batch sends one NOTIFY with every mailbox\'s new tail, or "all" when that would be too long', async () => {
+    const notices: string[] = [];
+    const unlisten = await db.listen(MAILBOX_CHANNEL, (payload) => notices.push(payload));
+    try {
+      const a = await mailbox();
+      const b = await mailbox();
+      await store.storeBatch([item(a, 'a1'), item(b, 'b1'), item(a, 'a2')]);
+      await waitFor(() => notices.length >= 1);
+      expect(notices.map(decodeNotice)).toEqual([
+        { node: 'test-node', kind: 'tails', tails: [[a.userId, 'd1', 2], [b.userId, 'd1', 1]] },
+      ]);
+      // A refused batch (nothing stored) notifies nobody.
+      await store.storeBatch([{ ...item(a, 'x'), targets: [{ deviceId: 'nope', payload: new Uint8Array([1]) }] }]);
+      // 300 mailboxes with long ids do not fit in one notification payload.
+      const many = [];
+      for (let i = 0; i < 300; i++) {
+        const userId = `a-rather-long-user-identifier-number-${i}-${++n}`;
+        await directory.registerDevice(userId, 'd1', systemRandom(32));
+        many.push(item({ userId }, `m${i}`));
+      }
+      await store.storeBatch(many);
+      await waitFor(() => notices.length >= 2);
+      expect(notices.slice(1).map(decodeNotice)).toEqual([{ node: 'test-node', kind: 'all' }]);
+    } finally {
+      await unlisten();
+    }
   });
 
   it('a cumulative ACK moves the cursor forward only and removes what it covers', async () => {

@@ -75,10 +75,11 @@ export function keySetFromConfig(auth: Extract<AuthConfig, { mode: 'jwks' }>): J
   return createLocalJWKSet(jwks as Parameters<typeof createLocalJWKSet>[0]);
 }
 
-/** Reads a bearer token from an Authorization header value; undefined when absent. */
+/** Reads a bearer token from an Authorization header value; undefined when absent. The
+ * scheme name is case-insensitive (RFC 9110 §11.1). */
 export function bearerToken(header: string): string | undefined {
   if (header === '') return undefined;
-  const m = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(header);
+  const m = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i.exec(header);
   if (!m) throw new ProtocolError('UNAUTHENTICATED', 'Authorization header must be "Bearer <token>"');
   return m[1];
 }

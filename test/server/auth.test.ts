@@ -70,6 +70,15 @@ describe('HTTP authentication', () => {
     expect(res.body).toEqual({ userId: 'someone', devices: [] });
   });
 
+  it('reads the Bearer scheme name in any case', async () => {
+    const token = await issuer.mint('alice');
+    for (const scheme of ['bearer', 'BEARER', 'BeArEr']) {
+      const res = await request(relay.baseUrl, 'GET', path, { headers: { authorization: `${scheme} ${token}` } });
+      expect({ scheme, status: res.status }).toEqual({ scheme, status: 200 });
+    }
+    expectError(await request(relay.baseUrl, 'GET', path, { headers: { authorization: `Bearer  ${token}` } }), 401, 'UNAUTHENTICATED');
+  });
+
   it('refuses a request without a token (UNAUTHENTICATED)', async () => {
     expectError(await request(relay.baseUrl, 'GET', path), 401, 'UNAUTHENTICATED');
     expectError(await request(relay.baseUrl, 'GET', path, { headers: { authorization: 'Basic YWxpY2U6cHc=' } }), 401, 'UNAUTHENTICATED');

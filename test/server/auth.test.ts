@@ -7,7 +7,8 @@
 import { SignJWT, UnsecuredJWT, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBase64url } from '../../protocol/base64url.js';
-import { MAX_FRAME_BYTES } from '../../protocol/limits.js';
+import { CLOSE_CODES } from '../../protocol/errors.js';
+import { AUTH_TIMEOUT_MS, MAX_FRAME_BYTES } from '../../protocol/limits.js';
 import { TestDevice } from '../helpers/device.js';
 import { connectAuthenticated, registerDevice } from '../helpers/flows.js';
 import { expectError, refusedUpgrade, request } from '../helpers/http.js';
@@ -201,6 +202,17 @@ describe('WebSocket authentication', () => {
     expect(await second.reply()).toEqual({ type: 'pong', id: 1 });
     second.close();
     await second.waitClosed();
+  });
+
+  it(`closes a connection that does not authenticate within ${AUTH_TIMEOUT_MS} ms (AUTH_TIMEOUT, ${CLOSE_CODES.AUTH_FAILED})`, { timeout: AUTH_TIMEOUT_MS + 20_000 }, async () => {
+    const opened = Date.now();
+    const { ws } = await WsClient.connectWithChallenge(relay.wsUrl);
+    // Pings keep nothing alive: only authenticating does.
+    ws.send({ type: 'ping', id: 1 });
+    expect(await ws.reply()).toEqual({ type: 'pong', id: 1 });
+    expect(await ws.reply(AUTH_TIMEOUT_MS + 10_000)).toMatchObject({ type: 'error', code: 'AUTH_TIMEOUT' });
+    expect(await ws.waitClosed()).toMatchObject({ code: CLOSE_CODES.AUTH_FAILED });
+    expect(Date.now() - opened).toBeGreaterThanOrEqual(AUTH_TIMEOUT_MS - 50);
   });
 
   it('before auth, answers ping with pong and refuses unknown or malformed frames without closing', async () => {

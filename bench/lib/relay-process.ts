@@ -11,6 +11,7 @@ import { encodeBase64url } from '../../protocol/base64url.js';
 import { deviceRegistrationTranscript } from '../../protocol/transcripts.js';
 import { defaultBackend } from '../../crypto/primitives/index.js';
 import type { BenchDevice } from './device-socket.js';
+import { RELAY_NODE_FLAGS } from '../../server/runtime.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -38,7 +39,8 @@ export async function startRelayChild(opts: RelayChildOptions): Promise<RelayChi
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!RELAY_VARS.test(k) && k !== 'NODE_OPTIONS') env[k] = v;
   for (const [k, v] of Object.entries(opts.env)) if (v !== undefined) env[k] = v;
-  const nodeArgs = opts.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfileDir] : [];
+  // The flags `npm start` runs the relay with, so the benchmark measures what ships.
+  const nodeArgs = [...RELAY_NODE_FLAGS, ...(opts.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfileDir] : [])];
   const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'server/cli.ts', 'serve'], {
     cwd: REPO_ROOT,
     env,

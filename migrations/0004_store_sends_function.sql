@@ -52,7 +52,7 @@ CREATE FUNCTION hermetic_store_sends(
   p_t_sender_user text, p_t_sender_device text, p_ids bytea, t_expires bigint[],
   p_hashes bytea, p_t_devices text, t_count int[], t_recipient_index int[],
   t_payload bytea[], p_blob bytea, t_offset int[], t_length int[]
-) RETURNS TABLE (r_kind smallint, r_item int, r_user text, r_device text, r_seq bigint, r_devices text[], r_seqs bigint[], r_expires bigint)
+) RETURNS TABLE (r_kind smallint, r_item int, r_seq bigint, r_devices text[], r_seqs bigint[], r_expires bigint)
 LANGUAGE plpgsql
 -- Every table access here is by key. The plans cached for these statements are made
 -- once per connection, possibly while the tables are nearly empty, when a scan of the
@@ -71,6 +71,10 @@ DECLARE
   t_sender_device text[] := string_to_array(p_t_sender_device, ' ');
   t_devices text[] := string_to_array(p_t_devices, ' ', '');
   v_prior int[];
+  v_prior_kind smallint[];
+  v_prior_devices text[];
+  v_prior_seqs text[];
+  v_prior_expires bigint[];
   v_bad int[];
   v_devices bigint[];
   v_first bigint[];
@@ -80,8 +84,12 @@ DECLARE
   v_recorded int;
   v_notice text;
 BEGIN
-  -- 1. Earlier SENDs with the same ids.
-  SELECT coalesce(array_agg(k.i::int), '{}') INTO v_prior
+  -- 1. Earlier SENDs with the same ids, and their answers (kept from this one read, so
+  --    that a record the sweeper removes meanwhile still gets its answer).
+  SELECT coalesce(array_agg(k.i::int), '{}'),
+         array_agg((CASE WHEN s.content_hash = substring(p_hashes FROM (k.i::int - 1) * 32 + 1 FOR 32) THEN 1 ELSE 2 END)::smallint),
+         array_agg(s.device_ids::text), array_agg(s.seqs::text), array_agg(s.expires_at_ms)
+    INTO v_prior, v_prior_kind, v_prior_devices, v_prior_seqs, v_prior_expires
     FROM unnest(t_sender_user, t_sender_device, t_count) WITH ORDINALITY AS k(u, d, n, i)
     JOIN sent_envelopes s ON s.sender_user = k.u AND s.sender_device = k.d
                          AND s.envelope_id = substring(p_ids FROM (k.i::int - 1) * 16 + 1 FOR 16)
@@ -117,14 +125,10 @@ BEGIN
 
   IF cardinality(v_prior) > 0 OR cardinality(v_bad) > 0 THEN
     RETURN QUERY
-      SELECT (CASE WHEN s.content_hash = substring(p_hashes FROM (k.i::int - 1) * 32 + 1 FOR 32) THEN 1 ELSE 2 END)::smallint,
-             k.i::int, NULL::text, NULL::text, NULL::bigint, s.device_ids, s.seqs, s.expires_at_ms
-        FROM unnest(t_sender_user, t_sender_device) WITH ORDINALITY AS k(u, d, i)
-        JOIN sent_envelopes s ON s.sender_user = k.u AND s.sender_device = k.d
-                             AND s.envelope_id = substring(p_ids FROM (k.i::int - 1) * 16 + 1 FOR 16)
-       WHERE k.i::int = ANY (v_prior);
+      SELECT p.k, p.i, NULL::bigint, p.ds::text[], p.ss::bigint[], p.x
+        FROM unnest(v_prior, v_prior_kind, v_prior_devices, v_prior_seqs, v_prior_expires) AS p(i, k, ds, ss, x);
     RETURN QUERY
-      SELECT 3::smallint, k.i::int, NULL::text, NULL::text, NULL::bigint,
+      SELECT 3::smallint, k.i::int, NULL::bigint,
              ARRAY(SELECT m.device_id FROM mailboxes m
                     WHERE m.user_id = k.r AND NOT (k.r = k.su AND m.device_id = k.sd)
                     ORDER BY m.device_id),
@@ -165,6 +169,10 @@ BEGIN
       FROM unnest(t_sender_user, t_sender_device, t_recipient, t_devices, t_box, t_rank, t_count, t_expires)
         WITH ORDINALITY AS t(su, sd, r, ds, b, k, n, x, i)
      WHERE t.n IS NOT NULL
+     -- In key order: two batches in flight that share envelope ids (one sender reusing an
+     -- id for two recipients) then wait for each other in one direction only, never in a
+     -- cycle.
+     ORDER BY 1, 2, 3
     ON CONFLICT DO NOTHING
     RETURNING 1
   )
@@ -187,7 +195,7 @@ BEGIN
   PERFORM pg_notify(p_channel, v_notice);
 
   RETURN QUERY
-    SELECT 0::smallint, x.j::int, NULL::text, NULL::text, x.f, NULL::text[], NULL::bigint[], NULL::bigint
+    SELECT 0::smallint, x.j::int, x.f, NULL::text[], NULL::bigint[], NULL::bigint
       FROM unnest(v_first) WITH ORDINALITY AS x(f, j);
 END
 $fn$;

@@ -66,18 +66,13 @@ export function sendContent(frame: Uint8Array): Uint8Array {
   return frame.subarray(SEND_CONTENT_OFFSET);
 }
 
-const copyBytes = (view: Uint8Array): Uint8Array => view.slice();
-
-/**
- * Decodes a SEND, copying the envelope id and payloads out of the socket's buffer with
- * `copy` (by default into fresh memory each; a server may pass a pooled allocator).
- */
-export function decodeSend(buf: Uint8Array, copy: (view: Uint8Array) => Uint8Array = copyBytes): SendFrame {
+/** Decodes a SEND, copying the envelope id and payloads out of the socket's buffer. */
+export function decodeSend(buf: Uint8Array): SendFrame {
   const r = new BinaryReader(buf);
   if (r.u8('frame type') !== BINARY_FRAME.SEND) throw new ProtocolError('UNKNOWN_FRAME', 'not a SEND frame');
   const id = r.u32('id');
   try {
-    const envelopeId = copy(r.bytes(ENVELOPE_ID_BYTES, 'envelopeId'));
+    const envelopeId = r.bytes(ENVELOPE_ID_BYTES, 'envelopeId').slice();
     const ttlSeconds = r.u32('ttl');
     if (ttlSeconds < MIN_TTL_SECONDS || ttlSeconds > MAX_TTL_SECONDS) {
       throw new ProtocolError('BAD_REQUEST', `ttl must be ${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS} seconds`);
@@ -98,7 +93,7 @@ export function decodeSend(buf: Uint8Array, copy: (view: Uint8Array) => Uint8Arr
       if (len === 0 || len > MAX_ENVELOPE_BYTES) {
         throw new ProtocolError('ENVELOPE_TOO_LARGE', `envelope payload must be 1..${MAX_ENVELOPE_BYTES} bytes`);
       }
-      targets.push({ deviceId, payload: copy(r.bytes(len, `targets[${i}].payload`)) });
+      targets.push({ deviceId, payload: r.bytes(len, `targets[${i}].payload`).slice() });
     }
     r.end('SEND');
     return { type: 'send', id, envelopeId, ttlSeconds, recipientUserId, targets };

@@ -12,6 +12,8 @@ export interface BatcherOptions {
   readonly maxBatch: number;
   readonly maxWaitMs: number;
   readonly concurrency: number;
+  /** Told of an error thrown by a flush's `after` (the callers are answered anyway). */
+  readonly onError?: (err: unknown) => void;
 }
 
 /** What a flush resolves to: one result per item, in order, and optionally work to run
@@ -19,6 +21,20 @@ export interface BatcherOptions {
 export interface Flushed<R> {
   readonly results: readonly R[];
   readonly after?: () => void;
+}
+
+/**
+ * Answers a finished flush's callers: runs `after` first, then resolves each caller with
+ * its result. An error from `after` goes to `onError`; it must not escape, as nothing
+ * awaits the promise chain this runs in.
+ */
+export function settle<R>(callers: ReadonlyArray<{ resolve: (r: R) => void }>, { results, after }: Flushed<R>, onError?: (err: unknown) => void): void {
+  try {
+    after?.();
+  } catch (err) {
+    onError?.(err);
+  }
+  callers.forEach((p, i) => p.resolve(results[i] as R));
 }
 
 interface Pending<T, R> {
@@ -79,17 +95,15 @@ export class Batcher<T, R> {
     const batch = this.queue.splice(0, this.opts.maxBatch);
     this.running++;
     this.flush(batch.map((p) => p.item)).then(
-      ({ results, after }) => {
+      (flushed) => {
         this.finished();
-        try {
-          after?.();
-        } finally {
-          batch.forEach((p, i) => p.resolve(results[i] as R));
-        }
+        settle(batch, flushed, this.opts.onError);
+        this.checkIdle();
       },
       (err: unknown) => {
         this.finished();
         for (const p of batch) p.reject(err);
+        this.checkIdle();
       },
     );
   }
@@ -100,6 +114,10 @@ export class Batcher<T, R> {
   private finished(): void {
     this.running--;
     if (this.queue.length > 0) this.start();
-    else if (this.running === 0) for (const r of this.idle.splice(0)) r();
+  }
+
+  /** Wakes drained() waiters, after the callers of the last flush have been answered. */
+  private checkIdle(): void {
+    if (this.pending === 0) for (const r of this.idle.splice(0)) r();
   }
 }

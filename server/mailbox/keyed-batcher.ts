@@ -14,13 +14,15 @@
  * only the keys of one hash half (the other half's, if that one has nothing), and the
  * next batch takes the rest.
  */
-import type { Flushed } from './batcher.js';
+import { type Flushed, settle } from './batcher.js';
 
 export interface KeyedBatcherOptions {
   readonly maxBatch: number;
   readonly concurrency: number;
   /** Items with keys not in flight needed to start a batch beside another. */
   readonly parallelMin: number;
+  /** Told of an error thrown by a flush's `after` (the callers are answered anyway). */
+  readonly onError?: (err: unknown) => void;
 }
 
 interface Pending<T, R> {
@@ -109,17 +111,15 @@ export class KeyedBatcher<T, R> {
     for (const k of keys) this.busy.add(k);
     this.running++;
     this.flush(batch.map((p) => p.item)).then(
-      ({ results, after }) => {
+      (flushed) => {
         this.finished(keys);
-        try {
-          after?.();
-        } finally {
-          batch.forEach((p, i) => p.resolve(results[i] as R));
-        }
+        settle(batch, flushed, this.opts.onError);
+        this.checkIdle();
       },
       (err: unknown) => {
         this.finished(keys);
         for (const p of batch) p.reject(err);
+        this.checkIdle();
       },
     );
     return true;
@@ -131,6 +131,10 @@ export class KeyedBatcher<T, R> {
     this.running--;
     for (const k of keys) this.busy.delete(k);
     this.startAll();
+  }
+
+  /** Wakes drained() waiters, after the callers of the last batch have been answered. */
+  private checkIdle(): void {
     if (this.pending === 0) for (const r of this.idle.splice(0)) r();
   }
 }

@@ -53,7 +53,7 @@ export class MailboxService {
   constructor(private readonly opts: MailboxServiceOptions) {
     this.now = opts.now ?? Date.now;
     this.sends = new KeyedBatcher<SendItem, SendResult>(
-      { maxBatch: SEND_BATCH_MAX, concurrency: SEND_BATCH_CONCURRENCY, parallelMin: SEND_PARALLEL_MIN },
+      { maxBatch: SEND_BATCH_MAX, concurrency: SEND_BATCH_CONCURRENCY, parallelMin: SEND_PARALLEL_MIN, onError: (err) => this.reportWakeError(err) },
       (item) => item.recipientUserId,
       async (items) => {
         opts.onBatch?.(items.length);
@@ -78,6 +78,10 @@ export class MailboxService {
     for (const t of this.timers) clearInterval(t);
     await Promise.all([this.sends.drained(), this.acks.drained()]);
     await this.unlisten?.();
+  }
+
+  private reportWakeError(err: unknown): void {
+    this.opts.logger.error({ err: { message: (err as Error).message } }, 'waking recipients after a commit failed');
   }
 
   /** Hands this relay's own commits to the connected recipients, one wake per device. */

@@ -56,9 +56,12 @@ export interface MailboxPosition {
   readonly acked: number;
 }
 
-/** SQLSTATE raised by hermetic_store_sends when a concurrent transaction recorded one of
- * the batch's envelope ids first: nothing was written, and a retry answers it as a resend. */
-const CONCURRENT_SEND = 'HR001';
+/** SQLSTATEs after which a batch is written again from the start, nothing of it having
+ * been written: HR001, raised by hermetic_store_sends when a concurrent transaction
+ * recorded one of the batch's envelope ids first (the retry answers it as a resend);
+ * and PostgreSQL's deadlock and serialization failures, which should not happen (locks
+ * are taken in key order) but are safe to retry. */
+const RETRYABLE = new Set(['HR001', '40P01', '40001']);
 const MAX_BATCH_RETRIES = 3;
 
 function key(u: string, d: string): string {
@@ -77,8 +80,6 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 interface StoreRow {
   r_kind: number;
   r_item: number | null;
-  r_user: string | null;
-  r_device: string | null;
   r_seq: string | number | null;
   r_devices: string[] | null;
   r_seqs: Array<string | number> | null;
@@ -111,7 +112,8 @@ export class MailboxStore {
       try {
         return await this.storeOnce(items);
       } catch (err) {
-        if (sqlState(err) === CONCURRENT_SEND && attempt < MAX_BATCH_RETRIES) continue;
+        const state = sqlState(err);
+        if (state !== undefined && RETRYABLE.has(state) && attempt < MAX_BATCH_RETRIES) continue;
         throw err;
       }
     }

@@ -56,6 +56,24 @@ describe('Batcher', () => {
     expect(events).toEqual(['after (flushes started: 2)', 'answered 1 (flushes started: 2)']);
   });
 
+  it('an error from `after` is reported and the callers are still answered; drained() waits for them', async () => {
+    const { calls, flush } = controlledFlush();
+    const reported: unknown[] = [];
+    const b = new Batcher<number, string>({ maxBatch: 10, maxWaitMs: 0, concurrency: 1, onError: (e) => reported.push(e) }, flush);
+    const answered: string[] = [];
+    const one = b.submit(1).then((r) => answered.push(r));
+    await tick();
+    const drained = b.drained().then(() => answered.slice());
+    calls[0]!.finish({
+      after: () => {
+        throw new Error('wake failed');
+      },
+    });
+    await one;
+    expect(reported.map((e) => (e as Error).message)).toEqual(['wake failed']);
+    expect(await drained).toEqual(['r1']);
+  });
+
   it('a failed flush rejects its own items only; the queue goes on', async () => {
     const { calls, flush } = controlledFlush();
     const b = new Batcher<number, string>({ maxBatch: 10, maxWaitMs: 0, concurrency: 1 }, flush);

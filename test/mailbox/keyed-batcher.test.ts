@@ -87,6 +87,33 @@ describe('KeyedBatcher', () => {
     expect(overlapped()).toBe(false);
   });
 
+  it('an error from `after` is reported and the callers are still answered; drained() waits for them', async () => {
+    const reported: unknown[] = [];
+    let finish!: () => void;
+    const b = new KeyedBatcher<Item, string>(
+      { maxBatch: 8, concurrency: 2, parallelMin: 4, onError: (e) => reported.push(e) },
+      (it) => it.key,
+      (items) =>
+        new Promise<Flushed<string>>((resolve) => {
+          finish = () =>
+            resolve({
+              results: items.map((i) => `${i.key}#${i.n}`),
+              after: () => {
+                throw new Error('wake failed');
+              },
+            });
+        }),
+    );
+    const answered: string[] = [];
+    const one = b.submit({ key: 'a', n: 1 }).then((r) => answered.push(r));
+    await tick();
+    const drained = b.drained().then(() => answered.slice());
+    finish();
+    await one;
+    expect(reported.map((e) => (e as Error).message)).toEqual(['wake failed']);
+    expect(await drained).toEqual(['a#1']);
+  });
+
   it('a failed batch rejects its own items only', async () => {
     const { b, inFlight } = harness();
     const doomed = b.submit({ key: 'a', n: 1 });

@@ -9,8 +9,8 @@ import crypto from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { systemRandom } from '../../crypto/primitives/random.js';
 import { DirectoryStore } from '../../server/directory/store.js';
-import { MAILBOX_CHANNEL, MailboxStore, type SendItem, decodeNotice } from '../../server/mailbox/store.js';
-import type { Database } from '../../server/storage/database.js';
+import { MAILBOX_CHANNEL, MailboxStore, type SendItem, type SendResult, decodeNotice } from '../../server/mailbox/store.js';
+import { type Database, sqlState } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { pgMissing } from '../helpers/pg.js';
 import { STORAGE_DRIVERS } from '../helpers/storage.js';
@@ -207,6 +207,41 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
       [4, 'new 2'],
     ]);
     expect(await count('sent_envelopes', 'recipient_user = $1', [two.userId])).toBe(1);
+  });
+
+  it('two batches in flight that share envelope ids in opposite orders never deadlock', async () => {
+    // One sender reusing two ids for two recipients, first and last in each batch, with
+    // enough between them for both transactions to be inside their inserts at once.
+    // storeOnce retries nothing, so a deadlock (40P01) shows as an error instead of being
+    // retried away; HR001 (one batch waited for the other and found its id recorded) is
+    // the expected outcome of such a race, and is retried here as storeBatch does.
+    const storeOnce = (items: SendItem[]) => (store as unknown as { storeOnce(i: SendItem[]): Promise<{ results: SendResult[] }> }).storeOnce(items);
+    const once = async (items: SendItem[]): Promise<{ results: SendResult[] }> => {
+      for (;;) {
+        try {
+          return await storeOnce(items);
+        } catch (err) {
+          if (sqlState(err) !== 'HR001') throw err;
+        }
+      }
+    };
+    const r1 = await mailbox();
+    const r2 = await mailbox();
+    for (let round = 0; round < 15; round++) {
+      const x = systemRandom(16);
+      const y = systemRandom(16);
+      const fill = (to: { userId: string }) => Array.from({ length: 255 }, (_, i) => item(to, `fill ${round}.${i}`));
+      const [a, b] = await Promise.all([
+        once([item(r1, 'a', { envelopeId: x }), ...fill(r1), item(r1, 'b', { envelopeId: y })]),
+        once([item(r2, 'c', { envelopeId: y }), ...fill(r2), item(r2, 'd', { envelopeId: x })]),
+      ]).catch((err: unknown) => {
+        throw new Error(`round ${round}: ${(err as Error).message}`);
+      });
+      // Each id is stored once; its other use is refused as a conflict (other content).
+      const codes = [a.results[0]!, b.results[256]!, a.results[256]!, b.results[0]!].map((r) => (r.ok ? 'stored' : r.error.code));
+      expect(codes.slice(0, 2).sort()).toEqual(['ENVELOPE_ID_CONFLICT', 'stored']);
+      expect(codes.slice(2).sort()).toEqual(['ENVELOPE_ID_CONFLICT', 'stored']);
+    }
   });
 
   it('a device called NULL is a device like any other, also in the idempotency record', async () => {

@@ -172,7 +172,7 @@ BEGIN
      -- In key order: two batches in flight that share envelope ids (one sender reusing an
      -- id for two recipients) then wait for each other in one direction only, never in a
      -- cycle.
-     ORDER BY 1, 2, 3
+     ORDER BY t.su COLLATE "C", t.sd COLLATE "C", substring(p_ids FROM (t.i::int - 1) * 16 + 1 FOR 16)
     ON CONFLICT DO NOTHING
     RETURNING 1
   )

@@ -136,7 +136,7 @@ export class MailboxStore {
     // The function stores all of the SENDs it is given or none: those it reports
     // (resends, conflicts, device-list mismatches) are answered and the rest go again.
     let pending = [...firstIndex.values()];
-    let committed: StoredEnvelope[] = [];
+    const committed: StoredEnvelope[] = [];
     while (pending.length > 0) {
       const call = this.prepare(items, pending, nowMs);
       const rows = await this.db.query<StoreRow>(
@@ -165,28 +165,29 @@ export class MailboxStore {
         continue;
       }
       // Stored: each envelope's sequence is its mailbox's first plus its place there.
-      committed = call.targets.map((t) => {
+      const stored = new Map<number, StoredTarget[]>();
+      for (const t of call.targets) {
         const it = items[t.item]!;
         const first = firstSeq[t.box];
         if (first === undefined) throw new Error('a stored envelope\'s mailbox is missing from the answer');
-        return {
+        const seq = first + t.rank;
+        committed.push({
           userId: it.recipientUserId,
           deviceId: t.deviceId,
-          seq: first + t.rank,
+          seq,
           envelopeId: it.envelopeId,
           senderUserId: it.senderUserId,
           senderDeviceId: it.senderDeviceId,
           storedAtMs: nowMs,
           expiresAtMs: nowMs + it.ttlSeconds * 1000,
           payload: t.payload,
-        };
-      });
-      let at = 0;
+        });
+        const list = stored.get(t.item);
+        if (list) list.push({ deviceId: t.deviceId, seq });
+        else stored.set(t.item, [{ deviceId: t.deviceId, seq }]);
+      }
       for (const i of pending) {
-        const it = items[i]!;
-        const stored = committed.slice(at, at + it.targets.length).map((c) => ({ deviceId: c.deviceId, seq: c.seq }));
-        at += it.targets.length;
-        results[i] = { ok: true, duplicate: false, stored, storedAtMs: nowMs, expiresAtMs: nowMs + it.ttlSeconds * 1000 };
+        results[i] = { ok: true, duplicate: false, stored: stored.get(i)!, storedAtMs: nowMs, expiresAtMs: nowMs + items[i]!.ttlSeconds * 1000 };
       }
       break;
     }

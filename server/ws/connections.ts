@@ -14,7 +14,6 @@ import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
 import type { Logger } from 'pino';
 import type { RelayMetrics } from '../metrics.js';
-import crypto from 'node:crypto';
 import { BinaryWriter } from '../../protocol/binary.js';
 import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, sendContent } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
@@ -37,10 +36,6 @@ export interface ConnectionData {
 }
 
 export type RelaySocket = WebSocket<ConnectionData>;
-
-/** SHA-256 in one call where Node has it (20.12+), else through a Hash object. */
-const sha256: (data: Uint8Array) => Uint8Array =
-  typeof crypto.hash === 'function' ? (data) => crypto.hash('sha256', data, 'buffer') : (data) => crypto.createHash('sha256').update(data).digest();
 
 export interface ConnectionDeps {
   readonly verifier: TokenVerifier;
@@ -180,7 +175,7 @@ export class ConnectionManager {
     }
     // What "the same SEND" means for idempotency: the recipient and every target's device
     // and bytes, exactly as framed (hashed now: the message buffer is only valid now).
-    const contentHash = sha256(sendContent(bytes));
+    const contentHash = this.deps.backend.sha256(sendContent(bytes));
     // The message's buffer is detached once this handler returns: keep its size now.
     const size = bytes.length;
     ud.pendingSends++;

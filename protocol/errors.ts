@@ -24,6 +24,10 @@ export const ERROR_CODES = {
   DEVICE_NOT_FOUND: { http: 404, retry: false },
   DEVICE_EXISTS: { http: 409, retry: false },
   TOO_MANY_DEVICES: { http: 409, retry: false },
+  DEVICE_NOT_AUTHORIZED: { http: 403, retry: false },
+  DEVICE_LIST_CONFLICT: { http: 409, retry: true },
+  DEVICE_LIST_FULL: { http: 409, retry: false },
+  LAST_DEVICE: { http: 409, retry: false },
   INVALID_SIGNATURE: { http: 400, retry: false },
   INVALID_KEY: { http: 400, retry: false },
   TOO_MANY_KEYS: { http: 400, retry: false },
@@ -76,4 +80,6 @@ export const CLOSE_CODES = {
   AUTH_FAILED: 4001,
   /** A newer connection for the same device replaced this one. */
   REPLACED: 4002,
+  /** The device was revoked from its user's device list. */
+  DEVICE_REVOKED: 4003,
 } as const;

@@ -6,11 +6,14 @@
 import { encodeBase64url } from './base64url.js';
 import { type JsonObject, bytes, int, optStr, parseJsonObject, str } from './decode.js';
 import { type ErrorCode, ProtocolError } from './errors.js';
-import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_TOKEN_BYTES } from './limits.js';
+import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_ORIGIN_LENGTH, MAX_TOKEN_BYTES } from './limits.js';
 
 /** Client → relay. */
 export type ClientFrame =
-  | { readonly type: 'auth'; readonly token: string; readonly deviceId: string; readonly signature: Uint8Array }
+  /** `origin`: the relay origin the device signed (protocol/origin.ts). */
+  | { readonly type: 'auth'; readonly token: string; readonly deviceId: string; readonly origin: string; readonly signature: Uint8Array }
+  /** A fresh token for the same user, before the connection's current one expires. */
+  | { readonly type: 'token'; readonly token: string }
   | { readonly type: 'ping'; readonly id: number | undefined }
   /** Cumulative: everything up to and including `seq` is processed and may be removed. */
   | { readonly type: 'ack'; readonly seq: number };
@@ -23,7 +26,9 @@ export interface StoredRecipient {
 /** Relay → client. */
 export type ServerFrame =
   | { readonly type: 'challenge'; readonly nonce: Uint8Array }
-  | { readonly type: 'auth_ok'; readonly userId: string; readonly deviceId: string }
+  /** `expiresAt`: when the token expires (ms since the epoch); send a `token` frame before. */
+  | { readonly type: 'auth_ok'; readonly userId: string; readonly deviceId: string; readonly expiresAt: number }
+  | { readonly type: 'token_ok'; readonly expiresAt: number }
   | { readonly type: 'pong'; readonly id: number | undefined }
   /** Answer to a SEND, sent only after the envelopes are committed. */
   | {
@@ -61,8 +66,10 @@ const DECODERS: { readonly [T in ClientFrameType]: (o: JsonObject) => Extract<Cl
     type: 'auth',
     token: str(o, 'token', { max: MAX_TOKEN_BYTES }),
     deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    origin: str(o, 'origin', { max: MAX_ORIGIN_LENGTH }),
     signature: bytes(o, 'signature', 64),
   }),
+  token: (o) => ({ type: 'token', token: str(o, 'token', { max: MAX_TOKEN_BYTES }) }),
   ping: (o) => ({ type: 'ping', id: optId(o) }),
   ack: (o) => ({ type: 'ack', seq: int(o, 'seq', 1, Number.MAX_SAFE_INTEGER) }),
 };
@@ -105,6 +112,7 @@ export function encodeServerFrame(f: ServerFrame): string {
     case 'stored':
       return encodeStored(f);
     case 'auth_ok':
+    case 'token_ok':
     case 'pong':
     case 'queue_empty':
     case 'expired':
@@ -139,7 +147,8 @@ function encodeStored(f: Extract<ServerFrame, { type: 'stored' }>): string {
 export function encodeClientFrame(f: ClientFrame): string {
   switch (f.type) {
     case 'auth':
-      return JSON.stringify({ type: 'auth', token: f.token, deviceId: f.deviceId, signature: encodeBase64url(f.signature) });
+      return JSON.stringify({ type: 'auth', token: f.token, deviceId: f.deviceId, origin: f.origin, signature: encodeBase64url(f.signature) });
+    case 'token':
     case 'ping':
     case 'ack':
       return JSON.stringify(f);

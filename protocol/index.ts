@@ -10,6 +10,6 @@ export { decodeClientFrame, encodeClientFrame, encodeServerFrame } from './frame
 export type { ClientFrame, ClientFrameType, ServerFrame, ServerFrameType, StoredRecipient } from './frames.js';
 export { BINARY_FRAME, decodeDeliver, decodeSend, encodeDeliver, encodeSend } from './envelopes.js';
 export type { DeliverFrame, SendFrame, SendTarget } from './envelopes.js';
-export { decodeKeyUpload, decodeRegisterDevice, encodeSignedKey } from './directory.js';
-export type { KeyUploadRequest, RegisterDeviceRequest, WireSignedKey } from './directory.js';
+export { decodeDeviceEntryRequest, decodeDeviceListAnswer, decodeKeyUpload, encodeDeviceListAnswer, encodeSignedKey } from './directory.js';
+export type { DeviceEntryRequest, DeviceListAnswer, KeyUploadRequest, WireSignedKey } from './directory.js';
 export { deviceAuthTranscript, deviceRegistrationTranscript } from './transcripts.js';

@@ -38,6 +38,9 @@ export const MAX_DEVICE_LIST_ENTRIES = 1024;
 /** Key ids are unsigned 32-bit integers. */
 export const MAX_KEY_ID = 0xffff_ffff;
 
+/** Longest relay origin (`wss://host:port`) a device signs into its auth transcript. */
+export const MAX_ORIGIN_LENGTH = 256;
+
 /** Size of the server challenge a device signs to bind a WebSocket connection. */
 export const CHALLENGE_BYTES = 32;
 
@@ -52,6 +55,11 @@ export const MAX_TOKEN_BYTES = 8 * 1024;
  * rate. Bounds how fast one account can drain another's one-time prekeys. */
 export const BUNDLE_FETCH_BURST = 60;
 export const BUNDLE_FETCH_PER_SECOND = 10;
+
+/** Device list changes (link, revoke) per user: each costs signature checks and a
+ * transaction over the user's whole list, and people link devices rarely. */
+export const DEVICE_LIST_WRITE_BURST = 10;
+export const DEVICE_LIST_WRITES_PER_SECOND = 1;
 
 /** Envelope ids are 16 random bytes chosen by the sender (128 bits: no collisions). */
 export const ENVELOPE_ID_BYTES = 16;

@@ -39,8 +39,10 @@ export function deviceRegistrationTranscript(userId: string, deviceId: string, i
   return concat([label('device-registration'), lengthPrefixed(userId), lengthPrefixed(deviceId), identityKey]);
 }
 
-/** Signed on every WebSocket connection: binds the fresh server challenge to the user
- * and device, so a signature cannot be replayed on another connection or device. */
-export function deviceAuthTranscript(challenge: Uint8Array, userId: string, deviceId: string): Uint8Array {
-  return concat([label('device-auth'), challenge, lengthPrefixed(userId), lengthPrefixed(deviceId)]);
+/** Signed on every WebSocket connection: binds the fresh server challenge to the user,
+ * the device and the relay's origin (protocol/origin.ts), so a signature cannot be
+ * replayed on another connection, for another device, or by a relay that forwarded the
+ * challenge of another. Label version 2: version 1 had no origin. */
+export function deviceAuthTranscript(challenge: Uint8Array, userId: string, deviceId: string, relayOrigin: string): Uint8Array {
+  return concat([label('device-auth/2'), challenge, lengthPrefixed(userId), lengthPrefixed(deviceId), lengthPrefixed(relayOrigin)]);
 }

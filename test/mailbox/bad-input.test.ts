@@ -229,7 +229,7 @@ describe.each(DRIVERS)('bad input on the mailbox connection on $name', (driver) 
       codes.push(c.errors()[before]!.code);
     }
     expect(codes).toEqual(['BAD_REQUEST', 'BAD_REQUEST', 'UNKNOWN_FRAME', 'BAD_REQUEST', 'BAD_REQUEST']);
-    c.sendJson({ type: 'auth', token: mallory.token, deviceId: 'd1', signature: 'A'.repeat(86) });
+    c.sendJson({ type: 'auth', token: mallory.token, deviceId: 'd1', origin: 'ws://relay', signature: 'A'.repeat(86) });
     await c.until(() => c.errors().length === codes.length + 1, 'the second auth error');
     expect(c.errors().at(-1)).toMatchObject({ code: 'ALREADY_AUTHENTICATED' });
     // The connection still sends.

@@ -26,6 +26,7 @@
  * read a device list, and when each device was added is none of their business.
  */
 import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
+import { SIGNATURE_LABELS } from '../../protocol/labels.js';
 import { deviceRegistrationTranscript } from '../../protocol/transcripts.js';
 import { CryptoError } from '../errors.js';
 import type { IdentityKeyPair } from '../identity/identity-key.js';
@@ -38,7 +39,7 @@ import { ByteReader, ByteWriter } from '../ratchet/byte-codec.js';
 export const DEVICE_ENTRY_VERSION = 1;
 
 /** The signature label of an entry (signature-context.ts). */
-export const DEVICE_ENTRY_SIGNATURE_LABEL = 'device-list/entry';
+export const DEVICE_ENTRY_SIGNATURE_LABEL = SIGNATURE_LABELS.deviceListEntry;
 
 export const DEVICE_ENTRY_KINDS = { root: 1, add: 2, revoke: 3 } as const;
 export type DeviceEntryKind = keyof typeof DEVICE_ENTRY_KINDS;

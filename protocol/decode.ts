@@ -48,6 +48,12 @@ export function int(o: JsonObject, field: string, min: number, max: number): num
   return v;
 }
 
+export function bool(o: JsonObject, field: string): boolean {
+  const v = o[field];
+  if (typeof v !== 'boolean') throw bad(field, 'expected true or false');
+  return v;
+}
+
 export function keyId(o: JsonObject, field = 'keyId'): number {
   return int(o, field, 0, MAX_KEY_ID);
 }

@@ -3,7 +3,7 @@
  * turn untrusted JSON into typed objects, checking every size and count first.
  */
 import { encodeBase64url } from './base64url.js';
-import { type JsonObject, array, asObject, bytes, bytesValue, int, keyId, str } from './decode.js';
+import { type JsonObject, array, asObject, bool, bytes, bytesValue, int, keyId, str } from './decode.js';
 import { ProtocolError } from './errors.js';
 import {
   DEVICE_ID_PATTERN,
@@ -147,4 +147,87 @@ export function decodeKeyUpload(o: JsonObject): KeyUploadRequest {
 
 export function encodeSignedKey(k: WireSignedKey): { keyId: number; publicKey: string; signature: string } {
   return { keyId: k.keyId, publicKey: encodeBase64url(k.publicKey), signature: encodeBase64url(k.signature) };
+}
+
+/** POST /v1/devices: the relay's answer to an appended (or repeated) entry. */
+export interface DeviceEntryAnswer {
+  readonly userId: string;
+  readonly seq: number;
+  readonly kind: 'root' | 'add' | 'revoke';
+  readonly deviceId: string;
+  /** False when the same entry was already stored (a retried request). */
+  readonly created: boolean;
+}
+
+const ENTRY_KINDS = ['root', 'add', 'revoke'] as const;
+
+export function decodeDeviceEntryAnswer(o: JsonObject): DeviceEntryAnswer {
+  const kind = str(o, 'kind', { max: 8 });
+  if (!(ENTRY_KINDS as readonly string[]).includes(kind)) throw new ProtocolError('BAD_REQUEST', 'kind: unknown');
+  return {
+    userId: str(o, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
+    seq: int(o, 'seq', 0, MAX_DEVICE_LIST_ENTRIES - 1),
+    kind: kind as DeviceEntryAnswer['kind'],
+    deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    created: bool(o, 'created'),
+  };
+}
+
+/** GET and PUT /v1/devices/{deviceId}/keys: what the owner has stored, to top up. */
+export interface KeyCountsAnswer {
+  readonly oneTimePrekeys: number;
+  readonly oneTimeKemPrekeys: number;
+  readonly hasSignedPrekey: boolean;
+  readonly hasLastResortKemPrekey: boolean;
+}
+
+export function encodeKeyCountsAnswer(c: KeyCountsAnswer): Record<string, unknown> {
+  return { oneTimePrekeys: c.oneTimePrekeys, oneTimeKemPrekeys: c.oneTimeKemPrekeys, hasSignedPrekey: c.hasSignedPrekey, hasLastResortKemPrekey: c.hasLastResortKemPrekey };
+}
+
+export function decodeKeyCountsAnswer(o: JsonObject): KeyCountsAnswer {
+  return {
+    oneTimePrekeys: int(o, 'oneTimePrekeys', 0, Number.MAX_SAFE_INTEGER),
+    oneTimeKemPrekeys: int(o, 'oneTimeKemPrekeys', 0, Number.MAX_SAFE_INTEGER),
+    hasSignedPrekey: bool(o, 'hasSignedPrekey'),
+    hasLastResortKemPrekey: bool(o, 'hasLastResortKemPrekey'),
+  };
+}
+
+/** POST /v1/users/{userId}/devices/{deviceId}/bundle: one device's prekey bundle. */
+export interface BundleAnswer {
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly identityKey: Uint8Array;
+  readonly signedPrekey: WireSignedKey;
+  /** Absent when the device has no one-time X25519 prekey left (or none may be handed out). */
+  readonly oneTimePrekey: WireSignedKey | undefined;
+  /** A one-time ML-KEM-768 prekey, or the last-resort one (`kemLastResort`). */
+  readonly kemPrekey: WireSignedKey;
+  readonly kemLastResort: boolean;
+}
+
+export function encodeBundleAnswer(b: BundleAnswer): Record<string, unknown> {
+  return {
+    userId: b.userId,
+    deviceId: b.deviceId,
+    identityKey: encodeBase64url(b.identityKey),
+    signedPrekey: encodeSignedKey(b.signedPrekey),
+    ...(b.oneTimePrekey ? { oneTimePrekey: encodeSignedKey(b.oneTimePrekey) } : {}),
+    kemPrekey: encodeSignedKey(b.kemPrekey),
+    kemLastResort: b.kemLastResort,
+  };
+}
+
+export function decodeBundleAnswer(o: JsonObject): BundleAnswer {
+  const kemLastResort = bool(o, 'kemLastResort');
+  return {
+    userId: str(o, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
+    deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    identityKey: bytes(o, 'identityKey', ED25519_PUBLIC_KEY_BYTES),
+    signedPrekey: signedKey(o.signedPrekey, 'signedPrekey', X25519_PUBLIC_KEY_BYTES),
+    oneTimePrekey: o.oneTimePrekey === undefined ? undefined : signedKey(o.oneTimePrekey, 'oneTimePrekey', X25519_PUBLIC_KEY_BYTES),
+    kemPrekey: signedKey(o.kemPrekey, 'kemPrekey', MLKEM768_PUBLIC_KEY_BYTES),
+    kemLastResort,
+  };
 }

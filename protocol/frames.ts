@@ -4,9 +4,20 @@
  * the union and never touches the raw JSON again. docs/PROTOCOL.md documents each frame.
  */
 import { encodeBase64url } from './base64url.js';
-import { type JsonObject, bytes, int, optStr, parseJsonObject, str } from './decode.js';
-import { type ErrorCode, ProtocolError } from './errors.js';
-import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_ORIGIN_LENGTH, MAX_TOKEN_BYTES } from './limits.js';
+import { type JsonObject, array, asObject, bool, bytes, int, optStr, parseJsonObject, str } from './decode.js';
+import { type DeliverFrame, decodeDeliver } from './envelopes.js';
+import { type ErrorCode, ProtocolError, parseErrorBody } from './errors.js';
+import {
+  CHALLENGE_BYTES,
+  DEVICE_ID_PATTERN,
+  MAX_DEVICE_ID_LENGTH,
+  MAX_FRAME_BYTES,
+  MAX_ORIGIN_LENGTH,
+  MAX_TARGETS_PER_SEND,
+  MAX_TOKEN_BYTES,
+  MAX_USER_ID_LENGTH,
+  USER_ID_PATTERN,
+} from './limits.js';
 
 /** Client → relay. */
 export type ClientFrame =
@@ -104,6 +115,86 @@ export function decodeClientFrame(data: Uint8Array | string): ClientFrame {
     throw err;
   }
 }
+
+const MAX_SEQ = Number.MAX_SAFE_INTEGER;
+const MAX_TIME_MS = Number.MAX_SAFE_INTEGER;
+
+function storedRecipient(v: unknown, i: number): StoredRecipient {
+  const o = asObject(v, `recipients[${i}]`);
+  return {
+    deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    seq: int(o, 'seq', 1, MAX_SEQ),
+  };
+}
+
+const SERVER_DECODERS: { readonly [T in ServerFrameType]: (o: JsonObject) => Extract<ServerFrame, { type: T }> } = {
+  challenge: (o) => ({ type: 'challenge', nonce: bytes(o, 'nonce', CHALLENGE_BYTES) }),
+  auth_ok: (o) => ({
+    type: 'auth_ok',
+    userId: str(o, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
+    deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    expiresAt: int(o, 'expiresAt', 0, MAX_TIME_MS),
+  }),
+  token_ok: (o) => ({ type: 'token_ok', expiresAt: int(o, 'expiresAt', 0, MAX_TIME_MS) }),
+  pong: (o) => ({ type: 'pong', id: optId(o) }),
+  stored: (o) => {
+    const recipients = array(o, 'recipients', MAX_TARGETS_PER_SEND, () => new ProtocolError('BAD_REQUEST', 'recipients: too many')).map(storedRecipient);
+    if (recipients.length === 0) throw new ProtocolError('BAD_REQUEST', 'recipients: empty');
+    return {
+      type: 'stored',
+      id: int(o, 'id', 0, MAX_REQUEST_ID),
+      envelopeId: str(o, 'envelopeId', { max: 22, pattern: /^[A-Za-z0-9_-]{22}$/ }),
+      duplicate: bool(o, 'duplicate'),
+      storedAt: int(o, 'storedAt', 0, MAX_TIME_MS),
+      expiresAt: int(o, 'expiresAt', 0, MAX_TIME_MS),
+      recipients,
+    };
+  },
+  queue_empty: (o) => ({ type: 'queue_empty', through: int(o, 'through', 0, MAX_SEQ) }),
+  expired: (o) => {
+    const from = int(o, 'from', 1, MAX_SEQ);
+    const to = int(o, 'to', from, MAX_SEQ);
+    return { type: 'expired', from, to };
+  },
+  error: (o) => {
+    const e = parseErrorBody(o);
+    if (e === undefined) throw new ProtocolError('BAD_REQUEST', 'error: not a well-formed error with a known code');
+    return {
+      type: 'error',
+      code: e.code,
+      message: e.message,
+      ...(e.id !== undefined ? { id: e.id } : {}),
+      ...(e.details !== undefined ? { details: e.details } : {}),
+    };
+  },
+};
+
+function isServerFrameType(t: string): t is ServerFrameType {
+  return Object.prototype.hasOwnProperty.call(SERVER_DECODERS, t);
+}
+
+/**
+ * Decodes one message from the relay: a JSON control frame (text) or a binary DELIVER.
+ * Throws ProtocolError for anything malformed, oversized or unknown: a client decodes
+ * what the relay sends once, here, and trusts only the typed result.
+ */
+export function decodeServerFrame(data: string | Uint8Array, binary = typeof data !== 'string'): ServerFrame | DeliverFrame {
+  const size = typeof data === 'string' ? data.length : data.byteLength;
+  if (size > MAX_SERVER_FRAME_BYTES) throw new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_SERVER_FRAME_BYTES} bytes`);
+  if (binary) {
+    if (typeof data === 'string') throw new ProtocolError('BAD_REQUEST', 'a binary frame must be bytes');
+    return decodeDeliver(data);
+  }
+  const text = typeof data === 'string' ? data : new TextDecoder('utf-8', { fatal: false }).decode(data);
+  const o = parseJsonObject(text, 'frame');
+  const type = optStr(o, 'type', { max: 32 });
+  if (type === undefined) throw new ProtocolError('BAD_REQUEST', 'type: missing');
+  if (!isServerFrameType(type)) throw new ProtocolError('UNKNOWN_FRAME', `unknown frame type ${JSON.stringify(type)}`);
+  return SERVER_DECODERS[type](o);
+}
+
+/** The largest message a relay sends: a DELIVER of the largest envelope, with room. */
+const MAX_SERVER_FRAME_BYTES = MAX_FRAME_BYTES;
 
 export function encodeServerFrame(f: ServerFrame): string {
   switch (f.type) {

@@ -6,7 +6,15 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import { parseJsonObject } from '../../protocol/decode.js';
-import { decodeDeviceEntryRequest, decodeDeviceId, decodeKeyUpload, encodeDeviceListAnswer, encodeSignedKey } from '../../protocol/directory.js';
+import {
+  type DeviceEntryAnswer,
+  decodeDeviceEntryRequest,
+  decodeDeviceId,
+  decodeKeyUpload,
+  encodeBundleAnswer,
+  encodeDeviceListAnswer,
+  encodeKeyCountsAnswer,
+} from '../../protocol/directory.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_DEVICE_LIST_ENTRIES, MAX_USER_ID_LENGTH } from '../../protocol/limits.js';
 import { type TokenVerifier, bearerToken } from '../auth/tokens.js';
@@ -107,7 +115,8 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
       const [userId, text] = await Promise.all([authUser(ex), ex.readJsonText()]);
       const req = decodeDeviceEntryRequest(parseJsonObject(text));
       const r = await deps.directory.appendDeviceEntry(userId, req);
-      ex.json(r.outcome === 'created' ? 201 : 200, { userId, seq: r.seq, kind: r.kind, deviceId: r.deviceId, created: r.outcome === 'created' });
+      const answer: DeviceEntryAnswer = { userId, seq: r.seq, kind: r.kind, deviceId: r.deviceId, created: r.outcome === 'created' };
+      ex.json(answer.created ? 201 : 200, answer);
     }),
   );
 
@@ -148,15 +157,7 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
       const userId = userParam(ex.info.params[0] ?? '');
       const deviceId = decodeDeviceId(decodePathParam(ex.info.params[1] ?? '', 'deviceId'));
       const b = await deps.directory.fetchBundle(requester, userId, deviceId);
-      ex.json(200, {
-        userId: b.userId,
-        deviceId: b.deviceId,
-        identityKey: encodeBase64url(b.identityKey),
-        signedPrekey: encodeSignedKey(b.signedPrekey),
-        ...(b.oneTimePrekey ? { oneTimePrekey: encodeSignedKey(b.oneTimePrekey) } : {}),
-        kemPrekey: encodeSignedKey(b.kemPrekey),
-        kemLastResort: b.kemLastResort,
-      });
+      ex.json(200, encodeBundleAnswer(b));
     }),
   );
 
@@ -178,6 +179,6 @@ function afterParam(query: string): number {
   return Number(raw);
 }
 
-function countsJson(c: KeyCounts): Record<string, number | boolean> {
-  return { ...c };
+function countsJson(c: KeyCounts): Record<string, unknown> {
+  return encodeKeyCountsAnswer(c);
 }

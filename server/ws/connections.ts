@@ -172,16 +172,18 @@ export class ConnectionManager {
       return;
     }
     this.sendsIn.inc();
+    // Every refusal of a SEND names its request id when the header holds one.
+    const id = peekSendId(bytes);
     if (bytes.length > MAX_FRAME_BYTES) {
-      this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_FRAME_BYTES} bytes`));
+      this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_FRAME_BYTES} bytes`, { id }));
       return;
     }
     if (ud.state !== 'authenticated' || ud.userId === undefined || ud.deviceId === undefined) {
-      this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before sending'));
+      this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before sending', { id }));
       return;
     }
     if (ud.pendingSends >= MAX_PENDING_SENDS || ud.pendingSendBytes + bytes.length > MAX_PENDING_SEND_BYTES) {
-      this.sendError(ws, new ProtocolError('RATE_LIMITED', 'too many SENDs awaiting their answer on this connection', { id: peekSendId(bytes) }));
+      this.sendError(ws, new ProtocolError('RATE_LIMITED', 'too many SENDs awaiting their answer on this connection', { id }));
       return;
     }
     let frame: SendFrame;

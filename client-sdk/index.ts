@@ -1,8 +1,28 @@
 /**
- * Public surface of hermetic/client. Today it gathers what an application needs to talk
- * to a relay and run sessions: the wire codecs and signed transcripts (hermetic/protocol)
- * and the session cryptography (hermetic/crypto). The managed client — transport with
- * reconnect and resume, stores, receipts, anomaly flags — is built on these.
+ * hermetic/client: the client SDK an application embeds (docs/SDK.md). This entry runs in
+ * browsers and in any JavaScript runtime with a WebSocket; Node resolves "hermetic/client"
+ * to node.ts, which adds the file store and the `ws` transport.
  */
-export * as protocol from '../protocol/index.js';
-export * as crypto from '../crypto/index.js';
+export { createClient, Group, HermeticClient } from './client.js';
+export type { ClientEvents, ClientOptions, ClientState, Message, StateChange } from './client.js';
+export type { OfflineReason } from './connection.js';
+export type { TrustPolicy } from './directory.js';
+export { SDK_ERROR_CODES, SdkError } from './errors.js';
+export type { SdkErrorCode } from './errors.js';
+export { FLAG_CODES } from './flags.js';
+export type { Flag, FlagCode } from './flags.js';
+export type { SentInfo } from './outbox.js';
+export type { BodyKind } from './payload.js';
+export { ManualClock, systemClock } from './clock.js';
+export type { Clock, TimerHandle } from './clock.js';
+export { MemoryStore } from './stores/memory.js';
+export { EncryptedStore } from './stores/encrypted.js';
+export type { StoreKey } from './stores/encrypted.js';
+export { IndexedDbStore } from './stores/indexeddb.js';
+export type { Store, StoreWrite } from './stores/store.js';
+export { webSocketTransport } from './transport/transport.js';
+export type { Transport, TransportHandlers, TransportSocket, WebSocketConstructor } from './transport/transport.js';
+export type { FetchLike } from './transport/http.js';
+export type { ListedDevice } from '../crypto/devices/chain.js';
+export type { SafetyNumber } from '../crypto/identity/safety-number.js';
+export * as limits from './limits.js';

@@ -1,0 +1,816 @@
+/**
+ * The managed client an application embeds: `createClient` opens (or creates) this
+ * device, enrols it in its user's device list (as the root, or by waiting to be linked by
+ * an existing device), keeps its prekeys published, holds a connection to the relay, and
+ * turns `send` and incoming envelopes into end-to-end encrypted messages with an outbox
+ * (nothing sent is lost while offline) and an inbox (each message offered exactly once
+ * until marked done). docs/SDK.md is the guide.
+ */
+import { DeviceChain, type ListedDevice } from '../crypto/devices/chain.js';
+import { createLinkRequest, decodeLinkRequest, encodeLinkRequest, linkEntry, linkRequestFingerprint, revokeEntry, rootEntry } from '../crypto/devices/link.js';
+import { CryptoError } from '../crypto/errors.js';
+import { SafetyNumber } from '../crypto/identity/safety-number.js';
+import { pad } from '../crypto/padding.js';
+import type { CryptoBackend } from '../crypto/primitives/backend.js';
+import { equalBytes } from '../crypto/primitives/bytes.js';
+import { defaultBackend } from '../crypto/primitives/index.js';
+import { type RandomSource, systemRandom } from '../crypto/primitives/random.js';
+import { encodeBase64url } from '../protocol/base64url.js';
+import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_TTL_SECONDS, MAX_USER_ID_LENGTH, MIN_TTL_SECONDS, USER_ID_PATTERN } from '../protocol/limits.js';
+import { relayOrigin } from '../protocol/origin.js';
+import { type Clock, systemClock } from './clock.js';
+import { Connection, type OfflineReason } from './connection.js';
+import { DeviceKeys, type DeviceRecord, loadDevice, newDevice, saveDevice } from './device.js';
+import { Directory, type TrustPolicy } from './directory.js';
+import { SdkError } from './errors.js';
+import { Emitter } from './events.js';
+import { type Flag, FlagQueue } from './flags.js';
+import { GroupKeys, type GroupTarget } from './groups.js';
+import { Inbox, type InboxRecord } from './inbox.js';
+import { DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS } from './limits.js';
+import { type OutboxEntry, type SentInfo, Outbox } from './outbox.js';
+import { type BodyKind, type Payload, decodeBody, encodeBody, encodePayload } from './payload.js';
+import { Sessions } from './sessions.js';
+import { EncryptedStore, type StoreKey } from './stores/encrypted.js';
+import { NS, type Store, Transactor, decodeRecord } from './stores/store.js';
+import { type FetchLike, RelayHttp } from './transport/http.js';
+import { type Transport, webSocketTransport } from './transport/transport.js';
+
+export type ClientState = 'awaiting-link' | 'connecting' | 'online' | 'offline' | 'closed';
+
+export interface StateChange {
+  readonly state: ClientState;
+  /** Why the client is offline (or closed). */
+  readonly reason?: OfflineReason | 'not-linked' | undefined;
+  readonly detail?: string | undefined;
+}
+
+/** A received message, offered until `done()` is called. */
+export interface Message {
+  /** The sender's id for this message (base64url), the same on every device it reached. */
+  readonly id: string;
+  /** The envelope it came in (base64url). */
+  readonly envelopeId: string;
+  readonly from: { readonly userId: string; readonly deviceId: string };
+  /** The group it was sent to, for group messages. */
+  readonly groupId: string | undefined;
+  /** 'bytes', 'text' or 'json': what `body` is. */
+  readonly kind: BodyKind;
+  readonly body: unknown;
+  /** The sender's clock when it was sent; the relay's when stored; ours when received (ms). */
+  readonly sentAt: number;
+  readonly storedAt: number;
+  readonly receivedAt: number;
+  /** The mailbox sequence it was delivered at. */
+  readonly seq: number;
+  /** Anomalies noticed about this message; empty for a normal one. */
+  readonly flags: readonly string[];
+  /** Marks the message handled: it is never offered again. */
+  done(): Promise<void>;
+}
+
+export interface ClientEvents extends Record<string, unknown> {
+  state: StateChange;
+  message: Message;
+  flag: Flag;
+  /** An outbox entry reached the relay (also one sent after a restart). */
+  sent: SentInfo;
+  /** A failure not tied to a call: an outbox entry refused, a store failure. */
+  error: SdkError;
+}
+
+export interface ClientOptions {
+  /** The relay: `https://relay.example.com` (http(s) or ws(s); a path prefix is kept). */
+  readonly url: string;
+  readonly userId: string;
+  /** The user's token, or a function returning one; called again with `fresh` when the last was refused or expires. */
+  readonly token: string | ((fresh: boolean) => string | Promise<string>);
+  /** Where the device keeps its state (MemoryStore, FileStore, IndexedDbStore, or your own). */
+  readonly store: Store;
+  /** Encrypts everything stored with this key or passphrase. */
+  readonly storeKey?: StoreKey | undefined;
+  /** This device's id, chosen on first use (default: random). */
+  readonly deviceId?: string | undefined;
+  /** What a changed identity does to sending: 'warn' (flag and go on, the default) or 'block'. */
+  readonly trustPolicy?: TrustPolicy | undefined;
+  /** How long the relay keeps an undelivered envelope (seconds). */
+  readonly ttlSeconds?: number | undefined;
+  /** Connect right away (default true). */
+  readonly connect?: boolean | undefined;
+  readonly clock?: Clock | undefined;
+  readonly random?: RandomSource | undefined;
+  readonly backend?: CryptoBackend | undefined;
+  readonly transport?: Transport | undefined;
+  readonly fetch?: FetchLike | undefined;
+}
+
+function checkId(value: unknown, what: string, max: number, pattern: RegExp): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > max || !pattern.test(value)) {
+    throw new SdkError('INVALID_ARGUMENT', `${what} must match ${pattern.source} (1..${max} characters)`);
+  }
+  return value;
+}
+
+/** The relay's HTTP base, WebSocket URL and origin, from the URL the app gives. */
+function relayUrls(url: string): { http: string; ws: string; origin: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new SdkError('INVALID_ARGUMENT', 'url must be the relay\'s http(s) or ws(s) URL');
+  }
+  const secure = u.protocol === 'https:' || u.protocol === 'wss:';
+  if (!['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol)) throw new SdkError('INVALID_ARGUMENT', 'url must be http(s) or ws(s)');
+  const path = u.pathname.replace(/\/+$/, '');
+  const http = `${secure ? 'https' : 'http'}://${u.host}${path}`;
+  const ws = `${secure ? 'wss' : 'ws'}://${u.host}${path}/v1/ws`;
+  const origin = relayOrigin(ws);
+  if (origin === undefined) throw new SdkError('INVALID_ARGUMENT', 'url is not a relay URL');
+  return { http, ws, origin };
+}
+
+/** Opens the device in `store` (creating it on first use) and starts it. */
+export async function createClient(options: ClientOptions): Promise<HermeticClient> {
+  const userId = checkId(options.userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+  if (options.deviceId !== undefined) checkId(options.deviceId, 'deviceId', MAX_DEVICE_ID_LENGTH, DEVICE_ID_PATTERN);
+  const ttl = options.ttlSeconds ?? DEFAULT_TTL_SECONDS;
+  if (!Number.isInteger(ttl) || ttl < MIN_TTL_SECONDS || ttl > MAX_TTL_SECONDS) throw new SdkError('INVALID_ARGUMENT', `ttlSeconds must be ${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS}`);
+  if (typeof options.token !== 'string' && typeof options.token !== 'function') throw new SdkError('INVALID_ARGUMENT', 'token must be a string or a function');
+  if (options.trustPolicy !== undefined && options.trustPolicy !== 'warn' && options.trustPolicy !== 'block') throw new SdkError('INVALID_ARGUMENT', "trustPolicy is 'warn' or 'block'");
+  const urls = relayUrls(options.url);
+  const store = options.storeKey ? await EncryptedStore.open(options.store, options.storeKey) : options.store;
+  const db = new Transactor(store);
+  const random = options.random ?? systemRandom;
+  const record = await db.run(async (tx) => {
+    const d = await loadDevice(tx);
+    if (d) {
+      if (d.userId !== userId) throw new SdkError('INVALID_ARGUMENT', `this store belongs to user ${d.userId}`);
+      if (options.deviceId !== undefined && d.deviceId !== options.deviceId) throw new SdkError('INVALID_ARGUMENT', `this store belongs to device ${d.deviceId}`);
+      return d;
+    }
+    const created = newDevice(userId, options.deviceId ?? `d${encodeBase64url(random(9))}`, random);
+    saveDevice(tx, created);
+    return created;
+  });
+  const client = new HermeticClient(options, urls, db, record, ttl);
+  await client.start();
+  return client;
+}
+
+export class HermeticClient {
+  readonly userId: string;
+  readonly deviceId: string;
+  /** Resolves once this device is in its user's device list (at once for the root). */
+  readonly linked: Promise<void>;
+  #resolveLinked!: () => void;
+  #rejectLinked!: (err: unknown) => void;
+
+  readonly #events: Emitter<ClientEvents>;
+  readonly #db: Transactor;
+  readonly #clock: Clock;
+  readonly #random: RandomSource;
+  readonly #backend: CryptoBackend;
+  readonly #http: RelayHttp;
+  readonly #keys: DeviceKeys;
+  readonly #flags: FlagQueue;
+  readonly #directory: Directory;
+  readonly #sessions: Sessions;
+  readonly #groups: GroupKeys;
+  readonly #outbox: Outbox;
+  readonly #inbox: Inbox;
+  readonly #connection: Connection;
+  readonly #ttl: number;
+  readonly #autoConnect: boolean;
+  #record: DeviceRecord;
+  #state: StateChange = { state: 'offline', reason: 'starting' };
+  #closed = false;
+  #linkTimer: ReturnType<Clock['setTimeout']> | undefined;
+  /** Stored messages not yet offered in this run (no consumer yet). */
+  readonly #unoffered: Message[] = [];
+  readonly #iterators = new Set<(m: Message) => void>();
+  readonly #lastHeal = new Map<string, number>();
+  #flagDrain: Promise<void> = Promise.resolve();
+
+  constructor(options: ClientOptions, urls: { http: string; ws: string; origin: string }, db: Transactor, record: DeviceRecord, ttl: number) {
+    this.userId = record.userId;
+    this.deviceId = record.deviceId;
+    this.#record = record;
+    this.#db = db;
+    this.#ttl = ttl;
+    this.#autoConnect = options.connect !== false;
+    this.#clock = options.clock ?? systemClock;
+    this.#random = options.random ?? systemRandom;
+    this.#backend = options.backend ?? defaultBackend;
+    this.#events = new Emitter<ClientEvents>((err) => queueMicrotask(() => { throw err; }));
+    this.linked = new Promise<void>((resolve, reject) => {
+      this.#resolveLinked = resolve;
+      this.#rejectLinked = reject;
+    });
+    this.linked.catch(() => undefined);
+    const tokenOption = options.token;
+    let cached: string | undefined = typeof tokenOption === 'string' ? tokenOption : undefined;
+    const token = async (fresh: boolean): Promise<string> => {
+      if (typeof tokenOption === 'string') return tokenOption;
+      if (cached === undefined || fresh) cached = await tokenOption(fresh);
+      if (typeof cached !== 'string' || cached.length === 0) throw new SdkError('INVALID_ARGUMENT', 'the token function must return a non-empty string');
+      return cached;
+    };
+    const fetchImpl: FetchLike = options.fetch ?? ((url, init) => globalThis.fetch(url, init));
+    this.#http = new RelayHttp(urls.http, token, fetchImpl);
+    this.#keys = new DeviceKeys(record, db, this.#http, this.#backend, this.#random, () => this.#clock.now());
+    this.#flags = new FlagQueue(() => this.#clock.now());
+    this.#directory = new Directory(db, this.#http, this.#backend, () => this.#clock.now(), options.trustPolicy ?? 'warn', this.#flags);
+    this.#sessions = new Sessions(this.#keys.identity, this.#backend, this.#random);
+    this.#groups = new GroupKeys(this.#backend, this.#random);
+    this.#connection = new Connection(
+      {
+        wsUrl: urls.ws,
+        origin: urls.origin,
+        userId: this.userId,
+        deviceId: this.deviceId,
+        identity: this.#keys.identity,
+        token,
+        transport: options.transport ?? webSocketTransport(),
+        clock: this.#clock,
+        random: this.#random,
+      },
+      {
+        onState: (state, reason, detail) => {
+          if (this.#closed) return;
+          this.#outbox.setOnline(state === 'online');
+          if (reason === 'revoked') void this.#markRevoked();
+          this.#setState({ state, reason, detail });
+        },
+        onOnline: () => {
+          void this.#maintain();
+        },
+        onDeliver: (f) => this.#inbox.deliver(f),
+        onQueueEmpty: () => undefined,
+        onExpired: (_from, to) => this.#inbox.expired(to),
+        onStored: (f) => void this.#outbox.onStored(f.id, f.storedAt, f.duplicate).catch((err: unknown) => this.#report(err)),
+        onSendError: (id, err) => void this.#outbox.onError(id, err).catch((e: unknown) => this.#report(e)),
+        onProblem: (detail) => this.#report(new SdkError('RELAY_PROTOCOL_ERROR', detail)),
+      },
+    );
+    this.#outbox = new Outbox(
+      db,
+      this.#clock,
+      (frame) => this.#connection.sendBinary(frame),
+      (entry) => this.#repair(entry),
+      (info) => this.#events.emit('sent', info),
+      (_entry, err) => this.#events.emit('error', err),
+    );
+    this.#inbox = new Inbox({
+      db,
+      directory: this.#directory,
+      sessions: this.#sessions,
+      groups: this.#groups,
+      flags: this.#flags,
+      backend: this.#backend,
+      now: () => this.#clock.now(),
+      userId: this.userId,
+      deviceId: this.deviceId,
+      ack: (seq) => this.#connection.ack(seq),
+      offered: (stored) => {
+        for (const s of stored) this.#offer(this.#message(s.key, s.record));
+        this.#drainFlags();
+      },
+      heal: (u, d, e) => this.#heal(u, d, e),
+      problem: (err) => this.#report(err),
+    });
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Lifecycle
+  // ---------------------------------------------------------------------------------
+
+  /** The connection state, or 'awaiting-link' / 'closed'. */
+  get state(): StateChange {
+    return this.#state;
+  }
+
+  /** While awaiting a link: the code to show (text or QR) on this device. */
+  get linkCode(): string | undefined {
+    return this.#record.status === 'unlinked' ? encodeLinkRequest(createLinkRequest(this.#keys.identity, this.userId, this.deviceId)) : undefined;
+  }
+
+  /** This device's identity key fingerprint, to compare on both screens when linking. */
+  get fingerprint(): string {
+    return this.#keys.identity.publicKey.fingerprint;
+  }
+
+  /** @internal Called by createClient. */
+  async start(): Promise<void> {
+    await this.#outbox.load();
+    const pending = await this.#db.run((tx) => tx.list(NS.inbox, 'm:'));
+    for (const [key, raw] of pending) this.#unoffered.push(this.#message(key, decodeRecord<InboxRecord>(raw)));
+    if (this.#record.status === 'revoked') {
+      this.#setState({ state: 'offline', reason: 'revoked', detail: 'this device was revoked' });
+      this.#rejectLinked(new SdkError('DEVICE_REVOKED'));
+      return;
+    }
+    if (this.#record.status === 'linked') {
+      this.#resolveLinked();
+      this.#drainFlags();
+      if (this.#autoConnect) this.#connection.start();
+      return;
+    }
+    await this.#enrol();
+  }
+
+  /** Enrols this device: the root of an empty list, or linked by an existing device. */
+  async #enrol(): Promise<void> {
+    const chain = await this.#directory.devices(this.userId, { refresh: true });
+    const listed = chain.device(this.deviceId);
+    if (listed && !equalBytes(listed.identityKey, this.#keys.identity.publicKey.bytes)) {
+      throw new SdkError('NOT_LINKED', `device id ${this.deviceId} is taken in ${this.userId}'s list by another key; use another device id`);
+    }
+    if (!listed && chain.length === 0) {
+      await this.#http.postDeviceEntry(rootEntry(this.#keys.identity, this.userId, this.deviceId));
+      await this.#directory.devices(this.userId, { refresh: true });
+    } else if (!listed) {
+      this.#setState({ state: 'awaiting-link', reason: 'not-linked', detail: 'show linkCode on an existing device of this user' });
+      this.#pollForLink();
+      return;
+    }
+    await this.#becomeLinked();
+  }
+
+  #pollForLink(): void {
+    this.#linkTimer = this.#clock.setTimeout(() => {
+      this.#linkTimer = undefined;
+      if (this.#closed) return;
+      void this.#directory
+        .devices(this.userId, { refresh: true })
+        .then(async (chain) => {
+          const listed = chain.device(this.deviceId);
+          if (listed && equalBytes(listed.identityKey, this.#keys.identity.publicKey.bytes)) await this.#becomeLinked();
+          else if (!this.#closed) this.#pollForLink();
+        })
+        .catch((err: unknown) => {
+          this.#report(err);
+          if (!this.#closed) this.#pollForLink();
+        });
+    }, LINK_POLL_MS);
+  }
+
+  async #becomeLinked(): Promise<void> {
+    this.#record = await this.#db.run(async (tx) => {
+      const d = (await loadDevice(tx)) as DeviceRecord;
+      d.status = 'linked';
+      saveDevice(tx, d);
+      return d;
+    });
+    await this.#keys.maintain();
+    this.#resolveLinked();
+    this.#drainFlags();
+    this.#setState({ state: 'offline', reason: 'starting' });
+    if (this.#autoConnect && !this.#closed) this.#connection.start();
+  }
+
+  async #markRevoked(): Promise<void> {
+    this.#record = await this.#db.run(async (tx) => {
+      const d = (await loadDevice(tx)) as DeviceRecord;
+      d.status = 'revoked';
+      saveDevice(tx, d);
+      return d;
+    });
+  }
+
+  /** Connects (when created with `connect: false`, or after `disconnect`). */
+  connect(): void {
+    this.#assertOpen();
+    if (this.#record.status === 'linked') this.#connection.start();
+  }
+
+  /** Drops the connection; the outbox keeps what is sent meanwhile. */
+  disconnect(): void {
+    this.#connection.stop();
+  }
+
+  /** Publishes prekeys where the relay runs low, and replaces old signed ones. */
+  async #maintain(): Promise<void> {
+    try {
+      await this.#keys.maintain();
+    } catch (err) {
+      this.#report(err);
+    }
+  }
+
+  /** Closes the client: the connection ends, calls reject with CLIENT_CLOSED. The store is closed too. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#linkTimer) this.#clock.clearTimeout(this.#linkTimer);
+    this.#connection.stop();
+    const err = new SdkError('CLIENT_CLOSED');
+    this.#outbox.close(err);
+    this.#rejectLinked(err);
+    this.#setState({ state: 'closed', reason: 'closed' });
+    await this.#db.run(() => undefined).catch(() => undefined);
+    await this.#db.store.close();
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new SdkError('CLIENT_CLOSED');
+  }
+
+  #assertLinked(): void {
+    this.#assertOpen();
+    if (this.#record.status === 'revoked') throw new SdkError('DEVICE_REVOKED');
+    if (this.#record.status !== 'linked') throw new SdkError('NOT_LINKED', 'this device is waiting to be linked (see linkCode)');
+  }
+
+  #setState(s: StateChange): void {
+    this.#state = s;
+    this.#events.emit('state', s);
+  }
+
+  #report(err: unknown): void {
+    const e = err instanceof SdkError ? err : new SdkError('RELAY_ERROR', (err as Error)?.message ?? String(err), { cause: err });
+    this.#events.emit('error', e);
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Events and messages
+  // ---------------------------------------------------------------------------------
+
+  on<K extends keyof ClientEvents>(event: K, listener: (value: ClientEvents[K]) => void): () => void {
+    const off = this.#events.on(event, listener);
+    if (event === 'message') queueMicrotask(() => this.#flushUnoffered());
+    if (event === 'flag') this.#drainFlags();
+    return off;
+  }
+
+  off<K extends keyof ClientEvents>(event: K, listener: (value: ClientEvents[K]) => void): void {
+    this.#events.off(event, listener);
+  }
+
+  /** Received messages, stored ones first, then as they arrive, until the client closes. */
+  messages(): AsyncIterableIterator<Message> {
+    const queue: Message[] = [];
+    let wake: (() => void) | undefined;
+    const push = (m: Message): void => {
+      queue.push(m);
+      wake?.();
+    };
+    this.#iterators.add(push);
+    queueMicrotask(() => this.#flushUnoffered());
+    const it: AsyncIterableIterator<Message> = {
+      next: async () => {
+        for (;;) {
+          const m = queue.shift();
+          if (m) return { value: m, done: false };
+          if (this.#closed) return { value: undefined, done: true };
+          await new Promise<void>((r) => (wake = r));
+          wake = undefined;
+        }
+      },
+      return: async () => {
+        this.#iterators.delete(push);
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]: () => it,
+    };
+    return it;
+  }
+
+  /** Messages stored and not yet marked done. */
+  async pending(): Promise<Message[]> {
+    const rows = await this.#db.run((tx) => tx.list(NS.inbox, 'm:'));
+    return rows.map(([key, raw]) => this.#message(key, decodeRecord<InboxRecord>(raw)));
+  }
+
+  #message(key: string, r: InboxRecord): Message {
+    let body: unknown;
+    try {
+      body = decodeBody(r.kind, r.body);
+    } catch {
+      body = r.body;
+    }
+    return {
+      id: encodeBase64url(r.messageId),
+      envelopeId: encodeBase64url(r.envelopeId),
+      from: { userId: r.senderUserId, deviceId: r.senderDeviceId },
+      groupId: r.groupId,
+      kind: r.kind,
+      body,
+      sentAt: r.sentAt,
+      storedAt: r.storedAt,
+      receivedAt: r.receivedAt,
+      seq: r.seq,
+      flags: r.flags,
+      done: () => this.#db.run((tx) => tx.delete(NS.inbox, key)),
+    };
+  }
+
+  #offer(m: Message): void {
+    if (this.#events.listenerCount('message') === 0 && this.#iterators.size === 0) {
+      this.#unoffered.push(m);
+      return;
+    }
+    this.#events.emit('message', m);
+    for (const push of this.#iterators) push(m);
+  }
+
+  #flushUnoffered(): void {
+    if (this.#events.listenerCount('message') === 0 && this.#iterators.size === 0) return;
+    for (const m of this.#unoffered.splice(0)) this.#offer(m);
+  }
+
+  /** Offers stored flags to 'flag' listeners, then forgets them. */
+  #drainFlags(): void {
+    this.#flagDrain = this.#flagDrain.then(async () => {
+      if (this.#closed || this.#events.listenerCount('flag') === 0) return;
+      const pending = await this.#db.run((tx) => FlagQueue.pending(tx));
+      if (pending.length === 0) return;
+      for (const p of pending) this.#events.emit('flag', p.flag);
+      await this.#db.run((tx) => {
+        for (const p of pending) tx.delete(NS.inbox, p.key);
+      });
+    }).catch((err: unknown) => this.#report(err));
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Sending
+  // ---------------------------------------------------------------------------------
+
+  /**
+   * Sends `body` (bytes, a string or a JSON value) to every device of `userId` and to this
+   * user's other devices. Resolves once the relay stored it for the recipient; while
+   * offline it waits in the outbox (and survives a restart).
+   */
+  async send(userId: string, body: unknown): Promise<SentInfo> {
+    this.#assertLinked();
+    checkId(userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+    let encoded: { kind: BodyKind; bytes: Uint8Array };
+    try {
+      encoded = encodeBody(body);
+    } catch (cause) {
+      throw new SdkError('INVALID_ARGUMENT', 'a body is bytes, a string or a JSON value', { cause });
+    }
+    if (encoded.bytes.length > MAX_BODY_BYTES) throw new SdkError('BODY_TOO_LARGE', `a body is at most ${MAX_BODY_BYTES} bytes`);
+    await this.#directory.assertSendable(userId);
+    const payload: Payload = { type: 'message', sentAt: this.#clock.now(), messageId: this.#random(16), groupId: undefined, kind: encoded.kind, body: encoded.bytes };
+    const [first] = await this.#sendPayload(userId, payload, { copyToOwnDevices: userId !== this.userId });
+    if (first === undefined) throw new SdkError('UNKNOWN_USER', `${userId} has no other devices to send to`);
+    return first;
+  }
+
+  /** The devices a payload for `userId` goes to: all of them, minus this one. */
+  async #targets(userId: string, refresh = false): Promise<ListedDevice[]> {
+    const chain = await this.#directory.devices(userId, { refresh });
+    return chain.devices.filter((d) => !(userId === this.userId && d.deviceId === this.deviceId));
+  }
+
+  /** Starts sessions (from verified bundles) with every device that has none. */
+  async #ensureSessions(devices: ReadonlyArray<{ userId: string; device: ListedDevice }>): Promise<void> {
+    const missing = await this.#db.run(async (tx) => {
+      const out: Array<{ userId: string; device: ListedDevice }> = [];
+      for (const d of devices) if (!(await this.#sessions.has(tx, d.userId, d.device.deviceId))) out.push(d);
+      return out;
+    });
+    for (const m of missing) {
+      const bundle = await this.#directory.bundle(m.userId, m.device);
+      await this.#db.run((tx) => this.#sessions.start(tx, m.userId, m.device.deviceId, bundle));
+    }
+  }
+
+  /**
+   * Encrypts one payload for the recipient's devices (and, with `copyToOwnDevices`, our
+   * other devices), stores the outbox entries with the advanced sessions, then sends.
+   * Resolves with what the relay answered, recipient first.
+   */
+  async #sendPayload(userId: string, payload: Payload, opts: { copyToOwnDevices: boolean }): Promise<SentInfo[]> {
+    const plan: Array<{ userId: string; devices: ListedDevice[] }> = [{ userId, devices: await this.#targets(userId) }];
+    if (plan[0]!.devices.length === 0) throw new SdkError('UNKNOWN_USER', `${userId} has no devices to send to`);
+    if (opts.copyToOwnDevices) {
+      const own = await this.#targets(this.userId);
+      if (own.length > 0) plan.push({ userId: this.userId, devices: own });
+    }
+    await this.#ensureSessions(plan.flatMap((p) => p.devices.map((device) => ({ userId: p.userId, device }))));
+    const padded = pad(encodePayload(payload));
+    const entries = await this.#db.run(async (tx) => {
+      const out: Array<{ key: string; entry: OutboxEntry }> = [];
+      for (const p of plan) {
+        const targets = [];
+        for (const d of p.devices) targets.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
+        const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets, padded, group: false, messageId: payload.messageId, mismatches: 0 };
+        out.push({ key: await this.#outbox.add(tx, entry), entry });
+      }
+      return out;
+    });
+    const results = entries.map((e) => this.#outbox.committed(e.key, e.entry));
+    // Copies to our own devices report failures through 'error'; the caller waits for the recipient's.
+    for (const r of results.slice(1)) r.catch(() => undefined);
+    return [await (results[0] as Promise<SentInfo>)];
+  }
+
+  /** Corrects an outbox entry the relay refused for its device list, from the verified list. */
+  async #repair(entry: OutboxEntry): Promise<OutboxEntry | undefined> {
+    const wanted = await this.#targets(entry.recipient, true);
+    const have = new Set(entry.targets.map((t) => t.deviceId));
+    const want = new Set(wanted.map((d) => d.deviceId));
+    if (have.size === want.size && [...have].every((d) => want.has(d))) return undefined; // the relay disagrees with the verified list
+    const missing = wanted.filter((d) => !have.has(d.deviceId));
+    if (!entry.group) await this.#ensureSessions(missing.map((device) => ({ userId: entry.recipient, device })));
+    return this.#db.run(async (tx) => {
+      const targets = entry.targets.filter((t) => want.has(t.deviceId));
+      for (const d of missing) {
+        // A device added while a group message was on its way has no sender key for it yet.
+        const payload = entry.group || entry.padded === undefined ? (entry.targets[0]?.payload as Uint8Array) : await this.#sessions.seal(tx, entry.recipient, d.deviceId, entry.padded);
+        targets.push({ deviceId: d.deviceId, payload });
+      }
+      return { ...entry, targets };
+    });
+  }
+
+  /** Asks a device whose message we could not decrypt to use a new session. */
+  #heal(userId: string, deviceId: string, envelopeId: Uint8Array): void {
+    const k = `${userId} ${deviceId}`;
+    const last = this.#lastHeal.get(k);
+    const now = this.#clock.now();
+    if (last !== undefined && now - last < HEALING_MIN_INTERVAL_MS) return;
+    this.#lastHeal.set(k, now);
+    void (async () => {
+      await this.#db.run((tx) => this.#sessions.drop(tx, userId, deviceId));
+      await this.#sendPayload(userId, { type: 'reset', sentAt: now, messageId: this.#random(16), failedEnvelopeId: envelopeId }, { copyToOwnDevices: false });
+    })().catch((err: unknown) => this.#report(err));
+  }
+
+  // ---------------------------------------------------------------------------------
+  // Devices and trust
+  // ---------------------------------------------------------------------------------
+
+  /** The verified devices of `userId` (default: this user). */
+  async devices(userId: string = this.userId): Promise<ListedDevice[]> {
+    this.#assertOpen();
+    return (await this.#directory.devices(userId, { refresh: true })).devices;
+  }
+
+  /** On an existing device: links the device whose link code this is. Returns its id and fingerprint. */
+  async linkDevice(code: string): Promise<{ deviceId: string; fingerprint: string }> {
+    this.#assertLinked();
+    let request;
+    try {
+      request = decodeLinkRequest(code, this.#backend);
+    } catch (cause) {
+      throw new SdkError('INVALID_LINK_CODE', `the link code is not valid: ${(cause as Error).message}`, { cause });
+    }
+    if (request.userId !== this.userId) throw new SdkError('INVALID_LINK_CODE', `the link code is for user ${request.userId}`);
+    await this.#changeList((chain) => linkEntry(chain, this.deviceId, this.#keys.identity, request));
+    return { deviceId: request.deviceId, fingerprint: linkRequestFingerprint(request, this.#backend) };
+  }
+
+  /** Revokes one of this user's devices (this one included). */
+  async revokeDevice(deviceId: string): Promise<void> {
+    this.#assertLinked();
+    await this.#changeList((chain) => {
+      if (!chain.device(deviceId)) throw new SdkError('INVALID_ARGUMENT', `${deviceId} is not an active device of ${this.userId}`);
+      return revokeEntry(chain, this.deviceId, this.#keys.identity, deviceId);
+    });
+  }
+
+  /** Appends an entry to our own list, re-signing once if another change came first. */
+  async #changeList(make: (chain: DeviceChain) => Uint8Array): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const chain = await this.#directory.devices(this.userId, { refresh: true });
+      try {
+        await this.#http.postDeviceEntry(make(chain));
+        break;
+      } catch (err) {
+        if (!(err instanceof SdkError && err.relayCode === 'DEVICE_LIST_CONFLICT' && attempt < 2)) throw err;
+      }
+    }
+    await this.#directory.devices(this.userId, { refresh: true });
+    this.#drainFlags();
+  }
+
+  /** The safety number of this user and `userId`, from both account roots, to compare out of band. */
+  async safetyNumber(userId: string): Promise<SafetyNumber> {
+    this.#assertOpen();
+    const [ours, theirs] = await Promise.all([this.#directory.devices(this.userId), this.#directory.devices(userId)]);
+    if (!ours.rootIdentityKey || !theirs.rootIdentityKey) throw new SdkError('UNKNOWN_USER', `${userId} has no device list`);
+    return SafetyNumber.compute({ identityKey: ours.rootIdentityKey, stableId: this.userId }, { identityKey: theirs.rootIdentityKey, stableId: userId }, this.#backend);
+  }
+
+  /** Trust decisions about other users' identities. */
+  readonly trust = {
+    /** Accepts a changed identity, unblocking sends to the user. */
+    accept: (userId: string): Promise<void> => this.#directory.accept(userId),
+    /** Marks the user's current identity verified (a later change always blocks). */
+    verify: (userId: string, verified = true): Promise<void> => this.#directory.markVerified(userId, verified),
+    /** What is pinned for the user. */
+    status: async (userId: string): Promise<{ verified: boolean; blocked: boolean } | undefined> => {
+      const t = await this.#db.run((tx) => Directory.loadTrust(tx, userId));
+      return t && { verified: t.verified, blocked: t.blocked };
+    },
+  };
+
+  // ---------------------------------------------------------------------------------
+  // Groups
+  // ---------------------------------------------------------------------------------
+
+  /** A group to send to with sender keys; `members` are user ids (this user may be among them). */
+  group(groupId: string, members: readonly string[]): Group {
+    this.#assertOpen();
+    if (typeof groupId !== 'string' || groupId.length === 0 || new TextEncoder().encode(groupId).length > MAX_GROUP_ID_LENGTH) {
+      throw new SdkError('INVALID_ARGUMENT', `a group id is 1..${MAX_GROUP_ID_LENGTH} bytes`);
+    }
+    return new Group(groupId, members, (g, m, b) => this.#sendGroup(g, m, b));
+  }
+
+  async #sendGroup(groupId: string, members: readonly string[], body: unknown): Promise<SentInfo[]> {
+    this.#assertLinked();
+    const users = [...new Set(members)].filter((u) => u !== this.userId);
+    for (const u of users) checkId(u, 'member', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+    let encoded: { kind: BodyKind; bytes: Uint8Array };
+    try {
+      encoded = encodeBody(body);
+    } catch (cause) {
+      throw new SdkError('INVALID_ARGUMENT', 'a body is bytes, a string or a JSON value', { cause });
+    }
+    if (encoded.bytes.length > MAX_BODY_BYTES) throw new SdkError('BODY_TOO_LARGE', `a body is at most ${MAX_BODY_BYTES} bytes`);
+    for (const u of users) await this.#directory.assertSendable(u);
+    const plan: Array<{ userId: string; devices: ListedDevice[] }> = [];
+    for (const u of users) plan.push({ userId: u, devices: await this.#targets(u) });
+    const own = await this.#targets(this.userId);
+    if (own.length > 0) plan.push({ userId: this.userId, devices: own });
+    const all = plan.flatMap((p) => p.devices.map((device) => ({ userId: p.userId, device })));
+    await this.#ensureSessions(all);
+    const now = this.#clock.now();
+    const messageId = this.#random(16);
+    const entries = await this.#db.run(async (tx) => {
+      const out: Array<{ key: string; entry: OutboxEntry }> = [];
+      const targets: GroupTarget[] = all.map((a) => ({ userId: a.userId, deviceId: a.device.deviceId }));
+      const { key, distribution, needIt } = await this.#groups.prepare(tx, groupId, users, targets);
+      if (distribution) {
+        // Over the pairwise sessions, to every device of each user one of whose devices needs it.
+        const padded = pad(encodePayload({ type: 'distribution', sentAt: now, messageId: this.#random(16), groupId, distribution }));
+        for (const p of plan.filter((x) => needIt.some((n) => n.userId === x.userId))) {
+          const t = [];
+          for (const d of p.devices) t.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
+          const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: t, padded, group: false, messageId: this.#random(16), mismatches: 0 };
+          out.push({ key: await this.#outbox.add(tx, entry), entry });
+        }
+      }
+      const padded = pad(encodePayload({ type: 'message', sentAt: now, messageId, groupId, kind: encoded.kind, body: encoded.bytes }));
+      const ciphertext = await this.#groups.seal(tx, groupId, key, padded);
+      const messages: Array<{ key: string; entry: OutboxEntry }> = [];
+      for (const p of plan) {
+        const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: p.devices.map((d) => ({ deviceId: d.deviceId, payload: ciphertext })), padded: undefined, group: true, messageId, mismatches: 0 };
+        messages.push({ key: await this.#outbox.add(tx, entry), entry });
+      }
+      return { distributions: out, messages };
+    });
+    for (const d of entries.distributions) this.#outbox.committed(d.key, d.entry).catch(() => undefined);
+    return Promise.all(entries.messages.map((m) => this.#outbox.committed(m.key, m.entry)));
+  }
+
+  /** For tests and operations: publish prekeys now. */
+  async maintainKeys(): Promise<{ uploaded: number }> {
+    this.#assertLinked();
+    return this.#keys.maintain();
+  }
+
+  toString(): string {
+    return `HermeticClient(${this.userId}/${this.deviceId})`;
+  }
+
+  toJSON(): { userId: string; deviceId: string; state: ClientState } {
+    return { userId: this.userId, deviceId: this.deviceId, state: this.#state.state };
+  }
+}
+
+/** A group: `send` encrypts once with this device's sender key for every member device. */
+export class Group {
+  #members: string[];
+
+  constructor(
+    readonly id: string,
+    members: readonly string[],
+    private readonly sender: (groupId: string, members: readonly string[], body: unknown) => Promise<SentInfo[]>,
+  ) {
+    this.#members = Group.#check(members);
+  }
+
+  static #check(members: readonly string[]): string[] {
+    if (!Array.isArray(members) || members.length > MAX_GROUP_MEMBERS) throw new SdkError('INVALID_ARGUMENT', `a group has at most ${MAX_GROUP_MEMBERS} members`);
+    return [...members];
+  }
+
+  get members(): readonly string[] {
+    return [...this.#members];
+  }
+
+  /** Changes the members; a member removed cannot read what is sent afterwards. */
+  setMembers(members: readonly string[]): void {
+    this.#members = Group.#check(members);
+  }
+
+  send(body: unknown): Promise<SentInfo[]> {
+    return this.sender(this.id, this.#members, body);
+  }
+}
+
+export { CryptoError };

@@ -1,0 +1,63 @@
+/**
+ * Flags: what the client noticed that the application should know about, each with its
+ * evidence. Every flag is stored before the envelope or list change that raised it is
+ * acknowledged, and offered to the application exactly once (the 'flag' event), also
+ * across a restart. docs/SDK.md explains each code.
+ */
+import { NS, type StoreTx, decodeRecord, encodeRecord } from './stores/store.js';
+
+export const FLAG_CODES = [
+  /** A user's account root changed (the device list restarted from a new root). */
+  'IDENTITY_CHANGED',
+  /** A device was added to a user's list (also one's own). */
+  'DEVICE_ADDED',
+  /** A device was revoked from a user's list. */
+  'DEVICE_REMOVED',
+  /** The relay served a device list or a bundle that does not verify against what was pinned. */
+  'DEVICE_LIST_INVALID',
+  /** An envelope could not be decrypted (tampered, a broken session, or not meant for us). */
+  'DECRYPT_FAILED',
+  /** An envelope from a device that is not in its user's verified list. */
+  'UNKNOWN_SENDER',
+  /** An envelope that is not a valid message at all (truncated, unknown version, oversized). */
+  'MALFORMED_ENVELOPE',
+] as const;
+
+export type FlagCode = (typeof FLAG_CODES)[number];
+
+export interface Flag {
+  readonly code: FlagCode;
+  /** The user the flag is about. */
+  readonly userId: string;
+  readonly deviceId?: string | undefined;
+  /** For an envelope: its id (base64url) and mailbox sequence. */
+  readonly envelopeId?: string | undefined;
+  readonly seq?: number | undefined;
+  /** When the client raised it (ms since the epoch). */
+  readonly at: number;
+  /** A human-readable explanation. */
+  readonly detail: string;
+  /** What shows it (fingerprints, sequences, ids). */
+  readonly evidence?: Readonly<Record<string, unknown>> | undefined;
+}
+
+interface FlagRecord {
+  v: 1;
+  flag: Flag;
+}
+
+/** Flags are kept in the inbox namespace under "f:" + a counter, until offered. */
+export class FlagQueue {
+  #counter = 0;
+
+  constructor(private readonly next: () => number) {}
+
+  add(tx: StoreTx, flag: Flag): void {
+    const n = this.next() * 1000 + (this.#counter++ % 1000);
+    tx.put(NS.inbox, `f:${String(n).padStart(20, '0')}`, encodeRecord({ v: 1, flag } satisfies FlagRecord));
+  }
+
+  static async pending(tx: StoreTx): Promise<Array<{ key: string; flag: Flag }>> {
+    return (await tx.list(NS.inbox, 'f:')).map(([key, raw]) => ({ key, flag: decodeRecord<FlagRecord>(raw).flag }));
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Every bound and schedule the SDK applies, in one place, each with its reason. Wire
+ * limits shared with the relay are in protocol/limits.ts.
+ */
+import { MAX_ENVELOPE_BYTES } from '../protocol/limits.js';
+
+/** One-time prekeys of each kind: refilled to the high-water mark whenever the relay
+ * holds fewer than the low-water mark (checked after connecting and after each session
+ * another device starts with us, which consumes one of each). */
+export const PREKEY_HIGH_WATER = 100;
+export const PREKEY_LOW_WATER = 25;
+
+/** How long a signed prekey or last-resort ML-KEM key is used before a new one replaces it
+ * (a compromised prekey stops mattering after this), and how long a replaced one is kept
+ * so that sessions started from it while it was current still begin. */
+export const SIGNED_PREKEY_ROTATION_MS = 7 * 24 * 3600_000;
+export const REPLACED_PREKEY_RETENTION_MS = 14 * 24 * 3600_000;
+
+/** Reconnection: jittered exponential backoff from the base to the cap ("full jitter":
+ * a random delay up to the current bound, so many clients don't return at once). */
+export const RECONNECT_BASE_MS = 500;
+export const RECONNECT_MAX_MS = 30_000;
+
+/** Heartbeat: a ping after this long without any frame, and the connection is declared
+ * dead (closed, then reconnected) when nothing at all arrives for HEARTBEAT_TIMEOUT_MS. */
+export const HEARTBEAT_INTERVAL_MS = 20_000;
+export const HEARTBEAT_TIMEOUT_MS = 45_000;
+
+/** A token is renewed on an open connection this long before it expires. */
+export const TOKEN_RENEW_MARGIN_MS = 60_000;
+
+/** While a new device waits to be linked, it looks for itself in its user's list this
+ * often (after the first look). */
+export const LINK_POLL_MS = 2_000;
+
+/** SENDs in flight on the connection: well inside the relay's per-device budget
+ * (MAX_PENDING_SENDS), so a busy client is never refused for pipelining. */
+export const MAX_SENDS_IN_FLIGHT = 256;
+
+/** Envelope lifetime the SDK asks for (the relay's maximum is 30 days). */
+export const DEFAULT_TTL_SECONDS = 7 * 24 * 3600;
+
+/**
+ * The largest message body. A body is framed (PAYLOAD_HEADER_MAX_BYTES), padded to a
+ * bucket (crypto/padding.ts) and encrypted; the envelope must fit MAX_ENVELOPE_BYTES even
+ * as an initial message. 192 KiB is the largest padding bucket that does; a test checks
+ * the arithmetic.
+ */
+export const MAX_PADDED_PAYLOAD_BYTES = 192 * 1024;
+export const PAYLOAD_HEADER_MAX_BYTES = 1 + 1 + 8 + 16 + 1 + 64 + 1;
+export const MAX_BODY_BYTES = MAX_PADDED_PAYLOAD_BYTES - 1 - PAYLOAD_HEADER_MAX_BYTES;
+/** What an envelope adds to a padded payload at most: an initial message's handshake
+ * part (1166 bytes), the ratchet header (41) and the AEAD tag (16). */
+export const ENVELOPE_OVERHEAD_BYTES = 1166 + 41 + 16;
+export const MAX_ENVELOPE = MAX_ENVELOPE_BYTES;
+
+/** Sessions kept per remote device besides the current one, so messages sent on a
+ * session just replaced (both sides started one at once, or healing) still decrypt. */
+export const MAX_ARCHIVED_SESSIONS = 3;
+
+/** Received envelope ids remembered to drop duplicates (the relay delivers at least
+ * once): as long as an envelope can live, and at most this many. */
+export const DEDUPE_RETENTION_MS = 30 * 24 * 3600_000;
+export const MAX_DEDUPE_ENTRIES = 100_000;
+
+/** DELIVERs decrypted and committed together in one store transaction. */
+export const INBOX_BATCH_MAX = 64;
+
+/** A device whose messages we cannot decrypt is asked to start a new session at most
+ * this often: a broken session heals, a hostile sender can't make us loop. */
+export const HEALING_MIN_INTERVAL_MS = 60_000;
+
+/** Verified device lists of other users are re-read at most this often when sending
+ * (a DEVICE_LIST_MISMATCH re-reads at once). */
+export const DEVICE_LIST_REFRESH_MS = 5 * 60_000;
+
+/** scrypt cost for a store passphrase (N, r, p): ~0.3 s on a laptop core in JavaScript. */
+export const STORE_KDF_N = 2 ** 16;
+export const STORE_KDF_R = 8;
+export const STORE_KDF_P = 1;
+
+/** Group ids are application strings; bounded by the sender-key format. */
+export const MAX_GROUP_ID_LENGTH = 64;
+export const MAX_GROUP_MEMBERS = 256;

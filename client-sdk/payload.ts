@@ -1,0 +1,134 @@
+/**
+ * What a client puts inside an encrypted envelope (after decryption: the relay never
+ * sees this). All integers big-endian.
+ *
+ *   u8   version (1)
+ *   u8   type: 1 message, 2 sender-key distribution, 3 session reset
+ *   u64  sentAt: the sender's clock, ms since the epoch
+ *   16   messageId: chosen by the sender; the same for every copy of one message
+ *   message:       u8 group id length (0: not a group message) | group id |
+ *                  u8 body kind (0 bytes, 1 UTF-8 text, 2 JSON) | body
+ *   distribution:  u8 group id length (>= 1) | group id | sender-key distribution message
+ *   session reset: 16 envelope id that could not be decrypted (zeros: none)
+ *
+ * The encoded payload is padded (crypto/padding.ts) before it is encrypted.
+ */
+import { CryptoError } from '../crypto/errors.js';
+import { ByteReader, ByteWriter } from '../crypto/ratchet/byte-codec.js';
+import { ENVELOPE_ID_BYTES } from '../protocol/limits.js';
+import { MAX_GROUP_ID_LENGTH } from './limits.js';
+
+export const PAYLOAD_VERSION = 1;
+export const MESSAGE_ID_BYTES = 16;
+
+export type BodyKind = 'bytes' | 'text' | 'json';
+const BODY_KINDS: readonly BodyKind[] = ['bytes', 'text', 'json'];
+
+export type Payload =
+  | { readonly type: 'message'; readonly sentAt: number; readonly messageId: Uint8Array; readonly groupId: string | undefined; readonly kind: BodyKind; readonly body: Uint8Array }
+  | { readonly type: 'distribution'; readonly sentAt: number; readonly messageId: Uint8Array; readonly groupId: string; readonly distribution: Uint8Array }
+  | { readonly type: 'reset'; readonly sentAt: number; readonly messageId: Uint8Array; readonly failedEnvelopeId: Uint8Array };
+
+const TYPE_CODES = { message: 1, distribution: 2, reset: 3 } as const;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+function groupBytes(groupId: string | undefined): Uint8Array {
+  const b = encoder.encode(groupId ?? '');
+  if (b.length > MAX_GROUP_ID_LENGTH) throw new CryptoError('INVALID_ARGUMENT', `a group id is at most ${MAX_GROUP_ID_LENGTH} bytes`);
+  return b;
+}
+
+export function encodePayload(p: Payload): Uint8Array {
+  const w = new ByteWriter(64 + ('body' in p ? p.body.length : 'distribution' in p ? p.distribution.length : 0));
+  w.u8(PAYLOAD_VERSION).u8(TYPE_CODES[p.type]);
+  w.u32(Math.floor(p.sentAt / 0x1_0000_0000)).u32(p.sentAt >>> 0);
+  w.bytes(p.messageId);
+  switch (p.type) {
+    case 'message': {
+      const g = groupBytes(p.groupId);
+      w.u8(g.length).bytes(g).u8(BODY_KINDS.indexOf(p.kind)).bytes(p.body);
+      break;
+    }
+    case 'distribution': {
+      const g = groupBytes(p.groupId);
+      w.u8(g.length).bytes(g).bytes(p.distribution);
+      break;
+    }
+    case 'reset':
+      w.bytes(p.failedEnvelopeId);
+      break;
+  }
+  return w.finish();
+}
+
+/** Decodes a payload. Throws CryptoError INVALID_MESSAGE / UNSUPPORTED_VERSION. */
+export function decodePayload(bytes: Uint8Array): Payload {
+  if (bytes.length === 0) throw new CryptoError('INVALID_MESSAGE', 'payload: empty');
+  if (bytes[0] !== PAYLOAD_VERSION) throw new CryptoError('UNSUPPORTED_VERSION', `payload version ${bytes[0]} is not supported`);
+  const r = new ByteReader(bytes, 'INVALID_MESSAGE', 'payload');
+  r.u8();
+  const type = r.u8();
+  const hi = r.u32();
+  const lo = r.u32();
+  if (hi > 0x1fffff) throw r.fail('sentAt out of range');
+  const sentAt = hi * 0x1_0000_0000 + lo;
+  const messageId = r.bytes(MESSAGE_ID_BYTES);
+  const group = (): string => {
+    const n = r.u8();
+    if (n > MAX_GROUP_ID_LENGTH) throw r.fail('group id too long');
+    try {
+      return decoder.decode(r.bytes(n));
+    } catch (err) {
+      if (err instanceof CryptoError) throw err;
+      throw r.fail('group id is not UTF-8');
+    }
+  };
+  switch (type) {
+    case TYPE_CODES.message: {
+      const g = group();
+      const kind = BODY_KINDS[r.u8()];
+      if (kind === undefined) throw r.fail('unknown body kind');
+      const body = r.bytes(r.remaining);
+      return { type: 'message', sentAt, messageId, groupId: g === '' ? undefined : g, kind, body };
+    }
+    case TYPE_CODES.distribution: {
+      const g = group();
+      if (g === '') throw r.fail('a distribution names its group');
+      return { type: 'distribution', sentAt, messageId, groupId: g, distribution: r.bytes(r.remaining) };
+    }
+    case TYPE_CODES.reset: {
+      const failedEnvelopeId = r.bytes(ENVELOPE_ID_BYTES);
+      r.end();
+      return { type: 'reset', sentAt, messageId, failedEnvelopeId };
+    }
+    default:
+      throw r.fail(`unknown type ${type}`);
+  }
+}
+
+/** A body as the application gave it, and back. */
+export function encodeBody(body: unknown): { kind: BodyKind; bytes: Uint8Array } {
+  if (body instanceof Uint8Array) return { kind: 'bytes', bytes: body };
+  if (typeof body === 'string') return { kind: 'text', bytes: encoder.encode(body) };
+  const json = JSON.stringify(body);
+  if (json === undefined) throw new CryptoError('INVALID_ARGUMENT', 'a body is bytes, a string or a JSON value');
+  return { kind: 'json', bytes: encoder.encode(json) };
+}
+
+export function decodeBody(kind: BodyKind, bytes: Uint8Array): unknown {
+  if (kind === 'bytes') return bytes;
+  let text: string;
+  try {
+    text = decoder.decode(bytes);
+  } catch {
+    throw new CryptoError('INVALID_MESSAGE', 'a text body is not UTF-8');
+  }
+  if (kind === 'text') return text;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new CryptoError('INVALID_MESSAGE', 'a JSON body does not parse');
+  }
+}

@@ -26,7 +26,7 @@ import { SdkError } from './errors.js';
 import { Emitter } from './events.js';
 import { type Flag, FlagQueue } from './flags.js';
 import { GroupKeys, type GroupTarget } from './groups.js';
-import { Inbox, type InboxRecord } from './inbox.js';
+import { type FaultHook, Inbox, type InboxRecord } from './inbox.js';
 import { DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS } from './limits.js';
 import { type OutboxEntry, type SentInfo, Outbox } from './outbox.js';
 import { type BodyKind, type Payload, decodeBody, encodeBody, encodePayload } from './payload.js';
@@ -102,6 +102,8 @@ export interface ClientOptions {
   readonly backend?: CryptoBackend | undefined;
   readonly transport?: Transport | undefined;
   readonly fetch?: FetchLike | undefined;
+  /** Fault injection for tests: called at each step of receiving (see FaultPoint). */
+  readonly faultHook?: FaultHook | undefined;
 }
 
 function checkId(value: unknown, what: string, max: number, pattern: RegExp): string {
@@ -190,6 +192,7 @@ export class HermeticClient {
   readonly #iterators = new Set<(m: Message) => void>();
   readonly #lastHeal = new Map<string, number>();
   #flagDrain: Promise<void> = Promise.resolve();
+  readonly #fault: FaultHook | undefined;
 
   constructor(options: ClientOptions, urls: { http: string; ws: string; origin: string }, db: Transactor, record: DeviceRecord, ttl: number) {
     this.userId = record.userId;
@@ -277,7 +280,9 @@ export class HermeticClient {
       },
       heal: (u, d, e) => this.#heal(u, d, e),
       problem: (err) => this.#report(err),
+      fault: options.faultHook,
     });
+    this.#fault = options.faultHook;
   }
 
   // ---------------------------------------------------------------------------------
@@ -500,7 +505,10 @@ export class HermeticClient {
       receivedAt: r.receivedAt,
       seq: r.seq,
       flags: r.flags,
-      done: () => this.#db.run((tx) => tx.delete(NS.inbox, key)),
+      done: async () => {
+        await this.#db.run((tx) => tx.delete(NS.inbox, key));
+        this.#fault?.('done', r.seq);
+      },
     };
   }
 

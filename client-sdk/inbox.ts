@@ -41,6 +41,10 @@ export interface InboxRecord {
   readonly flags: readonly FlagCode[];
 }
 
+/** Points in receiving where a fault-injection test may stop the process. */
+export type FaultPoint = 'delivered' | 'decrypted' | 'persisted' | 'acked' | 'done';
+export type FaultHook = (point: FaultPoint, seq: number) => void;
+
 export interface InboxContext {
   readonly db: Transactor;
   readonly directory: Directory;
@@ -57,6 +61,7 @@ export interface InboxContext {
   /** A device whose message did not decrypt: ask it for a new session. */
   heal(userId: string, deviceId: string, envelopeId: Uint8Array): void;
   problem(err: unknown): void;
+  readonly fault: FaultHook | undefined;
 }
 
 const PAIRWISE_KINDS = new Set([0x11, 0x12]);
@@ -77,6 +82,7 @@ export class Inbox {
   constructor(private readonly c: InboxContext) {}
 
   deliver(frame: DeliverFrame): void {
+    this.c.fault?.('delivered', frame.seq);
     this.#queue.push({ seq: frame.seq, frame });
     if (!this.#running) void this.#run();
   }
@@ -136,6 +142,7 @@ export class Inbox {
         if ((await tx.get(NS.seen, seenKey)) !== undefined) continue; // delivered again
         tx.put(NS.seen, seenKey, encodeRecord({ at: this.c.now() }));
         const r = await this.#open(tx, f, lists.get(f.senderUserId));
+        this.c.fault?.('decrypted', f.seq);
         if (r.kind === 'message') {
           const key = inboxKey(f.seq);
           tx.put(NS.inbox, key, encodeRecord(r.record));
@@ -149,7 +156,11 @@ export class Inbox {
     });
     this.#handled = handled;
     const last = batch[batch.length - 1];
-    if (last) this.c.ack(last.seq);
+    if (last) {
+      this.c.fault?.('persisted', last.seq);
+      this.c.ack(last.seq);
+      this.c.fault?.('acked', last.seq);
+    }
     this.c.offered(stored);
     for (const h of heal) this.c.heal(h.userId, h.deviceId, h.envelopeId);
   }

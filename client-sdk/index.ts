@@ -12,6 +12,7 @@ export type { SdkErrorCode } from './errors.js';
 export { FLAG_CODES } from './flags.js';
 export type { Flag, FlagCode } from './flags.js';
 export type { SentInfo } from './outbox.js';
+export type { FaultHook, FaultPoint } from './inbox.js';
 export type { BodyKind } from './payload.js';
 export { ManualClock, systemClock } from './clock.js';
 export type { Clock, TimerHandle } from './clock.js';

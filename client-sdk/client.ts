@@ -248,6 +248,7 @@ export class HermeticClient {
           void this.#maintain();
         },
         onDeliver: (f) => this.#inbox.deliver(f),
+        onMalformedDeliver: (header, detail) => this.#inbox.malformed(header, detail),
         onQueueEmpty: () => undefined,
         onExpired: (_from, to) => this.#inbox.expired(to),
         onStored: (f) => void this.#outbox.onStored(f.id, f.storedAt, f.duplicate).catch((err: unknown) => this.#report(err)),
@@ -641,7 +642,12 @@ export class HermeticClient {
     if (last !== undefined && now - last < HEALING_MIN_INTERVAL_MS) return;
     this.#lastHeal.set(k, now);
     void (async () => {
-      await this.#db.run((tx) => this.#sessions.drop(tx, userId, deviceId));
+      // A new session becomes current; the old one is kept (archived), so messages the
+      // sender already sent on it still decrypt if it was not the session that broke.
+      const device = (await this.#directory.devices(userId)).device(deviceId);
+      if (!device) return;
+      const bundle = await this.#directory.bundle(userId, device);
+      await this.#db.run((tx) => this.#sessions.start(tx, userId, deviceId, bundle));
       await this.#sendPayload(userId, { type: 'reset', sentAt: now, messageId: this.#random(16), failedEnvelopeId: envelopeId }, { copyToOwnDevices: false });
     })().catch((err: unknown) => this.#report(err));
   }

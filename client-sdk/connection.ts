@@ -10,7 +10,7 @@
  */
 import type { IdentityKeyPair } from '../crypto/identity/identity-key.js';
 import type { RandomSource } from '../crypto/primitives/random.js';
-import type { DeliverFrame } from '../protocol/envelopes.js';
+import { type DeliverFrame, peekDeliverHeader } from '../protocol/envelopes.js';
 import { CLOSE_CODES, ProtocolError } from '../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeServerFrame, encodeClientFrame } from '../protocol/frames.js';
 import { deviceAuthTranscript } from '../protocol/transcripts.js';
@@ -35,6 +35,8 @@ export interface ConnectionHandlers {
   onState(state: ConnectionState, reason: OfflineReason | undefined, detail?: string): void;
   onOnline(): void;
   onDeliver(frame: DeliverFrame): void;
+  /** A DELIVER whose header reads but whose body does not (oversized, truncated). */
+  onMalformedDeliver(header: NonNullable<ReturnType<typeof peekDeliverHeader>>, detail: string): void;
   onQueueEmpty(through: number): void;
   onExpired(from: number, to: number): void;
   onStored(frame: Extract<ServerFrame, { type: 'stored' }>): void;
@@ -140,7 +142,9 @@ export class Connection {
         try {
           frame = decodeServerFrame(data);
         } catch (err) {
-          this.h.onProblem(`a frame from the relay did not decode: ${(err as Error).message}`);
+          const header = typeof data === 'string' ? undefined : peekDeliverHeader(data);
+          if (header && this.#authed) this.h.onMalformedDeliver(header, (err as Error).message);
+          else this.h.onProblem(`a frame from the relay did not decode: ${(err as Error).message}`);
           return;
         }
         void this.#onFrame(socket, frame);

@@ -71,7 +71,12 @@ export function inboxKey(seq: number): string {
 }
 
 /** A DELIVER, or an announced expiry (nothing to store; acknowledged through `seq`). */
-type Item = { readonly seq: number; readonly frame: DeliverFrame | undefined };
+type Item = {
+  readonly seq: number;
+  readonly frame: DeliverFrame | undefined;
+  /** A DELIVER that did not decode: flagged, then acknowledged. */
+  readonly malformed?: { envelopeId: Uint8Array; senderUserId: string; senderDeviceId: string; detail: string } | undefined;
+};
 
 export class Inbox {
   readonly #queue: Item[] = [];
@@ -84,6 +89,12 @@ export class Inbox {
   deliver(frame: DeliverFrame): void {
     this.c.fault?.('delivered', frame.seq);
     this.#queue.push({ seq: frame.seq, frame });
+    if (!this.#running) void this.#run();
+  }
+
+  /** A DELIVER whose body does not decode: flag it and acknowledge it like any other. */
+  malformed(header: { seq: number; envelopeId: Uint8Array; senderUserId: string; senderDeviceId: string }, detail: string): void {
+    this.#queue.push({ seq: header.seq, frame: undefined, malformed: { ...header, detail } });
     if (!this.#running) void this.#run();
   }
 
@@ -137,6 +148,19 @@ export class Inbox {
         if (item.seq <= handled) continue;
         handled = item.seq;
         const f = item.frame;
+        if (item.malformed) {
+          const m = item.malformed;
+          this.c.flags.add(tx, {
+            code: 'MALFORMED_ENVELOPE',
+            userId: m.senderUserId,
+            deviceId: m.senderDeviceId,
+            envelopeId: encodeBase64url(m.envelopeId),
+            seq: item.seq,
+            at: this.c.now(),
+            detail: `the relay delivered an envelope that does not decode: ${m.detail}`,
+          });
+          continue;
+        }
         if (f === undefined) continue; // an announced expiry
         const seenKey = `${f.senderUserId} ${f.senderDeviceId} ${encodeBase64url(f.envelopeId)}`;
         if ((await tx.get(NS.seen, seenKey)) !== undefined) continue; // delivered again

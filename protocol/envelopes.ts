@@ -125,6 +125,25 @@ export function encodeDeliver(f: Omit<DeliverFrame, 'type'>, into?: BinaryWriter
   return w.finish();
 }
 
+/**
+ * The header of a DELIVER that does not decode (an oversized or truncated payload), so a
+ * client can still acknowledge it and say which envelope was bad. Undefined when even
+ * the header is unreadable.
+ */
+export function peekDeliverHeader(buf: Uint8Array): { seq: number; envelopeId: Uint8Array; senderUserId: string; senderDeviceId: string } | undefined {
+  try {
+    const r = new BinaryReader(buf);
+    if (r.u8('frame type') !== BINARY_FRAME.DELIVER) return undefined;
+    const seq = r.u64('seq');
+    const envelopeId = r.bytes(ENVELOPE_ID_BYTES, 'envelopeId').slice();
+    const senderUserId = r.str8('sender', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+    const senderDeviceId = r.str8('senderDevice', MAX_DEVICE_ID_LENGTH, DEVICE_ID_PATTERN);
+    return seq >= 1 ? { seq, envelopeId, senderUserId, senderDeviceId } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function decodeDeliver(buf: Uint8Array): DeliverFrame {
   const r = new BinaryReader(buf);
   if (r.u8('frame type') !== BINARY_FRAME.DELIVER) throw new ProtocolError('UNKNOWN_FRAME', 'not a DELIVER frame');

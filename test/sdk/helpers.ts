@@ -2,7 +2,8 @@
  * SDK test helpers: a relay process with a test token issuer, and clients of it that
  * collect what they receive.
  */
-import { type ClientOptions, type Flag, type HermeticClient, type Message, MemoryStore, createClient } from '../../client-sdk/node.js';
+import { WebSocket as NodeWebSocket } from 'ws';
+import { type ClientOptions, type Flag, type HermeticClient, type Message, MemoryStore, type Transport, type TransportHandlers, type WebSocketConstructor, createClient, webSocketTransport } from '../../client-sdk/node.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type RelayOptions, type RelayProcess, makeTempDir, startRelay } from '../helpers/relay.js';
 
@@ -63,4 +64,58 @@ export async function newClient(world: SdkWorld, userId: string, extra: Partial<
     store: new MemoryStore(),
     ...extra,
   });
+}
+
+/**
+ * A transport around the real one that records what the client sends and lets a test
+ * put frames in front of the client as if the relay had sent them (a relay that lies).
+ */
+export interface TappedTransport {
+  readonly transport: Transport;
+  /** Binary frames the client sent (SENDs), in order. */
+  readonly sent: Uint8Array[];
+  /** Binary frames the relay sent (DELIVERs), in order, as received (before any tampering). */
+  readonly received: Uint8Array[];
+  /** Delivers `frame` to the client on its current connection. */
+  inject(frame: string | Uint8Array): void;
+  /** Rewrites binary frames on their way to the client (a relay that alters envelopes). */
+  tamper: ((frame: Uint8Array) => Uint8Array) | undefined;
+}
+
+export function tappedTransport(): TappedTransport {
+  const inner = webSocketTransport(NodeWebSocket as unknown as WebSocketConstructor);
+  const sent: Uint8Array[] = [];
+  const received: Uint8Array[] = [];
+  let current: TransportHandlers | undefined;
+  const tap: TappedTransport = {
+    sent,
+    received,
+    tamper: undefined,
+    inject: (frame) => {
+      if (!current) throw new Error('no connection to inject into');
+      current.onMessage(frame);
+    },
+    transport: {
+      open(url, handlers) {
+        const wrapped: TransportHandlers = {
+          ...handlers,
+          onMessage: (data) => {
+            if (typeof data === 'string') return handlers.onMessage(data);
+            received.push(data.slice());
+            handlers.onMessage(tap.tamper ? tap.tamper(data) : data);
+          },
+        };
+        current = wrapped;
+        const socket = inner.open(url, wrapped);
+        return {
+          send: (data) => {
+            if (typeof data !== 'string') sent.push(data.slice());
+            socket.send(data);
+          },
+          close: (code, reason) => socket.close(code, reason),
+        };
+      },
+    },
+  };
+  return tap;
 }

@@ -22,7 +22,8 @@ import type { Database } from './storage/database.js';
 import { loadMigrations, migrate, migrationsCurrent } from './storage/migrate.js';
 import { openPg } from './storage/pg.js';
 import { openPglite } from './storage/pglite.js';
-import { uws, uwsBinding } from './uws.js';
+import { UnsupportedRuntimeError, relayRuntimeProblem } from './runtime.js';
+import { currentRelayRuntime, uws } from './uws.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
 import { MailboxStore } from './mailbox/store.js';
@@ -43,9 +44,10 @@ export async function openDatabase(config: Config, logger: Logger, observe?: (s:
 }
 
 export async function startRelay(config: Config, logger: Logger): Promise<Relay> {
-  const binding = uwsBinding();
-  if (binding.native) logger.info({ binding: binding.detail }, 'uWebSockets.js native binding loaded');
-  else logger.warn({ binding: binding.detail }, 'uWebSockets.js is running on its slow JS fallback');
+  const runtime = currentRelayRuntime();
+  const problem = relayRuntimeProblem(runtime);
+  if (problem) throw new UnsupportedRuntimeError(problem);
+  logger.info({ binding: runtime.bindingDetail, node: runtime.nodeVersion }, 'uWebSockets.js native binding loaded');
 
   const metrics = createMetrics();
   const db = await openDatabase(config, logger, (s) => metrics.dbQuerySeconds.observe(s));

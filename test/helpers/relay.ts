@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Environment variables the relay reads: never inherited from the test runner. */
-const RELAY_VARS = /^(?:PORT|DATABASE_URL|NODE_ENV|HERMETIC_.*)$/;
+const RELAY_VARS = /^(?:PORT|DATABASE_URL|NODE_ENV|HERMETIC_.*|UWS_.*)$/;
 
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();

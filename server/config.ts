@@ -40,7 +40,7 @@ function intVar(env: Env, name: string, def: number, min: number, max: number): 
   return v;
 }
 
-function urlVar(env: Env, name: string, protocols: readonly string[]): string | undefined {
+function urlVar(env: Env, name: string, protocols: readonly string[], why = ''): string | undefined {
   const raw = env[name];
   if (raw === undefined || raw === '') return undefined;
   let u: URL;
@@ -49,7 +49,7 @@ function urlVar(env: Env, name: string, protocols: readonly string[]): string | 
   } catch {
     throw new ConfigError(`${name} is not a valid URL`);
   }
-  if (!protocols.includes(u.protocol)) throw new ConfigError(`${name} must use ${protocols.join(' or ')}`);
+  if (!protocols.includes(u.protocol)) throw new ConfigError(`${name} must use ${protocols.join(' or ')}${why}`);
   return raw;
 }
 
@@ -61,7 +61,9 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`HERMETIC_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   }
   const production = env.NODE_ENV === 'production';
-  const jwksUrl = urlVar(env, 'HERMETIC_JWKS_URL', ['https:', 'http:']);
+  // In production the key set that decides who every user is must come over TLS: over
+  // plain http anyone on the path could substitute their own keys and mint tokens.
+  const jwksUrl = urlVar(env, 'HERMETIC_JWKS_URL', production ? ['https:'] : ['https:', 'http:'], production ? ' when NODE_ENV=production' : '');
   const jwksFile = env.HERMETIC_JWKS_FILE || undefined;
   if (jwksUrl && jwksFile) throw new ConfigError('set only one of HERMETIC_JWKS_URL and HERMETIC_JWKS_FILE');
   const clockToleranceSec = intVar(env, 'HERMETIC_JWT_CLOCK_TOLERANCE', 30, 0, 600);

@@ -96,6 +96,18 @@ describe('loadConfig', () => {
     );
   });
 
+  it('refuses a JWKS URL over plain http in production, and allows it otherwise', () => {
+    const idp = { HERMETIC_JWT_ISSUER: 'i', HERMETIC_JWT_AUDIENCE: 'a' };
+    const msg = configError({ ...idp, HERMETIC_JWKS_URL: 'http://idp.example/jwks', NODE_ENV: 'production' }).message;
+    expect(msg).toMatch(/^HERMETIC_JWKS_URL /);
+    expect(msg).toContain('https:');
+    expect(loadConfig({ ...idp, HERMETIC_JWKS_URL: 'https://idp.example/jwks', NODE_ENV: 'production' }).auth).toMatchObject({
+      jwksUrl: 'https://idp.example/jwks',
+    });
+    // Outside production (a local issuer in development), http stays allowed.
+    expect(loadConfig({ ...idp, HERMETIC_JWKS_URL: 'http://127.0.0.1:9999/jwks' }).auth).toMatchObject({ jwksUrl: 'http://127.0.0.1:9999/jwks' });
+  });
+
   it('refuses dev mode in production, naming the JWKS variables', () => {
     const msg = configError({ NODE_ENV: 'production' }).message;
     expect(msg).toContain('HERMETIC_JWKS_URL');

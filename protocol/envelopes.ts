@@ -13,6 +13,7 @@ import {
   MAX_TARGETS_PER_SEND,
   MAX_TTL_SECONDS,
   MAX_USER_ID_LENGTH,
+  USER_ID_PATTERN,
   MIN_TTL_SECONDS,
 } from './limits.js';
 
@@ -21,7 +22,6 @@ export const BINARY_FRAME = {
   DELIVER: 0x02,
 } as const;
 
-const USER_ID_PATTERN = /^[\x21-\x7e]+$/;
 
 export interface SendTarget {
   readonly deviceId: string;

@@ -24,6 +24,9 @@ export const MAX_DEVICE_ID_LENGTH = 64;
 
 /** A user id is the JWT `sub`; bounded because it is stored and used as a routing key. */
 export const MAX_USER_ID_LENGTH = 128;
+/** User ids are printable ASCII without spaces: no control characters (PostgreSQL refuses
+ * NUL in text), and safe to join with spaces in the send path's id lists. */
+export const USER_ID_PATTERN = /^[\x21-\x7e]+$/;
 
 /** A user may register at most this many devices (Signal allows a handful). */
 export const MAX_DEVICES_PER_USER = 16;

@@ -7,14 +7,12 @@
 import fs from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { ProtocolError } from '../../protocol/errors.js';
-import { MAX_TOKEN_BYTES, MAX_USER_ID_LENGTH } from '../../protocol/limits.js';
+import { MAX_TOKEN_BYTES, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
 import type { AuthConfig } from '../config.js';
 
 /** Asymmetric algorithms only: a symmetric key shared with the relay would let the relay
  * mint tokens, and `none` is never acceptable. */
 export const ALLOWED_JWT_ALGORITHMS = ['EdDSA', 'Ed25519', 'ES256', 'RS256'] as const;
-
-const USER_ID_PATTERN = /^[\x21-\x7e]+$/; // printable ASCII, no spaces
 
 export interface TokenVerifier {
   /** Resolves to the user id, or throws ProtocolError with a TOKEN_* code. */

@@ -136,11 +136,19 @@ export function refuseTokenInQuery(query: string): void {
   }
 }
 
+/** C0 and C1 control characters and DEL: never part of an identifier, and PostgreSQL
+ * refuses NUL in text, so they are refused here rather than reaching a query. */
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** A percent-decoded path parameter; bad encoding or control characters are BAD_REQUEST. */
 export function decodePathParam(raw: string, field: string): string {
+  let value: string;
   try {
-    return decodeURIComponent(raw);
+    value = decodeURIComponent(raw);
   } catch {
     throw new ProtocolError('BAD_REQUEST', `${field}: bad percent-encoding`);
   }
+  if (CONTROL_CHARACTERS.test(value)) throw new ProtocolError('BAD_REQUEST', `${field}: control characters are not allowed`);
+  return value;
 }
 

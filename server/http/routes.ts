@@ -8,7 +8,7 @@ import { encodeBase64url } from '../../protocol/base64url.js';
 import { parseJsonObject } from '../../protocol/decode.js';
 import { decodeDeviceId, decodeKeyUpload, decodeRegisterDevice, encodeSignedKey } from '../../protocol/directory.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import { MAX_USER_ID_LENGTH } from '../../protocol/limits.js';
+import { MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
 import { type TokenVerifier, bearerToken } from '../auth/tokens.js';
 import type { DirectoryService } from '../directory/service.js';
 import type { KeyCounts } from '../directory/store.js';
@@ -77,6 +77,8 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
   const userParam = (raw: string): string => {
     const u = decodePathParam(raw, 'userId');
     if (u.length === 0 || u.length > MAX_USER_ID_LENGTH) throw new ProtocolError('BAD_REQUEST', 'userId: bad length');
+    // The same form as a token's subject: no user can have another id.
+    if (!USER_ID_PATTERN.test(u)) throw new ProtocolError('BAD_REQUEST', 'userId: must be printable ASCII without spaces');
     return u;
   };
 

@@ -44,6 +44,14 @@ export const AUTH_TIMEOUT_MS = 10_000;
 /** Bearer tokens longer than this are rejected before verification. */
 export const MAX_TOKEN_BYTES = 8 * 1024;
 
+/** Largest WebSocket message read before the connection is authenticated; a larger one
+ * is FRAME_TOO_LARGE and the socket is closed with 4001. The largest legitimate frame
+ * before auth is the auth frame: a MAX_TOKEN_BYTES token, a 64-character device id, a
+ * 64-byte signature (86 characters) and ~60 bytes of JSON, ~8.4 KiB; with room for a
+ * future field of ~256 bytes (an origin) ~8.7 KiB. 16 KiB leaves about twice that,
+ * while an unauthenticated peer can no longer make the relay read 1 MiB frames. */
+export const MAX_PREAUTH_FRAME_BYTES = 16 * 1024;
+
 /** Bundle fetches per requesting user: a token bucket of this capacity refilled at this
  * rate. Bounds how fast one account can drain another's one-time prekeys. */
 export const BUNDLE_FETCH_BURST = 60;

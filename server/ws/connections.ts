@@ -8,7 +8,7 @@ import type { WebSocket } from 'uWebSockets.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { CLOSE_CODES, ProtocolError } from '../../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
-import { AUTH_TIMEOUT_MS, CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS } from '../../protocol/limits.js';
+import { AUTH_TIMEOUT_MS, CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS, MAX_PREAUTH_FRAME_BYTES } from '../../protocol/limits.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
@@ -105,9 +105,18 @@ export class ConnectionManager {
 
   /** The message buffer is only valid synchronously: it is decoded before any await. */
   onMessage(ws: RelaySocket, message: ArrayBuffer, isBinary: boolean): void {
+    const ud = ws.getUserData();
+    if (ud.state !== 'authenticated' && message.byteLength > MAX_PREAUTH_FRAME_BYTES) {
+      // Nothing legitimate before auth is this large: a peer that has proved nothing
+      // cannot make the relay read (and decode) 1 MiB frames, and is disconnected.
+      this.deps.metrics.framesIn.inc({ type: 'invalid' });
+      this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frames before authentication are limited to ${MAX_PREAUTH_FRAME_BYTES} bytes`));
+      this.end(ws, CLOSE_CODES.AUTH_FAILED, 'frame too large before authentication');
+      return;
+    }
     const bytes = new Uint8Array(message);
     if (isBinary) {
-      this.onBinary(ws, bytes);
+      this.onBinary(ws, ud, bytes);
       return;
     }
     let frame: ClientFrame;
@@ -119,7 +128,6 @@ export class ConnectionManager {
       return;
     }
     this.deps.metrics.framesIn.inc({ type: frame.type });
-    const ud = ws.getUserData();
     switch (frame.type) {
       case 'auth':
         if (ud.state !== 'challenge') {
@@ -146,8 +154,7 @@ export class ConnectionManager {
     }
   }
 
-  private onBinary(ws: RelaySocket, bytes: Uint8Array): void {
-    const ud = ws.getUserData();
+  private onBinary(ws: RelaySocket, ud: ConnectionData, bytes: Uint8Array): void {
     if (bytes.length === 0 || bytes[0] !== BINARY_FRAME.SEND) {
       this.deps.metrics.framesIn.inc({ type: 'invalid' });
       this.sendError(ws, new ProtocolError('UNKNOWN_FRAME', 'unknown binary frame type'));

@@ -4,6 +4,7 @@
  * lists every variable read here.
  */
 import path from 'node:path';
+import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS } from './limits.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -23,6 +24,9 @@ export interface Config {
   readonly production: boolean;
   readonly auth: AuthConfig;
   readonly shutdownGraceMs: number;
+  /** Open WebSockets allowed; undefined: derived from the descriptor limit (server/fd-limit.ts). */
+  readonly maxConnections: number | undefined;
+  readonly maxUnauthenticatedPerAddress: number;
 }
 
 /** Issuer and audience of tokens minted by `hermetic token` in dev mode. */
@@ -38,6 +42,11 @@ function intVar(env: Env, name: string, def: number, min: number, max: number): 
   const v = Number(raw);
   if (v < min || v > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${v}`);
   return v;
+}
+
+function optionalIntVar(env: Env, name: string, min: number, max: number): number | undefined {
+  const raw = env[name];
+  return raw === undefined || raw === '' ? undefined : intVar(env, name, min, min, max);
 }
 
 function urlVar(env: Env, name: string, protocols: readonly string[], why = ''): string | undefined {
@@ -93,5 +102,7 @@ export function loadConfig(env: Env = process.env): Config {
     production,
     auth,
     shutdownGraceMs: intVar(env, 'HERMETIC_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    maxConnections: optionalIntVar(env, 'HERMETIC_MAX_CONNECTIONS', 1, 10_000_000),
+    maxUnauthenticatedPerAddress: intVar(env, 'HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS', DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, 1, 10_000_000),
   };
 }

@@ -53,3 +53,24 @@ export const CATCHUP_INTERVAL_MS = 5_000;
 /** Period and batch size of the expiry sweeper. */
 export const SWEEP_INTERVAL_MS = 10_000;
 export const SWEEP_BATCH = 5_000;
+
+/** WebSockets per client address that have not yet authenticated, at once
+ * (HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS overrides it). A device needs one for the
+ * few milliseconds of its handshake; an address holding more is opening sockets it
+ * does not use, each of which would otherwise live for AUTH_TIMEOUT_MS. Addresses are
+ * IPv4 addresses and IPv6 /64 prefixes (one host usually holds a whole /64). Behind a
+ * reverse proxy every client has the proxy's address: raise it there. */
+export const DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS = 128;
+
+/** File descriptors kept back from WebSockets, beyond the database pool
+ * (HERMETIC_DB_POOL_MAX) and its one LISTEN connection: stdio, the event loop's own
+ * descriptors, the listen sockets, PGlite's data files, JWKS fetches, and HTTP
+ * connections. Measured: without it, a relay at its descriptor limit accepted sockets
+ * until the pool's reconnect failed with EMFILE and every authentication with INTERNAL. */
+export const FD_RESERVE_MARGIN = 256;
+
+/** Database connections outside the pool: the LISTEN connection of the mailbox notifier. */
+export const DB_LISTEN_CONNECTIONS = 1;
+
+/** Open WebSockets allowed when the descriptor limit cannot be read (no /proc/self/limits). */
+export const FALLBACK_MAX_CONNECTIONS = 4096;

@@ -9,13 +9,15 @@ import type { us_listen_socket } from 'uWebSockets.js';
 import type { JWTVerifyGetKey } from 'jose';
 import { defaultBackend } from '../crypto/primitives/index.js';
 import { systemRandom } from '../crypto/primitives/random.js';
-import { CLOSE_CODES } from '../protocol/errors.js';
+import { CLOSE_CODES, ProtocolError } from '../protocol/errors.js';
 import { MAX_FRAME_BYTES } from '../protocol/limits.js';
 import { openDevIssuer } from './auth/dev-issuer.js';
 import { createTokenVerifier, keySetFromConfig } from './auth/tokens.js';
 import type { Config } from './config.js';
 import { DirectoryService } from './directory/service.js';
 import { DirectoryStore } from './directory/store.js';
+import { connectionCap, readFdLimit } from './fd-limit.js';
+import { refuseTokenInQuery, refuseUpgrade } from './http/context.js';
 import { registerRoutes } from './http/routes.js';
 import { type RelayMetrics, createMetrics } from './metrics.js';
 import type { Database } from './storage/database.js';
@@ -24,6 +26,7 @@ import { openPg } from './storage/pg.js';
 import { openPglite } from './storage/pglite.js';
 import { UnsupportedRuntimeError, relayRuntimeProblem } from './runtime.js';
 import { currentRelayRuntime, uws } from './uws.js';
+import { Admission, type RefusalReason, addressKey } from './ws/admission.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
 import { MailboxStore } from './mailbox/store.js';
@@ -89,7 +92,16 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       onBatch: (n) => metrics.sendBatchSize.observe(n),
     });
     await mailbox.start();
-    const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom, mailbox });
+    const cap = connectionCap({ configured: config.maxConnections, dbPoolMax: config.dbPoolMax, fdLimit: readFdLimit() });
+    if (cap.fdLimit === undefined) {
+      logger.warn({ maxConnections: cap.maxConnections }, 'cannot read the file descriptor limit; set HERMETIC_MAX_CONNECTIONS to size the connection cap');
+    }
+    const admission = new Admission(
+      { maxConnections: cap.maxConnections, maxUnauthenticatedPerAddress: config.maxUnauthenticatedPerAddress },
+      metrics.connectionsUnauthenticated,
+    );
+    metrics.connectionsMax.set(cap.maxConnections);
+    const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom, mailbox, admission });
     const app = uws.App();
     app.ws<ConnectionData>('/v1/ws', {
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
@@ -103,19 +115,29 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       maxBackpressure: 4 * 1024 * 1024,
       closeOnBackpressureLimit: 1,
       upgrade: (res, req, context) => {
-        const query = req.getQuery() ?? '';
-        if (/(?:^|&)(?:access_token|token|jwt|authorization)=/i.test(query)) {
-          res.writeStatus('400 Bad Request').writeHeader('content-type', 'application/json');
-          res.end(JSON.stringify({ error: { code: 'TOKEN_IN_QUERY', message: 'credentials are never accepted in a URL' } }));
-          metrics.errors.inc({ code: 'TOKEN_IN_QUERY' });
+        const refuse = (err: ProtocolError, reason?: 'draining' | RefusalReason): void => {
+          refuseUpgrade(res, err);
+          metrics.errors.inc({ code: err.code });
+          if (reason) metrics.connectionsRefused.inc({ reason });
+        };
+        try {
+          refuseTokenInQuery(req.getQuery() ?? '');
+        } catch (err) {
+          refuse(err as ProtocolError);
           return;
         }
         if (draining) {
-          res.writeStatus('503 Service Unavailable').end();
+          refuse(new ProtocolError('UNAVAILABLE', 'the relay is shutting down'), 'draining');
+          return;
+        }
+        const address = addressKey(res.getRemoteAddress());
+        const refusal = admission.check(address);
+        if (refusal) {
+          refuse(refusal.error, refusal.reason);
           return;
         }
         res.upgrade(
-          connections.newConnectionData(),
+          connections.newConnectionData(address),
           req.getHeader('sec-websocket-key'),
           req.getHeader('sec-websocket-protocol'),
           req.getHeader('sec-websocket-extensions'),
@@ -141,7 +163,10 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       app.listen(config.host, config.port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
     });
     const port = uws.us_socket_local_port(listenSocket as unknown as Parameters<typeof uws.us_socket_local_port>[0]);
-    logger.info({ host: config.host, port, storage: db.driver, auth: config.auth.mode }, 'relay listening');
+    logger.info(
+      { host: config.host, port, storage: db.driver, auth: config.auth.mode, maxConnections: cap.maxConnections, fdLimit: cap.fdLimit ?? null },
+      'relay listening',
+    );
 
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {

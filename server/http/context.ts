@@ -111,6 +111,15 @@ function statusLine(status: number): string {
   return `${status} ${REASONS[status] ?? 'Status'}`;
 }
 
+/** Refuses a WebSocket upgrade with a typed JSON error and closes the connection, so a
+ * refused client holds no descriptor. Call synchronously in the upgrade handler. */
+export function refuseUpgrade(res: HttpResponse, err: ProtocolError): void {
+  res.cork(() => {
+    res.writeStatus(statusLine(err.httpStatus)).writeHeader('content-type', 'application/json').writeHeader('cache-control', 'no-store');
+    res.end(JSON.stringify({ error: err.toJSON() }), true);
+  });
+}
+
 /** Copies what a handler needs out of the uWS request (valid only synchronously). */
 export function requestInfo(req: HttpRequest, paramCount: number): RequestInfo {
   const cl = req.getHeader('content-length');

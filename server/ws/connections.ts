@@ -19,9 +19,14 @@ import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, se
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { MailboxService } from '../mailbox/service.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
+import type { Admission, AdmissionTicket } from './admission.js';
 
 export interface ConnectionData {
   readonly challenge: Uint8Array;
+  /** The client address the upgrade came from (see admission.ts addressKey). */
+  readonly address: string;
+  /** Counted by the admission from open to close. */
+  admission: AdmissionTicket | undefined;
   state: 'challenge' | 'authenticating' | 'authenticated';
   userId: string | undefined;
   deviceId: string | undefined;
@@ -45,6 +50,7 @@ export interface ConnectionDeps {
   readonly logger: Logger;
   readonly random: (n: number) => Uint8Array;
   readonly mailbox: MailboxService;
+  readonly admission: Admission;
 }
 
 export class ConnectionManager {
@@ -60,9 +66,11 @@ export class ConnectionManager {
     this.deliversOut = deps.metrics.framesOut.labels({ type: 'deliver' });
   }
 
-  newConnectionData(): ConnectionData {
+  newConnectionData(address: string): ConnectionData {
     return {
       challenge: this.deps.random(CHALLENGE_BYTES),
+      address,
+      admission: undefined,
       state: 'challenge',
       userId: undefined,
       deviceId: undefined,
@@ -78,6 +86,7 @@ export class ConnectionManager {
   onOpen(ws: RelaySocket): void {
     const ud = ws.getUserData();
     this.open.add(ws);
+    ud.admission = this.deps.admission.opened(ud.address);
     this.deps.metrics.connectionsOpen.inc();
     ud.authTimer = setTimeout(() => {
       if (!ud.closed && ud.state !== 'authenticated') {
@@ -93,6 +102,7 @@ export class ConnectionManager {
     ud.closed = true;
     if (ud.authTimer) clearTimeout(ud.authTimer);
     this.open.delete(ws);
+    if (ud.admission) this.deps.admission.closed(ud.admission);
     this.deps.metrics.connectionsOpen.dec();
     if (ud.userId !== undefined && ud.deviceId !== undefined && ud.stream) {
       this.deps.mailbox.detach(ud.userId, ud.deviceId, ud.stream);
@@ -240,6 +250,7 @@ export class ConnectionManager {
       ud.userId = userId;
       ud.deviceId = frame.deviceId;
       if (ud.authTimer) clearTimeout(ud.authTimer);
+      if (ud.admission) this.deps.admission.authenticated(ud.admission);
       this.send(ws, { type: 'auth_ok', userId, deviceId: frame.deviceId });
       this.deps.logger.debug({ userId, deviceId: frame.deviceId }, 'device authenticated');
       // A newer connection for the same device (on this relay or another) replaces this one.

@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEV_AUDIENCE, DEV_ISSUER, loadConfig } from '../../server/config.js';
+import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS } from '../../server/limits.js';
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -31,6 +32,8 @@ describe('loadConfig', () => {
       production: false,
       auth: { mode: 'dev', issuer: DEV_ISSUER, audience: DEV_AUDIENCE, clockToleranceSec: 30 },
       shutdownGraceMs: 10_000,
+      maxConnections: undefined,
+      maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
     });
   });
 
@@ -45,6 +48,8 @@ describe('loadConfig', () => {
       HERMETIC_LOG_LEVEL: 'warn',
       HERMETIC_JWT_CLOCK_TOLERANCE: '5',
       HERMETIC_SHUTDOWN_GRACE_MS: '250',
+      HERMETIC_MAX_CONNECTIONS: '5000',
+      HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: '7',
       NODE_ENV: 'production',
     });
     expect(c).toEqual({
@@ -57,6 +62,8 @@ describe('loadConfig', () => {
       production: true,
       auth: { mode: 'jwks', jwksFile: '/keys/jwks.json', issuer: 'https://idp.example', audience: 'chat', clockToleranceSec: 5 },
       shutdownGraceMs: 250,
+      maxConnections: 5000,
+      maxUnauthenticatedPerAddress: 7,
     });
   });
 
@@ -80,6 +87,8 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_DB_POOL_MAX: '0' }).message).toMatch(/^HERMETIC_DB_POOL_MAX /);
     expect(configError({ HERMETIC_JWT_CLOCK_TOLERANCE: '601' }).message).toMatch(/^HERMETIC_JWT_CLOCK_TOLERANCE /);
     expect(configError({ HERMETIC_SHUTDOWN_GRACE_MS: 'soon' }).message).toMatch(/^HERMETIC_SHUTDOWN_GRACE_MS /);
+    expect(configError({ HERMETIC_MAX_CONNECTIONS: '0' }).message).toMatch(/^HERMETIC_MAX_CONNECTIONS /);
+    expect(configError({ HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: 'lots' }).message).toMatch(/^HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS /);
   });
 
   it('requires an issuer and an audience with a JWKS', () => {

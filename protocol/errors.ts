@@ -6,6 +6,7 @@
 export const ERROR_CODES = {
   BAD_REQUEST: { http: 400, retry: false },
   BODY_TOO_LARGE: { http: 413, retry: false },
+  BODY_TIMEOUT: { http: 408, retry: true },
   FRAME_TOO_LARGE: { http: 413, retry: false },
   UNSUPPORTED_MEDIA_TYPE: { http: 415, retry: false },
   UNKNOWN_FRAME: { http: 400, retry: false },

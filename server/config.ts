@@ -4,7 +4,7 @@
  * lists every variable read here.
  */
 import path from 'node:path';
-import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS } from './limits.js';
+import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS } from './limits.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -27,6 +27,7 @@ export interface Config {
   /** Open WebSockets allowed; undefined: derived from the descriptor limit (server/fd-limit.ts). */
   readonly maxConnections: number | undefined;
   readonly maxUnauthenticatedPerAddress: number;
+  readonly httpBodyTimeoutMs: number;
 }
 
 /** Issuer and audience of tokens minted by `hermetic token` in dev mode. */
@@ -104,5 +105,6 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: intVar(env, 'HERMETIC_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
     maxConnections: optionalIntVar(env, 'HERMETIC_MAX_CONNECTIONS', 1, 10_000_000),
     maxUnauthenticatedPerAddress: intVar(env, 'HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS', DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, 1, 10_000_000),
+    httpBodyTimeoutMs: intVar(env, 'HERMETIC_HTTP_BODY_TIMEOUT_MS', HTTP_BODY_TIMEOUT_MS, 100, 600_000),
   };
 }

@@ -14,6 +14,19 @@ export const MAX_RATE_LIMIT_ENTRIES = 100_000;
 /** HTTP requests in flight per process; beyond this new ones get UNAVAILABLE. */
 export const MAX_INFLIGHT_HTTP = 1024;
 
+/** HTTP requests in flight per user, counted from the moment the token verifies (which
+ * runs alongside the body read); beyond this the user's requests get RATE_LIMITED. So
+ * one user with slow bodies holds at most this many (1/16) of the MAX_INFLIGHT_HTTP
+ * slots. At least BUNDLE_FETCH_BURST (60), so that a client may spend its whole
+ * bundle-fetch burst at once (a group's devices). */
+export const MAX_INFLIGHT_HTTP_PER_USER = 64;
+
+/** Time for a request's whole body to arrive, from the request's start
+ * (HERMETIC_HTTP_BODY_TIMEOUT_MS overrides it). A MAX_HTTP_BODY_BYTES (512 KiB) body
+ * takes ~4 s at 1 Mbit/s; past this the request is BODY_TIMEOUT and its connection is
+ * closed, so a slow sender cannot hold a request slot for long. */
+export const HTTP_BODY_TIMEOUT_MS = 30_000;
+
 /** Group commit of SENDs: at most this many SEND frames per transaction. Large enough to
  * amortize a commit over many envelopes, small enough to keep one batch's latency low.
  * A batch gathers the SENDs that arrived in one turn of the event loop, plus whatever

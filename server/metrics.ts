@@ -15,6 +15,7 @@ export interface RelayMetrics {
   readonly errors: Counter<'code'>;
   readonly dbQuerySeconds: Histogram;
   readonly httpRequests: Counter<'route' | 'status'>;
+  readonly httpInFlight: Gauge;
   readonly sendBatchSize: Histogram;
 }
 
@@ -48,5 +49,6 @@ export function createMetrics(): RelayMetrics {
       registers: [registry],
     }),
     httpRequests: new Counter({ name: 'hermetic_http_requests_total', help: 'HTTP requests, by route and status', labelNames: ['route', 'status'], registers: [registry] }),
+    httpInFlight: new Gauge({ name: 'hermetic_http_requests_in_flight', help: 'HTTP requests being handled (at most MAX_INFLIGHT_HTTP)', registers: [registry] }),
   };
 }

@@ -157,6 +157,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       ready: async () => migrationsCurrent(db, migrations.length),
       isDraining: () => draining,
       track,
+      bodyTimeoutMs: config.httpBodyTimeoutMs,
     });
 
     const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {

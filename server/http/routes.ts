@@ -12,7 +12,7 @@ import { MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
 import { type TokenVerifier, bearerToken } from '../auth/tokens.js';
 import type { DirectoryService } from '../directory/service.js';
 import type { KeyCounts } from '../directory/store.js';
-import { MAX_INFLIGHT_HTTP } from '../limits.js';
+import { MAX_INFLIGHT_HTTP, MAX_INFLIGHT_HTTP_PER_USER } from '../limits.js';
 import type { RelayMetrics } from '../metrics.js';
 import { toProtocolError } from '../ws/connections.js';
 import { HttpExchange, decodePathParam, refuseTokenInQuery, requestInfo } from './context.js';
@@ -27,15 +27,36 @@ export interface RouteDeps {
   readonly isDraining: () => boolean;
   /** Tracks in-flight work so that shutdown can wait for it. */
   readonly track: <T>(p: Promise<T>) => Promise<T>;
+  /** Time for a request body to arrive in full (HTTP_BODY_TIMEOUT_MS by default). */
+  readonly bodyTimeoutMs: number;
 }
 
 type Handler = (ex: HttpExchange) => Promise<void>;
 
 export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
   let inflight = 0;
+  /** Requests in flight per user whose token has verified; entries at zero are removed. */
+  const inflightByUser = new Map<string, number>();
+  const userSlots = new WeakMap<HttpExchange, string>();
+
+  const takeUserSlot = (ex: HttpExchange, userId: string): void => {
+    const n = inflightByUser.get(userId) ?? 0;
+    if (n >= MAX_INFLIGHT_HTTP_PER_USER) {
+      throw new ProtocolError('RATE_LIMITED', `more than ${MAX_INFLIGHT_HTTP_PER_USER} requests of this user in flight`);
+    }
+    inflightByUser.set(userId, n + 1);
+    userSlots.set(ex, userId);
+  };
+  const releaseUserSlot = (ex: HttpExchange): void => {
+    const userId = userSlots.get(ex);
+    if (userId === undefined) return;
+    const n = (inflightByUser.get(userId) ?? 1) - 1;
+    if (n > 0) inflightByUser.set(userId, n);
+    else inflightByUser.delete(userId);
+  };
 
   const route = (name: string, paramCount: number, handler: Handler) => (res: HttpResponse, req: HttpRequest) => {
-    const ex = new HttpExchange(res, requestInfo(req, paramCount));
+    const ex = new HttpExchange(res, requestInfo(req, paramCount), deps.bodyTimeoutMs);
     const finish = (): void => {
       deps.metrics.httpRequests.inc({ route: name, status: ex.done ? 'sent' : 'aborted' });
     };
@@ -48,6 +69,7 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
       return finish();
     }
     inflight++;
+    deps.metrics.httpInFlight.inc();
     void deps
       .track(
         (async () => {
@@ -63,15 +85,24 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
         })(),
       )
       .finally(() => {
+        ex.finished = true;
         inflight--;
+        deps.metrics.httpInFlight.dec();
+        releaseUserSlot(ex);
         finish();
       });
   };
 
-  const authUser = (ex: HttpExchange): Promise<string> => {
+  /** Verifies the request's token and takes one of its user's request slots. */
+  const authUser = async (ex: HttpExchange): Promise<string> => {
     const token = bearerToken(ex.info.authorization);
-    if (token === undefined) return Promise.reject(new ProtocolError('UNAUTHENTICATED', 'an Authorization: Bearer token is required'));
-    return deps.verifier.verify(token);
+    if (token === undefined) throw new ProtocolError('UNAUTHENTICATED', 'an Authorization: Bearer token is required');
+    const userId = await deps.verifier.verify(token);
+    // A request that already ended (its body refused while the token was verifying)
+    // takes no slot: nothing would give it back.
+    if (ex.finished) throw new ProtocolError('UNAVAILABLE', 'request already ended');
+    takeUserSlot(ex, userId);
+    return userId;
   };
 
   const userParam = (raw: string): string => {

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEV_AUDIENCE, DEV_ISSUER, loadConfig } from '../../server/config.js';
-import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS } from '../../server/limits.js';
+import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS } from '../../server/limits.js';
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -34,6 +34,7 @@ describe('loadConfig', () => {
       shutdownGraceMs: 10_000,
       maxConnections: undefined,
       maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+      httpBodyTimeoutMs: HTTP_BODY_TIMEOUT_MS,
     });
   });
 
@@ -50,6 +51,7 @@ describe('loadConfig', () => {
       HERMETIC_SHUTDOWN_GRACE_MS: '250',
       HERMETIC_MAX_CONNECTIONS: '5000',
       HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: '7',
+      HERMETIC_HTTP_BODY_TIMEOUT_MS: '1500',
       NODE_ENV: 'production',
     });
     expect(c).toEqual({
@@ -64,6 +66,7 @@ describe('loadConfig', () => {
       shutdownGraceMs: 250,
       maxConnections: 5000,
       maxUnauthenticatedPerAddress: 7,
+      httpBodyTimeoutMs: 1500,
     });
   });
 
@@ -89,6 +92,7 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_SHUTDOWN_GRACE_MS: 'soon' }).message).toMatch(/^HERMETIC_SHUTDOWN_GRACE_MS /);
     expect(configError({ HERMETIC_MAX_CONNECTIONS: '0' }).message).toMatch(/^HERMETIC_MAX_CONNECTIONS /);
     expect(configError({ HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: 'lots' }).message).toMatch(/^HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS /);
+    expect(configError({ HERMETIC_HTTP_BODY_TIMEOUT_MS: '50' }).message).toMatch(/^HERMETIC_HTTP_BODY_TIMEOUT_MS /);
   });
 
   it('requires an issuer and an audience with a JWKS', () => {

@@ -28,7 +28,20 @@ export interface Config {
   readonly maxConnections: number | undefined;
   readonly maxUnauthenticatedPerAddress: number;
   readonly httpBodyTimeoutMs: number;
+  readonly metrics: MetricsConfig;
 }
+
+/** Where GET /metrics is served, and whether it needs a token. */
+export interface MetricsConfig {
+  /** Required as `Authorization: Bearer <token>` when set. */
+  readonly token: string | undefined;
+  /** A listener of its own for /metrics (then not served on the main port). */
+  readonly port: number | undefined;
+  readonly host: string;
+}
+
+/** A metrics token: a bearer token68 (RFC 7235), long enough not to be guessed. */
+const METRICS_TOKEN_PATTERN = /^[A-Za-z0-9._~+/-]{16,1024}=*$/;
 
 /** Issuer and audience of tokens minted by `hermetic token` in dev mode. */
 export const DEV_ISSUER = 'hermetic-dev';
@@ -106,5 +119,18 @@ export function loadConfig(env: Env = process.env): Config {
     maxConnections: optionalIntVar(env, 'HERMETIC_MAX_CONNECTIONS', 1, 10_000_000),
     maxUnauthenticatedPerAddress: intVar(env, 'HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS', DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, 1, 10_000_000),
     httpBodyTimeoutMs: intVar(env, 'HERMETIC_HTTP_BODY_TIMEOUT_MS', HTTP_BODY_TIMEOUT_MS, 100, 600_000),
+    metrics: metricsConfig(env),
   };
+}
+
+function metricsConfig(env: Env): MetricsConfig {
+  const token = env.HERMETIC_METRICS_TOKEN || undefined;
+  // Never echo the token: it is a secret.
+  if (token !== undefined && !METRICS_TOKEN_PATTERN.test(token)) {
+    throw new ConfigError('HERMETIC_METRICS_TOKEN must be 16 to 1024 characters of A-Z a-z 0-9 . _ ~ + / - (a bearer token)');
+  }
+  const port = optionalIntVar(env, 'HERMETIC_METRICS_PORT', 0, 65535);
+  const host = env.HERMETIC_METRICS_HOST || undefined;
+  if (host !== undefined && port === undefined) throw new ConfigError('HERMETIC_METRICS_HOST needs HERMETIC_METRICS_PORT');
+  return { token, port, host: host ?? '127.0.0.1' };
 }

@@ -5,7 +5,7 @@
  * for in-flight work, close sockets with GOING_AWAY, close storage.
  */
 import type { Logger } from 'pino';
-import type { us_listen_socket } from 'uWebSockets.js';
+import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { JWTVerifyGetKey } from 'jose';
 import { defaultBackend } from '../crypto/primitives/index.js';
 import { systemRandom } from '../crypto/primitives/random.js';
@@ -18,6 +18,7 @@ import { DirectoryService } from './directory/service.js';
 import { DirectoryStore } from './directory/store.js';
 import { connectionCap, readFdLimit } from './fd-limit.js';
 import { refuseTokenInQuery, refuseUpgrade } from './http/context.js';
+import { registerMetricsListener } from './http/metrics-route.js';
 import { registerRoutes } from './http/routes.js';
 import { type RelayMetrics, createMetrics } from './metrics.js';
 import type { Database } from './storage/database.js';
@@ -36,6 +37,8 @@ export interface Relay {
   readonly db: Database;
   readonly metrics: RelayMetrics;
   readonly nodeId: string;
+  /** The metrics listener's port, when HERMETIC_METRICS_PORT is set. */
+  readonly metricsPort: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -54,6 +57,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
 
   const metrics = createMetrics();
   const db = await openDatabase(config, logger, (s) => metrics.dbQuerySeconds.observe(s));
+  const listeners: us_listen_socket[] = [];
   try {
     const migrations = loadMigrations();
     const result = await migrate(db, migrations);
@@ -149,23 +153,43 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       drain: (ws) => connections.onDrain(ws),
       close: (ws) => connections.onClose(ws),
     });
+    const routerDeps = { verifier, metrics, logger, isDraining: () => draining, track, bodyTimeoutMs: config.httpBodyTimeoutMs };
+    // /metrics: on a listener of its own when HERMETIC_METRICS_PORT is set; else on the
+    // main port, open in development, and in production only behind a token.
+    const metricsHere = config.metrics.port === undefined && (config.metrics.token !== undefined || !config.production);
+    if (config.metrics.port === undefined && !metricsHere) {
+      logger.warn('GET /metrics is not served: in production set HERMETIC_METRICS_TOKEN or HERMETIC_METRICS_PORT to expose it');
+    }
     registerRoutes(app, {
+      ...routerDeps,
       directory,
-      verifier,
-      metrics,
-      logger,
       ready: async () => migrationsCurrent(db, migrations.length),
-      isDraining: () => draining,
-      track,
-      bodyTimeoutMs: config.httpBodyTimeoutMs,
+      metricsHere,
+      metricsToken: config.metrics.token,
     });
 
-    const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-      app.listen(config.host, config.port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
-    });
-    const port = uws.us_socket_local_port(listenSocket as unknown as Parameters<typeof uws.us_socket_local_port>[0]);
+    const main = await listen(app, config.host, config.port);
+    listeners.push(main.socket);
+    let metricsPort: number | undefined;
+    if (config.metrics.port !== undefined) {
+      const metricsApp = uws.App();
+      registerMetricsListener(metricsApp, { ...routerDeps, metricsToken: config.metrics.token });
+      const m = await listen(metricsApp, config.metrics.host, config.metrics.port);
+      listeners.push(m.socket);
+      metricsPort = m.port;
+    }
+    const port = main.port;
     logger.info(
-      { host: config.host, port, storage: db.driver, auth: config.auth.mode, maxConnections: cap.maxConnections, fdLimit: cap.fdLimit ?? null },
+      {
+        host: config.host,
+        port,
+        storage: db.driver,
+        auth: config.auth.mode,
+        maxConnections: cap.maxConnections,
+        fdLimit: cap.fdLimit ?? null,
+        metrics: metricsPort !== undefined ? { host: config.metrics.host, port: metricsPort } : metricsHere ? 'main' : 'off',
+        metricsToken: config.metrics.token !== undefined,
+      },
       'relay listening',
     );
 
@@ -173,7 +197,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
         draining = true;
-        uws.us_listen_socket_close(listenSocket);
+        for (const l of listeners) uws.us_listen_socket_close(l);
         const grace = new Promise<void>((r) => setTimeout(r, config.shutdownGraceMs).unref());
         // Finish in-flight database writes (queued SENDs are committed and answered).
         await Promise.race([Promise.allSettled([...inflight, mailbox.stop()]), grace]);
@@ -183,9 +207,17 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       })();
       return stopping;
     };
-    return { port, db, metrics, nodeId, stop };
+    return { port, db, metrics, nodeId, metricsPort, stop };
   } catch (err) {
+    for (const l of listeners) uws.us_listen_socket_close(l);
     await db.close().catch(() => undefined);
     throw err;
   }
+}
+
+async function listen(app: TemplatedApp, host: string, port: number): Promise<{ socket: us_listen_socket; port: number }> {
+  const socket = await new Promise<us_listen_socket>((resolve, reject) => {
+    app.listen(host, port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${host}:${port}`))));
+  });
+  return { socket, port: uws.us_socket_local_port(socket as unknown as Parameters<typeof uws.us_socket_local_port>[0]) };
 }

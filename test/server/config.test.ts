@@ -35,6 +35,7 @@ describe('loadConfig', () => {
       maxConnections: undefined,
       maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
       httpBodyTimeoutMs: HTTP_BODY_TIMEOUT_MS,
+      metrics: { token: undefined, port: undefined, host: '127.0.0.1' },
     });
   });
 
@@ -52,6 +53,9 @@ describe('loadConfig', () => {
       HERMETIC_MAX_CONNECTIONS: '5000',
       HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: '7',
       HERMETIC_HTTP_BODY_TIMEOUT_MS: '1500',
+      HERMETIC_METRICS_TOKEN: 'metrics-token-0123456789',
+      HERMETIC_METRICS_PORT: '9464',
+      HERMETIC_METRICS_HOST: '10.0.0.5',
       NODE_ENV: 'production',
     });
     expect(c).toEqual({
@@ -67,6 +71,7 @@ describe('loadConfig', () => {
       maxConnections: 5000,
       maxUnauthenticatedPerAddress: 7,
       httpBodyTimeoutMs: 1500,
+      metrics: { token: 'metrics-token-0123456789', port: 9464, host: '10.0.0.5' },
     });
   });
 
@@ -93,6 +98,17 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_MAX_CONNECTIONS: '0' }).message).toMatch(/^HERMETIC_MAX_CONNECTIONS /);
     expect(configError({ HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: 'lots' }).message).toMatch(/^HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS /);
     expect(configError({ HERMETIC_HTTP_BODY_TIMEOUT_MS: '50' }).message).toMatch(/^HERMETIC_HTTP_BODY_TIMEOUT_MS /);
+  });
+
+  it('refuses a short or malformed metrics token without echoing it, and a metrics host without a port', () => {
+    for (const token of ['short', 'has spaces in the token value', 'x'.repeat(1025)]) {
+      const msg = configError({ HERMETIC_METRICS_TOKEN: token }).message;
+      expect(msg).toMatch(/^HERMETIC_METRICS_TOKEN /);
+      expect(msg).not.toContain(token);
+    }
+    expect(configError({ HERMETIC_METRICS_HOST: '0.0.0.0' }).message).toContain('HERMETIC_METRICS_PORT');
+    expect(configError({ HERMETIC_METRICS_PORT: '70000' }).message).toMatch(/^HERMETIC_METRICS_PORT /);
+    expect(loadConfig({ HERMETIC_METRICS_PORT: '0' }).metrics).toEqual({ token: undefined, port: 0, host: '127.0.0.1' });
   });
 
   it('requires an issuer and an audience with a JWKS', () => {

@@ -29,6 +29,15 @@ export interface Config {
   readonly maxUnauthenticatedPerAddress: number;
   readonly httpBodyTimeoutMs: number;
   readonly metrics: MetricsConfig;
+  /** Serve https:// and wss:// with this certificate and key; undefined: plain HTTP. */
+  readonly tls: TlsConfig | undefined;
+}
+
+export interface TlsConfig {
+  /** PEM certificate (chain) file. */
+  readonly certFile: string;
+  /** PEM private key file (unencrypted). */
+  readonly keyFile: string;
 }
 
 /** Where GET /metrics is served, and whether it needs a token. */
@@ -120,6 +129,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxUnauthenticatedPerAddress: intVar(env, 'HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS', DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, 1, 10_000_000),
     httpBodyTimeoutMs: intVar(env, 'HERMETIC_HTTP_BODY_TIMEOUT_MS', HTTP_BODY_TIMEOUT_MS, 100, 600_000),
     metrics: metricsConfig(env),
+    tls: tlsConfig(env),
   };
 }
 
@@ -133,4 +143,14 @@ function metricsConfig(env: Env): MetricsConfig {
   const host = env.HERMETIC_METRICS_HOST || undefined;
   if (host !== undefined && port === undefined) throw new ConfigError('HERMETIC_METRICS_HOST needs HERMETIC_METRICS_PORT');
   return { token, port, host: host ?? '127.0.0.1' };
+}
+
+function tlsConfig(env: Env): TlsConfig | undefined {
+  const cert = env.HERMETIC_TLS_CERT_FILE || undefined;
+  const key = env.HERMETIC_TLS_KEY_FILE || undefined;
+  if (cert === undefined && key === undefined) return undefined;
+  if (cert === undefined || key === undefined) {
+    throw new ConfigError('set both HERMETIC_TLS_CERT_FILE and HERMETIC_TLS_KEY_FILE, or neither');
+  }
+  return { certFile: path.resolve(cert), keyFile: path.resolve(key) };
 }

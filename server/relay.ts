@@ -26,6 +26,7 @@ import { loadMigrations, migrate, migrationsCurrent } from './storage/migrate.js
 import { openPg } from './storage/pg.js';
 import { openPglite } from './storage/pglite.js';
 import { UnsupportedRuntimeError, relayRuntimeProblem } from './runtime.js';
+import { checkTlsFiles, sslAppOptions } from './tls.js';
 import { currentRelayRuntime, uws } from './uws.js';
 import { Admission, type RefusalReason, addressKey } from './ws/admission.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
@@ -54,6 +55,9 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
   const problem = relayRuntimeProblem(runtime);
   if (problem) throw new UnsupportedRuntimeError(problem);
   logger.info({ binding: runtime.bindingDetail, node: runtime.nodeVersion }, 'uWebSockets.js native binding loaded');
+  const tlsFiles = config.tls ? checkTlsFiles(config.tls) : undefined;
+  // With TLS every listener (the main one and the metrics one) speaks TLS.
+  const newApp = (): TemplatedApp => (tlsFiles ? uws.SSLApp(sslAppOptions(tlsFiles)) : uws.App());
 
   const metrics = createMetrics();
   const db = await openDatabase(config, logger, (s) => metrics.dbQuerySeconds.observe(s));
@@ -106,7 +110,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     );
     metrics.connectionsMax.set(cap.maxConnections);
     const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom, mailbox, admission });
-    const app = uws.App();
+    const app = newApp();
     app.ws<ConnectionData>('/v1/ws', {
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
       // relay answers FRAME_TOO_LARGE and keeps the connection.
@@ -172,7 +176,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     listeners.push(main.socket);
     let metricsPort: number | undefined;
     if (config.metrics.port !== undefined) {
-      const metricsApp = uws.App();
+      const metricsApp = newApp();
       registerMetricsListener(metricsApp, { ...routerDeps, metricsToken: config.metrics.token });
       const m = await listen(metricsApp, config.metrics.host, config.metrics.port);
       listeners.push(m.socket);
@@ -189,6 +193,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         fdLimit: cap.fdLimit ?? null,
         metrics: metricsPort !== undefined ? { host: config.metrics.host, port: metricsPort } : metricsHere ? 'main' : 'off',
         metricsToken: config.metrics.token !== undefined,
+        tls: tlsFiles ? { certFile: tlsFiles.certFile, validTo: tlsFiles.validTo } : false,
       },
       'relay listening',
     );

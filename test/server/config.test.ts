@@ -36,6 +36,7 @@ describe('loadConfig', () => {
       maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
       httpBodyTimeoutMs: HTTP_BODY_TIMEOUT_MS,
       metrics: { token: undefined, port: undefined, host: '127.0.0.1' },
+      tls: undefined,
     });
   });
 
@@ -56,6 +57,8 @@ describe('loadConfig', () => {
       HERMETIC_METRICS_TOKEN: 'metrics-token-0123456789',
       HERMETIC_METRICS_PORT: '9464',
       HERMETIC_METRICS_HOST: '10.0.0.5',
+      HERMETIC_TLS_CERT_FILE: 'tls/cert.pem',
+      HERMETIC_TLS_KEY_FILE: '/etc/hermetic/key.pem',
       NODE_ENV: 'production',
     });
     expect(c).toEqual({
@@ -72,6 +75,7 @@ describe('loadConfig', () => {
       maxUnauthenticatedPerAddress: 7,
       httpBodyTimeoutMs: 1500,
       metrics: { token: 'metrics-token-0123456789', port: 9464, host: '10.0.0.5' },
+      tls: { certFile: path.resolve('tls/cert.pem'), keyFile: '/etc/hermetic/key.pem' },
     });
   });
 

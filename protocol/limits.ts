@@ -38,7 +38,8 @@ export const MAX_KEY_ID = 0xffff_ffff;
 export const CHALLENGE_BYTES = 32;
 
 /** A connection that has not authenticated within this time is closed, so an idle
- * unauthenticated socket cannot hold server resources. */
+ * unauthenticated socket cannot hold server resources. The default: a relay may be
+ * configured for 1-60 s (HERMETIC_AUTH_TIMEOUT_MS). */
 export const AUTH_TIMEOUT_MS = 10_000;
 
 /** Bearer tokens longer than this are rejected before verification. */

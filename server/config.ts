@@ -4,7 +4,8 @@
  * lists every variable read here.
  */
 import path from 'node:path';
-import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS } from './limits.js';
+import { AUTH_TIMEOUT_MS } from '../protocol/limits.js';
+import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS } from './limits.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -28,6 +29,8 @@ export interface Config {
   readonly maxConnections: number | undefined;
   readonly maxUnauthenticatedPerAddress: number;
   readonly httpBodyTimeoutMs: number;
+  /** Time a WebSocket has to authenticate before it is closed with AUTH_TIMEOUT. */
+  readonly authTimeoutMs: number;
   readonly metrics: MetricsConfig;
   /** Serve https:// and wss:// with this certificate and key; undefined: plain HTTP. */
   readonly tls: TlsConfig | undefined;
@@ -128,6 +131,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxConnections: optionalIntVar(env, 'HERMETIC_MAX_CONNECTIONS', 1, 10_000_000),
     maxUnauthenticatedPerAddress: intVar(env, 'HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS', DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, 1, 10_000_000),
     httpBodyTimeoutMs: intVar(env, 'HERMETIC_HTTP_BODY_TIMEOUT_MS', HTTP_BODY_TIMEOUT_MS, 100, 600_000),
+    authTimeoutMs: intVar(env, 'HERMETIC_AUTH_TIMEOUT_MS', AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS),
     metrics: metricsConfig(env),
     tls: tlsConfig(env),
   };

@@ -87,3 +87,9 @@ export const DB_LISTEN_CONNECTIONS = 1;
 
 /** Open WebSockets allowed when the descriptor limit cannot be read (no /proc/self/limits). */
 export const FALLBACK_MAX_CONNECTIONS = 4096;
+
+/** Bounds of HERMETIC_AUTH_TIMEOUT_MS (default AUTH_TIMEOUT_MS, 10 s). Below a second a
+ * device on a slow link could not finish its handshake; above a minute an idle
+ * unauthenticated socket would hold its slot for too long. */
+export const MIN_AUTH_TIMEOUT_MS = 1_000;
+export const MAX_AUTH_TIMEOUT_MS = 60_000;

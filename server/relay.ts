@@ -109,7 +109,17 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       metrics.connectionsUnauthenticated,
     );
     metrics.connectionsMax.set(cap.maxConnections);
-    const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom, mailbox, admission });
+    const connections = new ConnectionManager({
+      verifier,
+      directory: store,
+      backend,
+      metrics,
+      logger,
+      random: systemRandom,
+      mailbox,
+      admission,
+      authTimeoutMs: config.authTimeoutMs,
+    });
     const app = newApp();
     app.ws<ConnectionData>('/v1/ws', {
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the

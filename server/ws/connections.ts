@@ -2,13 +2,14 @@
  * WebSocket connections: a device binds its connection by signing a fresh server
  * challenge with its identity key, after presenting its user's token. Until then the
  * connection can do nothing but authenticate, and it is closed if it doesn't within
- * AUTH_TIMEOUT_MS. One connection per device: a newer one replaces the older.
+ * the auth timeout (AUTH_TIMEOUT_MS unless configured). One connection per device: a
+ * newer one replaces the older.
  */
 import type { WebSocket } from 'uWebSockets.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { CLOSE_CODES, ProtocolError } from '../../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
-import { AUTH_TIMEOUT_MS, CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS, MAX_PREAUTH_FRAME_BYTES } from '../../protocol/limits.js';
+import { CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS, MAX_PREAUTH_FRAME_BYTES } from '../../protocol/limits.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
@@ -51,6 +52,8 @@ export interface ConnectionDeps {
   readonly random: (n: number) => Uint8Array;
   readonly mailbox: MailboxService;
   readonly admission: Admission;
+  /** Time a connection has to authenticate (AUTH_TIMEOUT_MS unless configured). */
+  readonly authTimeoutMs: number;
 }
 
 export class ConnectionManager {
@@ -93,7 +96,7 @@ export class ConnectionManager {
         this.sendError(ws, new ProtocolError('AUTH_TIMEOUT', 'not authenticated in time'));
         this.end(ws, CLOSE_CODES.AUTH_FAILED, 'auth timeout');
       }
-    }, AUTH_TIMEOUT_MS);
+    }, this.deps.authTimeoutMs);
     this.send(ws, { type: 'challenge', nonce: ud.challenge });
   }
 

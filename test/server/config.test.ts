@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { AUTH_TIMEOUT_MS } from '../../protocol/limits.js';
 import { ConfigError, DEV_AUDIENCE, DEV_ISSUER, loadConfig } from '../../server/config.js';
 import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS } from '../../server/limits.js';
 
@@ -35,6 +36,7 @@ describe('loadConfig', () => {
       maxConnections: undefined,
       maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
       httpBodyTimeoutMs: HTTP_BODY_TIMEOUT_MS,
+      authTimeoutMs: AUTH_TIMEOUT_MS,
       metrics: { token: undefined, port: undefined, host: '127.0.0.1' },
       tls: undefined,
     });
@@ -54,6 +56,7 @@ describe('loadConfig', () => {
       HERMETIC_MAX_CONNECTIONS: '5000',
       HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: '7',
       HERMETIC_HTTP_BODY_TIMEOUT_MS: '1500',
+      HERMETIC_AUTH_TIMEOUT_MS: '30000',
       HERMETIC_METRICS_TOKEN: 'metrics-token-0123456789',
       HERMETIC_METRICS_PORT: '9464',
       HERMETIC_METRICS_HOST: '10.0.0.5',
@@ -74,6 +77,7 @@ describe('loadConfig', () => {
       maxConnections: 5000,
       maxUnauthenticatedPerAddress: 7,
       httpBodyTimeoutMs: 1500,
+      authTimeoutMs: 30_000,
       metrics: { token: 'metrics-token-0123456789', port: 9464, host: '10.0.0.5' },
       tls: { certFile: path.resolve('tls/cert.pem'), keyFile: '/etc/hermetic/key.pem' },
     });
@@ -102,6 +106,8 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_MAX_CONNECTIONS: '0' }).message).toMatch(/^HERMETIC_MAX_CONNECTIONS /);
     expect(configError({ HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: 'lots' }).message).toMatch(/^HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS /);
     expect(configError({ HERMETIC_HTTP_BODY_TIMEOUT_MS: '50' }).message).toMatch(/^HERMETIC_HTTP_BODY_TIMEOUT_MS /);
+    expect(configError({ HERMETIC_AUTH_TIMEOUT_MS: '999' }).message).toMatch(/^HERMETIC_AUTH_TIMEOUT_MS /);
+    expect(configError({ HERMETIC_AUTH_TIMEOUT_MS: '60001' }).message).toMatch(/^HERMETIC_AUTH_TIMEOUT_MS /);
   });
 
   it('refuses a short or malformed metrics token without echoing it, and a metrics host without a port', () => {

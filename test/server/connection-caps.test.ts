@@ -12,6 +12,7 @@ import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type TestDatabase, createTestDatabase, describePg } from '../helpers/pg.js';
 import { type RelayProcess, killAllRelays, makeTempDir, relayEnv, runCli, startRelay } from '../helpers/relay.js';
 import { WsClient } from '../helpers/ws.js';
+import { CLOSE_CODES } from '../../protocol/errors.js';
 import { DB_LISTEN_CONNECTIONS, FD_RESERVE_MARGIN } from '../../server/limits.js';
 
 let issuer: TestIssuer;
@@ -92,6 +93,19 @@ describePg('WebSocket admission caps', (server) => {
     expect(metricSample(text, 'hermetic_connections_refused_total{reason="unauthenticated_per_address"}')).toBe(2);
 
     await closeAll([...sockets, bound]);
+    await relay.stop();
+  });
+
+  it('an unauthenticated socket closed by the auth timeout (HERMETIC_AUTH_TIMEOUT_MS) gives its slot back', async () => {
+    const relay = await startRelay({ databaseUrl: db.url, env: { ...issuer.env, HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: '1', HERMETIC_AUTH_TIMEOUT_MS: '1000' } });
+    const opened = Date.now();
+    const [first] = await openUnauthenticated(relay, 1);
+    expect((await refusedUpgrade(relay.baseUrl, '/v1/ws')).status).toBe(429);
+    expect(await first!.reply(15_000)).toMatchObject({ type: 'error', code: 'AUTH_TIMEOUT' });
+    expect(await first!.waitClosed()).toMatchObject({ code: CLOSE_CODES.AUTH_FAILED });
+    expect(Date.now() - opened).toBeGreaterThanOrEqual(1000 - 50);
+    const [second] = await openUnauthenticated(relay, 1);
+    await closeAll([second!]);
     await relay.stop();
   });
 

@@ -58,7 +58,8 @@ export interface RawResponse {
   readonly bytesSent: number;
 }
 
-function collect(res: http.IncomingMessage, bytesSent: () => number): Promise<RawResponse> {
+/** Reads a node:http(s) response to its end; `body` is the parsed JSON, if it is JSON. */
+export function collect(res: http.IncomingMessage, bytesSent: () => number = () => 0): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     let text = '';
     res.setEncoding('utf8');

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { TestDevice } from '../helpers/device.js';
+import { type RawResponse, collect } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type TestDatabase, createTestDatabase, describePg } from '../helpers/pg.js';
 import { type RelayProcess, killAllRelays, makeTempDir, relayEnv, runCli, startRelay } from '../helpers/relay.js';
@@ -28,10 +29,7 @@ function selfSigned(dir: string, name: string): { cert: string; key: string } {
   return { cert, key };
 }
 
-function httpsRequest(
-  url: string,
-  opts: { ca?: string; method?: string; token?: string; json?: unknown },
-): Promise<{ status: number; text: string; body: any }> {
+function httpsRequest(url: string, opts: { ca?: string; method?: string; token?: string; json?: unknown }): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const body = opts.json === undefined ? undefined : JSON.stringify(opts.json);
     const req = https.request(
@@ -44,20 +42,7 @@ function httpsRequest(
           ...(body !== undefined ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } : {}),
         },
       },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => {
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, text, body: parsed });
-        });
-      },
+      (res) => collect(res).then(resolve, reject),
     );
     req.on('error', reject);
     req.end(body);

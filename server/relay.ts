@@ -58,6 +58,10 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
   const tlsFiles = config.tls ? checkTlsFiles(config.tls) : undefined;
   // With TLS every listener (the main one and the metrics one) speaks TLS.
   const newApp = (): TemplatedApp => (tlsFiles ? uws.SSLApp(sslAppOptions(tlsFiles)) : uws.App());
+  const cap = connectionCap({ configured: config.maxConnections, dbPoolMax: config.dbPoolMax, fdLimit: readFdLimit() });
+  if (cap.fdLimit === undefined) {
+    logger.warn({ maxConnections: cap.maxConnections }, 'cannot read the file descriptor limit; set HERMETIC_MAX_CONNECTIONS to size the connection cap');
+  }
 
   const metrics = createMetrics();
   const db = await openDatabase(config, logger, (s) => metrics.dbQuerySeconds.observe(s));
@@ -100,10 +104,6 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       onBatch: (n) => metrics.sendBatchSize.observe(n),
     });
     await mailbox.start();
-    const cap = connectionCap({ configured: config.maxConnections, dbPoolMax: config.dbPoolMax, fdLimit: readFdLimit() });
-    if (cap.fdLimit === undefined) {
-      logger.warn({ maxConnections: cap.maxConnections }, 'cannot read the file descriptor limit; set HERMETIC_MAX_CONNECTIONS to size the connection cap');
-    }
     const admission = new Admission(
       { maxConnections: cap.maxConnections, maxUnauthenticatedPerAddress: config.maxUnauthenticatedPerAddress },
       metrics.connectionsUnauthenticated,

@@ -9,14 +9,15 @@ export const RELAY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=64'];
 
 /**
  * Where the relay runs: Node.js 20 from 20.16 on, with the native uWebSockets.js binding
- * (the package ships binaries for Node 16, 18 and 20 — ABIs 93, 108, 115 — on glibc
- * Linux, macOS and Windows). Anywhere else the package loads a JS fallback that throws on
+ * (the package ships binaries for Node 16, 18 and 20 — ABIs 93, 108, 115 — for glibc
+ * Linux x64/arm64/arm, macOS x64/arm64 and Windows x64; the relay is run and tested on
+ * glibc Linux). Anywhere else the package loads a JS fallback that throws on
  * the relay's upgrade handler (one WebSocket upgrade would end the process) and ignores
  * its backpressure, idle-timeout and upgrade-refusal settings; and before 20.16 there is
  * no `process.getBuiltinModule`, which the native crypto backend is loaded through.
  * package.json `engines` says the same.
  */
-export const SUPPORTED_RELAY_RUNTIME = 'Node.js 20 (20.16 or later) with the native uWebSockets.js binding (glibc Linux, macOS or Windows; x64 or arm64)';
+export const SUPPORTED_RELAY_RUNTIME = 'Node.js 20 (20.16 or later) with the native uWebSockets.js binding (Linux with glibc on x64 or arm64)';
 
 export interface RelayRuntime {
   /** The native uWebSockets.js binding loaded (not its JS fallback). */

@@ -13,15 +13,14 @@ import {
   MAX_TARGETS_PER_SEND,
   MAX_TTL_SECONDS,
   MAX_USER_ID_LENGTH,
-  USER_ID_PATTERN,
   MIN_TTL_SECONDS,
+  USER_ID_PATTERN,
 } from './limits.js';
 
 export const BINARY_FRAME = {
   SEND: 0x01,
   DELIVER: 0x02,
 } as const;
-
 
 export interface SendTarget {
   readonly deviceId: string;

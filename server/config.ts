@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { AUTH_TIMEOUT_MS } from '../protocol/limits.js';
 import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS } from './limits.js';
+import { relayOrigin } from '../protocol/origin.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -34,6 +35,9 @@ export interface Config {
   readonly metrics: MetricsConfig;
   /** Serve https:// and wss:// with this certificate and key; undefined: plain HTTP. */
   readonly tls: TlsConfig | undefined;
+  /** The relay's origin as devices address it (protocol/origin.ts); undefined: taken from
+   * each connection's Host header (development only). */
+  readonly publicOrigin: string | undefined;
 }
 
 export interface TlsConfig {
@@ -118,6 +122,14 @@ export function loadConfig(env: Env = process.env): Config {
     auth = { mode: 'dev', issuer: DEV_ISSUER, audience: DEV_AUDIENCE, clockToleranceSec };
   }
   const databaseUrl = urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const publicUrl = env.HERMETIC_PUBLIC_URL || undefined;
+  const publicOrigin = publicUrl === undefined ? undefined : relayOrigin(publicUrl);
+  if (publicUrl !== undefined && publicOrigin === undefined) {
+    throw new ConfigError('HERMETIC_PUBLIC_URL must be a ws://, wss://, http:// or https:// URL of this relay, without credentials');
+  }
+  if (production && publicOrigin === undefined) {
+    throw new ConfigError('HERMETIC_PUBLIC_URL is required when NODE_ENV=production: devices sign the relay origin when they connect');
+  }
   return {
     host: env.HERMETIC_HOST || '0.0.0.0',
     port: intVar(env, 'PORT', 8080, 0, 65535),
@@ -134,6 +146,7 @@ export function loadConfig(env: Env = process.env): Config {
     authTimeoutMs: intVar(env, 'HERMETIC_AUTH_TIMEOUT_MS', AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS),
     metrics: metricsConfig(env),
     tls: tlsConfig(env),
+    publicOrigin,
   };
 }
 

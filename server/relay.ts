@@ -11,6 +11,7 @@ import { defaultBackend } from '../crypto/primitives/index.js';
 import { systemRandom } from '../crypto/primitives/random.js';
 import { CLOSE_CODES, ProtocolError } from '../protocol/errors.js';
 import { MAX_FRAME_BYTES } from '../protocol/limits.js';
+import { relayOrigin } from '../protocol/origin.js';
 import { openDevIssuer } from './auth/dev-issuer.js';
 import { createTokenVerifier, keySetFromConfig } from './auth/tokens.js';
 import type { Config } from './config.js';
@@ -48,6 +49,21 @@ export async function openDatabase(config: Config, logger: Logger, observe?: (s:
     return openPg({ connectionString: config.databaseUrl, maxConnections: config.dbPoolMax, logger, ...(observe ? { observe } : {}) });
   }
   return openPglite({ dataDir: config.dataDir, ...(observe ? { observe } : {}) });
+}
+
+/**
+ * The origins a device may sign on a connection: the configured public origin or, when
+ * none is configured (development), the Host the client connected to, with either
+ * WebSocket scheme (the relay can't tell whether a proxy in front terminated TLS).
+ */
+export function acceptedOrigins(publicOrigin: string | undefined, host: string): readonly string[] {
+  if (publicOrigin !== undefined) return [publicOrigin];
+  const origins: string[] = [];
+  for (const scheme of ['ws', 'wss']) {
+    const o = relayOrigin(`${scheme}://${host}`);
+    if (o !== undefined) origins.push(o);
+  }
+  return origins;
 }
 
 export async function startRelay(config: Config, logger: Logger): Promise<Relay> {
@@ -119,6 +135,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       mailbox,
       admission,
       authTimeoutMs: config.authTimeoutMs,
+      now: Date.now,
     });
     const app = newApp();
     app.ws<ConnectionData>('/v1/ws', {
@@ -155,7 +172,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
           return;
         }
         res.upgrade(
-          connections.newConnectionData(address),
+          connections.newConnectionData(address, acceptedOrigins(config.publicOrigin, req.getHeader('host'))),
           req.getHeader('sec-websocket-key'),
           req.getHeader('sec-websocket-protocol'),
           req.getHeader('sec-websocket-extensions'),

@@ -8,8 +8,8 @@ import { SignJWT, UnsecuredJWT, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import { CLOSE_CODES } from '../../protocol/errors.js';
-import { AUTH_TIMEOUT_MS, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_PREAUTH_FRAME_BYTES, MAX_TOKEN_BYTES } from '../../protocol/limits.js';
-import { TestDevice } from '../helpers/device.js';
+import { AUTH_TIMEOUT_MS, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_ORIGIN_LENGTH, MAX_PREAUTH_FRAME_BYTES, MAX_TOKEN_BYTES } from '../../protocol/limits.js';
+import { TestDevice, originOf } from '../helpers/device.js';
 import { connectAuthenticated, registerDevice } from '../helpers/flows.js';
 import { expectError, refusedUpgrade, request } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
@@ -68,7 +68,7 @@ describe('HTTP authentication', () => {
   it('accepts a valid token', async () => {
     const res = await request(relay.baseUrl, 'GET', path, { token: await issuer.mint('alice') });
     expect(res.status, res.text).toBe(200);
-    expect(res.body).toEqual({ userId: 'someone', devices: [] });
+    expect(res.body).toEqual({ userId: 'someone', length: 0, entries: [], devices: [] });
   });
 
   it('reads the Bearer scheme name in any case', async () => {
@@ -146,7 +146,7 @@ describe('WebSocket authentication', () => {
     ws.send({ type: 'ping', id: 5 });
     expect(await ws.reply()).toEqual({ type: 'pong', id: 5 });
     // A second auth frame on a bound connection is refused, and the connection stays.
-    ws.send({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(new Uint8Array(64)) });
+    ws.send({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, origin: originOf(relay.wsUrl), signature: encodeBase64url(new Uint8Array(64)) });
     expect(await ws.reply()).toMatchObject({ type: 'error', code: 'ALREADY_AUTHENTICATED' });
     ws.send({ type: 'ping', id: 6 });
     expect(await ws.reply()).toEqual({ type: 'pong', id: 6 });
@@ -157,7 +157,7 @@ describe('WebSocket authentication', () => {
   it('refuses expired, foreign and malformed tokens in the auth frame and closes with 4001', async () => {
     for (const [what, token, code] of await badTokens(alice.userId)) {
       try {
-        await expectAuthRefused((c) => ({ type: 'auth', token, deviceId: alice.deviceId, signature: encodeBase64url(alice.authSignature(c)) }), code);
+        await expectAuthRefused((c) => alice.authFrame(c, token, relay.wsUrl), code);
       } catch (err) {
         throw new Error(`${what}: ${(err as Error).message}`, { cause: err });
       }
@@ -167,7 +167,7 @@ describe('WebSocket authentication', () => {
   it('refuses a challenge signed with the wrong key (CHALLENGE_FAILED, 4001)', async () => {
     const impostor = new TestDevice(alice.userId, alice.deviceId);
     await expectAuthRefused(
-      (c) => ({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(impostor.authSignature(c)) }),
+      (c) => impostor.authFrame(c, aliceToken, relay.wsUrl),
       'CHALLENGE_FAILED',
     );
   });
@@ -176,7 +176,7 @@ describe('WebSocket authentication', () => {
     const { ws: other, challenge: otherChallenge } = await WsClient.connectWithChallenge(relay.wsUrl);
     other.close();
     await expectAuthRefused(
-      () => ({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(alice.authSignature(otherChallenge)) }),
+      () => alice.authFrame(otherChallenge, aliceToken, relay.wsUrl),
       'CHALLENGE_FAILED',
     );
   });
@@ -185,11 +185,11 @@ describe('WebSocket authentication', () => {
     // Bob's device signs whatever Bob would sign for this connection, and also the
     // transcript naming Alice: neither lets Alice's token bind Bob's device.
     await expectAuthRefused(
-      (c) => ({ type: 'auth', token: aliceToken, deviceId: bob.deviceId, signature: encodeBase64url(bob.authSignature(c)) }),
+      (c) => bob.authFrame(c, aliceToken, relay.wsUrl),
       'DEVICE_NOT_FOUND',
     );
     await expectAuthRefused(
-      (c) => ({ type: 'auth', token: aliceToken, deviceId: bob.deviceId, signature: encodeBase64url(bob.authSignature(c, alice.userId)) }),
+      (c) => ({ ...bob.authFrame(c, aliceToken, relay.wsUrl), signature: encodeBase64url(bob.authSignature(c, originOf(relay.wsUrl), alice.userId)) }),
       'DEVICE_NOT_FOUND',
     );
   });
@@ -257,7 +257,7 @@ describe('WebSocket authentication', () => {
 
     // While the auth frame is being verified the connection is still unauthenticated.
     const { ws: pending, challenge } = await WsClient.connectWithChallenge(relay.wsUrl);
-    pending.send({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(alice.authSignature(challenge)) });
+    pending.send(alice.authFrame(challenge, aliceToken, relay.wsUrl));
     pending.send(`{"type":"ping","pad":"${'x'.repeat(MAX_PREAUTH_FRAME_BYTES)}"}`);
     expect(await pending.reply()).toMatchObject({ type: 'error', code: 'FRAME_TOO_LARGE' });
     expect(await pending.waitClosed()).toMatchObject({ code: CLOSE_CODES.AUTH_FAILED });
@@ -275,13 +275,12 @@ describe('WebSocket authentication', () => {
     await bound.waitClosed();
   });
 
-  it('the largest legitimate auth frame (a token of MAX_TOKEN_BYTES, a 64-character device id, a 256-byte extra field) fits before auth', async () => {
+  it('the largest legitimate auth frame (a token of MAX_TOKEN_BYTES, a 64-character device id, an origin of MAX_ORIGIN_LENGTH) fits before auth', async () => {
     const device = new TestDevice('ws-big-token', `big-${'d'.repeat(MAX_DEVICE_ID_LENGTH - 4)}`);
     await registerDevice(relay.baseUrl, await issuer.mint(device.userId), device);
     // Pad a claim until the token is exactly MAX_TOKEN_BYTES long.
-    let pad = 0;
     let token = await issuer.mint(device.userId);
-    pad = Math.floor(((MAX_TOKEN_BYTES - token.length) * 3) / 4) - 16;
+    let pad = Math.floor(((MAX_TOKEN_BYTES - token.length) * 3) / 4) - 16;
     for (;;) {
       const next = await issuer.mint(device.userId, { claims: { pad: 'p'.repeat(pad + 1) } });
       if (next.length > MAX_TOKEN_BYTES) break;
@@ -290,17 +289,14 @@ describe('WebSocket authentication', () => {
     }
     expect(token.length).toBeGreaterThan(MAX_TOKEN_BYTES - 4);
     const { ws, challenge } = await WsClient.connectWithChallenge(relay.wsUrl);
-    const frame = JSON.stringify({
-      type: 'auth',
-      token,
-      deviceId: device.deviceId,
-      signature: encodeBase64url(device.authSignature(challenge)),
-      origin: `https://${'o'.repeat(256 - 8)}`,
-    });
-    expect(frame.length).toBeGreaterThan(MAX_TOKEN_BYTES + 256 + MAX_DEVICE_ID_LENGTH);
+    const auth = device.authFrame(challenge, token, relay.wsUrl);
+    // This relay's origin is short: an unknown field makes up the rest of the longest
+    // origin a frame may carry, so the frame is as large as a legitimate one can be.
+    const frame = JSON.stringify({ ...auth, filler: 'f'.repeat(MAX_ORIGIN_LENGTH - auth.origin.length - ',"filler":""'.length) });
+    expect(frame.length).toBeGreaterThanOrEqual(MAX_TOKEN_BYTES - 4 + MAX_DEVICE_ID_LENGTH + MAX_ORIGIN_LENGTH + 86);
     expect(frame.length).toBeLessThanOrEqual(MAX_PREAUTH_FRAME_BYTES);
     ws.send(frame);
-    expect(await ws.reply()).toEqual({ type: 'auth_ok', userId: device.userId, deviceId: device.deviceId });
+    expect(await ws.reply()).toEqual({ type: 'auth_ok', userId: device.userId, deviceId: device.deviceId, expiresAt: expect.any(Number) });
     ws.close();
     await ws.waitClosed();
   });

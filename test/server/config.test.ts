@@ -39,6 +39,7 @@ describe('loadConfig', () => {
       authTimeoutMs: AUTH_TIMEOUT_MS,
       metrics: { token: undefined, port: undefined, host: '127.0.0.1' },
       tls: undefined,
+      publicOrigin: undefined,
     });
   });
 
@@ -62,6 +63,7 @@ describe('loadConfig', () => {
       HERMETIC_METRICS_HOST: '10.0.0.5',
       HERMETIC_TLS_CERT_FILE: 'tls/cert.pem',
       HERMETIC_TLS_KEY_FILE: '/etc/hermetic/key.pem',
+      HERMETIC_PUBLIC_URL: 'https://Relay.Example.com:443/v1/ws',
       NODE_ENV: 'production',
     });
     expect(c).toEqual({
@@ -80,6 +82,7 @@ describe('loadConfig', () => {
       authTimeoutMs: 30_000,
       metrics: { token: 'metrics-token-0123456789', port: 9464, host: '10.0.0.5' },
       tls: { certFile: path.resolve('tls/cert.pem'), keyFile: '/etc/hermetic/key.pem' },
+      publicOrigin: 'wss://relay.example.com',
     });
   });
 
@@ -136,7 +139,7 @@ describe('loadConfig', () => {
   });
 
   it('refuses a JWKS URL over plain http in production, and allows it otherwise', () => {
-    const idp = { HERMETIC_JWT_ISSUER: 'i', HERMETIC_JWT_AUDIENCE: 'a' };
+    const idp = { HERMETIC_JWT_ISSUER: 'i', HERMETIC_JWT_AUDIENCE: 'a', HERMETIC_PUBLIC_URL: 'wss://relay.example' };
     const msg = configError({ ...idp, HERMETIC_JWKS_URL: 'http://idp.example/jwks', NODE_ENV: 'production' }).message;
     expect(msg).toMatch(/^HERMETIC_JWKS_URL /);
     expect(msg).toContain('https:');
@@ -152,6 +155,14 @@ describe('loadConfig', () => {
     expect(msg).toContain('HERMETIC_JWKS_URL');
     expect(msg).toContain('HERMETIC_JWKS_FILE');
     expect(msg).toContain('NODE_ENV=production');
-    expect(loadConfig({ NODE_ENV: 'production', ...jwks }).auth.mode).toBe('jwks');
+    expect(loadConfig({ NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example', ...jwks }).auth.mode).toBe('jwks');
+  });
+
+  it('requires the public URL in production (devices sign the relay origin), and refuses one that is not a relay URL', () => {
+    expect(configError({ NODE_ENV: 'production', ...jwks }).message).toMatch(/^HERMETIC_PUBLIC_URL /);
+    for (const bad of ['relay.example', 'ftp://relay.example', 'wss://user:pw@relay.example']) {
+      expect(configError({ HERMETIC_PUBLIC_URL: bad }).message, bad).toMatch(/^HERMETIC_PUBLIC_URL /);
+    }
+    expect(loadConfig({ HERMETIC_PUBLIC_URL: 'ws://127.0.0.1:8080' }).publicOrigin).toBe('ws://127.0.0.1:8080');
   });
 });

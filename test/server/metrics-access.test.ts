@@ -92,13 +92,13 @@ describePg('/metrics access', (server) => {
   });
 
   it('in production, /metrics is not served unless a token or a metrics port is configured', async () => {
-    const closed = await start({ NODE_ENV: 'production' });
+    const closed = await start({ NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example' });
     expectError(await request(closed.baseUrl, 'GET', '/metrics'), 404, 'NOT_FOUND');
     expect(listening(closed).metrics).toBe('off');
     expect(closed.logs().some((l) => l.level === 40 && String(l.msg).includes('HERMETIC_METRICS_TOKEN'))).toBe(true);
     await closed.stop();
 
-    const withToken = await start({ NODE_ENV: 'production', HERMETIC_METRICS_TOKEN: TOKEN });
+    const withToken = await start({ NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example', HERMETIC_METRICS_TOKEN: TOKEN });
     expectError(await request(withToken.baseUrl, 'GET', '/metrics'), 401, 'UNAUTHENTICATED');
     expect((await request(withToken.baseUrl, 'GET', '/metrics', { token: TOKEN })).status).toBe(200);
     await withToken.stop();

@@ -10,8 +10,8 @@ import https from 'node:https';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
-import { TestDevice } from '../helpers/device.js';
+import { decodeBase64url } from '../../protocol/base64url.js';
+import { TestDevice, verifiedChain } from '../helpers/device.js';
 import { type RawResponse, collect } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type TestDatabase, createTestDatabase, describePg } from '../helpers/pg.js';
@@ -121,15 +121,16 @@ describePg('TLS', (server) => {
   it('registers a device over https and authenticates it over wss:// end to end', async () => {
     const device = new TestDevice('tls-user');
     const token = await issuer.mint(device.userId);
-    const reg = await httpsRequest(`${httpsBase}/v1/devices`, { ca, method: 'POST', token, json: device.registration() });
+    // The user's first device: the root of an empty device list.
+    const reg = await httpsRequest(`${httpsBase}/v1/devices`, { ca, method: 'POST', token, json: device.enrolBody(verifiedChain(device.userId, [])) });
     expect(reg.status, reg.text).toBe(201);
 
     const { ws, next } = await wssConnect(`wss://127.0.0.1:${relay.port}/v1/ws`, ca);
     const challenge = await next();
     expect(challenge.type).toBe('challenge');
     const nonce = decodeBase64url(challenge.nonce)!;
-    ws.send(JSON.stringify({ type: 'auth', token, deviceId: device.deviceId, signature: encodeBase64url(device.authSignature(nonce)) }));
-    expect(await next()).toEqual({ type: 'auth_ok', userId: device.userId, deviceId: device.deviceId });
+    ws.send(JSON.stringify(device.authFrame(nonce, token, `wss://127.0.0.1:${relay.port}/v1/ws`)));
+    expect(await next()).toEqual({ type: 'auth_ok', userId: device.userId, deviceId: device.deviceId, expiresAt: expect.any(Number) });
     ws.send(JSON.stringify({ type: 'ping', id: 3 }));
     let f = await next();
     while (f.type === 'queue_empty') f = await next();

@@ -96,7 +96,7 @@ export function createRouter(deps: RouterDeps): Router {
   const authUser: Router['authUser'] = async (ex) => {
     const token = bearerToken(ex.info.authorization);
     if (token === undefined) throw new ProtocolError('UNAUTHENTICATED', 'an Authorization: Bearer token is required');
-    const userId = await deps.verifier.verify(token);
+    const { userId } = await deps.verifier.verify(token);
     // A request that already ended (its body refused while the token was verifying)
     // takes no slot: nothing would give it back.
     if (ex.finished) throw new ProtocolError('UNAVAILABLE', 'request already ended');

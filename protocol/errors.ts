@@ -6,6 +6,7 @@
 export const ERROR_CODES = {
   BAD_REQUEST: { http: 400, retry: false },
   BODY_TOO_LARGE: { http: 413, retry: false },
+  BODY_TIMEOUT: { http: 408, retry: true },
   FRAME_TOO_LARGE: { http: 413, retry: false },
   UNSUPPORTED_MEDIA_TYPE: { http: 415, retry: false },
   UNKNOWN_FRAME: { http: 400, retry: false },
@@ -20,6 +21,8 @@ export const ERROR_CODES = {
   CHALLENGE_FAILED: { http: 401, retry: false },
   AUTH_TIMEOUT: { http: 408, retry: true },
   ALREADY_AUTHENTICATED: { http: 400, retry: false },
+  TOO_MANY_UNAUTHENTICATED: { http: 429, retry: true },
+  TOO_MANY_CONNECTIONS: { http: 503, retry: true },
   FORBIDDEN: { http: 403, retry: false },
   DEVICE_NOT_FOUND: { http: 404, retry: false },
   DEVICE_EXISTS: { http: 409, retry: false },

@@ -45,11 +45,20 @@ export const MAX_ORIGIN_LENGTH = 256;
 export const CHALLENGE_BYTES = 32;
 
 /** A connection that has not authenticated within this time is closed, so an idle
- * unauthenticated socket cannot hold server resources. */
+ * unauthenticated socket cannot hold server resources. The default: a relay may be
+ * configured for 1-60 s (HERMETIC_AUTH_TIMEOUT_MS). */
 export const AUTH_TIMEOUT_MS = 10_000;
 
 /** Bearer tokens longer than this are rejected before verification. */
 export const MAX_TOKEN_BYTES = 8 * 1024;
+
+/** Largest WebSocket message read before the connection is authenticated; a larger one
+ * is FRAME_TOO_LARGE and the socket is closed with 4001. The largest legitimate frame
+ * before auth is the auth frame: a MAX_TOKEN_BYTES token, a 64-character device id, an
+ * origin of up to MAX_ORIGIN_LENGTH (256), a 64-byte signature (86 characters) and ~70
+ * bytes of JSON, ~8.7 KiB. 16 KiB leaves about twice that, while an unauthenticated
+ * peer can no longer make the relay read 1 MiB frames. */
+export const MAX_PREAUTH_FRAME_BYTES = 16 * 1024;
 
 /** Bundle fetches per requesting user: a token bucket of this capacity refilled at this
  * rate. Bounds how fast one account can drain another's one-time prekeys. */

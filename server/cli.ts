@@ -8,6 +8,7 @@ import { createLogger } from './log.js';
 import { openDevIssuer } from './auth/dev-issuer.js';
 import { openDatabase, startRelay } from './relay.js';
 import { migrate } from './storage/migrate.js';
+import { UnsupportedRuntimeError } from './runtime.js';
 import { DataDirLockedError } from './storage/pglite.js';
 import { MAX_USER_ID_LENGTH } from '../protocol/limits.js';
 
@@ -97,7 +98,7 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     console.error(`hermetic: ${err.message}\n\n${USAGE}`);
     process.exit(2);
   }
-  if (err instanceof ConfigError || err instanceof DataDirLockedError) {
+  if (err instanceof ConfigError || err instanceof DataDirLockedError || err instanceof UnsupportedRuntimeError) {
     console.error(`hermetic: ${err.message}`);
     process.exit(2);
   }

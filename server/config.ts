@@ -4,6 +4,8 @@
  * lists every variable read here.
  */
 import path from 'node:path';
+import { AUTH_TIMEOUT_MS } from '../protocol/limits.js';
+import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS } from './limits.js';
 import { relayOrigin } from '../protocol/origin.js';
 
 export class ConfigError extends Error {
@@ -24,10 +26,38 @@ export interface Config {
   readonly production: boolean;
   readonly auth: AuthConfig;
   readonly shutdownGraceMs: number;
+  /** Open WebSockets allowed; undefined: derived from the descriptor limit (server/fd-limit.ts). */
+  readonly maxConnections: number | undefined;
+  readonly maxUnauthenticatedPerAddress: number;
+  readonly httpBodyTimeoutMs: number;
+  /** Time a WebSocket has to authenticate before it is closed with AUTH_TIMEOUT. */
+  readonly authTimeoutMs: number;
+  readonly metrics: MetricsConfig;
+  /** Serve https:// and wss:// with this certificate and key; undefined: plain HTTP. */
+  readonly tls: TlsConfig | undefined;
   /** The relay's origin as devices address it (protocol/origin.ts); undefined: taken from
    * each connection's Host header (development only). */
   readonly publicOrigin: string | undefined;
 }
+
+export interface TlsConfig {
+  /** PEM certificate (chain) file. */
+  readonly certFile: string;
+  /** PEM private key file (unencrypted). */
+  readonly keyFile: string;
+}
+
+/** Where GET /metrics is served, and whether it needs a token. */
+export interface MetricsConfig {
+  /** Required as `Authorization: Bearer <token>` when set. */
+  readonly token: string | undefined;
+  /** A listener of its own for /metrics (then not served on the main port). */
+  readonly port: number | undefined;
+  readonly host: string;
+}
+
+/** A metrics token: a bearer token68 (RFC 7235), long enough not to be guessed. */
+const METRICS_TOKEN_PATTERN = /^[A-Za-z0-9._~+/-]{16,1024}=*$/;
 
 /** Issuer and audience of tokens minted by `hermetic token` in dev mode. */
 export const DEV_ISSUER = 'hermetic-dev';
@@ -44,7 +74,12 @@ function intVar(env: Env, name: string, def: number, min: number, max: number): 
   return v;
 }
 
-function urlVar(env: Env, name: string, protocols: readonly string[]): string | undefined {
+function optionalIntVar(env: Env, name: string, min: number, max: number): number | undefined {
+  const raw = env[name];
+  return raw === undefined || raw === '' ? undefined : intVar(env, name, min, min, max);
+}
+
+function urlVar(env: Env, name: string, protocols: readonly string[], why = ''): string | undefined {
   const raw = env[name];
   if (raw === undefined || raw === '') return undefined;
   let u: URL;
@@ -53,7 +88,7 @@ function urlVar(env: Env, name: string, protocols: readonly string[]): string | 
   } catch {
     throw new ConfigError(`${name} is not a valid URL`);
   }
-  if (!protocols.includes(u.protocol)) throw new ConfigError(`${name} must use ${protocols.join(' or ')}`);
+  if (!protocols.includes(u.protocol)) throw new ConfigError(`${name} must use ${protocols.join(' or ')}${why}`);
   return raw;
 }
 
@@ -65,7 +100,9 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`HERMETIC_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   }
   const production = env.NODE_ENV === 'production';
-  const jwksUrl = urlVar(env, 'HERMETIC_JWKS_URL', ['https:', 'http:']);
+  // In production the key set that decides who every user is must come over TLS: over
+  // plain http anyone on the path could substitute their own keys and mint tokens.
+  const jwksUrl = urlVar(env, 'HERMETIC_JWKS_URL', production ? ['https:'] : ['https:', 'http:'], production ? ' when NODE_ENV=production' : '');
   const jwksFile = env.HERMETIC_JWKS_FILE || undefined;
   if (jwksUrl && jwksFile) throw new ConfigError('set only one of HERMETIC_JWKS_URL and HERMETIC_JWKS_FILE');
   const clockToleranceSec = intVar(env, 'HERMETIC_JWT_CLOCK_TOLERANCE', 30, 0, 600);
@@ -103,6 +140,34 @@ export function loadConfig(env: Env = process.env): Config {
     production,
     auth,
     shutdownGraceMs: intVar(env, 'HERMETIC_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    maxConnections: optionalIntVar(env, 'HERMETIC_MAX_CONNECTIONS', 1, 10_000_000),
+    maxUnauthenticatedPerAddress: intVar(env, 'HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS', DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, 1, 10_000_000),
+    httpBodyTimeoutMs: intVar(env, 'HERMETIC_HTTP_BODY_TIMEOUT_MS', HTTP_BODY_TIMEOUT_MS, 100, 600_000),
+    authTimeoutMs: intVar(env, 'HERMETIC_AUTH_TIMEOUT_MS', AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS),
+    metrics: metricsConfig(env),
+    tls: tlsConfig(env),
     publicOrigin,
   };
+}
+
+function metricsConfig(env: Env): MetricsConfig {
+  const token = env.HERMETIC_METRICS_TOKEN || undefined;
+  // Never echo the token: it is a secret.
+  if (token !== undefined && !METRICS_TOKEN_PATTERN.test(token)) {
+    throw new ConfigError('HERMETIC_METRICS_TOKEN must be 16 to 1024 characters of A-Z a-z 0-9 . _ ~ + / - (a bearer token)');
+  }
+  const port = optionalIntVar(env, 'HERMETIC_METRICS_PORT', 0, 65535);
+  const host = env.HERMETIC_METRICS_HOST || undefined;
+  if (host !== undefined && port === undefined) throw new ConfigError('HERMETIC_METRICS_HOST needs HERMETIC_METRICS_PORT');
+  return { token, port, host: host ?? '127.0.0.1' };
+}
+
+function tlsConfig(env: Env): TlsConfig | undefined {
+  const cert = env.HERMETIC_TLS_CERT_FILE || undefined;
+  const key = env.HERMETIC_TLS_KEY_FILE || undefined;
+  if (cert === undefined && key === undefined) return undefined;
+  if (cert === undefined || key === undefined) {
+    throw new ConfigError('set both HERMETIC_TLS_CERT_FILE and HERMETIC_TLS_KEY_FILE, or neither');
+  }
+  return { certFile: path.resolve(cert), keyFile: path.resolve(key) };
 }

@@ -5,6 +5,7 @@
 export { startRelay, openDatabase } from './relay.js';
 export type { Relay } from './relay.js';
 export { ConfigError, loadConfig } from './config.js';
+export { SUPPORTED_RELAY_RUNTIME, UnsupportedRuntimeError } from './runtime.js';
 export type { AuthConfig, Config } from './config.js';
 export { createLogger } from './log.js';
 export { migrate, loadMigrations } from './storage/migrate.js';

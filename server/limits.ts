@@ -14,6 +14,19 @@ export const MAX_RATE_LIMIT_ENTRIES = 100_000;
 /** HTTP requests in flight per process; beyond this new ones get UNAVAILABLE. */
 export const MAX_INFLIGHT_HTTP = 1024;
 
+/** HTTP requests in flight per user, counted from the moment the token verifies (which
+ * runs alongside the body read); beyond this the user's requests get RATE_LIMITED. So
+ * one user with slow bodies holds at most this many (1/16) of the MAX_INFLIGHT_HTTP
+ * slots. At least BUNDLE_FETCH_BURST (60), so that a client may spend its whole
+ * bundle-fetch burst at once (a group's devices). */
+export const MAX_INFLIGHT_HTTP_PER_USER = 64;
+
+/** Time for a request's whole body to arrive, from the request's start
+ * (HERMETIC_HTTP_BODY_TIMEOUT_MS overrides it). A MAX_HTTP_BODY_BYTES (512 KiB) body
+ * takes ~4 s at 1 Mbit/s; past this the request is BODY_TIMEOUT and its connection is
+ * closed, so a slow sender cannot hold a request slot for long. */
+export const HTTP_BODY_TIMEOUT_MS = 30_000;
+
 /** Group commit of SENDs: at most this many SEND frames per transaction. Large enough to
  * amortize a commit over many envelopes, small enough to keep one batch's latency low.
  * A batch gathers the SENDs that arrived in one turn of the event loop, plus whatever
@@ -53,3 +66,30 @@ export const CATCHUP_INTERVAL_MS = 5_000;
 /** Period and batch size of the expiry sweeper. */
 export const SWEEP_INTERVAL_MS = 10_000;
 export const SWEEP_BATCH = 5_000;
+
+/** WebSockets per client address that have not yet authenticated, at once
+ * (HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS overrides it). A device needs one for the
+ * few milliseconds of its handshake; an address holding more is opening sockets it
+ * does not use, each of which would otherwise live for AUTH_TIMEOUT_MS. Addresses are
+ * IPv4 addresses and IPv6 /64 prefixes (one host usually holds a whole /64). Behind a
+ * reverse proxy every client has the proxy's address: raise it there. */
+export const DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS = 128;
+
+/** File descriptors kept back from WebSockets, beyond the database pool
+ * (HERMETIC_DB_POOL_MAX) and its one LISTEN connection: stdio, the event loop's own
+ * descriptors, the listen sockets, PGlite's data files, JWKS fetches, and HTTP
+ * connections. Measured: without it, a relay at its descriptor limit accepted sockets
+ * until the pool's reconnect failed with EMFILE and every authentication with INTERNAL. */
+export const FD_RESERVE_MARGIN = 256;
+
+/** Database connections outside the pool: the LISTEN connection of the mailbox notifier. */
+export const DB_LISTEN_CONNECTIONS = 1;
+
+/** Open WebSockets allowed when the descriptor limit cannot be read (no /proc/self/limits). */
+export const FALLBACK_MAX_CONNECTIONS = 4096;
+
+/** Bounds of HERMETIC_AUTH_TIMEOUT_MS (default AUTH_TIMEOUT_MS, 10 s). Below a second a
+ * device on a slow link could not finish its handshake; above a minute an idle
+ * unauthenticated socket would hold its slot for too long. */
+export const MIN_AUTH_TIMEOUT_MS = 1_000;
+export const MAX_AUTH_TIMEOUT_MS = 60_000;

@@ -7,11 +7,15 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export interface RelayMetrics {
   readonly registry: Registry;
   readonly connectionsOpen: Gauge;
+  readonly connectionsMax: Gauge;
+  readonly connectionsUnauthenticated: Gauge;
+  readonly connectionsRefused: Counter<'reason'>;
   readonly framesIn: Counter<'type'>;
   readonly framesOut: Counter<'type'>;
   readonly errors: Counter<'code'>;
   readonly dbQuerySeconds: Histogram;
   readonly httpRequests: Counter<'route' | 'status'>;
+  readonly httpInFlight: Gauge;
   readonly sendBatchSize: Histogram;
 }
 
@@ -21,6 +25,14 @@ export function createMetrics(): RelayMetrics {
   return {
     registry,
     connectionsOpen: new Gauge({ name: 'hermetic_connections_open', help: 'Open WebSocket connections', registers: [registry] }),
+    connectionsMax: new Gauge({ name: 'hermetic_connections_max', help: 'Open WebSocket connections allowed (HERMETIC_MAX_CONNECTIONS or derived from the file descriptor limit)', registers: [registry] }),
+    connectionsUnauthenticated: new Gauge({ name: 'hermetic_connections_unauthenticated', help: 'Open WebSocket connections not yet authenticated', registers: [registry] }),
+    connectionsRefused: new Counter({
+      name: 'hermetic_connections_refused_total',
+      help: 'WebSocket upgrades refused: capacity (the connection cap), unauthenticated_per_address, draining',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
     framesIn: new Counter({ name: 'hermetic_frames_in_total', help: 'WebSocket frames received, by type', labelNames: ['type'], registers: [registry] }),
     framesOut: new Counter({ name: 'hermetic_frames_out_total', help: 'WebSocket frames sent, by type', labelNames: ['type'], registers: [registry] }),
     errors: new Counter({ name: 'hermetic_errors_total', help: 'Errors returned to peers, by code', labelNames: ['code'], registers: [registry] }),
@@ -37,5 +49,6 @@ export function createMetrics(): RelayMetrics {
       registers: [registry],
     }),
     httpRequests: new Counter({ name: 'hermetic_http_requests_total', help: 'HTTP requests, by route and status', labelNames: ['route', 'status'], registers: [registry] }),
+    httpInFlight: new Gauge({ name: 'hermetic_http_requests_in_flight', help: 'HTTP requests being handled (at most MAX_INFLIGHT_HTTP)', registers: [registry] }),
   };
 }

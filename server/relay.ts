@@ -5,11 +5,11 @@
  * for in-flight work, close sockets with GOING_AWAY, close storage.
  */
 import type { Logger } from 'pino';
-import type { us_listen_socket } from 'uWebSockets.js';
+import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { JWTVerifyGetKey } from 'jose';
 import { defaultBackend } from '../crypto/primitives/index.js';
 import { systemRandom } from '../crypto/primitives/random.js';
-import { CLOSE_CODES } from '../protocol/errors.js';
+import { CLOSE_CODES, ProtocolError } from '../protocol/errors.js';
 import { MAX_FRAME_BYTES } from '../protocol/limits.js';
 import { relayOrigin } from '../protocol/origin.js';
 import { openDevIssuer } from './auth/dev-issuer.js';
@@ -17,13 +17,19 @@ import { createTokenVerifier, keySetFromConfig } from './auth/tokens.js';
 import type { Config } from './config.js';
 import { DirectoryService } from './directory/service.js';
 import { DirectoryStore } from './directory/store.js';
+import { connectionCap, readFdLimit } from './fd-limit.js';
+import { refuseTokenInQuery, refuseUpgrade } from './http/context.js';
+import { registerMetricsListener } from './http/metrics-route.js';
 import { registerRoutes } from './http/routes.js';
 import { type RelayMetrics, createMetrics } from './metrics.js';
 import type { Database } from './storage/database.js';
 import { loadMigrations, migrate, migrationsCurrent } from './storage/migrate.js';
 import { openPg } from './storage/pg.js';
 import { openPglite } from './storage/pglite.js';
-import { uws, uwsBinding } from './uws.js';
+import { UnsupportedRuntimeError, relayRuntimeProblem } from './runtime.js';
+import { checkTlsFiles, sslAppOptions } from './tls.js';
+import { currentRelayRuntime, uws } from './uws.js';
+import { Admission, type RefusalReason, addressKey } from './ws/admission.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
 import { MailboxStore } from './mailbox/store.js';
@@ -33,6 +39,8 @@ export interface Relay {
   readonly db: Database;
   readonly metrics: RelayMetrics;
   readonly nodeId: string;
+  /** The metrics listener's port, when HERMETIC_METRICS_PORT is set. */
+  readonly metricsPort: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -59,12 +67,21 @@ export function acceptedOrigins(publicOrigin: string | undefined, host: string):
 }
 
 export async function startRelay(config: Config, logger: Logger): Promise<Relay> {
-  const binding = uwsBinding();
-  if (binding.native) logger.info({ binding: binding.detail }, 'uWebSockets.js native binding loaded');
-  else logger.warn({ binding: binding.detail }, 'uWebSockets.js is running on its slow JS fallback');
+  const runtime = currentRelayRuntime();
+  const problem = relayRuntimeProblem(runtime);
+  if (problem) throw new UnsupportedRuntimeError(problem);
+  logger.info({ binding: runtime.bindingDetail, node: runtime.nodeVersion }, 'uWebSockets.js native binding loaded');
+  const tlsFiles = config.tls ? checkTlsFiles(config.tls) : undefined;
+  // With TLS every listener (the main one and the metrics one) speaks TLS.
+  const newApp = (): TemplatedApp => (tlsFiles ? uws.SSLApp(sslAppOptions(tlsFiles)) : uws.App());
+  const cap = connectionCap({ configured: config.maxConnections, dbPoolMax: config.dbPoolMax, fdLimit: readFdLimit() });
+  if (cap.fdLimit === undefined) {
+    logger.warn({ maxConnections: cap.maxConnections }, 'cannot read the file descriptor limit; set HERMETIC_MAX_CONNECTIONS to size the connection cap');
+  }
 
   const metrics = createMetrics();
   const db = await openDatabase(config, logger, (s) => metrics.dbQuerySeconds.observe(s));
+  const listeners: us_listen_socket[] = [];
   try {
     const migrations = loadMigrations();
     const result = await migrate(db, migrations);
@@ -103,8 +120,24 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       onBatch: (n) => metrics.sendBatchSize.observe(n),
     });
     await mailbox.start();
-    const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom, mailbox, now: Date.now });
-    const app = uws.App();
+    const admission = new Admission(
+      { maxConnections: cap.maxConnections, maxUnauthenticatedPerAddress: config.maxUnauthenticatedPerAddress },
+      metrics.connectionsUnauthenticated,
+    );
+    metrics.connectionsMax.set(cap.maxConnections);
+    const connections = new ConnectionManager({
+      verifier,
+      directory: store,
+      backend,
+      metrics,
+      logger,
+      random: systemRandom,
+      mailbox,
+      admission,
+      authTimeoutMs: config.authTimeoutMs,
+      now: Date.now,
+    });
+    const app = newApp();
     app.ws<ConnectionData>('/v1/ws', {
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
       // relay answers FRAME_TOO_LARGE and keeps the connection.
@@ -117,19 +150,29 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       maxBackpressure: 4 * 1024 * 1024,
       closeOnBackpressureLimit: 1,
       upgrade: (res, req, context) => {
-        const query = req.getQuery() ?? '';
-        if (/(?:^|&)(?:access_token|token|jwt|authorization)=/i.test(query)) {
-          res.writeStatus('400 Bad Request').writeHeader('content-type', 'application/json');
-          res.end(JSON.stringify({ error: { code: 'TOKEN_IN_QUERY', message: 'credentials are never accepted in a URL' } }));
-          metrics.errors.inc({ code: 'TOKEN_IN_QUERY' });
+        const refuse = (err: ProtocolError, reason?: 'draining' | RefusalReason): void => {
+          refuseUpgrade(res, err);
+          metrics.errors.inc({ code: err.code });
+          if (reason) metrics.connectionsRefused.inc({ reason });
+        };
+        try {
+          refuseTokenInQuery(req.getQuery() ?? '');
+        } catch (err) {
+          refuse(err as ProtocolError);
           return;
         }
         if (draining) {
-          res.writeStatus('503 Service Unavailable').end();
+          refuse(new ProtocolError('UNAVAILABLE', 'the relay is shutting down'), 'draining');
+          return;
+        }
+        const address = addressKey(res.getRemoteAddress());
+        const refusal = admission.check(address);
+        if (refusal) {
+          refuse(refusal.error, refusal.reason);
           return;
         }
         res.upgrade(
-          connections.newConnectionData(acceptedOrigins(config.publicOrigin, req.getHeader('host'))),
+          connections.newConnectionData(address, acceptedOrigins(config.publicOrigin, req.getHeader('host'))),
           req.getHeader('sec-websocket-key'),
           req.getHeader('sec-websocket-protocol'),
           req.getHeader('sec-websocket-extensions'),
@@ -141,27 +184,52 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       drain: (ws) => connections.onDrain(ws),
       close: (ws) => connections.onClose(ws),
     });
+    const routerDeps = { verifier, metrics, logger, isDraining: () => draining, track, bodyTimeoutMs: config.httpBodyTimeoutMs };
+    // /metrics: on a listener of its own when HERMETIC_METRICS_PORT is set; else on the
+    // main port, open in development, and in production only behind a token.
+    const metricsHere = config.metrics.port === undefined && (config.metrics.token !== undefined || !config.production);
+    if (config.metrics.port === undefined && !metricsHere) {
+      logger.warn('GET /metrics is not served: in production set HERMETIC_METRICS_TOKEN or HERMETIC_METRICS_PORT to expose it');
+    }
     registerRoutes(app, {
+      ...routerDeps,
       directory,
-      verifier,
-      metrics,
-      logger,
       ready: async () => migrationsCurrent(db, migrations.length),
-      isDraining: () => draining,
-      track,
+      metricsHere,
+      metricsToken: config.metrics.token,
     });
 
-    const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-      app.listen(config.host, config.port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
-    });
-    const port = uws.us_socket_local_port(listenSocket as unknown as Parameters<typeof uws.us_socket_local_port>[0]);
-    logger.info({ host: config.host, port, storage: db.driver, auth: config.auth.mode }, 'relay listening');
+    const main = await listen(app, config.host, config.port);
+    listeners.push(main.socket);
+    let metricsPort: number | undefined;
+    if (config.metrics.port !== undefined) {
+      const metricsApp = newApp();
+      registerMetricsListener(metricsApp, { ...routerDeps, metricsToken: config.metrics.token });
+      const m = await listen(metricsApp, config.metrics.host, config.metrics.port);
+      listeners.push(m.socket);
+      metricsPort = m.port;
+    }
+    const port = main.port;
+    logger.info(
+      {
+        host: config.host,
+        port,
+        storage: db.driver,
+        auth: config.auth.mode,
+        maxConnections: cap.maxConnections,
+        fdLimit: cap.fdLimit ?? null,
+        metrics: metricsPort !== undefined ? { host: config.metrics.host, port: metricsPort } : metricsHere ? 'main' : 'off',
+        metricsToken: config.metrics.token !== undefined,
+        tls: tlsFiles ? { certFile: tlsFiles.certFile, validTo: tlsFiles.validTo } : false,
+      },
+      'relay listening',
+    );
 
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
         draining = true;
-        uws.us_listen_socket_close(listenSocket);
+        for (const l of listeners) uws.us_listen_socket_close(l);
         const grace = new Promise<void>((r) => setTimeout(r, config.shutdownGraceMs).unref());
         // Finish in-flight database writes (queued SENDs are committed and answered).
         await Promise.race([Promise.allSettled([...inflight, mailbox.stop()]), grace]);
@@ -171,9 +239,17 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       })();
       return stopping;
     };
-    return { port, db, metrics, nodeId, stop };
+    return { port, db, metrics, nodeId, metricsPort, stop };
   } catch (err) {
+    for (const l of listeners) uws.us_listen_socket_close(l);
     await db.close().catch(() => undefined);
     throw err;
   }
+}
+
+async function listen(app: TemplatedApp, host: string, port: number): Promise<{ socket: us_listen_socket; port: number }> {
+  const socket = await new Promise<us_listen_socket>((resolve, reject) => {
+    app.listen(host, port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${host}:${port}`))));
+  });
+  return { socket, port: uws.us_socket_local_port(socket as unknown as Parameters<typeof uws.us_socket_local_port>[0]) };
 }

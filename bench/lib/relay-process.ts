@@ -110,6 +110,9 @@ export function relayEnv(dataDir: string, databaseUrl: string | undefined, extra
     // Startup lines only (the port is read from "relay listening"); nothing per frame.
     HERMETIC_LOG_LEVEL: 'info',
     DATABASE_URL: databaseUrl,
+    // Every load generator connects from 127.0.0.1: up to --pairs 4096 devices may be
+    // connecting at once, beyond the per-address default.
+    HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: '10000',
     ...extra,
   };
 }

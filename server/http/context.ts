@@ -19,12 +19,18 @@ export interface RequestInfo {
 
 export class HttpExchange {
   aborted = false;
+  /** An answer was sent. */
   done = false;
+  /** The route's work is over (answered, failed or aborted). */
+  finished = false;
+  /** 'reading' from the body read's start until all of it has arrived. */
+  private body: 'unread' | 'reading' | 'read' = 'unread';
   private readonly abortHandlers: Array<() => void> = [];
 
   constructor(
     readonly res: HttpResponse,
     readonly info: RequestInfo,
+    private readonly bodyTimeoutMs: number,
   ) {
     res.onAborted(() => {
       this.aborted = true;
@@ -36,28 +42,45 @@ export class HttpExchange {
     this.abortHandlers.push(h);
   }
 
-  /** Reads the body, refusing (before buffering it) anything over `max` bytes. */
+  /**
+   * Reads the body, refusing (before buffering it) anything over `max` bytes, and
+   * anything not fully arrived within the body timeout (BODY_TIMEOUT). Call it
+   * synchronously in the handler: uWS drops data that arrives before onData is attached.
+   */
   readBody(max = MAX_HTTP_BODY_BYTES): Promise<Buffer> {
     const declared = this.info.contentLength;
     if (declared !== undefined && declared > max) {
       return Promise.reject(new ProtocolError('BODY_TOO_LARGE', `request body over ${max} bytes`));
     }
+    this.body = 'reading';
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
       let failed = false;
-      this.onAbort(() => reject(new Error('request aborted')));
+      const fail = (err: Error): void => {
+        failed = true;
+        clearTimeout(timer);
+        reject(err);
+      };
+      const timer = setTimeout(
+        () => fail(new ProtocolError('BODY_TIMEOUT', `request body not received within ${this.bodyTimeoutMs} ms`)),
+        this.bodyTimeoutMs,
+      );
+      this.onAbort(() => fail(new Error('request aborted')));
       this.res.onData((chunk, isLast) => {
         if (failed) return;
         size += chunk.byteLength;
         if (size > max) {
-          failed = true;
-          reject(new ProtocolError('BODY_TOO_LARGE', `request body over ${max} bytes`));
+          fail(new ProtocolError('BODY_TOO_LARGE', `request body over ${max} bytes`));
           return;
         }
         // The chunk is neutered after this callback returns: copy it.
         chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
-        if (isLast) resolve(Buffer.concat(chunks, size));
+        if (isLast) {
+          clearTimeout(timer);
+          this.body = 'read';
+          resolve(Buffer.concat(chunks, size));
+        }
       });
     });
   }
@@ -85,8 +108,10 @@ export class HttpExchange {
   }
 
   error(err: ProtocolError): void {
-    // After a body-size rejection the rest of the body is unread: close the connection.
-    this.send(err.httpStatus, JSON.stringify({ error: err.toJSON() }), 'application/json', err.code === 'BODY_TOO_LARGE');
+    // When the body was refused or is still arriving, the rest of it is unread: close the
+    // connection rather than leave the client's next request behind it.
+    const unread = err.code === 'BODY_TOO_LARGE' || this.body === 'reading';
+    this.send(err.httpStatus, JSON.stringify({ error: err.toJSON() }), 'application/json', unread);
   }
 }
 
@@ -109,6 +134,15 @@ const REASONS: Record<number, string> = {
 
 function statusLine(status: number): string {
   return `${status} ${REASONS[status] ?? 'Status'}`;
+}
+
+/** Refuses a WebSocket upgrade with a typed JSON error and closes the connection, so a
+ * refused client holds no descriptor. Call synchronously in the upgrade handler. */
+export function refuseUpgrade(res: HttpResponse, err: ProtocolError): void {
+  res.cork(() => {
+    res.writeStatus(statusLine(err.httpStatus)).writeHeader('content-type', 'application/json').writeHeader('cache-control', 'no-store');
+    res.end(JSON.stringify({ error: err.toJSON() }), true);
+  });
 }
 
 /** Copies what a handler needs out of the uWS request (valid only synchronously). */
@@ -136,11 +170,19 @@ export function refuseTokenInQuery(query: string): void {
   }
 }
 
+/** C0 and C1 control characters and DEL: never part of an identifier, and PostgreSQL
+ * refuses NUL in text, so they are refused here rather than reaching a query. */
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** A percent-decoded path parameter; bad encoding or control characters are BAD_REQUEST. */
 export function decodePathParam(raw: string, field: string): string {
+  let value: string;
   try {
-    return decodeURIComponent(raw);
+    value = decodeURIComponent(raw);
   } catch {
     throw new ProtocolError('BAD_REQUEST', `${field}: bad percent-encoding`);
   }
+  if (CONTROL_CHARACTERS.test(value)) throw new ProtocolError('BAD_REQUEST', `${field}: control characters are not allowed`);
+  return value;
 }
 

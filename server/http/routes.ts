@@ -1,9 +1,8 @@
 /**
- * The relay's HTTP surface: health, readiness, metrics and the key directory.
- * docs/PROTOCOL.md documents each route.
+ * The relay's HTTP surface: health, readiness, metrics (unless served on their own
+ * listener) and the key directory. docs/PROTOCOL.md documents each route.
  */
-import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
-import type { Logger } from 'pino';
+import type { TemplatedApp } from 'uWebSockets.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import { parseJsonObject } from '../../protocol/decode.js';
 import {
@@ -16,75 +15,31 @@ import {
   encodeKeyCountsAnswer,
 } from '../../protocol/directory.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import { MAX_DEVICE_LIST_ENTRIES, MAX_USER_ID_LENGTH } from '../../protocol/limits.js';
-import { type TokenVerifier, bearerToken } from '../auth/tokens.js';
+import { MAX_DEVICE_LIST_ENTRIES, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
 import type { DirectoryService } from '../directory/service.js';
 import type { KeyCounts } from '../directory/store.js';
-import { MAX_INFLIGHT_HTTP } from '../limits.js';
-import type { RelayMetrics } from '../metrics.js';
-import { toProtocolError } from '../ws/connections.js';
-import { HttpExchange, decodePathParam, refuseTokenInQuery, requestInfo } from './context.js';
+import { decodePathParam } from './context.js';
+import { metricsHandler, notFound } from './metrics-route.js';
+import { type RouterDeps, createRouter } from './router.js';
 
-export interface RouteDeps {
+export interface RouteDeps extends RouterDeps {
   readonly directory: DirectoryService;
-  readonly verifier: TokenVerifier;
-  readonly metrics: RelayMetrics;
-  readonly logger: Logger;
   /** Resolves true when the database answers and migrations are applied. */
   readonly ready: () => Promise<boolean>;
-  readonly isDraining: () => boolean;
-  /** Tracks in-flight work so that shutdown can wait for it. */
-  readonly track: <T>(p: Promise<T>) => Promise<T>;
+  /** Whether GET /metrics is served on this (the main) listener. */
+  readonly metricsHere: boolean;
+  /** When set, GET /metrics requires `Authorization: Bearer <metricsToken>`. */
+  readonly metricsToken: string | undefined;
 }
 
-type Handler = (ex: HttpExchange) => Promise<void>;
-
 export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
-  let inflight = 0;
-
-  const route = (name: string, paramCount: number, handler: Handler) => (res: HttpResponse, req: HttpRequest) => {
-    const ex = new HttpExchange(res, requestInfo(req, paramCount));
-    const finish = (): void => {
-      deps.metrics.httpRequests.inc({ route: name, status: ex.done ? 'sent' : 'aborted' });
-    };
-    if (deps.isDraining()) {
-      ex.error(new ProtocolError('UNAVAILABLE', 'the relay is shutting down'));
-      return finish();
-    }
-    if (inflight >= MAX_INFLIGHT_HTTP) {
-      ex.error(new ProtocolError('UNAVAILABLE', 'too many requests in flight'));
-      return finish();
-    }
-    inflight++;
-    void deps
-      .track(
-        (async () => {
-          try {
-            refuseTokenInQuery(ex.info.query);
-            await handler(ex);
-          } catch (err) {
-            if (ex.aborted) return;
-            const pe = toProtocolError(err, deps.logger);
-            deps.metrics.errors.inc({ code: pe.code });
-            ex.error(pe);
-          }
-        })(),
-      )
-      .finally(() => {
-        inflight--;
-        finish();
-      });
-  };
-
-  const authUser = (ex: HttpExchange): Promise<string> => {
-    const token = bearerToken(ex.info.authorization);
-    if (token === undefined) return Promise.reject(new ProtocolError('UNAUTHENTICATED', 'an Authorization: Bearer token is required'));
-    return deps.verifier.verify(token).then((t) => t.userId);
-  };
+  const { route, authUser } = createRouter(deps);
 
   const userParam = (raw: string): string => {
     const u = decodePathParam(raw, 'userId');
     if (u.length === 0 || u.length > MAX_USER_ID_LENGTH) throw new ProtocolError('BAD_REQUEST', 'userId: bad length');
+    // The same form as a token's subject: no user can have another id.
+    if (!USER_ID_PATTERN.test(u)) throw new ProtocolError('BAD_REQUEST', 'userId: must be printable ASCII without spaces');
     return u;
   };
 
@@ -100,13 +55,7 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
     }),
   );
 
-  app.get(
-    '/metrics',
-    route('metrics', 0, async (ex) => {
-      const text = await deps.metrics.registry.metrics();
-      ex.send(200, text, deps.metrics.registry.contentType);
-    }),
-  );
+  if (deps.metricsHere) app.get('/metrics', route('metrics', 0, metricsHandler(deps.metrics, deps.metricsToken)));
 
   app.post(
     '/v1/devices',
@@ -161,12 +110,7 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
     }),
   );
 
-  app.any(
-    '/*',
-    route('not_found', 0, async () => {
-      throw new ProtocolError('NOT_FOUND', 'no such route');
-    }),
-  );
+  app.any('/*', route('not_found', 0, notFound));
 }
 
 /** `?after=N`: entries after position N (-1 or absent: the whole list). */

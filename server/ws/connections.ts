@@ -2,13 +2,14 @@
  * WebSocket connections: a device binds its connection by signing a fresh server
  * challenge with its identity key, after presenting its user's token. Until then the
  * connection can do nothing but authenticate, and it is closed if it doesn't within
- * AUTH_TIMEOUT_MS. One connection per device: a newer one replaces the older.
+ * the auth timeout (AUTH_TIMEOUT_MS unless configured). One connection per device: a
+ * newer one replaces the older.
  */
 import type { WebSocket } from 'uWebSockets.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { CLOSE_CODES, ProtocolError } from '../../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
-import { AUTH_TIMEOUT_MS, CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS } from '../../protocol/limits.js';
+import { CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS, MAX_PREAUTH_FRAME_BYTES } from '../../protocol/limits.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
@@ -19,9 +20,14 @@ import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, se
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { MailboxService } from '../mailbox/service.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
+import type { Admission, AdmissionTicket } from './admission.js';
 
 export interface ConnectionData {
   readonly challenge: Uint8Array;
+  /** The client address the upgrade came from (see admission.ts addressKey). */
+  readonly address: string;
+  /** Counted by the admission from open to close. */
+  admission: AdmissionTicket | undefined;
   /** The relay origins a device may sign for on this connection (protocol/origin.ts). */
   readonly origins: readonly string[];
   state: 'challenge' | 'authenticating' | 'authenticated';
@@ -52,6 +58,9 @@ export interface ConnectionDeps {
   readonly logger: Logger;
   readonly random: (n: number) => Uint8Array;
   readonly mailbox: MailboxService;
+  readonly admission: Admission;
+  /** Time a connection has to authenticate (AUTH_TIMEOUT_MS unless configured). */
+  readonly authTimeoutMs: number;
   readonly now: () => number;
 }
 
@@ -68,9 +77,11 @@ export class ConnectionManager {
     this.deliversOut = deps.metrics.framesOut.labels({ type: 'deliver' });
   }
 
-  newConnectionData(origins: readonly string[]): ConnectionData {
+  newConnectionData(address: string, origins: readonly string[]): ConnectionData {
     return {
       challenge: this.deps.random(CHALLENGE_BYTES),
+      address,
+      admission: undefined,
       origins,
       state: 'challenge',
       userId: undefined,
@@ -88,13 +99,14 @@ export class ConnectionManager {
   onOpen(ws: RelaySocket): void {
     const ud = ws.getUserData();
     this.open.add(ws);
+    ud.admission = this.deps.admission.opened(ud.address);
     this.deps.metrics.connectionsOpen.inc();
     ud.authTimer = setTimeout(() => {
       if (!ud.closed && ud.state !== 'authenticated') {
         this.sendError(ws, new ProtocolError('AUTH_TIMEOUT', 'not authenticated in time'));
         this.end(ws, CLOSE_CODES.AUTH_FAILED, 'auth timeout');
       }
-    }, AUTH_TIMEOUT_MS);
+    }, this.deps.authTimeoutMs);
     this.send(ws, { type: 'challenge', nonce: ud.challenge });
   }
 
@@ -104,6 +116,7 @@ export class ConnectionManager {
     if (ud.authTimer) clearTimeout(ud.authTimer);
     if (ud.tokenTimer) clearTimeout(ud.tokenTimer);
     this.open.delete(ws);
+    if (ud.admission) this.deps.admission.closed(ud.admission);
     this.deps.metrics.connectionsOpen.dec();
     if (ud.userId !== undefined && ud.deviceId !== undefined && ud.stream) {
       this.deps.mailbox.detach(ud.userId, ud.deviceId, ud.stream);
@@ -116,9 +129,19 @@ export class ConnectionManager {
 
   /** The message buffer is only valid synchronously: it is decoded before any await. */
   onMessage(ws: RelaySocket, message: ArrayBuffer, isBinary: boolean): void {
+    const ud = ws.getUserData();
+    if (ud.state !== 'authenticated' && message.byteLength > MAX_PREAUTH_FRAME_BYTES) {
+      // Nothing legitimate before auth is this large: a peer that has proved nothing
+      // cannot make the relay read (and decode) 1 MiB frames, and is disconnected.
+      this.deps.metrics.framesIn.inc({ type: 'invalid' });
+      const id = isBinary ? peekSendId(new Uint8Array(message)) : undefined;
+      this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frames before authentication are limited to ${MAX_PREAUTH_FRAME_BYTES} bytes`, { id }));
+      this.end(ws, CLOSE_CODES.AUTH_FAILED, 'frame too large before authentication');
+      return;
+    }
     const bytes = new Uint8Array(message);
     if (isBinary) {
-      this.onBinary(ws, bytes);
+      this.onBinary(ws, ud, bytes);
       return;
     }
     let frame: ClientFrame;
@@ -130,7 +153,6 @@ export class ConnectionManager {
       return;
     }
     this.deps.metrics.framesIn.inc({ type: frame.type });
-    const ud = ws.getUserData();
     switch (frame.type) {
       case 'auth':
         if (ud.state !== 'challenge') {
@@ -164,8 +186,7 @@ export class ConnectionManager {
     }
   }
 
-  private onBinary(ws: RelaySocket, bytes: Uint8Array): void {
-    const ud = ws.getUserData();
+  private onBinary(ws: RelaySocket, ud: ConnectionData, bytes: Uint8Array): void {
     if (bytes.length === 0 || bytes[0] !== BINARY_FRAME.SEND) {
       this.deps.metrics.framesIn.inc({ type: 'invalid' });
       this.sendError(ws, new ProtocolError('UNKNOWN_FRAME', 'unknown binary frame type'));
@@ -259,6 +280,7 @@ export class ConnectionManager {
       ud.userId = userId;
       ud.deviceId = frame.deviceId;
       if (ud.authTimer) clearTimeout(ud.authTimer);
+      if (ud.admission) this.deps.admission.authenticated(ud.admission);
       this.armTokenTimer(ws, token.validUntilMs);
       this.send(ws, { type: 'auth_ok', userId, deviceId: frame.deviceId, expiresAt: token.expiresAtMs });
       this.deps.logger.debug({ userId, deviceId: frame.deviceId }, 'device authenticated');

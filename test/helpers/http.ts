@@ -4,6 +4,7 @@
  * sent, a chunked body streamed until the relay answers, a WebSocket upgrade request).
  */
 import http from 'node:http';
+import net from 'node:net';
 import { expect } from 'vitest';
 
 export interface JsonResponse {
@@ -57,7 +58,8 @@ export interface RawResponse {
   readonly bytesSent: number;
 }
 
-function collect(res: http.IncomingMessage, bytesSent: () => number): Promise<RawResponse> {
+/** Reads a node:http(s) response to its end; `body` is the parsed JSON, if it is JSON. */
+export function collect(res: http.IncomingMessage, bytesSent: () => number = () => 0): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     let text = '';
     res.setEncoding('utf8');
@@ -173,4 +175,60 @@ export function refusedUpgrade(baseUrl: string, path: string): Promise<RawRespon
     req.on('error', reject);
     req.end();
   });
+}
+
+export interface HeldRequest {
+  /** Resolves with the answer once the relay has answered and closed the connection. */
+  readonly answered: Promise<RawResponse & { closedByServer: boolean }>;
+  /** Drops the connection (the relay sees the request aborted). */
+  destroy(): void;
+}
+
+/**
+ * Sends a request head declaring `declaredLength` body bytes and then only `body`, on a
+ * plain TCP socket, and holds the connection open: the relay is left waiting for the
+ * rest of the body. `answered` resolves when the relay answers and closes the
+ * connection (`closedByServer`), or when the socket ends for another reason.
+ */
+export function holdRequest(baseUrl: string, opts: { method: string; path: string; token: string; declaredLength: number; body: string }): HeldRequest {
+  const u = new URL(opts.path, baseUrl);
+  const socket = net.connect(Number(u.port), u.hostname);
+  let raw = '';
+  let destroyed = false;
+  socket.setEncoding('utf8');
+  socket.on('connect', () => {
+    socket.write(
+      `${opts.method} ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${opts.token}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${opts.declaredLength}\r\n\r\n${opts.body}`,
+    );
+  });
+  socket.on('data', (d: string) => (raw += d));
+  const answered = new Promise<RawResponse & { closedByServer: boolean }>((resolve) => {
+    const done = (closedByServer: boolean): void => {
+      const [head = '', text = ''] = raw.split('\r\n\r\n', 2);
+      const [statusLine = '', ...headerLines] = head.split('\r\n');
+      const headers: http.IncomingHttpHeaders = {};
+      for (const l of headerLines) {
+        const i = l.indexOf(':');
+        if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+      }
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = undefined;
+      }
+      resolve({ status: Number(statusLine.split(' ')[1] ?? 0), headers, text, body, bytesSent: Buffer.byteLength(opts.body), closedByServer });
+    };
+    socket.on('end', () => done(!destroyed));
+    socket.on('close', () => done(false));
+    socket.on('error', () => done(false));
+  });
+  return {
+    answered,
+    destroy: () => {
+      destroyed = true;
+      socket.destroy();
+    },
+  };
 }

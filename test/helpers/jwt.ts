@@ -13,7 +13,7 @@ export interface TestIssuer {
   readonly jwksFile: string;
   /** Relay variables for this issuer. */
   readonly env: Record<string, string>;
-  mint(sub: string, opts?: { issuer?: string; audience?: string; expiresAt?: number; key?: CryptoKey }): Promise<string>;
+  mint(sub: string, opts?: { issuer?: string; audience?: string; expiresAt?: number; key?: CryptoKey; claims?: Record<string, unknown> }): Promise<string>;
 }
 
 export async function createTestIssuer(dir: string, issuer = 'https://idp.test.example', audience = 'hermetic-test'): Promise<TestIssuer> {
@@ -27,7 +27,7 @@ export async function createTestIssuer(dir: string, issuer = 'https://idp.test.e
     jwksFile,
     env: { HERMETIC_JWKS_FILE: jwksFile, HERMETIC_JWT_ISSUER: issuer, HERMETIC_JWT_AUDIENCE: audience },
     mint: (sub, opts = {}) =>
-      new SignJWT({})
+      new SignJWT({ ...opts.claims })
         .setProtectedHeader({ alg: 'EdDSA', kid: 'test-1' })
         .setSubject(sub)
         .setIssuer(opts.issuer ?? issuer)

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Environment variables the relay reads: never inherited from the test runner. */
-const RELAY_VARS = /^(?:PORT|DATABASE_URL|NODE_ENV|HERMETIC_.*)$/;
+const RELAY_VARS = /^(?:PORT|DATABASE_URL|NODE_ENV|HERMETIC_.*|UWS_.*)$/;
 
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
@@ -49,9 +49,15 @@ export interface CliProcess {
   readonly exited: Promise<ExitInfo>;
 }
 
-/** Starts `hermetic <args>` from source with exactly the given relay variables. */
-export function spawnCli(args: readonly string[], env: Readonly<Record<string, string | undefined>>): CliProcess {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'server/cli.ts', ...args], {
+/**
+ * Starts `hermetic <args>` from source with exactly the given relay variables; with
+ * `fdLimit`, under that open-file limit (soft and hard, set by the shell, which then
+ * execs Node in its place).
+ */
+export function spawnCli(args: readonly string[], env: Readonly<Record<string, string | undefined>>, opts: { fdLimit?: number } = {}): CliProcess {
+  const node = [process.execPath, '--import', 'tsx', 'server/cli.ts', ...args];
+  const [cmd, ...argv] = opts.fdLimit === undefined ? node : ['/bin/sh', '-c', 'ulimit -n "$0" && exec "$@"', String(opts.fdLimit), ...node];
+  const proc = spawn(cmd!, argv, {
     cwd: REPO_ROOT,
     env: childEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -76,8 +82,9 @@ export async function runCli(
   args: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
   timeoutMs = 45_000,
+  opts: { fdLimit?: number } = {},
 ): Promise<ExitInfo & { stdout: string; stderr: string }> {
-  const p = spawnCli(args, env);
+  const p = spawnCli(args, env, opts);
   const timer = setTimeout(() => p.proc.kill('SIGKILL'), timeoutMs);
   const info = await p.exited;
   clearTimeout(timer);
@@ -93,6 +100,8 @@ export interface RelayOptions {
   readonly logLevel?: string;
   /** Further relay variables (JWKS settings, NODE_ENV, ...). */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** The relay's open-file limit (`ulimit -n`); inherited when omitted. */
+  readonly fdLimit?: number;
 }
 
 export interface StopResult extends ExitInfo {
@@ -142,7 +151,7 @@ function parseLogs(text: string): Array<Record<string, unknown>> {
 export async function startRelay(opts: RelayOptions = {}, timeoutMs = 45_000): Promise<RelayProcess> {
   const dataDir = opts.dataDir ?? makeTempDir();
   const env = relayEnv(opts, dataDir);
-  const cli = spawnCli(['serve'], env);
+  const cli = spawnCli(['serve'], env, opts.fdLimit === undefined ? {} : { fdLimit: opts.fdLimit });
   const port = await new Promise<number>((resolve, reject) => {
     let done = false;
     const finish = (f: () => void): void => {

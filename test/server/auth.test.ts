@@ -8,7 +8,7 @@ import { SignJWT, UnsecuredJWT, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import { CLOSE_CODES } from '../../protocol/errors.js';
-import { AUTH_TIMEOUT_MS, MAX_FRAME_BYTES } from '../../protocol/limits.js';
+import { AUTH_TIMEOUT_MS, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_ORIGIN_LENGTH, MAX_PREAUTH_FRAME_BYTES, MAX_TOKEN_BYTES } from '../../protocol/limits.js';
 import { TestDevice, originOf } from '../helpers/device.js';
 import { connectAuthenticated, registerDevice } from '../helpers/flows.js';
 import { expectError, refusedUpgrade, request } from '../helpers/http.js';
@@ -227,13 +227,76 @@ describe('WebSocket authentication', () => {
     expect(await ws.reply()).toMatchObject({ type: 'error', code: 'BAD_REQUEST' });
     ws.send({ type: 'auth', id: 9, token: 5 });
     expect(await ws.reply()).toMatchObject({ type: 'error', code: 'BAD_REQUEST', id: 9 });
-    // Between the frame limit and the transport limit: refused with a code, connection kept.
-    ws.send(`{"type":"ping","pad":"${'x'.repeat(MAX_FRAME_BYTES)}"}`);
-    expect(await ws.reply()).toMatchObject({ type: 'error', code: 'FRAME_TOO_LARGE' });
     // Still usable, and still able to authenticate after all that.
     ws.send({ type: 'ping', id: 78 });
     expect(await ws.reply()).toEqual({ type: 'pong', id: 78 });
     expect(ws.isOpen).toBe(true);
+    ws.close();
+    await ws.waitClosed();
+  });
+
+  it(`before auth, a frame over MAX_PREAUTH_FRAME_BYTES (${MAX_PREAUTH_FRAME_BYTES}) is FRAME_TOO_LARGE and closes the socket with ${CLOSE_CODES.AUTH_FAILED}`, async () => {
+    // Exactly at the limit: answered.
+    const { ws: atLimit } = await WsClient.connectWithChallenge(relay.wsUrl);
+    const prefix = '{"type":"ping","id":5,"pad":"';
+    const exact = `${prefix}${'x'.repeat(MAX_PREAUTH_FRAME_BYTES - prefix.length - 2)}"}`;
+    expect(exact.length).toBe(MAX_PREAUTH_FRAME_BYTES);
+    atLimit.send(exact);
+    expect(await atLimit.reply()).toEqual({ type: 'pong', id: 5 });
+    atLimit.close();
+    await atLimit.waitClosed();
+
+    // One byte over, as text and as binary: refused and closed.
+    const oversized: Array<string | Uint8Array> = [`${prefix}${'x'.repeat(MAX_PREAUTH_FRAME_BYTES - prefix.length - 1)}"}`, new Uint8Array(MAX_PREAUTH_FRAME_BYTES + 1).fill(1)];
+    for (const frame of oversized) {
+      const { ws } = await WsClient.connectWithChallenge(relay.wsUrl);
+      ws.socket.send(frame);
+      expect(await ws.reply()).toMatchObject({ type: 'error', code: 'FRAME_TOO_LARGE' });
+      expect(await ws.waitClosed()).toMatchObject({ code: CLOSE_CODES.AUTH_FAILED });
+    }
+
+    // While the auth frame is being verified the connection is still unauthenticated.
+    const { ws: pending, challenge } = await WsClient.connectWithChallenge(relay.wsUrl);
+    pending.send(alice.authFrame(challenge, aliceToken, relay.wsUrl));
+    pending.send(`{"type":"ping","pad":"${'x'.repeat(MAX_PREAUTH_FRAME_BYTES)}"}`);
+    expect(await pending.reply()).toMatchObject({ type: 'error', code: 'FRAME_TOO_LARGE' });
+    expect(await pending.waitClosed()).toMatchObject({ code: CLOSE_CODES.AUTH_FAILED });
+
+    // After auth, frames up to MAX_FRAME_BYTES are read as before.
+    const bound = await connectAuthenticated(relay.wsUrl, aliceToken, alice);
+    bound.send(`{"type":"ping","id":6,"pad":"${'x'.repeat(4 * MAX_PREAUTH_FRAME_BYTES)}"}`);
+    expect(await bound.reply()).toEqual({ type: 'pong', id: 6 });
+    // Between the frame limit and the transport limit: refused with a code, connection kept.
+    bound.send(`{"type":"ping","pad":"${'x'.repeat(MAX_FRAME_BYTES)}"}`);
+    expect(await bound.reply()).toMatchObject({ type: 'error', code: 'FRAME_TOO_LARGE' });
+    bound.send({ type: 'ping', id: 7 });
+    expect(await bound.reply()).toEqual({ type: 'pong', id: 7 });
+    bound.close();
+    await bound.waitClosed();
+  });
+
+  it('the largest legitimate auth frame (a token of MAX_TOKEN_BYTES, a 64-character device id, an origin of MAX_ORIGIN_LENGTH) fits before auth', async () => {
+    const device = new TestDevice('ws-big-token', `big-${'d'.repeat(MAX_DEVICE_ID_LENGTH - 4)}`);
+    await registerDevice(relay.baseUrl, await issuer.mint(device.userId), device);
+    // Pad a claim until the token is exactly MAX_TOKEN_BYTES long.
+    let token = await issuer.mint(device.userId);
+    let pad = Math.floor(((MAX_TOKEN_BYTES - token.length) * 3) / 4) - 16;
+    for (;;) {
+      const next = await issuer.mint(device.userId, { claims: { pad: 'p'.repeat(pad + 1) } });
+      if (next.length > MAX_TOKEN_BYTES) break;
+      token = next;
+      pad++;
+    }
+    expect(token.length).toBeGreaterThan(MAX_TOKEN_BYTES - 4);
+    const { ws, challenge } = await WsClient.connectWithChallenge(relay.wsUrl);
+    const auth = device.authFrame(challenge, token, relay.wsUrl);
+    // This relay's origin is short: an unknown field makes up the rest of the longest
+    // origin a frame may carry, so the frame is as large as a legitimate one can be.
+    const frame = JSON.stringify({ ...auth, filler: 'f'.repeat(MAX_ORIGIN_LENGTH - auth.origin.length - ',"filler":""'.length) });
+    expect(frame.length).toBeGreaterThanOrEqual(MAX_TOKEN_BYTES - 4 + MAX_DEVICE_ID_LENGTH + MAX_ORIGIN_LENGTH + 86);
+    expect(frame.length).toBeLessThanOrEqual(MAX_PREAUTH_FRAME_BYTES);
+    ws.send(frame);
+    expect(await ws.reply()).toEqual({ type: 'auth_ok', userId: device.userId, deviceId: device.deviceId, expiresAt: expect.any(Number) });
     ws.close();
     await ws.waitClosed();
   });

@@ -4,7 +4,9 @@
  */
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { AUTH_TIMEOUT_MS } from '../../protocol/limits.js';
 import { ConfigError, DEV_AUDIENCE, DEV_ISSUER, loadConfig } from '../../server/config.js';
+import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS } from '../../server/limits.js';
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -31,6 +33,12 @@ describe('loadConfig', () => {
       production: false,
       auth: { mode: 'dev', issuer: DEV_ISSUER, audience: DEV_AUDIENCE, clockToleranceSec: 30 },
       shutdownGraceMs: 10_000,
+      maxConnections: undefined,
+      maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+      httpBodyTimeoutMs: HTTP_BODY_TIMEOUT_MS,
+      authTimeoutMs: AUTH_TIMEOUT_MS,
+      metrics: { token: undefined, port: undefined, host: '127.0.0.1' },
+      tls: undefined,
       publicOrigin: undefined,
     });
   });
@@ -46,6 +54,15 @@ describe('loadConfig', () => {
       HERMETIC_LOG_LEVEL: 'warn',
       HERMETIC_JWT_CLOCK_TOLERANCE: '5',
       HERMETIC_SHUTDOWN_GRACE_MS: '250',
+      HERMETIC_MAX_CONNECTIONS: '5000',
+      HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: '7',
+      HERMETIC_HTTP_BODY_TIMEOUT_MS: '1500',
+      HERMETIC_AUTH_TIMEOUT_MS: '30000',
+      HERMETIC_METRICS_TOKEN: 'metrics-token-0123456789',
+      HERMETIC_METRICS_PORT: '9464',
+      HERMETIC_METRICS_HOST: '10.0.0.5',
+      HERMETIC_TLS_CERT_FILE: 'tls/cert.pem',
+      HERMETIC_TLS_KEY_FILE: '/etc/hermetic/key.pem',
       HERMETIC_PUBLIC_URL: 'https://Relay.Example.com:443/v1/ws',
       NODE_ENV: 'production',
     });
@@ -59,6 +76,12 @@ describe('loadConfig', () => {
       production: true,
       auth: { mode: 'jwks', jwksFile: '/keys/jwks.json', issuer: 'https://idp.example', audience: 'chat', clockToleranceSec: 5 },
       shutdownGraceMs: 250,
+      maxConnections: 5000,
+      maxUnauthenticatedPerAddress: 7,
+      httpBodyTimeoutMs: 1500,
+      authTimeoutMs: 30_000,
+      metrics: { token: 'metrics-token-0123456789', port: 9464, host: '10.0.0.5' },
+      tls: { certFile: path.resolve('tls/cert.pem'), keyFile: '/etc/hermetic/key.pem' },
       publicOrigin: 'wss://relay.example.com',
     });
   });
@@ -83,6 +106,22 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_DB_POOL_MAX: '0' }).message).toMatch(/^HERMETIC_DB_POOL_MAX /);
     expect(configError({ HERMETIC_JWT_CLOCK_TOLERANCE: '601' }).message).toMatch(/^HERMETIC_JWT_CLOCK_TOLERANCE /);
     expect(configError({ HERMETIC_SHUTDOWN_GRACE_MS: 'soon' }).message).toMatch(/^HERMETIC_SHUTDOWN_GRACE_MS /);
+    expect(configError({ HERMETIC_MAX_CONNECTIONS: '0' }).message).toMatch(/^HERMETIC_MAX_CONNECTIONS /);
+    expect(configError({ HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: 'lots' }).message).toMatch(/^HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS /);
+    expect(configError({ HERMETIC_HTTP_BODY_TIMEOUT_MS: '50' }).message).toMatch(/^HERMETIC_HTTP_BODY_TIMEOUT_MS /);
+    expect(configError({ HERMETIC_AUTH_TIMEOUT_MS: '999' }).message).toMatch(/^HERMETIC_AUTH_TIMEOUT_MS /);
+    expect(configError({ HERMETIC_AUTH_TIMEOUT_MS: '60001' }).message).toMatch(/^HERMETIC_AUTH_TIMEOUT_MS /);
+  });
+
+  it('refuses a short or malformed metrics token without echoing it, and a metrics host without a port', () => {
+    for (const token of ['short', 'has spaces in the token value', 'x'.repeat(1025)]) {
+      const msg = configError({ HERMETIC_METRICS_TOKEN: token }).message;
+      expect(msg).toMatch(/^HERMETIC_METRICS_TOKEN /);
+      expect(msg).not.toContain(token);
+    }
+    expect(configError({ HERMETIC_METRICS_HOST: '0.0.0.0' }).message).toContain('HERMETIC_METRICS_PORT');
+    expect(configError({ HERMETIC_METRICS_PORT: '70000' }).message).toMatch(/^HERMETIC_METRICS_PORT /);
+    expect(loadConfig({ HERMETIC_METRICS_PORT: '0' }).metrics).toEqual({ token: undefined, port: 0, host: '127.0.0.1' });
   });
 
   it('requires an issuer and an audience with a JWKS', () => {
@@ -97,6 +136,18 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_JWKS_URL: 'file:///etc/jwks', HERMETIC_JWT_ISSUER: 'i', HERMETIC_JWT_AUDIENCE: 'a' }).message).toMatch(
       /^HERMETIC_JWKS_URL /,
     );
+  });
+
+  it('refuses a JWKS URL over plain http in production, and allows it otherwise', () => {
+    const idp = { HERMETIC_JWT_ISSUER: 'i', HERMETIC_JWT_AUDIENCE: 'a', HERMETIC_PUBLIC_URL: 'wss://relay.example' };
+    const msg = configError({ ...idp, HERMETIC_JWKS_URL: 'http://idp.example/jwks', NODE_ENV: 'production' }).message;
+    expect(msg).toMatch(/^HERMETIC_JWKS_URL /);
+    expect(msg).toContain('https:');
+    expect(loadConfig({ ...idp, HERMETIC_JWKS_URL: 'https://idp.example/jwks', NODE_ENV: 'production' }).auth).toMatchObject({
+      jwksUrl: 'https://idp.example/jwks',
+    });
+    // Outside production (a local issuer in development), http stays allowed.
+    expect(loadConfig({ ...idp, HERMETIC_JWKS_URL: 'http://127.0.0.1:9999/jwks' }).auth).toMatchObject({ jwksUrl: 'http://127.0.0.1:9999/jwks' });
   });
 
   it('refuses dev mode in production, naming the JWKS variables', () => {

@@ -440,6 +440,24 @@ describe.each(DRIVERS)('key directory over HTTP on $name', (driver) => {
       expectError(await request(base, 'DELETE', '/v1/devices', { token: t }), 404, 'NOT_FOUND');
     });
 
+    it('refuses control characters in path parameters (BAD_REQUEST), logging no internal error', async () => {
+      const t = await token(u('nul-sender'));
+      const paths = [
+        '/v1/users/a%00b/devices',
+        '/v1/users/%00/devices',
+        '/v1/users/tab%09user/devices',
+        '/v1/users/del%7Fuser/devices',
+        '/v1/users/a%00b/devices/dev-1/bundle',
+        '/v1/devices/a%00b/keys',
+      ];
+      for (const path of paths) {
+        const res = await request(base, path.endsWith('/bundle') ? 'POST' : 'GET', path, { token: t });
+        expectError(res, 400, 'BAD_REQUEST');
+      }
+      const internal = relay.logs().filter((l) => l.msg === 'internal error');
+      expect(internal, JSON.stringify(internal)).toEqual([]);
+    });
+
     it('requires a token on every directory route (UNAUTHENTICATED)', async () => {
       expectError(await request(base, 'GET', '/v1/users/x/devices'), 401, 'UNAUTHENTICATED');
       expectError(await request(base, 'POST', '/v1/devices', { json: {} }), 401, 'UNAUTHENTICATED');

@@ -148,7 +148,7 @@ function parseLogs(text: string): Array<Record<string, unknown>> {
 }
 
 /** Starts `hermetic serve` and resolves once it listens (rejects if it exits first). */
-export async function startRelay(opts: RelayOptions = {}, timeoutMs = 45_000): Promise<RelayProcess> {
+export async function startRelay(opts: RelayOptions = {}, timeoutMs = 90_000): Promise<RelayProcess> {
   const dataDir = opts.dataDir ?? makeTempDir();
   const env = relayEnv(opts, dataDir);
   const cli = spawnCli(['serve'], env, opts.fdLimit === undefined ? {} : { fdLimit: opts.fdLimit });

@@ -27,7 +27,7 @@ import { Emitter } from './events.js';
 import { type Flag, FlagQueue } from './flags.js';
 import { GroupKeys, type GroupTarget } from './groups.js';
 import { type FaultHook, Inbox, type InboxRecord } from './inbox.js';
-import { DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS } from './limits.js';
+import { DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS, PREKEY_TOPUP_DELAY_MS } from './limits.js';
 import { type OutboxEntry, type SentInfo, Outbox } from './outbox.js';
 import { type BodyKind, type Payload, decodeBody, encodeBody, encodePayload } from './payload.js';
 import { Sessions } from './sessions.js';
@@ -192,6 +192,7 @@ export class HermeticClient {
   readonly #iterators = new Set<(m: Message) => void>();
   readonly #lastHeal = new Map<string, number>();
   #flagDrain: Promise<void> = Promise.resolve();
+  #maintainTimer: ReturnType<Clock['setTimeout']> | undefined;
   readonly #fault: FaultHook | undefined;
 
   constructor(options: ClientOptions, urls: { http: string; ws: string; origin: string }, db: Transactor, record: DeviceRecord, ttl: number) {
@@ -221,7 +222,8 @@ export class HermeticClient {
     const fetchImpl: FetchLike = options.fetch ?? ((url, init) => globalThis.fetch(url, init));
     this.#http = new RelayHttp(urls.http, token, fetchImpl);
     this.#keys = new DeviceKeys(record, db, this.#http, this.#backend, this.#random, () => this.#clock.now());
-    this.#flags = new FlagQueue(() => this.#clock.now());
+    // A drain queued now runs after the transaction that wrote the flag (they are serialized).
+    this.#flags = new FlagQueue(() => this.#clock.now(), () => this.#drainFlags());
     this.#directory = new Directory(db, this.#http, this.#backend, () => this.#clock.now(), options.trustPolicy ?? 'warn', this.#flags);
     this.#sessions = new Sessions(this.#keys.identity, this.#backend, this.#random);
     this.#groups = new GroupKeys(this.#backend, this.#random);
@@ -280,6 +282,7 @@ export class HermeticClient {
         this.#drainFlags();
       },
       heal: (u, d, e) => this.#heal(u, d, e),
+      prekeysUsed: () => this.#scheduleMaintain(),
       problem: (err) => this.#report(err),
       fault: options.faultHook,
     });
@@ -394,6 +397,15 @@ export class HermeticClient {
     this.#connection.stop();
   }
 
+  /** After sessions started with us used one-time prekeys: top up soon (once per burst). */
+  #scheduleMaintain(): void {
+    if (this.#maintainTimer !== undefined || this.#closed) return;
+    this.#maintainTimer = this.#clock.setTimeout(() => {
+      this.#maintainTimer = undefined;
+      void this.#maintain();
+    }, PREKEY_TOPUP_DELAY_MS);
+  }
+
   /** Publishes prekeys where the relay runs low, and replaces old signed ones. */
   async #maintain(): Promise<void> {
     try {
@@ -408,6 +420,7 @@ export class HermeticClient {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#linkTimer) this.#clock.clearTimeout(this.#linkTimer);
+    if (this.#maintainTimer) this.#clock.clearTimeout(this.#maintainTimer);
     this.#connection.stop();
     const err = new SdkError('CLIENT_CLOSED');
     this.#outbox.close(err);
@@ -618,6 +631,8 @@ export class HermeticClient {
   /** Corrects an outbox entry the relay refused for its device list, from the verified list. */
   async #repair(entry: OutboxEntry): Promise<OutboxEntry | undefined> {
     const wanted = await this.#targets(entry.recipient, true);
+    // The list may have restarted from a new root: the trust policy decides first.
+    await this.#directory.assertSendable(entry.recipient);
     const have = new Set(entry.targets.map((t) => t.deviceId));
     const want = new Set(wanted.map((d) => d.deviceId));
     if (have.size === want.size && [...have].every((d) => want.has(d))) return undefined; // the relay disagrees with the verified list

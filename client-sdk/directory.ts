@@ -88,7 +88,10 @@ export class Directory {
         problem = `the relay served ${answer.length} entries; ${pinned.length} were verified before`;
       } else {
         const r = pinned.extend(answer.entries, this.backend);
-        if (r.ok && r.chain.length === answer.length) next = r.chain;
+        // Same length and head: the list we pinned, perhaps extended. Another head at the
+        // same length is another history (or a new root): read it whole, below.
+        if (r.ok && r.chain.length === answer.length && answer.head !== undefined && equalBytes(answer.head, r.chain.head)) next = r.chain;
+        else if (r.ok && r.chain.length === answer.length) next = undefined;
         else if (!r.ok && r.reason === 'root-exists') next = undefined; // a new list altogether: checked below
         else problem = r.ok ? 'the relay\'s list is longer than the entries it served' : `entry ${pinned.length + r.index}: ${r.reason}: ${r.message}`;
       }

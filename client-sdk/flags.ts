@@ -50,11 +50,16 @@ interface FlagRecord {
 export class FlagQueue {
   #counter = 0;
 
-  constructor(private readonly next: () => number) {}
+  /** `added` is told of every flag written (to offer it once its transaction commits). */
+  constructor(
+    private readonly next: () => number,
+    private readonly added: () => void = () => undefined,
+  ) {}
 
   add(tx: StoreTx, flag: Flag): void {
     const n = this.next() * 1000 + (this.#counter++ % 1000);
     tx.put(NS.inbox, `f:${String(n).padStart(20, '0')}`, encodeRecord({ v: 1, flag } satisfies FlagRecord));
+    this.added();
   }
 
   static async pending(tx: StoreTx): Promise<Array<{ key: string; flag: Flag }>> {

@@ -60,6 +60,8 @@ export interface InboxContext {
   offered(messages: Array<{ key: string; record: InboxRecord }>): void;
   /** A device whose message did not decrypt: ask it for a new session. */
   heal(userId: string, deviceId: string, envelopeId: Uint8Array): void;
+  /** A session started with us, using one-time prekeys. */
+  prekeysUsed(): void;
   problem(err: unknown): void;
   readonly fault: FaultHook | undefined;
 }
@@ -141,6 +143,7 @@ export class Inbox {
       }
     }
     const heal: Array<{ userId: string; deviceId: string; envelopeId: Uint8Array }> = [];
+    const initial = real.some((f) => f.payload[0] === 0x12);
     let handled = this.#handled;
     const stored = await this.c.db.run(async (tx) => {
       const out: Array<{ key: string; record: InboxRecord }> = [];
@@ -187,6 +190,7 @@ export class Inbox {
     }
     this.c.offered(stored);
     for (const h of heal) this.c.heal(h.userId, h.deviceId, h.envelopeId);
+    if (initial) this.c.prekeysUsed();
   }
 
   async #open(

@@ -9,6 +9,8 @@ import { MAX_ENVELOPE_BYTES } from '../protocol/limits.js';
  * another device starts with us, which consumes one of each). */
 export const PREKEY_HIGH_WATER = 100;
 export const PREKEY_LOW_WATER = 25;
+/** After sessions were started with us, the count is checked this much later (once for a burst). */
+export const PREKEY_TOPUP_DELAY_MS = 5_000;
 
 /** How long a signed prekey or last-resort ML-KEM key is used before a new one replaces it
  * (a compromised prekey stops mattering after this), and how long a replaced one is kept

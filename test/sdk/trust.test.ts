@@ -1,0 +1,168 @@
+/**
+ * Trust in the SDK: identities pinned on first use, a changed account root flagged and,
+ * under the blocking policy (or once verified), blocking; device lists the relay forged
+ * or rolled back refused; prekeys kept topped up and rotated. Against a relay on a
+ * PostgreSQL database the test can reach into, to reset an account the way an operator
+ * (or a lying relay) would.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ManualClock, MemoryStore, SdkError, limits } from '../../client-sdk/node.js';
+import { DeviceChain } from '../../crypto/devices/chain.js';
+import { createLinkRequest, linkEntry } from '../../crypto/devices/link.js';
+import { IdentityKeyPair } from '../../crypto/identity/identity-key.js';
+import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
+import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
+import { killAllRelays } from '../helpers/relay.js';
+import { type SdkWorld, newClient, observe, startWorld } from './helpers.js';
+
+async function sdkError(p: Promise<unknown>): Promise<SdkError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof SdkError) return err;
+    throw err;
+  }
+  throw new Error('expected an SdkError');
+}
+
+describe('SDK trust', () => {
+  if (!pgServer) {
+    pgMissing('SDK trust');
+    return;
+  }
+  let db: TestDatabase;
+  let world: SdkWorld;
+  let sql: pg.Client;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    world = await startWorld({ databaseUrl: db.url });
+    sql = new pg.Client({ connectionString: db.url });
+    await sql.connect();
+  });
+
+  afterAll(async () => {
+    await sql?.end();
+    await killAllRelays();
+    await db?.drop();
+  });
+
+  /** What an operator does for a user who lost every device (SECURITY.md), or a lying relay. */
+  async function resetAccount(userId: string): Promise<void> {
+    await sql.query('DELETE FROM device_list_entries WHERE user_id = $1', [userId]);
+    await sql.query('DELETE FROM devices WHERE user_id = $1', [userId]);
+  }
+
+  it('blocks sending after a changed identity under the blocking policy, until accepted', async () => {
+    const alice = observe(await newClient(world, 'tr-alice', { trustPolicy: 'block' }));
+    const bob1 = observe(await newClient(world, 'tr-bob'));
+    await alice.client.send('tr-bob', 'hello old bob');
+    await bob1.received(1);
+    await bob1.client.close();
+    await resetAccount('tr-bob');
+    const bob2 = observe(await newClient(world, 'tr-bob'));
+    // The relay refuses the stale device list; the repair finds a new root and stops.
+    const refused = await sdkError(alice.client.send('tr-bob', 'to whom?'));
+    expect(refused.code).toBe('IDENTITY_BLOCKED');
+    const flag = await alice.flagged('IDENTITY_CHANGED');
+    expect(flag).toMatchObject({ userId: 'tr-bob', evidence: { blocked: true } });
+    expect(flag.evidence?.previousRoot).not.toBe(flag.evidence?.newRoot);
+    expect((await sdkError(alice.client.send('tr-bob', 'still?'))).code).toBe('IDENTITY_BLOCKED');
+    expect(await alice.client.trust.status('tr-bob')).toEqual({ verified: false, blocked: true });
+    await alice.client.trust.accept('tr-bob');
+    await alice.client.send('tr-bob', 'accepted');
+    expect((await bob2.received(1)).map((m) => m.body)).toEqual(['accepted']);
+    await alice.client.close();
+    await bob2.client.close();
+  });
+
+  it('warns and goes on under the default policy; a verified identity that changes always blocks', async () => {
+    const carol = observe(await newClient(world, 'tr-carol'));
+    const dave1 = await newClient(world, 'tr-dave');
+    await carol.client.send('tr-dave', 'first');
+    // Safety numbers agree on both sides, and change with the identity.
+    const before = await carol.client.safetyNumber('tr-dave');
+    expect((await dave1.safetyNumber('tr-carol')).digits).toBe(before.digits);
+    await dave1.close();
+    await resetAccount('tr-dave');
+    const dave2 = observe(await newClient(world, 'tr-dave'));
+    await carol.client.send('tr-dave', 'after the change');
+    expect((await carol.flagged('IDENTITY_CHANGED')).evidence).toMatchObject({ blocked: false });
+    expect((await dave2.received(1))[0]!.body).toBe('after the change');
+    expect((await carol.client.safetyNumber('tr-dave')).digits).not.toBe(before.digits);
+    // Now verified, then changed again: blocked although the policy warns.
+    await carol.client.trust.verify('tr-dave');
+    await dave2.client.close();
+    await resetAccount('tr-dave');
+    const dave3 = await newClient(world, 'tr-dave');
+    expect((await sdkError(carol.client.send('tr-dave', 'verified change'))).code).toBe('IDENTITY_BLOCKED');
+    await carol.client.close();
+    await dave3.close();
+  });
+
+  it('refuses a device list the relay forged or rolled back (DEVICE_LIST_INVALID), and says so', async () => {
+    let forge: ((answer: Record<string, unknown>) => Record<string, unknown>) | undefined;
+    const lyingFetch = async (url: string, init: { method: string; headers: Record<string, string>; body?: string }) => {
+      const res = await fetch(url, init);
+      const text = await res.text();
+      if (forge && init.method === 'GET' && /\/v1\/users\/tr-erin\/devices/.test(url) && res.status === 200) {
+        return { status: 200, text: async () => JSON.stringify(forge!(JSON.parse(text) as Record<string, unknown>)) };
+      }
+      return { status: res.status, text: async () => text };
+    };
+    const frank = observe(await newClient(world, 'tr-frank', { fetch: lyingFetch }));
+    const erin = observe(await newClient(world, 'tr-erin'));
+    await frank.client.send('tr-erin', 'pinned');
+    await erin.received(1);
+    // The relay adds a device of its own to Erin's list, "signed" by her phone.
+    forge = (answer) => {
+      const entries = (answer.entries as string[]).map((e) => decodeBase64url(e)!);
+      const all = [...entries];
+      const chain = DeviceChain.verify('tr-erin', all);
+      if (!chain.ok) throw new Error('the real list does not verify');
+      const evil = IdentityKeyPair.generate();
+      const forged = linkEntry(chain.chain, erin.client.deviceId, evil, createLinkRequest(evil, 'tr-erin', 'relay-device'));
+      return { ...answer, length: (answer.length as number) + 1, entries: [...(answer.entries as string[]), encodeBase64url(forged)] };
+    };
+    const err = await sdkError(frank.client.devices('tr-erin'));
+    expect(err.code).toBe('DEVICE_LIST_INVALID');
+    expect((await frank.flagged('DEVICE_LIST_INVALID')).userId).toBe('tr-erin');
+    // A list shorter than the one pinned (a hidden revocation, a rollback).
+    forge = (answer) => ({ ...answer, length: 0, entries: [] });
+    expect((await sdkError(frank.client.devices('tr-erin'))).code).toBe('DEVICE_LIST_INVALID');
+    // Never encrypted to the forged device: the verified list is unchanged.
+    forge = undefined;
+    expect((await frank.client.devices('tr-erin')).map((d) => d.deviceId)).toEqual([erin.client.deviceId]);
+    await frank.client.close();
+    await erin.client.close();
+  });
+
+  it('maintainKeys refills one-time prekeys others used below the low-water mark, and rotates the signed prekey when due', async () => {
+    const clock = new ManualClock(Date.now());
+    const store = new MemoryStore();
+    const gina = await newClient(world, 'tr-gina', { clock, store });
+    let requester = 0;
+    const counts = async () => {
+      const res = await fetch(`${world.relay.baseUrl}/v1/devices/${gina.deviceId}/keys`, { headers: { authorization: `Bearer ${await world.issuer.mint('tr-gina')}` } });
+      return (await res.json()) as { oneTimePrekeys: number; oneTimeKemPrekeys: number };
+    };
+    expect(await counts()).toMatchObject({ oneTimePrekeys: limits.PREKEY_HIGH_WATER, oneTimeKemPrekeys: limits.PREKEY_HIGH_WATER });
+    // Each fetch by another user: no requester's rate limit is in the way.
+    const bundle = async () => {
+      const token = await world.issuer.mint(`tr-harry-${requester++}`);
+      const res = await fetch(`${world.relay.baseUrl}/v1/users/tr-gina/devices/${gina.deviceId}/bundle`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      return (await res.json()) as { signedPrekey: { keyId: number } };
+    };
+    const drain = limits.PREKEY_HIGH_WATER - limits.PREKEY_LOW_WATER + 1;
+    for (let i = 0; i < drain; i++) await bundle();
+    expect((await counts()).oneTimePrekeys).toBe(limits.PREKEY_LOW_WATER - 1);
+    await gina.maintainKeys();
+    expect(await counts()).toMatchObject({ oneTimePrekeys: limits.PREKEY_HIGH_WATER, oneTimeKemPrekeys: limits.PREKEY_HIGH_WATER });
+    const spkBefore = (await bundle()).signedPrekey.keyId;
+    clock.advance(limits.SIGNED_PREKEY_ROTATION_MS + 1);
+    await gina.maintainKeys();
+    expect((await bundle()).signedPrekey.keyId).toBeGreaterThan(spkBefore);
+    await gina.close();
+  });
+});

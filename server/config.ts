@@ -19,6 +19,8 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly dbPoolMax: number;
+  /** Bound on getting a database connection and on each statement (migrations excepted). */
+  readonly dbTimeoutMs: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly production: boolean;
   readonly auth: AuthConfig;
@@ -87,6 +89,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl,
     dataDir: path.resolve(env.HERMETIC_DATA_DIR || 'data'),
     dbPoolMax: intVar(env, 'HERMETIC_DB_POOL_MAX', 10, 1, 1000),
+    dbTimeoutMs: intVar(env, 'HERMETIC_DB_TIMEOUT_MS', 10_000, 100, 600_000),
     logLevel: logLevel as Config['logLevel'],
     production,
     auth,

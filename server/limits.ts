@@ -50,6 +50,10 @@ export const LIVE_CACHE_MAX_BYTES = 1024 * 1024;
  * lost NOTIFY (e.g. a dropped LISTEN connection) delays delivery at most this long. */
 export const CATCHUP_INTERVAL_MS = 5_000;
 
+/** /readyz waits at most this long for the database's answer before reporting not
+ * ready: an orchestrator's probe must learn of a hung database, not hang with it. */
+export const READY_CHECK_TIMEOUT_MS = 2_000;
+
 /** Period and batch size of the expiry sweeper. */
 export const SWEEP_INTERVAL_MS = 10_000;
 export const SWEEP_BATCH = 5_000;

@@ -22,6 +22,7 @@ import type { Database } from './storage/database.js';
 import { loadMigrations, migrate, migrationsCurrent } from './storage/migrate.js';
 import { openPg } from './storage/pg.js';
 import { openPglite } from './storage/pglite.js';
+import { READY_CHECK_TIMEOUT_MS } from './limits.js';
 import { uws, uwsBinding } from './uws.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
@@ -37,7 +38,13 @@ export interface Relay {
 
 export async function openDatabase(config: Config, logger: Logger, observe?: (s: number) => void): Promise<Database> {
   if (config.databaseUrl) {
-    return openPg({ connectionString: config.databaseUrl, maxConnections: config.dbPoolMax, logger, ...(observe ? { observe } : {}) });
+    return openPg({
+      connectionString: config.databaseUrl,
+      maxConnections: config.dbPoolMax,
+      timeoutMs: config.dbTimeoutMs,
+      logger,
+      ...(observe ? { observe } : {}),
+    });
   }
   return openPglite({ dataDir: config.dataDir, ...(observe ? { observe } : {}) });
 }
@@ -130,7 +137,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       verifier,
       metrics,
       logger,
-      ready: async () => migrationsCurrent(db, migrations.length),
+      ready: async () => migrationsCurrent(db, migrations.length, READY_CHECK_TIMEOUT_MS),
       isDraining: () => draining,
       track,
     });

@@ -19,6 +19,7 @@ import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, se
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { MailboxService } from '../mailbox/service.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
+import { DatabaseUnavailableError } from '../storage/database.js';
 
 export interface ConnectionData {
   readonly challenge: Uint8Array;
@@ -333,6 +334,12 @@ export class ConnectionManager {
 
 export function toProtocolError(err: unknown, logger: Logger): ProtocolError {
   if (err instanceof ProtocolError) return err;
+  if (err instanceof DatabaseUnavailableError) {
+    // An outage, not a bug: the pool and LISTEN reconnects log it, once per connection
+    // rather than once per request.
+    logger.debug({ err: { message: err.message } }, 'database unavailable');
+    return new ProtocolError('UNAVAILABLE', 'the database is unavailable; retry later');
+  }
   logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'internal error');
   return new ProtocolError('INTERNAL', 'internal error');
 }

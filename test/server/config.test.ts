@@ -27,6 +27,7 @@ describe('loadConfig', () => {
       databaseUrl: undefined,
       dataDir: path.resolve('data'),
       dbPoolMax: 10,
+      dbTimeoutMs: 10_000,
       logLevel: 'info',
       production: false,
       auth: { mode: 'dev', issuer: DEV_ISSUER, audience: DEV_AUDIENCE, clockToleranceSec: 30 },
@@ -42,6 +43,7 @@ describe('loadConfig', () => {
       DATABASE_URL: 'postgresql://u@db:5432/hermetic',
       HERMETIC_DATA_DIR: 'relative/dir',
       HERMETIC_DB_POOL_MAX: '3',
+      HERMETIC_DB_TIMEOUT_MS: '1500',
       HERMETIC_LOG_LEVEL: 'warn',
       HERMETIC_JWT_CLOCK_TOLERANCE: '5',
       HERMETIC_SHUTDOWN_GRACE_MS: '250',
@@ -53,6 +55,7 @@ describe('loadConfig', () => {
       databaseUrl: 'postgresql://u@db:5432/hermetic',
       dataDir: path.resolve('relative/dir'),
       dbPoolMax: 3,
+      dbTimeoutMs: 1500,
       logLevel: 'warn',
       production: true,
       auth: { mode: 'jwks', jwksFile: '/keys/jwks.json', issuer: 'https://idp.example', audience: 'chat', clockToleranceSec: 5 },
@@ -80,6 +83,7 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_DB_POOL_MAX: '0' }).message).toMatch(/^HERMETIC_DB_POOL_MAX /);
     expect(configError({ HERMETIC_JWT_CLOCK_TOLERANCE: '601' }).message).toMatch(/^HERMETIC_JWT_CLOCK_TOLERANCE /);
     expect(configError({ HERMETIC_SHUTDOWN_GRACE_MS: 'soon' }).message).toMatch(/^HERMETIC_SHUTDOWN_GRACE_MS /);
+    expect(configError({ HERMETIC_DB_TIMEOUT_MS: '99' }).message).toMatch(/^HERMETIC_DB_TIMEOUT_MS /);
   });
 
   it('requires an issuer and an audience with a JWKS', () => {

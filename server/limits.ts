@@ -50,6 +50,14 @@ export const LIVE_CACHE_MAX_BYTES = 1024 * 1024;
  * lost NOTIFY (e.g. a dropped LISTEN connection) delays delivery at most this long. */
 export const CATCHUP_INTERVAL_MS = 5_000;
 
+/** Reconnecting a lost LISTEN connection: the first attempt after about
+ * LISTEN_RECONNECT_MIN_MS, the delay doubling per failure up to LISTEN_RECONNECT_MAX_MS
+ * (jittered). Short enough that cross-relay wake-ups come back within seconds of the
+ * database; the cap keeps a relay from hammering a server that is down. Meanwhile the
+ * catch-up scan still delivers, and one runs as soon as the subscription is back. */
+export const LISTEN_RECONNECT_MIN_MS = 100;
+export const LISTEN_RECONNECT_MAX_MS = 5_000;
+
 /** /readyz waits at most this long for the database's answer before reporting not
  * ready: an orchestrator's probe must learn of a hung database, not hang with it. */
 export const READY_CHECK_TIMEOUT_MS = 2_000;

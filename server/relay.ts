@@ -92,6 +92,8 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       nodeId,
       logger,
       onBatch: (n) => metrics.sendBatchSize.observe(n),
+      onNotice: () => metrics.notices.inc(),
+      onResubscribed: () => metrics.listenReconnects.inc(),
     });
     await mailbox.start();
     const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom, mailbox });

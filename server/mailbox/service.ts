@@ -37,6 +37,10 @@ export interface MailboxServiceOptions {
   readonly now?: () => number;
   /** Observes each SEND batch size (metrics). */
   readonly onBatch?: (size: number) => void;
+  /** Told of each notice heard from another relay (metrics). */
+  readonly onNotice?: () => void;
+  /** Told when the LISTEN subscription was lost and is back (metrics). */
+  readonly onResubscribed?: () => void;
 }
 
 export class MailboxService {
@@ -68,7 +72,16 @@ export class MailboxService {
   }
 
   async start(): Promise<void> {
-    this.unlisten = await this.opts.db.listen(MAILBOX_CHANNEL, (payload) => this.onNotice(payload));
+    this.unlisten = await this.opts.db.listen(
+      MAILBOX_CHANNEL,
+      (payload) => this.onNotice(payload),
+      () => {
+        // Notices sent while the subscription was down are lost: re-read every tail now
+        // rather than at the next scheduled catch-up.
+        this.opts.onResubscribed?.();
+        void this.catchUp();
+      },
+    );
     this.timers.push(setInterval(() => void this.catchUp(), CATCHUP_INTERVAL_MS).unref());
     this.timers.push(setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS).unref());
   }
@@ -151,6 +164,7 @@ export class MailboxService {
   private onNotice(payload: string): void {
     const n = decodeNotice(payload);
     if (!n || n.node === this.opts.nodeId) return;
+    this.opts.onNotice?.();
     switch (n.kind) {
       case 'tails':
         for (const [u, d, seq] of n.tails) this.attached.get(key(u, d))?.stream.onTail(seq);

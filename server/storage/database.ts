@@ -33,8 +33,12 @@ export interface Database extends SqlExecutor {
    * concurrent processes (several relays starting together) take turns.
    */
   withAdvisoryLock<T>(key: bigint, fn: (conn: ScriptExecutor) => Promise<T>): Promise<T>;
-  /** Subscribes to NOTIFY on `channel`; resolves to an unsubscribe function. */
-  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Subscribes to NOTIFY on `channel`; resolves to an unsubscribe function. A driver whose
+   * subscription can be lost (a server connection) subscribes again by itself and then
+   * calls `onResubscribed`: notices sent meanwhile were missed.
+   */
+  listen(channel: string, onNotify: (payload: string) => void, onResubscribed?: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 

@@ -6,11 +6,13 @@
  * crash: a connection that fails, or a statement that outlives `timeoutMs`, is destroyed
  * rather than reused, and the call fails with DatabaseUnavailableError (the peer is told
  * UNAVAILABLE and retries; writes are idempotent). Errors on idle and checked-out clients
- * are caught, and the pool opens new connections on demand.
+ * are caught, the pool opens new connections on demand, and the LISTEN subscription
+ * reconnects by itself (pg-listen.ts).
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { type Database, DatabaseUnavailableError, type SqlParam, sqlState } from './database.js';
+import { pgListen } from './pg-listen.js';
 
 export interface PgOptions {
   connectionString: string;
@@ -150,19 +152,15 @@ export async function openPg(opts: PgOptions): Promise<Database> {
           await exec('SELECT pg_advisory_unlock($1)', [key.toString()]);
         }
       }),
-    listen: async (channel, onNotify) => {
-      // LISTEN needs a dedicated connection held for the subscription's lifetime.
-      const client = new pg.Client({ connectionString: opts.connectionString, connectionTimeoutMillis: opts.timeoutMs });
-      client.on('error', (err) => opts.logger?.warn({ err: { message: err.message } }, 'listen connection error'));
-      await client.connect();
-      client.on('notification', (msg) => {
-        if (msg.channel === channel) onNotify(msg.payload ?? '');
-      });
-      await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
-      return async () => {
-        await client.end().catch(() => undefined);
-      };
-    },
+    listen: (channel, onNotify, onResubscribed) =>
+      pgListen({
+        connectionString: opts.connectionString,
+        channel,
+        timeoutMs: opts.timeoutMs,
+        onNotify,
+        ...(onResubscribed ? { onResubscribed } : {}),
+        ...(opts.logger ? { logger: opts.logger } : {}),
+      }),
     close: () => pool.end(),
   };
   return db;

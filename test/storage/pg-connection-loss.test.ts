@@ -1,14 +1,17 @@
 /**
  * The `pg` driver when connections fail, on a real server: a backend terminated under a
  * transaction, a statement that outlives the driver's bound, no free connection within
- * a call's own bound. Each is a DatabaseUnavailableError for the caller (never an
- * uncaught exception in the process), the broken connection is not reused, and SQL
- * errors stay SQL errors.
+ * a call's own bound, and the LISTEN connection terminated. Each is a
+ * DatabaseUnavailableError for the caller (never an uncaught exception in the process),
+ * the broken connection is not reused, SQL errors stay SQL errors, and the LISTEN
+ * subscription comes back by itself and says so.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Database, DatabaseUnavailableError, UNIQUE_VIOLATION, sqlState } from '../../server/storage/database.js';
+import { listenBackoffMs } from '../../server/storage/pg-listen.js';
 import { openPg } from '../../server/storage/pg.js';
+import { LISTEN_RECONNECT_MAX_MS, LISTEN_RECONNECT_MIN_MS } from '../../server/limits.js';
 import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
 
 /** The driver's bound in these tests: short, so that the timeout cases are quick. */
@@ -134,5 +137,37 @@ describe('the pg driver when connections fail', () => {
     expect(sqlState(err)).toBe(UNIQUE_VIOLATION);
     const err2 = await rejection(db.transaction((tx) => tx.query('INSERT INTO t_sql VALUES (1)')));
     expect(sqlState(err2)).toBe(UNIQUE_VIOLATION);
+  });
+
+  it('a terminated LISTEN connection is restored, told of, and hears notices again', async () => {
+    const db = await open();
+    const got: string[] = [];
+    let resubscribed = 0;
+    const unlisten = await db.listen('loss_channel', (p) => got.push(p), () => resubscribed++);
+    try {
+      await db.query("SELECT pg_notify('loss_channel', 'before')");
+      await waitFor(() => got.includes('before'), 'the first notice');
+      expect(await terminate('LISTEN %')).toBe(1);
+      await waitFor(() => resubscribed === 1, 'the subscription to come back');
+      await db.query("SELECT pg_notify('loss_channel', 'after')");
+      await waitFor(() => got.includes('after'), 'a notice after the reconnect');
+      expect(got).toEqual(['before', 'after']);
+      expect(uncaught).toEqual([]);
+    } finally {
+      await unlisten();
+    }
+    // Unsubscribed means gone for good: no reconnect after the end.
+    await new Promise((r) => setTimeout(r, LISTEN_RECONNECT_MIN_MS * 3));
+    expect(resubscribed).toBe(1);
+  });
+
+  it('LISTEN reconnects back off exponentially, jittered, up to the cap', () => {
+    const lo = () => 0;
+    const hi = () => 0.999999;
+    expect(listenBackoffMs(0, hi)).toBeLessThanOrEqual(LISTEN_RECONNECT_MIN_MS);
+    expect(listenBackoffMs(0, lo)).toBe(LISTEN_RECONNECT_MIN_MS / 2);
+    expect(listenBackoffMs(3, lo)).toBe((LISTEN_RECONNECT_MIN_MS * 8) / 2);
+    expect(listenBackoffMs(100, hi)).toBeLessThanOrEqual(LISTEN_RECONNECT_MAX_MS);
+    expect(listenBackoffMs(100, lo)).toBe(LISTEN_RECONNECT_MAX_MS / 2);
   });
 });

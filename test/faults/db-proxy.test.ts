@@ -1,0 +1,179 @@
+/**
+ * The network between a relay and PostgreSQL fails: relay A reaches the database through
+ * a TCP proxy the test controls, relay B directly. A cut resets every connection (and
+ * new ones are refused for a while); a blackhole lets nothing through, so statements
+ * and connection attempts hang until the relay's bound (HERMETIC_DB_TIMEOUT_MS).
+ * Throughout, every envelope answered STORED is delivered as stored, SENDs that cannot
+ * be written are answered UNAVAILABLE (and stored once when resent), /readyz on A says
+ * 503 without hanging, and A recovers by itself. After a cut, A's LISTEN subscription
+ * comes back, so wake-ups for envelopes committed on B reach A by NOTIFY again rather
+ * than by the periodic catch-up scan.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { request } from '../helpers/http.js';
+import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
+import { type RelayProcess, killAllRelays } from '../helpers/relay.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+import type { RawClient } from '../mailbox/raw-client.js';
+import { POSTGRES, World, firstDevice, metric, payload, sleep, text } from '../mailbox/world.js';
+import { SendStream, expectAllStoredDelivered } from './send-stream.js';
+
+afterAll(async () => {
+  await killAllRelays();
+});
+
+/** The relays' database bound: short, so that a blackhole is noticed quickly. */
+const DB_TIMEOUT_MS = 1_000;
+const STORED_BEFORE = 100;
+const STORED_AFTER = 100;
+const ERRORS_DURING = 20;
+const NOTICES = 'hermetic_notices_total';
+const LISTEN_RECONNECTS = 'hermetic_listen_reconnects_total';
+
+async function readyz(relay: RelayProcess): Promise<number> {
+  return (await request(relay.baseUrl, 'GET', '/readyz')).status;
+}
+
+async function waitReady(relay: RelayProcess, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await readyz(relay)) !== 200) {
+    if (Date.now() > deadline) throw new Error('/readyz did not return to 200');
+    await sleep(100);
+  }
+}
+
+async function waitMetricAbove(relay: RelayProcess, series: string, floor: number, timeoutMs = 20_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = (await metric(relay, series)) ?? 0;
+    if (v > floor) return v;
+    if (Date.now() > deadline) throw new Error(`${series} stayed at ${v}`);
+    await sleep(100);
+  }
+}
+
+describe('the connection between a relay and PostgreSQL cut or blackholed by a proxy', () => {
+  if (!pgServer) {
+    pgMissing('database connection faults through a proxy');
+    return;
+  }
+  const server = pgServer;
+
+  let proxy: TcpProxy;
+  let db: TestDatabase;
+  let world: World;
+  let a: RelayProcess;
+  let b: RelayProcess;
+
+  beforeAll(async () => {
+    const target = new URL(server.adminUrl);
+    proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
+    db = await createTestDatabase();
+    world = await World.start(POSTGRES, {
+      relays: 2,
+      database: db,
+      databaseUrlFor: (i, url) => (i === 0 ? proxy.via(url) : url),
+      env: { HERMETIC_DB_TIMEOUT_MS: String(DB_TIMEOUT_MS) },
+    });
+    [a, b] = world.relays as [RelayProcess, RelayProcess];
+  });
+
+  afterAll(async () => {
+    await world?.stop();
+    await proxy?.close();
+  });
+
+  afterEach(() => {
+    // A test that failed mid-fault leaves the network healed for the next.
+    proxy.open();
+    world.closeClients();
+  });
+
+  type Fault = { name: string; inject: () => void };
+  const faults: Fault[] = [
+    {
+      name: 'every connection cut, new ones refused for a while',
+      inject: () => {
+        proxy.refuse();
+        proxy.cut();
+      },
+    },
+    { name: 'a blackhole (nothing passes, nothing closes)', inject: () => proxy.blackhole() },
+  ];
+
+  it.each(faults)('$name: nothing STORED is lost, SENDs are refused UNAVAILABLE, A recovers', async (fault) => {
+    const pid = a.pid;
+    const alice = await world.user('alice');
+    const bob = await world.user('bob');
+    const sender = await world.connect(alice, undefined, { relay: 0 });
+    const reader: RawClient = await world.connect(bob, undefined, { relay: 0, autoAck: true });
+    await reader.waitJson((f) => f.type === 'queue_empty');
+
+    const stream = new SendStream(sender, bob, 'proxy');
+    stream.start();
+    await stream.waitMoreStored(STORED_BEFORE);
+    fault.inject();
+    // A answers that it is not ready (and does not hang doing so); B, unaffected, is.
+    const readyDuring = await readyz(a);
+    expect(readyDuring).toBe(503);
+    expect(await readyz(b)).toBe(200);
+    await stream.waitMoreErrors(ERRORS_DURING);
+    proxy.open();
+    await waitReady(a);
+    await stream.waitMoreStored(STORED_AFTER);
+    await stream.stop();
+
+    const errors = stream.errors();
+    expect(errors.filter((e) => e.code !== 'UNAVAILABLE'), 'errors other than UNAVAILABLE').toEqual([]);
+    const report = await expectAllStoredDelivered(reader, stream);
+    const resent = await stream.resendFailed(sender);
+    expect(resent.filter((f) => f.type !== 'stored')).toEqual([]);
+    expect(resent.filter((f) => f.duplicate === true)).toHaveLength(report.committedUnanswered);
+
+    const last = await sender.sendAndWait(bob.userId, [{ deviceId: firstDevice(bob).deviceId, payload: payload('after the fault') }]);
+    expect(last.type).toBe('stored');
+    await reader.until(() => reader.delivered.some((d) => text(d.payload) === 'after the fault'), 'the last envelope');
+    expect(a.pid).toBe(pid);
+    await world.expectRelaysUp();
+    expect(a.logs().filter((l) => l.msg === 'internal error')).toEqual([]);
+    console.info(
+      `${fault.name}: ${stream.sentCount} SENDs, ${stream.stored().length} STORED, ${errors.length} UNAVAILABLE; ` +
+        `${report.delivered} delivered (${report.committedUnanswered} committed without a STORED, ${report.redelivered} redelivered); ` +
+        `resent ${resent.length}: ${resent.filter((f) => f.duplicate === true).length} duplicates`,
+    );
+    world.closeClients();
+  });
+
+  it('after a cut, A hears B\'s commits by NOTIFY again: LISTEN is restored and wake-ups come from notices', async () => {
+    const alice = await world.user('alice');
+    const bob = await world.user('bob');
+    const sender = await world.connect(alice, undefined, { relay: 1 });
+    const reader = await world.connect(bob, undefined, { relay: 0, autoAck: true });
+    await reader.waitJson((f) => f.type === 'queue_empty');
+    const to = [{ deviceId: firstDevice(bob).deviceId, payload: payload('before') }];
+    expect((await sender.sendAndWait(bob.userId, to)).type).toBe('stored');
+    await reader.waitDelivered(1);
+
+    const reconnects = (await metric(a, LISTEN_RECONNECTS)) ?? 0;
+    proxy.refuse();
+    proxy.cut();
+    // Refused long enough for several reconnect attempts to fail first.
+    await sleep(1_000);
+    proxy.open();
+    await waitMetricAbove(a, LISTEN_RECONNECTS, reconnects);
+    expect(a.logs().some((l) => l.msg === 'listen connection restored')).toBe(true);
+
+    // Each envelope committed on B is delivered on A, and A heard a notice for each.
+    const rounds = 5;
+    const noticesBefore = (await metric(a, NOTICES)) ?? 0;
+    for (let i = 0; i < rounds; i++) {
+      const stored = await sender.sendAndWait(bob.userId, [{ deviceId: firstDevice(bob).deviceId, payload: payload(`after ${i}`) }]);
+      expect(stored.type).toBe('stored');
+      await reader.waitDelivered(2 + i);
+    }
+    expect(reader.delivered.map((d) => text(d.payload))).toEqual(['before', ...Array.from({ length: rounds }, (_, i) => `after ${i}`)]);
+    expect(((await metric(a, NOTICES)) ?? 0) - noticesBefore).toBeGreaterThanOrEqual(rounds);
+    await world.expectRelaysUp();
+    world.closeClients();
+  });
+});

@@ -4,6 +4,7 @@
  * lists every variable read here.
  */
 import path from 'node:path';
+import { DEFAULT_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -25,6 +26,8 @@ export interface Config {
   readonly production: boolean;
   readonly auth: AuthConfig;
   readonly shutdownGraceMs: number;
+  /** Seconds without a frame from a WebSocket peer before it is closed. */
+  readonly wsIdleTimeoutSec: number;
 }
 
 /** Issuer and audience of tokens minted by `hermetic token` in dev mode. */
@@ -94,5 +97,6 @@ export function loadConfig(env: Env = process.env): Config {
     production,
     auth,
     shutdownGraceMs: intVar(env, 'HERMETIC_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    wsIdleTimeoutSec: intVar(env, 'HERMETIC_WS_IDLE_TIMEOUT_S', DEFAULT_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S),
   };
 }

@@ -34,6 +34,15 @@ export const SEND_PARALLEL_MIN = 64;
 export const ACK_BATCH_MAX = 1024;
 export const ACK_BATCH_MAX_WAIT_MS = 5;
 
+/** A WebSocket that sends nothing for this long (not even the pong to the relay's
+ * automatic ping) is closed: a peer that vanished without a FIN (a dead phone, a
+ * dropped NAT mapping) would otherwise hold its connection and buffers forever.
+ * Overridable with HERMETIC_WS_IDLE_TIMEOUT_S, e.g. to stay under a load balancer's own
+ * idle timeout; uWebSockets.js accepts 8..960 s in steps of about 4 s. */
+export const DEFAULT_WS_IDLE_TIMEOUT_S = 120;
+export const MIN_WS_IDLE_TIMEOUT_S = 8;
+export const MAX_WS_IDLE_TIMEOUT_S = 960;
+
 /** Stop writing to a socket whose send buffer holds more than this; resume on drain. Bounds
  * relay memory per slow reader (envelopes stay in PostgreSQL until acknowledged). */
 export const SOCKET_BUFFER_HIGH_WATER = 512 * 1024;

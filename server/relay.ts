@@ -102,7 +102,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
       // relay answers FRAME_TOO_LARGE and keeps the connection.
       maxPayloadLength: 2 * MAX_FRAME_BYTES,
-      idleTimeout: 120,
+      idleTimeout: config.wsIdleTimeoutSec,
       sendPingsAutomatically: true,
       // Delivery pauses at SOCKET_BUFFER_HIGH_WATER; a peer that still lets its buffer
       // reach this (by never reading its answers) is disconnected rather than having

@@ -32,6 +32,7 @@ describe('loadConfig', () => {
       production: false,
       auth: { mode: 'dev', issuer: DEV_ISSUER, audience: DEV_AUDIENCE, clockToleranceSec: 30 },
       shutdownGraceMs: 10_000,
+      wsIdleTimeoutSec: 120,
     });
   });
 
@@ -47,6 +48,7 @@ describe('loadConfig', () => {
       HERMETIC_LOG_LEVEL: 'warn',
       HERMETIC_JWT_CLOCK_TOLERANCE: '5',
       HERMETIC_SHUTDOWN_GRACE_MS: '250',
+      HERMETIC_WS_IDLE_TIMEOUT_S: '16',
       NODE_ENV: 'production',
     });
     expect(c).toEqual({
@@ -60,6 +62,7 @@ describe('loadConfig', () => {
       production: true,
       auth: { mode: 'jwks', jwksFile: '/keys/jwks.json', issuer: 'https://idp.example', audience: 'chat', clockToleranceSec: 5 },
       shutdownGraceMs: 250,
+      wsIdleTimeoutSec: 16,
     });
   });
 
@@ -84,6 +87,7 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_JWT_CLOCK_TOLERANCE: '601' }).message).toMatch(/^HERMETIC_JWT_CLOCK_TOLERANCE /);
     expect(configError({ HERMETIC_SHUTDOWN_GRACE_MS: 'soon' }).message).toMatch(/^HERMETIC_SHUTDOWN_GRACE_MS /);
     expect(configError({ HERMETIC_DB_TIMEOUT_MS: '99' }).message).toMatch(/^HERMETIC_DB_TIMEOUT_MS /);
+    expect(configError({ HERMETIC_WS_IDLE_TIMEOUT_S: '4' }).message).toMatch(/^HERMETIC_WS_IDLE_TIMEOUT_S /);
   });
 
   it('requires an issuer and an audience with a JWKS', () => {

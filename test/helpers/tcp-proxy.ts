@@ -18,6 +18,8 @@ export type ProxyMode = 'open' | 'refuse' | 'blackhole';
 interface Pair {
   readonly down: net.Socket;
   up: net.Socket | undefined;
+  /** Ends that arrived during a blackhole, passed on when it lifts. */
+  readonly heldEnds: Array<() => void>;
 }
 
 export class TcpProxy {
@@ -68,6 +70,7 @@ export class TcpProxy {
         this.drop(pair);
         continue;
       }
+      for (const end of pair.heldEnds.splice(0)) end();
       if (!pair.up) this.connectUp(pair);
       else {
         pair.down.resume();
@@ -103,7 +106,7 @@ export class TcpProxy {
       down.destroy();
       return;
     }
-    const pair: Pair = { down, up: undefined };
+    const pair: Pair = { down, up: undefined, heldEnds: [] };
     this.pairs.add(pair);
     down.on('error', () => undefined);
     down.on('close', () => this.onClose(pair));
@@ -118,8 +121,8 @@ export class TcpProxy {
     up.on('close', () => this.onClose(pair));
     up.on('connect', () => {
       if (!this.pairs.has(pair)) return;
-      this.forward(pair.down, up);
-      this.forward(up, pair.down);
+      this.forward(pair, pair.down, up);
+      this.forward(pair, up, pair.down);
       if (this.modeNow === 'blackhole') up.pause();
       else pair.down.resume();
     });
@@ -137,8 +140,9 @@ export class TcpProxy {
     pair.up?.destroy();
   }
 
-  /** Copies `from` to `to`, pausing `from` while `to` is full; an end is passed on. */
-  private forward(from: net.Socket, to: net.Socket): void {
+  /** Copies `from` to `to`, pausing `from` while `to` is full; an end is passed on (a
+   * paused socket still reports the peer's FIN, so a blackhole holds it back). */
+  private forward(pair: Pair, from: net.Socket, to: net.Socket): void {
     from.on('data', (chunk: Buffer) => {
       if (!to.write(chunk)) {
         from.pause();
@@ -147,6 +151,9 @@ export class TcpProxy {
         });
       }
     });
-    from.on('end', () => to.end());
+    from.on('end', () => {
+      if (this.modeNow === 'blackhole') pair.heldEnds.push(() => to.end());
+      else to.end();
+    });
   }
 }

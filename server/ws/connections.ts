@@ -243,8 +243,12 @@ export class ConnectionManager {
       if (ud.closed) this.deps.mailbox.detach(userId, frame.deviceId, ud.stream);
     } catch (err) {
       if (ud.closed) return;
-      this.sendError(ws, err);
-      this.end(ws, CLOSE_CODES.AUTH_FAILED, 'authentication failed');
+      const pe = toProtocolError(err, this.deps.logger);
+      this.sendError(ws, pe);
+      // Nothing is wrong with the credentials when the relay cannot check them: say so,
+      // so that the client reconnects later rather than treating them as refused.
+      if (pe.code === 'UNAVAILABLE') this.end(ws, CLOSE_CODES.TRY_AGAIN_LATER, 'try again later');
+      else this.end(ws, CLOSE_CODES.AUTH_FAILED, 'authentication failed');
     }
   }
 

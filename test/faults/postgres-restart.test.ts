@@ -8,11 +8,13 @@
  * while the database is down and 200 once it is back; the LISTEN subscription comes back
  * by itself; and the same relay process, never restarted, stores and delivers again.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from '../helpers/http.js';
 import { PrivatePg, privatePgAvailable, privatePgMissing } from '../helpers/private-pg.js';
 import { type RelayProcess, killAllRelays } from '../helpers/relay.js';
-import type { RawClient } from '../mailbox/raw-client.js';
+import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
+import { CLOSE_CODES } from '../../protocol/errors.js';
+import { RawClient } from '../mailbox/raw-client.js';
 import { POSTGRES, World, firstDevice, hex, metric, payload, text } from '../mailbox/world.js';
 import { SendStream, expectAllStoredDelivered } from './send-stream.js';
 
@@ -58,6 +60,12 @@ describe('PostgreSQL restarted under a running relay', () => {
     await cluster?.destroy();
   });
 
+  afterEach(async () => {
+    // A test that failed mid-outage leaves the database up for the next.
+    if (cluster.postmasterPid() === undefined) await cluster.start();
+    world.closeClients();
+  });
+
   type Fault = { name: string; outage: boolean; inject: () => Promise<void>; recover: () => Promise<void> };
   const faults: Fault[] = [
     { name: 'a fast restart (pg_ctl restart -m fast)', outage: false, inject: () => cluster.restart('fast'), recover: async () => undefined },
@@ -75,6 +83,7 @@ describe('PostgreSQL restarted under a running relay', () => {
     await reader.waitJson((f) => f.type === 'queue_empty');
 
     const reconnectsBefore = (await metric(relay, LISTEN_RECONNECTS)) ?? 0;
+    const latecomer = await world.user('carol');
 
     const stream = new SendStream(sender, bob, 'pg');
     stream.start();
@@ -87,6 +96,12 @@ describe('PostgreSQL restarted under a running relay', () => {
       readyDuring = await readyz(relay);
       expect(readyDuring).toBe(503);
       await stream.waitMoreErrors(ERRORS_DURING);
+      // A device connecting now cannot be checked: told to come back later, not refused.
+      const late = await RawClient.connect(relay.wsUrl, firstDevice(latecomer), latecomer.token, { auth: false });
+      const nonce = decodeBase64url(String(late.json.find((f) => f.type === 'challenge')!.nonce))!;
+      late.sendJson({ type: 'auth', token: latecomer.token, deviceId: firstDevice(latecomer).deviceId, signature: encodeBase64url(firstDevice(latecomer).authSignature(nonce)) });
+      expect((await late.waitJson((f) => f.type === 'error')).code).toBe('UNAVAILABLE');
+      expect(await late.waitClosed()).toBe(CLOSE_CODES.TRY_AGAIN_LATER);
       await fault.recover();
     }
     await waitReady(relay);

@@ -99,6 +99,7 @@ describe('clients that vanish mid-frame or without a FIN', () => {
 
     await waitGauge(prior, 10_000);
     await world.expectRelaysUp();
+    expect(world.relay.logs().filter((l) => l.msg === 'internal error')).toEqual([]);
     await others.exchange('after the drop');
     // Nothing of the cut-off SEND was stored for any of the recipient's devices.
     const reader = await backlogOf(erin);
@@ -128,6 +129,7 @@ describe('clients that vanish mid-frame or without a FIN', () => {
       // The idle timeout (with its ping unanswered) closes the relay's side.
       await waitGauge(prior, (IDLE_TIMEOUT_S * 3 + 10) * 1000);
       await world.expectRelaysUp();
+      expect(world.relay.logs().filter((l) => l.msg === 'internal error')).toEqual([]);
       await others.exchange('after frank is dropped');
     } finally {
       proxy.open();

@@ -10,12 +10,12 @@
  * than by the periodic catch-up scan.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { request } from '../helpers/http.js';
 import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
 import { type RelayProcess, killAllRelays } from '../helpers/relay.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import type { RawClient } from '../mailbox/raw-client.js';
 import { POSTGRES, World, firstDevice, metric, payload, sleep, text } from '../mailbox/world.js';
+import { readyz, waitMetricAbove, waitReady } from './probes.js';
 import { SendStream, expectAllStoredDelivered } from './send-stream.js';
 
 afterAll(async () => {
@@ -29,28 +29,6 @@ const STORED_AFTER = 100;
 const ERRORS_DURING = 20;
 const NOTICES = 'hermetic_notices_total';
 const LISTEN_RECONNECTS = 'hermetic_listen_reconnects_total';
-
-async function readyz(relay: RelayProcess): Promise<number> {
-  return (await request(relay.baseUrl, 'GET', '/readyz')).status;
-}
-
-async function waitReady(relay: RelayProcess, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while ((await readyz(relay)) !== 200) {
-    if (Date.now() > deadline) throw new Error('/readyz did not return to 200');
-    await sleep(100);
-  }
-}
-
-async function waitMetricAbove(relay: RelayProcess, series: string, floor: number, timeoutMs = 20_000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = (await metric(relay, series)) ?? 0;
-    if (v > floor) return v;
-    if (Date.now() > deadline) throw new Error(`${series} stayed at ${v}`);
-    await sleep(100);
-  }
-}
 
 describe('the connection between a relay and PostgreSQL cut or blackholed by a proxy', () => {
   if (!pgServer) {

@@ -100,6 +100,22 @@ export type { SessionMessageType, SessionOptions, SessionRole } from './ratchet/
 export { InboundSenderKeys, OutboundSenderKey } from './group/index.js';
 export type { SenderKeyOptions } from './group/index.js';
 
+// The signed device list (linking and revocation)
+export {
+  createLinkRequest,
+  decodeDeviceEntry,
+  decodeLinkRequest,
+  DeviceChain,
+  deviceEntryHash,
+  encodeLinkRequest,
+  LINK_CODE_PREFIX,
+  linkEntry,
+  linkRequestFingerprint,
+  revokeEntry,
+  rootEntry,
+} from './devices/index.js';
+export type { DeviceChainRefusal, DeviceChainSnapshot, DeviceEntry, DeviceEntryKind, LinkRequest, ListedDevice } from './devices/index.js';
+
 // Signatures on published prekeys (checked by the relay on upload and by initiators)
 export { PUBLISHED_KEY_KINDS, publishedKeyTranscript, signPublishedKey, verifyPublishedKey } from './published-key.js';
 export type { PublishedKeyKind } from './published-key.js';

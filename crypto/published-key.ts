@@ -11,7 +11,8 @@
  * initiator verifies them again on every bundle it fetches (the relay is not trusted).
  */
 import type { CryptoBackend, PreparedEd25519PublicKey } from './primitives/backend.js';
-import { concatBytes, u32be, utf8Encode } from './primitives/bytes.js';
+import { SIGNATURE_LABELS, signatureLabelBytes } from '../protocol/labels.js';
+import { concatBytes, u32be } from './primitives/bytes.js';
 
 export const PUBLISHED_KEY_KINDS = {
   'signed-prekey': 1,
@@ -22,7 +23,7 @@ export const PUBLISHED_KEY_KINDS = {
 
 export type PublishedKeyKind = keyof typeof PUBLISHED_KEY_KINDS;
 
-const LABEL = utf8Encode('hermetic/v1/published-key\0');
+const LABEL = signatureLabelBytes(SIGNATURE_LABELS.publishedKey);
 
 export function publishedKeyTranscript(kind: PublishedKeyKind, keyId: number, publicKey: Uint8Array): Uint8Array {
   return concatBytes(LABEL, new Uint8Array([PUBLISHED_KEY_KINDS[kind]]), u32be(keyId), publicKey);

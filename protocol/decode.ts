@@ -48,13 +48,23 @@ export function int(o: JsonObject, field: string, min: number, max: number): num
   return v;
 }
 
+export function bool(o: JsonObject, field: string): boolean {
+  const v = o[field];
+  if (typeof v !== 'boolean') throw bad(field, 'expected true or false');
+  return v;
+}
+
 export function keyId(o: JsonObject, field = 'keyId'): number {
   return int(o, field, 0, MAX_KEY_ID);
 }
 
 /** base64url bytes of an exact length, or of a length in [min, max]. */
 export function bytes(o: JsonObject, field: string, len: number | { min: number; max: number }): Uint8Array {
-  const v = o[field];
+  return bytesValue(o[field], field, len);
+}
+
+/** The same check for a value that is not an object field (an array element). */
+export function bytesValue(v: unknown, field: string, len: number | { min: number; max: number }): Uint8Array {
   if (typeof v !== 'string') throw bad(field, 'expected base64url bytes');
   const max = typeof len === 'number' ? len : len.max;
   // Bound the string before decoding it: 4 characters per 3 bytes.

@@ -14,14 +14,13 @@ import {
   MAX_TTL_SECONDS,
   MAX_USER_ID_LENGTH,
   MIN_TTL_SECONDS,
+  USER_ID_PATTERN,
 } from './limits.js';
 
 export const BINARY_FRAME = {
   SEND: 0x01,
   DELIVER: 0x02,
 } as const;
-
-const USER_ID_PATTERN = /^[\x21-\x7e]+$/;
 
 export interface SendTarget {
   readonly deviceId: string;

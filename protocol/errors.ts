@@ -24,6 +24,10 @@ export const ERROR_CODES = {
   DEVICE_NOT_FOUND: { http: 404, retry: false },
   DEVICE_EXISTS: { http: 409, retry: false },
   TOO_MANY_DEVICES: { http: 409, retry: false },
+  DEVICE_NOT_AUTHORIZED: { http: 403, retry: false },
+  DEVICE_LIST_CONFLICT: { http: 409, retry: true },
+  DEVICE_LIST_FULL: { http: 409, retry: false },
+  LAST_DEVICE: { http: 409, retry: false },
   INVALID_SIGNATURE: { http: 400, retry: false },
   INVALID_KEY: { http: 400, retry: false },
   TOO_MANY_KEYS: { http: 400, retry: false },
@@ -79,4 +83,45 @@ export const CLOSE_CODES = {
   AUTH_FAILED: 4001,
   /** A newer connection for the same device replaced this one. */
   REPLACED: 4002,
+  /** The device was revoked from its user's device list. */
+  DEVICE_REVOKED: 4003,
 } as const;
+
+/** The fields of an error answer, checked: a known code, a message, optional details. */
+export interface ErrorBody {
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly id: number | undefined;
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+}
+
+/** Longest error message kept from a peer (the rest is cut). */
+const MAX_ERROR_MESSAGE_LENGTH = 1024;
+
+/**
+ * Reads the fields of an error — the object inside `{"error": {...}}` over HTTP, or an
+ * `error` frame. Undefined when it is not a well-formed error with a known code (a relay
+ * of a newer revision may add codes: a client treats those as failures).
+ */
+export function parseErrorBody(v: unknown): ErrorBody | undefined {
+  const o = typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  const code = o?.code;
+  const message = o?.message;
+  if (typeof code !== 'string' || !isErrorCode(code) || typeof message !== 'string') return undefined;
+  const details = o?.details;
+  const id = o?.id;
+  return {
+    code,
+    message: message.slice(0, MAX_ERROR_MESSAGE_LENGTH),
+    id: typeof id === 'number' && Number.isSafeInteger(id) ? id : undefined,
+    details: typeof details === 'object' && details !== null && !Array.isArray(details) ? { ...(details as Record<string, unknown>) } : undefined,
+  };
+}
+
+/** An error answer as a ProtocolError (BAD_REQUEST when the answer is malformed). */
+export function decodeErrorBody(v: unknown): ProtocolError {
+  const e = parseErrorBody(v);
+  if (e === undefined) return new ProtocolError('BAD_REQUEST', 'the relay answered with a malformed error');
+  const details = { ...e.details, ...(e.id !== undefined ? { id: e.id } : {}) };
+  return new ProtocolError(e.code, e.message, Object.keys(details).length > 0 ? details : undefined);
+}

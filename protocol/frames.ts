@@ -4,13 +4,27 @@
  * the union and never touches the raw JSON again. docs/PROTOCOL.md documents each frame.
  */
 import { encodeBase64url } from './base64url.js';
-import { type JsonObject, bytes, int, optStr, parseJsonObject, str } from './decode.js';
-import { type ErrorCode, ProtocolError } from './errors.js';
-import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_TOKEN_BYTES } from './limits.js';
+import { type JsonObject, array, asObject, bool, bytes, int, optStr, parseJsonObject, str } from './decode.js';
+import { type DeliverFrame, decodeDeliver } from './envelopes.js';
+import { type ErrorCode, ProtocolError, parseErrorBody } from './errors.js';
+import {
+  CHALLENGE_BYTES,
+  DEVICE_ID_PATTERN,
+  MAX_DEVICE_ID_LENGTH,
+  MAX_FRAME_BYTES,
+  MAX_ORIGIN_LENGTH,
+  MAX_TARGETS_PER_SEND,
+  MAX_TOKEN_BYTES,
+  MAX_USER_ID_LENGTH,
+  USER_ID_PATTERN,
+} from './limits.js';
 
 /** Client → relay. */
 export type ClientFrame =
-  | { readonly type: 'auth'; readonly token: string; readonly deviceId: string; readonly signature: Uint8Array }
+  /** `origin`: the relay origin the device signed (protocol/origin.ts). */
+  | { readonly type: 'auth'; readonly token: string; readonly deviceId: string; readonly origin: string; readonly signature: Uint8Array }
+  /** A fresh token for the same user, before the connection's current one expires. */
+  | { readonly type: 'token'; readonly token: string }
   | { readonly type: 'ping'; readonly id: number | undefined }
   /** Cumulative: everything up to and including `seq` is processed and may be removed. */
   | { readonly type: 'ack'; readonly seq: number };
@@ -23,7 +37,9 @@ export interface StoredRecipient {
 /** Relay → client. */
 export type ServerFrame =
   | { readonly type: 'challenge'; readonly nonce: Uint8Array }
-  | { readonly type: 'auth_ok'; readonly userId: string; readonly deviceId: string }
+  /** `expiresAt`: when the token expires (ms since the epoch); send a `token` frame before. */
+  | { readonly type: 'auth_ok'; readonly userId: string; readonly deviceId: string; readonly expiresAt: number }
+  | { readonly type: 'token_ok'; readonly expiresAt: number }
   | { readonly type: 'pong'; readonly id: number | undefined }
   /** Answer to a SEND, sent only after the envelopes are committed. */
   | {
@@ -61,8 +77,10 @@ const DECODERS: { readonly [T in ClientFrameType]: (o: JsonObject) => Extract<Cl
     type: 'auth',
     token: str(o, 'token', { max: MAX_TOKEN_BYTES }),
     deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    origin: str(o, 'origin', { max: MAX_ORIGIN_LENGTH }),
     signature: bytes(o, 'signature', 64),
   }),
+  token: (o) => ({ type: 'token', token: str(o, 'token', { max: MAX_TOKEN_BYTES }) }),
   ping: (o) => ({ type: 'ping', id: optId(o) }),
   ack: (o) => ({ type: 'ack', seq: int(o, 'seq', 1, Number.MAX_SAFE_INTEGER) }),
 };
@@ -98,6 +116,86 @@ export function decodeClientFrame(data: Uint8Array | string): ClientFrame {
   }
 }
 
+const MAX_SEQ = Number.MAX_SAFE_INTEGER;
+const MAX_TIME_MS = Number.MAX_SAFE_INTEGER;
+
+function storedRecipient(v: unknown, i: number): StoredRecipient {
+  const o = asObject(v, `recipients[${i}]`);
+  return {
+    deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    seq: int(o, 'seq', 1, MAX_SEQ),
+  };
+}
+
+const SERVER_DECODERS: { readonly [T in ServerFrameType]: (o: JsonObject) => Extract<ServerFrame, { type: T }> } = {
+  challenge: (o) => ({ type: 'challenge', nonce: bytes(o, 'nonce', CHALLENGE_BYTES) }),
+  auth_ok: (o) => ({
+    type: 'auth_ok',
+    userId: str(o, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
+    deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    expiresAt: int(o, 'expiresAt', 0, MAX_TIME_MS),
+  }),
+  token_ok: (o) => ({ type: 'token_ok', expiresAt: int(o, 'expiresAt', 0, MAX_TIME_MS) }),
+  pong: (o) => ({ type: 'pong', id: optId(o) }),
+  stored: (o) => {
+    const recipients = array(o, 'recipients', MAX_TARGETS_PER_SEND, () => new ProtocolError('BAD_REQUEST', 'recipients: too many')).map(storedRecipient);
+    if (recipients.length === 0) throw new ProtocolError('BAD_REQUEST', 'recipients: empty');
+    return {
+      type: 'stored',
+      id: int(o, 'id', 0, MAX_REQUEST_ID),
+      envelopeId: str(o, 'envelopeId', { max: 22, pattern: /^[A-Za-z0-9_-]{22}$/ }),
+      duplicate: bool(o, 'duplicate'),
+      storedAt: int(o, 'storedAt', 0, MAX_TIME_MS),
+      expiresAt: int(o, 'expiresAt', 0, MAX_TIME_MS),
+      recipients,
+    };
+  },
+  queue_empty: (o) => ({ type: 'queue_empty', through: int(o, 'through', 0, MAX_SEQ) }),
+  expired: (o) => {
+    const from = int(o, 'from', 1, MAX_SEQ);
+    const to = int(o, 'to', from, MAX_SEQ);
+    return { type: 'expired', from, to };
+  },
+  error: (o) => {
+    const e = parseErrorBody(o);
+    if (e === undefined) throw new ProtocolError('BAD_REQUEST', 'error: not a well-formed error with a known code');
+    return {
+      type: 'error',
+      code: e.code,
+      message: e.message,
+      ...(e.id !== undefined ? { id: e.id } : {}),
+      ...(e.details !== undefined ? { details: e.details } : {}),
+    };
+  },
+};
+
+function isServerFrameType(t: string): t is ServerFrameType {
+  return Object.prototype.hasOwnProperty.call(SERVER_DECODERS, t);
+}
+
+/**
+ * Decodes one message from the relay: a JSON control frame (text) or a binary DELIVER.
+ * Throws ProtocolError for anything malformed, oversized or unknown: a client decodes
+ * what the relay sends once, here, and trusts only the typed result.
+ */
+export function decodeServerFrame(data: string | Uint8Array, binary = typeof data !== 'string'): ServerFrame | DeliverFrame {
+  const size = typeof data === 'string' ? data.length : data.byteLength;
+  if (size > MAX_SERVER_FRAME_BYTES) throw new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_SERVER_FRAME_BYTES} bytes`);
+  if (binary) {
+    if (typeof data === 'string') throw new ProtocolError('BAD_REQUEST', 'a binary frame must be bytes');
+    return decodeDeliver(data);
+  }
+  const text = typeof data === 'string' ? data : new TextDecoder('utf-8', { fatal: false }).decode(data);
+  const o = parseJsonObject(text, 'frame');
+  const type = optStr(o, 'type', { max: 32 });
+  if (type === undefined) throw new ProtocolError('BAD_REQUEST', 'type: missing');
+  if (!isServerFrameType(type)) throw new ProtocolError('UNKNOWN_FRAME', `unknown frame type ${JSON.stringify(type)}`);
+  return SERVER_DECODERS[type](o);
+}
+
+/** The largest message a relay sends: a DELIVER of the largest envelope, with room. */
+const MAX_SERVER_FRAME_BYTES = MAX_FRAME_BYTES;
+
 export function encodeServerFrame(f: ServerFrame): string {
   switch (f.type) {
     case 'challenge':
@@ -105,6 +203,7 @@ export function encodeServerFrame(f: ServerFrame): string {
     case 'stored':
       return encodeStored(f);
     case 'auth_ok':
+    case 'token_ok':
     case 'pong':
     case 'queue_empty':
     case 'expired':
@@ -139,7 +238,8 @@ function encodeStored(f: Extract<ServerFrame, { type: 'stored' }>): string {
 export function encodeClientFrame(f: ClientFrame): string {
   switch (f.type) {
     case 'auth':
-      return JSON.stringify({ type: 'auth', token: f.token, deviceId: f.deviceId, signature: encodeBase64url(f.signature) });
+      return JSON.stringify({ type: 'auth', token: f.token, deviceId: f.deviceId, origin: f.origin, signature: encodeBase64url(f.signature) });
+    case 'token':
     case 'ping':
     case 'ack':
       return JSON.stringify(f);

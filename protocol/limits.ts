@@ -22,14 +22,24 @@ export const MAX_KEYS_PER_UPLOAD = 100;
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 export const MAX_DEVICE_ID_LENGTH = 64;
 
-/** A user id is the JWT `sub`; bounded because it is stored and used as a routing key. */
+/** A user id is the JWT `sub`; bounded because it is stored and used as a routing key.
+ * Printable ASCII without spaces: safe in logs, paths and space-separated lists. */
 export const MAX_USER_ID_LENGTH = 128;
+export const USER_ID_PATTERN = /^[\x21-\x7e]+$/;
 
-/** A user may register at most this many devices (Signal allows a handful). */
+/** A user may have at most this many active devices (Signal allows a handful). */
 export const MAX_DEVICES_PER_USER = 16;
+
+/** Entries in one user's signed device list (root, adds and revocations together). Every
+ * client replays the list once and then only its new entries; the bound caps that first
+ * replay (two signature checks per entry) and what the relay stores per user. */
+export const MAX_DEVICE_LIST_ENTRIES = 1024;
 
 /** Key ids are unsigned 32-bit integers. */
 export const MAX_KEY_ID = 0xffff_ffff;
+
+/** Longest relay origin (`wss://host:port`) a device signs into its auth transcript. */
+export const MAX_ORIGIN_LENGTH = 256;
 
 /** Size of the server challenge a device signs to bind a WebSocket connection. */
 export const CHALLENGE_BYTES = 32;
@@ -45,6 +55,11 @@ export const MAX_TOKEN_BYTES = 8 * 1024;
  * rate. Bounds how fast one account can drain another's one-time prekeys. */
 export const BUNDLE_FETCH_BURST = 60;
 export const BUNDLE_FETCH_PER_SECOND = 10;
+
+/** Device list changes (link, revoke) per user: each costs signature checks and a
+ * transaction over the user's whole list, and people link devices rarely. */
+export const DEVICE_LIST_WRITE_BURST = 10;
+export const DEVICE_LIST_WRITES_PER_SECOND = 1;
 
 /** Envelope ids are 16 random bytes chosen by the sender (128 bits: no collisions). */
 export const ENVELOPE_ID_BYTES = 16;

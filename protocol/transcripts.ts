@@ -4,11 +4,9 @@
  * a signature made for one purpose is never valid for another) and length-prefixes
  * every variable field (no two field splits give the same bytes).
  */
-const encoder = new TextEncoder();
+import { SIGNATURE_LABELS, signatureLabelBytes } from './labels.js';
 
-function label(name: string): Uint8Array {
-  return encoder.encode(`hermetic/v1/${name}\0`);
-}
+const encoder = new TextEncoder();
 
 /** u16 big-endian length || UTF-8 bytes. Fields are bounded far below 65535 by limits. */
 function lengthPrefixed(s: string): Uint8Array {
@@ -36,11 +34,13 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
 /** Signed once at registration: proves the registrant holds the identity key, so no one
  * can claim another device's identity key as their own (unknown key-share). */
 export function deviceRegistrationTranscript(userId: string, deviceId: string, identityKey: Uint8Array): Uint8Array {
-  return concat([label('device-registration'), lengthPrefixed(userId), lengthPrefixed(deviceId), identityKey]);
+  return concat([signatureLabelBytes(SIGNATURE_LABELS.deviceRegistration), lengthPrefixed(userId), lengthPrefixed(deviceId), identityKey]);
 }
 
-/** Signed on every WebSocket connection: binds the fresh server challenge to the user
- * and device, so a signature cannot be replayed on another connection or device. */
-export function deviceAuthTranscript(challenge: Uint8Array, userId: string, deviceId: string): Uint8Array {
-  return concat([label('device-auth'), challenge, lengthPrefixed(userId), lengthPrefixed(deviceId)]);
+/** Signed on every WebSocket connection: binds the fresh server challenge to the user,
+ * the device and the relay's origin (protocol/origin.ts), so a signature cannot be
+ * replayed on another connection, for another device, or by a relay that forwarded the
+ * challenge of another. Label version 2: version 1 had no origin. */
+export function deviceAuthTranscript(challenge: Uint8Array, userId: string, deviceId: string, relayOrigin: string): Uint8Array {
+  return concat([signatureLabelBytes(SIGNATURE_LABELS.deviceAuth), challenge, lengthPrefixed(userId), lengthPrefixed(deviceId), lengthPrefixed(relayOrigin)]);
 }

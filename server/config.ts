@@ -4,6 +4,7 @@
  * lists every variable read here.
  */
 import path from 'node:path';
+import { relayOrigin } from '../protocol/origin.js';
 import { DEFAULT_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
 
 export class ConfigError extends Error {
@@ -26,6 +27,9 @@ export interface Config {
   readonly production: boolean;
   readonly auth: AuthConfig;
   readonly shutdownGraceMs: number;
+  /** The relay's origin as devices address it (protocol/origin.ts); undefined: taken from
+   * each connection's Host header (development only). */
+  readonly publicOrigin: string | undefined;
   /** Seconds without a frame from a WebSocket peer before it is closed. */
   readonly wsIdleTimeoutSec: number;
 }
@@ -86,6 +90,14 @@ export function loadConfig(env: Env = process.env): Config {
     auth = { mode: 'dev', issuer: DEV_ISSUER, audience: DEV_AUDIENCE, clockToleranceSec };
   }
   const databaseUrl = urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const publicUrl = env.HERMETIC_PUBLIC_URL || undefined;
+  const publicOrigin = publicUrl === undefined ? undefined : relayOrigin(publicUrl);
+  if (publicUrl !== undefined && publicOrigin === undefined) {
+    throw new ConfigError('HERMETIC_PUBLIC_URL must be a ws://, wss://, http:// or https:// URL of this relay, without credentials');
+  }
+  if (production && publicOrigin === undefined) {
+    throw new ConfigError('HERMETIC_PUBLIC_URL is required when NODE_ENV=production: devices sign the relay origin when they connect');
+  }
   return {
     host: env.HERMETIC_HOST || '0.0.0.0',
     port: intVar(env, 'PORT', 8080, 0, 65535),
@@ -97,6 +109,7 @@ export function loadConfig(env: Env = process.env): Config {
     production,
     auth,
     shutdownGraceMs: intVar(env, 'HERMETIC_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    publicOrigin,
     wsIdleTimeoutSec: intVar(env, 'HERMETIC_WS_IDLE_TIMEOUT_S', DEFAULT_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S),
   };
 }

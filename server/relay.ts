@@ -11,6 +11,7 @@ import { defaultBackend } from '../crypto/primitives/index.js';
 import { systemRandom } from '../crypto/primitives/random.js';
 import { CLOSE_CODES } from '../protocol/errors.js';
 import { MAX_FRAME_BYTES } from '../protocol/limits.js';
+import { relayOrigin } from '../protocol/origin.js';
 import { openDevIssuer } from './auth/dev-issuer.js';
 import { createTokenVerifier, keySetFromConfig } from './auth/tokens.js';
 import type { Config } from './config.js';
@@ -47,6 +48,21 @@ export async function openDatabase(config: Config, logger: Logger, observe?: (s:
     });
   }
   return openPglite({ dataDir: config.dataDir, ...(observe ? { observe } : {}) });
+}
+
+/**
+ * The origins a device may sign on a connection: the configured public origin or, when
+ * none is configured (development), the Host the client connected to, with either
+ * WebSocket scheme (the relay can't tell whether a proxy in front terminated TLS).
+ */
+export function acceptedOrigins(publicOrigin: string | undefined, host: string): readonly string[] {
+  if (publicOrigin !== undefined) return [publicOrigin];
+  const origins: string[] = [];
+  for (const scheme of ['ws', 'wss']) {
+    const o = relayOrigin(`${scheme}://${host}`);
+    if (o !== undefined) origins.push(o);
+  }
+  return origins;
 }
 
 export async function startRelay(config: Config, logger: Logger): Promise<Relay> {
@@ -96,7 +112,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       onResubscribed: () => metrics.listenReconnects.inc(),
     });
     await mailbox.start();
-    const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom, mailbox });
+    const connections = new ConnectionManager({ verifier, directory: store, backend, metrics, logger, random: systemRandom, mailbox, now: Date.now });
     const app = uws.App();
     app.ws<ConnectionData>('/v1/ws', {
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
@@ -122,7 +138,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
           return;
         }
         res.upgrade(
-          connections.newConnectionData(),
+          connections.newConnectionData(acceptedOrigins(config.publicOrigin, req.getHeader('host'))),
           req.getHeader('sec-websocket-key'),
           req.getHeader('sec-websocket-protocol'),
           req.getHeader('sec-websocket-extensions'),

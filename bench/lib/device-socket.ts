@@ -14,6 +14,7 @@ import WebSocket from 'ws';
 import { defaultBackend } from '../../crypto/primitives/index.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { encodeSend } from '../../protocol/envelopes.js';
+import { relayOrigin } from '../../protocol/origin.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 
 /** A registered device as the load generator knows it (plain data: crosses IPC). */
@@ -98,8 +99,10 @@ export class DeviceSocket {
     if (challenge.type !== 'challenge' || typeof challenge.nonce !== 'string') throw new Error(`expected a challenge, got ${JSON.stringify(challenge)}`);
     const nonce = decodeBase64url(challenge.nonce);
     if (!nonce) throw new Error('bad challenge nonce');
-    const signature = defaultBackend.ed25519Sign(Buffer.from(device.seed, 'hex'), deviceAuthTranscript(nonce, device.userId, device.deviceId));
-    ws.send(JSON.stringify({ type: 'auth', token: device.token, deviceId: device.deviceId, signature: encodeBase64url(signature) }));
+    const origin = relayOrigin(wsUrl);
+    if (origin === undefined) throw new Error(`not a relay URL: ${wsUrl}`);
+    const signature = defaultBackend.ed25519Sign(Buffer.from(device.seed, 'hex'), deviceAuthTranscript(nonce, device.userId, device.deviceId, origin));
+    ws.send(JSON.stringify({ type: 'auth', token: device.token, deviceId: device.deviceId, origin, signature: encodeBase64url(signature) }));
     for (;;) {
       const f = await s.nextJson();
       if (f.type === 'queue_empty') break;

@@ -8,7 +8,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encodeBase64url } from '../../protocol/base64url.js';
-import { deviceRegistrationTranscript } from '../../protocol/transcripts.js';
+import { rootEntry } from '../../crypto/devices/link.js';
+import { IdentityKeyPair } from '../../crypto/identity/identity-key.js';
 import { defaultBackend } from '../../crypto/primitives/index.js';
 import type { BenchDevice } from './device-socket.js';
 import { RELAY_NODE_FLAGS } from '../../server/runtime.js';
@@ -113,15 +114,13 @@ export function relayEnv(dataDir: string, databaseUrl: string | undefined, extra
   };
 }
 
-/** POST /v1/devices, signed with the device's identity key. */
+/** POST /v1/devices: the device as the root of its user's list (each benchmark user has one device). */
 export async function registerDevice(baseUrl: string, dev: BenchDevice): Promise<void> {
-  const seed = Buffer.from(dev.seed, 'hex');
-  const publicKey = defaultBackend.ed25519PublicKey(seed);
-  const signature = defaultBackend.ed25519Sign(seed, deviceRegistrationTranscript(dev.userId, dev.deviceId, publicKey));
+  const entry = rootEntry(IdentityKeyPair.fromSeed(Buffer.from(dev.seed, 'hex')), dev.userId, dev.deviceId);
   const res = await fetch(`${baseUrl}/v1/devices`, {
     method: 'POST',
     headers: { authorization: `Bearer ${dev.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ deviceId: dev.deviceId, identityKey: encodeBase64url(publicKey), signature: encodeBase64url(signature) }),
+    body: JSON.stringify({ entry: encodeBase64url(entry) }),
   });
   if (res.status !== 201 && res.status !== 200) throw new Error(`register ${dev.userId}/${dev.deviceId}: ${res.status} ${await res.text()}`);
 }

@@ -126,24 +126,43 @@ export class InboundSenderKeys {
       if (key === undefined) throw new CryptoError('REPLAYED_MESSAGE', 'group message already received');
       const plaintext = key.open(backend, msg.sealed, msg.header);
       gen.skipped.delete(msg.iteration);
+      key.wipe();
       return plaintext;
     }
     if (msg.iteration - ck.index > MAX_SENDER_KEY_FORWARD_JUMP) {
       throw new CryptoError('TOO_MANY_SKIPPED', `group message is ${msg.iteration - ck.index} ahead of its chain`);
     }
+    // On a copy: chain keys passed over are wiped as the next is derived (never `ck`).
     const skipped: MessageKey[] = [];
     let cursor = ck;
+    const step = (): void => {
+      const next = cursor.next(backend);
+      if (cursor !== ck) cursor.wipe();
+      cursor = next;
+    };
     while (cursor.index < msg.iteration) {
       skipped.push(cursor.messageKey(backend));
-      cursor = cursor.next(backend);
+      step();
     }
-    const plaintext = cursor.messageKey(backend).open(backend, msg.sealed, msg.header);
+    const messageKey = cursor.messageKey(backend);
+    let plaintext: Uint8Array;
+    try {
+      plaintext = messageKey.open(backend, msg.sealed, msg.header);
+    } catch (err) {
+      for (const key of [...skipped, messageKey]) key.wipe();
+      if (cursor !== ck) cursor.wipe();
+      throw err;
+    }
+    messageKey.wipe();
+    step();
     // Commit.
-    gen.chainKey = cursor.next(backend);
+    gen.chainKey = cursor;
+    ck.wipe();
     for (const key of skipped) gen.skipped.set(key.index, key);
     let excess = gen.skipped.size - MAX_SENDER_KEY_SKIPPED_KEYS;
-    for (const iteration of gen.skipped.keys()) {
+    for (const [iteration, key] of gen.skipped) {
       if (excess-- <= 0) break;
+      key.wipe();
       gen.skipped.delete(iteration);
     }
     return plaintext;

@@ -1,5 +1,5 @@
 /** Constants of the sender-key protocol, named once. */
-import { utf8Encode } from '../primitives/bytes.js';
+import { SIGNATURE_LABELS, signatureLabelBytes } from '../../protocol/labels.js';
 
 /** Version in the high nibble of the first byte of both sender-key messages. */
 export const SENDER_KEY_VERSION = 1;
@@ -12,4 +12,4 @@ export const GROUP_MESSAGE_TYPE = 4;
  * length + bytes) and the whole message up to the signature. Binding the group id means a
  * message cannot be replayed into another group that happens to share the sender key.
  */
-export const GROUP_MESSAGE_SIGNATURE_LABEL = utf8Encode('hermetic/v1/sender-key/message\0');
+export const GROUP_MESSAGE_SIGNATURE_LABEL = signatureLabelBytes(SIGNATURE_LABELS.senderKeyMessage);

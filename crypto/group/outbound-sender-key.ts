@@ -111,7 +111,10 @@ export class OutboundSenderKey {
   rotate(): Uint8Array {
     const keyId = this.#gen.keyId + 1;
     if (keyId > 0xffff_ffff) throw new CryptoError('INVALID_STATE', 'sender key id exhausted; create a new sender key');
+    const old = this.#gen;
     this.#gen = newGeneration(this.#backend, this.#random, keyId);
+    old.chainKey.wipe();
+    old.signingSeed.fill(0);
     return this.distributionMessage();
   }
 
@@ -127,6 +130,7 @@ export class OutboundSenderKey {
     const header = new Uint8Array(GROUP_HEADER_BYTES);
     writeGroupHeader(header, g.keyId, ck.index);
     const sealed = messageKey.seal(backend, plaintext, header);
+    messageKey.wipe();
     const transcript = new Uint8Array(prefix.length + GROUP_HEADER_BYTES + sealed.length);
     transcript.set(prefix, 0);
     transcript.set(header, prefix.length);
@@ -137,7 +141,18 @@ export class OutboundSenderKey {
     out.set(transcript.subarray(prefix.length), 0);
     out.set(signature, GROUP_HEADER_BYTES + sealed.length);
     g.chainKey = next;
+    ck.wipe();
     return out;
+  }
+
+  /**
+   * Encrypts one group message and returns it with the state after it (serialize()).
+   * Persist `state` before `message` leaves the device: like a session's, each message
+   * key seals one message only, which a rolled-back state would break (Session.seal).
+   */
+  seal(plaintext: Uint8Array): { readonly message: Uint8Array; readonly state: Uint8Array } {
+    const message = this.encrypt(plaintext);
+    return { message, state: this.serialize() };
   }
 
   /**

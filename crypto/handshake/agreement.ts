@@ -15,10 +15,11 @@
  * rule out re-encapsulation to a different key.
  */
 import type { CryptoBackend } from '../primitives/backend.js';
-import { concatBytes, utf8Encode } from '../primitives/bytes.js';
+import { KDF_LABELS, kdfLabelBytes } from '../../protocol/labels.js';
+import { concatBytes } from '../primitives/bytes.js';
 
 /** Versioned and names every algorithm: a change to any of them is a new protocol. */
-export const PQXDH_INFO = utf8Encode('hermetic/v1/pqxdh/x25519-sha256-mlkem768');
+export const PQXDH_INFO = kdfLabelBytes(KDF_LABELS.pqxdh);
 
 const F = new Uint8Array(32).fill(0xff);
 const SALT = new Uint8Array(32);

@@ -50,6 +50,8 @@ export function initiateSession(params: InitiateSessionParams): Session {
   const dh4 = bundle.oneTimePreKey === undefined ? undefined : ephemeral.agree(bundle.oneTimePreKey.publicKey);
   const kem = backend.mlkemEncapsulate(bundle.kemPreKey.publicKey, random(MLKEM768_ENCAPS_RANDOMNESS_BYTES));
   const sharedSecret = deriveHandshakeSecret(backend, dh1, dh2, dh3, dh4, kem.sharedSecret);
+  // The agreement's parts are secrets the session no longer needs.
+  for (const secret of [dh1, dh2, dh3, dh4, kem.sharedSecret]) secret?.fill(0);
 
   const handshake = encodeInitialHandshake({
     identityKey: ourIdentityKey,
@@ -60,7 +62,7 @@ export function initiateSession(params: InitiateSessionParams): Session {
     kemLastResort: bundle.kemPreKey.lastResort,
     kemCipherText: kem.cipherText,
   });
-  return Session.initiator(
+  const session = Session.initiator(
     {
       sharedSecret,
       localIdentityKey: ourIdentityKey,
@@ -71,4 +73,6 @@ export function initiateSession(params: InitiateSessionParams): Session {
     },
     handshake,
   );
+  sharedSecret.fill(0);
+  return session;
 }

@@ -70,8 +70,10 @@ export async function acceptSession(params: AcceptSessionParams): Promise<Accept
     throw decryptFailed();
   }
 
-  let session: Session;
+  let session: Session | undefined;
   let plaintext: Uint8Array;
+  // Every secret of the agreement, wiped once the session has what it needs (or failed).
+  const secrets: Array<Uint8Array | undefined> = [];
   try {
     const theirIdentityDh = identityDhPublicKey(initial.identityKey);
     // EK_A takes part in up to three agreements: prepared once.
@@ -81,7 +83,9 @@ export async function acceptSession(params: AcceptSessionParams): Promise<Accept
     const dh3 = signedPreKey.privateKey.agree(baseKey);
     const dh4 = oneTimePreKey === undefined ? undefined : oneTimePreKey.privateKey.agree(baseKey);
     const kemSecret = kemPreKey.privateKey.decapsulate(initial.kemCipherText);
+    secrets.push(dh1, dh2, dh3, dh4, kemSecret);
     const sharedSecret = deriveHandshakeSecret(backend, dh1, dh2, dh3, dh4, kemSecret);
+    secrets.push(sharedSecret);
     session = Session.responder(
       {
         sharedSecret,
@@ -96,9 +100,12 @@ export async function acceptSession(params: AcceptSessionParams): Promise<Accept
     );
     plaintext = session.decrypt(initial.ratchetMessage);
   } catch (cause) {
+    session?.wipe();
     // A low-order or off-curve key in the message is a forgery like a bad tag.
     if (cause instanceof CryptoError && cause.code === 'INVALID_KEY') throw decryptFailed();
     throw cause;
+  } finally {
+    for (const s of secrets) s?.fill(0);
   }
 
   // Authenticated: now, and only now, burn the one-time keys.

@@ -14,11 +14,12 @@
  * Raw signatures over formats defined elsewhere (JWS signing input, C2SP signed notes)
  * cannot collide with these: JWS input is base64url and '.', which has no '/'.
  */
+import { LABEL_PREFIX } from '../../protocol/labels.js';
 import { CryptoError } from '../errors.js';
 import { MAX_SIGNATURE_CONTEXT_LABEL_BYTES } from '../limits.js';
 import { assertAnyBytes, utf8Encode } from '../primitives/bytes.js';
 
-export const SIGNATURE_CONTEXT_PREFIX = 'hermetic/v1/';
+export const SIGNATURE_CONTEXT_PREFIX = LABEL_PREFIX;
 
 /** Lower-case ASCII words joined by '-' or '/': printable, and never a NUL. */
 const LABEL_PATTERN = /^[a-z0-9]+(?:[-/][a-z0-9]+)*$/;

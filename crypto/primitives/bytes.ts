@@ -5,6 +5,7 @@
  * Decoders throw CryptoError('INVALID_ARGUMENT') with a labelled message; they are used
  * on wire data, so they never return a partially decoded value.
  */
+import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { CryptoError } from '../errors.js';
 
 /**
@@ -75,54 +76,19 @@ export function fromHex(s: string): Uint8Array {
   return out;
 }
 
-const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-const B64URL_INDEX = new Int16Array(128).fill(-1);
-for (let i = 0; i < B64URL.length; i++) B64URL_INDEX[B64URL.charCodeAt(i)] = i;
-
-/** RFC 4648 §5 base64url without padding (the form JOSE and URLs use). */
+/** RFC 4648 §5 base64url without padding (the form JOSE and URLs use): protocol/base64url.ts. */
 export function toBase64Url(b: Uint8Array): string {
-  let s = '';
-  let i = 0;
-  for (; i + 2 < b.length; i += 3) {
-    const n = ((b[i] as number) << 16) | ((b[i + 1] as number) << 8) | (b[i + 2] as number);
-    s += B64URL[n >>> 18]! + B64URL[(n >>> 12) & 63]! + B64URL[(n >>> 6) & 63]! + B64URL[n & 63]!;
-  }
-  const rest = b.length - i;
-  if (rest === 1) {
-    const n = (b[i] as number) << 16;
-    s += B64URL[n >>> 18]! + B64URL[(n >>> 12) & 63]!;
-  } else if (rest === 2) {
-    const n = ((b[i] as number) << 16) | ((b[i + 1] as number) << 8);
-    s += B64URL[n >>> 18]! + B64URL[(n >>> 12) & 63]! + B64URL[(n >>> 6) & 63]!;
-  }
-  return s;
+  return encodeBase64url(b);
 }
 
 /**
- * Strict base64url decoding: no padding, no whitespace, and the unused low bits of the
- * last character must be zero, so every byte string has exactly one accepted encoding
- * (a relay cannot make two different-looking strings that decode alike).
+ * Strict base64url decoding (protocol/base64url.ts): no padding, no whitespace, and the
+ * unused low bits of the last character must be zero, so every byte string has exactly
+ * one accepted encoding. Throws INVALID_ARGUMENT for anything else.
  */
 export function fromBase64Url(s: string): Uint8Array {
-  if (s.length % 4 === 1) throw new CryptoError('INVALID_ARGUMENT', 'base64url string has an impossible length');
-  const out = new Uint8Array(Math.floor((s.length * 3) / 4));
-  let acc = 0;
-  let bits = 0;
-  let o = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    const v = c < 128 ? (B64URL_INDEX[c] as number) : -1;
-    if (v < 0) throw new CryptoError('INVALID_ARGUMENT', 'base64url string has a character outside the alphabet');
-    acc = ((acc << 6) | v) & 0xffffff;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (acc >>> bits) & 0xff;
-    }
-  }
-  if ((acc & ((1 << bits) - 1)) !== 0) {
-    throw new CryptoError('INVALID_ARGUMENT', 'base64url string has non-zero trailing bits');
-  }
+  const out = typeof s === 'string' ? decodeBase64url(s) : undefined;
+  if (out === undefined) throw new CryptoError('INVALID_ARGUMENT', 'not canonical base64url');
   return out;
 }
 

@@ -39,5 +39,10 @@ export class ChainKey {
   exportBytes(): Uint8Array {
     return this.#key;
   }
+
+  /** Overwrites the key with zeros once it is replaced (forward secrecy in memory). */
+  wipe(): void {
+    this.#key.fill(0);
+  }
 }
 redactSecrets(ChainKey, 'ChainKey');

@@ -2,14 +2,14 @@
  * Every constant that enters a Double Ratchet KDF, named once. Changing any of these
  * changes the protocol: bump the message version with it.
  */
-import { utf8Encode } from '../primitives/bytes.js';
+import { KDF_LABELS, kdfLabelBytes } from '../../protocol/labels.js';
 import { AEAD_NONCE_BYTES } from '../primitives/sizes.js';
 
 /** HKDF info for the root-chain step KDF_RK(rk, dh) -> (rk', ck). */
-export const ROOT_KDF_INFO = utf8Encode('hermetic/v1/ratchet/root');
+export const ROOT_KDF_INFO = kdfLabelBytes(KDF_LABELS.ratchetRoot);
 
 /** HKDF info that turns the handshake secret SK into the first root and chain keys. */
-export const INITIAL_KDF_INFO = utf8Encode('hermetic/v1/ratchet/initial');
+export const INITIAL_KDF_INFO = kdfLabelBytes(KDF_LABELS.ratchetInitial);
 
 /**
  * HMAC inputs of the symmetric chain step (as in the Signal Double Ratchet spec §5.2):

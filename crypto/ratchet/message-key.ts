@@ -29,5 +29,10 @@ export class MessageKey {
   exportBytes(): Uint8Array {
     return this.#key;
   }
+
+  /** Overwrites the key with zeros once its one message is sealed or opened. */
+  wipe(): void {
+    this.#key.fill(0);
+  }
 }
 redactSecrets(MessageKey, 'MessageKey');

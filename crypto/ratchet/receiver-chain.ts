@@ -32,12 +32,28 @@ export function advanceChain(backend: CryptoBackend, chainKey: ChainKey, index: 
   }
   const skipped: MessageKey[] = [];
   let ck = chainKey;
+  // Chain keys passed over are wiped as soon as the next is derived; the input stays
+  // intact (the caller commits only if the message authenticates).
+  const step = (): void => {
+    const next = ck.next(backend);
+    if (ck !== chainKey) ck.wipe();
+    ck = next;
+  };
   while (ck.index < index) {
     skipped.push(ck.messageKey(backend));
-    ck = ck.next(backend);
+    step();
   }
   if (!takeTarget) return { skipped, messageKey: undefined, next: ck };
-  return { skipped, messageKey: ck.messageKey(backend), next: ck.next(backend) };
+  const messageKey = ck.messageKey(backend);
+  step();
+  return { skipped, messageKey, next: ck };
+}
+
+/** Wipes what an advance derived, when its message did not authenticate. */
+export function discardAdvance(a: ChainAdvance, input: ChainKey): void {
+  for (const k of a.skipped) k.wipe();
+  a.messageKey?.wipe();
+  if (a.next !== input) a.next.wipe();
 }
 
 export class ReceiverChain {

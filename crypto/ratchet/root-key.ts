@@ -25,12 +25,18 @@ export class RootKey {
   ): { rootKey: RootKey; chainKey: ChainKey } {
     const dh = ours.agree(backend, theirs);
     const out = backend.hkdfSha256(dh, this.#key, ROOT_KDF_INFO, 64);
+    dh.fill(0);
     return { rootKey: new RootKey(out.subarray(0, 32)), chainKey: new ChainKey(out.subarray(32, 64), 0) };
   }
 
   /** For the session codec only. */
   exportBytes(): Uint8Array {
     return this.#key;
+  }
+
+  /** Overwrites the key with zeros once the next root key replaces it. */
+  wipe(): void {
+    this.#key.fill(0);
   }
 }
 redactSecrets(RootKey, 'RootKey');

@@ -35,7 +35,7 @@ import {
 } from './message.js';
 import type { MessageKey } from './message-key.js';
 import { RatchetKeyPair, RemoteRatchetKey } from './ratchet-key.js';
-import { advanceChain, type ChainAdvance, ReceiverChain } from './receiver-chain.js';
+import { advanceChain, type ChainAdvance, discardAdvance, ReceiverChain } from './receiver-chain.js';
 import { redactSecrets } from './redact.js';
 import { RootKey } from './root-key.js';
 import { SenderChain } from './sender-chain.js';
@@ -198,6 +198,19 @@ export class Session {
     return this.#state.pendingHandshake !== undefined;
   }
 
+  /**
+   * Overwrites the root, chain and message keys this session holds, for a session that
+   * is being discarded (replaced, or set up from a message that failed). The session
+   * cannot be used afterwards.
+   */
+  wipe(): void {
+    const st = this.#state;
+    st.rootKey.wipe();
+    if (st.sending.kind === 'active') st.sending.chain.chainKey.wipe();
+    for (const chain of st.receiverChains) chain.chainKey.wipe();
+    st.skipped.clear();
+  }
+
   /** Versioned binary form of the whole state (see session-codec.ts). Holds secrets. */
   serialize(): Uint8Array {
     return encodeSessionState(this.#state);
@@ -236,6 +249,7 @@ export class Session {
     const adLength = this.#adLength;
     writeRatchetHeader(aad, adLength, chain.ratchetKey.publicKey, st.previousChainLength, ck.index);
     const sealed = messageKey.seal(backend, plaintext, aad);
+    messageKey.wipe();
 
     const prefix = st.pendingHandshake;
     const offset = prefix === undefined ? 0 : prefix.length;
@@ -244,13 +258,30 @@ export class Session {
     out.set(aad.subarray(adLength), offset);
     out.set(sealed, offset + RATCHET_HEADER_BYTES);
 
-    // Commit.
+    // Commit. Keys that are replaced are wiped: a later compromise of this state must
+    // not reveal them (forward secrecy), and each message key seals one message only.
     if (sending.kind === 'inactive') {
+      st.rootKey.wipe();
       st.rootKey = rootKey;
       st.sending = { kind: 'active', chain };
     }
     chain.chainKey = next;
+    ck.wipe();
     return out;
+  }
+
+  /**
+   * Encrypts one message and returns it with the session state after it (serialize()).
+   *
+   * Message keys use a fixed nonce, which is safe only because each key seals exactly
+   * one message — and that holds only if the session never goes back to an earlier
+   * state. Persist `state` before `message` leaves the device: a crash after sending with
+   * the old state still stored would, on restart, encrypt the next message under the
+   * same key as the last one. This is the path the SDK's outbox takes.
+   */
+  seal(plaintext: Uint8Array): { readonly message: Uint8Array; readonly state: Uint8Array } {
+    const message = this.encrypt(plaintext);
+    return { message, state: this.serialize() };
   }
 
   /**
@@ -306,9 +337,18 @@ export class Session {
         return this.#openSkipped(chain.ratchetKey, skippedKey, msg);
       }
       const advance = advanceChain(backend, chain.chainKey, msg.index, true);
-      const plaintext = (advance.messageKey as MessageKey).open(backend, msg.sealed, this.#aadFor(msg.header));
+      let plaintext: Uint8Array;
+      try {
+        plaintext = (advance.messageKey as MessageKey).open(backend, msg.sealed, this.#aadFor(msg.header));
+      } catch (err) {
+        discardAdvance(advance, chain.chainKey);
+        throw err;
+      }
       // Commit.
+      advance.messageKey?.wipe();
+      const old = chain.chainKey;
       chain.chainKey = advance.next;
+      old.wipe();
       if (advance.skipped.length > 0) st.skipped.add(chain.ratchetKey, advance.skipped);
       this.#receivedReply();
       return plaintext;
@@ -354,18 +394,34 @@ export class Session {
       throw cause;
     }
     const advance = advanceChain(backend, step.chainKey, msg.index, true);
-    const plaintext = (advance.messageKey as MessageKey).open(backend, msg.sealed, this.#aadFor(msg.header));
+    let plaintext: Uint8Array;
+    try {
+      plaintext = (advance.messageKey as MessageKey).open(backend, msg.sealed, this.#aadFor(msg.header));
+    } catch (err) {
+      // Nothing derived here is kept: wipe it all, leave the session as it was.
+      if (previous !== undefined && previousAdvance !== undefined) discardAdvance(previousAdvance, previous.chainKey);
+      discardAdvance(advance, step.chainKey);
+      step.chainKey.wipe();
+      step.rootKey.wipe();
+      throw err;
+    }
 
-    // Commit.
+    // Commit, wiping every key that is replaced or no longer needed.
+    advance.messageKey?.wipe();
+    step.chainKey.wipe();
     if (previous !== undefined && previousAdvance !== undefined) {
+      const old = previous.chainKey;
       previous.chainKey = previousAdvance.next;
+      if (old !== previousAdvance.next) old.wipe();
       st.skipped.add(previous.ratchetKey, previousAdvance.skipped);
     }
+    st.rootKey.wipe();
     st.rootKey = step.rootKey;
     st.receiverChains.unshift(new ReceiverChain(remote, advance.next));
-    if (st.receiverChains.length > MAX_RECEIVER_CHAINS) st.receiverChains.length = MAX_RECEIVER_CHAINS;
+    for (const dropped of st.receiverChains.splice(MAX_RECEIVER_CHAINS)) dropped.chainKey.wipe();
     if (advance.skipped.length > 0) st.skipped.add(remote, advance.skipped);
     st.previousChainLength = sending.chain.chainKey.index;
+    sending.chain.chainKey.wipe();
     // Our ratchet private key is dropped here: nothing can need it any more.
     st.sending = { kind: 'inactive', theirRatchetKey: remote };
     this.#receivedReply();

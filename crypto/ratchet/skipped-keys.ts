@@ -33,8 +33,11 @@ export class SkippedKeys {
     return this.#keys.get(slot(ratchetKey.id, index))?.messageKey;
   }
 
+  /** Removes a key once used, overwriting it. */
   delete(ratchetKey: RemoteRatchetKey, index: number): void {
-    this.#keys.delete(slot(ratchetKey.id, index));
+    const k = slot(ratchetKey.id, index);
+    this.#keys.get(k)?.messageKey.wipe();
+    this.#keys.delete(k);
   }
 
   /** Adds keys in order, then evicts the oldest beyond the limit. */
@@ -42,10 +45,17 @@ export class SkippedKeys {
     for (const messageKey of keys) this.#keys.set(slot(ratchetKey.id, messageKey.index), { ratchetKey, messageKey });
     let excess = this.#keys.size - MAX_SKIPPED_KEYS_STORED;
     if (excess <= 0) return;
-    for (const k of this.#keys.keys()) {
+    for (const [k, v] of this.#keys) {
       if (excess-- <= 0) break;
+      v.messageKey.wipe();
       this.#keys.delete(k);
     }
+  }
+
+  /** Wipes and drops every key. */
+  clear(): void {
+    for (const v of this.#keys.values()) v.messageKey.wipe();
+    this.#keys.clear();
   }
 
   /** Oldest first, for the session codec. */

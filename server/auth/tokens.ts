@@ -7,27 +7,36 @@
 import fs from 'node:fs';
 import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { ProtocolError } from '../../protocol/errors.js';
-import { MAX_TOKEN_BYTES, MAX_USER_ID_LENGTH } from '../../protocol/limits.js';
+import { MAX_TOKEN_BYTES, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
 import type { AuthConfig } from '../config.js';
 
 /** Asymmetric algorithms only: a symmetric key shared with the relay would let the relay
  * mint tokens, and `none` is never acceptable. */
 export const ALLOWED_JWT_ALGORITHMS = ['EdDSA', 'Ed25519', 'ES256', 'RS256'] as const;
 
-const USER_ID_PATTERN = /^[\x21-\x7e]+$/; // printable ASCII, no spaces
+
+export interface VerifiedToken {
+  /** The token's `sub`. */
+  readonly userId: string;
+  /** The token's `exp`, in ms since the epoch. */
+  readonly expiresAtMs: number;
+  /** The last moment the token is accepted: `exp` plus the clock tolerance, in ms. */
+  readonly validUntilMs: number;
+}
 
 export interface TokenVerifier {
-  /** Resolves to the user id, or throws ProtocolError with a TOKEN_* code. */
-  verify(token: string): Promise<string>;
+  /** Resolves to the token's user and lifetime, or throws ProtocolError with a TOKEN_* code. */
+  verify(token: string): Promise<VerifiedToken>;
 }
 
 export function createTokenVerifier(auth: AuthConfig, keySet: JWTVerifyGetKey): TokenVerifier {
   return {
-    async verify(token: string): Promise<string> {
+    async verify(token: string): Promise<VerifiedToken> {
       if (token.length === 0 || token.length > MAX_TOKEN_BYTES) {
         throw new ProtocolError('TOKEN_INVALID', 'token missing or too long');
       }
       let sub: unknown;
+      let exp: unknown;
       try {
         const { payload } = await jwtVerify(token, keySet, {
           issuer: auth.issuer,
@@ -37,13 +46,16 @@ export function createTokenVerifier(auth: AuthConfig, keySet: JWTVerifyGetKey): 
           requiredClaims: ['sub', 'exp'],
         });
         sub = payload.sub;
+        exp = payload.exp;
       } catch (err) {
         throw mapJoseError(err);
       }
       if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_USER_ID_LENGTH || !USER_ID_PATTERN.test(sub)) {
         throw new ProtocolError('TOKEN_INVALID', `token subject must be 1..${MAX_USER_ID_LENGTH} printable ASCII characters`);
       }
-      return sub;
+      // jose has checked that exp is a number in the future (within the tolerance).
+      const expiresAtMs = Math.floor(Number(exp) * 1000);
+      return { userId: sub, expiresAtMs, validUntilMs: expiresAtMs + auth.clockToleranceSec * 1000 };
     },
   };
 }

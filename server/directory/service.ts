@@ -1,19 +1,20 @@
 /**
  * The key directory's rules on top of its store: every signature is verified before
  * anything is stored (a rejected request changes nothing), the caller must own the
- * device it changes, and bundle fetches are rate limited per requesting user.
+ * device it changes, device lists change only by entries signed by the user's own
+ * devices, and bundle fetches and list changes are rate limited per user.
  */
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { type PublishedKeyKind, verifyPublishedKey } from '../../crypto/published-key.js';
-import type { KeyUploadRequest, RegisterDeviceRequest, WireSignedKey } from '../../protocol/directory.js';
+import type { DeviceEntryRequest, KeyUploadRequest, WireSignedKey } from '../../protocol/directory.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import { BUNDLE_FETCH_BURST, BUNDLE_FETCH_PER_SECOND } from '../../protocol/limits.js';
-import { deviceRegistrationTranscript } from '../../protocol/transcripts.js';
+import { BUNDLE_FETCH_BURST, BUNDLE_FETCH_PER_SECOND, DEVICE_LIST_WRITE_BURST, DEVICE_LIST_WRITES_PER_SECOND } from '../../protocol/limits.js';
 import { RateLimiter } from '../ratelimit.js';
-import type { DeviceRecord, DirectoryStore, KeyCounts, PrekeyBundle } from './store.js';
+import type { AppendedEntry, DeviceListRecord, DeviceRecord, DirectoryStore, KeyCounts, PrekeyBundle } from './store.js';
 
 export class DirectoryService {
   private readonly bundleLimiter: RateLimiter;
+  private readonly deviceListLimiter: RateLimiter;
 
   constructor(
     private readonly store: DirectoryStore,
@@ -21,18 +22,24 @@ export class DirectoryService {
     now: () => number = Date.now,
   ) {
     this.bundleLimiter = new RateLimiter(BUNDLE_FETCH_BURST, BUNDLE_FETCH_PER_SECOND, now);
+    this.deviceListLimiter = new RateLimiter(DEVICE_LIST_WRITE_BURST, DEVICE_LIST_WRITES_PER_SECOND, now);
   }
 
-  async registerDevice(userId: string, req: RegisterDeviceRequest): Promise<'created' | 'unchanged'> {
-    const transcript = deviceRegistrationTranscript(userId, req.deviceId, req.identityKey);
-    if (!this.backend.ed25519Verify(req.signature, transcript, req.identityKey)) {
-      throw new ProtocolError('INVALID_SIGNATURE', 'the registration is not signed by the identity key');
+  /**
+   * Appends a signed entry (root, link or revoke) to the caller's own device list. The
+   * token names the user; the entry's signature, checked against the stored list, says
+   * which of the user's devices agreed. Rate limited per user.
+   */
+  async appendDeviceEntry(userId: string, req: DeviceEntryRequest): Promise<AppendedEntry> {
+    const waitMs = this.deviceListLimiter.take(userId);
+    if (waitMs > 0) {
+      throw new ProtocolError('RATE_LIMITED', 'too many device list changes; retry later', { retryAfterMs: waitMs });
     }
-    return this.store.registerDevice(userId, req.deviceId, req.identityKey);
+    return this.store.appendDeviceEntry(userId, req.entry, this.backend);
   }
 
-  listDevices(userId: string): Promise<DeviceRecord[]> {
-    return this.store.listDevices(userId);
+  deviceList(userId: string, after: number): Promise<DeviceListRecord> {
+    return this.store.deviceList(userId, after);
   }
 
   getDevice(userId: string, deviceId: string): Promise<DeviceRecord | undefined> {

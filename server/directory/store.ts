@@ -5,8 +5,11 @@
  * checked by the caller before anything reaches here; this layer enforces uniqueness,
  * counts and the at-most-once hand-out of one-time keys.
  */
-import { ProtocolError } from '../../protocol/errors.js';
-import { MAX_DEVICES_PER_USER } from '../../protocol/limits.js';
+import { DeviceChain, type DeviceChainRefusal } from '../../crypto/devices/chain.js';
+import { DEVICE_ENTRY_KINDS, type DeviceEntryKind } from '../../crypto/devices/entry.js';
+import type { CryptoBackend } from '../../crypto/primitives/backend.js';
+import { type ErrorCode, ProtocolError } from '../../protocol/errors.js';
+import { removeMailbox } from '../mailbox/store.js';
 import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
 import { MAX_STORED_ONE_TIME_KEYS } from '../limits.js';
 
@@ -24,6 +27,61 @@ export interface DeviceRecord {
   readonly deviceId: string;
   readonly identityKey: Uint8Array;
   readonly createdAt: Date;
+}
+
+export interface AppendedEntry {
+  readonly outcome: 'created' | 'unchanged';
+  readonly kind: DeviceEntryKind;
+  readonly deviceId: string;
+  readonly seq: number;
+}
+
+export interface DeviceListRecord {
+  readonly userId: string;
+  /** Number of entries in the list. */
+  readonly length: number;
+  /** Hash of the newest entry; undefined for an empty list. */
+  readonly head: Uint8Array | undefined;
+  /** The entries after the requested position, encoded as signed. */
+  readonly entries: Uint8Array[];
+  /** The active devices, as the relay holds them. */
+  readonly devices: DeviceRecord[];
+}
+
+interface EntryRow {
+  seq: number;
+  kind: number;
+  device_id: string;
+  identity_key: Uint8Array;
+  entry_hash: Uint8Array;
+  entry: Uint8Array;
+}
+
+function kindOfCode(code: number): DeviceEntryKind {
+  const kind = (Object.keys(DEVICE_ENTRY_KINDS) as DeviceEntryKind[]).find((k) => DEVICE_ENTRY_KINDS[k] === code);
+  if (kind === undefined) throw new Error(`unknown device entry kind ${code} in storage`);
+  return kind;
+}
+
+/** The relay's answer to an entry that does not extend the stored list. */
+const REFUSAL_CODES: Record<DeviceChainRefusal, ErrorCode> = {
+  malformed: 'BAD_REQUEST',
+  'wrong-user': 'DEVICE_NOT_AUTHORIZED',
+  'chain-full': 'DEVICE_LIST_FULL',
+  'root-exists': 'DEVICE_NOT_AUTHORIZED',
+  'no-root': 'DEVICE_NOT_AUTHORIZED',
+  'not-next': 'DEVICE_LIST_CONFLICT',
+  'signer-not-active': 'DEVICE_NOT_AUTHORIZED',
+  'bad-signature': 'INVALID_SIGNATURE',
+  'bad-consent': 'INVALID_SIGNATURE',
+  'device-exists': 'DEVICE_EXISTS',
+  'too-many-devices': 'TOO_MANY_DEVICES',
+  'not-active': 'DEVICE_NOT_FOUND',
+  'last-device': 'LAST_DEVICE',
+};
+
+function refusalError(reason: DeviceChainRefusal, message: string): ProtocolError {
+  return new ProtocolError(REFUSAL_CODES[reason], message, { reason });
 }
 
 export interface KeyUpload {
@@ -71,37 +129,93 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 export class DirectoryStore {
   constructor(private readonly db: Database) {}
 
-  /** 'created' for a new device, 'unchanged' when the same key is registered again. */
-  async registerDevice(userId: string, deviceId: string, identityKey: Uint8Array): Promise<'created' | 'unchanged'> {
+  /**
+   * Appends one signed entry to a user's device list (crypto/devices), after checking it
+   * against the stored list: root, link or revoke. The active-device set (`devices`, and
+   * each device's mailbox) changes in the same transaction. Posting the entry already
+   * stored at its position again is 'unchanged' (a retried request).
+   */
+  async appendDeviceEntry(userId: string, bytes: Uint8Array, backend: CryptoBackend): Promise<AppendedEntry> {
     return this.db.transaction(async (tx) => {
-      // Serialize registrations per user so the device cap cannot be raced past.
+      // Serialize list changes per user: each entry must extend the head it was signed on.
       await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 7))', [userId]);
-      const existing = await tx.query<{ identity_key: Uint8Array }>(
-        'SELECT identity_key FROM devices WHERE user_id = $1 AND device_id = $2',
-        [userId, deviceId],
+      const rows = await tx.query<EntryRow>(
+        'SELECT seq, kind, device_id, identity_key, entry_hash, entry FROM device_list_entries WHERE user_id = $1 ORDER BY seq',
+        [userId],
       );
-      const row = existing[0];
-      if (row) {
-        if (sameBytes(new Uint8Array(row.identity_key), identityKey)) return 'unchanged';
-        throw new ProtocolError('DEVICE_EXISTS', 'this device id is registered with another identity key');
+      const stored = rows.find((r) => sameBytes(new Uint8Array(r.entry), bytes));
+      if (stored) return { outcome: 'unchanged', kind: kindOfCode(stored.kind), deviceId: stored.device_id, seq: Number(stored.seq) };
+      const chain = DeviceChain.replay(
+        userId,
+        rows.map((r) => ({ kind: kindOfCode(r.kind), deviceId: r.device_id, identityKey: new Uint8Array(r.identity_key), hash: new Uint8Array(r.entry_hash) })),
+      );
+      const step = chain.append(bytes, backend);
+      if (!step.ok) throw refusalError(step.reason, step.message);
+      const e = step.entry;
+      await tx.query(
+        `INSERT INTO device_list_entries (user_id, seq, kind, device_id, identity_key, entry, entry_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+        [userId, e.seq, DEVICE_ENTRY_KINDS[e.kind], e.deviceId, e.identityKey, e.bytes, step.chain.head],
+      );
+      if (e.kind === 'revoke') {
+        await tx.query('DELETE FROM devices WHERE user_id = $1 AND device_id = $2', [userId, e.deviceId]);
+        await removeMailbox(tx, userId, e.deviceId);
+        return { outcome: 'created', kind: e.kind, deviceId: e.deviceId, seq: e.seq };
       }
-      const count = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM devices WHERE user_id = $1', [userId]);
-      if (Number(count[0]?.n) >= MAX_DEVICES_PER_USER) {
-        throw new ProtocolError('TOO_MANY_DEVICES', `a user may have at most ${MAX_DEVICES_PER_USER} devices`);
+      if (e.kind === 'root') {
+        // Devices registered before the signed list: the root may be one of them (same
+        // key); the others leave the active set and are linked again from the root.
+        const legacy = await tx.query<{ device_id: string; identity_key: Uint8Array }>(
+          'SELECT device_id, identity_key FROM devices WHERE user_id = $1 AND linked_seq IS NULL',
+          [userId],
+        );
+        const same = legacy.find((r) => r.device_id === e.deviceId);
+        if (same && !sameBytes(new Uint8Array(same.identity_key), e.identityKey)) {
+          throw new ProtocolError('DEVICE_EXISTS', 'this device id is registered with another identity key');
+        }
+        for (const r of legacy) {
+          if (r.device_id === e.deviceId) continue;
+          await tx.query('DELETE FROM devices WHERE user_id = $1 AND device_id = $2', [userId, r.device_id]);
+          await removeMailbox(tx, userId, r.device_id);
+        }
       }
       try {
-        await tx.query('INSERT INTO devices (user_id, device_id, identity_key) VALUES ($1, $2, $3)', [
-          userId,
-          deviceId,
-          identityKey,
-        ]);
+        await tx.query(
+          `INSERT INTO devices (user_id, device_id, identity_key, linked_seq) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (user_id, device_id) DO UPDATE SET linked_seq = EXCLUDED.linked_seq
+            WHERE devices.identity_key = EXCLUDED.identity_key AND devices.linked_seq IS NULL`,
+          [userId, e.deviceId, e.identityKey, e.seq],
+        );
         // Every device has a mailbox from the moment it exists.
-        await tx.query('INSERT INTO mailboxes (user_id, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [userId, deviceId]);
+        await tx.query('INSERT INTO mailboxes (user_id, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [userId, e.deviceId]);
       } catch (err) {
         if (sqlState(err) === UNIQUE_VIOLATION) throw new ProtocolError('DEVICE_EXISTS', 'this device id is already registered');
         throw err;
       }
-      return 'created';
+      return { outcome: 'created', kind: e.kind, deviceId: e.deviceId, seq: e.seq };
+    });
+  }
+
+  /** The entries of a user's list after position `after` (-1: all), and its length. */
+  async deviceList(userId: string, after = -1): Promise<DeviceListRecord> {
+    return this.db.transaction(async (tx) => {
+      const entries = await tx.query<{ seq: number; entry: Uint8Array; entry_hash: Uint8Array }>(
+        'SELECT seq, entry, entry_hash FROM device_list_entries WHERE user_id = $1 AND seq > $2 ORDER BY seq',
+        [userId, after],
+      );
+      const head = await tx.query<{ seq: number; entry_hash: Uint8Array }>(
+        'SELECT seq, entry_hash FROM device_list_entries WHERE user_id = $1 ORDER BY seq DESC LIMIT 1',
+        [userId],
+      );
+      const devices = await this.listDevicesOn(tx, userId);
+      const last = head[0];
+      return {
+        userId,
+        length: last ? Number(last.seq) + 1 : 0,
+        head: last ? new Uint8Array(last.entry_hash) : undefined,
+        entries: entries.map((r) => new Uint8Array(r.entry)),
+        devices,
+      };
     });
   }
 
@@ -115,7 +229,11 @@ export class DirectoryStore {
   }
 
   async listDevices(userId: string): Promise<DeviceRecord[]> {
-    const rows = await this.db.query<{ device_id: string; identity_key: Uint8Array; created_at: Date | string }>(
+    return this.listDevicesOn(this.db, userId);
+  }
+
+  private async listDevicesOn(q: SqlExecutor, userId: string): Promise<DeviceRecord[]> {
+    const rows = await q.query<{ device_id: string; identity_key: Uint8Array; created_at: Date | string }>(
       'SELECT device_id, identity_key, created_at FROM devices WHERE user_id = $1 ORDER BY device_id',
       [userId],
     );

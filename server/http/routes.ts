@@ -6,9 +6,17 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import { parseJsonObject } from '../../protocol/decode.js';
-import { decodeDeviceId, decodeKeyUpload, decodeRegisterDevice, encodeSignedKey } from '../../protocol/directory.js';
+import {
+  type DeviceEntryAnswer,
+  decodeDeviceEntryRequest,
+  decodeDeviceId,
+  decodeKeyUpload,
+  encodeBundleAnswer,
+  encodeDeviceListAnswer,
+  encodeKeyCountsAnswer,
+} from '../../protocol/directory.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import { MAX_USER_ID_LENGTH } from '../../protocol/limits.js';
+import { MAX_DEVICE_LIST_ENTRIES, MAX_USER_ID_LENGTH } from '../../protocol/limits.js';
 import { type TokenVerifier, bearerToken } from '../auth/tokens.js';
 import type { DirectoryService } from '../directory/service.js';
 import type { KeyCounts } from '../directory/store.js';
@@ -71,7 +79,7 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
   const authUser = (ex: HttpExchange): Promise<string> => {
     const token = bearerToken(ex.info.authorization);
     if (token === undefined) return Promise.reject(new ProtocolError('UNAUTHENTICATED', 'an Authorization: Bearer token is required'));
-    return deps.verifier.verify(token);
+    return deps.verifier.verify(token).then((t) => t.userId);
   };
 
   const userParam = (raw: string): string => {
@@ -102,12 +110,13 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
 
   app.post(
     '/v1/devices',
-    route('register_device', 0, async (ex) => {
+    route('append_device_entry', 0, async (ex) => {
       // Size-capped read first; the token is verified before the body is parsed.
       const [userId, text] = await Promise.all([authUser(ex), ex.readJsonText()]);
-      const req = decodeRegisterDevice(parseJsonObject(text));
-      const outcome = await deps.directory.registerDevice(userId, req);
-      ex.json(outcome === 'created' ? 201 : 200, { userId, deviceId: req.deviceId, created: outcome === 'created' });
+      const req = decodeDeviceEntryRequest(parseJsonObject(text));
+      const r = await deps.directory.appendDeviceEntry(userId, req);
+      const answer: DeviceEntryAnswer = { userId, seq: r.seq, kind: r.kind, deviceId: r.deviceId, created: r.outcome === 'created' };
+      ex.json(answer.created ? 201 : 200, answer);
     }),
   );
 
@@ -116,11 +125,9 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
     route('list_devices', 1, async (ex) => {
       await authUser(ex);
       const userId = userParam(ex.info.params[0] ?? '');
-      const devices = await deps.directory.listDevices(userId);
-      ex.json(200, {
-        userId,
-        devices: devices.map((d) => ({ deviceId: d.deviceId, identityKey: encodeBase64url(d.identityKey), createdAt: d.createdAt.toISOString() })),
-      });
+      const after = afterParam(ex.info.query);
+      const list = await deps.directory.deviceList(userId, after);
+      ex.json(200, encodeDeviceListAnswer({ ...list, devices: list.devices.map((d) => ({ deviceId: d.deviceId, identityKey: d.identityKey })) }));
     }),
   );
 
@@ -150,15 +157,7 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
       const userId = userParam(ex.info.params[0] ?? '');
       const deviceId = decodeDeviceId(decodePathParam(ex.info.params[1] ?? '', 'deviceId'));
       const b = await deps.directory.fetchBundle(requester, userId, deviceId);
-      ex.json(200, {
-        userId: b.userId,
-        deviceId: b.deviceId,
-        identityKey: encodeBase64url(b.identityKey),
-        signedPrekey: encodeSignedKey(b.signedPrekey),
-        ...(b.oneTimePrekey ? { oneTimePrekey: encodeSignedKey(b.oneTimePrekey) } : {}),
-        kemPrekey: encodeSignedKey(b.kemPrekey),
-        kemLastResort: b.kemLastResort,
-      });
+      ex.json(200, encodeBundleAnswer(b));
     }),
   );
 
@@ -170,6 +169,16 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
   );
 }
 
-function countsJson(c: KeyCounts): Record<string, number | boolean> {
-  return { ...c };
+/** `?after=N`: entries after position N (-1 or absent: the whole list). */
+function afterParam(query: string): number {
+  const raw = new URLSearchParams(query).get('after');
+  if (raw === null) return -1;
+  if (!/^(?:-1|0|[1-9]\d{0,8})$/.test(raw) || Number(raw) > MAX_DEVICE_LIST_ENTRIES) {
+    throw new ProtocolError('BAD_REQUEST', `after: must be an integer in -1..${MAX_DEVICE_LIST_ENTRIES}`);
+  }
+  return Number(raw);
+}
+
+function countsJson(c: KeyCounts): Record<string, unknown> {
+  return encodeKeyCountsAnswer(c);
 }

@@ -16,7 +16,8 @@ import { DeliveryStream, type StreamSink } from './stream.js';
 interface Attached {
   readonly stream: DeliveryStream;
   readonly authAt: number;
-  readonly replace: () => void;
+  /** Closes the connection: `replaced` by a newer one, or the device was `revoked`. */
+  readonly close: (why: 'replaced' | 'revoked') => void;
 }
 
 interface Ack {
@@ -118,7 +119,7 @@ export class MailboxService {
    * Binds a device's delivery stream to a connection. `replace` closes that connection
    * when a newer one for the same device appears (here or on another relay).
    */
-  async attach(userId: string, deviceId: string, sink: StreamSink, replace: () => void): Promise<DeliveryStream> {
+  async attach(userId: string, deviceId: string, sink: StreamSink, close: (why: 'replaced' | 'revoked') => void): Promise<DeliveryStream> {
     const k = key(userId, deviceId);
     // An ACK this relay took for the device but has not yet written (it acked and
     // reconnected at once) is written first, so the stream resumes after it.
@@ -130,8 +131,8 @@ export class MailboxService {
       onError: (err) => this.opts.logger.error({ err: { message: (err as Error).message }, userId, deviceId }, 'backlog read failed'),
     }, position, this.now);
     const authAt = this.now();
-    this.attached.get(k)?.replace();
-    this.attached.set(k, { stream, authAt, replace });
+    this.attached.get(k)?.close('replaced');
+    this.attached.set(k, { stream, authAt, close });
     // Tell other relays, so that a device has one live connection fleet-wide.
     await this.opts.db
       .query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, encodeConnectedNotice(this.opts.nodeId, userId, deviceId, authAt)])
@@ -163,7 +164,14 @@ export class MailboxService {
 
   private onNotice(payload: string): void {
     const n = decodeNotice(payload);
-    if (!n || n.node === this.opts.nodeId) return;
+    if (!n) return;
+    // Sent from inside the revoking transaction, so by no relay in particular: every
+    // relay, this one included, closes the device's connection.
+    if (n.kind === 'revoked') {
+      this.attached.get(key(n.userId, n.deviceId))?.close('revoked');
+      return;
+    }
+    if (n.node === this.opts.nodeId) return;
     this.opts.onNotice?.();
     switch (n.kind) {
       case 'tails':
@@ -175,7 +183,7 @@ export class MailboxService {
       case 'connected': {
         // Only a newer connection elsewhere replaces ours (both relays hear both notices).
         const a = this.attached.get(key(n.userId, n.deviceId));
-        if (a && n.at >= a.authAt) a.replace();
+        if (a && n.at >= a.authAt) a.close('replaced');
         return;
       }
     }

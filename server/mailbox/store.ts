@@ -17,7 +17,7 @@
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { ENVELOPE_ID_BYTES } from '../../protocol/limits.js';
-import { type Database, type SqlParam, sqlState } from '../storage/database.js';
+import { type Database, type SqlExecutor, type SqlParam, sqlState } from '../storage/database.js';
 
 export const MAILBOX_CHANNEL = 'hermetic_mailbox';
 
@@ -429,7 +429,20 @@ function packPayloads(payloads: readonly Uint8Array[]): { blob: Buffer; offsets:
 export type MailboxNotice =
   | { readonly node: string; readonly kind: 'tails'; readonly tails: ReadonlyArray<readonly [string, string, number]> }
   | { readonly node: string; readonly kind: 'all' }
-  | { readonly node: string; readonly kind: 'connected'; readonly userId: string; readonly deviceId: string; readonly at: number };
+  | { readonly node: string; readonly kind: 'connected'; readonly userId: string; readonly deviceId: string; readonly at: number }
+  /** A device was revoked: every relay closes its connection (sent with node ''). */
+  | { readonly node: string; readonly kind: 'revoked'; readonly userId: string; readonly deviceId: string };
+
+/**
+ * Removes a device's mailbox contents when the device leaves its user's list (its
+ * `mailboxes` row goes with the `devices` row). In the caller's transaction; the notice
+ * is delivered on commit, to every relay, which then closes the device's connection.
+ */
+export async function removeMailbox(tx: SqlExecutor, userId: string, deviceId: string): Promise<void> {
+  await tx.query('DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
+  await tx.query('DELETE FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
+  await tx.query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, JSON.stringify({ node: '', kind: 'revoked', userId, deviceId })]);
+}
 
 export function encodeConnectedNotice(nodeId: string, userId: string, deviceId: string, at: number): string {
   return JSON.stringify({ node: nodeId, kind: 'connected', userId, deviceId, at });
@@ -440,6 +453,9 @@ export function decodeNotice(payload: string): MailboxNotice | undefined {
     const v = JSON.parse(payload) as { node?: unknown; kind?: unknown; tails?: unknown; userId?: unknown; deviceId?: unknown; at?: unknown };
     if (typeof v.node !== 'string') return undefined;
     if (v.kind === 'all') return { node: v.node, kind: 'all' };
+    if (v.kind === 'revoked' && typeof v.userId === 'string' && typeof v.deviceId === 'string') {
+      return { node: v.node, kind: 'revoked', userId: v.userId, deviceId: v.deviceId };
+    }
     if (v.kind === 'connected' && typeof v.userId === 'string' && typeof v.deviceId === 'string' && typeof v.at === 'number') {
       return { node: v.node, kind: 'connected', userId: v.userId, deviceId: v.deviceId, at: v.at };
     }

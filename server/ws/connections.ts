@@ -23,11 +23,15 @@ import { DatabaseUnavailableError } from '../storage/database.js';
 
 export interface ConnectionData {
   readonly challenge: Uint8Array;
+  /** The relay origins a device may sign for on this connection (protocol/origin.ts). */
+  readonly origins: readonly string[];
   state: 'challenge' | 'authenticating' | 'authenticated';
   userId: string | undefined;
   deviceId: string | undefined;
   closed: boolean;
   authTimer: NodeJS.Timeout | undefined;
+  /** Closes the connection when its token expires, unless a `token` frame renews it. */
+  tokenTimer: NodeJS.Timeout | undefined;
   stream: DeliveryStream | undefined;
   /** SENDs received and not yet answered, and their frame bytes. */
   pendingSends: number;
@@ -38,6 +42,9 @@ export interface ConnectionData {
 
 export type RelaySocket = WebSocket<ConnectionData>;
 
+/** The longest delay a Node timer takes. */
+const MAX_TIMER_MS = 0x7fff_ffff;
+
 export interface ConnectionDeps {
   readonly verifier: TokenVerifier;
   readonly directory: DirectoryStore;
@@ -46,6 +53,7 @@ export interface ConnectionDeps {
   readonly logger: Logger;
   readonly random: (n: number) => Uint8Array;
   readonly mailbox: MailboxService;
+  readonly now: () => number;
 }
 
 export class ConnectionManager {
@@ -61,14 +69,16 @@ export class ConnectionManager {
     this.deliversOut = deps.metrics.framesOut.labels({ type: 'deliver' });
   }
 
-  newConnectionData(): ConnectionData {
+  newConnectionData(origins: readonly string[]): ConnectionData {
     return {
       challenge: this.deps.random(CHALLENGE_BYTES),
+      origins,
       state: 'challenge',
       userId: undefined,
       deviceId: undefined,
       closed: false,
       authTimer: undefined,
+      tokenTimer: undefined,
       stream: undefined,
       pendingSends: 0,
       pendingSendBytes: 0,
@@ -93,6 +103,7 @@ export class ConnectionManager {
     const ud = ws.getUserData();
     ud.closed = true;
     if (ud.authTimer) clearTimeout(ud.authTimer);
+    if (ud.tokenTimer) clearTimeout(ud.tokenTimer);
     this.open.delete(ws);
     this.deps.metrics.connectionsOpen.dec();
     if (ud.userId !== undefined && ud.deviceId !== undefined && ud.stream) {
@@ -130,6 +141,13 @@ export class ConnectionManager {
         ud.state = 'authenticating';
         void this.authenticate(ws, frame);
         return;
+      case 'token':
+        if (ud.state !== 'authenticated') {
+          this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before renewing the token'));
+          return;
+        }
+        void this.renewToken(ws, frame.token);
+        return;
       case 'ping':
         this.send(ws, { type: 'pong', id: frame.id });
         return;
@@ -155,16 +173,18 @@ export class ConnectionManager {
       return;
     }
     this.sendsIn.inc();
+    // Every refusal of a SEND names its request id when the header holds one.
+    const id = peekSendId(bytes);
     if (bytes.length > MAX_FRAME_BYTES) {
-      this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_FRAME_BYTES} bytes`));
+      this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_FRAME_BYTES} bytes`, { id }));
       return;
     }
     if (ud.state !== 'authenticated' || ud.userId === undefined || ud.deviceId === undefined) {
-      this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before sending'));
+      this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before sending', { id }));
       return;
     }
     if (ud.pendingSends >= MAX_PENDING_SENDS || ud.pendingSendBytes + bytes.length > MAX_PENDING_SEND_BYTES) {
-      this.sendError(ws, new ProtocolError('RATE_LIMITED', 'too many SENDs awaiting their answer on this connection', { id: peekSendId(bytes) }));
+      this.sendError(ws, new ProtocolError('RATE_LIMITED', 'too many SENDs awaiting their answer on this connection', { id }));
       return;
     }
     let frame: SendFrame;
@@ -220,12 +240,18 @@ export class ConnectionManager {
   private async authenticate(ws: RelaySocket, frame: Extract<ClientFrame, { type: 'auth' }>): Promise<void> {
     const ud = ws.getUserData();
     try {
-      const userId = await this.deps.verifier.verify(frame.token);
+      // The origin the device signed must be this relay's (channel binding): a signature
+      // obtained by a relay that forwarded our challenge names that relay instead.
+      if (!ud.origins.includes(frame.origin)) {
+        throw new ProtocolError('CHALLENGE_FAILED', `the signed origin ${JSON.stringify(frame.origin)} is not this relay's`);
+      }
+      const token = await this.deps.verifier.verify(frame.token);
+      const userId = token.userId;
       // The device is looked up under the token's user only: a valid token for one user
       // can never bind another user's device, whatever the signature.
       const device = await this.deps.directory.getDevice(userId, frame.deviceId);
       if (!device) throw new ProtocolError('DEVICE_NOT_FOUND', 'no such device for this user');
-      const transcript = deviceAuthTranscript(ud.challenge, userId, frame.deviceId);
+      const transcript = deviceAuthTranscript(ud.challenge, userId, frame.deviceId, frame.origin);
       if (!this.deps.backend.ed25519Verify(frame.signature, transcript, device.identityKey)) {
         throw new ProtocolError('CHALLENGE_FAILED', 'the challenge signature does not verify with the device identity key');
       }
@@ -234,13 +260,25 @@ export class ConnectionManager {
       ud.userId = userId;
       ud.deviceId = frame.deviceId;
       if (ud.authTimer) clearTimeout(ud.authTimer);
-      this.send(ws, { type: 'auth_ok', userId, deviceId: frame.deviceId });
+      this.armTokenTimer(ws, token.validUntilMs);
+      this.send(ws, { type: 'auth_ok', userId, deviceId: frame.deviceId, expiresAt: token.expiresAtMs });
       this.deps.logger.debug({ userId, deviceId: frame.deviceId }, 'device authenticated');
-      // A newer connection for the same device (on this relay or another) replaces this one.
-      ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, this.sink(ws), () => {
-        if (!ud.closed) this.end(ws, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
+      // A newer connection for the same device (on this relay or another) replaces this
+      // one; a revocation closes it.
+      ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, this.sink(ws), (why) => {
+        if (ud.closed) return;
+        if (why === 'revoked') this.end(ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
+        else this.end(ws, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
       });
-      if (ud.closed) this.deps.mailbox.detach(userId, frame.deviceId, ud.stream);
+      if (ud.closed) {
+        this.deps.mailbox.detach(userId, frame.deviceId, ud.stream);
+        return;
+      }
+      // A revocation committed while this connection was being set up sent its notice
+      // before the stream was attached: look again.
+      if (!(await this.deps.directory.getDevice(userId, frame.deviceId)) && !ud.closed) {
+        this.end(ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
+      }
     } catch (err) {
       if (ud.closed) return;
       const pe = toProtocolError(err, this.deps.logger);
@@ -250,6 +288,36 @@ export class ConnectionManager {
       if (pe.code === 'UNAVAILABLE') this.end(ws, CLOSE_CODES.TRY_AGAIN_LATER, 'try again later');
       else this.end(ws, CLOSE_CODES.AUTH_FAILED, 'authentication failed');
     }
+  }
+
+  /** A fresh token for the connection's user extends its life; anything else changes nothing. */
+  private async renewToken(ws: RelaySocket, raw: string): Promise<void> {
+    const ud = ws.getUserData();
+    try {
+      const token = await this.deps.verifier.verify(raw);
+      if (token.userId !== ud.userId) throw new ProtocolError('TOKEN_INVALID', 'the token names another user than this connection\'s');
+      if (ud.closed) return;
+      this.armTokenTimer(ws, token.validUntilMs);
+      this.send(ws, { type: 'token_ok', expiresAt: token.expiresAtMs });
+    } catch (err) {
+      this.sendError(ws, err);
+    }
+  }
+
+  /** Closes the connection with TOKEN_EXPIRED once its token is no longer accepted. */
+  private armTokenTimer(ws: RelaySocket, validUntilMs: number): void {
+    const ud = ws.getUserData();
+    if (ud.tokenTimer) clearTimeout(ud.tokenTimer);
+    const delay = validUntilMs - this.deps.now();
+    // Timers hold at most 2^31 - 1 ms (~24.8 days): a longer token is checked again then.
+    const step = Math.min(Math.max(delay, 0), MAX_TIMER_MS);
+    ud.tokenTimer = setTimeout(() => {
+      ud.tokenTimer = undefined;
+      if (ud.closed) return;
+      if (this.deps.now() < validUntilMs) return this.armTokenTimer(ws, validUntilMs);
+      this.sendError(ws, new ProtocolError('TOKEN_EXPIRED', 'the token expired; connect again with a fresh one, or send a token frame before it expires'));
+      this.end(ws, CLOSE_CODES.AUTH_FAILED, 'token expired');
+    }, step);
   }
 
   private sink(ws: RelaySocket): StreamSink {

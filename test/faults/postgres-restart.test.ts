@@ -9,7 +9,7 @@
  * by itself; and the same relay process, never restarted, stores and delivers again.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
+import { decodeBase64url } from '../../protocol/base64url.js';
 import { CLOSE_CODES } from '../../protocol/errors.js';
 import { PrivatePg, privatePgAvailable, privatePgMissing } from '../helpers/private-pg.js';
 import { killAllRelays } from '../helpers/relay.js';
@@ -87,7 +87,7 @@ describe('PostgreSQL restarted under a running relay', () => {
       // A device connecting now cannot be checked: told to come back later, not refused.
       const late = await RawClient.connect(relay.wsUrl, firstDevice(latecomer), latecomer.token, { auth: false });
       const nonce = decodeBase64url(String(late.json.find((f) => f.type === 'challenge')!.nonce))!;
-      late.sendJson({ type: 'auth', token: latecomer.token, deviceId: firstDevice(latecomer).deviceId, signature: encodeBase64url(firstDevice(latecomer).authSignature(nonce)) });
+      late.sendJson(firstDevice(latecomer).authFrame(nonce, latecomer.token, relay.wsUrl));
       expect((await late.waitJson((f) => f.type === 'error')).code).toBe('UNAVAILABLE');
       expect(await late.waitClosed()).toBe(CLOSE_CODES.TRY_AGAIN_LATER);
       await fault.recover();

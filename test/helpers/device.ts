@@ -3,7 +3,11 @@
  * client signs them, in wire (JSON, base64url) form and in store form.
  */
 import { encodeBase64url } from '../../protocol/base64url.js';
-import { deviceAuthTranscript, deviceRegistrationTranscript } from '../../protocol/transcripts.js';
+import { relayOrigin } from '../../protocol/origin.js';
+import { deviceAuthTranscript } from '../../protocol/transcripts.js';
+import { DeviceChain } from '../../crypto/devices/chain.js';
+import { createLinkRequest, linkEntry, revokeEntry, rootEntry } from '../../crypto/devices/link.js';
+import { IdentityKeyPair } from '../../crypto/identity/identity-key.js';
 import { type PublishedKeyKind, signPublishedKey } from '../../crypto/published-key.js';
 import { type CryptoBackend, defaultBackend, systemRandom } from '../../crypto/primitives/index.js';
 import type { SignedKey } from '../../server/directory/store.js';
@@ -15,6 +19,17 @@ export interface WireKey {
 }
 
 let counter = 0;
+
+/** The devices each test user has enrolled in this process, oldest first: a later device
+ * of the same user is linked by one of them, as a real client's would be. */
+const enrolled = new Map<string, TestDevice[]>();
+
+/** Verifies a user's list as served, throwing on any refusal (tests expect valid lists). */
+export function verifiedChain(userId: string, entries: readonly Uint8Array[]): DeviceChain {
+  const r = DeviceChain.verify(userId, entries);
+  if (!r.ok) throw new Error(`device list of ${userId} does not verify at entry ${r.index}: ${r.reason}: ${r.message}`);
+  return r.chain;
+}
 
 /** A device id unique within this process, readable in failures. */
 export function uniqueDeviceId(prefix = 'dev'): string {
@@ -35,10 +50,42 @@ export class TestDevice {
     this.identityKey = backend.ed25519PublicKey(this.seed);
   }
 
-  /** Body of POST /v1/devices. */
-  registration(): { deviceId: string; identityKey: string; signature: string } {
-    const sig = this.backend.ed25519Sign(this.seed, deviceRegistrationTranscript(this.userId, this.deviceId, this.identityKey));
-    return { deviceId: this.deviceId, identityKey: encodeBase64url(this.identityKey), signature: encodeBase64url(sig) };
+  /** The identity key pair (for signing device-list entries). */
+  get identity(): IdentityKeyPair {
+    return IdentityKeyPair.fromSeed(this.seed, this.backend);
+  }
+
+  /**
+   * The entry that enrols this device into `chain` (the user's list as it is now): the
+   * root when the list is empty, else an add signed by `linker` (by default the first
+   * device this process enrolled for the user that is still active).
+   */
+  enrolEntry(chain: DeviceChain, linker?: TestDevice): Uint8Array {
+    if (chain.length === 0) return rootEntry(this.identity, this.userId, this.deviceId);
+    const active = (d: TestDevice): boolean => {
+      const listed = chain.device(d.deviceId)?.identityKey;
+      return listed !== undefined && Buffer.compare(listed, d.identityKey) === 0;
+    };
+    const by = linker ?? (enrolled.get(this.userId) ?? []).find(active);
+    if (!by) throw new Error(`no enrolled device of ${this.userId} in this process can link ${this.deviceId}`);
+    return linkEntry(chain, by.deviceId, by.identity, createLinkRequest(this.identity, this.userId, this.deviceId));
+  }
+
+  /** The entry revoking `deviceId` from `chain`, signed by this device. */
+  revokeEntry(chain: DeviceChain, deviceId: string): Uint8Array {
+    return revokeEntry(chain, this.deviceId, this.identity, deviceId);
+  }
+
+  /** Remembers that the relay accepted this device into its user's list. */
+  markEnrolled(): void {
+    const list = enrolled.get(this.userId) ?? [];
+    if (!list.includes(this)) list.push(this);
+    enrolled.set(this.userId, list);
+  }
+
+  /** Body of POST /v1/devices enrolling this device into `chain`. */
+  enrolBody(chain: DeviceChain, linker?: TestDevice): { entry: string } {
+    return { entry: encodeBase64url(this.enrolEntry(chain, linker)) };
   }
 
   /** A key of `kind` with a fresh public key, signed by this device (store form). */
@@ -55,9 +102,15 @@ export class TestDevice {
     return this.backend.mlkemKeygen().publicKey;
   }
 
-  /** Signature for the WebSocket auth frame. */
-  authSignature(challenge: Uint8Array, userId = this.userId, deviceId = this.deviceId): Uint8Array {
-    return this.backend.ed25519Sign(this.seed, deviceAuthTranscript(challenge, userId, deviceId));
+  /** Signature for the WebSocket auth frame, naming the relay `origin` (originOf(wsUrl)). */
+  authSignature(challenge: Uint8Array, origin: string, userId = this.userId, deviceId = this.deviceId): Uint8Array {
+    return this.backend.ed25519Sign(this.seed, deviceAuthTranscript(challenge, userId, deviceId, origin));
+  }
+
+  /** A complete auth frame for a relay at `wsUrl`. */
+  authFrame(challenge: Uint8Array, token: string, wsUrl: string): { type: 'auth'; token: string; deviceId: string; origin: string; signature: string } {
+    const origin = originOf(wsUrl);
+    return { type: 'auth', token, deviceId: this.deviceId, origin, signature: encodeBase64url(this.authSignature(challenge, origin)) };
   }
 
   /** A complete first upload: signed prekey, last-resort KEM key, and one-time keys. */
@@ -75,6 +128,13 @@ export class TestDevice {
       oneTimeKemPrekeys: range(first, opts.oneTimeKem).map((id) => this.wireKey('one-time-kem-prekey', id)),
     };
   }
+}
+
+/** The relay origin a device signs for a relay at `wsUrl`. */
+export function originOf(wsUrl: string): string {
+  const o = relayOrigin(wsUrl);
+  if (o === undefined) throw new Error(`not a relay URL: ${wsUrl}`);
+  return o;
 }
 
 export function toWire(k: SignedKey): WireKey {

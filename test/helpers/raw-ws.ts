@@ -6,7 +6,7 @@
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
+import { decodeBase64url } from '../../protocol/base64url.js';
 import type { TestDevice } from './device.js';
 
 /** RFC 6455 section 1.3: the GUID appended to the key for Sec-WebSocket-Accept. */
@@ -41,7 +41,11 @@ export class HandmadeWs {
   private waiters: Array<() => void> = [];
   closed = false;
 
-  private constructor(readonly socket: net.Socket) {
+  private constructor(
+    readonly socket: net.Socket,
+    /** The ws:// URL connected to (the origin a device signs). */
+    readonly url: string,
+  ) {
     socket.on('data', (d: Buffer) => {
       this.buf = Buffer.concat([this.buf, d]);
       this.parse();
@@ -81,7 +85,7 @@ export class HandmadeWs {
       socket.on('data', onData);
       socket.once('error', reject);
     });
-    const ws = new HandmadeWs(socket);
+    const ws = new HandmadeWs(socket, `ws://${host}:${port}${path}`);
     if (rest.length > 0) {
       ws.buf = rest;
       ws.parse();
@@ -140,7 +144,7 @@ export class HandmadeWs {
     const challenge = await this.waitJson((f) => f.type === 'challenge');
     const nonce = decodeBase64url(String(challenge.nonce));
     if (!nonce) throw new Error('challenge nonce is not base64url');
-    const auth = { type: 'auth', token, deviceId: device.deviceId, signature: encodeBase64url(device.authSignature(nonce)) };
+    const auth = device.authFrame(nonce, token, this.url);
     this.write(clientFrame(OPCODE.text, new TextEncoder().encode(JSON.stringify(auth))));
     const r = await this.waitJson((f) => f.type === 'auth_ok' || f.type === 'error');
     if (r.type !== 'auth_ok') throw new Error(`auth failed: ${JSON.stringify(r)}`);

@@ -14,7 +14,7 @@ export type Frame = Record<string, any> & { type: string };
 /** Frames the relay sends in answer to something the client did. Everything else
  * (mailbox deliveries, backlog markers) it may push unsolicited once a device is bound;
  * `reply()` skips those so that tests about requests are not coupled to delivery. */
-const REPLY_TYPES = new Set(['challenge', 'auth_ok', 'pong', 'error', 'stored']);
+const REPLY_TYPES = new Set(['challenge', 'auth_ok', 'token_ok', 'pong', 'error', 'stored']);
 
 export class WsClient {
   private readonly queue: Frame[] = [];

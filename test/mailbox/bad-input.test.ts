@@ -93,7 +93,7 @@ describe.each(DRIVERS)('bad input on the mailbox connection on $name', (driver) 
   it('SEND and ACK before authentication are UNAUTHENTICATED; the connection can still authenticate', async () => {
     const c = await RawClient.connect(world.relay.wsUrl, firstDevice(mallory), mallory.token, { auth: false });
     const send = await errorFor(c, sendFrame(bob.userId, [{ deviceId: 'd1', payload: payload('early') }]));
-    expect(send).toMatchObject({ type: 'error', code: 'UNAUTHENTICATED' });
+    expect(send).toMatchObject({ type: 'error', code: 'UNAUTHENTICATED', id: 9 });
     c.sendJson({ type: 'ack', seq: 1 });
     await c.until(() => c.errors().length === 2, 'the ACK error');
     expect(c.errors()[1]).toMatchObject({ code: 'UNAUTHENTICATED' });
@@ -229,7 +229,7 @@ describe.each(DRIVERS)('bad input on the mailbox connection on $name', (driver) 
       codes.push(c.errors()[before]!.code);
     }
     expect(codes).toEqual(['BAD_REQUEST', 'BAD_REQUEST', 'UNKNOWN_FRAME', 'BAD_REQUEST', 'BAD_REQUEST']);
-    c.sendJson({ type: 'auth', token: mallory.token, deviceId: 'd1', signature: 'A'.repeat(86) });
+    c.sendJson({ type: 'auth', token: mallory.token, deviceId: 'd1', origin: 'ws://relay', signature: 'A'.repeat(86) });
     await c.until(() => c.errors().length === codes.length + 1, 'the second auth error');
     expect(c.errors().at(-1)).toMatchObject({ code: 'ALREADY_AUTHENTICATED' });
     // The connection still sends.

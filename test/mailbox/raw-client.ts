@@ -84,7 +84,7 @@ export class RawClient {
     if (opts.auth !== false) {
       const nonce = decodeBase64url(String(challenge.nonce));
       if (!nonce) throw new Error('challenge nonce is not base64url');
-      c.sendJson({ type: 'auth', token, deviceId: device.deviceId, signature: encodeBase64url(device.authSignature(nonce)) });
+      c.sendJson(device.authFrame(nonce, token, wsUrl));
       const r = await c.waitJson((f) => f.type === 'auth_ok' || f.type === 'error');
       if (r.type !== 'auth_ok') throw new Error(`auth failed: ${JSON.stringify(r)}`);
     }

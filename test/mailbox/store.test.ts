@@ -13,7 +13,8 @@ import { MAILBOX_CHANNEL, MailboxStore, type SendItem, type SendResult, decodeNo
 import { type Database, sqlState } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { pgMissing } from '../helpers/pg.js';
-import { STORAGE_DRIVERS } from '../helpers/storage.js';
+import { STORAGE_DRIVERS, enrolInStore } from '../helpers/storage.js';
+import { TestDevice } from '../helpers/device.js';
 
 const T0 = 1_800_000_000_000;
 
@@ -48,7 +49,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
   /** A fresh user with one device (and so one mailbox). */
   async function mailbox(): Promise<{ userId: string; deviceId: string }> {
     const userId = `u${++n}`;
-    await directory.registerDevice(userId, 'd1', systemRandom(32));
+    await enrolInStore(directory, new TestDevice(userId, 'd1'));
     return { userId, deviceId: 'd1' };
   }
 
@@ -116,7 +117,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
 
   it('the sweeper removes every target\'s envelope of an expired multi-device SEND, and records whose envelopes were acknowledged', async () => {
     const two = await mailbox();
-    await directory.registerDevice(two.userId, 'd2', systemRandom(32));
+    await enrolInStore(directory, new TestDevice(two.userId, 'd2'));
     const both = (label: string) => ({
       ...item(two, label, { ttlSeconds: 1 }),
       targets: [
@@ -167,7 +168,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
   it('one batch answers new SENDs, resends, conflicts, repeats and device-list mismatches, each in its place', async () => {
     const box = await mailbox();
     const two = await mailbox();
-    await directory.registerDevice(two.userId, 'd2', systemRandom(32));
+    await enrolInStore(directory, new TestDevice(two.userId, 'd2'));
     const resent = systemRandom(16);
     const conflicted = systemRandom(16);
     await store1(item(box, 'resent', { envelopeId: resent }));
@@ -246,7 +247,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
 
   it('a device called NULL is a device like any other, also in the idempotency record', async () => {
     const box = await mailbox();
-    await directory.registerDevice(box.userId, 'NULL', systemRandom(32));
+    await enrolInStore(directory, new TestDevice(box.userId, 'NULL'));
     const envelopeId = systemRandom(16);
     const send = {
       ...item(box, 'x', { envelopeId }),
@@ -325,7 +326,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
       const many = [];
       for (let i = 0; i < 300; i++) {
         const userId = `a-rather-long-user-identifier-number-${i}-${++n}`;
-        await directory.registerDevice(userId, 'd1', systemRandom(32));
+        await enrolInStore(directory, new TestDevice(userId, 'd1'));
         many.push(item({ userId }, `m${i}`));
       }
       await store.storeBatch(many);

@@ -7,7 +7,7 @@ import { fc, test } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import { parseJsonObject } from '../../protocol/decode.js';
-import { decodeKeyUpload, decodeRegisterDevice } from '../../protocol/directory.js';
+import { decodeDeviceEntryRequest, decodeDeviceListAnswer, decodeKeyUpload, encodeDeviceListAnswer } from '../../protocol/directory.js';
 import { ERROR_CODES, ProtocolError } from '../../protocol/errors.js';
 import { MAX_KEYS_PER_UPLOAD } from '../../protocol/limits.js';
 import { deviceAuthTranscript, deviceRegistrationTranscript } from '../../protocol/transcripts.js';
@@ -45,7 +45,7 @@ describe('decodeKeyUpload', () => {
   });
 
   test.prop([fc.json()])('throws nothing but ProtocolError on arbitrary JSON', (text) => {
-    for (const decode of [decodeKeyUpload, decodeRegisterDevice]) {
+    for (const decode of [decodeKeyUpload, decodeDeviceEntryRequest, decodeDeviceListAnswer]) {
       try {
         decode(parseJsonObject(text));
       } catch (err) {
@@ -55,20 +55,31 @@ describe('decodeKeyUpload', () => {
   });
 });
 
+describe('device list answer', () => {
+  it('round-trips, and refuses more entries than the list holds', () => {
+    const a = { userId: 'alice', length: 3, head: new Uint8Array(32).fill(9), entries: [new Uint8Array([1, 2]), new Uint8Array([3])], devices: [{ deviceId: 'phone', identityKey: new Uint8Array(32).fill(1) }] };
+    expect(decodeDeviceListAnswer(JSON.parse(JSON.stringify(encodeDeviceListAnswer(a))))).toEqual(a);
+    const empty = { userId: 'bob', length: 0, head: undefined, entries: [], devices: [] };
+    expect(decodeDeviceListAnswer(JSON.parse(JSON.stringify(encodeDeviceListAnswer(empty))))).toEqual(empty);
+    expect(codeOf(() => decodeDeviceListAnswer({ ...JSON.parse(JSON.stringify(encodeDeviceListAnswer(a))), length: 1 }))).toBe('BAD_REQUEST');
+  });
+});
+
 describe('transcripts', () => {
   const ik = new Uint8Array(32).fill(1);
   const nonce = new Uint8Array(32).fill(2);
 
   it('length-prefix fields, so different splits of the same characters differ', () => {
     expect(deviceRegistrationTranscript('ab', 'c', ik)).not.toEqual(deviceRegistrationTranscript('a', 'bc', ik));
-    expect(deviceAuthTranscript(nonce, 'ab', 'c')).not.toEqual(deviceAuthTranscript(nonce, 'a', 'bc'));
+    expect(deviceAuthTranscript(nonce, 'ab', 'c', 'ws://r')).not.toEqual(deviceAuthTranscript(nonce, 'a', 'bc', 'ws://r'));
+    expect(deviceAuthTranscript(nonce, 'a', 'b', 'ws://r1')).not.toEqual(deviceAuthTranscript(nonce, 'a', 'b', 'ws://r2'));
   });
 
   it('are domain-separated: a registration transcript is never an auth transcript', () => {
     const reg = new TextDecoder().decode(deviceRegistrationTranscript('u', 'd', ik));
-    const auth = new TextDecoder().decode(deviceAuthTranscript(nonce, 'u', 'd'));
+    const auth = new TextDecoder().decode(deviceAuthTranscript(nonce, 'u', 'd', 'wss://relay.example'));
     expect(reg.startsWith('hermetic/v1/device-registration\0')).toBe(true);
-    expect(auth.startsWith('hermetic/v1/device-auth\0')).toBe(true);
+    expect(auth.startsWith('hermetic/v1/device-auth/2\0')).toBe(true);
   });
 });
 

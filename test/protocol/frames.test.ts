@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { type ClientFrame, decodeClientFrame, encodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
-import { MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_TOKEN_BYTES } from '../../protocol/limits.js';
+import { MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_TOKEN_BYTES, MAX_ORIGIN_LENGTH } from '../../protocol/limits.js';
 
 function decodeError(data: string | Uint8Array): ProtocolError {
   try {
@@ -73,11 +73,13 @@ describe('decodeClientFrame', () => {
     type: fc.constant('auth' as const),
     token: fc.string({ minLength: 1, maxLength: 200 }),
     deviceId: fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/),
+    origin: fc.string({ minLength: 1, maxLength: 256 }),
     signature: fc.uint8Array({ minLength: 64, maxLength: 64 }),
   });
+  const tokenFrame = fc.record({ type: fc.constant('token' as const), token: fc.string({ minLength: 1, maxLength: 200 }) });
   const pingFrame = fc.record({ type: fc.constant('ping' as const), id: fc.option(fc.integer({ min: 0, max: 0xffff_ffff }), { nil: undefined }) });
 
-  test.prop([fc.oneof(authFrame, pingFrame)])('round-trips every client frame through encode and decode', (frame: ClientFrame) => {
+  test.prop([fc.oneof(authFrame, pingFrame, tokenFrame)])('round-trips every client frame through encode and decode', (frame: ClientFrame) => {
     const encoded = encodeClientFrame(frame);
     expect(decodeClientFrame(encoded)).toEqual(frame);
     expect(decodeClientFrame(te.encode(encoded))).toEqual(frame);
@@ -120,13 +122,15 @@ describe('decodeClientFrame', () => {
   });
 
   it('bounds and checks every auth field', () => {
-    const ok = { type: 'auth', token: 't', deviceId: 'phone', signature: encodeBase64url(sig) };
-    expect(decodeClientFrame(JSON.stringify(ok))).toEqual({ type: 'auth', token: 't', deviceId: 'phone', signature: sig });
+    const ok = { type: 'auth', token: 't', deviceId: 'phone', origin: 'ws://relay', signature: encodeBase64url(sig) };
+    expect(decodeClientFrame(JSON.stringify(ok))).toEqual({ type: 'auth', token: 't', deviceId: 'phone', origin: 'ws://relay', signature: sig });
     const bad: Record<string, unknown>[] = [
       { ...ok, token: '' },
       { ...ok, token: 'x'.repeat(MAX_TOKEN_BYTES + 1) },
       { ...ok, deviceId: 'a'.repeat(MAX_DEVICE_ID_LENGTH + 1) },
       { ...ok, deviceId: 'has space' },
+      { ...ok, origin: '' },
+      { ...ok, origin: 'w'.repeat(MAX_ORIGIN_LENGTH + 1) },
       { ...ok, deviceId: 'ünïcode' },
       { ...ok, signature: encodeBase64url(new Uint8Array(63)) },
       { ...ok, signature: `${encodeBase64url(sig)}==` },

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import { CLOSE_CODES } from '../../protocol/errors.js';
 import { AUTH_TIMEOUT_MS, MAX_FRAME_BYTES } from '../../protocol/limits.js';
-import { TestDevice } from '../helpers/device.js';
+import { TestDevice, originOf } from '../helpers/device.js';
 import { connectAuthenticated, registerDevice } from '../helpers/flows.js';
 import { expectError, refusedUpgrade, request } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
@@ -68,7 +68,7 @@ describe('HTTP authentication', () => {
   it('accepts a valid token', async () => {
     const res = await request(relay.baseUrl, 'GET', path, { token: await issuer.mint('alice') });
     expect(res.status, res.text).toBe(200);
-    expect(res.body).toEqual({ userId: 'someone', devices: [] });
+    expect(res.body).toEqual({ userId: 'someone', length: 0, entries: [], devices: [] });
   });
 
   it('reads the Bearer scheme name in any case', async () => {
@@ -146,7 +146,7 @@ describe('WebSocket authentication', () => {
     ws.send({ type: 'ping', id: 5 });
     expect(await ws.reply()).toEqual({ type: 'pong', id: 5 });
     // A second auth frame on a bound connection is refused, and the connection stays.
-    ws.send({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(new Uint8Array(64)) });
+    ws.send({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, origin: originOf(relay.wsUrl), signature: encodeBase64url(new Uint8Array(64)) });
     expect(await ws.reply()).toMatchObject({ type: 'error', code: 'ALREADY_AUTHENTICATED' });
     ws.send({ type: 'ping', id: 6 });
     expect(await ws.reply()).toEqual({ type: 'pong', id: 6 });
@@ -157,7 +157,7 @@ describe('WebSocket authentication', () => {
   it('refuses expired, foreign and malformed tokens in the auth frame and closes with 4001', async () => {
     for (const [what, token, code] of await badTokens(alice.userId)) {
       try {
-        await expectAuthRefused((c) => ({ type: 'auth', token, deviceId: alice.deviceId, signature: encodeBase64url(alice.authSignature(c)) }), code);
+        await expectAuthRefused((c) => alice.authFrame(c, token, relay.wsUrl), code);
       } catch (err) {
         throw new Error(`${what}: ${(err as Error).message}`, { cause: err });
       }
@@ -167,7 +167,7 @@ describe('WebSocket authentication', () => {
   it('refuses a challenge signed with the wrong key (CHALLENGE_FAILED, 4001)', async () => {
     const impostor = new TestDevice(alice.userId, alice.deviceId);
     await expectAuthRefused(
-      (c) => ({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(impostor.authSignature(c)) }),
+      (c) => impostor.authFrame(c, aliceToken, relay.wsUrl),
       'CHALLENGE_FAILED',
     );
   });
@@ -176,7 +176,7 @@ describe('WebSocket authentication', () => {
     const { ws: other, challenge: otherChallenge } = await WsClient.connectWithChallenge(relay.wsUrl);
     other.close();
     await expectAuthRefused(
-      () => ({ type: 'auth', token: aliceToken, deviceId: alice.deviceId, signature: encodeBase64url(alice.authSignature(otherChallenge)) }),
+      () => alice.authFrame(otherChallenge, aliceToken, relay.wsUrl),
       'CHALLENGE_FAILED',
     );
   });
@@ -185,11 +185,11 @@ describe('WebSocket authentication', () => {
     // Bob's device signs whatever Bob would sign for this connection, and also the
     // transcript naming Alice: neither lets Alice's token bind Bob's device.
     await expectAuthRefused(
-      (c) => ({ type: 'auth', token: aliceToken, deviceId: bob.deviceId, signature: encodeBase64url(bob.authSignature(c)) }),
+      (c) => bob.authFrame(c, aliceToken, relay.wsUrl),
       'DEVICE_NOT_FOUND',
     );
     await expectAuthRefused(
-      (c) => ({ type: 'auth', token: aliceToken, deviceId: bob.deviceId, signature: encodeBase64url(bob.authSignature(c, alice.userId)) }),
+      (c) => ({ ...bob.authFrame(c, aliceToken, relay.wsUrl), signature: encodeBase64url(bob.authSignature(c, originOf(relay.wsUrl), alice.userId)) }),
       'DEVICE_NOT_FOUND',
     );
   });

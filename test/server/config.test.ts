@@ -32,6 +32,7 @@ describe('loadConfig', () => {
       production: false,
       auth: { mode: 'dev', issuer: DEV_ISSUER, audience: DEV_AUDIENCE, clockToleranceSec: 30 },
       shutdownGraceMs: 10_000,
+      publicOrigin: undefined,
       wsIdleTimeoutSec: 120,
     });
   });
@@ -48,6 +49,7 @@ describe('loadConfig', () => {
       HERMETIC_LOG_LEVEL: 'warn',
       HERMETIC_JWT_CLOCK_TOLERANCE: '5',
       HERMETIC_SHUTDOWN_GRACE_MS: '250',
+      HERMETIC_PUBLIC_URL: 'https://Relay.Example.com:443/v1/ws',
       HERMETIC_WS_IDLE_TIMEOUT_S: '16',
       NODE_ENV: 'production',
     });
@@ -62,6 +64,7 @@ describe('loadConfig', () => {
       production: true,
       auth: { mode: 'jwks', jwksFile: '/keys/jwks.json', issuer: 'https://idp.example', audience: 'chat', clockToleranceSec: 5 },
       shutdownGraceMs: 250,
+      publicOrigin: 'wss://relay.example.com',
       wsIdleTimeoutSec: 16,
     });
   });
@@ -109,6 +112,14 @@ describe('loadConfig', () => {
     expect(msg).toContain('HERMETIC_JWKS_URL');
     expect(msg).toContain('HERMETIC_JWKS_FILE');
     expect(msg).toContain('NODE_ENV=production');
-    expect(loadConfig({ NODE_ENV: 'production', ...jwks }).auth.mode).toBe('jwks');
+    expect(loadConfig({ NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example', ...jwks }).auth.mode).toBe('jwks');
+  });
+
+  it('requires the public URL in production (devices sign the relay origin), and refuses one that is not a relay URL', () => {
+    expect(configError({ NODE_ENV: 'production', ...jwks }).message).toMatch(/^HERMETIC_PUBLIC_URL /);
+    for (const bad of ['relay.example', 'ftp://relay.example', 'wss://user:pw@relay.example']) {
+      expect(configError({ HERMETIC_PUBLIC_URL: bad }).message, bad).toMatch(/^HERMETIC_PUBLIC_URL /);
+    }
+    expect(loadConfig({ HERMETIC_PUBLIC_URL: 'ws://127.0.0.1:8080' }).publicOrigin).toBe('ws://127.0.0.1:8080');
   });
 });

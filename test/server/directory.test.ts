@@ -10,8 +10,11 @@ import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { BUNDLE_FETCH_BURST, BUNDLE_FETCH_PER_SECOND, MAX_HTTP_BODY_BYTES, MAX_KEYS_PER_UPLOAD } from '../../protocol/limits.js';
 import { type PublishedKeyKind, verifyPublishedKey } from '../../crypto/published-key.js';
 import { defaultBackend } from '../../crypto/primitives/index.js';
-import { TestDevice, type WireKey, range } from '../helpers/device.js';
-import { registerDevice } from '../helpers/flows.js';
+import { TestDevice, type WireKey, range, verifiedChain } from '../helpers/device.js';
+import { connectAuthenticated, registerDevice } from '../helpers/flows.js';
+import { WsClient } from '../helpers/ws.js';
+import { createLinkRequest, linkEntry } from '../../crypto/devices/link.js';
+import { decodeDeviceListAnswer } from '../../protocol/directory.js';
 import { expectError, postChunkedUntilAnswered, postDeclaredLength, request } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
@@ -83,77 +86,131 @@ describe.each(DRIVERS)('key directory over HTTP on $name', (driver) => {
     return res.body;
   }
 
-  describe('registration', () => {
-    it('registers a device (201), then answers 200 for the same registration', async () => {
+  describe('device list', () => {
+    const post = (t: string, entry: Uint8Array | string) =>
+      request(base, 'POST', '/v1/devices', { token: t, json: { entry: typeof entry === 'string' ? entry : encodeBase64url(entry) } });
+    const list = async (user: string, t: string, after?: number) => {
+      const res = await request(base, 'GET', `/v1/users/${user}/devices${after === undefined ? '' : `?after=${after}`}`, { token: t });
+      expect(res.status, res.text).toBe(200);
+      return decodeDeviceListAnswer(res.body);
+    };
+
+    it('enrols the root (201), answers 200 for the same entry, and serves the list', async () => {
       const d = new TestDevice(u('reg'));
       const t = await token(d.userId);
-      const first = await request(base, 'POST', '/v1/devices', { token: t, json: d.registration() });
+      const entry = d.enrolEntry(verifiedChain(d.userId, []));
+      const first = await post(t, entry);
       expect(first.status, first.text).toBe(201);
-      expect(first.body).toEqual({ userId: d.userId, deviceId: d.deviceId, created: true });
-      const again = await request(base, 'POST', '/v1/devices', { token: t, json: d.registration() });
+      expect(first.body).toEqual({ userId: d.userId, seq: 0, kind: 'root', deviceId: d.deviceId, created: true });
+      const again = await post(t, entry);
       expect(again.status, again.text).toBe(200);
-      expect(again.body).toEqual({ userId: d.userId, deviceId: d.deviceId, created: false });
+      expect(again.body).toEqual({ userId: d.userId, seq: 0, kind: 'root', deviceId: d.deviceId, created: false });
+      const l = await list(d.userId, t);
+      expect(l.entries).toEqual([entry]);
+      expect(l.length).toBe(1);
+      expect(l.head).toEqual(verifiedChain(d.userId, l.entries).head);
     });
 
-    it('refuses the same device id with another identity key (DEVICE_EXISTS)', async () => {
-      const d = new TestDevice(u('reg-exists'));
-      const t = await token(d.userId);
-      await registerDevice(base, t, d);
-      const impostor = new TestDevice(d.userId, d.deviceId);
-      expectError(await request(base, 'POST', '/v1/devices', { token: t, json: impostor.registration() }), 409, 'DEVICE_EXISTS');
-    });
-
-    it('refuses a registration with a bad signature (INVALID_SIGNATURE) and stores nothing', async () => {
-      const d = new TestDevice(u('reg-badsig'));
-      const t = await token(d.userId);
-      const other = new TestDevice(d.userId, d.deviceId);
-      // Signed by another key.
-      const forged = { ...d.registration(), signature: other.registration().signature };
-      expectError(await request(base, 'POST', '/v1/devices', { token: t, json: forged }), 400, 'INVALID_SIGNATURE');
-      // A bit flipped in a valid signature.
-      const flipped = { ...d.registration(), signature: flipBit(d.registration().signature) };
-      expectError(await request(base, 'POST', '/v1/devices', { token: t, json: flipped }), 400, 'INVALID_SIGNATURE');
-      // A valid registration made for another user: the signature binds the user id.
-      const forOther = new TestDevice(u('reg-badsig-other'), d.deviceId);
-      expectError(
-        await request(base, 'POST', '/v1/devices', { token: t, json: { ...forOther.registration() } }),
-        400,
-        'INVALID_SIGNATURE',
-      );
-      const list = await request(base, 'GET', `/v1/users/${d.userId}/devices`, { token: t });
-      expect(list.body.devices).toEqual([]);
-    });
-
-    it('refuses malformed fields (BAD_REQUEST)', async () => {
-      const d = new TestDevice(u('reg-fields'));
-      const t = await token(d.userId);
-      const good = d.registration();
-      for (const body of [
-        { ...good, deviceId: 'has space' },
-        { ...good, identityKey: encodeBase64url(new Uint8Array(31)) },
-        { ...good, signature: `${good.signature}==` },
-        { deviceId: good.deviceId },
-      ]) {
-        expectError(await request(base, 'POST', '/v1/devices', { token: t, json: body }), 400, 'BAD_REQUEST');
+    it('links a second device with a signature of the first; serves only newer entries after a position', async () => {
+      const user = u('linker');
+      const t = await token(user);
+      const phone = new TestDevice(user, 'phone');
+      const laptop = new TestDevice(user, 'laptop');
+      await registerDevice(base, t, phone);
+      await registerDevice(base, t, laptop, phone);
+      const whole = await list(user, t);
+      expect(whole.length).toBe(2);
+      expect(verifiedChain(user, whole.entries).devices.map((x) => x.deviceId)).toEqual(['laptop', 'phone']);
+      const newer = await list(user, t, 0);
+      expect(newer.entries).toEqual([whole.entries[1]]);
+      expect(newer.length).toBe(2);
+      expect((await list(user, t, 1)).entries).toEqual([]);
+      for (const bad of ['-2', 'x', '1.5', '99999999999']) {
+        expectError(await request(base, 'GET', `/v1/users/${user}/devices?after=${bad}`, { token: t }), 400, 'BAD_REQUEST');
       }
     });
 
-    it("lists a user's devices with their identity keys", async () => {
+    it('a token alone cannot add a device (INVALID_SIGNATURE, DEVICE_NOT_AUTHORIZED) and nothing is stored', async () => {
+      const user = u('victim');
+      const t = await token(user);
+      const phone = new TestDevice(user, 'phone');
+      await registerDevice(base, t, phone);
+      const before = await list(user, t);
+      const chain = verifiedChain(user, before.entries);
+      // The thief holds Alice's token and his own key, not a key of one of her devices.
+      const thief = new TestDevice(user, 'thief-device');
+      expectError(
+        await post(t, linkEntry(chain, phone.deviceId, thief.identity, createLinkRequest(thief.identity, user, thief.deviceId))),
+        400,
+        'INVALID_SIGNATURE',
+      );
+      expectError(await post(t, thief.enrolEntry(verifiedChain(user, []))), 403, 'DEVICE_NOT_AUTHORIZED');
+      // An entry for one user posted with another user's token.
+      const other = new TestDevice(u('victim-2'));
+      expectError(await post(t, other.enrolEntry(verifiedChain(other.userId, []))), 403, 'DEVICE_NOT_AUTHORIZED');
+      const after = await list(user, t);
+      expect(after.entries).toEqual(before.entries);
+      expect(after.devices.map((x) => x.deviceId)).toEqual(['phone']);
+    });
+
+    it('refuses a device id or key already in the list (DEVICE_EXISTS) and a stale entry (DEVICE_LIST_CONFLICT)', async () => {
+      const d = new TestDevice(u('reg-exists'));
+      const t = await token(d.userId);
+      await registerDevice(base, t, d);
+      const chain = verifiedChain(d.userId, (await list(d.userId, t)).entries);
+      const impostor = new TestDevice(d.userId, d.deviceId);
+      expectError(await post(t, impostor.enrolEntry(chain, d)), 409, 'DEVICE_EXISTS');
+      await registerDevice(base, t, new TestDevice(d.userId), d);
+      const res = await post(t, new TestDevice(d.userId).enrolEntry(chain, d));
+      expectError(res, 409, 'DEVICE_LIST_CONFLICT');
+    });
+
+    it('refuses malformed bodies and entries (BAD_REQUEST)', async () => {
+      const d = new TestDevice(u('reg-fields'));
+      const t = await token(d.userId);
+      const good = encodeBase64url(d.enrolEntry(verifiedChain(d.userId, [])));
+      for (const body of [{}, { entry: '' }, { entry: `${good}==` }, { entry: 5 }, { entry: encodeBase64url(new Uint8Array(513)) }, { entry: encodeBase64url(new Uint8Array(40)) }]) {
+        expectError(await request(base, 'POST', '/v1/devices', { token: t, json: body }), 400, 'BAD_REQUEST');
+      }
+      expect((await list(d.userId, t)).entries).toEqual([]);
+    });
+
+    it("lists a user's devices to other users without when they were added", async () => {
       const user = u('lister');
       const t = await token(user);
       const a = new TestDevice(user, 'a-phone');
       const b = new TestDevice(user, 'b-laptop');
       await registerDevice(base, t, b);
       await registerDevice(base, t, a);
-      // Any authenticated user may list another user's devices.
+      // Any authenticated user may read another user's list.
       const res = await request(base, 'GET', `/v1/users/${user}/devices`, { token: await token(u('someone-else')) });
       expect(res.status).toBe(200);
       expect(res.body.userId).toBe(user);
-      expect(res.body.devices.map((x: { deviceId: string; identityKey: string }) => [x.deviceId, x.identityKey])).toEqual([
-        ['a-phone', encodeBase64url(a.identityKey)],
-        ['b-laptop', encodeBase64url(b.identityKey)],
+      expect(res.body.devices).toEqual([
+        { deviceId: 'a-phone', identityKey: encodeBase64url(a.identityKey) },
+        { deviceId: 'b-laptop', identityKey: encodeBase64url(b.identityKey) },
       ]);
-      for (const x of res.body.devices) expect(new Date(x.createdAt).toISOString()).toBe(x.createdAt);
+    });
+
+    it('revocation closes the device\'s connection (4003); it can no longer connect, upload or be sent to', async () => {
+      const user = u('revoker');
+      const t = await token(user);
+      const phone = new TestDevice(user, 'phone');
+      const laptop = new TestDevice(user, 'laptop');
+      await registerDevice(base, t, phone);
+      await registerDevice(base, t, laptop);
+      const ws = await connectAuthenticated(relay.wsUrl, t, laptop);
+      const chain = verifiedChain(user, (await list(user, t)).entries);
+      const res = await post(t, phone.revokeEntry(chain, laptop.deviceId));
+      expect(res.status, res.text).toBe(201);
+      expect(res.body).toMatchObject({ kind: 'revoke', deviceId: 'laptop', seq: 2 });
+      expect((await ws.waitClosed()).code).toBe(4003);
+      expect((await list(user, t)).devices.map((x) => x.deviceId)).toEqual(['phone']);
+      expectError(await request(base, 'GET', `/v1/devices/laptop/keys`, { token: t }), 404, 'DEVICE_NOT_FOUND');
+      const { ws: again, challenge } = await WsClient.connectWithChallenge(relay.wsUrl);
+      again.send(laptop.authFrame(challenge, t, relay.wsUrl));
+      expect(await again.reply()).toMatchObject({ type: 'error', code: 'DEVICE_NOT_FOUND' });
+      expect((await again.waitClosed()).code).toBe(4001);
     });
   });
 

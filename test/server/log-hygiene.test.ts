@@ -30,7 +30,6 @@ describe('relay logs', () => {
     expect(token.split('.')).toHaveLength(3);
 
     const device = new TestDevice('log-user');
-    const registration = device.registration();
     await registerDevice(relay.baseUrl, token, device);
     const upload = device.fullUpload({ oneTime: 2, oneTimeKem: 1 });
     const up = await request(relay.baseUrl, 'PUT', `/v1/devices/${device.deviceId}/keys`, { token, json: upload });
@@ -43,8 +42,8 @@ describe('relay logs', () => {
 
     // A failed and a successful WebSocket authentication.
     const { ws: bad, challenge } = await WsClient.connectWithChallenge(relay.wsUrl);
-    const wrongSig = encodeBase64url(new TestDevice('log-user', device.deviceId).authSignature(challenge));
-    bad.send({ type: 'auth', token, deviceId: device.deviceId, signature: wrongSig });
+    const wrong = new TestDevice('log-user', device.deviceId).authFrame(challenge, token, relay.wsUrl);
+    bad.send(wrong);
     expect((await bad.reply()).code).toBe('CHALLENGE_FAILED');
     const good = await connectAuthenticated(relay.wsUrl, token, device);
     good.close();
@@ -56,8 +55,7 @@ describe('relay logs', () => {
       token,
       token.split('.')[2]!, // the JWT signature alone
       tampered,
-      registration.signature,
-      wrongSig,
+      wrong.signature,
       upload.signedPrekey.signature,
       JSON.parse(fs.readFileSync(path.join(relay.dataDir, 'dev-issuer.jwk.json'), 'utf8')).d as string,
     ];

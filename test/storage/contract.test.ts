@@ -11,10 +11,11 @@ import { DirectoryStore, type KeyUpload, type PrekeyBundle } from '../../server/
 import { MAX_STORED_ONE_TIME_KEYS } from '../../server/limits.js';
 import type { Database } from '../../server/storage/database.js';
 import { loadMigrations, migrate, migrationsCurrent } from '../../server/storage/migrate.js';
-import { TestDevice, range } from '../helpers/device.js';
+import { TestDevice, range, verifiedChain } from '../helpers/device.js';
+import { createLinkRequest, linkEntry } from '../../crypto/devices/link.js';
 import { pgMissing } from '../helpers/pg.js';
-import { STORAGE_DRIVERS } from '../helpers/storage.js';
-import { systemRandom } from '../../crypto/primitives/index.js';
+import { STORAGE_DRIVERS, enrolInStore } from '../helpers/storage.js';
+import { defaultBackend, systemRandom } from '../../crypto/primitives/index.js';
 
 async function rejection(p: Promise<unknown>): Promise<ProtocolError> {
   try {
@@ -119,53 +120,115 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
       await migrate(db);
     });
 
-    it('registers a device: created, then unchanged for the same key', async () => {
+    it('enrols a root device: created, then unchanged for the same entry', async () => {
       const d = new TestDevice('reg-user');
-      expect(await store.registerDevice(d.userId, d.deviceId, d.identityKey)).toBe('created');
-      expect(await store.registerDevice(d.userId, d.deviceId, d.identityKey)).toBe('unchanged');
+      const entry = d.enrolEntry(verifiedChain(d.userId, []));
+      expect((await store.appendDeviceEntry(d.userId, entry, defaultBackend)).outcome).toBe('created');
+      expect(await store.appendDeviceEntry(d.userId, entry, defaultBackend)).toEqual({ outcome: 'unchanged', kind: 'root', deviceId: d.deviceId, seq: 0 });
       const rec = await store.getDevice(d.userId, d.deviceId);
       expect(rec?.identityKey).toEqual(d.identityKey);
-      expect(rec?.createdAt).toBeInstanceOf(Date);
       expect((await store.listDevices(d.userId)).map((x) => x.deviceId)).toEqual([d.deviceId]);
+      const list = await store.deviceList(d.userId);
+      expect(list.length).toBe(1);
+      expect(list.entries).toEqual([entry]);
+      expect(verifiedChain(d.userId, list.entries).head).toEqual(list.head);
+      expect((await store.deviceList(d.userId, 0)).entries).toEqual([]);
     });
 
-    it('refuses the same device id with another identity key (DEVICE_EXISTS), keeping the first key', async () => {
-      const d = new TestDevice('reg-user-2');
-      const other = new TestDevice(d.userId, d.deviceId);
-      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
-      const err = await rejection(store.registerDevice(d.userId, d.deviceId, other.identityKey));
-      expect(err.code).toBe('DEVICE_EXISTS');
-      expect((await store.getDevice(d.userId, d.deviceId))?.identityKey).toEqual(d.identityKey);
+    it('links a device only with a signature of an active device of the user', async () => {
+      const root = new TestDevice('link-user');
+      await enrolInStore(store, root);
+      const chain = verifiedChain(root.userId, (await store.deviceList(root.userId)).entries);
+      const mallory = new TestDevice(root.userId);
+      const thief = new TestDevice('someone-else');
+      // A token alone: an entry signed by a key that is not one of the user's devices.
+      const forged = linkEntry(chain, root.deviceId, thief.identity, createLinkRequest(mallory.identity, root.userId, mallory.deviceId));
+      expect((await rejection(store.appendDeviceEntry(root.userId, forged, defaultBackend))).code).toBe('INVALID_SIGNATURE');
+      // A second root for a user who has a list.
+      expect((await rejection(store.appendDeviceEntry(root.userId, mallory.enrolEntry(verifiedChain(root.userId, [])), defaultBackend))).code).toBe(
+        'DEVICE_NOT_AUTHORIZED',
+      );
+      expect(await store.getDevice(root.userId, mallory.deviceId)).toBeUndefined();
+      // The real thing.
+      const laptop = new TestDevice(root.userId);
+      expect(await enrolInStore(store, laptop)).toBe('created');
+      expect((await store.listDevices(root.userId)).map((x) => x.deviceId).sort()).toEqual([root.deviceId, laptop.deviceId].sort());
+      // An entry signed against the old head is stale.
+      const late = new TestDevice(root.userId);
+      expect((await rejection(store.appendDeviceEntry(root.userId, late.enrolEntry(chain, root), defaultBackend))).code).toBe('DEVICE_LIST_CONFLICT');
+    });
+
+    it('revokes a device: its mailbox, envelopes and keys go; it never comes back; the last device stays', async () => {
+      const root = new TestDevice('revoke-user');
+      const laptop = new TestDevice(root.userId);
+      await enrolInStore(store, root);
+      await enrolInStore(store, laptop);
+      await store.uploadKeys(laptop.userId, laptop.deviceId, { ...emptyUpload(), signedPrekey: fakeKey(1), oneTimePrekeys: [fakeKey(2)] });
+      const before = verifiedChain(root.userId, (await store.deviceList(root.userId)).entries);
+      const r = await store.appendDeviceEntry(root.userId, root.revokeEntry(before, laptop.deviceId), defaultBackend);
+      expect(r).toEqual({ outcome: 'created', kind: 'revoke', deviceId: laptop.deviceId, seq: 2 });
+      expect(await store.getDevice(root.userId, laptop.deviceId)).toBeUndefined();
+      expect(await db.query('SELECT 1 FROM mailboxes WHERE user_id = $1 AND device_id = $2', [root.userId, laptop.deviceId])).toEqual([]);
+      expect(await db.query('SELECT 1 FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2', [root.userId, laptop.deviceId])).toEqual([]);
+      expect((await rejection(store.countKeys(laptop.userId, laptop.deviceId))).code).toBe('DEVICE_NOT_FOUND');
+      const after = verifiedChain(root.userId, (await store.deviceList(root.userId)).entries);
+      expect(after.devices.map((x) => x.deviceId)).toEqual([root.deviceId]);
+      expect((await rejection(store.appendDeviceEntry(root.userId, laptop.enrolEntry(after, root), defaultBackend))).code).toBe('DEVICE_EXISTS');
+      const last = root.revokeEntry(after, root.deviceId);
+      expect((await rejection(store.appendDeviceEntry(root.userId, last, defaultBackend))).code).toBe('LAST_DEVICE');
     });
 
     it('scopes device ids per user', async () => {
       const a = new TestDevice('scope-a', 'phone');
       const b = new TestDevice('scope-b', 'phone');
-      expect(await store.registerDevice(a.userId, a.deviceId, a.identityKey)).toBe('created');
-      expect(await store.registerDevice(b.userId, b.deviceId, b.identityKey)).toBe('created');
+      expect(await enrolInStore(store, a)).toBe('created');
+      expect(await enrolInStore(store, b)).toBe('created');
       expect((await store.getDevice('scope-a', 'phone'))?.identityKey).toEqual(a.identityKey);
       expect((await store.getDevice('scope-b', 'phone'))?.identityKey).toEqual(b.identityKey);
       expect(await store.getDevice('scope-c', 'phone')).toBeUndefined();
     });
 
-    it(`caps devices per user at ${MAX_DEVICES_PER_USER} (TOO_MANY_DEVICES), also under concurrent registrations`, async () => {
+    it(`caps devices per user at ${MAX_DEVICES_PER_USER} (TOO_MANY_DEVICES); concurrent links on one head: one wins`, async () => {
       const user = 'many-devices';
-      const devices = range(0, MAX_DEVICES_PER_USER + 4).map((i) => new TestDevice(user, `d${i}`));
-      const results = await Promise.allSettled(devices.map((d) => store.registerDevice(user, d.deviceId, d.identityKey)));
-      const created = results.filter((r) => r.status === 'fulfilled');
-      const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-      expect(created).toHaveLength(MAX_DEVICES_PER_USER);
-      expect(refused).toHaveLength(4);
-      for (const r of refused) expect((r.reason as ProtocolError).code).toBe('TOO_MANY_DEVICES');
+      const root = new TestDevice(user, 'd0');
+      await enrolInStore(store, root);
+      const chain = verifiedChain(user, (await store.deviceList(user)).entries);
+      const racers = range(1, 6).map((i) => new TestDevice(user, `race${i}`));
+      const results = await Promise.allSettled(racers.map((d) => store.appendDeviceEntry(user, d.enrolEntry(chain, root), defaultBackend)));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect((r.reason as ProtocolError).code).toBe('DEVICE_LIST_CONFLICT');
+      let count = 2;
+      while (count < MAX_DEVICES_PER_USER) {
+        await enrolInStore(store, new TestDevice(user, `d${count}`), root);
+        count++;
+      }
       expect(await store.listDevices(user)).toHaveLength(MAX_DEVICES_PER_USER);
-      // Re-registering an existing device is still fine at the cap.
-      const existing = devices[results.findIndex((r) => r.status === 'fulfilled')]!;
-      expect(await store.registerDevice(user, existing.deviceId, existing.identityKey)).toBe('unchanged');
+      const full = verifiedChain(user, (await store.deviceList(user)).entries);
+      expect((await rejection(store.appendDeviceEntry(user, new TestDevice(user, 'extra').enrolEntry(full, root), defaultBackend))).code).toBe(
+        'TOO_MANY_DEVICES',
+      );
+    });
+
+    it('adopts a device registered before the signed list as the root and retires its unlisted siblings', async () => {
+      const user = 'legacy-user';
+      const a = new TestDevice(user, 'old-a');
+      const b = new TestDevice(user, 'old-b');
+      for (const d of [a, b]) {
+        await db.query('INSERT INTO devices (user_id, device_id, identity_key) VALUES ($1, $2, $3)', [user, d.deviceId, d.identityKey]);
+        await db.query('INSERT INTO mailboxes (user_id, device_id) VALUES ($1, $2)', [user, d.deviceId]);
+      }
+      // The same id with another key cannot become the root.
+      const impostor = new TestDevice(user, 'old-a');
+      expect((await rejection(store.appendDeviceEntry(user, impostor.enrolEntry(verifiedChain(user, [])), defaultBackend))).code).toBe('DEVICE_EXISTS');
+      expect(await enrolInStore(store, a)).toBe('created');
+      expect((await store.listDevices(user)).map((x) => x.deviceId)).toEqual(['old-a']);
+      expect(await db.query('SELECT linked_seq FROM devices WHERE user_id = $1', [user])).toEqual([{ linked_seq: 0 }]);
+      expect(await db.query('SELECT device_id FROM mailboxes WHERE user_id = $1', [user])).toEqual([{ device_id: 'old-a' }]);
     });
 
     it('stores an upload and counts it', async () => {
       const d = new TestDevice('upload-user');
-      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await enrolInStore(store, d);
       expect(await store.countKeys(d.userId, d.deviceId)).toEqual({
         oneTimePrekeys: 0,
         oneTimeKemPrekeys: 0,
@@ -193,7 +256,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
 
     it('treats a retried identical upload as a no-op', async () => {
       const d = new TestDevice('retry-user');
-      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await enrolInStore(store, d);
       const upload: KeyUpload = {
         signedPrekey: fakeKey(7),
         lastResortKemPrekey: fakeKey(7, 1184),
@@ -209,7 +272,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
 
     it('rolls the whole upload back on KEY_ID_CONFLICT (same id, other bytes)', async () => {
       const d = new TestDevice('conflict-user');
-      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await enrolInStore(store, d);
       const spk = fakeKey(1);
       await store.uploadKeys(d.userId, d.deviceId, {
         signedPrekey: spk,
@@ -242,7 +305,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
 
     it('refuses an upload that repeats a key id (KEY_ID_CONFLICT) and stores none of it', async () => {
       const d = new TestDevice('dup-user');
-      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await enrolInStore(store, d);
       const err = await rejection(
         store.uploadKeys(d.userId, d.deviceId, { oneTimePrekeys: [fakeKey(1), fakeKey(2), fakeKey(1)], oneTimeKemPrekeys: [] }),
       );
@@ -252,7 +315,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
 
     it(`caps stored one-time keys at ${MAX_STORED_ONE_TIME_KEYS} per kind (TOO_MANY_KEYS), storing none of the excess upload`, async () => {
       const d = new TestDevice('cap-user');
-      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await enrolInStore(store, d);
       await store.uploadKeys(d.userId, d.deviceId, { oneTimePrekeys: range(0, MAX_STORED_ONE_TIME_KEYS - 1).map((i) => fakeKey(i)), oneTimeKemPrekeys: [] });
       const err = await rejection(
         store.uploadKeys(d.userId, d.deviceId, { oneTimePrekeys: [fakeKey(100_000), fakeKey(100_001)], oneTimeKemPrekeys: [] }),
@@ -266,7 +329,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
 
     it('rotation replaces the signed prekey and the last-resort key', async () => {
       const d = new TestDevice('rotate-user');
-      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await enrolInStore(store, d);
       await store.uploadKeys(d.userId, d.deviceId, { ...emptyUpload(), signedPrekey: fakeKey(1), lastResortKemPrekey: fakeKey(1, 1184) });
       const spk2 = fakeKey(2);
       const lr2 = fakeKey(2, 1184);
@@ -281,7 +344,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
 
     it('answers NO_SIGNED_PREKEY without consuming a one-time key', async () => {
       const d = new TestDevice('nospk-user');
-      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await enrolInStore(store, d);
       await store.uploadKeys(d.userId, d.deviceId, {
         oneTimePrekeys: range(1, 2).map((i) => fakeKey(i)),
         oneTimeKemPrekeys: range(1, 2).map((i) => fakeKey(i, 1184)),
@@ -297,7 +360,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
 
     it('50 concurrent bundle fetches hand out each of 20 one-time keys exactly once, then fall back', async () => {
       const d = new TestDevice('race-user');
-      await store.registerDevice(d.userId, d.deviceId, d.identityKey);
+      await enrolInStore(store, d);
       const otks = range(1, 20).map((i) => fakeKey(i));
       const kems = range(1, 20).map((i) => fakeKey(1000 + i, 1184));
       const lastResort = fakeKey(999, 1184);

@@ -189,15 +189,29 @@ export class MailboxService {
     }
   }
 
-  /** Re-reads every connected device's tail: delivery survives a lost NOTIFY. */
+  /**
+   * Re-reads every connected device's tail: delivery survives a lost NOTIFY. So does
+   * revocation: a connected device whose mailbox is gone was revoked (its mailbox goes
+   * with it, and it had one when it attached), and its connection is closed here if the
+   * notice that should have closed it was missed.
+   */
   async catchUp(): Promise<void> {
-    const boxes = [...this.attached.keys()].map((k) => {
+    const seen = [...this.attached.entries()];
+    const boxes = seen.map(([k]) => {
       const [userId, deviceId] = k.split('\u0000') as [string, string];
       return { userId, deviceId };
     });
     try {
       const tails = await this.opts.store.tails(boxes);
-      for (const [k, tail] of tails) this.attached.get(k)?.stream.onTail(tail);
+      seen.forEach(([k, a], i) => {
+        const tail = tails.get(k);
+        if (tail !== undefined) {
+          this.attached.get(k)?.stream.onTail(tail);
+        } else if (this.attached.get(k) === a) {
+          this.opts.logger.info(boxes[i], 'closing the connection of a revoked device (its notice was missed)');
+          a.close('revoked');
+        }
+      });
     } catch (err) {
       this.opts.logger.warn({ err: { message: (err as Error).message } }, 'catch-up scan failed');
     }

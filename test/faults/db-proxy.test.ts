@@ -7,9 +7,15 @@
  * be written are answered UNAVAILABLE (and stored once when resent), /readyz on A says
  * 503 without hanging, and A recovers by itself. After a cut, A's LISTEN subscription
  * comes back, so wake-ups for envelopes committed on B reach A by NOTIFY again rather
- * than by the periodic catch-up scan.
+ * than by the periodic catch-up scan; and a revocation whose notice A missed still
+ * closes the revoked device's connection on A.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { encodeBase64url } from '../../protocol/base64url.js';
+import { CLOSE_CODES } from '../../protocol/errors.js';
+import type { TestDevice } from '../helpers/device.js';
+import { fetchChain } from '../helpers/flows.js';
+import { request } from '../helpers/http.js';
 import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
 import { type RelayProcess, killAllRelays } from '../helpers/relay.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -153,5 +159,26 @@ describe('the connection between a relay and PostgreSQL cut or blackholed by a p
     expect(((await metric(a, NOTICES)) ?? 0) - noticesBefore).toBeGreaterThanOrEqual(rounds);
     await world.expectRelaysUp();
     world.closeClients();
+  });
+
+  it('a revocation A could not hear (its LISTEN was down) still closes the device on A (4003) once A is back', async () => {
+    const victor = await world.user('victor', 2);
+    const [phone, laptop] = victor.devices as [TestDevice, TestDevice];
+    const onA = await world.connect(victor, laptop, { relay: 0 });
+    await onA.waitJson((f) => f.type === 'queue_empty');
+
+    // A's connections are cut and refused while the phone revokes the laptop through B:
+    // the revocation's NOTIFY reaches B but not A.
+    const reconnects = (await metric(a, LISTEN_RECONNECTS)) ?? 0;
+    proxy.refuse();
+    proxy.cut();
+    const chain = await fetchChain(b.baseUrl, victor.token, victor.userId);
+    const res = await request(b.baseUrl, 'POST', '/v1/devices', { token: victor.token, json: { entry: encodeBase64url(phone.revokeEntry(chain, laptop.deviceId)) } });
+    expect(res.status, res.text).toBe(201);
+    await sleep(500);
+    expect(onA.closeCode).toBeUndefined();
+    proxy.open();
+    await waitMetricAbove(a, LISTEN_RECONNECTS, reconnects);
+    expect(await onA.waitClosed()).toBe(CLOSE_CODES.DEVICE_REVOKED);
   });
 });

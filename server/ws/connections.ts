@@ -275,8 +275,14 @@ export class ConnectionManager {
         return;
       }
       // A revocation committed while this connection was being set up sent its notice
-      // before the stream was attached: look again.
-      if (!(await this.deps.directory.getDevice(userId, frame.deviceId)) && !ud.closed) {
+      // before the stream was attached: look again. When the database cannot answer now,
+      // the connection stays: the catch-up scan looks again (it closes the connections
+      // of revoked devices), and an outage should not cut a connection that is up.
+      const listed = await this.deps.directory.getDevice(userId, frame.deviceId).catch((err: unknown) => {
+        if (err instanceof DatabaseUnavailableError) return 'unknown' as const;
+        throw err;
+      });
+      if (!listed && !ud.closed) {
         this.end(ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
       }
     } catch (err) {

@@ -79,6 +79,9 @@ export class ProtocolError extends Error {
 export const CLOSE_CODES = {
   /** RFC 6455 "going away": the relay is shutting down; reconnect elsewhere or later. */
   GOING_AWAY: 1001,
+  /** RFC 6455 "try again later" (IANA registry): the connection could not be
+   * authenticated because the relay cannot reach its database; reconnect with backoff. */
+  TRY_AGAIN_LATER: 1013,
   /** Authentication failed or timed out. */
   AUTH_FAILED: 4001,
   /** A newer connection for the same device replaced this one. */

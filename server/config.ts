@@ -7,6 +7,7 @@ import path from 'node:path';
 import { AUTH_TIMEOUT_MS } from '../protocol/limits.js';
 import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS } from './limits.js';
 import { relayOrigin } from '../protocol/origin.js';
+import { DEFAULT_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -22,6 +23,8 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly dbPoolMax: number;
+  /** Bound on getting a database connection and on each statement (migrations excepted). */
+  readonly dbTimeoutMs: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly production: boolean;
   readonly auth: AuthConfig;
@@ -38,6 +41,8 @@ export interface Config {
   /** The relay's origin as devices address it (protocol/origin.ts); undefined: taken from
    * each connection's Host header (development only). */
   readonly publicOrigin: string | undefined;
+  /** Seconds without a frame from a WebSocket peer before it is closed. */
+  readonly wsIdleTimeoutSec: number;
 }
 
 export interface TlsConfig {
@@ -136,6 +141,7 @@ export function loadConfig(env: Env = process.env): Config {
     databaseUrl,
     dataDir: path.resolve(env.HERMETIC_DATA_DIR || 'data'),
     dbPoolMax: intVar(env, 'HERMETIC_DB_POOL_MAX', 10, 1, 1000),
+    dbTimeoutMs: intVar(env, 'HERMETIC_DB_TIMEOUT_MS', 10_000, 100, 600_000),
     logLevel: logLevel as Config['logLevel'],
     production,
     auth,
@@ -147,6 +153,7 @@ export function loadConfig(env: Env = process.env): Config {
     metrics: metricsConfig(env),
     tls: tlsConfig(env),
     publicOrigin,
+    wsIdleTimeoutSec: intVar(env, 'HERMETIC_WS_IDLE_TIMEOUT_S', DEFAULT_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S),
   };
 }
 

@@ -47,6 +47,15 @@ export const SEND_PARALLEL_MIN = 64;
 export const ACK_BATCH_MAX = 1024;
 export const ACK_BATCH_MAX_WAIT_MS = 5;
 
+/** A WebSocket that sends nothing for this long (not even the pong to the relay's
+ * automatic ping) is closed: a peer that vanished without a FIN (a dead phone, a
+ * dropped NAT mapping) would otherwise hold its connection and buffers forever.
+ * Overridable with HERMETIC_WS_IDLE_TIMEOUT_S, e.g. to stay under a load balancer's own
+ * idle timeout; uWebSockets.js accepts 8..960 s in steps of about 4 s. */
+export const DEFAULT_WS_IDLE_TIMEOUT_S = 120;
+export const MIN_WS_IDLE_TIMEOUT_S = 8;
+export const MAX_WS_IDLE_TIMEOUT_S = 960;
+
 /** Stop writing to a socket whose send buffer holds more than this; resume on drain. Bounds
  * relay memory per slow reader (envelopes stay in PostgreSQL until acknowledged). */
 export const SOCKET_BUFFER_HIGH_WATER = 512 * 1024;
@@ -62,6 +71,18 @@ export const LIVE_CACHE_MAX_BYTES = 1024 * 1024;
 /** Period of the catch-up scan: every connected device's mailbox tail is re-read, so a
  * lost NOTIFY (e.g. a dropped LISTEN connection) delays delivery at most this long. */
 export const CATCHUP_INTERVAL_MS = 5_000;
+
+/** Reconnecting a lost LISTEN connection: the first attempt after about
+ * LISTEN_RECONNECT_MIN_MS, the delay doubling per failure up to LISTEN_RECONNECT_MAX_MS
+ * (jittered). Short enough that cross-relay wake-ups come back within seconds of the
+ * database; the cap keeps a relay from hammering a server that is down. Meanwhile the
+ * catch-up scan still delivers, and one runs as soon as the subscription is back. */
+export const LISTEN_RECONNECT_MIN_MS = 100;
+export const LISTEN_RECONNECT_MAX_MS = 5_000;
+
+/** /readyz waits at most this long for the database's answer before reporting not
+ * ready: an orchestrator's probe must learn of a hung database, not hang with it. */
+export const READY_CHECK_TIMEOUT_MS = 2_000;
 
 /** Period and batch size of the expiry sweeper. */
 export const SWEEP_INTERVAL_MS = 10_000;

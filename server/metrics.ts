@@ -17,6 +17,8 @@ export interface RelayMetrics {
   readonly httpRequests: Counter<'route' | 'status'>;
   readonly httpInFlight: Gauge;
   readonly sendBatchSize: Histogram;
+  readonly notices: Counter;
+  readonly listenReconnects: Counter;
 }
 
 export function createMetrics(): RelayMetrics {
@@ -46,6 +48,12 @@ export function createMetrics(): RelayMetrics {
       name: 'hermetic_send_batch_size',
       help: 'SEND frames per group-commit transaction',
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+      registers: [registry],
+    }),
+    notices: new Counter({ name: 'hermetic_notices_total', help: 'Mailbox notices (NOTIFY) heard from other relays', registers: [registry] }),
+    listenReconnects: new Counter({
+      name: 'hermetic_listen_reconnects_total',
+      help: 'Times the LISTEN subscription was lost and restored',
       registers: [registry],
     }),
     httpRequests: new Counter({ name: 'hermetic_http_requests_total', help: 'HTTP requests, by route and status', labelNames: ['route', 'status'], registers: [registry] }),

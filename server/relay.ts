@@ -30,6 +30,7 @@ import { UnsupportedRuntimeError, relayRuntimeProblem } from './runtime.js';
 import { checkTlsFiles, sslAppOptions } from './tls.js';
 import { currentRelayRuntime, uws } from './uws.js';
 import { Admission, type RefusalReason, addressKey } from './ws/admission.js';
+import { READY_CHECK_TIMEOUT_MS } from './limits.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
 import { MailboxStore } from './mailbox/store.js';
@@ -46,7 +47,13 @@ export interface Relay {
 
 export async function openDatabase(config: Config, logger: Logger, observe?: (s: number) => void): Promise<Database> {
   if (config.databaseUrl) {
-    return openPg({ connectionString: config.databaseUrl, maxConnections: config.dbPoolMax, logger, ...(observe ? { observe } : {}) });
+    return openPg({
+      connectionString: config.databaseUrl,
+      maxConnections: config.dbPoolMax,
+      timeoutMs: config.dbTimeoutMs,
+      logger,
+      ...(observe ? { observe } : {}),
+    });
   }
   return openPglite({ dataDir: config.dataDir, ...(observe ? { observe } : {}) });
 }
@@ -118,6 +125,8 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       nodeId,
       logger,
       onBatch: (n) => metrics.sendBatchSize.observe(n),
+      onNotice: () => metrics.notices.inc(),
+      onResubscribed: () => metrics.listenReconnects.inc(),
     });
     await mailbox.start();
     const admission = new Admission(
@@ -142,7 +151,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
       // relay answers FRAME_TOO_LARGE and keeps the connection.
       maxPayloadLength: 2 * MAX_FRAME_BYTES,
-      idleTimeout: 120,
+      idleTimeout: config.wsIdleTimeoutSec,
       sendPingsAutomatically: true,
       // Delivery pauses at SOCKET_BUFFER_HIGH_WATER; a peer that still lets its buffer
       // reach this (by never reading its answers) is disconnected rather than having
@@ -194,7 +203,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     registerRoutes(app, {
       ...routerDeps,
       directory,
-      ready: async () => migrationsCurrent(db, migrations.length),
+      ready: async () => migrationsCurrent(db, migrations.length, READY_CHECK_TIMEOUT_MS),
       metricsHere,
       metricsToken: config.metrics.token,
     });

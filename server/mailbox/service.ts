@@ -38,6 +38,10 @@ export interface MailboxServiceOptions {
   readonly now?: () => number;
   /** Observes each SEND batch size (metrics). */
   readonly onBatch?: (size: number) => void;
+  /** Told of each notice heard from another relay (metrics). */
+  readonly onNotice?: () => void;
+  /** Told when the LISTEN subscription was lost and is back (metrics). */
+  readonly onResubscribed?: () => void;
 }
 
 export class MailboxService {
@@ -69,7 +73,16 @@ export class MailboxService {
   }
 
   async start(): Promise<void> {
-    this.unlisten = await this.opts.db.listen(MAILBOX_CHANNEL, (payload) => this.onNotice(payload));
+    this.unlisten = await this.opts.db.listen(
+      MAILBOX_CHANNEL,
+      (payload) => this.onNotice(payload),
+      () => {
+        // Notices sent while the subscription was down are lost: re-read every tail now
+        // rather than at the next scheduled catch-up.
+        this.opts.onResubscribed?.();
+        void this.catchUp();
+      },
+    );
     this.timers.push(setInterval(() => void this.catchUp(), CATCHUP_INTERVAL_MS).unref());
     this.timers.push(setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS).unref());
   }
@@ -159,6 +172,7 @@ export class MailboxService {
       return;
     }
     if (n.node === this.opts.nodeId) return;
+    this.opts.onNotice?.();
     switch (n.kind) {
       case 'tails':
         for (const [u, d, seq] of n.tails) this.attached.get(key(u, d))?.stream.onTail(seq);
@@ -175,15 +189,29 @@ export class MailboxService {
     }
   }
 
-  /** Re-reads every connected device's tail: delivery survives a lost NOTIFY. */
+  /**
+   * Re-reads every connected device's tail: delivery survives a lost NOTIFY. So does
+   * revocation: a connected device whose mailbox is gone was revoked (its mailbox goes
+   * with it, and it had one when it attached), and its connection is closed here if the
+   * notice that should have closed it was missed.
+   */
   async catchUp(): Promise<void> {
-    const boxes = [...this.attached.keys()].map((k) => {
+    const seen = [...this.attached.entries()];
+    const boxes = seen.map(([k]) => {
       const [userId, deviceId] = k.split('\u0000') as [string, string];
       return { userId, deviceId };
     });
     try {
       const tails = await this.opts.store.tails(boxes);
-      for (const [k, tail] of tails) this.attached.get(k)?.stream.onTail(tail);
+      seen.forEach(([k, a], i) => {
+        const tail = tails.get(k);
+        if (tail !== undefined) {
+          this.attached.get(k)?.stream.onTail(tail);
+        } else if (this.attached.get(k) === a) {
+          this.opts.logger.info(boxes[i], 'closing the connection of a revoked device (its notice was missed)');
+          a.close('revoked');
+        }
+      });
     } catch (err) {
       this.opts.logger.warn({ err: { message: (err as Error).message } }, 'catch-up scan failed');
     }

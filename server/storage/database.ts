@@ -10,6 +10,12 @@ export interface SqlExecutor {
   query<Row extends object = Record<string, unknown>>(sql: string, params?: readonly SqlParam[]): Promise<Row[]>;
 }
 
+export interface QueryOptions {
+  /** Bound on this call (getting a connection and running the statement), below the
+   * driver's own; beyond it the call fails with DatabaseUnavailableError. */
+  readonly timeoutMs?: number;
+}
+
 /** A connection that can also run a multi-statement script (a migration file). */
 export interface ScriptExecutor extends SqlExecutor {
   exec(script: string): Promise<void>;
@@ -19,6 +25,7 @@ export type DriverName = 'pg' | 'pglite';
 
 export interface Database extends SqlExecutor {
   readonly driver: DriverName;
+  query<Row extends object = Record<string, unknown>>(sql: string, params?: readonly SqlParam[], opts?: QueryOptions): Promise<Row[]>;
   /** Runs `fn` in one transaction: COMMIT when it resolves, ROLLBACK when it throws. */
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /**
@@ -26,8 +33,12 @@ export interface Database extends SqlExecutor {
    * concurrent processes (several relays starting together) take turns.
    */
   withAdvisoryLock<T>(key: bigint, fn: (conn: ScriptExecutor) => Promise<T>): Promise<T>;
-  /** Subscribes to NOTIFY on `channel`; resolves to an unsubscribe function. */
-  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Subscribes to NOTIFY on `channel`; resolves to an unsubscribe function. A driver whose
+   * subscription can be lost (a server connection) subscribes again by itself and then
+   * calls `onResubscribed`: notices sent meanwhile were missed.
+   */
+  listen(channel: string, onNotify: (payload: string) => void, onResubscribed?: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -41,3 +52,12 @@ export function sqlState(err: unknown): string | undefined {
 }
 
 export const UNIQUE_VIOLATION = '23505';
+
+/**
+ * The database could not be reached, dropped the connection, or did not answer within
+ * the relay's bound. Whether a statement that was running took effect is unknown, which
+ * is why writes are idempotent: the peer is told UNAVAILABLE and retries.
+ */
+export class DatabaseUnavailableError extends Error {
+  override readonly name = 'DatabaseUnavailableError';
+}

@@ -75,10 +75,11 @@ export async function migrate(db: Database, migrations = loadMigrations()): Prom
   });
 }
 
-/** True when every known migration has been applied (for /readyz). */
-export async function migrationsCurrent(db: Database, expected: number): Promise<boolean> {
+/** True when every known migration has been applied (for /readyz); false as well when
+ * the database does not answer within `timeoutMs`. */
+export async function migrationsCurrent(db: Database, expected: number, timeoutMs?: number): Promise<boolean> {
   try {
-    const rows = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM schema_migrations');
+    const rows = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM schema_migrations', [], timeoutMs === undefined ? undefined : { timeoutMs });
     return Number(rows[0]?.n) >= expected;
   } catch {
     return false;

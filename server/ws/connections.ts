@@ -21,6 +21,7 @@ import { encodeBase64url } from '../../protocol/base64url.js';
 import type { MailboxService } from '../mailbox/service.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
+import { DatabaseUnavailableError } from '../storage/database.js';
 
 export interface ConnectionData {
   readonly challenge: Uint8Array;
@@ -296,14 +297,24 @@ export class ConnectionManager {
         return;
       }
       // A revocation committed while this connection was being set up sent its notice
-      // before the stream was attached: look again.
-      if (!(await this.deps.directory.getDevice(userId, frame.deviceId)) && !ud.closed) {
+      // before the stream was attached: look again. When the database cannot answer now,
+      // the connection stays: the catch-up scan looks again (it closes the connections
+      // of revoked devices), and an outage should not cut a connection that is up.
+      const listed = await this.deps.directory.getDevice(userId, frame.deviceId).catch((err: unknown) => {
+        if (err instanceof DatabaseUnavailableError) return 'unknown' as const;
+        throw err;
+      });
+      if (!listed && !ud.closed) {
         this.end(ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
       }
     } catch (err) {
       if (ud.closed) return;
-      this.sendError(ws, err);
-      this.end(ws, CLOSE_CODES.AUTH_FAILED, 'authentication failed');
+      const pe = toProtocolError(err, this.deps.logger);
+      this.sendError(ws, pe);
+      // Nothing is wrong with the credentials when the relay cannot check them: say so,
+      // so that the client reconnects later rather than treating them as refused.
+      if (pe.code === 'UNAVAILABLE') this.end(ws, CLOSE_CODES.TRY_AGAIN_LATER, 'try again later');
+      else this.end(ws, CLOSE_CODES.AUTH_FAILED, 'authentication failed');
     }
   }
 
@@ -423,6 +434,12 @@ export class ConnectionManager {
 
 export function toProtocolError(err: unknown, logger: Logger): ProtocolError {
   if (err instanceof ProtocolError) return err;
+  if (err instanceof DatabaseUnavailableError) {
+    // An outage, not a bug: the pool and LISTEN reconnects log it, once per connection
+    // rather than once per request.
+    logger.debug({ err: { message: err.message } }, 'database unavailable');
+    return new ProtocolError('UNAVAILABLE', 'the database is unavailable; retry later');
+  }
   logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'internal error');
   return new ProtocolError('INTERNAL', 'internal error');
 }

@@ -76,13 +76,25 @@ export const pgRequired = process.env.HERMETIC_TEST_REQUIRE_PG === '1';
  * is required.
  */
 export function pgMissing(what: string): void {
-  const msg = `${what} requires PostgreSQL, which is not reachable (${pgUnavailableReason}); set DATABASE_URL or run a server on 127.0.0.1:5432 with a database "test"`;
+  requirementMissing(
+    what,
+    'PostgreSQL is reachable',
+    `${what} requires PostgreSQL, which is not reachable (${pgUnavailableReason}); set DATABASE_URL or run a server on 127.0.0.1:5432 with a database "test"`,
+  );
+}
+
+/**
+ * Registers, for tests that need PostgreSQL in a form that is missing (`requirement`
+ * names it), a visible skipped test carrying `message`, or a failing one when
+ * PostgreSQL is required.
+ */
+export function requirementMissing(what: string, requirement: string, message: string): void {
   if (pgRequired) {
-    it(`${what}: PostgreSQL is reachable (HERMETIC_TEST_REQUIRE_PG=1)`, () => {
-      throw new Error(msg);
+    it(`${what}: ${requirement} (HERMETIC_TEST_REQUIRE_PG=1)`, () => {
+      throw new Error(message);
     });
   } else {
-    it.skip(msg, () => undefined);
+    it.skip(message, () => undefined);
   }
 }
 

@@ -31,7 +31,7 @@ export const STORAGE_DRIVERS: readonly StorageDriver[] = [
     available: pgServer !== undefined,
     open: async () => {
       const tdb = await createTestDatabase();
-      const db = await openPg({ connectionString: tdb.url, maxConnections: 10 });
+      const db = await openPg({ connectionString: tdb.url, maxConnections: 10, timeoutMs: 10_000 });
       return {
         db,
         cleanup: async () => {

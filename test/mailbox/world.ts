@@ -32,6 +32,16 @@ export interface TestUser {
   readonly devices: TestDevice[];
 }
 
+export interface WorldOptions {
+  readonly relays?: number;
+  /** The database to use instead of a fresh one on the shared server (dropped by stop()). */
+  readonly database?: TestDatabase;
+  /** The URL relay `index` connects with (e.g. through a proxy); the database's by default. */
+  readonly databaseUrlFor?: (index: number, url: string) => string;
+  /** Further relay variables. */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
 let userCounter = 0;
 
 export class World {
@@ -44,15 +54,16 @@ export class World {
     readonly db: TestDatabase | undefined,
     /** PGlite's data directory (reused by a restarted relay). */
     readonly dataDir: string,
+    private readonly opts: WorldOptions = {},
   ) {}
 
   /** Starts `relays` relay processes on one fresh database (several need PostgreSQL). */
-  static async start(driver: Driver, opts: { relays?: number } = {}): Promise<World> {
+  static async start(driver: Driver, opts: WorldOptions = {}): Promise<World> {
     const n = opts.relays ?? 1;
     if (n > 1 && !driver.needsPg) throw new Error('PGlite is single-process: several relays need PostgreSQL');
     const issuer = await createTestIssuer(makeTempDir('hermetic-idp-'));
-    const db = driver.needsPg ? await createTestDatabase() : undefined;
-    const world = new World(driver, issuer, db, makeTempDir());
+    const db = driver.needsPg ? (opts.database ?? (await createTestDatabase())) : undefined;
+    const world = new World(driver, issuer, db, makeTempDir(), opts);
     // Started one after another: the first applies the migrations.
     for (let i = 0; i < n; i++) await world.startRelay();
     return world;
@@ -60,7 +71,7 @@ export class World {
 
   /** Starts one more relay on this world's database (PGlite: the same data directory). */
   async startRelay(): Promise<RelayProcess> {
-    const relay = await this.spawnRelay();
+    const relay = await this.spawnRelay(this.relays.length);
     this.relays.push(relay);
     return relay;
   }
@@ -69,15 +80,16 @@ export class World {
   async restartRelay(index = 0): Promise<RelayProcess> {
     const old = this.relays[index];
     if (!old || (old.proc.exitCode === null && old.proc.signalCode === null)) throw new Error(`relay ${index} is still running`);
-    const relay = await this.spawnRelay();
+    const relay = await this.spawnRelay(index);
     this.relays[index] = relay;
     return relay;
   }
 
-  private spawnRelay(): Promise<RelayProcess> {
+  private spawnRelay(index: number): Promise<RelayProcess> {
+    const url = this.db && (this.opts.databaseUrlFor?.(index, this.db.url) ?? this.db.url);
     return startRelay({
-      env: this.issuer.env,
-      ...(this.db ? { databaseUrl: this.db.url, dataDir: makeTempDir() } : { dataDir: this.dataDir }),
+      env: { ...this.issuer.env, ...this.opts.env },
+      ...(url ? { databaseUrl: url, dataDir: makeTempDir() } : { dataDir: this.dataDir }),
     });
   }
 

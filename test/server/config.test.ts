@@ -29,6 +29,7 @@ describe('loadConfig', () => {
       databaseUrl: undefined,
       dataDir: path.resolve('data'),
       dbPoolMax: 10,
+      dbTimeoutMs: 10_000,
       logLevel: 'info',
       production: false,
       auth: { mode: 'dev', issuer: DEV_ISSUER, audience: DEV_AUDIENCE, clockToleranceSec: 30 },
@@ -40,6 +41,7 @@ describe('loadConfig', () => {
       metrics: { token: undefined, port: undefined, host: '127.0.0.1' },
       tls: undefined,
       publicOrigin: undefined,
+      wsIdleTimeoutSec: 120,
     });
   });
 
@@ -51,6 +53,7 @@ describe('loadConfig', () => {
       DATABASE_URL: 'postgresql://u@db:5432/hermetic',
       HERMETIC_DATA_DIR: 'relative/dir',
       HERMETIC_DB_POOL_MAX: '3',
+      HERMETIC_DB_TIMEOUT_MS: '1500',
       HERMETIC_LOG_LEVEL: 'warn',
       HERMETIC_JWT_CLOCK_TOLERANCE: '5',
       HERMETIC_SHUTDOWN_GRACE_MS: '250',
@@ -64,6 +67,7 @@ describe('loadConfig', () => {
       HERMETIC_TLS_CERT_FILE: 'tls/cert.pem',
       HERMETIC_TLS_KEY_FILE: '/etc/hermetic/key.pem',
       HERMETIC_PUBLIC_URL: 'https://Relay.Example.com:443/v1/ws',
+      HERMETIC_WS_IDLE_TIMEOUT_S: '16',
       NODE_ENV: 'production',
     });
     expect(c).toEqual({
@@ -72,6 +76,7 @@ describe('loadConfig', () => {
       databaseUrl: 'postgresql://u@db:5432/hermetic',
       dataDir: path.resolve('relative/dir'),
       dbPoolMax: 3,
+      dbTimeoutMs: 1500,
       logLevel: 'warn',
       production: true,
       auth: { mode: 'jwks', jwksFile: '/keys/jwks.json', issuer: 'https://idp.example', audience: 'chat', clockToleranceSec: 5 },
@@ -83,6 +88,7 @@ describe('loadConfig', () => {
       metrics: { token: 'metrics-token-0123456789', port: 9464, host: '10.0.0.5' },
       tls: { certFile: path.resolve('tls/cert.pem'), keyFile: '/etc/hermetic/key.pem' },
       publicOrigin: 'wss://relay.example.com',
+      wsIdleTimeoutSec: 16,
     });
   });
 
@@ -106,6 +112,8 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_DB_POOL_MAX: '0' }).message).toMatch(/^HERMETIC_DB_POOL_MAX /);
     expect(configError({ HERMETIC_JWT_CLOCK_TOLERANCE: '601' }).message).toMatch(/^HERMETIC_JWT_CLOCK_TOLERANCE /);
     expect(configError({ HERMETIC_SHUTDOWN_GRACE_MS: 'soon' }).message).toMatch(/^HERMETIC_SHUTDOWN_GRACE_MS /);
+    expect(configError({ HERMETIC_DB_TIMEOUT_MS: '99' }).message).toMatch(/^HERMETIC_DB_TIMEOUT_MS /);
+    expect(configError({ HERMETIC_WS_IDLE_TIMEOUT_S: '4' }).message).toMatch(/^HERMETIC_WS_IDLE_TIMEOUT_S /);
     expect(configError({ HERMETIC_MAX_CONNECTIONS: '0' }).message).toMatch(/^HERMETIC_MAX_CONNECTIONS /);
     expect(configError({ HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: 'lots' }).message).toMatch(/^HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS /);
     expect(configError({ HERMETIC_HTTP_BODY_TIMEOUT_MS: '50' }).message).toMatch(/^HERMETIC_HTTP_BODY_TIMEOUT_MS /);

@@ -11,7 +11,7 @@
 import type { IdentityKeyPair } from '../crypto/identity/identity-key.js';
 import type { RandomSource } from '../crypto/primitives/random.js';
 import { type DeliverFrame, peekDeliverHeader } from '../protocol/envelopes.js';
-import { CLOSE_CODES, ProtocolError } from '../protocol/errors.js';
+import { CLOSE_CODES, ERROR_CODES, ProtocolError } from '../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeServerFrame, encodeClientFrame } from '../protocol/frames.js';
 import { deviceAuthTranscript } from '../protocol/transcripts.js';
 import type { Clock, TimerHandle } from './clock.js';
@@ -207,8 +207,10 @@ export class Connection {
           return;
         }
         if (!this.#authed) {
-          // Refused authentication: the relay closes the socket next (4001).
-          this.#pendingReason = { reason: frame.code === 'DEVICE_NOT_FOUND' ? 'revoked' : 'auth-failed', detail: `${frame.code}: ${frame.message}` };
+          // Refused authentication: the relay closes the socket next (4001), or could not
+          // check it now (UNAVAILABLE, 1013): back off and try again with the same token.
+          const reason: OfflineReason = frame.code === 'DEVICE_NOT_FOUND' ? 'revoked' : ERROR_CODES[frame.code].retry ? 'network' : 'auth-failed';
+          this.#pendingReason = { reason, detail: `${frame.code}: ${frame.message}` };
           return;
         }
         if (frame.code === 'TOKEN_EXPIRED') this.#pendingReason = { reason: 'auth-failed', detail: frame.message };

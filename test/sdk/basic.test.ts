@@ -68,6 +68,24 @@ describe('SDK, one device each', () => {
     for (const c of [carol1, carol2, dave]) await c.client.close();
   });
 
+  it('corrects a send the relay refused for a stale device list, from the verified list', async () => {
+    const ann = observe(await newClient(world, 'sdk-ann'));
+    const ben1 = observe(await newClient(world, 'sdk-ben'));
+    await ann.client.send('sdk-ben', 'before');
+    await ben1.received(1);
+    // Ben links a second device; Ann's list of Ben's devices is now stale.
+    const ben2Client = await newClient(world, 'sdk-ben');
+    await ben1.client.linkDevice(ben2Client.linkCode!);
+    await ben2Client.linked;
+    const ben2 = observe(ben2Client);
+    const sent = await ann.client.send('sdk-ben', 'after');
+    expect(sent.recipient).toBe('sdk-ben');
+    expect((await ben1.received(2))[1]!.body).toBe('after');
+    expect((await ben2.received(1))[0]!.body).toBe('after');
+    expect((await ann.flagged('DEVICE_ADDED')).deviceId).toBe(ben2Client.deviceId);
+    for (const c of [ann, ben1, ben2]) await c.client.close();
+  });
+
   it('keeps one store per device: reopening it resumes the same device and sessions', async () => {
     const store = new MemoryStore();
     const erin1 = await newClient(world, 'sdk-erin', { store });

@@ -143,6 +143,30 @@ describe('SDK resilience', () => {
     await bob.client.close();
   });
 
+  it('a replayed initial message goes to the session it started, and is refused as a replay', async () => {
+    const tap = tappedTransport();
+    const bobStore = new MemoryStore();
+    const alice = await newClient(world, 'replay-alice');
+    const bob = observe(await newClient(world, 'replay-bob', { transport: tap.transport, store: bobStore }));
+    await online(bob);
+    await alice.send('replay-bob', 'first');
+    await bob.received(1);
+    const firstPayload = decodeDeliver(tap.received[0]!).payload;
+    expect(firstPayload[0]).toBe(0x12);
+    // The relay delivers the first initial message again, as the second envelope.
+    tap.tamper = (frame) => encodeDeliver({ ...decodeDeliver(frame), payload: firstPayload });
+    await alice.send('replay-bob', 'second');
+    const flag = await bob.flagged('DECRYPT_FAILED');
+    expect(flag.evidence).toMatchObject({ error: 'REPLAYED_MESSAGE' });
+    // No second session was started from it.
+    const sessions = await bobStore.list('sessions');
+    expect(sessions.length).toBe(1);
+    expect(decodeRecord<{ archived: unknown[] }>(sessions[0]![1]).archived).toEqual([]);
+    expect(bob.messages.map((m) => m.body)).toEqual(['first']);
+    await alice.close();
+    await bob.client.close();
+  });
+
   it('a session lost on one side heals: DECRYPT_FAILED is flagged, the sender gets a new session, later messages decrypt', async () => {
     const bobStore = new MemoryStore();
     const aliceStore = new MemoryStore();

@@ -138,6 +138,34 @@ describe('SDK trust', () => {
     await erin.client.close();
   });
 
+  it('refuses a bundle whose keys go back to ones seen before (a replayed old bundle)', async () => {
+    let replay: string | undefined;
+    let captured: string | undefined;
+    const fetchImpl = async (url: string, init: { method: string; headers: Record<string, string>; body?: string }) => {
+      if (/\/bundle$/.test(url) && replay !== undefined) return { status: 200, text: async () => replay! };
+      const res = await fetch(url, init);
+      const text = await res.text();
+      if (/\/bundle$/.test(url)) captured = text;
+      return { status: res.status, text: async () => text };
+    };
+    const kimStore = new MemoryStore();
+    const kim = observe(await newClient(world, 'tr-kim', { fetch: fetchImpl, store: kimStore }));
+    const leo = observe(await newClient(world, 'tr-leo'));
+    await kim.client.send('tr-leo', 'first session');
+    await leo.received(1);
+    expect(captured).toBeDefined();
+    // Kim loses her session and fetches Leo's bundle again; the relay serves the old one,
+    // whose one-time keys Kim has seen (and used) before.
+    const sessions = await kimStore.list('sessions');
+    await kimStore.commit(sessions.map(([key]) => ({ ns: 'sessions', key, delete: true as const })));
+    replay = captured;
+    const err = await sdkError(kim.client.send('tr-leo', 'again'));
+    expect(err.code).toBe('DEVICE_LIST_INVALID');
+    expect((await kim.flagged('DEVICE_LIST_INVALID')).detail).toMatch(/seen before/);
+    await kim.client.close();
+    await leo.client.close();
+  });
+
   it('maintainKeys refills one-time prekeys others used below the low-water mark, and rotates the signed prekey when due', async () => {
     const clock = new ManualClock(Date.now());
     const store = new MemoryStore();

@@ -18,6 +18,7 @@
  * the first reply arrives, since the responder may not have received the first one.
  */
 import { CryptoError } from '../errors.js';
+import { copyBytes } from '../primitives/bytes.js';
 import { ED25519_PUBLIC_KEY_BYTES, MLKEM768_CIPHERTEXT_BYTES, X25519_PUBLIC_KEY_BYTES } from '../primitives/sizes.js';
 import { MESSAGE_TYPE_INITIAL, SESSION_MESSAGE_VERSION, sessionMessageType } from '../ratchet/message.js';
 
@@ -101,13 +102,13 @@ export function decodeInitialMessage(bytes: Uint8Array): InitialMessage {
   const oneTimeId = u32(bytes, OFF_ONE_TIME_ID);
   if (!hasOneTime && oneTimeId !== 0) throw new CryptoError('INVALID_MESSAGE', 'one-time prekey id without its flag');
   return {
-    identityKey: bytes.slice(OFF_IDENTITY, OFF_BASE_KEY),
-    baseKey: bytes.slice(OFF_BASE_KEY, OFF_SIGNED_PREKEY_ID),
+    identityKey: copyBytes(bytes.subarray(OFF_IDENTITY, OFF_BASE_KEY)),
+    baseKey: copyBytes(bytes.subarray(OFF_BASE_KEY, OFF_SIGNED_PREKEY_ID)),
     signedPreKeyId: u32(bytes, OFF_SIGNED_PREKEY_ID),
     oneTimePreKeyId: hasOneTime ? oneTimeId : undefined,
     kemPreKeyId: u32(bytes, OFF_KEM_ID),
     kemLastResort: (flags & FLAG_KEM_LAST_RESORT) !== 0,
-    kemCipherText: bytes.slice(OFF_KEM_CT, INITIAL_HANDSHAKE_BYTES),
+    kemCipherText: copyBytes(bytes.subarray(OFF_KEM_CT, INITIAL_HANDSHAKE_BYTES)),
     handshake: bytes.subarray(0, INITIAL_HANDSHAKE_BYTES),
     ratchetMessage: bytes.subarray(INITIAL_HANDSHAKE_BYTES),
   };

@@ -161,6 +161,24 @@ describe.each(SESSION_BACKENDS)('handshake ($name)', (backend: CryptoBackend) =>
     await rejects(acceptSession({ identity: responder.identity, store: responder.store, message: m0, backend }), 'DECRYPT_FAILED');
   });
 
+  test('a base key in another encoding of the same point is refused, so a replay cannot pass for a new handshake', async () => {
+    // X25519 ignores the top bit of a u-coordinate (RFC 7748 §5) and the base key is
+    // not in the associated data: flipping that bit gave a message that set up the same
+    // session again under a different base key, past the callers' check for repeats.
+    const { responder, alice, random } = setup('base-key-encoding');
+    const a = initiateSession({ identity: alice, bundle: bundleOf(responder, { oneTime: false, lastResort: true }), backend, random });
+    const m0 = a.encrypt(enc('m0'));
+    const { session: b } = await acceptSession({ identity: responder.identity, store: responder.store, message: m0, backend });
+    const replay = flipBit(m0, 8 * (33 + 31) + 7);
+    throwsCode(() => decodeInitialMessage(replay), 'INVALID_MESSAGE');
+    throwsCode(() => b.decrypt(replay), 'INVALID_MESSAGE');
+    await rejects(acceptSession({ identity: responder.identity, store: responder.store, message: replay, backend }), 'INVALID_MESSAGE');
+    // u >= p is the other non-canonical form: p + 1 stands for 1.
+    const aboveP = m0.slice();
+    aboveP.set([0xee, ...new Array<number>(30).fill(0xff), 0x7f], 33);
+    throwsCode(() => decodeInitialMessage(aboveP), 'INVALID_MESSAGE');
+  });
+
   describe('bundle signatures', () => {
     const forge = (sig: Uint8Array) => flipBit(sig, 5);
 

@@ -229,6 +229,23 @@ describe.each(SESSION_BACKENDS)('handshake ($name)', (backend: CryptoBackend) =>
       throwsCode(() => verifyPreKeyBundle(backend, { ...b, signedPreKey: { ...b.signedPreKey, id: -1 } }), 'INVALID_ARGUMENT');
       throwsCode(() => verifyPreKeyBundle(backend, { ...b, kemPreKey: { ...b.kemPreKey, publicKey: new Uint8Array(32) } }), 'INVALID_KEY');
     });
+
+    test('a bundle whose parts are not objects is INVALID_ARGUMENT, not a TypeError', () => {
+      // Bundles come from an untrusted directory: any shape can arrive.
+      const { responder } = setup('shapes');
+      const b = bundleOf(responder);
+      const shapes: unknown[] = [
+        null,
+        'bundle',
+        { ...b, signedPreKey: undefined },
+        { ...b, signedPreKey: null },
+        { ...b, oneTimePreKey: null },
+        { ...b, oneTimePreKey: 7 },
+        { ...b, kemPreKey: undefined },
+        { ...b, kemPreKey: 'key' },
+      ];
+      for (const shape of shapes) throwsCode(() => verifyPreKeyBundle(backend, shape as PreKeyBundle), 'INVALID_ARGUMENT');
+    });
   });
 
   describe('a tampered initial message fails and leaves the store unchanged', () => {

@@ -51,6 +51,19 @@ export function decodeDetached<T>(input: Uint8Array, decode: (bytes: Uint8Array)
   return value;
 }
 
+/**
+ * Runs `fn`, which may refuse only with a CryptoError of one of `codes` (used after a
+ * decoder accepted something: what it produced must be usable or refused cleanly).
+ */
+export function mustOnlyRefuse(what: string, codes: readonly CryptoErrorCode[], fn: () => unknown): void {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof CryptoError && codes.includes(err.code)) return;
+    throw new Violation(`${what} threw ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`);
+  }
+}
+
 /** What `check` may return: nothing (accepted) or a rejection label. */
 export type CheckResult = void | { readonly rejected: string };
 

@@ -5,7 +5,9 @@
  * record of named results. The runner prints them as a table and, with --json, a final
  * single-line JSON object (suite, machine, results) for tooling to pick up.
  */
-import os from 'node:os';
+import { machine, machineLine } from './lib/machine.js';
+
+export { machine };
 
 export type BenchValue = number | string | boolean;
 export type BenchResults = Record<string, BenchValue>;
@@ -18,17 +20,6 @@ type SuiteName = (typeof SUITES)[number];
 
 function isSuite(s: string | undefined): s is SuiteName {
   return s !== undefined && (SUITES as readonly string[]).includes(s);
-}
-
-export function machine(): Record<string, string | number> {
-  const cpus = os.cpus();
-  return {
-    cpu: cpus[0]?.model ?? 'unknown',
-    cores: cpus.length,
-    memory_gib: Math.round(os.totalmem() / 2 ** 30),
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-  };
 }
 
 function fmt(v: BenchValue): string {
@@ -57,7 +48,7 @@ async function main(): Promise<void> {
   const mod = (await import(`./${suite}.ts`)) as BenchSuite;
   const results = await mod.run(rest.slice(1));
   const m = machine();
-  console.log(`# ${suite} — ${m.cpu}, ${m.cores} cores, ${m.memory_gib} GiB, Node ${m.node}`);
+  console.log(`# ${suite} — ${machineLine(m)}`);
   printTable(results);
   if (json) console.log(JSON.stringify({ suite, machine: m, results }));
 }

@@ -24,7 +24,7 @@ import {
   PADDING_MIN_BUCKET_BYTES,
   PADDING_POWER_OF_TWO_MAX_BYTES,
 } from './limits.js';
-import { assertAnyBytes } from './primitives/bytes.js';
+import { assertAnyBytes, copyBytes } from './primitives/bytes.js';
 
 /** The padding marker byte that ends the plaintext. */
 const PADDING_MARKER = 0x80;
@@ -71,5 +71,5 @@ export function unpad(padded: Uint8Array): Uint8Array {
   while (end >= 0 && padded[end] === 0) end--;
   if (end < 0 || padded[end] !== PADDING_MARKER) throw badPadding();
   if (paddedLength(end) !== padded.length) throw badPadding();
-  return padded.slice(0, end);
+  return copyBytes(padded.subarray(0, end));
 }

@@ -61,6 +61,14 @@ export class BinaryReader {
     return b;
   }
 
+  /**
+   * Exactly n bytes, copied out of the frame. (Not `bytes(n).slice()`: on a Node Buffer,
+   * which is what Node's sockets hand over, slice() is a view of the same memory.)
+   */
+  copy(n: number, what: string): Uint8Array {
+    return new Uint8Array(this.bytes(n, what));
+  }
+
   /** u8 length + UTF-8 string, length checked against max before reading. */
   str8(what: string, max: number, pattern?: RegExp): string {
     const n = this.u8(what);

@@ -71,7 +71,7 @@ export function decodeSend(buf: Uint8Array): SendFrame {
   if (r.u8('frame type') !== BINARY_FRAME.SEND) throw new ProtocolError('UNKNOWN_FRAME', 'not a SEND frame');
   const id = r.u32('id');
   try {
-    const envelopeId = r.bytes(ENVELOPE_ID_BYTES, 'envelopeId').slice();
+    const envelopeId = r.copy(ENVELOPE_ID_BYTES, 'envelopeId');
     const ttlSeconds = r.u32('ttl');
     if (ttlSeconds < MIN_TTL_SECONDS || ttlSeconds > MAX_TTL_SECONDS) {
       throw new ProtocolError('BAD_REQUEST', `ttl must be ${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS} seconds`);
@@ -92,7 +92,7 @@ export function decodeSend(buf: Uint8Array): SendFrame {
       if (len === 0 || len > MAX_ENVELOPE_BYTES) {
         throw new ProtocolError('ENVELOPE_TOO_LARGE', `envelope payload must be 1..${MAX_ENVELOPE_BYTES} bytes`);
       }
-      targets.push({ deviceId, payload: r.bytes(len, `targets[${i}].payload`).slice() });
+      targets.push({ deviceId, payload: r.copy(len, `targets[${i}].payload`) });
     }
     r.end('SEND');
     return { type: 'send', id, envelopeId, ttlSeconds, recipientUserId, targets };
@@ -148,14 +148,14 @@ export function decodeDeliver(buf: Uint8Array): DeliverFrame {
   const r = new BinaryReader(buf);
   if (r.u8('frame type') !== BINARY_FRAME.DELIVER) throw new ProtocolError('UNKNOWN_FRAME', 'not a DELIVER frame');
   const seq = r.u64('seq');
-  const envelopeId = r.bytes(ENVELOPE_ID_BYTES, 'envelopeId').slice();
+  const envelopeId = r.copy(ENVELOPE_ID_BYTES, 'envelopeId');
   const senderUserId = r.str8('sender', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
   const senderDeviceId = r.str8('senderDevice', MAX_DEVICE_ID_LENGTH, DEVICE_ID_PATTERN);
   const storedAtMs = r.u64('storedAt');
   const expiresAtMs = r.u64('expiresAt');
   const len = r.u32('length');
   if (len > MAX_ENVELOPE_BYTES) throw new ProtocolError('ENVELOPE_TOO_LARGE', 'envelope payload too large');
-  const payload = r.bytes(len, 'payload').slice();
+  const payload = r.copy(len, 'payload');
   r.end('DELIVER');
   return { type: 'deliver', seq, envelopeId, senderUserId, senderDeviceId, storedAtMs, expiresAtMs, payload };
 }

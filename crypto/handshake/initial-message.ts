@@ -18,6 +18,7 @@
  * the first reply arrives, since the responder may not have received the first one.
  */
 import { CryptoError } from '../errors.js';
+import { copyBytes } from '../primitives/bytes.js';
 import { ED25519_PUBLIC_KEY_BYTES, MLKEM768_CIPHERTEXT_BYTES, X25519_PUBLIC_KEY_BYTES } from '../primitives/sizes.js';
 import { MESSAGE_TYPE_INITIAL, SESSION_MESSAGE_VERSION, sessionMessageType } from '../ratchet/message.js';
 
@@ -87,8 +88,26 @@ export function encodeInitialHandshake(h: InitialHandshake): Uint8Array {
 }
 
 /**
+ * Whether the X25519 public key at `offset` is the canonical encoding of its point: top
+ * bit clear and u < p = 2^255 - 19 (RFC 7748 §5: X25519 ignores the top bit and reduces
+ * mod p, so each point has other encodings, which no honest sender produces). The base
+ * key names a handshake (callers keep it to recognise repeats) and is not in the
+ * associated data, so another encoding would set up the same session under another
+ * name: a relay could pass off a replayed initial message as a new one.
+ */
+function isCanonicalX25519(b: Uint8Array, offset: number): boolean {
+  const top = b[offset + 31] as number;
+  if (top & 0x80) return false;
+  if (top !== 0x7f) return true;
+  for (let i = 30; i >= 1; i--) if (b[offset + i] !== 0xff) return true;
+  // All of bytes 1..31 are those of p: u < p exactly when the lowest byte is below p's (0xed).
+  return (b[offset] as number) < 0xed;
+}
+
+/**
  * Decodes an initial message. Fields are copies except `handshake` and `ratchetMessage`,
- * which are views into `bytes`. Throws UNSUPPORTED_VERSION / INVALID_MESSAGE.
+ * which are views into `bytes`. Throws UNSUPPORTED_VERSION / INVALID_MESSAGE (also for a
+ * base key that is not in canonical form).
  */
 export function decodeInitialMessage(bytes: Uint8Array): InitialMessage {
   if (sessionMessageType(bytes) !== 'initial') throw new CryptoError('INVALID_MESSAGE', 'not an initial message');
@@ -97,17 +116,18 @@ export function decodeInitialMessage(bytes: Uint8Array): InitialMessage {
   if ((flags & ~(FLAG_ONE_TIME_PREKEY | FLAG_KEM_LAST_RESORT)) !== 0) {
     throw new CryptoError('INVALID_MESSAGE', 'initial message has unknown flags');
   }
+  if (!isCanonicalX25519(bytes, OFF_BASE_KEY)) throw new CryptoError('INVALID_MESSAGE', 'initial message base key is not in canonical form');
   const hasOneTime = (flags & FLAG_ONE_TIME_PREKEY) !== 0;
   const oneTimeId = u32(bytes, OFF_ONE_TIME_ID);
   if (!hasOneTime && oneTimeId !== 0) throw new CryptoError('INVALID_MESSAGE', 'one-time prekey id without its flag');
   return {
-    identityKey: bytes.slice(OFF_IDENTITY, OFF_BASE_KEY),
-    baseKey: bytes.slice(OFF_BASE_KEY, OFF_SIGNED_PREKEY_ID),
+    identityKey: copyBytes(bytes.subarray(OFF_IDENTITY, OFF_BASE_KEY)),
+    baseKey: copyBytes(bytes.subarray(OFF_BASE_KEY, OFF_SIGNED_PREKEY_ID)),
     signedPreKeyId: u32(bytes, OFF_SIGNED_PREKEY_ID),
     oneTimePreKeyId: hasOneTime ? oneTimeId : undefined,
     kemPreKeyId: u32(bytes, OFF_KEM_ID),
     kemLastResort: (flags & FLAG_KEM_LAST_RESORT) !== 0,
-    kemCipherText: bytes.slice(OFF_KEM_CT, INITIAL_HANDSHAKE_BYTES),
+    kemCipherText: copyBytes(bytes.subarray(OFF_KEM_CT, INITIAL_HANDSHAKE_BYTES)),
     handshake: bytes.subarray(0, INITIAL_HANDSHAKE_BYTES),
     ratchetMessage: bytes.subarray(INITIAL_HANDSHAKE_BYTES),
   };

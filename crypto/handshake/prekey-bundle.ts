@@ -55,6 +55,11 @@ function isU32(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffff_ffff;
 }
 
+/** Bundles come from an untrusted directory: a part must be an object before its fields are read. */
+function assertObject(v: unknown, label: string): void {
+  if (typeof v !== 'object' || v === null) throw new CryptoError('INVALID_ARGUMENT', `${label} must be an object`);
+}
+
 function check(
   backend: CryptoBackend,
   identityKey: PreparedEd25519PublicKey,
@@ -63,6 +68,7 @@ function check(
   key: { readonly id: number; readonly publicKey: Uint8Array; readonly signature: Uint8Array },
   publicKeyBytes: number,
 ): void {
+  assertObject(key, label);
   if (!isU32(key.id)) throw new CryptoError('INVALID_ARGUMENT', `${label} id must be a u32`);
   assertBytes(key.publicKey, publicKeyBytes, `${label} public key`, 'INVALID_KEY');
   assertBytes(key.signature, ED25519_SIGNATURE_BYTES, `${label} signature`);
@@ -73,9 +79,11 @@ function check(
 
 /**
  * Checks sizes and every signature of a bundle. Throws INVALID_SIGNATURE naming the
- * first key whose signature fails, INVALID_KEY / INVALID_ARGUMENT for a malformed field.
+ * first key whose signature fails, INVALID_KEY / INVALID_ARGUMENT for a malformed field
+ * (or a part that is not an object).
  */
 export function verifyPreKeyBundle(backend: CryptoBackend, bundle: PreKeyBundle): void {
+  assertObject(bundle, 'bundle');
   assertBytes(bundle.identityKey, ED25519_PUBLIC_KEY_BYTES, 'identity key', 'INVALID_KEY');
   // Prepared once for the two or three signatures it checks.
   const identityKey = backend.ed25519PreparePublicKey(bundle.identityKey);
@@ -84,6 +92,7 @@ export function verifyPreKeyBundle(backend: CryptoBackend, bundle: PreKeyBundle)
     check(backend, identityKey, 'one-time-prekey', 'one-time prekey', bundle.oneTimePreKey, X25519_PUBLIC_KEY_BYTES);
   }
   const kem = bundle.kemPreKey;
+  assertObject(kem, 'kem prekey');
   if (typeof kem.lastResort !== 'boolean') throw new CryptoError('INVALID_ARGUMENT', 'kem prekey lastResort must be a boolean');
   check(
     backend,

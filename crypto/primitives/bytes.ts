@@ -20,6 +20,15 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+/**
+ * A copy of `b` as a plain Uint8Array. Copy bytes a caller passed in with this, not
+ * with `b.slice()`: on a Node Buffer (what sockets, files and the pg driver return)
+ * slice() is a view of the caller's memory, not a copy.
+ */
+export function copyBytes(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b);
+}
+
 /** Concatenates into one fresh array. */
 export function concatBytes(...parts: readonly Uint8Array[]): Uint8Array {
   let total = 0;

@@ -5,6 +5,7 @@
  * INVALID_MESSAGE for wire data), so nothing partially decoded ever escapes.
  */
 import { CryptoError, type CryptoErrorCode } from '../errors.js';
+import { copyBytes } from '../primitives/bytes.js';
 
 export class ByteWriter {
   #buf: Uint8Array;
@@ -101,7 +102,7 @@ export class ByteReader {
   /** A copy, so the decoded object never aliases the caller's buffer. */
   bytes(n: number): Uint8Array {
     this.#need(n);
-    const out = this.#buf.slice(this.#off, this.#off + n);
+    const out = copyBytes(this.#buf.subarray(this.#off, this.#off + n));
     this.#off += n;
     return out;
   }

@@ -20,7 +20,7 @@ import { CryptoError } from '../errors.js';
 import { decodeInitialMessage, INITIAL_HANDSHAKE_BYTES } from '../handshake/initial-message.js';
 import { MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_MESSAGE } from '../limits.js';
 import type { CryptoBackend } from '../primitives/backend.js';
-import { assertAnyBytes, equalBytes } from '../primitives/bytes.js';
+import { assertAnyBytes, copyBytes, equalBytes } from '../primitives/bytes.js';
 import { defaultBackend } from '../primitives/index.js';
 import type { RandomSource } from '../primitives/random.js';
 import { systemRandom } from '../primitives/random.js';
@@ -157,7 +157,7 @@ export class Session {
   static responder(params: NewSessionParams, theirRatchetKey: Uint8Array, handshake: Uint8Array): Session {
     const backend = params.backend ?? defaultBackend;
     const { rootKey, chainKey } = initialKeys(backend, params.sharedSecret);
-    const remote = new RemoteRatchetKey(theirRatchetKey.slice());
+    const remote = new RemoteRatchetKey(copyBytes(theirRatchetKey));
     return new Session(
       {
         role: 'responder',
@@ -355,7 +355,7 @@ export class Session {
     }
 
     // A ratchet key we no longer have a chain for may still have skipped keys stored.
-    const remote = new RemoteRatchetKey(msg.ratchetKey.slice());
+    const remote = new RemoteRatchetKey(copyBytes(msg.ratchetKey));
     const stored = st.skipped.get(remote, msg.index);
     if (stored !== undefined) return this.#openSkipped(remote, stored, msg);
     return this.#decryptNewChain(remote, msg);

@@ -448,6 +448,9 @@ export function encodeConnectedNotice(nodeId: string, userId: string, deviceId: 
   return JSON.stringify({ node: nodeId, kind: 'connected', userId, deviceId, at });
 }
 
+/** Sequences and times in notices: JSON numbers can be fractions, negative or beyond 2^53 (1e400 parses as Infinity). */
+const isSafeNat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
 export function decodeNotice(payload: string): MailboxNotice | undefined {
   try {
     const v = JSON.parse(payload) as { node?: unknown; kind?: unknown; tails?: unknown; userId?: unknown; deviceId?: unknown; at?: unknown };
@@ -456,12 +459,12 @@ export function decodeNotice(payload: string): MailboxNotice | undefined {
     if (v.kind === 'revoked' && typeof v.userId === 'string' && typeof v.deviceId === 'string') {
       return { node: v.node, kind: 'revoked', userId: v.userId, deviceId: v.deviceId };
     }
-    if (v.kind === 'connected' && typeof v.userId === 'string' && typeof v.deviceId === 'string' && typeof v.at === 'number') {
+    if (v.kind === 'connected' && typeof v.userId === 'string' && typeof v.deviceId === 'string' && isSafeNat(v.at)) {
       return { node: v.node, kind: 'connected', userId: v.userId, deviceId: v.deviceId, at: v.at };
     }
     if (v.kind === 'tails' && Array.isArray(v.tails)) {
       const tails = v.tails.filter(
-        (t): t is [string, string, number] => Array.isArray(t) && typeof t[0] === 'string' && typeof t[1] === 'string' && typeof t[2] === 'number',
+        (t): t is [string, string, number] => Array.isArray(t) && typeof t[0] === 'string' && typeof t[1] === 'string' && isSafeNat(t[2]),
       );
       return { node: v.node, kind: 'tails', tails };
     }

@@ -161,6 +161,24 @@ describe.each(SESSION_BACKENDS)('handshake ($name)', (backend: CryptoBackend) =>
     await rejects(acceptSession({ identity: responder.identity, store: responder.store, message: m0, backend }), 'DECRYPT_FAILED');
   });
 
+  test('a base key in another encoding of the same point is refused, so a replay cannot pass for a new handshake', async () => {
+    // X25519 ignores the top bit of a u-coordinate (RFC 7748 §5) and the base key is
+    // not in the associated data: flipping that bit gave a message that set up the same
+    // session again under a different base key, past the callers' check for repeats.
+    const { responder, alice, random } = setup('base-key-encoding');
+    const a = initiateSession({ identity: alice, bundle: bundleOf(responder, { oneTime: false, lastResort: true }), backend, random });
+    const m0 = a.encrypt(enc('m0'));
+    const { session: b } = await acceptSession({ identity: responder.identity, store: responder.store, message: m0, backend });
+    const replay = flipBit(m0, 8 * (33 + 31) + 7);
+    throwsCode(() => decodeInitialMessage(replay), 'INVALID_MESSAGE');
+    throwsCode(() => b.decrypt(replay), 'INVALID_MESSAGE');
+    await rejects(acceptSession({ identity: responder.identity, store: responder.store, message: replay, backend }), 'INVALID_MESSAGE');
+    // u >= p is the other non-canonical form: p + 1 stands for 1.
+    const aboveP = m0.slice();
+    aboveP.set([0xee, ...new Array<number>(30).fill(0xff), 0x7f], 33);
+    throwsCode(() => decodeInitialMessage(aboveP), 'INVALID_MESSAGE');
+  });
+
   describe('bundle signatures', () => {
     const forge = (sig: Uint8Array) => flipBit(sig, 5);
 
@@ -210,6 +228,23 @@ describe.each(SESSION_BACKENDS)('handshake ($name)', (backend: CryptoBackend) =>
       throwsCode(() => verifyPreKeyBundle(backend, { ...b, identityKey: new Uint8Array(31) }), 'INVALID_KEY');
       throwsCode(() => verifyPreKeyBundle(backend, { ...b, signedPreKey: { ...b.signedPreKey, id: -1 } }), 'INVALID_ARGUMENT');
       throwsCode(() => verifyPreKeyBundle(backend, { ...b, kemPreKey: { ...b.kemPreKey, publicKey: new Uint8Array(32) } }), 'INVALID_KEY');
+    });
+
+    test('a bundle whose parts are not objects is INVALID_ARGUMENT, not a TypeError', () => {
+      // Bundles come from an untrusted directory: any shape can arrive.
+      const { responder } = setup('shapes');
+      const b = bundleOf(responder);
+      const shapes: unknown[] = [
+        null,
+        'bundle',
+        { ...b, signedPreKey: undefined },
+        { ...b, signedPreKey: null },
+        { ...b, oneTimePreKey: null },
+        { ...b, oneTimePreKey: 7 },
+        { ...b, kemPreKey: undefined },
+        { ...b, kemPreKey: 'key' },
+      ];
+      for (const shape of shapes) throwsCode(() => verifyPreKeyBundle(backend, shape as PreKeyBundle), 'INVALID_ARGUMENT');
     });
   });
 

@@ -66,3 +66,21 @@ describe('SEND', () => {
     },
   );
 });
+
+describe('decoded bytes are copies', () => {
+  // Node hands frames over as Buffers, whose slice() is a view: decoding must still copy,
+  // or reusing the buffer (as socket layers do) would change envelopes already decoded.
+  it('SEND and DELIVER decoded from a Buffer keep their bytes when the buffer is overwritten', () => {
+    const send = { id: 5, envelopeId: new Uint8Array(16).fill(1), ttlSeconds: 60, recipientUserId: 'bob', targets: [{ deviceId: 'd1', payload: Uint8Array.of(1, 2, 3) }] };
+    const sendBuffer = Buffer.from(encodeSend(send));
+    const decodedSend = decodeSend(sendBuffer);
+    sendBuffer.fill(0);
+    expect(decodedSend).toEqual({ type: 'send', ...send });
+
+    const deliver = { seq: 9, envelopeId: new Uint8Array(16).fill(2), senderUserId: 'alice', senderDeviceId: 'd2', storedAtMs: 1, expiresAtMs: 2, payload: Uint8Array.of(4, 5) };
+    const deliverBuffer = Buffer.from(encodeDeliver(deliver));
+    const decodedDeliver = decodeDeliver(deliverBuffer);
+    deliverBuffer.fill(0);
+    expect(decodedDeliver).toEqual({ type: 'deliver', ...deliver });
+  });
+});

@@ -18,7 +18,7 @@ import type {
   PreparedX25519PrivateKey,
   PreparedX25519PublicKey,
 } from './primitives/backend.js';
-import { assertBytes, toHex } from './primitives/bytes.js';
+import { assertBytes, copyBytes, toHex } from './primitives/bytes.js';
 import { defaultBackend } from './primitives/index.js';
 import { systemRandom, type RandomSource } from './primitives/random.js';
 import {
@@ -100,7 +100,7 @@ export class X25519PrivateKey extends SecretKeyBase {
   /** From 32 stored bytes (copied). */
   static fromBytes(secret: Uint8Array, backend: CryptoBackend = defaultBackend): X25519PrivateKey {
     assertBytes(secret, X25519_PRIVATE_KEY_BYTES, 'x25519 private key', 'INVALID_KEY');
-    return new X25519PrivateKey(secret.slice(), backend);
+    return new X25519PrivateKey(copyBytes(secret), backend);
   }
 
   /**
@@ -140,7 +140,7 @@ export class Ed25519PrivateKey extends SecretKeyBase {
   /** From a stored 32-byte seed (copied). */
   static fromSeed(seed: Uint8Array, backend: CryptoBackend = defaultBackend): Ed25519PrivateKey {
     assertBytes(seed, ED25519_SEED_BYTES, 'ed25519 seed', 'INVALID_KEY');
-    return new Ed25519PrivateKey(seed.slice(), backend);
+    return new Ed25519PrivateKey(copyBytes(seed), backend);
   }
 
   /** Raw Ed25519 signature over `message` (64 bytes). */
@@ -184,7 +184,7 @@ export class MlKem768PrivateKey extends SecretKeyBase {
    */
   static fromBytes(secretKey: Uint8Array, backend: CryptoBackend = defaultBackend): MlKem768PrivateKey {
     assertBytes(secretKey, MLKEM768_SECRET_KEY_BYTES, 'ml-kem secret key', 'INVALID_KEY');
-    const copy = secretKey.slice();
+    const copy = copyBytes(secretKey);
     backend.mlkemDecapsulate(new Uint8Array(MLKEM768_CIPHERTEXT_BYTES), copy);
     // dk = dk_PKE (384*k bytes) || ek || H(ek) || z, with k = 3 for ML-KEM-768.
     const ekStart = MLKEM768_SECRET_KEY_BYTES - MLKEM768_PUBLIC_KEY_BYTES - 64;

@@ -19,7 +19,7 @@ import { MAX_DEVICE_LIST_ENTRIES, MAX_DEVICES_PER_USER } from '../../protocol/li
 import { CryptoError } from '../errors.js';
 import { signatureTranscript } from '../identity/signature-context.js';
 import type { CryptoBackend } from '../primitives/backend.js';
-import { equalBytes, toHex } from '../primitives/bytes.js';
+import { copyBytes, equalBytes, toHex } from '../primitives/bytes.js';
 import { isRejectedEd25519PublicKey } from '../primitives/ed25519-policy.js';
 import { defaultBackend } from '../primitives/index.js';
 import {
@@ -142,9 +142,9 @@ export class DeviceChain {
     return new DeviceChain(
       s.userId,
       s.length,
-      s.head.slice(),
-      s.rootIdentityKey?.slice(),
-      new Map(s.devices.map((d) => [d.deviceId, { deviceId: d.deviceId, identityKey: d.identityKey.slice(), addedAt: d.addedAt }])),
+      copyBytes(s.head),
+      s.rootIdentityKey && copyBytes(s.rootIdentityKey),
+      new Map(s.devices.map((d) => [d.deviceId, { deviceId: d.deviceId, identityKey: copyBytes(d.identityKey), addedAt: d.addedAt }])),
       new Set(s.seenDeviceIds),
       new Set(s.seenIdentityKeys),
     );
@@ -243,11 +243,11 @@ export class DeviceChain {
     if (kind === 'revoke') {
       active.delete(deviceId);
     } else {
-      active.set(deviceId, { deviceId, identityKey: identityKey.slice(), addedAt: this.length });
+      active.set(deviceId, { deviceId, identityKey: copyBytes(identityKey), addedAt: this.length });
       seenIds.add(deviceId);
       seenKeys.add(toHex(identityKey));
     }
-    const root = kind === 'root' ? identityKey.slice() : this.rootIdentityKey;
-    return new DeviceChain(this.userId, this.length + 1, hash.slice(), root, active, seenIds, seenKeys);
+    const root = kind === 'root' ? copyBytes(identityKey) : this.rootIdentityKey;
+    return new DeviceChain(this.userId, this.length + 1, copyBytes(hash), root, active, seenIds, seenKeys);
   }
 }

@@ -32,7 +32,7 @@ import { CryptoError } from '../errors.js';
 import type { IdentityKeyPair } from '../identity/identity-key.js';
 import { signatureTranscript } from '../identity/signature-context.js';
 import type { CryptoBackend } from '../primitives/backend.js';
-import { utf8Decode, utf8Encode } from '../primitives/bytes.js';
+import { copyBytes, utf8Decode, utf8Encode } from '../primitives/bytes.js';
 import { ED25519_PUBLIC_KEY_BYTES, ED25519_SIGNATURE_BYTES } from '../primitives/sizes.js';
 import { ByteReader, ByteWriter } from '../ratchet/byte-codec.js';
 
@@ -174,7 +174,7 @@ export function decodeDeviceEntry(bytes: Uint8Array): DeviceEntry {
   const signature = r.bytes(ED25519_SIGNATURE_BYTES);
   const consent = kind === 'revoke' ? undefined : r.bytes(ED25519_SIGNATURE_BYTES);
   r.end();
-  const entry: DeviceEntry = { kind, userId, seq, prev, deviceId, identityKey, signerDeviceId, signature, consent, bytes: bytes.slice(), signedLength };
+  const entry: DeviceEntry = { kind, userId, seq, prev, deviceId, identityKey, signerDeviceId, signature, consent, bytes: copyBytes(bytes), signedLength };
   checkBody(entry, 'INVALID_MESSAGE');
   return entry;
 }

@@ -6,7 +6,7 @@
  */
 import { CryptoError } from '../errors.js';
 import type { CryptoBackend, PreparedEd25519PrivateKey } from '../primitives/backend.js';
-import { assertAnyBytes } from '../primitives/bytes.js';
+import { assertAnyBytes, copyBytes } from '../primitives/bytes.js';
 import { defaultBackend } from '../primitives/index.js';
 import type { RandomSource } from '../primitives/random.js';
 import { systemRandom } from '../primitives/random.js';
@@ -73,7 +73,7 @@ export class OutboundSenderKey {
     const keyIdBytes = random(4);
     // Top bit clear: leaves 2^31 rotations before the id would wrap.
     const keyId = (((keyIdBytes[0] as number) & 0x7f) << 24) | ((keyIdBytes[1] as number) << 16) | ((keyIdBytes[2] as number) << 8) | (keyIdBytes[3] as number);
-    return new OutboundSenderKey(groupId.slice(), newGeneration(backend, random, keyId), options);
+    return new OutboundSenderKey(copyBytes(groupId), newGeneration(backend, random, keyId), options);
   }
 
   get groupId(): Uint8Array {

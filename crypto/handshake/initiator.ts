@@ -4,6 +4,7 @@
  */
 import type { IdentityKeyPair } from '../identity/identity-key.js';
 import type { CryptoBackend } from '../primitives/backend.js';
+import { copyBytes } from '../primitives/bytes.js';
 import { defaultBackend } from '../primitives/index.js';
 import type { RandomSource } from '../primitives/random.js';
 import { systemRandom } from '../primitives/random.js';
@@ -66,7 +67,7 @@ export function initiateSession(params: InitiateSessionParams): Session {
     {
       sharedSecret,
       localIdentityKey: ourIdentityKey,
-      remoteIdentityKey: bundle.identityKey.slice(),
+      remoteIdentityKey: copyBytes(bundle.identityKey),
       baseKey,
       backend,
       random,

@@ -14,7 +14,7 @@ import type {
   PreparedX25519PrivateKey,
   PreparedX25519PublicKey,
 } from '../primitives/backend.js';
-import { assertBytes, equalBytes, toHex } from '../primitives/bytes.js';
+import { assertBytes, copyBytes, equalBytes, toHex } from '../primitives/bytes.js';
 import { isRejectedEd25519PublicKey } from '../primitives/ed25519-policy.js';
 import { defaultBackend } from '../primitives/index.js';
 import { systemRandom, type RandomSource } from '../primitives/random.js';
@@ -46,7 +46,7 @@ export class IdentityKey {
     if (isRejectedEd25519PublicKey(bytes)) {
       throw new CryptoError('INVALID_KEY', 'identity key is a small-order or non-canonical point');
     }
-    return new IdentityKey(bytes.slice(), backend);
+    return new IdentityKey(copyBytes(bytes), backend);
   }
 
   /** A copy of the 32 public bytes. */

@@ -23,7 +23,7 @@ import type {
   PreparedX25519PrivateKey,
   PreparedX25519PublicKey,
 } from './backend.js';
-import { assertAnyBytes, assertBytes, concatBytes, equalBytes } from './bytes.js';
+import { assertAnyBytes, assertBytes, concatBytes, copyBytes, equalBytes } from './bytes.js';
 import { PreparedSecret } from './prepared.js';
 import { systemRandom } from './random.js';
 import {
@@ -142,7 +142,7 @@ class NobleX25519PrivateKey extends PreparedSecret implements PreparedX25519Priv
 
   constructor(secret: Uint8Array) {
     super('X25519 private key');
-    this.#secret = secret.slice();
+    this.#secret = copyBytes(secret);
   }
 
   publicKey(): Uint8Array {
@@ -159,7 +159,7 @@ class NobleX25519PublicKey implements PreparedX25519PublicKey {
   readonly #bytes: Uint8Array;
 
   constructor(bytes: Uint8Array) {
-    this.#bytes = bytes.slice();
+    this.#bytes = copyBytes(bytes);
   }
 
   get bytes(): Uint8Array {
@@ -173,7 +173,7 @@ class NobleEd25519PrivateKey extends PreparedSecret implements PreparedEd25519Pr
 
   constructor(seed: Uint8Array) {
     super('Ed25519 private key');
-    this.#seed = seed.slice();
+    this.#seed = copyBytes(seed);
   }
 
   publicKey(): Uint8Array {
@@ -190,7 +190,7 @@ class NobleEd25519PublicKey implements PreparedEd25519PublicKey {
   readonly #bytes: Uint8Array;
 
   constructor(bytes: Uint8Array) {
-    this.#bytes = bytes.slice();
+    this.#bytes = copyBytes(bytes);
   }
 
   get bytes(): Uint8Array {

@@ -144,3 +144,19 @@ describe.each(BACKENDS)('key wrappers (%s)', (_name, b) => {
     expectCryptoError(() => MlKem768PrivateKey.fromBytes(corrupt, b), 'INVALID_KEY');
   });
 });
+
+describe('keys taken from a Node Buffer', () => {
+  it('are copies: changing the Buffer afterwards changes no key (Buffer#slice would be a view)', () => {
+    const pool = Buffer.alloc(64, 7);
+    const view = pool.subarray(16, 48);
+    const x = X25519PrivateKey.fromBytes(view);
+    const ed = Ed25519PrivateKey.fromSeed(view);
+    const xPublic = x.publicKey.slice();
+    const edPublic = ed.publicKey.slice();
+    pool.fill(0);
+    expect(x.exportSecret()).toEqual(new Uint8Array(32).fill(7));
+    expect(ed.exportSeed()).toEqual(new Uint8Array(32).fill(7));
+    expect(X25519PrivateKey.fromBytes(x.exportSecret()).publicKey).toEqual(xPublic);
+    expect(Ed25519PrivateKey.fromSeed(ed.exportSeed()).publicKey).toEqual(edPublic);
+  });
+});

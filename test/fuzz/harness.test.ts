@@ -154,7 +154,7 @@ describe('the registry', () => {
   it(`adds up to at least ${MIN_FULL_RUN_INPUTS.toLocaleString('en-US')} inputs in a full run, under unique names`, () => {
     expect(totalRuns(FUZZ_TARGETS)).toBeGreaterThanOrEqual(MIN_FULL_RUN_INPUTS);
     expect(new Set(FUZZ_TARGETS.map((t) => t.name)).size).toBe(FUZZ_TARGETS.length);
-    for (const t of FUZZ_TARGETS) expect(t.name).toMatch(/^(protocol|server|crypto)\/[a-z0-9-]+$/);
+    for (const t of FUZZ_TARGETS) expect(t.name).toMatch(/^(protocol|server|crypto|client)\/[a-z0-9-]+$/);
   });
 });
 

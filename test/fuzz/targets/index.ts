@@ -18,12 +18,13 @@
  *   - `runs`: its share of the full run (the registry must add up to 1,000,000 or more).
  */
 import type { FuzzTarget } from '../harness.js';
+import { CLIENT_TARGETS } from './client.js';
 import { CRYPTO_TARGETS } from './crypto.js';
 import { PROTOCOL_TARGETS } from './protocol.js';
 import { SENDER_KEY_TARGETS } from './sender-keys.js';
 import { SERVER_TARGETS } from './server.js';
 
-export const FUZZ_TARGETS: readonly FuzzTarget[] = [...PROTOCOL_TARGETS, ...SERVER_TARGETS, ...CRYPTO_TARGETS, ...SENDER_KEY_TARGETS];
+export const FUZZ_TARGETS: readonly FuzzTarget[] = [...PROTOCOL_TARGETS, ...SERVER_TARGETS, ...CRYPTO_TARGETS, ...SENDER_KEY_TARGETS, ...CLIENT_TARGETS];
 
 /** Inputs a full `npm run fuzz` generates at least. */
 export const MIN_FULL_RUN_INPUTS = 1_000_000;

@@ -24,9 +24,9 @@ type IdbDatabase = {
 type IdbTransaction = {
   objectStore(n: string): IdbObjectStore;
   oncomplete: (() => void) | null;
-  onerror: (() => void) | null;
   onabort: (() => void) | null;
   error: unknown;
+  abort(): void;
 };
 type IdbObjectStore = {
   get(key: unknown): IdbRequest<unknown>;
@@ -42,6 +42,19 @@ function request<T>(r: IdbRequest<T>): Promise<T> {
     r.onsuccess = () => resolve(r.result);
     r.onerror = () => reject(r.error);
   });
+}
+
+/**
+ * The exclusive upper bound of the keys [ns, k] with k starting with `prefix`: [ns, the
+ * prefix with its last UTF-16 code unit raised by one], trailing U+FFFF units dropped
+ * first. With no such string (an empty prefix, or one of U+FFFF units only) every string
+ * of the namespace qualifies, and [ns, []] is above them all (arrays sort after strings).
+ */
+function prefixEnd(ns: string, prefix: string): [string, string | []] {
+  let end = prefix;
+  while (end.length > 0 && end.charCodeAt(end.length - 1) === 0xffff) end = end.slice(0, -1);
+  if (end.length === 0) return [ns, []];
+  return [ns, end.slice(0, -1) + String.fromCharCode(end.charCodeAt(end.length - 1) + 1)];
 }
 
 function bytesOf(v: unknown): Uint8Array {
@@ -81,8 +94,7 @@ export class IndexedDbStore implements Store {
   async list(ns: string, prefix = ''): Promise<Array<[string, Uint8Array]>> {
     const tx = this.#db.transaction(OBJECT_STORE, 'readonly');
     const os = tx.objectStore(OBJECT_STORE);
-    // Every key of the namespace starting with the prefix: [ns, prefix] .. [ns, prefix + U+FFFF].
-    const range = this.#range.bound([ns, prefix], [ns, `${prefix}\uffff`]);
+    const range = this.#range.bound([ns, prefix], prefixEnd(ns, prefix), false, true);
     const [keys, values] = await Promise.all([request(os.getAllKeys(range)), request(os.getAll(range))]);
     return keys.map((k, i) => [(k as [string, string])[1], bytesOf(values[i]).slice()]);
   }
@@ -90,14 +102,23 @@ export class IndexedDbStore implements Store {
   commit(writes: readonly StoreWrite[]): Promise<void> {
     return new Promise((resolve, reject) => {
       const tx = this.#db.transaction(OBJECT_STORE, 'readwrite', { durability: 'strict' });
-      const os = tx.objectStore(OBJECT_STORE);
-      for (const w of writes) {
-        if ('value' in w) os.put(w.value.slice(), [w.ns, w.key]);
-        else os.delete([w.ns, w.key]);
-      }
+      let refused: unknown;
       tx.oncomplete = () => resolve();
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error ?? new SdkError('STORE_CORRUPT', 'the IndexedDB transaction was aborted'));
+      // A failed request aborts the whole transaction (its error event is not cancelled);
+      // the abort settles the commit, with the request's error as tx.error.
+      tx.onabort = () => reject(refused ?? tx.error ?? new SdkError('STORE_CORRUPT', 'the IndexedDB transaction was aborted'));
+      const os = tx.objectStore(OBJECT_STORE);
+      try {
+        for (const w of writes) {
+          if ('value' in w) os.put(w.value.slice(), [w.ns, w.key]);
+          else os.delete([w.ns, w.key]);
+        }
+      } catch (err) {
+        // A write refused on the spot (a value that cannot be stored) must take the writes
+        // already queued in this transaction with it: left alone they would auto-commit.
+        refused = err;
+        tx.abort();
+      }
     });
   }
 

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { AUTH_TIMEOUT_MS } from '../protocol/limits.js';
 import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS } from './limits.js';
 import { relayOrigin } from '../protocol/origin.js';
+import type { CorsPolicy } from './http/cors.js';
 import { DEFAULT_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
 
 export class ConfigError extends Error {
@@ -43,6 +44,30 @@ export interface Config {
   readonly publicOrigin: string | undefined;
   /** Seconds without a frame from a WebSocket peer before it is closed. */
   readonly wsIdleTimeoutSec: number;
+  /** Browser origins that may call the HTTP routes (server/http/cors.ts). */
+  readonly cors: CorsPolicy;
+}
+
+/** HERMETIC_CORS_ORIGINS: `*`, or a comma-separated list of http(s) origins. */
+function corsVar(env: Env): CorsPolicy {
+  const raw = env.HERMETIC_CORS_ORIGINS;
+  if (raw === undefined || raw.trim() === '') return { kind: 'none' };
+  if (raw.trim() === '*') return { kind: 'any' };
+  const origins = new Set<string>();
+  for (const part of raw.split(',')) {
+    const item = part.trim();
+    let u: URL;
+    try {
+      u = new URL(item);
+    } catch {
+      throw new ConfigError('HERMETIC_CORS_ORIGINS must be * or a comma-separated list of origins such as https://app.example.com');
+    }
+    if ((u.protocol !== 'https:' && u.protocol !== 'http:') || u.origin !== item.replace(/\/$/, '')) {
+      throw new ConfigError('HERMETIC_CORS_ORIGINS must list bare origins (scheme://host[:port]), such as https://app.example.com');
+    }
+    origins.add(u.origin);
+  }
+  return { kind: 'list', origins };
 }
 
 export interface TlsConfig {
@@ -153,6 +178,7 @@ export function loadConfig(env: Env = process.env): Config {
     metrics: metricsConfig(env),
     tls: tlsConfig(env),
     publicOrigin,
+    cors: corsVar(env),
     wsIdleTimeoutSec: intVar(env, 'HERMETIC_WS_IDLE_TIMEOUT_S', DEFAULT_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S),
   };
 }

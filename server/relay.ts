@@ -193,7 +193,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       drain: (ws) => connections.onDrain(ws),
       close: (ws) => connections.onClose(ws),
     });
-    const routerDeps = { verifier, metrics, logger, isDraining: () => draining, track, bodyTimeoutMs: config.httpBodyTimeoutMs };
+    const routerDeps = { verifier, metrics, logger, isDraining: () => draining, track, bodyTimeoutMs: config.httpBodyTimeoutMs, cors: config.cors };
     // /metrics: on a listener of its own when HERMETIC_METRICS_PORT is set; else on the
     // main port, open in development, and in production only behind a token.
     const metricsHere = config.metrics.port === undefined && (config.metrics.token !== undefined || !config.production);

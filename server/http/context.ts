@@ -14,6 +14,8 @@ export interface RequestInfo {
   readonly authorization: string;
   readonly contentType: string;
   readonly contentLength: number | undefined;
+  /** The Origin header (browsers), '' when absent. */
+  readonly origin: string;
   readonly params: readonly string[];
 }
 
@@ -23,6 +25,8 @@ export class HttpExchange {
   done = false;
   /** The route's work is over (answered, failed or aborted). */
   finished = false;
+  /** The Access-Control-Allow-Origin value for this request (server/http/cors.ts), if any. */
+  corsOrigin: string | undefined;
   /** 'reading' from the body read's start until all of it has arrived. */
   private body: 'unread' | 'reading' | 'read' = 'unread';
   private readonly abortHandlers: Array<() => void> = [];
@@ -99,6 +103,7 @@ export class HttpExchange {
     this.done = true;
     this.res.cork(() => {
       this.res.writeStatus(statusLine(status)).writeHeader('content-type', contentType).writeHeader('cache-control', 'no-store');
+      if (this.corsOrigin !== undefined) this.res.writeHeader('access-control-allow-origin', this.corsOrigin).writeHeader('vary', 'origin');
       this.res.end(body, close);
     });
   }
@@ -157,6 +162,7 @@ export function requestInfo(req: HttpRequest, paramCount: number): RequestInfo {
     authorization: req.getHeader('authorization'),
     contentType: req.getHeader('content-type'),
     contentLength: /^\d+$/.test(cl) ? Number(cl) : undefined,
+    origin: req.getHeader('origin'),
     params,
   };
 }

@@ -12,6 +12,7 @@ import { MAX_INFLIGHT_HTTP, MAX_INFLIGHT_HTTP_PER_USER } from '../limits.js';
 import type { RelayMetrics } from '../metrics.js';
 import { toProtocolError } from '../ws/connections.js';
 import { HttpExchange, refuseTokenInQuery, requestInfo } from './context.js';
+import { type CorsPolicy, allowedOrigin } from './cors.js';
 
 export interface RouterDeps {
   readonly verifier: TokenVerifier;
@@ -22,6 +23,8 @@ export interface RouterDeps {
   readonly track: <T>(p: Promise<T>) => Promise<T>;
   /** Time for a request body to arrive in full (HTTP_BODY_TIMEOUT_MS by default). */
   readonly bodyTimeoutMs: number;
+  /** Which browser origins may read the answers (server/http/cors.ts). */
+  readonly cors: CorsPolicy;
 }
 
 export type Handler = (ex: HttpExchange) => Promise<void>;
@@ -57,6 +60,7 @@ export function createRouter(deps: RouterDeps): Router {
 
   const route: Router['route'] = (name, paramCount, handler) => (res, req) => {
     const ex = new HttpExchange(res, requestInfo(req, paramCount), deps.bodyTimeoutMs);
+    ex.corsOrigin = allowedOrigin(deps.cors, ex.info.origin);
     const finish = (): void => {
       deps.metrics.httpRequests.inc({ route: name, status: ex.done ? 'sent' : 'aborted' });
     };

@@ -19,6 +19,7 @@ import { MAX_DEVICE_LIST_ENTRIES, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '..
 import type { DirectoryService } from '../directory/service.js';
 import type { KeyCounts } from '../directory/store.js';
 import { decodePathParam } from './context.js';
+import { allowedOrigin, preflightHeaders } from './cors.js';
 import { metricsHandler, notFound } from './metrics-route.js';
 import { type RouterDeps, createRouter } from './router.js';
 
@@ -109,6 +110,16 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
       ex.json(200, encodeBundleAnswer(b));
     }),
   );
+
+  // CORS preflight (server/http/cors.ts): answered for allowed origins, before any auth.
+  app.options('/*', (res, req) => {
+    const allowed = allowedOrigin(deps.cors, req.getHeader('origin'));
+    res.cork(() => {
+      res.writeStatus('204 No Content');
+      if (allowed !== undefined) for (const [k, v] of preflightHeaders(allowed)) res.writeHeader(k, v);
+      res.end();
+    });
+  });
 
   app.any('/*', route('not_found', 0, notFound));
 }

@@ -42,6 +42,7 @@ describe('loadConfig', () => {
       tls: undefined,
       publicOrigin: undefined,
       wsIdleTimeoutSec: 120,
+      cors: { kind: 'none' },
     });
   });
 
@@ -68,6 +69,7 @@ describe('loadConfig', () => {
       HERMETIC_TLS_KEY_FILE: '/etc/hermetic/key.pem',
       HERMETIC_PUBLIC_URL: 'https://Relay.Example.com:443/v1/ws',
       HERMETIC_WS_IDLE_TIMEOUT_S: '16',
+      HERMETIC_CORS_ORIGINS: 'https://app.example.com, http://localhost:3000',
       NODE_ENV: 'production',
     });
     expect(c).toEqual({
@@ -89,6 +91,7 @@ describe('loadConfig', () => {
       tls: { certFile: path.resolve('tls/cert.pem'), keyFile: '/etc/hermetic/key.pem' },
       publicOrigin: 'wss://relay.example.com',
       wsIdleTimeoutSec: 16,
+      cors: { kind: 'list', origins: new Set(['https://app.example.com', 'http://localhost:3000']) },
     });
   });
 
@@ -164,6 +167,13 @@ describe('loadConfig', () => {
     expect(msg).toContain('HERMETIC_JWKS_FILE');
     expect(msg).toContain('NODE_ENV=production');
     expect(loadConfig({ NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example', ...jwks }).auth.mode).toBe('jwks');
+  });
+
+  it('reads the CORS origins: none, any, or a list of bare origins', () => {
+    expect(loadConfig({ HERMETIC_CORS_ORIGINS: '*' }).cors).toEqual({ kind: 'any' });
+    for (const bad of ['app.example.com', 'https://app.example.com/path', 'ftp://x', 'https://a.example, nope']) {
+      expect(configError({ HERMETIC_CORS_ORIGINS: bad }).message, bad).toMatch(/^HERMETIC_CORS_ORIGINS /);
+    }
   });
 
   it('requires the public URL in production (devices sign the relay origin), and refuses one that is not a relay URL', () => {

@@ -27,7 +27,7 @@ import { Emitter } from './events.js';
 import { type Flag, FlagQueue } from './flags.js';
 import { GroupKeys, type GroupTarget } from './groups.js';
 import { type FaultHook, Inbox, type InboxRecord } from './inbox.js';
-import { DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS, PREKEY_TOPUP_DELAY_MS } from './limits.js';
+import { DEDUPE_PRUNE_INTERVAL_MS, DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS, PREKEY_TOPUP_DELAY_MS } from './limits.js';
 import { type OutboxEntry, type SentInfo, Outbox } from './outbox.js';
 import { type BodyKind, type Payload, decodeBody, encodeBody, encodePayload } from './payload.js';
 import { Sessions } from './sessions.js';
@@ -104,6 +104,14 @@ export interface ClientOptions {
   readonly fetch?: FetchLike | undefined;
   /** Fault injection for tests: called at each step of receiving (see FaultPoint). */
   readonly faultHook?: FaultHook | undefined;
+}
+
+/** Compares two strings without an early exit on the first difference. */
+function equalStrings(a: string, b: string): boolean {
+  const enc = new TextEncoder();
+  const x = enc.encode(a);
+  const y = enc.encode(b);
+  return x.length === y.length && equalBytes(x, y);
 }
 
 function checkId(value: unknown, what: string, max: number, pattern: RegExp): string {
@@ -190,9 +198,14 @@ export class HermeticClient {
   /** Stored messages not yet offered in this run (no consumer yet). */
   readonly #unoffered: Message[] = [];
   readonly #iterators = new Set<(m: Message) => void>();
+  /** Wakes iterators waiting in messages() when the client closes (they then end). */
+  readonly #closeWakers = new Set<() => void>();
   readonly #lastHeal = new Map<string, number>();
   #flagDrain: Promise<void> = Promise.resolve();
   #maintainTimer: ReturnType<Clock['setTimeout']> | undefined;
+  #lastPrune = -Infinity;
+  /** Session setups in flight, per device: concurrent sends share one bundle fetch. */
+  readonly #starting = new Map<string, Promise<void>>();
   readonly #fault: FaultHook | undefined;
 
   constructor(options: ClientOptions, urls: { http: string; ws: string; origin: string }, db: Transactor, record: DeviceRecord, ttl: number) {
@@ -243,16 +256,18 @@ export class HermeticClient {
         onState: (state, reason, detail) => {
           if (this.#closed) return;
           this.#outbox.setOnline(state === 'online');
-          if (reason === 'revoked') void this.#markRevoked();
+          if (reason === 'revoked') void this.#checkRevoked(detail);
           this.#setState({ state, reason, detail });
         },
         onOnline: () => {
+          this.#inbox.reset();
           void this.#maintain();
+          void this.#pruneSeen();
         },
         onDeliver: (f) => this.#inbox.deliver(f),
         onMalformedDeliver: (header, detail) => this.#inbox.malformed(header, detail),
         onQueueEmpty: () => undefined,
-        onExpired: (_from, to) => this.#inbox.expired(to),
+        onExpired: (from, to) => this.#inbox.expired(from, to),
         onStored: (f) => void this.#outbox.onStored(f.id, f.storedAt, f.duplicate).catch((err: unknown) => this.#report(err)),
         onSendError: (id, err) => void this.#outbox.onError(id, err).catch((e: unknown) => this.#report(e)),
         onProblem: (detail) => this.#report(new SdkError('RELAY_PROTOCOL_ERROR', detail)),
@@ -277,6 +292,7 @@ export class HermeticClient {
       userId: this.userId,
       deviceId: this.deviceId,
       ack: (seq) => this.#connection.ack(seq),
+      resync: (delayMs) => this.#connection.restart(delayMs, 'received envelopes could not be handled; they will be delivered again'),
       offered: (stored) => {
         for (const s of stored) this.#offer(this.#message(s.key, s.record));
         this.#drainFlags();
@@ -377,6 +393,28 @@ export class HermeticClient {
     if (this.#autoConnect && !this.#closed) this.#connection.start();
   }
 
+  /**
+   * The relay said this device is revoked (close 4003, or DEVICE_NOT_FOUND at
+   * authentication). That is final only if this user's verified device list says so: a
+   * relay (or anyone between) could say it of any device. Otherwise reconnect with backoff.
+   */
+  async #checkRevoked(detail: string | undefined): Promise<void> {
+    let listed: boolean;
+    try {
+      listed = (await this.#directory.devices(this.userId, { refresh: true })).device(this.deviceId) !== undefined;
+    } catch (err) {
+      this.#report(err);
+      listed = true; // unknown: not revoked on the relay's word alone
+    }
+    if (this.#closed) return;
+    if (!listed) {
+      await this.#markRevoked();
+      return;
+    }
+    this.#report(new SdkError('RELAY_PROTOCOL_ERROR', `the relay refused this device as revoked (${detail ?? 'no detail'}), but its verified device list still names it`));
+    this.#connection.resume();
+  }
+
   async #markRevoked(): Promise<void> {
     this.#record = await this.#db.run(async (tx) => {
       const d = (await loadDevice(tx)) as DeviceRecord;
@@ -395,6 +433,18 @@ export class HermeticClient {
   /** Drops the connection; the outbox keeps what is sent meanwhile. */
   disconnect(): void {
     this.#connection.stop();
+  }
+
+  /** Forgets remembered envelope ids past their retention (at most once per interval). */
+  async #pruneSeen(): Promise<void> {
+    const now = this.#clock.now();
+    if (now - this.#lastPrune < DEDUPE_PRUNE_INTERVAL_MS) return;
+    this.#lastPrune = now;
+    try {
+      await this.#inbox.prune();
+    } catch (err) {
+      this.#report(err);
+    }
   }
 
   /** After sessions started with us used one-time prekeys: top up soon (once per burst). */
@@ -426,6 +476,7 @@ export class HermeticClient {
     this.#outbox.close(err);
     this.#rejectLinked(err);
     this.#setState({ state: 'closed', reason: 'closed' });
+    for (const w of this.#closeWakers) w();
     await this.#db.run(() => undefined).catch(() => undefined);
     await this.#db.store.close();
   }
@@ -473,20 +524,27 @@ export class HermeticClient {
       queue.push(m);
       wake?.();
     };
+    const wakeOnClose = (): void => wake?.();
     this.#iterators.add(push);
+    this.#closeWakers.add(wakeOnClose);
     queueMicrotask(() => this.#flushUnoffered());
     const it: AsyncIterableIterator<Message> = {
       next: async () => {
         for (;;) {
           const m = queue.shift();
           if (m) return { value: m, done: false };
-          if (this.#closed) return { value: undefined, done: true };
+          if (this.#closed) {
+            this.#iterators.delete(push);
+            this.#closeWakers.delete(wakeOnClose);
+            return { value: undefined, done: true };
+          }
           await new Promise<void>((r) => (wake = r));
           wake = undefined;
         }
       },
       return: async () => {
         this.#iterators.delete(push);
+        this.#closeWakers.delete(wakeOnClose);
         return { value: undefined, done: true };
       },
       [Symbol.asyncIterator]: () => it,
@@ -496,6 +554,7 @@ export class HermeticClient {
 
   /** Messages stored and not yet marked done. */
   async pending(): Promise<Message[]> {
+    this.#assertOpen();
     const rows = await this.#db.run((tx) => tx.list(NS.inbox, 'm:'));
     return rows.map(([key, raw]) => this.#message(key, decodeRecord<InboxRecord>(raw)));
   }
@@ -520,6 +579,7 @@ export class HermeticClient {
       seq: r.seq,
       flags: r.flags,
       done: async () => {
+        this.#assertOpen();
         await this.#db.run((tx) => tx.delete(NS.inbox, key));
         this.#fault?.('done', r.seq);
       },
@@ -579,9 +639,12 @@ export class HermeticClient {
     return first;
   }
 
-  /** The devices a payload for `userId` goes to: all of them, minus this one. */
+  /** The devices a payload for `userId` goes to: all of them, minus this one. The trust
+   * policy is checked after the list is (re)fetched, since fetching it may have adopted a
+   * new root that blocks sending. */
   async #targets(userId: string, refresh = false): Promise<ListedDevice[]> {
     const chain = await this.#directory.devices(userId, { refresh });
+    await this.#directory.assertSendable(userId);
     return chain.devices.filter((d) => !(userId === this.userId && d.deviceId === this.deviceId));
   }
 
@@ -592,10 +655,28 @@ export class HermeticClient {
       for (const d of devices) if (!(await this.#sessions.has(tx, d.userId, d.device.deviceId))) out.push(d);
       return out;
     });
-    for (const m of missing) {
-      const bundle = await this.#directory.bundle(m.userId, m.device);
-      await this.#db.run((tx) => this.#sessions.start(tx, m.userId, m.device.deviceId, bundle));
-    }
+    for (const m of missing) await this.#startSession(m.userId, m.device, false);
+  }
+
+  /**
+   * Starts a session with one device from a fresh verified bundle (`replace`: even if one
+   * exists). One setup per device at a time: concurrent sends wait for the same one, so
+   * they neither spend two one-time prekeys nor see each other's bundle as a replay.
+   */
+  #startSession(userId: string, device: ListedDevice, replace: boolean): Promise<void> {
+    const k = `${userId} ${device.deviceId}`;
+    const inFlight = this.#starting.get(k);
+    if (inFlight) return inFlight;
+    const p = (async () => {
+      if (!replace && (await this.#db.run((tx) => this.#sessions.has(tx, userId, device.deviceId)))) return;
+      const bundle = await this.#directory.bundle(userId, device);
+      await this.#db.run(async (tx) => {
+        await Directory.assertSendableIn(tx, userId);
+        await this.#sessions.start(tx, userId, device.deviceId, bundle);
+      });
+    })().finally(() => this.#starting.delete(k));
+    this.#starting.set(k, p);
+    return p;
   }
 
   /**
@@ -614,6 +695,7 @@ export class HermeticClient {
     const padded = pad(encodePayload(payload));
     const entries = await this.#db.run(async (tx) => {
       const out: Array<{ key: string; entry: OutboxEntry }> = [];
+      for (const p of plan) await Directory.assertSendableIn(tx, p.userId);
       for (const p of plan) {
         const targets = [];
         for (const d of p.devices) targets.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
@@ -661,8 +743,8 @@ export class HermeticClient {
       // sender already sent on it still decrypt if it was not the session that broke.
       const device = (await this.#directory.devices(userId)).device(deviceId);
       if (!device) return;
-      const bundle = await this.#directory.bundle(userId, device);
-      await this.#db.run((tx) => this.#sessions.start(tx, userId, deviceId, bundle));
+      await this.#directory.assertSendable(userId);
+      await this.#startSession(userId, device, true);
       await this.#sendPayload(userId, { type: 'reset', sentAt: now, messageId: this.#random(16), failedEnvelopeId: envelopeId }, { copyToOwnDevices: false });
     })().catch((err: unknown) => this.#report(err));
   }
@@ -674,12 +756,23 @@ export class HermeticClient {
   /** The verified devices of `userId` (default: this user). */
   async devices(userId: string = this.userId): Promise<ListedDevice[]> {
     this.#assertOpen();
+    checkId(userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
     return (await this.#directory.devices(userId, { refresh: true })).devices;
   }
 
-  /** On an existing device: links the device whose link code this is. Returns its id and fingerprint. */
-  async linkDevice(code: string): Promise<{ deviceId: string; fingerprint: string }> {
-    this.#assertLinked();
+  /**
+   * Reads a link code without acting on it: the device id and key fingerprint to show the
+   * person, who compares the fingerprint with the one the new device shows and confirms,
+   * before linkDevice. (Anyone who gets a code pasted or scanned adds their own device.)
+   */
+  inspectLinkCode(code: string): { userId: string; deviceId: string; fingerprint: string } {
+    this.#assertOpen();
+    const request = this.#decodeLinkCode(code);
+    return { userId: request.userId, deviceId: request.deviceId, fingerprint: linkRequestFingerprint(request, this.#backend) };
+  }
+
+  #decodeLinkCode(code: string): ReturnType<typeof decodeLinkRequest> {
+    if (typeof code !== 'string') throw new SdkError('INVALID_LINK_CODE', 'a link code is a string');
     let request;
     try {
       request = decodeLinkRequest(code, this.#backend);
@@ -687,8 +780,23 @@ export class HermeticClient {
       throw new SdkError('INVALID_LINK_CODE', `the link code is not valid: ${(cause as Error).message}`, { cause });
     }
     if (request.userId !== this.userId) throw new SdkError('INVALID_LINK_CODE', `the link code is for user ${request.userId}`);
+    return request;
+  }
+
+  /**
+   * On an existing device: links the device whose link code this is (after the person
+   * confirmed it; see inspectLinkCode). With `fingerprint`, the one the person confirmed,
+   * the code must carry that key or nothing is signed. Returns the device id and fingerprint.
+   */
+  async linkDevice(code: string, opts: { fingerprint?: string } = {}): Promise<{ deviceId: string; fingerprint: string }> {
+    this.#assertLinked();
+    const request = this.#decodeLinkCode(code);
+    const fingerprint = linkRequestFingerprint(request, this.#backend);
+    if (opts.fingerprint !== undefined && !equalStrings(opts.fingerprint, fingerprint)) {
+      throw new SdkError('INVALID_LINK_CODE', 'the link code carries another key than the fingerprint confirmed');
+    }
     await this.#changeList((chain) => linkEntry(chain, this.deviceId, this.#keys.identity, request));
-    return { deviceId: request.deviceId, fingerprint: linkRequestFingerprint(request, this.#backend) };
+    return { deviceId: request.deviceId, fingerprint };
   }
 
   /** Revokes one of this user's devices (this one included). */
@@ -718,6 +826,7 @@ export class HermeticClient {
   /** The safety number of this user and `userId`, from both account roots, to compare out of band. */
   async safetyNumber(userId: string): Promise<SafetyNumber> {
     this.#assertOpen();
+    checkId(userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
     const [ours, theirs] = await Promise.all([this.#directory.devices(this.userId), this.#directory.devices(userId)]);
     if (!ours.rootIdentityKey || !theirs.rootIdentityKey) throw new SdkError('UNKNOWN_USER', `${userId} has no device list`);
     return SafetyNumber.compute({ identityKey: ours.rootIdentityKey, stableId: this.userId }, { identityKey: theirs.rootIdentityKey, stableId: userId }, this.#backend);
@@ -726,15 +835,27 @@ export class HermeticClient {
   /** Trust decisions about other users' identities. */
   readonly trust = {
     /** Accepts a changed identity, unblocking sends to the user. */
-    accept: (userId: string): Promise<void> => this.#directory.accept(userId),
+    accept: async (userId: string): Promise<void> => {
+      this.#assertTrustArg(userId);
+      await this.#directory.accept(userId);
+    },
     /** Marks the user's current identity verified (a later change always blocks). */
-    verify: (userId: string, verified = true): Promise<void> => this.#directory.markVerified(userId, verified),
+    verify: async (userId: string, verified = true): Promise<void> => {
+      this.#assertTrustArg(userId);
+      await this.#directory.markVerified(userId, verified === true);
+    },
     /** What is pinned for the user. */
     status: async (userId: string): Promise<{ verified: boolean; blocked: boolean } | undefined> => {
+      this.#assertTrustArg(userId);
       const t = await this.#db.run((tx) => Directory.loadTrust(tx, userId));
       return t && { verified: t.verified, blocked: t.blocked };
     },
   };
+
+  #assertTrustArg(userId: string): void {
+    this.#assertOpen();
+    checkId(userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+  }
 
   // ---------------------------------------------------------------------------------
   // Groups
@@ -771,6 +892,7 @@ export class HermeticClient {
     const messageId = this.#random(16);
     const entries = await this.#db.run(async (tx) => {
       const out: Array<{ key: string; entry: OutboxEntry }> = [];
+      for (const p of plan) await Directory.assertSendableIn(tx, p.userId);
       const targets: GroupTarget[] = all.map((a) => ({ userId: a.userId, deviceId: a.device.deviceId }));
       const { key, distribution, needIt } = await this.#groups.prepare(tx, groupId, users, targets);
       if (distribution) {

@@ -76,6 +76,8 @@ export class Connection {
   #needFreshToken = false;
   /** The reason the last socket ended, told when it closes. */
   #pendingReason: { reason: OfflineReason; detail?: string } | undefined;
+  /** The next reconnect waits at least this long (set by restart). */
+  #minDelay = 0;
 
   constructor(
     private readonly opts: ConnectionOptions,
@@ -103,6 +105,24 @@ export class Connection {
     this.#socket = undefined;
     s?.close(1000, 'client closing');
     this.#setState('offline', 'closed');
+  }
+
+  /** Drops the connection and reconnects after at least `minDelayMs` (the relay then
+   * delivers again from after the last acknowledgement). */
+  restart(minDelayMs: number, detail: string): void {
+    const socket = this.#socket;
+    if (!socket || this.#stopped) return;
+    this.#minDelay = Math.max(this.#minDelay, minDelayMs);
+    this.#fail(socket, 'network', detail);
+  }
+
+  /** Reconnects (with backoff) after the relay said this device was revoked but the
+   * device's own verified list says it was not: the relay's word alone is not enough. */
+  resume(): void {
+    if (this.#final !== 'revoked') return;
+    this.#final = undefined;
+    this.#stopped = false;
+    this.#scheduleReconnect();
   }
 
   /** Sends a binary SEND (online only). */
@@ -257,7 +277,8 @@ export class Connection {
     const r = this.opts.random(4);
     const fraction = ((((r[0] as number) << 24) | ((r[1] as number) << 16) | ((r[2] as number) << 8) | (r[3] as number)) >>> 0) / 0x1_0000_0000;
     // Full jitter, with a floor so a flapping relay is not hammered.
-    const delay = Math.max(RECONNECT_BASE_MS / 2, Math.floor(cap * fraction));
+    const delay = Math.max(RECONNECT_BASE_MS / 2, Math.floor(cap * fraction), this.#minDelay);
+    this.#minDelay = 0;
     this.#retryTimer = this.opts.clock.setTimeout(() => {
       this.#retryTimer = undefined;
       if (!this.#stopped) this.#open();

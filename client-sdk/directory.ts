@@ -2,8 +2,9 @@
  * Other users' (and our own) devices, as verified lists, and the trust the client places
  * in them. The relay is not trusted: every list is verified from the root the client
  * pinned, or from the head it verified before, and only devices in a verified list are
- * ever encrypted to. A list served shorter than the pinned one, or with another history,
- * is DEVICE_LIST_INVALID; a new root is IDENTITY_CHANGED, and the trust policy decides
+ * ever encrypted to. A list served shorter than the pinned one from the same root, or with
+ * another history, is DEVICE_LIST_INVALID; a list from a new root (an account reset) is
+ * IDENTITY_CHANGED, and the trust policy decides
  * whether sending to that user goes on ('warn') or waits until the app accepts it
  * ('block'; a user marked verified always blocks).
  */
@@ -85,7 +86,9 @@ export class Directory {
     let problem: string | undefined;
     if (pinned && pinned.length > 0) {
       if (answer.length < pinned.length) {
-        problem = `the relay served ${answer.length} entries; ${pinned.length} were verified before`;
+        // Shorter than what was verified: a rollback of the same list (refused below), or
+        // a list restarted from a new root after an account reset (IDENTITY_CHANGED).
+        next = undefined;
       } else {
         const r = pinned.extend(answer.entries, this.backend);
         // Same length and head: the list we pinned, perhaps extended. Another head at the
@@ -100,8 +103,10 @@ export class Directory {
         const whole = await this.http.deviceList(userId);
         const r = DeviceChain.verify(userId, whole.entries, this.backend);
         if (!r.ok) problem = `entry ${r.index}: ${r.reason}: ${r.message}`;
-        else if (r.chain.rootIdentityKey && pinned.rootIdentityKey && equalBytes(r.chain.rootIdentityKey, pinned.rootIdentityKey)) {
-          problem = 'the relay served another history of the same list';
+        else if (r.chain.length !== whole.length) problem = 'the relay\'s list is longer than the entries it served';
+        else if (r.chain.rootIdentityKey === undefined) problem = `the relay served an empty list; ${pinned.length} entries were verified before`;
+        else if (pinned.rootIdentityKey && equalBytes(r.chain.rootIdentityKey, pinned.rootIdentityKey)) {
+          problem = r.chain.length < pinned.length ? `the relay served ${r.chain.length} entries; ${pinned.length} were verified before` : 'the relay served another history of the same list';
         } else next = r.chain;
       }
     } else {
@@ -159,8 +164,13 @@ export class Directory {
   }
 
   /** Throws IDENTITY_BLOCKED while a changed identity waits for the app to accept it. */
-  async assertSendable(userId: string): Promise<void> {
-    const trust = await this.db.run((tx) => Directory.loadTrust(tx, userId));
+  assertSendable(userId: string): Promise<void> {
+    return this.db.run((tx) => Directory.assertSendableIn(tx, userId));
+  }
+
+  /** assertSendable inside a transaction (the one that seals for `userId`). */
+  static async assertSendableIn(tx: StoreTx, userId: string): Promise<void> {
+    const trust = await Directory.loadTrust(tx, userId);
     if (trust?.blocked) throw new SdkError('IDENTITY_BLOCKED', `the identity of ${userId} changed; accept it before sending`);
   }
 

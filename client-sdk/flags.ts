@@ -21,6 +21,9 @@ export const FLAG_CODES = [
   'UNKNOWN_SENDER',
   /** An envelope that is not a valid message at all (truncated, unknown version, oversized). */
   'MALFORMED_ENVELOPE',
+  /** The relay announced envelopes of this device's mailbox as expired (their TTL passed
+   * before delivery): they will never arrive. The evidence holds the sequence range. */
+  'ENVELOPES_EXPIRED',
 ] as const;
 
 export type FlagCode = (typeof FLAG_CODES)[number];

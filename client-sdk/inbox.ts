@@ -14,12 +14,13 @@ import { GROUP_MESSAGE_KIND } from '../crypto/group/wire.js';
 import type { CryptoBackend } from '../crypto/primitives/backend.js';
 import { unpad } from '../crypto/padding.js';
 import { encodeBase64url } from '../protocol/base64url.js';
+import { SdkError } from './errors.js';
 import type { DeliverFrame } from '../protocol/envelopes.js';
 import { TxPreKeyStore } from './device.js';
 import type { Directory } from './directory.js';
 import type { FlagQueue, Flag, FlagCode } from './flags.js';
 import type { GroupKeys } from './groups.js';
-import { DEDUPE_RETENTION_MS, INBOX_BATCH_MAX, MAX_DEDUPE_ENTRIES } from './limits.js';
+import { DEDUPE_RETENTION_MS, INBOX_BATCH_MAX, INBOX_RETRY_BASE_MS, INBOX_RETRY_MAX_MS, MAX_DEDUPE_ENTRIES } from './limits.js';
 import { type BodyKind, decodePayload } from './payload.js';
 import type { Sessions } from './sessions.js';
 import { NS, type StoreTx, type Transactor, decodeRecord, encodeRecord } from './stores/store.js';
@@ -56,6 +57,9 @@ export interface InboxContext {
   readonly userId: string;
   readonly deviceId: string;
   ack(seq: number): void;
+  /** A batch could not be handled (not stored, not acknowledged): reconnect after at
+   * least `delayMs`, so that the relay delivers it again. */
+  resync(delayMs: number): void;
   /** New messages and flags were committed. */
   offered(messages: Array<{ key: string; record: InboxRecord }>): void;
   /** A device whose message did not decrypt: ask it for a new session. */
@@ -68,8 +72,10 @@ export interface InboxContext {
 
 const PAIRWISE_KINDS = new Set([0x11, 0x12]);
 
-export function inboxKey(seq: number): string {
-  return `m:${String(seq).padStart(16, '0')}`;
+/** Stored messages sort by mailbox sequence; the envelope id keeps two envelopes a
+ * relay delivers under one sequence apart (neither overwrites the other). */
+export function inboxKey(seq: number, envelopeId: Uint8Array): string {
+  return `m:${String(seq).padStart(16, '0')}:${encodeBase64url(envelopeId)}`;
 }
 
 /** A DELIVER, or an announced expiry (nothing to store; acknowledged through `seq`). */
@@ -78,46 +84,64 @@ type Item = {
   readonly frame: DeliverFrame | undefined;
   /** A DELIVER that did not decode: flagged, then acknowledged. */
   readonly malformed?: { envelopeId: Uint8Array; senderUserId: string; senderDeviceId: string; detail: string } | undefined;
+  /** Envelopes the relay announced as expired: flagged, then acknowledged. */
+  readonly expired?: { from: number; to: number } | undefined;
 };
 
 export class Inbox {
   readonly #queue: Item[] = [];
   #running = false;
-  /** The highest sequence handled (stored, flagged or dropped) in this run. */
-  #handled = 0;
+  /** A batch failed: nothing more is handled or acknowledged on this connection. */
+  #halted = false;
+  /** Batches that failed in a row (the reconnect waits longer each time). */
+  #failures = 0;
 
   constructor(private readonly c: InboxContext) {}
 
+  /** A new connection: the relay delivers again from after the last acknowledgement. */
+  reset(): void {
+    this.#halted = false;
+    this.#queue.length = 0;
+  }
+
   deliver(frame: DeliverFrame): void {
     this.c.fault?.('delivered', frame.seq);
-    this.#queue.push({ seq: frame.seq, frame });
-    if (!this.#running) void this.#run();
+    this.#push({ seq: frame.seq, frame });
   }
 
   /** A DELIVER whose body does not decode: flag it and acknowledge it like any other. */
   malformed(header: { seq: number; envelopeId: Uint8Array; senderUserId: string; senderDeviceId: string }, detail: string): void {
-    this.#queue.push({ seq: header.seq, frame: undefined, malformed: { ...header, detail } });
-    if (!this.#running) void this.#run();
+    this.#push({ seq: header.seq, frame: undefined, malformed: { ...header, detail } });
   }
 
-  /** Expired envelopes will never come: acknowledge through them. */
-  expired(to: number): void {
-    this.#queue.push({ seq: to, frame: undefined });
+  /** Expired envelopes will never come: flag them and acknowledge through them. */
+  expired(from: number, to: number): void {
+    this.#push({ seq: to, frame: undefined, expired: { from, to } });
+  }
+
+  #push(item: Item): void {
+    if (this.#halted) return; // delivered again on the next connection
+    this.#queue.push(item);
     if (!this.#running) void this.#run();
   }
 
   async #run(): Promise<void> {
     this.#running = true;
     try {
-      while (this.#queue.length > 0) {
+      while (this.#queue.length > 0 && !this.#halted) {
         const batch = this.#queue.splice(0, INBOX_BATCH_MAX);
         try {
           await this.#handle(batch);
+          this.#failures = 0;
         } catch (err) {
-          // Nothing of the batch was committed or acknowledged: the relay delivers it again
-          // on the next connection. Report and stop here.
+          // Nothing of the batch was committed or acknowledged. Acknowledging anything
+          // after it would drop it at the relay, so this connection handles nothing more:
+          // the client reconnects and the relay delivers it again.
+          this.#halted = true;
           this.#queue.length = 0;
+          this.#failures++;
           this.c.problem(err);
+          this.c.resync(Math.min(INBOX_RETRY_MAX_MS, INBOX_RETRY_BASE_MS * 2 ** Math.min(this.#failures - 1, 16)));
           return;
         }
       }
@@ -138,21 +162,39 @@ export class Inbox {
         let chain = await this.c.directory.devices(f.senderUserId);
         if (!chain.device(f.senderDeviceId)) chain = await this.c.directory.devices(f.senderUserId, { refresh: true });
         lists.set(f.senderUserId, chain);
-      } catch {
+      } catch (err) {
+        // A list that does not verify is the relay's answer (flagged by the directory):
+        // its envelopes are from no verified device. Any other failure (the relay
+        // unreachable, rate limited) says nothing about the sender: the batch fails and
+        // is delivered again.
+        if (!(err instanceof SdkError && err.code === 'DEVICE_LIST_INVALID')) throw err;
         lists.set(f.senderUserId, undefined);
       }
     }
     const heal: Array<{ userId: string; deviceId: string; envelopeId: Uint8Array }> = [];
     const initial = real.some((f) => f.payload[0] === 0x12);
-    let handled = this.#handled;
     const stored = await this.c.db.run(async (tx) => {
       const out: Array<{ key: string; record: InboxRecord }> = [];
       for (const item of batch) {
-        if (item.seq <= handled) continue;
-        handled = item.seq;
         const f = item.frame;
+        if (item.expired) {
+          const { from, to } = item.expired;
+          this.c.flags.add(tx, {
+            code: 'ENVELOPES_EXPIRED',
+            userId: this.c.userId,
+            deviceId: this.c.deviceId,
+            seq: to,
+            at: this.c.now(),
+            detail: `the relay announced envelopes ${from}..${to} of this mailbox as expired before they were delivered`,
+            evidence: { from, to },
+          });
+          continue;
+        }
         if (item.malformed) {
           const m = item.malformed;
+          const seenKey = `${m.senderUserId} ${m.senderDeviceId} ${encodeBase64url(m.envelopeId)}`;
+          if ((await tx.get(NS.seen, seenKey)) !== undefined) continue; // delivered again
+          tx.put(NS.seen, seenKey, encodeRecord({ at: this.c.now() }));
           this.c.flags.add(tx, {
             code: 'MALFORMED_ENVELOPE',
             userId: m.senderUserId,
@@ -164,14 +206,14 @@ export class Inbox {
           });
           continue;
         }
-        if (f === undefined) continue; // an announced expiry
+        if (f === undefined) continue;
         const seenKey = `${f.senderUserId} ${f.senderDeviceId} ${encodeBase64url(f.envelopeId)}`;
         if ((await tx.get(NS.seen, seenKey)) !== undefined) continue; // delivered again
         tx.put(NS.seen, seenKey, encodeRecord({ at: this.c.now() }));
         const r = await this.#open(tx, f, lists.get(f.senderUserId));
         this.c.fault?.('decrypted', f.seq);
         if (r.kind === 'message') {
-          const key = inboxKey(f.seq);
+          const key = inboxKey(f.seq, f.envelopeId);
           tx.put(NS.inbox, key, encodeRecord(r.record));
           out.push({ key, record: r.record });
         } else if (r.kind === 'flag') {
@@ -181,7 +223,6 @@ export class Inbox {
       }
       return out;
     });
-    this.#handled = handled;
     const last = batch[batch.length - 1];
     if (last) {
       this.c.fault?.('persisted', last.seq);
@@ -225,6 +266,11 @@ export class Inbox {
         return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', `unknown envelope kind ${kind ?? 'none'}`), heal: false };
       }
     } catch (err) {
+      if (err instanceof SdkError && err.code === 'STORE_CORRUPT') {
+        // Our stored state for this sender does not read: the envelope is lost to us, and
+        // the sender is asked for a new session, as for any broken session.
+        return { kind: 'flag', flag: flag('DECRYPT_FAILED', `the stored session state does not read: ${err.message}`, { error: err.code }), heal: kind !== GROUP_MESSAGE_KIND };
+      }
       if (!(err instanceof CryptoError)) throw err;
       const malformed = err.code === 'INVALID_MESSAGE' || err.code === 'UNSUPPORTED_VERSION';
       if (malformed) return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', err.message, { error: err.code }), heal: false };

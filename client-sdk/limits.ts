@@ -68,6 +68,16 @@ export const MAX_DEDUPE_ENTRIES = 100_000;
 /** DELIVERs decrypted and committed together in one store transaction. */
 export const INBOX_BATCH_MAX = 64;
 
+/** A batch of received envelopes that could not be handled (the sender's device list
+ * unreachable, a store write failing) is not acknowledged; the client reconnects after
+ * INBOX_RETRY_BASE_MS, doubling per failure in a row up to INBOX_RETRY_MAX_MS, and the
+ * relay delivers it again. */
+export const INBOX_RETRY_BASE_MS = 1_000;
+export const INBOX_RETRY_MAX_MS = 60_000;
+
+/** How often remembered envelope ids are pruned (DEDUPE_RETENTION_MS, MAX_DEDUPE_ENTRIES). */
+export const DEDUPE_PRUNE_INTERVAL_MS = 3600_000;
+
 /** A device whose messages we cannot decrypt is asked to start a new session at most
  * this often: a broken session heals, a hostile sender can't make us loop. */
 export const HEALING_MIN_INTERVAL_MS = 60_000;

@@ -112,7 +112,12 @@ export function decodePayload(bytes: Uint8Array): Payload {
 export function encodeBody(body: unknown): { kind: BodyKind; bytes: Uint8Array } {
   if (body instanceof Uint8Array) return { kind: 'bytes', bytes: body };
   if (typeof body === 'string') return { kind: 'text', bytes: encoder.encode(body) };
-  const json = JSON.stringify(body);
+  // JSON has no NaN, Infinity or undefined: JSON.stringify would quietly turn them into
+  // null (or drop them), so the receiver would get another value than the one sent.
+  const json = JSON.stringify(body, (_k, v: unknown) => {
+    if (typeof v === 'number' && !Number.isFinite(v)) throw new CryptoError('INVALID_ARGUMENT', 'a JSON body holds no NaN or Infinity');
+    return v;
+  });
   if (json === undefined) throw new CryptoError('INVALID_ARGUMENT', 'a body is bytes, a string or a JSON value');
   return { kind: 'json', bytes: encoder.encode(json) };
 }

@@ -13,6 +13,7 @@
  * Values are opaque bytes; namespaces and keys are short printable strings.
  */
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
+import { SdkError } from '../errors.js';
 
 export type StoreWrite =
   | { readonly ns: string; readonly key: string; readonly value: Uint8Array }
@@ -126,7 +127,16 @@ export function encodeRecord(value: unknown): Uint8Array {
   );
 }
 
+/** Reads a record written by encodeRecord; anything else is STORE_CORRUPT. */
 export function decodeRecord<T>(bytes: Uint8Array): T {
+  try {
+    return parseRecord<T>(bytes);
+  } catch (cause) {
+    throw new SdkError('STORE_CORRUPT', 'a stored record does not decode', { cause });
+  }
+}
+
+function parseRecord<T>(bytes: Uint8Array): T {
   return JSON.parse(decoder.decode(bytes), (_k, v: unknown) => {
     if (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 1 && typeof (v as { $b?: unknown }).$b === 'string') {
       return fromB64((v as { $b: string }).$b);

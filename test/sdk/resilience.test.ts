@@ -8,7 +8,7 @@ import { MemoryStore, SdkError, limits } from '../../client-sdk/node.js';
 import { decodeRecord } from '../../client-sdk/stores/store.js';
 import { decodeDeliver, encodeDeliver } from '../../protocol/envelopes.js';
 import { killAllRelays, makeTempDir, startRelay } from '../helpers/relay.js';
-import { type SdkWorld, newClient, observe, startWorld, tappedTransport, waitFor } from './helpers.js';
+import { type SdkWorld, newClient, observe, sdkError, startWorld, tappedTransport, waitFor } from './helpers.js';
 
 let world: SdkWorld;
 
@@ -19,16 +19,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await killAllRelays();
 });
-
-async function sdkError(p: Promise<unknown> | (() => unknown)): Promise<SdkError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (err) {
-    if (err instanceof SdkError) return err;
-    throw err;
-  }
-  throw new Error('expected an SdkError');
-}
 
 const online = (c: { client: { state: { state: string } } }) => waitFor('online', () => (c.client.state.state === 'online' ? true : undefined));
 

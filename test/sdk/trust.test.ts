@@ -101,6 +101,56 @@ describe('SDK trust', () => {
     await dave3.close();
   });
 
+  it('checks the trust policy after refreshing a stale list: a verified contact reset meanwhile gets nothing', async () => {
+    // A clock the test moves past DEVICE_LIST_REFRESH_MS, so the next send re-fetches the list.
+    let offset = 0;
+    const clock = {
+      now: () => Date.now() + offset,
+      setTimeout: (fn: () => void, ms: number) => ({ id: setTimeout(fn, ms) }),
+      clearTimeout: (h: { id: unknown }) => clearTimeout(h.id as ReturnType<typeof setTimeout>),
+    };
+    const alice = observe(await newClient(world, 'tr-stale-a', { clock }));
+    const bob1 = observe(await newClient(world, 'tr-stale-b'));
+    await alice.client.send('tr-stale-b', 'before');
+    await bob1.received(1);
+    await alice.client.trust.verify('tr-stale-b');
+    await bob1.client.close();
+    await resetAccount('tr-stale-b');
+    const bob2 = observe(await newClient(world, 'tr-stale-b'));
+    offset = limits.DEVICE_LIST_REFRESH_MS + 60_000;
+    expect((await sdkError(alice.client.send('tr-stale-b', 'must not reach the new root'))).code).toBe('IDENTITY_BLOCKED');
+    expect((await alice.flagged('IDENTITY_CHANGED')).evidence).toMatchObject({ wasVerified: true, blocked: true });
+    // Nothing was stored for the new root's device: after a round trip from it, still nothing.
+    await bob2.client.send('tr-stale-a', 'ping');
+    await alice.received(1);
+    expect(bob2.messages).toHaveLength(0);
+    await alice.client.close();
+    await bob2.client.close();
+  });
+
+  it('sees an account reset that left a shorter list as a changed identity, not as a broken list', async () => {
+    const alice = observe(await newClient(world, 'tr-short-a'));
+    const bob1 = observe(await newClient(world, 'tr-short-b'));
+    const bobPhone = await newClient(world, 'tr-short-b', { deviceId: 'phone' });
+    await bob1.client.linkDevice(bobPhone.linkCode!);
+    await bobPhone.linked;
+    await alice.client.send('tr-short-b', 'to both of the old devices');
+    await bob1.received(1);
+    await bob1.client.close();
+    await bobPhone.close();
+    await resetAccount('tr-short-b');
+    const bob2 = observe(await newClient(world, 'tr-short-b'));
+    // The old list had 2 entries, the new one 1: under the default 'warn' policy the new
+    // root is flagged and sending goes on.
+    await alice.client.send('tr-short-b', 'after the reset');
+    expect((await alice.flagged('IDENTITY_CHANGED')).userId).toBe('tr-short-b');
+    expect((await bob2.received(1))[0]!.body).toBe('after the reset');
+    await bob2.client.send('tr-short-a', 'from the new root');
+    expect((await alice.received(1))[0]!.body).toBe('from the new root');
+    await alice.client.close();
+    await bob2.client.close();
+  });
+
   it('refuses a device list the relay forged or rolled back (DEVICE_LIST_INVALID), and says so', async () => {
     let forge: ((answer: Record<string, unknown>) => Record<string, unknown>) | undefined;
     const lyingFetch = async (url: string, init: { method: string; headers: Record<string, string>; body?: string }) => {

@@ -52,6 +52,9 @@ export interface Message {
   /** The envelope it came in (base64url). */
   readonly envelopeId: string;
   readonly from: { readonly userId: string; readonly deviceId: string };
+  /** The user it was sent to: this user, or (on a copy from one of this user's other
+   * devices) the user that device sent it to. Undefined for group messages. */
+  readonly to: string | undefined;
   /** The group it was sent to, for group messages. */
   readonly groupId: string | undefined;
   /** 'bytes', 'text' or 'json': what `body` is. */
@@ -570,6 +573,7 @@ export class HermeticClient {
       id: encodeBase64url(r.messageId),
       envelopeId: encodeBase64url(r.envelopeId),
       from: { userId: r.senderUserId, deviceId: r.senderDeviceId },
+      to: r.to,
       groupId: r.groupId,
       kind: r.kind,
       body,
@@ -633,7 +637,7 @@ export class HermeticClient {
     }
     if (encoded.bytes.length > MAX_BODY_BYTES) throw new SdkError('BODY_TOO_LARGE', `a body is at most ${MAX_BODY_BYTES} bytes`);
     await this.#directory.assertSendable(userId);
-    const payload: Payload = { type: 'message', sentAt: this.#clock.now(), messageId: this.#random(16), groupId: undefined, kind: encoded.kind, body: encoded.bytes };
+    const payload: Payload = { type: 'message', sentAt: this.#clock.now(), messageId: this.#random(16), to: userId, groupId: undefined, kind: encoded.kind, body: encoded.bytes };
     const [first] = await this.#sendPayload(userId, payload, { copyToOwnDevices: userId !== this.userId });
     if (first === undefined) throw new SdkError('UNKNOWN_USER', `${userId} has no other devices to send to`);
     return first;
@@ -905,7 +909,7 @@ export class HermeticClient {
           out.push({ key: await this.#outbox.add(tx, entry), entry });
         }
       }
-      const padded = pad(encodePayload({ type: 'message', sentAt: now, messageId, groupId, kind: encoded.kind, body: encoded.bytes }));
+      const padded = pad(encodePayload({ type: 'message', sentAt: now, messageId, to: undefined, groupId, kind: encoded.kind, body: encoded.bytes }));
       const ciphertext = await this.#groups.seal(tx, groupId, key, padded);
       const messages: Array<{ key: string; entry: OutboxEntry }> = [];
       for (const p of plan) {

@@ -33,6 +33,8 @@ export interface InboxRecord {
   readonly messageId: Uint8Array;
   readonly senderUserId: string;
   readonly senderDeviceId: string;
+  /** The user it was sent to (undefined for a group message). */
+  readonly to: string | undefined;
   readonly groupId: string | undefined;
   readonly kind: BodyKind;
   readonly body: Uint8Array;
@@ -289,6 +291,14 @@ export class Inbox {
         if (groupId !== undefined && payload.groupId !== groupId) {
           return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', 'a group message whose payload names another group'), heal: false };
         }
+        if (groupId === undefined && payload.groupId !== undefined) {
+          return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', 'a group message that did not come under its sender key'), heal: false };
+        }
+        // Another user's message is for us; only our own devices send us copies of what
+        // they sent to someone else.
+        if (payload.to !== undefined && payload.to !== this.c.userId && f.senderUserId !== this.c.userId) {
+          return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', `a message addressed to ${payload.to}, not to this user`), heal: false };
+        }
         return {
           kind: 'message',
           record: {
@@ -298,6 +308,7 @@ export class Inbox {
             messageId: payload.messageId,
             senderUserId: f.senderUserId,
             senderDeviceId: f.senderDeviceId,
+            to: payload.to,
             groupId: payload.groupId,
             kind: payload.kind,
             body: payload.body,

@@ -49,7 +49,7 @@ export const DEFAULT_TTL_SECONDS = 7 * 24 * 3600;
  * the arithmetic.
  */
 export const MAX_PADDED_PAYLOAD_BYTES = 192 * 1024;
-export const PAYLOAD_HEADER_MAX_BYTES = 1 + 1 + 8 + 16 + 1 + 64 + 1;
+export const PAYLOAD_HEADER_MAX_BYTES = 1 + 1 + 8 + 16 + 1 + 128 + 1 + 64 + 1;
 export const MAX_BODY_BYTES = MAX_PADDED_PAYLOAD_BYTES - 1 - PAYLOAD_HEADER_MAX_BYTES;
 /** What an envelope adds to a padded payload at most: an initial message's handshake
  * part (1166 bytes), the ratchet header (41) and the AEAD tag (16). */

@@ -6,8 +6,11 @@
  *   u8   type: 1 message, 2 sender-key distribution, 3 session reset
  *   u64  sentAt: the sender's clock, ms since the epoch
  *   16   messageId: chosen by the sender; the same for every copy of one message
- *   message:       u8 group id length (0: not a group message) | group id |
+ *   message:       u8 recipient length (0: a group message) | recipient user id |
+ *                  u8 group id length (0: not a group message) | group id |
  *                  u8 body kind (0 bytes, 1 UTF-8 text, 2 JSON) | body
+ *                  (the recipient is the user the message was sent to; the copies for
+ *                  the sender's own devices carry it too, so they know the conversation)
  *   distribution:  u8 group id length (>= 1) | group id | sender-key distribution message
  *   session reset: 16 envelope id that could not be decrypted (zeros: none)
  *
@@ -15,7 +18,7 @@
  */
 import { CryptoError } from '../crypto/errors.js';
 import { ByteReader, ByteWriter } from '../crypto/ratchet/byte-codec.js';
-import { ENVELOPE_ID_BYTES } from '../protocol/limits.js';
+import { ENVELOPE_ID_BYTES, MAX_USER_ID_LENGTH } from '../protocol/limits.js';
 import { MAX_GROUP_ID_LENGTH } from './limits.js';
 
 export const PAYLOAD_VERSION = 1;
@@ -25,7 +28,7 @@ export type BodyKind = 'bytes' | 'text' | 'json';
 const BODY_KINDS: readonly BodyKind[] = ['bytes', 'text', 'json'];
 
 export type Payload =
-  | { readonly type: 'message'; readonly sentAt: number; readonly messageId: Uint8Array; readonly groupId: string | undefined; readonly kind: BodyKind; readonly body: Uint8Array }
+  | { readonly type: 'message'; readonly sentAt: number; readonly messageId: Uint8Array; readonly to: string | undefined; readonly groupId: string | undefined; readonly kind: BodyKind; readonly body: Uint8Array }
   | { readonly type: 'distribution'; readonly sentAt: number; readonly messageId: Uint8Array; readonly groupId: string; readonly distribution: Uint8Array }
   | { readonly type: 'reset'; readonly sentAt: number; readonly messageId: Uint8Array; readonly failedEnvelopeId: Uint8Array };
 
@@ -47,6 +50,10 @@ export function encodePayload(p: Payload): Uint8Array {
   w.bytes(p.messageId);
   switch (p.type) {
     case 'message': {
+      const to = encoder.encode(p.to ?? '');
+      if (to.length > MAX_USER_ID_LENGTH) throw new CryptoError('INVALID_ARGUMENT', `a user id is at most ${MAX_USER_ID_LENGTH} bytes`);
+      if ((to.length === 0) === (p.groupId === undefined)) throw new CryptoError('INVALID_ARGUMENT', 'a message names its recipient, or its group, not both');
+      w.u8(to.length).bytes(to);
       const g = groupBytes(p.groupId);
       w.u8(g.length).bytes(g).u8(BODY_KINDS.indexOf(p.kind)).bytes(p.body);
       break;
@@ -87,11 +94,21 @@ export function decodePayload(bytes: Uint8Array): Payload {
   };
   switch (type) {
     case TYPE_CODES.message: {
+      const n = r.u8();
+      if (n > MAX_USER_ID_LENGTH) throw r.fail('recipient too long');
+      let to: string;
+      try {
+        to = decoder.decode(r.bytes(n));
+      } catch (err) {
+        if (err instanceof CryptoError) throw err;
+        throw r.fail('recipient is not UTF-8');
+      }
       const g = group();
+      if ((to === '') === (g === '')) throw r.fail('a message names its recipient, or its group, not both');
       const kind = BODY_KINDS[r.u8()];
       if (kind === undefined) throw r.fail('unknown body kind');
       const body = r.bytes(r.remaining);
-      return { type: 'message', sentAt, messageId, groupId: g === '' ? undefined : g, kind, body };
+      return { type: 'message', sentAt, messageId, to: to === '' ? undefined : to, groupId: g === '' ? undefined : g, kind, body };
     }
     case TYPE_CODES.distribution: {
       const g = group();

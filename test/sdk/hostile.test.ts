@@ -162,6 +162,26 @@ describe('SDK under faults', () => {
     for (const c of [alice, bob]) await c.client.close();
   });
 
+  it('links only a confirmed key, and tells every device whom a message was for', async () => {
+    const alice = observe(await newClient(world, 'ho-alice8'));
+    const laptop = observe(await newClient(world, 'ho-alice8', { deviceId: 'laptop' }));
+    const bob = observe(await newClient(world, 'ho-bob8'));
+    const code = laptop.client.linkCode!;
+    const shown = alice.client.inspectLinkCode(code);
+    expect(shown).toEqual({ userId: 'ho-alice8', deviceId: 'laptop', fingerprint: laptop.client.fingerprint });
+    // A code carrying another key than the one the person confirmed signs nothing.
+    expect((await sdkError(alice.client.linkDevice(code, { fingerprint: alice.client.fingerprint }))).code).toBe('INVALID_LINK_CODE');
+    expect((await alice.client.devices()).map((d) => d.deviceId)).toEqual([alice.client.deviceId]);
+    await alice.client.linkDevice(code, { fingerprint: shown.fingerprint });
+    await laptop.client.linked;
+    await alice.client.send('ho-bob8', 'for bob');
+    const [atBob] = await bob.received(1);
+    const [copy] = await laptop.received(1);
+    expect(atBob).toMatchObject({ body: 'for bob', to: 'ho-bob8', from: { userId: 'ho-alice8', deviceId: alice.client.deviceId } });
+    expect(copy).toMatchObject({ body: 'for bob', to: 'ho-bob8', from: { userId: 'ho-alice8', deviceId: alice.client.deviceId } });
+    for (const c of [alice, laptop, bob]) await c.client.close();
+  });
+
   it('refuses calls on a closed client and ends its message iterators', async () => {
     const alice = await newClient(world, 'ho-alice7');
     expect((await sdkError(alice.send('ho-alice7', Number.NaN))).code).toBe('INVALID_ARGUMENT');

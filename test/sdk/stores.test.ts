@@ -169,15 +169,17 @@ describe('payload', () => {
   it('the largest body fits an envelope even as an initial message', () => {
     expect(paddedLength(limits.MAX_BODY_BYTES + limits.PAYLOAD_HEADER_MAX_BYTES)).toBeLessThanOrEqual(limits.MAX_PADDED_PAYLOAD_BYTES);
     expect(limits.MAX_PADDED_PAYLOAD_BYTES + limits.ENVELOPE_OVERHEAD_BYTES).toBeLessThanOrEqual(MAX_ENVELOPE_BYTES);
-    const p: Payload = { type: 'message', sentAt: 1, messageId: new Uint8Array(16), groupId: 'g'.repeat(64), kind: 'bytes', body: new Uint8Array(limits.MAX_BODY_BYTES) };
+    const p: Payload = { type: 'message', sentAt: 1, messageId: new Uint8Array(16), to: undefined, groupId: 'g'.repeat(64), kind: 'bytes', body: new Uint8Array(limits.MAX_BODY_BYTES) };
     expect(encodePayload(p).length).toBeLessThanOrEqual(limits.MAX_BODY_BYTES + limits.PAYLOAD_HEADER_MAX_BYTES);
+    const q: Payload = { ...p, to: 'u'.repeat(128), groupId: undefined };
+    expect(encodePayload(q).length).toBeLessThanOrEqual(limits.MAX_BODY_BYTES + limits.PAYLOAD_HEADER_MAX_BYTES);
   });
 
   it('round-trips every type', () => {
     const id = new Uint8Array(16).fill(5);
     const all: Payload[] = [
-      { type: 'message', sentAt: 1_800_000_000_123, messageId: id, groupId: undefined, kind: 'text', body: b('hi') },
-      { type: 'message', sentAt: 0, messageId: id, groupId: 'team', kind: 'json', body: b('{"a":1}') },
+      { type: 'message', sentAt: 1_800_000_000_123, messageId: id, to: 'bob', groupId: undefined, kind: 'text', body: b('hi') },
+      { type: 'message', sentAt: 0, messageId: id, to: undefined, groupId: 'team', kind: 'json', body: b('{"a":1}') },
       { type: 'distribution', sentAt: 2, messageId: id, groupId: 'team', distribution: new Uint8Array([0x13, 1, 2]) },
       { type: 'reset', sentAt: 3, messageId: id, failedEnvelopeId: new Uint8Array(16).fill(1) },
     ];

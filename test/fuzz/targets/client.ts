@@ -167,8 +167,8 @@ const payload = defineTarget({
   setup() {
     const id = new Uint8Array(16).fill(1);
     const all: Payload[] = [
-      { type: 'message', sentAt: 1_800_000_000_000, messageId: id, groupId: undefined, kind: 'text', body: new TextEncoder().encode('hello') },
-      { type: 'message', sentAt: 5, messageId: id, groupId: 'team', kind: 'json', body: new TextEncoder().encode('{"a":1}') },
+      { type: 'message', sentAt: 1_800_000_000_000, messageId: id, to: 'bob', groupId: undefined, kind: 'text', body: new TextEncoder().encode('hello') },
+      { type: 'message', sentAt: 5, messageId: id, to: undefined, groupId: 'team', kind: 'json', body: new TextEncoder().encode('{"a":1}') },
       { type: 'distribution', sentAt: 6, messageId: id, groupId: 'team', distribution: new Uint8Array(80).fill(0x13) },
       { type: 'reset', sentAt: 7, messageId: id, failedEnvelopeId: new Uint8Array(16).fill(2) },
     ];

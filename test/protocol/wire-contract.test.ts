@@ -88,7 +88,7 @@ describe('WebSocket control frames', () => {
     ws.close();
   });
 
-  it('failed verification answers its code and closes with 4001 (1013 only when the relay cannot check)', async () => {
+  it('failed verification answers its code and closes with 4001', async () => {
     const { device, token } = await enrolled('refused-auth');
     const stranger = new TestDevice(device.userId, device.deviceId);
     const unknown = new TestDevice(device.userId);
@@ -129,7 +129,7 @@ describe('SEND and DELIVER', () => {
     }
   }
 
-  it('STORED and DELIVER carry storedAt and expiresAt as integer ms since the epoch, expiresAt = storedAt + TTL', async () => {
+  it('STORED and DELIVER carry storedAt and expiresAt as integer ms since the epoch, expiresAt = storedAt + TTL; DEVICE_LIST_MISMATCH details', async () => {
     const alice = await enrolled('fmt-alice');
     const bob = await enrolled('fmt-bob');
     const sender = await connectAuthenticated(relay.wsUrl, alice.token, alice.device);
@@ -155,6 +155,16 @@ describe('SEND and DELIVER', () => {
     expect(stored.storedAt).toBeGreaterThanOrEqual(before - 1000);
     expect(stored.storedAt).toBeLessThanOrEqual(after + 1000);
     expect(stored.expiresAt - stored.storedAt).toBe(ttlSeconds * 1000);
+
+    // A wrong target list: the error names the request and lists what to target, as sets.
+    sender.socket.send(encodeSend({ id: 13, envelopeId: systemRandom(16), ttlSeconds, recipientUserId: bob.device.userId, targets: [{ deviceId: 'ghost', payload: Uint8Array.of(1) }] }));
+    expect(await sender.reply()).toEqual({
+      type: 'error',
+      code: 'DEVICE_LIST_MISMATCH',
+      message: expect.any(String),
+      id: 13,
+      details: { userId: bob.device.userId, devices: [bob.device.deviceId], missing: [bob.device.deviceId], extra: ['ghost'] },
+    });
 
     const deliver = decodeDeliver(await nextBinary(reader));
     expect(deliver).toMatchObject({ seq: 1, senderUserId: alice.device.userId, senderDeviceId: alice.device.deviceId, storedAtMs: stored.storedAt, expiresAtMs: stored.expiresAt });

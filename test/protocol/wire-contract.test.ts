@@ -6,6 +6,7 @@
  * tokens (WebSocket and HTTP), the key-upload and bundle answers, the bundle fetch's
  * empty body, and that failed bundle fetches count toward the rate limit.
  */
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemRandom } from '../../crypto/primitives/random.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
@@ -45,6 +46,22 @@ async function enrolled(name: string): Promise<{ device: TestDevice; token: stri
 async function longToken(user: string, length: number): Promise<string> {
   const t = await issuer.mint(user);
   return t + 'A'.repeat(length - t.length);
+}
+
+/** Writes one raw HTTP request on a fresh TCP connection; reads until the relay closes it or 5 s pass. */
+async function rawExchange(port: number, requestText: string): Promise<{ text: string; closedByRelay: boolean }> {
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  let text = '';
+  socket.setEncoding('utf8').on('data', (d: string) => (text += d));
+  const closed = new Promise<boolean>((resolve) => socket.once('end', () => resolve(true)));
+  socket.write(requestText);
+  const closedByRelay = await Promise.race([closed, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000))]);
+  socket.destroy();
+  return { text, closedByRelay };
 }
 
 describe('WebSocket control frames', () => {
@@ -238,6 +255,11 @@ describe('HTTP', () => {
     const path = `/v1/users/${device.userId}/devices/${device.deviceId}/bundle`;
     expectError(await request(relay.baseUrl, 'POST', path, { token: peer, json: {} }), 400, 'BAD_REQUEST');
     expectError(await request(relay.baseUrl, 'POST', path, { token: peer, body: 'x', contentType: 'text/plain' }), 400, 'BAD_REQUEST');
+    // The unread body is not left in front of a next request: the relay closes.
+    const raw = await rawExchange(relay.port, `POST ${path} HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer ${peer}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`);
+    expect(raw.text).toMatch(/^HTTP\/1\.1 400 /);
+    expect(raw.text).toContain('"code":"BAD_REQUEST"');
+    expect(raw.closedByRelay).toBe(true);
     const counts = await request(relay.baseUrl, 'GET', `/v1/devices/${device.deviceId}/keys`, { token });
     expect(counts.body).toMatchObject({ oneTimePrekeys: 1, oneTimeKemPrekeys: 1 });
     // An empty body (Content-Length: 0) is no body.

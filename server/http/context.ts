@@ -14,6 +14,8 @@ export interface RequestInfo {
   readonly authorization: string;
   readonly contentType: string;
   readonly contentLength: number | undefined;
+  /** A body is declared: a Content-Length above 0, or a Transfer-Encoding (chunked). */
+  readonly hasBody: boolean;
   /** The Origin header (browsers), '' when absent. */
   readonly origin: string;
   readonly params: readonly string[];
@@ -28,7 +30,7 @@ export class HttpExchange {
   /** The Access-Control-Allow-Origin value for this request (server/http/cors.ts), if any. */
   corsOrigin: string | undefined;
   /** 'reading' from the body read's start until all of it has arrived. */
-  private body: 'unread' | 'reading' | 'read' = 'unread';
+  private body: 'unread' | 'reading' | 'read' | 'refused' = 'unread';
   private readonly abortHandlers: Array<() => void> = [];
 
   constructor(
@@ -89,6 +91,16 @@ export class HttpExchange {
     });
   }
 
+  /**
+   * For a route that takes no body: a request that declares one is BAD_REQUEST, and its
+   * connection is closed with the answer (the body is never read).
+   */
+  refuseBody(): void {
+    if (!this.info.hasBody) return;
+    this.body = 'refused';
+    throw new ProtocolError('BAD_REQUEST', 'this request takes no body');
+  }
+
   /** Reads a JSON body (Content-Type application/json) as text, size-capped. */
   async readJsonText(max = MAX_HTTP_BODY_BYTES): Promise<string> {
     if (!/^application\/json\b/i.test(this.info.contentType)) {
@@ -115,7 +127,7 @@ export class HttpExchange {
   error(err: ProtocolError): void {
     // When the body was refused or is still arriving, the rest of it is unread: close the
     // connection rather than leave the client's next request behind it.
-    const unread = err.code === 'BODY_TOO_LARGE' || this.body === 'reading';
+    const unread = err.code === 'BODY_TOO_LARGE' || this.body === 'reading' || this.body === 'refused';
     this.send(err.httpStatus, JSON.stringify({ error: err.toJSON() }), 'application/json', unread);
   }
 }
@@ -153,6 +165,7 @@ export function refuseUpgrade(res: HttpResponse, err: ProtocolError): void {
 /** Copies what a handler needs out of the uWS request (valid only synchronously). */
 export function requestInfo(req: HttpRequest, paramCount: number): RequestInfo {
   const cl = req.getHeader('content-length');
+  const contentLength = /^\d+$/.test(cl) ? Number(cl) : undefined;
   const params: string[] = [];
   for (let i = 0; i < paramCount; i++) params.push(req.getParameter(i) ?? '');
   return {
@@ -161,7 +174,8 @@ export function requestInfo(req: HttpRequest, paramCount: number): RequestInfo {
     query: req.getQuery() ?? '',
     authorization: req.getHeader('authorization'),
     contentType: req.getHeader('content-type'),
-    contentLength: /^\d+$/.test(cl) ? Number(cl) : undefined,
+    contentLength,
+    hasBody: (contentLength ?? 0) > 0 || req.getHeader('transfer-encoding') !== '',
     origin: req.getHeader('origin'),
     params,
   };

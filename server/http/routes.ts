@@ -104,6 +104,8 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
     '/v1/users/:userId/devices/:deviceId/bundle',
     route('fetch_bundle', 2, async (ex) => {
       const requester = await authUser(ex);
+      // The fetch is a POST because it consumes keys, not because it sends anything.
+      ex.refuseBody();
       const userId = userParam(ex.info.params[0] ?? '');
       const deviceId = decodeDeviceId(decodePathParam(ex.info.params[1] ?? '', 'deviceId'));
       const b = await deps.directory.fetchBundle(requester, userId, deviceId);

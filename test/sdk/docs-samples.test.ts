@@ -3,6 +3,7 @@
  * and run, in order, against a real relay process; what a sample prints with console.log
  * must be what its `// → ` comments say. The reference tables must name every
  * createClient option, every event, every SdkError code and every flag in the source.
+ * The README's SDK example is type-checked as well.
  *
  * A sample imports 'hermetic/client' as an application would; here that name is pointed
  * at the source of the Node entry (the packaging test covers the published name). The
@@ -67,6 +68,11 @@ function tableKeys(doc: string, title: string): string[] {
   return [...body.matchAll(/^\| `([A-Za-z_]+)` \|/gm)].map((m) => m[1]!);
 }
 
+/** A sample as a module of its own, with 'hermetic/client' pointed at the source of the Node entry. */
+function toLocalImport(code: string, dir: string): string {
+  return `${code.replaceAll("from 'hermetic/client'", `from ${JSON.stringify(path.relative(dir, NODE_ENTRY))}`)}\nexport {};\n`;
+}
+
 const doc = fs.readFileSync(DOC, 'utf8');
 const samples = extractSamples(doc);
 
@@ -83,6 +89,7 @@ describe('docs/SDK.md', () => {
     let world: SdkWorld;
     let dir: string;
     let files: string[];
+    let readmeFiles: string[];
 
     beforeAll(async () => {
       expect(samples.length).toBeGreaterThan(0);
@@ -91,10 +98,22 @@ describe('docs/SDK.md', () => {
       dir = fs.mkdtempSync(path.join(REPO_ROOT, '.tmp', 'docs-samples-'));
       files = samples.map((s, i) => {
         const file = path.join(dir, `sample-${i + 1}-line-${s.line}.ts`);
-        fs.writeFileSync(file, s.code.replaceAll("from 'hermetic/client'", `from ${JSON.stringify(path.relative(dir, NODE_ENTRY))}`) + '\nexport {};\n');
+        fs.writeFileSync(file, toLocalImport(s.code, dir));
         return file;
       });
-      fs.writeFileSync(path.join(dir, 'globals.d.ts'), 'declare const relayUrl: string;\ndeclare function getToken(userId: string): Promise<string>;\n');
+      // The README's example is type-checked too (not run: it names a relay of its own).
+      const readme = fs.readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+      const readmeBlocks = [...readme.matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((m) => m[1]!);
+      expect(readmeBlocks.length).toBeGreaterThan(0);
+      readmeFiles = readmeBlocks.map((code, i) => {
+        const file = path.join(dir, `readme-${i + 1}.ts`);
+        fs.writeFileSync(file, toLocalImport(code, dir));
+        return file;
+      });
+      fs.writeFileSync(
+        path.join(dir, 'globals.d.ts'),
+        'declare const relayUrl: string;\ndeclare function getToken(userId: string): Promise<string>;\ndeclare function fetchTokenFromYourBackend(): Promise<string>;\n',
+      );
       world = await startWorld();
       Object.assign(globalThis, { relayUrl: world.relay.baseUrl, getToken: (userId: string) => world.issuer.mint(userId) });
     });
@@ -105,12 +124,12 @@ describe('docs/SDK.md', () => {
       await killAllRelays();
     });
 
-    it('type-check against the SDK', () => {
+    it('type-check against the SDK (and the README example)', () => {
       const config = ts.readConfigFile(path.join(REPO_ROOT, 'tsconfig.json'), (f) => ts.sys.readFile(f));
       const parsed = ts.parseJsonConfigFileContent(config.config, ts.sys, REPO_ROOT);
-      const program = ts.createProgram([path.join(dir, 'globals.d.ts'), ...files], { ...parsed.options, noEmit: true, declaration: false, sourceMap: false });
+      const program = ts.createProgram([path.join(dir, 'globals.d.ts'), ...files, ...readmeFiles], { ...parsed.options, noEmit: true, declaration: false, sourceMap: false });
       // Only the samples are checked (the SDK's own type check is `npm run typecheck`).
-      const sources = files.map((f) => program.getSourceFile(f)!);
+      const sources = [...files, ...readmeFiles].map((f) => program.getSourceFile(f)!);
       const diagnostics = [...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics(), ...sources.flatMap((sf) => [...program.getSyntacticDiagnostics(sf), ...program.getSemanticDiagnostics(sf)])];
       const problems = diagnostics.map((d) => {
         const where = d.file ? `${path.basename(d.file.fileName)}:${d.file.getLineAndCharacterOfPosition(d.start ?? 0).line + 1}` : '';

@@ -95,17 +95,18 @@ describe('the npm package', () => {
     expect(fs.lstatSync(installed).isSymbolicLink()).toBe(false);
     expect(fs.existsSync(path.join(installed, 'test'))).toBe(false);
 
-    // The relay, from the installed package.
+    // The relay from the installed package, started while a program against "hermetic/client"
+    // is type-checked with the package's declarations (and compiled).
     const issuer = await createTestIssuer(makeTempDir('hermetic-pack-idp-'));
-    const relay = await startRelay({ env: issuer.env, bin: path.join(installed, 'bin', 'hermetic.js') });
-
-    // A program against "hermetic/client": type-checked with the package's declarations, then run.
     fs.writeFileSync(path.join(project, 'main.ts'), PROGRAM);
     fs.writeFileSync(
       path.join(project, 'tsconfig.json'),
       JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, types: ['node'], outDir: 'out' }, files: ['main.ts'] }),
     );
-    const tsc = await run(process.execPath, [TSC, '-p', project], { cwd: project }).catch((e: { stdout?: string; message: string }) => ({ stdout: e.stdout ?? e.message }));
+    const [relay, tsc] = await Promise.all([
+      startRelay({ env: issuer.env, bin: path.join(installed, 'bin', 'hermetic.js') }),
+      run(process.execPath, [TSC, '-p', project], { cwd: project }).catch((e: { stdout?: string; message: string }) => ({ stdout: e.stdout ?? e.message })),
+    ]);
     expect(tsc.stdout).toBe('');
     const [aliceToken, bobToken] = await Promise.all([issuer.mint('pack-alice'), issuer.mint('pack-bob')]);
     const out = await run(process.execPath, [path.join(project, 'out', 'main.js'), relay.baseUrl, aliceToken, bobToken, path.join(work, 'bob-store')], { cwd: project, timeout: 60_000 });

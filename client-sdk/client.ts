@@ -189,7 +189,8 @@ export class HermeticClient {
   #linkTimer: ReturnType<Clock['setTimeout']> | undefined;
   /** Stored messages not yet offered in this run (no consumer yet). */
   readonly #unoffered: Message[] = [];
-  readonly #iterators = new Set<(m: Message) => void>();
+  /** Each open messages() iterator: given a message, or `undefined` when the client closes. */
+  readonly #iterators = new Set<(m: Message | undefined) => void>();
   readonly #lastHeal = new Map<string, number>();
   #flagDrain: Promise<void> = Promise.resolve();
   #maintainTimer: ReturnType<Clock['setTimeout']> | undefined;
@@ -426,6 +427,8 @@ export class HermeticClient {
     this.#outbox.close(err);
     this.#rejectLinked(err);
     this.#setState({ state: 'closed', reason: 'closed' });
+    // An iterator waiting for the next message ends now (rather than wait forever).
+    for (const push of this.#iterators) push(undefined);
     await this.#db.run(() => undefined).catch(() => undefined);
     await this.#db.store.close();
   }
@@ -469,8 +472,8 @@ export class HermeticClient {
   messages(): AsyncIterableIterator<Message> {
     const queue: Message[] = [];
     let wake: (() => void) | undefined;
-    const push = (m: Message): void => {
-      queue.push(m);
+    const push = (m: Message | undefined): void => {
+      if (m !== undefined) queue.push(m);
       wake?.();
     };
     this.#iterators.add(push);

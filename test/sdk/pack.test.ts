@@ -65,7 +65,7 @@ describe('the npm package', () => {
     const work = makeTempDir('hermetic-pack-');
 
     // npm pack runs prepare (the build) first; its output goes to stderr, the manifest to stdout.
-    const packed = await run(NPM, ['pack', '--json', '--pack-destination', work], { cwd: REPO_ROOT, maxBuffer: 64 * 1024 * 1024 });
+    const packed = await run(NPM, ['pack', '--json', '--no-update-notifier', '--pack-destination', work], { cwd: REPO_ROOT, maxBuffer: 64 * 1024 * 1024 });
     const [manifest] = JSON.parse(packed.stdout) as PackManifest[];
     const files = manifest!.files.map((f) => f.path);
     for (const needed of ['bin/hermetic.js', 'dist/client-sdk/node.js', 'dist/client-sdk/node.d.ts', 'dist/client-sdk/index.js', 'dist/client-sdk/index.d.ts', 'dist/server/cli.js', 'docs/SDK.md', 'README.md', 'package.json']) {
@@ -88,7 +88,7 @@ describe('the npm package', () => {
     };
     for (const dep of Object.keys(pkg.dependencies)) linkDependency(dep);
     const tarball = path.join(work, manifest!.filename);
-    await run(NPM, ['install', '--offline', '--no-audit', '--no-fund', '--no-package-lock', '--ignore-scripts', tarball], { cwd: project });
+    await run(NPM, ['install', '--offline', '--no-update-notifier', '--no-audit', '--no-fund', '--no-package-lock', '--ignore-scripts', tarball], { cwd: project });
     // The app's own dev dependency for the type check (npm prunes what the project does not declare).
     linkDependency('@types/node');
     const installed = path.join(project, 'node_modules', pkg.name);

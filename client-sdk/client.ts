@@ -200,9 +200,8 @@ export class HermeticClient {
   #linkTimer: ReturnType<Clock['setTimeout']> | undefined;
   /** Stored messages not yet offered in this run (no consumer yet). */
   readonly #unoffered: Message[] = [];
-  readonly #iterators = new Set<(m: Message) => void>();
-  /** Wakes iterators waiting in messages() when the client closes (they then end). */
-  readonly #closeWakers = new Set<() => void>();
+  /** Each open messages() iterator: given a message, or `undefined` when the client closes. */
+  readonly #iterators = new Set<(m: Message | undefined) => void>();
   readonly #lastHeal = new Map<string, number>();
   #flagDrain: Promise<void> = Promise.resolve();
   #maintainTimer: ReturnType<Clock['setTimeout']> | undefined;
@@ -479,7 +478,8 @@ export class HermeticClient {
     this.#outbox.close(err);
     this.#rejectLinked(err);
     this.#setState({ state: 'closed', reason: 'closed' });
-    for (const w of this.#closeWakers) w();
+    // An iterator waiting for the next message ends now (rather than wait forever).
+    for (const push of this.#iterators) push(undefined);
     await this.#db.run(() => undefined).catch(() => undefined);
     await this.#db.store.close();
   }
@@ -523,13 +523,11 @@ export class HermeticClient {
   messages(): AsyncIterableIterator<Message> {
     const queue: Message[] = [];
     let wake: (() => void) | undefined;
-    const push = (m: Message): void => {
-      queue.push(m);
+    const push = (m: Message | undefined): void => {
+      if (m !== undefined) queue.push(m);
       wake?.();
     };
-    const wakeOnClose = (): void => wake?.();
     this.#iterators.add(push);
-    this.#closeWakers.add(wakeOnClose);
     queueMicrotask(() => this.#flushUnoffered());
     const it: AsyncIterableIterator<Message> = {
       next: async () => {
@@ -538,7 +536,6 @@ export class HermeticClient {
           if (m) return { value: m, done: false };
           if (this.#closed) {
             this.#iterators.delete(push);
-            this.#closeWakers.delete(wakeOnClose);
             return { value: undefined, done: true };
           }
           await new Promise<void>((r) => (wake = r));
@@ -547,7 +544,6 @@ export class HermeticClient {
       },
       return: async () => {
         this.#iterators.delete(push);
-        this.#closeWakers.delete(wakeOnClose);
         return { value: undefined, done: true };
       },
       [Symbol.asyncIterator]: () => it,

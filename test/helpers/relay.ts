@@ -52,10 +52,11 @@ export interface CliProcess {
 /**
  * Starts `hermetic <args>` from source with exactly the given relay variables; with
  * `fdLimit`, under that open-file limit (soft and hard, set by the shell, which then
- * execs Node in its place).
+ * execs Node in its place); with `bin`, that `hermetic` executable (an installed
+ * package's bin/hermetic.js) instead of the source.
  */
-export function spawnCli(args: readonly string[], env: Readonly<Record<string, string | undefined>>, opts: { fdLimit?: number } = {}): CliProcess {
-  const node = [process.execPath, '--import', 'tsx', 'server/cli.ts', ...args];
+export function spawnCli(args: readonly string[], env: Readonly<Record<string, string | undefined>>, opts: { fdLimit?: number; bin?: string } = {}): CliProcess {
+  const node = opts.bin === undefined ? [process.execPath, '--import', 'tsx', 'server/cli.ts', ...args] : [process.execPath, opts.bin, ...args];
   const [cmd, ...argv] = opts.fdLimit === undefined ? node : ['/bin/sh', '-c', 'ulimit -n "$0" && exec "$@"', String(opts.fdLimit), ...node];
   const proc = spawn(cmd!, argv, {
     cwd: REPO_ROOT,
@@ -102,6 +103,8 @@ export interface RelayOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** The relay's open-file limit (`ulimit -n`); inherited when omitted. */
   readonly fdLimit?: number;
+  /** A `hermetic` executable to run (an installed package's bin/hermetic.js); the source when omitted. */
+  readonly bin?: string;
 }
 
 export interface StopResult extends ExitInfo {
@@ -151,7 +154,7 @@ function parseLogs(text: string): Array<Record<string, unknown>> {
 export async function startRelay(opts: RelayOptions = {}, timeoutMs = 90_000): Promise<RelayProcess> {
   const dataDir = opts.dataDir ?? makeTempDir();
   const env = relayEnv(opts, dataDir);
-  const cli = spawnCli(['serve'], env, opts.fdLimit === undefined ? {} : { fdLimit: opts.fdLimit });
+  const cli = spawnCli(['serve'], env, { ...(opts.fdLimit === undefined ? {} : { fdLimit: opts.fdLimit }), ...(opts.bin === undefined ? {} : { bin: opts.bin }) });
   const port = await new Promise<number>((resolve, reject) => {
     let done = false;
     const finish = (f: () => void): void => {

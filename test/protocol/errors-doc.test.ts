@@ -1,9 +1,11 @@
 /**
- * docs/ERRORS.md and the code must list the same error codes: a code added in code but
- * not documented (or documented but gone) fails here.
+ * docs/ERRORS.md and the code must list the same error codes (wire, crypto, SDK, process)
+ * and the same message flags: a code added in code but not documented (or documented but
+ * gone) fails here.
  */
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { FLAG_CODES, SDK_ERROR_CODES } from '../../client-sdk/index.js';
 import { CRYPTO_ERROR_CODES } from '../../crypto/errors.js';
 import { ERROR_CODES } from '../../protocol/errors.js';
 import { DataDirLockedError } from '../../server/storage/pglite.js';
@@ -37,6 +39,18 @@ describe('docs/ERRORS.md', () => {
 
   it('lists exactly the crypto error codes', () => {
     expect([...section('Cryptography').keys()].sort()).toEqual([...CRYPTO_ERROR_CODES].sort());
+  });
+
+  it('lists exactly the SDK error codes, each with a meaning', () => {
+    const rows = section('Client SDK');
+    expect([...rows.keys()].sort()).toEqual(Object.keys(SDK_ERROR_CODES).sort());
+    for (const [code, cells] of rows) expect(cells[0], code).not.toBe('');
+  });
+
+  it('lists exactly the message flags, each with a meaning', () => {
+    const rows = section('Message flags');
+    expect([...rows.keys()].sort()).toEqual([...FLAG_CODES].sort());
+    for (const [code, cells] of rows) expect(cells[0], code).not.toBe('');
   });
 
   it('lists the process error codes', () => {

@@ -101,6 +101,13 @@ describe('SDK, one device each', () => {
     await erin2.close();
     await frank.client.close();
   });
+
+  it('ends a messages() iterator that is waiting when the client closes', async () => {
+    const gil = await newClient(world, 'sdk-gil', { connect: false });
+    const waiting = gil.messages().next();
+    await gil.close();
+    expect(await waiting).toEqual({ value: undefined, done: true });
+  });
 });
 
 /** The same memory, as a store that can be opened again after close. */

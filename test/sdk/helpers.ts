@@ -3,7 +3,7 @@
  * collect what they receive.
  */
 import { WebSocket as NodeWebSocket } from 'ws';
-import { type ClientOptions, type Flag, type HermeticClient, type Message, MemoryStore, type Transport, type TransportHandlers, type WebSocketConstructor, createClient, webSocketTransport } from '../../client-sdk/node.js';
+import { type ClientOptions, type Flag, type HermeticClient, type Message, MemoryStore, SdkError, type Transport, type TransportHandlers, type WebSocketConstructor, createClient, webSocketTransport } from '../../client-sdk/node.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type RelayOptions, type RelayProcess, makeTempDir, startRelay } from '../helpers/relay.js';
 
@@ -118,4 +118,15 @@ export function tappedTransport(): TappedTransport {
     },
   };
   return tap;
+}
+
+/** The SdkError a call fails with (anything else is rethrown; success fails the test). */
+export async function sdkError(p: Promise<unknown>): Promise<SdkError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof SdkError) return err;
+    throw err;
+  }
+  throw new Error('expected an SdkError, but the call succeeded');
 }

@@ -9,9 +9,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../client-sdk/clock.js';
-import { SdkError } from '../../client-sdk/errors.js';
 import { HTTP_REQUEST_TIMEOUT_MS, MAX_ANSWER_BYTES } from '../../client-sdk/limits.js';
 import { RelayHttp } from '../../client-sdk/transport/http.js';
+import { sdkError } from './helpers.js';
 
 const CHUNK = Buffer.alloc(256 * 1024, 0x20);
 /** What the "endless" server sends at most: far more than the client may read. */
@@ -58,16 +58,6 @@ function relayHttp(url: string, clock: ManualClock, onAnswer: () => void = () =>
     return res;
   };
   return new RelayHttp(url, async () => 'token', fetchImpl, { clock });
-}
-
-async function sdkError(p: Promise<unknown>): Promise<SdkError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof SdkError) return err;
-    throw err;
-  }
-  throw new Error('expected an SdkError, but the call succeeded');
 }
 
 const COUNTS = { oneTimePrekeys: 3, oneTimeKemPrekeys: 2, hasSignedPrekey: true, hasLastResortKemPrekey: false };

@@ -39,6 +39,17 @@ export const LINK_POLL_MS = 2_000;
  * (MAX_PENDING_SENDS), so a busy client is never refused for pipelining. */
 export const MAX_SENDS_IN_FLIGHT = 256;
 
+/** Largest HTTP answer body read from the relay: a whole device list (at most
+ * MAX_DEVICE_LIST_LENGTH entries of at most 512 bytes, base64url) fits with room to spare.
+ * A declared Content-Length beyond it is refused before reading, and the body is read as
+ * a stream and abandoned at the first byte past it, so a hostile relay can't make a
+ * client buffer more. */
+export const MAX_ANSWER_BYTES = 2 * 1024 * 1024;
+
+/** One HTTP call to the relay, from sending the request to the answer's last byte: past
+ * this it is aborted (NETWORK_ERROR), so a relay that stalls can't hang a call forever. */
+export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
+
 /** Envelope lifetime the SDK asks for (the relay's maximum is 30 days). */
 export const DEFAULT_TTL_SECONDS = 7 * 24 * 3600;
 

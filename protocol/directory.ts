@@ -8,7 +8,7 @@ import { ProtocolError } from './errors.js';
 import {
   DEVICE_ID_PATTERN,
   MAX_DEVICE_ID_LENGTH,
-  MAX_DEVICE_LIST_ENTRIES,
+  MAX_DEVICE_LIST_LENGTH,
   MAX_DEVICES_PER_USER,
   MAX_KEYS_PER_UPLOAD,
   MAX_USER_ID_LENGTH,
@@ -78,8 +78,8 @@ export function encodeDeviceListAnswer(a: DeviceListAnswer): Record<string, unkn
 }
 
 export function decodeDeviceListAnswer(o: JsonObject): DeviceListAnswer {
-  const length = int(o, 'length', 0, MAX_DEVICE_LIST_ENTRIES);
-  const entries = array(o, 'entries', MAX_DEVICE_LIST_ENTRIES, () => new ProtocolError('BAD_REQUEST', 'entries: too many')).map((v, i) =>
+  const length = int(o, 'length', 0, MAX_DEVICE_LIST_LENGTH);
+  const entries = array(o, 'entries', MAX_DEVICE_LIST_LENGTH, () => new ProtocolError('BAD_REQUEST', 'entries: too many')).map((v, i) =>
     bytesValue(v, `entries[${i}]`, { min: 1, max: MAX_DEVICE_ENTRY_WIRE_BYTES }),
   );
   const devices = array(o, 'devices', MAX_DEVICES_PER_USER * 2, () => new ProtocolError('BAD_REQUEST', 'devices: too many')).map((v, i) => {
@@ -166,7 +166,7 @@ export function decodeDeviceEntryAnswer(o: JsonObject): DeviceEntryAnswer {
   if (!(ENTRY_KINDS as readonly string[]).includes(kind)) throw new ProtocolError('BAD_REQUEST', 'kind: unknown');
   return {
     userId: str(o, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
-    seq: int(o, 'seq', 0, MAX_DEVICE_LIST_ENTRIES - 1),
+    seq: int(o, 'seq', 0, MAX_DEVICE_LIST_LENGTH - 1),
     kind: kind as DeviceEntryAnswer['kind'],
     deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
     created: bool(o, 'created'),

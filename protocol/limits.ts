@@ -30,10 +30,18 @@ export const USER_ID_PATTERN = /^[\x21-\x7e]+$/;
 /** A user may have at most this many active devices (Signal allows a handful). */
 export const MAX_DEVICES_PER_USER = 16;
 
-/** Entries in one user's signed device list (root, adds and revocations together). Every
- * client replays the list once and then only its new entries; the bound caps that first
- * replay (two signature checks per entry) and what the relay stores per user. */
+/** Entries (root, adds and revocations together) after which a user's signed device
+ * list takes no more devices: every client replays the list once and then only its new
+ * entries, and the bound caps that first replay (two signature checks per entry) and what
+ * the relay stores per user. Revocations are still accepted past it, so that a device
+ * can always be revoked, even when someone holding a stolen device filled the list with
+ * add/revoke pairs. */
 export const MAX_DEVICE_LIST_ENTRIES = 1024;
+
+/** The longest a device list can get: a list full at MAX_DEVICE_LIST_ENTRIES with every
+ * device active, then each of them but the last revoked (a revocation needs an active
+ * device other than the last, so nothing can follow). */
+export const MAX_DEVICE_LIST_LENGTH = MAX_DEVICE_LIST_ENTRIES + MAX_DEVICES_PER_USER - 1;
 
 /** Key ids are unsigned 32-bit integers. */
 export const MAX_KEY_ID = 0xffff_ffff;

@@ -16,12 +16,31 @@ import {
   decodeKeyCountsAnswer,
 } from '../../protocol/directory.js';
 import { ProtocolError, parseErrorBody } from '../../protocol/errors.js';
+import { type Clock, systemClock } from '../clock.js';
 import { SdkError } from '../errors.js';
+import { HTTP_REQUEST_TIMEOUT_MS, MAX_ANSWER_BYTES } from '../limits.js';
 
-export type FetchLike = (url: string, init: { method: string; headers: Record<string, string>; body?: string }) => Promise<{
-  status: number;
+/** What RelayHttp needs of an HTTP answer; fetch's Response has all of it. */
+export interface FetchAnswer {
+  readonly status: number;
+  /** When present, a Content-Length beyond MAX_ANSWER_BYTES is refused unread. */
+  readonly headers?: { get(name: string): string | null } | undefined;
+  /** When present, the body is read from this stream with a byte cap; otherwise `text()`
+   * is used (an implementation without streams must bound the body itself). */
+  readonly body?: ReadableStream<Uint8Array> | null | undefined;
   text(): Promise<string>;
-}>;
+}
+
+export type FetchLike = (
+  url: string,
+  init: { method: string; headers: Record<string, string>; body?: string; signal?: AbortSignal },
+) => Promise<FetchAnswer>;
+
+export interface RelayHttpOptions {
+  /** Bound on one call (default HTTP_REQUEST_TIMEOUT_MS). */
+  readonly timeoutMs?: number;
+  readonly clock?: Clock;
+}
 
 export interface WireKey {
   readonly keyId: number;
@@ -36,9 +55,6 @@ export interface KeyUpload {
   readonly oneTimeKemPrekeys?: readonly WireKey[];
 }
 
-/** Largest answer body read from the relay (a whole device list of 1024 entries fits). */
-const MAX_ANSWER_BYTES = 2 * 1024 * 1024;
-
 function wire(k: WireKey): Record<string, unknown> {
   return { keyId: k.keyId, publicKey: encodeBase64url(k.publicKey), signature: encodeBase64url(k.signature) };
 }
@@ -48,6 +64,7 @@ export class RelayHttp {
     private readonly baseUrl: string,
     private readonly token: (fresh: boolean) => Promise<string>,
     private readonly fetchImpl: FetchLike,
+    private readonly opts: RelayHttpOptions = {},
   ) {}
 
   deviceList(userId: string, after?: number): Promise<DeviceListAnswer> {
@@ -82,16 +99,7 @@ export class RelayHttp {
       const token = await this.token(attempt > 0);
       const headers: Record<string, string> = { authorization: `Bearer ${token}` };
       if (body !== undefined) headers['content-type'] = 'application/json';
-      let status: number;
-      let text: string;
-      try {
-        const res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
-        status = res.status;
-        text = await res.text();
-      } catch (cause) {
-        throw new SdkError('NETWORK_ERROR', `${method} ${path}: the relay could not be reached`, { cause });
-      }
-      if (text.length > MAX_ANSWER_BYTES) throw new SdkError('RELAY_PROTOCOL_ERROR', `${method} ${path}: answer too large`);
+      const { status, text } = await this.#exchange(method, path, headers, body);
       if (status >= 200 && status < 300) {
         try {
           return decode(parseJsonObject(text, 'answer'));
@@ -112,4 +120,87 @@ export class RelayHttp {
       throw new SdkError('RELAY_ERROR', `${method} ${path}: ${e.code}: ${e.message}`, { relayCode: e.code, ...(e.details ? { details: { ...e.details } } : {}) });
     }
   }
+
+  /**
+   * Sends one request and reads its answer, within the call's time bound and
+   * MAX_ANSWER_BYTES. An answer that exceeds the cap is abandoned (RELAY_PROTOCOL_ERROR);
+   * no answer in time, or no connection, is NETWORK_ERROR.
+   */
+  async #exchange(method: string, path: string, headers: Record<string, string>, body: unknown): Promise<{ status: number; text: string }> {
+    const clock = this.opts.clock ?? systemClock;
+    const timeoutMs = this.opts.timeoutMs ?? HTTP_REQUEST_TIMEOUT_MS;
+    const abort = new AbortController();
+    let timedOut = false;
+    // The bound holds even for a FetchLike that ignores the signal.
+    let expire: (err: Error) => void = () => undefined;
+    const expired = new Promise<never>((_, reject) => {
+      expire = reject;
+    });
+    expired.catch(() => undefined);
+    const timer = clock.setTimeout(() => {
+      timedOut = true;
+      abort.abort();
+      expire(new Error(`timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const exchange = async () => {
+      const res = await this.fetchImpl(`${this.baseUrl}${path}`, {
+        method,
+        headers,
+        signal: abort.signal,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+      const text = await readAnswer(res, abort);
+      if (text === undefined) throw new SdkError('RELAY_PROTOCOL_ERROR', `${method} ${path}: answer larger than ${MAX_ANSWER_BYTES} bytes`);
+      return { status: res.status, text };
+    };
+    const work = exchange();
+    work.catch(() => undefined); // when the timer wins, its late failure is not reported
+    try {
+      return await Promise.race([work, expired]);
+    } catch (cause) {
+      if (cause instanceof SdkError) throw cause;
+      if (timedOut) throw new SdkError('NETWORK_ERROR', `${method} ${path}: no complete answer within ${timeoutMs} ms`, { cause });
+      throw new SdkError('NETWORK_ERROR', `${method} ${path}: the relay could not be reached`, { cause });
+    } finally {
+      clock.clearTimeout(timer);
+    }
+  }
+}
+
+/**
+ * The answer's body as text, or undefined when it is larger than MAX_ANSWER_BYTES: a
+ * declared Content-Length is checked first, then the stream is read and abandoned (the
+ * request aborted) at the first chunk past the cap.
+ */
+async function readAnswer(res: FetchAnswer, abort: AbortController): Promise<string | undefined> {
+  const declared = res.headers?.get('content-length');
+  if (declared != null && /^\d+$/.test(declared) && Number(declared) > MAX_ANSWER_BYTES) {
+    abort.abort();
+    return undefined;
+  }
+  if (!res.body) {
+    const text = await res.text();
+    return text.length > MAX_ANSWER_BYTES ? undefined : text;
+  }
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > MAX_ANSWER_BYTES) {
+      abort.abort();
+      await reader.cancel().catch(() => undefined);
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
 }

@@ -9,8 +9,12 @@
  *   - it is signed by a device that is active at that point (added, not revoked);
  *   - an add carries the new device's consent, names a device id and identity key never
  *     seen in this list before (a revoked device can't come back under the same key or
- *     name), and keeps at most MAX_DEVICES_PER_USER devices active;
- *   - a revoke names an active device with its key, and leaves at least one device.
+ *     name), keeps at most MAX_DEVICES_PER_USER devices active, and comes before the
+ *     list holds MAX_DEVICE_LIST_ENTRIES entries;
+ *   - a revoke names an active device with its key, and leaves at least one device. It
+ *     is accepted on a full list too: a device must stay revocable when a thief holding
+ *     one of them filled the list with add/revoke pairs. The list stays bounded all the
+ *     same (MAX_DEVICE_LIST_LENGTH): past the cap each entry removes an active device.
  *
  * So a token alone (a thief, or the relay itself) cannot add a device that senders would
  * encrypt to: that takes a signature from one of the user's own devices.
@@ -198,7 +202,6 @@ export class DeviceChain {
       throw err;
     }
     if (e.userId !== this.userId) return refuse('wrong-user', `the entry is for another user`);
-    if (this.length >= MAX_DEVICE_LIST_ENTRIES) return refuse('chain-full', `a device list holds at most ${MAX_DEVICE_LIST_ENTRIES} entries`);
     if (e.kind === 'root' && this.length > 0) return refuse('root-exists', 'this user already has a device list; a device must be linked by an existing one');
     if (e.kind !== 'root' && this.length === 0) return refuse('no-root', 'this user has no device list yet; the first entry must be the root');
     if (e.seq !== this.length || !equalBytes(e.prev, this.head)) {
@@ -209,6 +212,9 @@ export class DeviceChain {
       e.consent !== undefined && backend.ed25519Verify(e.consent, deviceConsentTranscript(e.userId, e.deviceId, e.identityKey), e.identityKey);
 
     if (e.kind === 'root' || e.kind === 'add') {
+      if (this.length >= MAX_DEVICE_LIST_ENTRIES) {
+        return refuse('chain-full', `a device list takes devices for its first ${MAX_DEVICE_LIST_ENTRIES} entries only; revocations are still accepted`);
+      }
       if (isRejectedEd25519PublicKey(e.identityKey)) return refuse('malformed', 'the identity key is a small-order or non-canonical point');
       if (this.#seenIds.has(e.deviceId) || this.#seenKeys.has(toHex(e.identityKey))) {
         return refuse('device-exists', `device ${e.deviceId} or its identity key is already in this list's history`);

@@ -196,24 +196,32 @@ export class DirectoryStore {
     });
   }
 
-  /** The entries of a user's list after position `after` (-1: all), and its length. */
+  /**
+   * The entries of a user's list after position `after` (-1: all), its length and head,
+   * and the active devices, all as of one moment. The entries and the head come from one
+   * statement (one snapshot) and length and head are read off the rows it returns, so
+   * `length` always equals `after + 1 + entries.length` even while entries are appended;
+   * REPEATABLE READ makes the devices statement see that same snapshot.
+   */
   async deviceList(userId: string, after = -1): Promise<DeviceListRecord> {
     return this.db.transaction(async (tx) => {
-      const entries = await tx.query<{ seq: number; entry: Uint8Array; entry_hash: Uint8Array }>(
-        'SELECT seq, entry, entry_hash FROM device_list_entries WHERE user_id = $1 AND seq > $2 ORDER BY seq',
+      await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+      // The rows after `after`, plus the newest row when it is not among them (its hash is
+      // the head; its bytes are not sent).
+      const rows = await tx.query<{ seq: number; entry: Uint8Array | null; entry_hash: Uint8Array }>(
+        `SELECT seq, CASE WHEN seq > $2 THEN entry END AS entry, entry_hash FROM device_list_entries
+          WHERE user_id = $1
+            AND (seq > $2 OR seq = (SELECT max(seq) FROM device_list_entries WHERE user_id = $1))
+          ORDER BY seq`,
         [userId, after],
       );
-      const head = await tx.query<{ seq: number; entry_hash: Uint8Array }>(
-        'SELECT seq, entry_hash FROM device_list_entries WHERE user_id = $1 ORDER BY seq DESC LIMIT 1',
-        [userId],
-      );
       const devices = await this.listDevicesOn(tx, userId);
-      const last = head[0];
+      const last = rows[rows.length - 1];
       return {
         userId,
         length: last ? Number(last.seq) + 1 : 0,
         head: last ? new Uint8Array(last.entry_hash) : undefined,
-        entries: entries.map((r) => new Uint8Array(r.entry)),
+        entries: rows.flatMap((r) => (r.entry === null ? [] : [new Uint8Array(r.entry)])),
         devices,
       };
     });

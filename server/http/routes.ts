@@ -15,7 +15,7 @@ import {
   encodeKeyCountsAnswer,
 } from '../../protocol/directory.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import { MAX_DEVICE_LIST_ENTRIES, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
+import { MAX_DEVICE_LIST_LENGTH, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
 import type { DirectoryService } from '../directory/service.js';
 import type { KeyCounts } from '../directory/store.js';
 import { decodePathParam } from './context.js';
@@ -130,8 +130,8 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
 function afterParam(query: string): number {
   const raw = new URLSearchParams(query).get('after');
   if (raw === null) return -1;
-  if (!/^(?:-1|0|[1-9]\d{0,8})$/.test(raw) || Number(raw) > MAX_DEVICE_LIST_ENTRIES) {
-    throw new ProtocolError('BAD_REQUEST', `after: must be an integer in -1..${MAX_DEVICE_LIST_ENTRIES}`);
+  if (!/^(?:-1|0|[1-9]\d{0,8})$/.test(raw) || Number(raw) > MAX_DEVICE_LIST_LENGTH) {
+    throw new ProtocolError('BAD_REQUEST', `after: must be an integer in -1..${MAX_DEVICE_LIST_LENGTH}`);
   }
   return Number(raw);
 }

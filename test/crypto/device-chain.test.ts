@@ -12,7 +12,7 @@ import {
   rootEntry,
 } from '../../crypto/devices/link.js';
 import { IdentityKeyPair } from '../../crypto/identity/identity-key.js';
-import { MAX_DEVICE_LIST_ENTRIES, MAX_DEVICES_PER_USER } from '../../protocol/limits.js';
+import { MAX_DEVICE_LIST_ENTRIES, MAX_DEVICE_LIST_LENGTH, MAX_DEVICES_PER_USER } from '../../protocol/limits.js';
 import { expectCryptoError, native } from './helpers.js';
 
 const b = native;
@@ -149,30 +149,38 @@ describe('signed device list', () => {
     ), 'last-device');
   });
 
-  it(`at most ${MAX_DEVICES_PER_USER} active devices and ${MAX_DEVICE_LIST_ENTRIES} entries`, () => {
+  it(`at most ${MAX_DEVICES_PER_USER} active devices; no device added past ${MAX_DEVICE_LIST_ENTRIES} entries, yet every device stays revocable, up to ${MAX_DEVICE_LIST_LENGTH} entries`, () => {
     const root = dev('d0');
     let chain = ok(DeviceChain.empty('alice'), rootEntry(root.key, 'alice', root.id));
-    const devs = [root];
-    for (let i = 1; i < MAX_DEVICES_PER_USER; i++) {
+    // A thief holding one linked device fills the list with add/revoke pairs of its own.
+    const thief = dev('thief');
+    chain = ok(chain, link(chain, root, thief));
+    const devs = [root, thief];
+    for (let i = 2; i < MAX_DEVICES_PER_USER; i++) {
       const d = dev(`d${i}`);
       chain = ok(chain, link(chain, root, d));
       devs.push(d);
     }
     refused(chain, link(chain, root, dev('one-too-many')), 'too-many-devices');
-    // Churn: revoke one, add one, until the list is full.
-    let n = MAX_DEVICES_PER_USER;
+    let n = 0;
     while (chain.length < MAX_DEVICE_LIST_ENTRIES) {
-      const victim = devs.pop()!;
       if (chain.length % 2 === 0) {
-        chain = ok(chain, revokeEntry(chain, root.id, root.key, victim.id));
+        chain = ok(chain, revokeEntry(chain, thief.id, thief.key, devs.pop()!.id));
       } else {
-        devs.push(victim);
-        const d = dev(`d${n++}`);
-        chain = ok(chain, link(chain, root, d));
+        const d = dev(`t${n++}`);
+        chain = ok(chain, linkEntry(chain, thief.id, thief.key, createLinkRequest(d.key, 'alice', d.id)));
         devs.push(d);
       }
     }
-    refused(chain, revokeEntry(chain, root.id, root.key, devs[devs.length - 1]!.id), 'chain-full');
+    expect(chain.devices).toHaveLength(MAX_DEVICES_PER_USER);
+    refused(chain, link(chain, root, dev('late')), 'chain-full');
+    // The owner still revokes the stolen device, then every other but one.
+    chain = ok(chain, revokeEntry(chain, root.id, root.key, thief.id));
+    for (const d of devs) if (d !== root && d !== thief) chain = ok(chain, revokeEntry(chain, root.id, root.key, d.id));
+    expect(chain.devices.map((d) => d.deviceId)).toEqual([root.id]);
+    expect(chain.length).toBe(MAX_DEVICE_LIST_LENGTH);
+    refused(chain, revokeEntry(chain, root.id, root.key, root.id), 'last-device');
+    refused(chain, link(chain, root, dev('later')), 'chain-full');
   });
 
   fcTest.prop([fc.nat(), fc.integer({ min: 0, max: 7 })], { numRuns: 200 })(

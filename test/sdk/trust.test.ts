@@ -14,17 +14,7 @@ import { IdentityKeyPair } from '../../crypto/identity/identity-key.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
-import { type SdkWorld, newClient, observe, startWorld } from './helpers.js';
-
-async function sdkError(p: Promise<unknown>): Promise<SdkError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof SdkError) return err;
-    throw err;
-  }
-  throw new Error('expected an SdkError');
-}
+import { type SdkWorld, newClient, observe, sdkError, startWorld } from './helpers.js';
 
 describe('SDK trust', () => {
   if (!pgServer) {

@@ -2,8 +2,9 @@
  * This device: its identity, the prekeys it publishes, and the private halves it keeps.
  *
  * Prekeys are generated, stored, and only then uploaded (a key the relay hands out is
- * always one we can use). Key ids only grow, per kind, so the relay and every initiator
- * can refuse an old key presented again. One-time keys are refilled to PREKEY_HIGH_WATER
+ * always one we can use). Key ids only grow, per kind, and the next ids are kept in the
+ * store with the keys, so they keep growing across restarts: the relay (KEY_ID_REUSED)
+ * and every initiator (Directory.bundle) refuse an old key presented again. One-time keys are refilled to PREKEY_HIGH_WATER
  * when the relay holds fewer than PREKEY_LOW_WATER; the signed prekey and the last-resort
  * ML-KEM key are replaced every SIGNED_PREKEY_ROTATION_MS, the replaced ones kept for
  * REPLACED_PREKEY_RETENTION_MS so that sessions started from them still begin.
@@ -131,7 +132,17 @@ export class DeviceKeys {
    * current (made or replaced), and at least PREKEY_LOW_WATER one-time keys of each kind
    * (refilled to PREKEY_HIGH_WATER). Returns what was uploaded.
    */
-  async maintain(): Promise<{ uploaded: number }> {
+  maintain(): Promise<{ uploaded: number }> {
+    // One at a time: the relay refuses a key id at or below one it already has
+    // (KEY_ID_REUSED), so two runs whose uploads crossed would lose the older one's keys.
+    const run = this.#maintaining.then(() => this.#maintainOnce());
+    this.#maintaining = run.catch(() => undefined);
+    return run;
+  }
+
+  #maintaining: Promise<unknown> = Promise.resolve();
+
+  async #maintainOnce(): Promise<{ uploaded: number }> {
     const counts = await this.http.keyCounts(this.deviceId);
     let uploaded = 0;
     const opts = { backend: this.backend, random: this.random };

@@ -37,7 +37,9 @@ describe('SDK trust', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    world = await startWorld({ databaseUrl: db.url });
+    // maintainKeys below drains one device's one-time keys past the default per-device
+    // hand-out budget (server/limits.ts), which this test is not about.
+    world = await startWorld({ databaseUrl: db.url, env: { HERMETIC_PREKEY_HANDOUT_BURST: '1000' } });
     sql = new pg.Client({ connectionString: db.url });
     await sql.connect();
   });
@@ -192,5 +194,28 @@ describe('SDK trust', () => {
     await gina.maintainKeys();
     expect((await bundle()).signedPrekey.keyId).toBeGreaterThan(spkBefore);
     await gina.close();
+  });
+
+  it('key ids keep growing across restarts and concurrent top-ups, so the relay never answers KEY_ID_REUSED', async () => {
+    const clock = new ManualClock(Date.now());
+    const store = new MemoryStore();
+    const first = await newClient(world, 'tr-hugo', { clock, store, connect: false });
+    const deviceId = first.deviceId;
+    const bundle = async () => {
+      const token = await world.issuer.mint(`tr-iris-${Math.random().toString(36).slice(2)}`);
+      const res = await fetch(`${world.relay.baseUrl}/v1/users/tr-hugo/devices/${deviceId}/bundle`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      return (await res.json()) as { signedPrekey: { keyId: number }; kemPrekey: { keyId: number }; kemLastResort: boolean };
+    };
+    const before = await bundle();
+    await first.close();
+    // The same store, opened again (an app restart), with both signed keys due.
+    clock.advance(limits.SIGNED_PREKEY_ROTATION_MS + 1);
+    const again = await newClient(world, 'tr-hugo', { clock, store, connect: false });
+    expect(again.deviceId).toBe(deviceId);
+    // Top-ups asked for at once run one after the other; each upload is accepted.
+    await Promise.all([again.maintainKeys(), again.maintainKeys(), again.maintainKeys()]);
+    const after = await bundle();
+    expect(after.signedPrekey.keyId).toBeGreaterThan(before.signedPrekey.keyId);
+    await again.close();
   });
 });

@@ -72,6 +72,11 @@ export const LIVE_CACHE_MAX_BYTES = 1024 * 1024;
  * lost NOTIFY (e.g. a dropped LISTEN connection) delays delivery at most this long. */
 export const CATCHUP_INTERVAL_MS = 5_000;
 
+/** Connected mailboxes whose tails one catch-up query reads. A scan of a relay with more
+ * connections runs several such queries, one after another, so no single statement (nor
+ * its parameter arrays and result) grows with the number of connections. */
+export const CATCHUP_PAGE_SIZE = 1_000;
+
 /** Reconnecting a lost LISTEN connection: the first attempt after about
  * LISTEN_RECONNECT_MIN_MS, the delay doubling per failure up to LISTEN_RECONNECT_MAX_MS
  * (jittered). Short enough that cross-relay wake-ups come back within seconds of the

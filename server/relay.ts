@@ -130,6 +130,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       onBatch: (n) => metrics.sendBatchSize.observe(n),
       onNotice: () => metrics.notices.inc(),
       onResubscribed: () => metrics.listenReconnects.inc(),
+      onCatchUp: (reason) => metrics.catchupRuns.inc({ reason }),
     });
     await mailbox.start();
     const admission = new Admission(

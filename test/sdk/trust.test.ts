@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock, MemoryStore, SdkError, limits } from '../../client-sdk/node.js';
 import { DeviceChain } from '../../crypto/devices/chain.js';
 import { createLinkRequest, linkEntry } from '../../crypto/devices/link.js';
+import { NS, decodeRecord, encodeRecord } from '../../client-sdk/stores/store.js';
 import { IdentityKeyPair } from '../../crypto/identity/identity-key.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
@@ -251,6 +252,26 @@ describe('SDK trust', () => {
     await gina.maintainKeys();
     expect((await bundle()).signedPrekey.keyId).toBeGreaterThan(spkBefore);
     await gina.close();
+  });
+
+  it('catches up when its store is behind what it published (restored from a backup): KEY_ID_REUSED moves its key ids on', async () => {
+    const clock = new ManualClock(Date.now());
+    const store = new MemoryStore();
+    const pia = await newClient(world, 'tr-pia', { clock, store, connect: false });
+    const spk = async () => {
+      const token = await world.issuer.mint(`tr-quinn-${Math.random().toString(36).slice(2)}`);
+      const res = await fetch(`${world.relay.baseUrl}/v1/users/tr-pia/devices/${pia.deviceId}/bundle`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      return ((await res.json()) as { signedPrekey: { keyId: number } }).signedPrekey.keyId;
+    };
+    const published = await spk();
+    // The store goes back to before anything was published, and the signed keys are due.
+    const raw = (await store.get(NS.meta, 'device'))!;
+    const record = decodeRecord<{ nextId: { otk: number; spk: number; kem: number } }>(raw);
+    await store.commit([{ ns: NS.meta, key: 'device', value: encodeRecord({ ...record, nextId: { otk: 1, spk: 1, kem: 1 } }) }]);
+    clock.advance(limits.SIGNED_PREKEY_ROTATION_MS + 1);
+    await pia.maintainKeys();
+    expect(await spk()).toBeGreaterThan(published);
+    await pia.close();
   });
 
   it('key ids keep growing across restarts and concurrent top-ups, so the relay never answers KEY_ID_REUSED', async () => {

@@ -102,7 +102,7 @@ export class MailboxService {
   /** Stops timers and waits for queued SENDs and ACKs to be written. */
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
-    await Promise.all([this.sends.drained(), this.acks.drained(), this.catchingUp]);
+    await Promise.all([this.sends.drained(), this.acks.drained()]);
     await this.unlisten?.();
   }
 

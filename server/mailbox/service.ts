@@ -213,18 +213,21 @@ export class MailboxService {
       this.nextCatchUp ??= reason;
       return;
     }
-    this.catchingUp = this.catchUpWhileAsked(reason).finally(() => {
-      this.catchingUp = undefined;
-    });
+    this.catchingUp = this.catchUpWhileAsked(reason);
   }
 
   private async catchUpWhileAsked(first: CatchUpReason): Promise<void> {
     let reason: CatchUpReason | undefined = first;
-    while (reason !== undefined) {
-      this.nextCatchUp = undefined;
-      this.opts.onCatchUp?.(reason);
-      await this.catchUp();
-      reason = this.nextCatchUp;
+    try {
+      while (reason !== undefined) {
+        this.nextCatchUp = undefined;
+        this.opts.onCatchUp?.(reason);
+        await this.catchUp();
+        reason = this.nextCatchUp;
+      }
+    } finally {
+      // In the same turn as the last look at nextCatchUp: no request falls in between.
+      this.catchingUp = undefined;
     }
   }
 

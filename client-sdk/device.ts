@@ -4,8 +4,9 @@
  * Prekeys are generated, stored, and only then uploaded (a key the relay hands out is
  * always one we can use). Key ids only grow, per kind, and the next ids are kept in the
  * store with the keys, so they keep growing across restarts: the relay (KEY_ID_REUSED)
- * and every initiator (Directory.bundle) refuse an old key presented again. One-time keys are refilled to PREKEY_HIGH_WATER
- * when the relay holds fewer than PREKEY_LOW_WATER; the signed prekey and the last-resort
+ * and every initiator (Directory.bundle) refuse an old key presented again. One-time
+ * keys are refilled to PREKEY_HIGH_WATER when the relay holds fewer than
+ * PREKEY_LOW_WATER; the signed prekey and the last-resort
  * ML-KEM key are replaced every SIGNED_PREKEY_ROTATION_MS, the replaced ones kept for
  * REPLACED_PREKEY_RETENTION_MS so that sessions started from them still begin.
  */

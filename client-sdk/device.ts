@@ -2,9 +2,11 @@
  * This device: its identity, the prekeys it publishes, and the private halves it keeps.
  *
  * Prekeys are generated, stored, and only then uploaded (a key the relay hands out is
- * always one we can use). Key ids only grow, per kind, so the relay and every initiator
- * can refuse an old key presented again. One-time keys are refilled to PREKEY_HIGH_WATER
- * when the relay holds fewer than PREKEY_LOW_WATER; the signed prekey and the last-resort
+ * always one we can use). Key ids only grow, per kind, and the next ids are kept in the
+ * store with the keys, so they keep growing across restarts: the relay (KEY_ID_REUSED)
+ * and every initiator (Directory.bundle) refuse an old key presented again. One-time
+ * keys are refilled to PREKEY_HIGH_WATER when the relay holds fewer than
+ * PREKEY_LOW_WATER; the signed prekey and the last-resort
  * ML-KEM key are replaced every SIGNED_PREKEY_ROTATION_MS, the replaced ones kept for
  * REPLACED_PREKEY_RETENTION_MS so that sessions started from them still begin.
  */
@@ -16,7 +18,7 @@ import type { CryptoBackend } from '../crypto/primitives/backend.js';
 import type { RandomSource } from '../crypto/primitives/random.js';
 import { MAX_KEYS_PER_UPLOAD } from '../protocol/limits.js';
 import { SdkError } from './errors.js';
-import { PREKEY_HIGH_WATER, PREKEY_LOW_WATER, REPLACED_PREKEY_RETENTION_MS, SIGNED_PREKEY_ROTATION_MS } from './limits.js';
+import { MAX_KEY_ID_CATCH_UP, PREKEY_HIGH_WATER, PREKEY_LOW_WATER, REPLACED_PREKEY_RETENTION_MS, SIGNED_PREKEY_ROTATION_MS } from './limits.js';
 import { NS, type StoreTx, type Transactor, decodeRecord, encodeRecord } from './stores/store.js';
 import type { KeyUpload, RelayHttp, WireKey } from './transport/http.js';
 
@@ -131,7 +133,52 @@ export class DeviceKeys {
    * current (made or replaced), and at least PREKEY_LOW_WATER one-time keys of each kind
    * (refilled to PREKEY_HIGH_WATER). Returns what was uploaded.
    */
-  async maintain(): Promise<{ uploaded: number }> {
+  maintain(): Promise<{ uploaded: number }> {
+    // One at a time: the relay refuses a key id at or below one it already has
+    // (KEY_ID_REUSED), so two runs whose uploads crossed would lose the older one's keys.
+    const run = this.#maintaining.then(() => this.#maintainCatchingUp());
+    this.#maintaining = run.catch(() => undefined);
+    return run;
+  }
+
+  #maintaining: Promise<unknown> = Promise.resolve();
+
+  async #maintainCatchingUp(): Promise<{ uploaded: number }> {
+    try {
+      return await this.#maintainOnce();
+    } catch (err) {
+      if (!(await this.#skipUsedIds(err))) throw err;
+      return this.#maintainOnce();
+    }
+  }
+
+  /**
+   * On KEY_ID_REUSED the relay has seen higher key ids than this store holds (it was
+   * restored from a backup, say): every counter moves past the highest id the relay
+   * names (within MAX_KEY_ID_CATCH_UP), and the signed prekey and last-resort key are
+   * made again, since the relay's current ones may be keys this store never had. Returns
+   * whether it did, so that the caller tries once more.
+   */
+  async #skipUsedIds(err: unknown): Promise<boolean> {
+    if (!(err instanceof SdkError) || err.relayCode !== 'KEY_ID_REUSED') return false;
+    const highest = err.details?.highestKeyId;
+    if (typeof highest !== 'number' || !Number.isSafeInteger(highest) || highest < 0) return false;
+    return this.db.run(async (tx) => {
+      const d = (await loadDevice(tx)) as DeviceRecord;
+      const next = highest + 1;
+      if (next - Math.min(d.nextId.otk, d.nextId.spk, d.nextId.kem) > MAX_KEY_ID_CATCH_UP) return false;
+      d.nextId = { otk: Math.max(d.nextId.otk, next), spk: Math.max(d.nextId.spk, next), kem: Math.max(d.nextId.kem, next) };
+      const now = this.now();
+      if (d.signed) await this.#retire(tx, 'spk', d.signed.id, now);
+      if (d.lastResort) await this.#retire(tx, 'kem', d.lastResort.id, now);
+      d.signed = undefined;
+      d.lastResort = undefined;
+      saveDevice(tx, d);
+      return true;
+    });
+  }
+
+  async #maintainOnce(): Promise<{ uploaded: number }> {
     const counts = await this.http.keyCounts(this.deviceId);
     let uploaded = 0;
     const opts = { backend: this.backend, random: this.random };

@@ -12,6 +12,12 @@ export const PREKEY_LOW_WATER = 25;
 /** After sessions were started with us, the count is checked this much later (once for a burst). */
 export const PREKEY_TOPUP_DELAY_MS = 5_000;
 
+/** When the relay answers KEY_ID_REUSED (this store is behind what the device already
+ * published: restored from a backup, say), the key id counters jump past the highest id
+ * the relay names, but by at most this much: a lying relay could otherwise push them to
+ * the end of the 32-bit id space. A device publishes a few hundred ids a week. */
+export const MAX_KEY_ID_CATCH_UP = 1_000_000;
+
 /** How long a signed prekey or last-resort ML-KEM key is used before a new one replaces it
  * (a compromised prekey stops mattering after this), and how long a replaced one is kept
  * so that sessions started from it while it was current still begin. */

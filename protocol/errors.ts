@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   INVALID_KEY: { http: 400, retry: false },
   TOO_MANY_KEYS: { http: 400, retry: false },
   KEY_ID_CONFLICT: { http: 409, retry: false },
+  KEY_ID_REUSED: { http: 409, retry: false },
   NO_SIGNED_PREKEY: { http: 404, retry: true },
   RATE_LIMITED: { http: 429, retry: true },
   TOO_MANY_TARGETS: { http: 400, retry: false },

@@ -73,6 +73,12 @@ export const MAX_PREAUTH_FRAME_BYTES = 16 * 1024;
 export const BUNDLE_FETCH_BURST = 60;
 export const BUNDLE_FETCH_PER_SECOND = 10;
 
+/** Key uploads per user: each verifies up to MAX_KEYS_PER_UPLOAD + 2 signatures before
+ * anything is stored. A new device uploads 3 to 5 times and then tops up now and then,
+ * so the burst leaves room for several devices starting together. */
+export const KEY_UPLOAD_BURST = 20;
+export const KEY_UPLOADS_PER_SECOND = 0.5;
+
 /** Device list changes (link, revoke) per user: each costs signature checks and a
  * transaction over the user's whole list, and people link devices rarely. */
 export const DEVICE_LIST_WRITE_BURST = 10;

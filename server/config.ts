@@ -5,7 +5,16 @@
  */
 import path from 'node:path';
 import { AUTH_TIMEOUT_MS } from '../protocol/limits.js';
-import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS } from './limits.js';
+import {
+  DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+  DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST,
+  DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR,
+  HTTP_BODY_TIMEOUT_MS,
+  MAX_AUTH_TIMEOUT_MS,
+  MAX_ONE_TIME_PREKEY_HANDOUT_BURST,
+  MAX_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR,
+  MIN_AUTH_TIMEOUT_MS,
+} from './limits.js';
 import { relayOrigin } from '../protocol/origin.js';
 import type { CorsPolicy } from './http/cors.js';
 import { DEFAULT_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
@@ -46,6 +55,8 @@ export interface Config {
   readonly wsIdleTimeoutSec: number;
   /** Browser origins that may call the HTTP routes (server/http/cors.ts). */
   readonly cors: CorsPolicy;
+  /** One-time prekey hand-outs per target device, shared by all relays (server/limits.ts). */
+  readonly prekeyHandout: { readonly burst: number; readonly perHour: number };
 }
 
 /** HERMETIC_CORS_ORIGINS: `*`, or a comma-separated list of http(s) origins. */
@@ -180,6 +191,10 @@ export function loadConfig(env: Env = process.env): Config {
     publicOrigin,
     cors: corsVar(env),
     wsIdleTimeoutSec: intVar(env, 'HERMETIC_WS_IDLE_TIMEOUT_S', DEFAULT_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S),
+    prekeyHandout: {
+      burst: intVar(env, 'HERMETIC_PREKEY_HANDOUT_BURST', DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST, 1, MAX_ONE_TIME_PREKEY_HANDOUT_BURST),
+      perHour: intVar(env, 'HERMETIC_PREKEY_HANDOUTS_PER_HOUR', DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR, 0, MAX_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR),
+    },
   };
 }
 

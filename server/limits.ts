@@ -72,6 +72,11 @@ export const LIVE_CACHE_MAX_BYTES = 1024 * 1024;
  * lost NOTIFY (e.g. a dropped LISTEN connection) delays delivery at most this long. */
 export const CATCHUP_INTERVAL_MS = 5_000;
 
+/** Connected mailboxes whose tails one catch-up query reads. A scan of a relay with more
+ * connections runs several such queries, one after another, so no single statement (nor
+ * its parameter arrays and result) grows with the number of connections. */
+export const CATCHUP_PAGE_SIZE = 1_000;
+
 /** Reconnecting a lost LISTEN connection: the first attempt after about
  * LISTEN_RECONNECT_MIN_MS, the delay doubling per failure up to LISTEN_RECONNECT_MAX_MS
  * (jittered). Short enough that cross-relay wake-ups come back within seconds of the
@@ -114,3 +119,17 @@ export const FALLBACK_MAX_CONNECTIONS = 4096;
  * unauthenticated socket would hold its slot for too long. */
 export const MIN_AUTH_TIMEOUT_MS = 1_000;
 export const MAX_AUTH_TIMEOUT_MS = 60_000;
+
+/** One-time prekey hand-outs per TARGET device, shared by every relay on the database
+ * (a token bucket row per device; HERMETIC_PREKEY_HANDOUT_BURST and
+ * HERMETIC_PREKEY_HANDOUTS_PER_HOUR override them). Beyond it bundles are still served,
+ * without one-time keys: sessions begin from the signed prekey and the last-resort
+ * ML-KEM key. 25 at once covers a device being added to a large group; 120 an hour
+ * (one every 30 s) is far above how often people start new conversations with one
+ * device. Without it, requesters on several relays drained the 1,000 + 1,000 stored keys
+ * in about 100 s; with it, draining them takes about 8 hours, and the device tops them
+ * up whenever fewer than the SDK's low-water mark are left. */
+export const DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST = 25;
+export const DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR = 120;
+export const MAX_ONE_TIME_PREKEY_HANDOUT_BURST = 1_000_000;
+export const MAX_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR = 100_000_000;

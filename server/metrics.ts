@@ -18,6 +18,8 @@ export interface RelayMetrics {
   readonly httpInFlight: Gauge;
   readonly sendBatchSize: Histogram;
   readonly notices: Counter;
+  readonly catchupRuns: Counter<'reason'>;
+  readonly oneTimePrekeysWithheld: Counter<'kind' | 'reason'>;
   readonly listenReconnects: Counter;
 }
 
@@ -51,6 +53,18 @@ export function createMetrics(): RelayMetrics {
       registers: [registry],
     }),
     notices: new Counter({ name: 'hermetic_notices_total', help: 'Mailbox notices (NOTIFY) heard from other relays', registers: [registry] }),
+    catchupRuns: new Counter({
+      name: 'hermetic_catchup_runs_total',
+      help: 'Catch-up scans of connected mailboxes run, by what asked for them: notice (an "all" notice from another relay), interval, resubscribed',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    oneTimePrekeysWithheld: new Counter({
+      name: 'hermetic_one_time_prekeys_withheld_total',
+      help: 'One-time prekeys a served bundle went without, by kind (x25519, mlkem) and reason: target_budget (the target device\'s hand-out budget is spent: a drain attempt, alert on it) or exhausted (none left stored)',
+      labelNames: ['kind', 'reason'],
+      registers: [registry],
+    }),
     listenReconnects: new Counter({
       name: 'hermetic_listen_reconnects_total',
       help: 'Times the LISTEN subscription was lost and restored',

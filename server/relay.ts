@@ -108,7 +108,10 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     const verifier = createTokenVerifier(config.auth, keySet);
     const backend = defaultBackend;
     const store = new DirectoryStore(db);
-    const directory = new DirectoryService(store, backend);
+    const directory = new DirectoryService(store, backend, {
+      handout: config.prekeyHandout,
+      onWithheld: (kind, reason) => metrics.oneTimePrekeysWithheld.inc({ kind, reason }),
+    });
 
     let draining = false;
     const inflight = new Set<Promise<unknown>>();
@@ -127,6 +130,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       onBatch: (n) => metrics.sendBatchSize.observe(n),
       onNotice: () => metrics.notices.inc(),
       onResubscribed: () => metrics.listenReconnects.inc(),
+      onCatchUp: (reason) => metrics.catchupRuns.inc({ reason }),
     });
     await mailbox.start();
     const admission = new Admission(

@@ -16,6 +16,21 @@ import { MAX_STORED_ONE_TIME_KEYS } from '../limits.js';
 export type KeyKind = 'x25519' | 'mlkem';
 const KIND_CODE: Record<KeyKind, number> = { x25519: 1, mlkem: 2 };
 
+/** The four kinds of published key whose ids only grow (prekey_id_high_water.kind). */
+type IdKind = 'signed' | 'last-resort' | 'one-time' | 'one-time-kem';
+const ID_KIND_CODE: Record<IdKind, number> = { signed: 1, 'last-resort': 2, 'one-time': 3, 'one-time-kem': 4 };
+
+/** A per-target-device token bucket on one-time prekey hand-outs (shared by all relays). */
+export interface HandoutBudget {
+  /** Hand-outs allowed at once; at least 1. */
+  readonly burst: number;
+  /** Refill rate, hand-outs per second. */
+  readonly perSecond: number;
+}
+
+/** Why a bundle carries no one-time key of a kind: none left, or the budget is spent. */
+export type WithheldReason = 'exhausted' | 'target_budget';
+
 export interface SignedKey {
   readonly keyId: number;
   readonly publicKey: Uint8Array;
@@ -100,8 +115,10 @@ export interface PrekeyBundle {
   readonly signedPrekey: SignedKey;
   readonly oneTimePrekey: SignedKey | undefined;
   readonly kemPrekey: SignedKey;
-  /** True when no one-time ML-KEM key was left and the last-resort key was used. */
+  /** True when no one-time ML-KEM key was handed out and the last-resort key was used. */
   readonly kemLastResort: boolean;
+  /** The one-time keys not handed out, and why (metrics; not sent). */
+  readonly withheld: ReadonlyArray<{ readonly kind: KeyKind; readonly reason: WithheldReason }>;
 }
 
 export interface KeyCounts {
@@ -255,16 +272,27 @@ export class DirectoryStore {
 
   /**
    * Stores an upload atomically: either every key is stored or, on any conflict, none.
-   * Re-uploading a one-time key with the same id and bytes is a no-op (a retried
-   * request); the same id with other bytes is KEY_ID_CONFLICT.
+   * Re-uploading a key still stored with the same id and bytes is a no-op (a retried
+   * request); the same id with other bytes is KEY_ID_CONFLICT. Any other id at or below
+   * the highest the device ever used of that kind is KEY_ID_REUSED: an old key, perhaps
+   * with a valid old signature, never comes back.
    */
   async uploadKeys(userId: string, deviceId: string, upload: KeyUpload): Promise<KeyCounts> {
     return this.db.transaction(async (tx) => {
-      await this.requireDevice(tx, userId, deviceId);
-      if (upload.signedPrekey) await this.putSigned(tx, userId, deviceId, 'x25519', upload.signedPrekey);
-      if (upload.lastResortKemPrekey) await this.putSigned(tx, userId, deviceId, 'mlkem', upload.lastResortKemPrekey);
-      await this.putOneTime(tx, userId, deviceId, 'x25519', upload.oneTimePrekeys);
-      await this.putOneTime(tx, userId, deviceId, 'mlkem', upload.oneTimeKemPrekeys);
+      // The device row lock serializes uploads per device, so the high-water marks read
+      // below stay true until this transaction commits.
+      await this.requireDevice(tx, userId, deviceId, 'FOR NO KEY UPDATE');
+      const highWater = await this.highWater(tx, userId, deviceId);
+      if (upload.signedPrekey) await this.putSigned(tx, userId, deviceId, 'x25519', upload.signedPrekey, highWater.signed);
+      if (upload.lastResortKemPrekey) await this.putSigned(tx, userId, deviceId, 'mlkem', upload.lastResortKemPrekey, highWater['last-resort']);
+      await this.putOneTime(tx, userId, deviceId, 'x25519', upload.oneTimePrekeys, highWater['one-time']);
+      await this.putOneTime(tx, userId, deviceId, 'mlkem', upload.oneTimeKemPrekeys, highWater['one-time-kem']);
+      await this.raiseHighWater(tx, userId, deviceId, {
+        signed: upload.signedPrekey ? [upload.signedPrekey] : [],
+        'last-resort': upload.lastResortKemPrekey ? [upload.lastResortKemPrekey] : [],
+        'one-time': upload.oneTimePrekeys,
+        'one-time-kem': upload.oneTimeKemPrekeys,
+      });
       const counts = await this.counts(tx, userId, deviceId);
       if (counts.oneTimePrekeys > MAX_STORED_ONE_TIME_KEYS || counts.oneTimeKemPrekeys > MAX_STORED_ONE_TIME_KEYS) {
         throw new ProtocolError('TOO_MANY_KEYS', `at most ${MAX_STORED_ONE_TIME_KEYS} one-time keys of each kind may be stored`);
@@ -280,11 +308,13 @@ export class DirectoryStore {
 
   /**
    * Hands out a bundle, consuming one one-time X25519 prekey and one one-time ML-KEM
-   * prekey when any are left (the ML-KEM falls back to the last-resort key). Rows are
-   * claimed with FOR UPDATE SKIP LOCKED and deleted in the same transaction, so two
-   * concurrent fetches never receive the same one-time key.
+   * prekey when any are left and the target device's hand-out budget has a token (else
+   * the bundle has no one-time X25519 key and the ML-KEM falls back to the last-resort
+   * key: the handshake works without them). Rows are claimed with FOR UPDATE SKIP LOCKED
+   * and deleted in the same transaction that takes the token, so two concurrent fetches
+   * never receive the same one-time key and the budget holds across relays.
    */
-  async fetchBundle(userId: string, deviceId: string): Promise<PrekeyBundle> {
+  async fetchBundle(userId: string, deviceId: string, budget: HandoutBudget, nowMs: number): Promise<PrekeyBundle> {
     return this.db.transaction(async (tx) => {
       const device = await this.requireDevice(tx, userId, deviceId);
       const signed = await tx.query<KeyRow & { kind: number }>(
@@ -296,9 +326,16 @@ export class DirectoryStore {
       if (!spk || !lastResort) {
         throw new ProtocolError('NO_SIGNED_PREKEY', 'the device has not published its signed prekeys yet');
       }
-      const otk = await this.takeOneTime(tx, userId, deviceId, 'x25519');
-      const kem = await this.takeOneTime(tx, userId, deviceId, 'mlkem');
+      const allowed = await this.takeHandoutToken(tx, userId, deviceId, budget, nowMs);
+      const otk = allowed ? await this.takeOneTime(tx, userId, deviceId, 'x25519') : undefined;
+      const kem = allowed ? await this.takeOneTime(tx, userId, deviceId, 'mlkem') : undefined;
+      const reason: WithheldReason = allowed ? 'exhausted' : 'target_budget';
+      const withheld = [
+        ...(otk === undefined ? [{ kind: 'x25519' as const, reason }] : []),
+        ...(kem === undefined ? [{ kind: 'mlkem' as const, reason }] : []),
+      ];
       return {
+        withheld,
         userId,
         deviceId,
         identityKey: device.identityKey,
@@ -310,9 +347,9 @@ export class DirectoryStore {
     });
   }
 
-  private async requireDevice(q: SqlExecutor, userId: string, deviceId: string): Promise<{ identityKey: Uint8Array }> {
+  private async requireDevice(q: SqlExecutor, userId: string, deviceId: string, lock: '' | 'FOR NO KEY UPDATE' = ''): Promise<{ identityKey: Uint8Array }> {
     const rows = await q.query<{ identity_key: Uint8Array }>(
-      'SELECT identity_key FROM devices WHERE user_id = $1 AND device_id = $2',
+      `SELECT identity_key FROM devices WHERE user_id = $1 AND device_id = $2 ${lock}`,
       [userId, deviceId],
     );
     const r = rows[0];
@@ -320,7 +357,69 @@ export class DirectoryStore {
     return { identityKey: new Uint8Array(r.identity_key) };
   }
 
-  private async putSigned(tx: SqlExecutor, userId: string, deviceId: string, kind: KeyKind, key: SignedKey): Promise<void> {
+  /** The highest key id the device ever published, per kind (-1: none yet; ids start at 0). */
+  private async highWater(tx: SqlExecutor, userId: string, deviceId: string): Promise<Record<IdKind, number>> {
+    const rows = await tx.query<{ kind: number; max_key_id: string | number }>(
+      'SELECT kind, max_key_id FROM prekey_id_high_water WHERE user_id = $1 AND device_id = $2',
+      [userId, deviceId],
+    );
+    const out: Record<IdKind, number> = { signed: -1, 'last-resort': -1, 'one-time': -1, 'one-time-kem': -1 };
+    for (const k of Object.keys(ID_KIND_CODE) as IdKind[]) {
+      const r = rows.find((row) => Number(row.kind) === ID_KIND_CODE[k]);
+      if (r) out[k] = Number(r.max_key_id);
+    }
+    return out;
+  }
+
+  private async raiseHighWater(tx: SqlExecutor, userId: string, deviceId: string, keys: Record<IdKind, readonly SignedKey[]>): Promise<void> {
+    const kinds: number[] = [];
+    const maxima: number[] = [];
+    for (const k of Object.keys(ID_KIND_CODE) as IdKind[]) {
+      if (keys[k].length === 0) continue;
+      kinds.push(ID_KIND_CODE[k]);
+      maxima.push(Math.max(...keys[k].map((x) => x.keyId)));
+    }
+    if (kinds.length === 0) return;
+    await tx.query(
+      `INSERT INTO prekey_id_high_water AS h (user_id, device_id, kind, max_key_id)
+       SELECT $1, $2, x.kind, x.max_key_id FROM unnest($3::smallint[], $4::bigint[]) AS x(kind, max_key_id)
+       ON CONFLICT (user_id, device_id, kind) DO UPDATE SET max_key_id = GREATEST(h.max_key_id, EXCLUDED.max_key_id)`,
+      [userId, deviceId, kinds, maxima],
+    );
+  }
+
+  /**
+   * Takes one token from the target device's hand-out bucket, in one statement (the row
+   * lock orders concurrent fetches on every relay). False when the bucket is empty; the
+   * row is then left as it was, so the refill keeps counting from its last take.
+   */
+  private async takeHandoutToken(tx: SqlExecutor, userId: string, deviceId: string, budget: HandoutBudget, nowMs: number): Promise<boolean> {
+    const rows = await tx.query<{ tokens: number }>(
+      `INSERT INTO one_time_prekey_budget AS b (user_id, device_id, tokens, at_ms)
+       VALUES ($1, $2, $3::double precision - 1, $5::bigint)
+       ON CONFLICT (user_id, device_id) DO UPDATE
+          SET tokens = LEAST($3::double precision, b.tokens + GREATEST(0, $5::bigint - b.at_ms) * $4::double precision / 1000) - 1,
+              at_ms = GREATEST(b.at_ms, $5::bigint)
+        WHERE LEAST($3::double precision, b.tokens + GREATEST(0, $5::bigint - b.at_ms) * $4::double precision / 1000) >= 1
+       RETURNING tokens`,
+      [userId, deviceId, budget.burst, budget.perSecond, Math.floor(nowMs)],
+    );
+    return rows.length === 1;
+  }
+
+  private async putSigned(tx: SqlExecutor, userId: string, deviceId: string, kind: KeyKind, key: SignedKey, highWater: number): Promise<void> {
+    if (key.keyId <= highWater) {
+      // Only the key stored now may come again (a retried upload); nothing older.
+      const current = await tx.query<KeyRow>(
+        'SELECT key_id, public_key, signature FROM signed_prekeys WHERE user_id = $1 AND device_id = $2 AND kind = $3',
+        [userId, deviceId, KIND_CODE[kind]],
+      );
+      const c = current[0] && toKey(current[0]);
+      if (c && c.keyId === key.keyId && sameBytes(c.publicKey, key.publicKey) && sameBytes(c.signature, key.signature)) return;
+      throw new ProtocolError('KEY_ID_REUSED', `${kind === 'x25519' ? 'signed prekey' : 'last-resort ML-KEM prekey'} id ${key.keyId} is not above ${highWater}, the highest used`, {
+        highestKeyId: highWater,
+      });
+    }
     await tx.query(
       `INSERT INTO signed_prekeys (user_id, device_id, kind, key_id, public_key, signature)
        VALUES ($1, $2, $3, $4, $5, $6)
@@ -337,10 +436,12 @@ export class DirectoryStore {
     deviceId: string,
     kind: KeyKind,
     keys: readonly SignedKey[],
+    highWater: number,
   ): Promise<void> {
     if (keys.length === 0) return;
     const ids = keys.map((k) => k.keyId);
     if (new Set(ids).size !== ids.length) throw new ProtocolError('KEY_ID_CONFLICT', 'the upload repeats a key id');
+    const what = kind === 'x25519' ? 'one-time prekey' : 'one-time ML-KEM prekey';
     // One multi-row statement for the whole batch.
     const inserted = await tx.query<{ key_id: string | number }>(
       `INSERT INTO one_time_prekeys (user_id, device_id, kind, key_id, public_key, signature)
@@ -350,8 +451,14 @@ export class DirectoryStore {
        RETURNING key_id`,
       [userId, deviceId, KIND_CODE[kind], ids, keys.map((k) => k.publicKey), keys.map((k) => k.signature)],
     );
-    if (inserted.length === keys.length) return;
     const fresh = new Set(inserted.map((r) => Number(r.key_id)));
+    // A new row at or below the high-water mark: that key was handed out (or replaced)
+    // before, and comes back now. The transaction rolls back.
+    const reused = [...fresh].find((id) => id <= highWater);
+    if (reused !== undefined) {
+      throw new ProtocolError('KEY_ID_REUSED', `${what} id ${reused} is not above ${highWater}, the highest used`, { highestKeyId: highWater });
+    }
+    if (inserted.length === keys.length) return;
     const retried = keys.filter((k) => !fresh.has(k.keyId));
     const existing = await tx.query<KeyRow>(
       `SELECT key_id, public_key, signature FROM one_time_prekeys
@@ -362,7 +469,7 @@ export class DirectoryStore {
     for (const k of retried) {
       const have = byId.get(k.keyId);
       if (!have || !sameBytes(have.publicKey, k.publicKey)) {
-        throw new ProtocolError('KEY_ID_CONFLICT', `one-time ${kind} key id ${k.keyId} is already stored with other bytes`);
+        throw new ProtocolError('KEY_ID_CONFLICT', `${what} id ${k.keyId} is already stored with other bytes`);
       }
     }
   }

@@ -2,11 +2,15 @@
  * The relay's store-and-forward engine: group-commits SENDs, applies ACKs in batches,
  * keeps one DeliveryStream per connected device, and wakes streams when envelopes
  * commit — directly for this relay's own commits, by LISTEN/NOTIFY for other relays'
- * (one NOTIFY per commit), and by a periodic catch-up scan as a safety net. A sweeper
- * removes expired envelopes and idempotency records.
+ * (one NOTIFY per commit), and by a periodic catch-up scan as a safety net. A commit
+ * touching too many mailboxes for one notification sends an "all" notice instead, which
+ * asks every other relay for a catch-up scan: at most one scan runs at a time per relay,
+ * and requests made meanwhile are merged into one more, so a burst of such commits costs
+ * each relay at most two scans, each reading CATCHUP_PAGE_SIZE mailboxes per query. A
+ * sweeper removes expired envelopes and idempotency records.
  */
 import type { Logger } from 'pino';
-import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, CATCHUP_PAGE_SIZE, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
 import type { Database } from '../storage/database.js';
 import { Batcher } from './batcher.js';
 import { KeyedBatcher } from './keyed-batcher.js';
@@ -42,7 +46,12 @@ export interface MailboxServiceOptions {
   readonly onNotice?: () => void;
   /** Told when the LISTEN subscription was lost and is back (metrics). */
   readonly onResubscribed?: () => void;
+  /** Told of each catch-up scan that starts, and what asked for it (metrics). */
+  readonly onCatchUp?: (reason: CatchUpReason) => void;
 }
+
+/** What asked for a catch-up scan: an "all" notice, the timer, or a restored LISTEN. */
+export type CatchUpReason = 'notice' | 'interval' | 'resubscribed';
 
 export class MailboxService {
   private readonly attached = new Map<string, Attached>();
@@ -54,6 +63,9 @@ export class MailboxService {
   private readonly timers: NodeJS.Timeout[] = [];
   private unlisten: (() => Promise<void>) | undefined;
   private readonly now: () => number;
+  /** The catch-up scans in progress (at most one at a time), and what asked for the next. */
+  private catchingUp: Promise<void> | undefined;
+  private nextCatchUp: CatchUpReason | undefined;
 
   constructor(private readonly opts: MailboxServiceOptions) {
     this.now = opts.now ?? Date.now;
@@ -80,10 +92,10 @@ export class MailboxService {
         // Notices sent while the subscription was down are lost: re-read every tail now
         // rather than at the next scheduled catch-up.
         this.opts.onResubscribed?.();
-        void this.catchUp();
+        this.requestCatchUp('resubscribed');
       },
     );
-    this.timers.push(setInterval(() => void this.catchUp(), CATCHUP_INTERVAL_MS).unref());
+    this.timers.push(setInterval(() => this.requestCatchUp('interval'), CATCHUP_INTERVAL_MS).unref());
     this.timers.push(setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS).unref());
   }
 
@@ -178,7 +190,7 @@ export class MailboxService {
         for (const [u, d, seq] of n.tails) this.attached.get(key(u, d))?.stream.onTail(seq);
         return;
       case 'all':
-        void this.catchUp();
+        this.requestCatchUp('notice');
         return;
       case 'connected': {
         // Only a newer connection elsewhere replaces ours (both relays hear both notices).
@@ -190,31 +202,66 @@ export class MailboxService {
   }
 
   /**
-   * Re-reads every connected device's tail: delivery survives a lost NOTIFY. So does
-   * revocation: a connected device whose mailbox is gone was revoked (its mailbox goes
-   * with it, and it had one when it attached), and its connection is closed here if the
-   * notice that should have closed it was missed.
+   * Asks for a catch-up scan. At most one runs at a time: a request made while one runs
+   * is merged with any other into a single scan after it (the running scan may have read
+   * some tails before the commit that asked). Without this, each "all" notice started a
+   * scan of every connected mailbox, and a burst of large commits on one relay made every
+   * other relay run as many scans at once.
+   */
+  requestCatchUp(reason: CatchUpReason): void {
+    if (this.catchingUp) {
+      this.nextCatchUp ??= reason;
+      return;
+    }
+    this.catchingUp = this.catchUpWhileAsked(reason);
+  }
+
+  private async catchUpWhileAsked(first: CatchUpReason): Promise<void> {
+    let reason: CatchUpReason | undefined = first;
+    try {
+      while (reason !== undefined) {
+        this.nextCatchUp = undefined;
+        this.opts.onCatchUp?.(reason);
+        await this.catchUp();
+        reason = this.nextCatchUp;
+      }
+    } finally {
+      // In the same turn as the last look at nextCatchUp: no request falls in between.
+      this.catchingUp = undefined;
+    }
+  }
+
+  /**
+   * Re-reads every connected device's tail, CATCHUP_PAGE_SIZE mailboxes per query, so
+   * no one statement grows with the number of connections: delivery survives a lost
+   * NOTIFY. So does revocation: a connected device whose mailbox is gone was revoked (its
+   * mailbox goes with it, and it had one when it attached), and its connection is closed
+   * here if the notice that should have closed it was missed.
    */
   async catchUp(): Promise<void> {
     const seen = [...this.attached.entries()];
+    try {
+      for (let at = 0; at < seen.length; at += CATCHUP_PAGE_SIZE) await this.catchUpPage(seen.slice(at, at + CATCHUP_PAGE_SIZE));
+    } catch (err) {
+      this.opts.logger.warn({ err: { message: (err as Error).message } }, 'catch-up scan failed');
+    }
+  }
+
+  private async catchUpPage(seen: ReadonlyArray<[string, Attached]>): Promise<void> {
     const boxes = seen.map(([k]) => {
       const [userId, deviceId] = k.split('\u0000') as [string, string];
       return { userId, deviceId };
     });
-    try {
-      const tails = await this.opts.store.tails(boxes);
-      seen.forEach(([k, a], i) => {
-        const tail = tails.get(k);
-        if (tail !== undefined) {
-          this.attached.get(k)?.stream.onTail(tail);
-        } else if (this.attached.get(k) === a) {
-          this.opts.logger.info(boxes[i], 'closing the connection of a revoked device (its notice was missed)');
-          a.close('revoked');
-        }
-      });
-    } catch (err) {
-      this.opts.logger.warn({ err: { message: (err as Error).message } }, 'catch-up scan failed');
-    }
+    const tails = await this.opts.store.tails(boxes);
+    seen.forEach(([k, a], i) => {
+      const tail = tails.get(k);
+      if (tail !== undefined) {
+        this.attached.get(k)?.stream.onTail(tail);
+      } else if (this.attached.get(k) === a) {
+        this.opts.logger.info(boxes[i], 'closing the connection of a revoked device (its notice was missed)');
+        a.close('revoked');
+      }
+    });
   }
 
   async sweep(): Promise<void> {

@@ -2,11 +2,15 @@
  * Two relay processes sharing one PostgreSQL database: an envelope committed on relay A
  * reaches a device connected to relay B live, woken by LISTEN/NOTIFY rather than by the
  * periodic catch-up scan; a device has one live connection across the fleet (connecting
- * on B replaces the connection on A with 4002, and the other way round).
+ * on B replaces the connection on A with 4002, and the other way round); a burst of
+ * "all" notices (commits too large for a tails notice) costs another relay at most two
+ * catch-up scans, which still deliver.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLOSE_CODES } from '../../protocol/errors.js';
+import pg from 'pg';
 import { CATCHUP_INTERVAL_MS } from '../../server/limits.js';
+import { MAILBOX_CHANNEL } from '../../server/mailbox/store.js';
 import { pgMissing, pgServer } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
 import { POSTGRES, World, firstDevice, metric, payload, sendMany, text } from './world.js';
@@ -88,6 +92,54 @@ describe('two relays sharing PostgreSQL', () => {
         Array.from({ length: 50 }, (_, i) => `${label} ${i}`),
       );
     }
+  });
+
+  it('a burst of "all" notices costs B at most two catch-up scans, and the envelope they announce is delivered once', async () => {
+    const b = world.relays[1]!;
+    const bob = await world.user('bob');
+    const reader = await world.connect(bob, undefined, { relay: 1, autoAck: true });
+    await reader.waitJson((f) => f.type === 'queue_empty');
+    const scans = async () => (await metric(b, 'hermetic_catchup_runs_total{reason="notice"}')) ?? 0;
+    const heard = async () => (await metric(b, 'hermetic_notices_total')) ?? 0;
+    const before = { scans: await scans(), heard: await heard() };
+
+    // What another relay's commit of many mailboxes leaves: an envelope, the mailbox's
+    // tail moved on, and (too many mailboxes for one notification) "all" notices, here a
+    // burst of BURST such commits' worth, delivered together on commit.
+    const BURST = 50;
+    const sql = new pg.Client({ connectionString: world.db!.url });
+    await sql.connect();
+    try {
+      const now = Date.now();
+      await sql.query('BEGIN');
+      const r = await sql.query<{ seq: string }>(
+        'UPDATE mailboxes SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq - 1 AS seq',
+        [bob.userId, firstDevice(bob).deviceId],
+      );
+      await sql.query(
+        `INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
+         VALUES ($1, $2, $3, $4, 'someone', 'elsewhere', $5, $6, $7)`,
+        [bob.userId, firstDevice(bob).deviceId, r.rows[0]!.seq, Buffer.alloc(16, 7), now, now + 3_600_000, Buffer.from(payload('caught up'))],
+      );
+      // Distinct payloads: PostgreSQL folds identical notifications of one transaction.
+      for (let i = 0; i < BURST; i++) await sql.query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, JSON.stringify({ node: 'another-relay', kind: 'all', n: i })]);
+      await sql.query('COMMIT');
+    } finally {
+      await sql.end();
+    }
+
+    await reader.waitDelivered(1);
+    expect(reader.delivered.map((d) => [d.seq, text(d.payload)])).toEqual([[1, 'caught up']]);
+    // Every notice has been heard (each one, uncoalesced, started a scan on the spot)...
+    for (let i = 0; i < 200 && (await heard()) - before.heard < BURST; i++) await new Promise((res) => setTimeout(res, 25));
+    expect((await heard()) - before.heard).toBe(BURST);
+    // ...and they asked for one scan, plus at most one merged follow-up.
+    const ran = (await scans()) - before.scans;
+    expect(ran).toBeGreaterThanOrEqual(1);
+    expect(ran).toBeLessThanOrEqual(2);
+    // Delivered once: the follow-up scan finds nothing new.
+    await reader.ping();
+    expect(reader.delivered).toHaveLength(1);
   });
 
   it('connecting on B replaces the connection on A (4002), and B continues the stream; and back again', async () => {

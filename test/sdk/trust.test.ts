@@ -10,11 +10,32 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManualClock, MemoryStore, SdkError, limits } from '../../client-sdk/node.js';
 import { DeviceChain } from '../../crypto/devices/chain.js';
 import { createLinkRequest, linkEntry } from '../../crypto/devices/link.js';
+import { NS, decodeRecord, encodeRecord } from '../../client-sdk/stores/store.js';
 import { IdentityKeyPair } from '../../crypto/identity/identity-key.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
 import { type SdkWorld, newClient, observe, sdkError, startWorld } from './helpers.js';
+
+/**
+ * A fetch for a client that records the last bundle the relay served and, once `replay`
+ * is set, answers bundle requests with that text instead (a relay replaying old keys).
+ */
+function bundleTap() {
+  const tap = {
+    captured: undefined as string | undefined,
+    replay: undefined as string | undefined,
+    fetch: async (url: string, init: { method: string; headers: Record<string, string>; body?: string }) => {
+      const replay = tap.replay;
+      if (/\/bundle$/.test(url) && replay !== undefined) return { status: 200, text: async () => replay };
+      const res = await fetch(url, init);
+      const text = await res.text();
+      if (/\/bundle$/.test(url)) tap.captured = text;
+      return { status: res.status, text: async () => text };
+    },
+  };
+  return tap;
+}
 
 describe('SDK trust', () => {
   if (!pgServer) {
@@ -27,7 +48,9 @@ describe('SDK trust', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    world = await startWorld({ databaseUrl: db.url });
+    // maintainKeys below drains one device's one-time keys past the default per-device
+    // hand-out budget (server/limits.ts), which this test is not about.
+    world = await startWorld({ databaseUrl: db.url, env: { HERMETIC_PREKEY_HANDOUT_BURST: '1000' } });
     sql = new pg.Client({ connectionString: db.url });
     await sql.connect();
   });
@@ -179,31 +202,68 @@ describe('SDK trust', () => {
   });
 
   it('refuses a bundle whose keys go back to ones seen before (a replayed old bundle)', async () => {
-    let replay: string | undefined;
-    let captured: string | undefined;
-    const fetchImpl = async (url: string, init: { method: string; headers: Record<string, string>; body?: string }) => {
-      if (/\/bundle$/.test(url) && replay !== undefined) return { status: 200, text: async () => replay! };
-      const res = await fetch(url, init);
-      const text = await res.text();
-      if (/\/bundle$/.test(url)) captured = text;
-      return { status: res.status, text: async () => text };
-    };
+    const tap = bundleTap();
     const kimStore = new MemoryStore();
-    const kim = observe(await newClient(world, 'tr-kim', { fetch: fetchImpl, store: kimStore }));
+    const kim = observe(await newClient(world, 'tr-kim', { fetch: tap.fetch, store: kimStore }));
     const leo = observe(await newClient(world, 'tr-leo'));
     await kim.client.send('tr-leo', 'first session');
     await leo.received(1);
-    expect(captured).toBeDefined();
+    expect(tap.captured).toBeDefined();
     // Kim loses her session and fetches Leo's bundle again; the relay serves the old one,
     // whose one-time keys Kim has seen (and used) before.
     const sessions = await kimStore.list('sessions');
     await kimStore.commit(sessions.map(([key]) => ({ ns: 'sessions', key, delete: true as const })));
-    replay = captured;
+    tap.replay = tap.captured;
     const err = await sdkError(kim.client.send('tr-leo', 'again'));
     expect(err.code).toBe('DEVICE_LIST_INVALID');
     expect((await kim.flagged('DEVICE_LIST_INVALID')).detail).toMatch(/seen before/);
     await kim.client.close();
     await leo.client.close();
+  });
+
+  it('refuses a bundle whose signed prekey or last-resort key goes back to an older one (a relay serving rotated-out keys)', async () => {
+    const clock = new ManualClock(Date.now());
+    const tap = bundleTap();
+    const monaStore = new MemoryStore();
+    const mona = observe(await newClient(world, 'tr-mona', { fetch: tap.fetch, store: monaStore }));
+    const ned = observe(await newClient(world, 'tr-ned', { clock }));
+    // Bundles of Ned's carry his last-resort ML-KEM key once his one-time ones are gone.
+    const spendKemKeys = () => sql.query('DELETE FROM one_time_prekeys WHERE user_id = $1 AND kind = 2', ['tr-ned']);
+    const forgetSessions = async () => {
+      const sessions = await monaStore.list('sessions');
+      await monaStore.commit(sessions.map(([key]) => ({ ns: 'sessions', key, delete: true as const })));
+    };
+    await spendKemKeys();
+    await mona.client.send('tr-ned', 'one');
+    await ned.received(1);
+    const old = JSON.parse(tap.captured!) as Record<string, any>;
+    expect(old.kemLastResort).toBe(true);
+
+    // Ned rotates both signed keys; Mona starts again and sees the new ones.
+    clock.advance(limits.SIGNED_PREKEY_ROTATION_MS + 1);
+    await ned.client.maintainKeys();
+    await spendKemKeys();
+    await forgetSessions();
+    await mona.client.send('tr-ned', 'two');
+    await ned.received(2);
+    const current = JSON.parse(tap.captured!) as Record<string, any>;
+    expect(current.signedPrekey.keyId).toBeGreaterThan(old.signedPrekey.keyId);
+    expect(current.kemLastResort).toBe(true);
+    expect(current.kemPrekey.keyId).toBeGreaterThan(old.kemPrekey.keyId);
+
+    // The relay serves the old signed prekey again...
+    await forgetSessions();
+    tap.replay = JSON.stringify(old);
+    expect((await sdkError(mona.client.send('tr-ned', 'three'))).code).toBe('DEVICE_LIST_INVALID');
+    expect((await mona.flagged('DEVICE_LIST_INVALID')).detail).toMatch(/signed prekey \d+ is older than/);
+    // ...or the current one with the old last-resort key.
+    const { oneTimePrekey: _seen, ...withoutOneTime } = current;
+    tap.replay = JSON.stringify({ ...withoutOneTime, kemPrekey: old.kemPrekey });
+    const err = await sdkError(mona.client.send('tr-ned', 'four'));
+    expect(err.code).toBe('DEVICE_LIST_INVALID');
+    expect(err.message).toMatch(/ML-KEM prekey \d+ was seen before/);
+    await mona.client.close();
+    await ned.client.close();
   });
 
   it('maintainKeys refills one-time prekeys others used below the low-water mark, and rotates the signed prekey when due', async () => {
@@ -232,5 +292,48 @@ describe('SDK trust', () => {
     await gina.maintainKeys();
     expect((await bundle()).signedPrekey.keyId).toBeGreaterThan(spkBefore);
     await gina.close();
+  });
+
+  it('catches up when its store is behind what it published (restored from a backup): KEY_ID_REUSED moves its key ids on', async () => {
+    const clock = new ManualClock(Date.now());
+    const store = new MemoryStore();
+    const pia = await newClient(world, 'tr-pia', { clock, store, connect: false });
+    const spk = async () => {
+      const token = await world.issuer.mint(`tr-quinn-${Math.random().toString(36).slice(2)}`);
+      const res = await fetch(`${world.relay.baseUrl}/v1/users/tr-pia/devices/${pia.deviceId}/bundle`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      return ((await res.json()) as { signedPrekey: { keyId: number } }).signedPrekey.keyId;
+    };
+    const published = await spk();
+    // The store goes back to before anything was published, and the signed keys are due.
+    const raw = (await store.get(NS.meta, 'device'))!;
+    const record = decodeRecord<{ nextId: { otk: number; spk: number; kem: number } }>(raw);
+    await store.commit([{ ns: NS.meta, key: 'device', value: encodeRecord({ ...record, nextId: { otk: 1, spk: 1, kem: 1 } }) }]);
+    clock.advance(limits.SIGNED_PREKEY_ROTATION_MS + 1);
+    await pia.maintainKeys();
+    expect(await spk()).toBeGreaterThan(published);
+    await pia.close();
+  });
+
+  it('key ids keep growing across restarts and concurrent top-ups, so the relay never answers KEY_ID_REUSED', async () => {
+    const clock = new ManualClock(Date.now());
+    const store = new MemoryStore();
+    const first = await newClient(world, 'tr-hugo', { clock, store, connect: false });
+    const deviceId = first.deviceId;
+    const bundle = async () => {
+      const token = await world.issuer.mint(`tr-iris-${Math.random().toString(36).slice(2)}`);
+      const res = await fetch(`${world.relay.baseUrl}/v1/users/tr-hugo/devices/${deviceId}/bundle`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      return (await res.json()) as { signedPrekey: { keyId: number }; kemPrekey: { keyId: number }; kemLastResort: boolean };
+    };
+    const before = await bundle();
+    await first.close();
+    // The same store, opened again (an app restart), with both signed keys due.
+    clock.advance(limits.SIGNED_PREKEY_ROTATION_MS + 1);
+    const again = await newClient(world, 'tr-hugo', { clock, store, connect: false });
+    expect(again.deviceId).toBe(deviceId);
+    // Top-ups asked for at once run one after the other; each upload is accepted.
+    await Promise.all([again.maintainKeys(), again.maintainKeys(), again.maintainKeys()]);
+    const after = await bundle();
+    expect(after.signedPrekey.keyId).toBeGreaterThan(before.signedPrekey.keyId);
+    await again.close();
   });
 });

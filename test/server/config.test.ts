@@ -6,7 +6,12 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AUTH_TIMEOUT_MS } from '../../protocol/limits.js';
 import { ConfigError, DEV_AUDIENCE, DEV_ISSUER, loadConfig } from '../../server/config.js';
-import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS } from '../../server/limits.js';
+import {
+  DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+  DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST,
+  DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR,
+  HTTP_BODY_TIMEOUT_MS,
+} from '../../server/limits.js';
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -43,6 +48,7 @@ describe('loadConfig', () => {
       publicOrigin: undefined,
       wsIdleTimeoutSec: 120,
       cors: { kind: 'none' },
+      prekeyHandout: { burst: DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST, perHour: DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR },
     });
   });
 
@@ -69,6 +75,8 @@ describe('loadConfig', () => {
       HERMETIC_TLS_KEY_FILE: '/etc/hermetic/key.pem',
       HERMETIC_PUBLIC_URL: 'https://Relay.Example.com:443/v1/ws',
       HERMETIC_WS_IDLE_TIMEOUT_S: '16',
+      HERMETIC_PREKEY_HANDOUT_BURST: '40',
+      HERMETIC_PREKEY_HANDOUTS_PER_HOUR: '0',
       HERMETIC_CORS_ORIGINS: 'https://app.example.com, http://localhost:3000',
       NODE_ENV: 'production',
     });
@@ -92,6 +100,7 @@ describe('loadConfig', () => {
       publicOrigin: 'wss://relay.example.com',
       wsIdleTimeoutSec: 16,
       cors: { kind: 'list', origins: new Set(['https://app.example.com', 'http://localhost:3000']) },
+      prekeyHandout: { burst: 40, perHour: 0 },
     });
   });
 
@@ -122,6 +131,9 @@ describe('loadConfig', () => {
     expect(configError({ HERMETIC_HTTP_BODY_TIMEOUT_MS: '50' }).message).toMatch(/^HERMETIC_HTTP_BODY_TIMEOUT_MS /);
     expect(configError({ HERMETIC_AUTH_TIMEOUT_MS: '999' }).message).toMatch(/^HERMETIC_AUTH_TIMEOUT_MS /);
     expect(configError({ HERMETIC_AUTH_TIMEOUT_MS: '60001' }).message).toMatch(/^HERMETIC_AUTH_TIMEOUT_MS /);
+    // A budget of no one-time keys at all is not a budget: at least one at once.
+    expect(configError({ HERMETIC_PREKEY_HANDOUT_BURST: '0' }).message).toMatch(/^HERMETIC_PREKEY_HANDOUT_BURST /);
+    expect(configError({ HERMETIC_PREKEY_HANDOUTS_PER_HOUR: '-1' }).message).toMatch(/^HERMETIC_PREKEY_HANDOUTS_PER_HOUR /);
   });
 
   it('refuses a short or malformed metrics token without echoing it, and a metrics host without a port', () => {

@@ -7,7 +7,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
-import { BUNDLE_FETCH_BURST, BUNDLE_FETCH_PER_SECOND, MAX_HTTP_BODY_BYTES, MAX_KEYS_PER_UPLOAD } from '../../protocol/limits.js';
+import { BUNDLE_FETCH_BURST, BUNDLE_FETCH_PER_SECOND, KEY_UPLOAD_BURST, KEY_UPLOADS_PER_SECOND, MAX_HTTP_BODY_BYTES, MAX_KEYS_PER_UPLOAD } from '../../protocol/limits.js';
 import { type PublishedKeyKind, verifyPublishedKey } from '../../crypto/published-key.js';
 import { defaultBackend } from '../../crypto/primitives/index.js';
 import { TestDevice, type WireKey, range, verifiedChain } from '../helpers/device.js';
@@ -398,6 +398,19 @@ describe.each(DRIVERS)('key directory over HTTP on $name', (driver) => {
       const rotated = owner.wireKey('signed-prekey', 2);
       expect((await request(base, 'PUT', `/v1/devices/${owner.deviceId}/keys`, { token: ownerToken, json: { signedPrekey: rotated } })).status).toBe(200);
       expect((await fetchBundle()).signedPrekey).toEqual(rotated);
+
+      // The old signed prekey, with its valid old signature, cannot come back; nor can a
+      // one-time key that was handed out.
+      const put = (json: unknown) => request(base, 'PUT', `/v1/devices/${owner.deviceId}/keys`, { token: ownerToken, json });
+      expect(verifyWire(owner.identityKey, 'signed-prekey', upload.signedPrekey)).toBe(true);
+      const old = await put({ signedPrekey: upload.signedPrekey });
+      expectError(old, 409, 'KEY_ID_REUSED');
+      expect(old.body.error.details.highestKeyId).toBe(2);
+      expectError(await put({ lastResortKemPrekey: owner.wireKey('last-resort-kem-prekey', 1) }), 409, 'KEY_ID_REUSED');
+      expectError(await put({ oneTimePrekeys: [b1.oneTimePrekey] }), 409, 'KEY_ID_REUSED');
+      expect((await fetchBundle()).signedPrekey).toEqual(rotated);
+      // The current key sent again is a retried request.
+      expect((await put({ signedPrekey: rotated })).status).toBe(200);
     });
 
     it(`rate-limits bundle fetches per requesting user (RATE_LIMITED with retryAfterMs)`, async () => {
@@ -429,6 +442,42 @@ describe.each(DRIVERS)('key directory over HTTP on $name', (driver) => {
       await new Promise((r) => setTimeout(r, retryAfterMs + 20));
       const after = await request(base, 'POST', path, { token: greedy });
       expect(after.status, after.text).toBe(200);
+    });
+  });
+
+  describe('key upload rate limit', () => {
+    it(`rate-limits key uploads per user before checking signatures (RATE_LIMITED with retryAfterMs)`, async () => {
+      const owner = new TestDevice(u('eager-uploader'));
+      const ownerToken = await token(owner.userId);
+      await registerDevice(base, ownerToken, owner);
+      // The same signed prekey each time: the first is stored, the others are retries.
+      const json = { signedPrekey: owner.wireKey('signed-prekey', 1) };
+      const put = () => request(base, 'PUT', `/v1/devices/${owner.deviceId}/keys`, { token: ownerToken, json });
+      // The bucket starts full: a whole burst is served, then it refills at a bounded
+      // rate, so uploading on must hit the limit.
+      let served = 0;
+      let limited: Awaited<ReturnType<typeof request>> | undefined;
+      for (let i = 0; i < 3 * KEY_UPLOAD_BURST && !limited; i++) {
+        const res = await put();
+        if (res.status === 200) served++;
+        else limited = res;
+      }
+      expect(served).toBeGreaterThanOrEqual(KEY_UPLOAD_BURST);
+      expect(limited, 'never rate limited').toBeDefined();
+      expectError(limited!, 429, 'RATE_LIMITED');
+      const retryAfterMs = limited!.body.error.details.retryAfterMs;
+      expect(Number.isInteger(retryAfterMs)).toBe(true);
+      expect(retryAfterMs).toBeGreaterThan(0);
+      expect(retryAfterMs).toBeLessThanOrEqual(Math.ceil(1000 / KEY_UPLOADS_PER_SECOND));
+      // Refused before any signature is checked: a forged key gets the same answer.
+      const stranger = new TestDevice(owner.userId);
+      const forged = await request(base, 'PUT', `/v1/devices/${owner.deviceId}/keys`, { token: ownerToken, json: { oneTimePrekeys: [stranger.wireKey('one-time-prekey', 1)] } });
+      expectError(forged, 429, 'RATE_LIMITED');
+      // Another user is unaffected.
+      const other = new TestDevice(u('calm-uploader'));
+      const otherToken = await token(other.userId);
+      await registerDevice(base, otherToken, other);
+      expect((await request(base, 'PUT', `/v1/devices/${other.deviceId}/keys`, { token: otherToken, json: { signedPrekey: other.wireKey('signed-prekey', 1) } })).status).toBe(200);
     });
   });
 

@@ -31,6 +31,9 @@ function emptyUpload(): KeyUpload {
   return { oneTimePrekeys: [], oneTimeKemPrekeys: [] };
 }
 
+/** A hand-out budget that never runs out, for the tests of everything else. */
+const NO_BUDGET = { burst: 1_000_000, perSecond: 0 };
+
 /** Key material that doesn't need to be valid for the store (it never parses keys). */
 function fakeKey(keyId: number, publicKeyBytes = 32) {
   return { keyId, publicKey: systemRandom(publicKeyBytes), signature: systemRandom(64) };
@@ -251,7 +254,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
         'DEVICE_NOT_FOUND',
       );
       expect((await rejection(store.countKeys('nobody', 'nothing'))).code).toBe('DEVICE_NOT_FOUND');
-      expect((await rejection(store.fetchBundle('nobody', 'nothing'))).code).toBe('DEVICE_NOT_FOUND');
+      expect((await rejection(store.fetchBundle('nobody', 'nothing', NO_BUDGET, 0))).code).toBe('DEVICE_NOT_FOUND');
     });
 
     it('treats a retried identical upload as a no-op', async () => {
@@ -299,7 +302,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
       );
       expect(ids.map((r) => Number(r.key_id))).toEqual([1, 2, 3]);
       // The signed prekey in the refused upload did not replace the stored one.
-      const bundle = await store.fetchBundle(d.userId, d.deviceId);
+      const bundle = await store.fetchBundle(d.userId, d.deviceId, NO_BUDGET, 0);
       expect(bundle.signedPrekey).toEqual(spk);
     });
 
@@ -336,7 +339,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
       await store.uploadKeys(d.userId, d.deviceId, { ...emptyUpload(), signedPrekey: spk2, lastResortKemPrekey: lr2 });
       const rows = await db.query('SELECT kind FROM signed_prekeys WHERE user_id = $1 AND device_id = $2', [d.userId, d.deviceId]);
       expect(rows).toHaveLength(2);
-      const b = await store.fetchBundle(d.userId, d.deviceId);
+      const b = await store.fetchBundle(d.userId, d.deviceId, NO_BUDGET, 0);
       expect(b.signedPrekey).toEqual(spk2);
       expect(b.kemPrekey).toEqual(lr2);
       expect(b.kemLastResort).toBe(true);
@@ -349,10 +352,10 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
         oneTimePrekeys: range(1, 2).map((i) => fakeKey(i)),
         oneTimeKemPrekeys: range(1, 2).map((i) => fakeKey(i, 1184)),
       });
-      expect((await rejection(store.fetchBundle(d.userId, d.deviceId))).code).toBe('NO_SIGNED_PREKEY');
+      expect((await rejection(store.fetchBundle(d.userId, d.deviceId, NO_BUDGET, 0))).code).toBe('NO_SIGNED_PREKEY');
       // A signed X25519 prekey alone is not enough: the last-resort KEM key is required too.
       await store.uploadKeys(d.userId, d.deviceId, { ...emptyUpload(), signedPrekey: fakeKey(1) });
-      expect((await rejection(store.fetchBundle(d.userId, d.deviceId))).code).toBe('NO_SIGNED_PREKEY');
+      expect((await rejection(store.fetchBundle(d.userId, d.deviceId, NO_BUDGET, 0))).code).toBe('NO_SIGNED_PREKEY');
       const counts = await store.countKeys(d.userId, d.deviceId);
       expect(counts.oneTimePrekeys).toBe(2);
       expect(counts.oneTimeKemPrekeys).toBe(2);
@@ -366,7 +369,7 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
       const lastResort = fakeKey(999, 1184);
       await store.uploadKeys(d.userId, d.deviceId, { signedPrekey: fakeKey(5), lastResortKemPrekey: lastResort, oneTimePrekeys: otks, oneTimeKemPrekeys: kems });
 
-      const bundles: PrekeyBundle[] = await Promise.all(range(0, 50).map(() => store.fetchBundle(d.userId, d.deviceId)));
+      const bundles: PrekeyBundle[] = await Promise.all(range(0, 50).map(() => store.fetchBundle(d.userId, d.deviceId, NO_BUDGET, 0)));
 
       const withOtk = bundles.filter((b) => b.oneTimePrekey !== undefined);
       expect(withOtk).toHaveLength(20);
@@ -383,6 +386,89 @@ describe.each(STORAGE_DRIVERS)('storage contract on $name', (driver) => {
       for (const b of fallback) expect(b.kemPrekey).toEqual(lastResort);
 
       expect(await store.countKeys(d.userId, d.deviceId)).toMatchObject({ oneTimePrekeys: 0, oneTimeKemPrekeys: 0 });
+    });
+
+    it('refuses an old key presented again with its valid old signature (KEY_ID_REUSED), and rolls the upload back', async () => {
+      const d = new TestDevice('fresh-user');
+      await enrolInStore(store, d);
+      const spk1 = fakeKey(1);
+      const lr1 = fakeKey(1, 1184);
+      const otk1 = fakeKey(1);
+      const kem1 = fakeKey(2, 1184);
+      await store.uploadKeys(d.userId, d.deviceId, { signedPrekey: spk1, lastResortKemPrekey: lr1, oneTimePrekeys: [otk1], oneTimeKemPrekeys: [kem1] });
+      // The current keys, sent again unchanged, are a retried request.
+      await store.uploadKeys(d.userId, d.deviceId, { signedPrekey: spk1, lastResortKemPrekey: lr1, oneTimePrekeys: [otk1], oneTimeKemPrekeys: [kem1] });
+      // Rotate, and hand the one-time keys out.
+      const spk2 = fakeKey(2);
+      const lr2 = fakeKey(3, 1184);
+      await store.uploadKeys(d.userId, d.deviceId, { signedPrekey: spk2, lastResortKemPrekey: lr2, oneTimePrekeys: [], oneTimeKemPrekeys: [] });
+      const b = await store.fetchBundle(d.userId, d.deviceId, NO_BUDGET, 0);
+      expect(b.oneTimePrekey).toEqual(otk1);
+      expect(b.kemPrekey).toEqual(kem1);
+
+      const refused = async (upload: KeyUpload) => {
+        const err = await rejection(store.uploadKeys(d.userId, d.deviceId, upload));
+        expect(err.code).toBe('KEY_ID_REUSED');
+      };
+      await refused({ ...emptyUpload(), signedPrekey: spk1 });
+      await refused({ ...emptyUpload(), lastResortKemPrekey: lr1 });
+      await refused({ ...emptyUpload(), oneTimePrekeys: [otk1] });
+      await refused({ ...emptyUpload(), oneTimeKemPrekeys: [kem1] });
+      // A fresh key id of another kind in the same upload is stored neither.
+      await refused({ signedPrekey: fakeKey(10), lastResortKemPrekey: undefined, oneTimePrekeys: [fakeKey(10)], oneTimeKemPrekeys: [kem1] });
+      // The current signed key with other bytes is no retry either.
+      await refused({ ...emptyUpload(), signedPrekey: fakeKey(2) });
+
+      expect(await store.countKeys(d.userId, d.deviceId)).toMatchObject({ oneTimePrekeys: 0, oneTimeKemPrekeys: 0 });
+      const after = await store.fetchBundle(d.userId, d.deviceId, NO_BUDGET, 0);
+      expect(after.signedPrekey).toEqual(spk2);
+      expect(after.kemPrekey).toEqual(lr2);
+      // Ids above the highest used are accepted, each kind on its own scale.
+      const counts = await store.uploadKeys(d.userId, d.deviceId, { signedPrekey: fakeKey(3), lastResortKemPrekey: fakeKey(4, 1184), oneTimePrekeys: [fakeKey(2)], oneTimeKemPrekeys: [fakeKey(3, 1184)] });
+      expect(counts).toMatchObject({ oneTimePrekeys: 1, oneTimeKemPrekeys: 1 });
+    });
+
+    it('limits one-time key hand-outs per target device: beyond the budget bundles come without them, and it refills with time', async () => {
+      const d = new TestDevice('budget-user');
+      await enrolInStore(store, d);
+      const lastResort = fakeKey(100, 1184);
+      await store.uploadKeys(d.userId, d.deviceId, {
+        signedPrekey: fakeKey(1),
+        lastResortKemPrekey: lastResort,
+        oneTimePrekeys: range(1, 10).map((i) => fakeKey(i)),
+        oneTimeKemPrekeys: range(1, 10).map((i) => fakeKey(i, 1184)),
+      });
+      const budget = { burst: 3, perSecond: 0.5 };
+      const t0 = 1_700_000_000_000;
+      const first = await Promise.all(range(0, 5).map(() => store.fetchBundle(d.userId, d.deviceId, budget, t0)));
+      expect(first.filter((b) => b.oneTimePrekey !== undefined)).toHaveLength(3);
+      const withheld = first.filter((b) => b.oneTimePrekey === undefined);
+      expect(withheld).toHaveLength(2);
+      for (const b of withheld) {
+        expect(b.kemLastResort).toBe(true);
+        expect(b.kemPrekey).toEqual(lastResort);
+        expect(b.withheld).toEqual([
+          { kind: 'x25519', reason: 'target_budget' },
+          { kind: 'mlkem', reason: 'target_budget' },
+        ]);
+      }
+      expect(await store.countKeys(d.userId, d.deviceId)).toMatchObject({ oneTimePrekeys: 7, oneTimeKemPrekeys: 7 });
+      // 1.9 s later less than one token has come back; at 2 s one has.
+      expect((await store.fetchBundle(d.userId, d.deviceId, budget, t0 + 1_900)).oneTimePrekey).toBeUndefined();
+      expect((await store.fetchBundle(d.userId, d.deviceId, budget, t0 + 2_000)).oneTimePrekey).toBeDefined();
+      expect((await store.fetchBundle(d.userId, d.deviceId, budget, t0 + 2_000)).oneTimePrekey).toBeUndefined();
+      // A long pause refills up to the burst, never beyond.
+      const later = await Promise.all(range(0, 5).map(() => store.fetchBundle(d.userId, d.deviceId, budget, t0 + 3_600_000)));
+      expect(later.filter((b) => b.oneTimePrekey !== undefined)).toHaveLength(3);
+      // A clock that goes back (another relay's) adds nothing.
+      expect((await store.fetchBundle(d.userId, d.deviceId, budget, t0)).oneTimePrekey).toBeUndefined();
+      // Another device's budget is its own.
+      const other = new TestDevice('budget-user');
+      await enrolInStore(store, other, d);
+      await store.uploadKeys(other.userId, other.deviceId, { signedPrekey: fakeKey(1), lastResortKemPrekey: fakeKey(1, 1184), oneTimePrekeys: [fakeKey(1)], oneTimeKemPrekeys: [] });
+      const ob = await store.fetchBundle(other.userId, other.deviceId, budget, t0 + 3_600_000);
+      expect(ob.oneTimePrekey).toBeDefined();
+      expect(ob.withheld).toEqual([{ kind: 'mlkem', reason: 'exhausted' }]);
     });
   });
 });

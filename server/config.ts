@@ -4,8 +4,8 @@
  * lists every variable read here.
  */
 import path from 'node:path';
-import { AUTH_TIMEOUT_MS } from '../protocol/limits.js';
-import { DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS } from './limits.js';
+import { AUTH_TIMEOUT_MS, MAX_ENVELOPE_BYTES, MAX_FRAME_BYTES } from '../protocol/limits.js';
+import { DEFAULT_MAILBOX_MAX_BYTES, DEFAULT_MAILBOX_MAX_ENVELOPES, DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL, DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, HTTP_BODY_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS } from './limits.js';
 import { relayOrigin } from '../protocol/origin.js';
 import type { CorsPolicy } from './http/cors.js';
 import { DEFAULT_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
@@ -33,6 +33,11 @@ export interface Config {
   /** Open WebSockets allowed; undefined: derived from the descriptor limit (server/fd-limit.ts). */
   readonly maxConnections: number | undefined;
   readonly maxUnauthenticatedPerAddress: number;
+  /** What one device's mailbox may hold (stored, not yet acknowledged or expired). */
+  readonly mailboxMaxEnvelopes: number;
+  readonly mailboxMaxBytes: number;
+  /** Bytes of SEND frames awaiting their answer, over the whole process. */
+  readonly maxPendingSendBytes: number;
   readonly httpBodyTimeoutMs: number;
   /** Time a WebSocket has to authenticate before it is closed with AUTH_TIMEOUT. */
   readonly authTimeoutMs: number;
@@ -173,6 +178,11 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: intVar(env, 'HERMETIC_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
     maxConnections: optionalIntVar(env, 'HERMETIC_MAX_CONNECTIONS', 1, 10_000_000),
     maxUnauthenticatedPerAddress: intVar(env, 'HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS', DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, 1, 10_000_000),
+    mailboxMaxEnvelopes: intVar(env, 'HERMETIC_MAILBOX_MAX_ENVELOPES', DEFAULT_MAILBOX_MAX_ENVELOPES, 1, 1_000_000_000),
+    // At least one envelope of the largest size must fit.
+    mailboxMaxBytes: intVar(env, 'HERMETIC_MAILBOX_MAX_BYTES', DEFAULT_MAILBOX_MAX_BYTES, MAX_ENVELOPE_BYTES, Number.MAX_SAFE_INTEGER),
+    // At least one frame of the largest size must fit.
+    maxPendingSendBytes: intVar(env, 'HERMETIC_MAX_PENDING_SEND_BYTES', DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL, MAX_FRAME_BYTES, Number.MAX_SAFE_INTEGER),
     httpBodyTimeoutMs: intVar(env, 'HERMETIC_HTTP_BODY_TIMEOUT_MS', HTTP_BODY_TIMEOUT_MS, 100, 600_000),
     authTimeoutMs: intVar(env, 'HERMETIC_AUTH_TIMEOUT_MS', AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS),
     metrics: metricsConfig(env),

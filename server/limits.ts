@@ -84,9 +84,29 @@ export const LISTEN_RECONNECT_MAX_MS = 5_000;
  * ready: an orchestrator's probe must learn of a hung database, not hang with it. */
 export const READY_CHECK_TIMEOUT_MS = 2_000;
 
-/** Period and batch size of the expiry sweeper. */
+/** Period and batch size of the expiry sweeper. Each tick runs batches (each its own
+ * short transaction, found through the expiry index) until one comes back short, or for
+ * at most SWEEP_TICK_BUDGET_MS: so it removes as fast as the database allows, up to a
+ * fifth of its time, rather than one batch per tick (which was ~500 records/s, far below
+ * the rate SENDs can store them; docs/PERFORMANCE.md has the measurement). */
 export const SWEEP_INTERVAL_MS = 10_000;
 export const SWEEP_BATCH = 5_000;
+export const SWEEP_TICK_BUDGET_MS = 2_000;
+
+/** Per-mailbox quota (HERMETIC_MAILBOX_MAX_ENVELOPES, HERMETIC_MAILBOX_MAX_BYTES): what
+ * one device's mailbox may hold stored and not yet acknowledged or expired. Beyond it a
+ * SEND to that device is refused with MAILBOX_FULL. Without it anyone could fill the
+ * database through one offline device. 100,000 envelopes is weeks of heavy chat; 256 MiB
+ * bounds a mailbox of large envelopes (1,024 of the largest). */
+export const DEFAULT_MAILBOX_MAX_ENVELOPES = 100_000;
+export const DEFAULT_MAILBOX_MAX_BYTES = 256 * 1024 * 1024;
+
+/** Bytes of SEND frames accepted and not yet answered, summed over the whole process
+ * (HERMETIC_MAX_PENDING_SEND_BYTES). Each device has its own budget
+ * (MAX_PENDING_SEND_BYTES, protocol/limits.ts); this bounds the sum when many devices
+ * use theirs at once while the database is slow. Beyond it a SEND is refused with
+ * RELAY_BUSY. 256 MiB: sixteen devices' full budgets. */
+export const DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL = 256 * 1024 * 1024;
 
 /** WebSockets per client address that have not yet authenticated, at once
  * (HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS overrides it). A device needs one for the

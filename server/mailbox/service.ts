@@ -6,7 +6,7 @@
  * removes expired envelopes and idempotency records.
  */
 import type { Logger } from 'pino';
-import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_INTERVAL_MS } from '../limits.js';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../limits.js';
 import type { Database } from '../storage/database.js';
 import { Batcher } from './batcher.js';
 import { KeyedBatcher } from './keyed-batcher.js';
@@ -42,6 +42,10 @@ export interface MailboxServiceOptions {
   readonly onNotice?: () => void;
   /** Told when the LISTEN subscription was lost and is back (metrics). */
   readonly onResubscribed?: () => void;
+  /** Expiry sweeper: records per batch and time per tick (SWEEP_BATCH, SWEEP_TICK_BUDGET_MS). */
+  readonly sweep?: { readonly batch: number; readonly budgetMs: number };
+  /** Told of each sweep tick's removals (metrics). */
+  readonly onSwept?: (removed: { envelopes: number; sends: number }) => void;
 }
 
 export class MailboxService {
@@ -217,12 +221,31 @@ export class MailboxService {
     }
   }
 
-  async sweep(): Promise<void> {
+  /**
+   * One tick of the expiry sweeper: batches until one comes back short (caught up) or
+   * the tick's time budget is spent, whichever is first. Returns what it removed.
+   */
+  async sweep(): Promise<{ envelopes: number; sends: number; batches: number }> {
+    const batch = this.opts.sweep?.batch ?? SWEEP_BATCH;
+    const budgetMs = this.opts.sweep?.budgetMs ?? SWEEP_TICK_BUDGET_MS;
+    // The budget is wall time spent, not the expiry clock (which tests set).
+    const start = performance.now();
+    const total = { envelopes: 0, sends: 0, batches: 0 };
     try {
-      const r = await this.opts.store.sweepExpired(SWEEP_BATCH);
-      if (r.envelopes || r.sends) this.opts.logger.info(r, 'expired envelopes removed');
+      for (;;) {
+        const r = await this.opts.store.sweepExpired(batch);
+        total.envelopes += r.envelopes;
+        total.sends += r.sends;
+        total.batches++;
+        if (r.sends < batch || performance.now() - start >= budgetMs) break;
+      }
     } catch (err) {
       this.opts.logger.warn({ err: { message: (err as Error).message } }, 'expiry sweep failed');
     }
+    if (total.envelopes || total.sends) {
+      this.opts.logger.info({ envelopes: total.envelopes, sends: total.sends }, 'expired envelopes removed');
+      this.opts.onSwept?.(total);
+    }
+    return total;
   }
 }

@@ -18,6 +18,10 @@
  *    when its recipient acknowledges it.
  * 4. `pglite_relay_per_s` — (3) against the embedded default (PGlite in a fresh data
  *    directory).
+ * 5. `sweep_per_s` — the expiry sweeper's pace (bench/lib/sweep.ts): expired SEND
+ *    records with their 1 KiB envelopes, removed by the relay's sweeper; set beside
+ *    `relay_per_s` of the same run (`sweep_vs_relay`), since at the maximum send rate
+ *    every SEND leaves a record to sweep.
  *
  * Every phase warms up before it measures. Databases, processes and temporary
  * directories are removed at the end, also on failure or interrupt. Besides the
@@ -28,7 +32,8 @@
  * Options:
  *   --duration <s>          measured seconds per phase (default 10; --quick: 2)
  *   --quick                 short warm-ups, one pg_raw setting: a smoke check
- *   --only <phases>         comma list of pg_raw, latency, relay, pglite
+ *   --only <phases>         comma list of pg_raw, latency, relay, pglite, sweep
+ *   --sweep-records <n>     expired records the sweep phase removes (100000; --quick: 20000)
  *   --pairs <n> / --generators <n> / --window <n>   throughput load shape (32 / 2 / 128)
  *   --raw-grid <b>x<c>,...  pg_raw settings to try (rows per batch x connections)
  *   --profile, --profile-out <file>   run the PostgreSQL relay under node --cpu-prof and
@@ -53,11 +58,12 @@ import { type PayloadEncoding, type RawConfig, type RawRun, rawInsertRun } from 
 import { counterDelta as promDelta, histogramDelta, histogramQuantile, parseSamples } from './lib/prometheus.js';
 import { REPO_ROOT, type RelayChild, fetchMetrics, migrateDatabase, registerDevice, relayEnv, startRelayChild } from './lib/relay-process.js';
 import { tsxSourceResolver } from './lib/source-maps.js';
+import { measureSweep } from './lib/sweep.js';
 import type { BenchResults } from './run.js';
 
 const PAYLOAD_BYTES = 1024;
 
-const PHASES = ['pg_raw', 'relay', 'latency', 'pglite'] as const;
+const PHASES = ['pg_raw', 'relay', 'latency', 'pglite', 'sweep'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Options {
@@ -83,6 +89,8 @@ interface Options {
   readonly profileOut: string | undefined;
   /** Experiments: settings applied to the relay's fresh database (ALTER DATABASE ... SET). */
   readonly dbSettings: ReadonlyArray<readonly [string, string]>;
+  /** Expired records the sweep phase fills in and removes. */
+  readonly sweepRecords: number;
 }
 
 /**
@@ -114,7 +122,7 @@ function parseOptions(args: readonly string[]): Options {
     if (!Number.isFinite(v) || v < min || v > max) throw new Error(`${name} must be a number in ${min}..${max}`);
     return v;
   };
-  const known = new Set(['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--db-setting']);
+  const known = new Set(['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--db-setting', '--sweep-records']);
   for (const a of args) if (a.startsWith('--') && !known.has(a)) throw new Error(`unknown option ${a}`);
 
   const quick = args.includes('--quick');
@@ -162,6 +170,7 @@ function parseOptions(args: readonly string[]): Options {
     profile: args.includes('--profile') || profileOut !== undefined,
     profileOut,
     dbSettings,
+    sweepRecords: num('--sweep-records', quick ? 20_000 : 100_000, 1_000, 10_000_000),
   };
 }
 
@@ -475,6 +484,17 @@ async function pgliteRelayPhase(cleanup: Cleanup, tmp: string, issuer: BenchIssu
   }
 }
 
+async function sweepPhase(cleanup: Cleanup, server: PgServer, tmp: string, opts: Options): Promise<BenchResults> {
+  const db = await createDatabase(server, 'sweep');
+  const drop = cleanup.add(`drop database ${db.name}`, () => db.drop());
+  try {
+    await migrateDatabase(db.url, path.join(tmp, 'sweep'));
+    return await measureSweep(db.url, { records: opts.sweepRecords, mailboxes: opts.pairs, payloadBytes: PAYLOAD_BYTES }, log, () => checkpoint(server));
+  } finally {
+    await drop();
+  }
+}
+
 // ---------------------------------------------------------------- entry
 
 /** The source measured: commit, and whether the relay's code differs from it. */
@@ -494,7 +514,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hermetic-bench-relay-'));
   cleanup.add('remove temporary directory', () => fs.rmSync(tmp, { recursive: true, force: true }));
   try {
-    const needPg = opts.phases.has('pg_raw') || opts.phases.has('relay') || opts.phases.has('latency');
+    const needPg = opts.phases.has('pg_raw') || opts.phases.has('relay') || opts.phases.has('latency') || opts.phases.has('sweep');
     const server = needPg ? await findPgServer() : undefined;
     const issuer = await createIssuer(tmp);
     const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
@@ -509,6 +529,13 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       envelopes = r.envelopes;
     }
     if (opts.phases.has('pglite')) Object.assign(out, await pgliteRelayPhase(cleanup, tmp, issuer, opts));
+    if (server && opts.phases.has('sweep')) {
+      Object.assign(out, await sweepPhase(cleanup, server, tmp, opts));
+      if (typeof out.relay_per_s === 'number' && typeof out.sweep_per_s === 'number') {
+        out.sweep_vs_relay = round(out.sweep_per_s / out.relay_per_s, 2);
+        out.sweep_sustained_vs_relay = round(Number(out.sweep_sustained_per_s) / out.relay_per_s, 2);
+      }
+    }
 
     // The headline numbers first, then the details that explain them.
     const head: BenchResults = {};
@@ -518,6 +545,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     if (out.p50_ms !== undefined) head.p50_ms = out.p50_ms;
     if (out.p99_ms !== undefined) head.p99_ms = out.p99_ms;
     if (out.pglite_relay_per_s !== undefined) head.pglite_relay_per_s = out.pglite_relay_per_s;
+    if (out.sweep_per_s !== undefined) head.sweep_per_s = out.sweep_per_s;
     if (opts.phases.has('relay')) head.envelopes = envelopes;
     head.payload_bytes = PAYLOAD_BYTES;
     const settings = server ? await serverSettings(server) : {};

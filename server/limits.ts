@@ -85,13 +85,16 @@ export const LISTEN_RECONNECT_MAX_MS = 5_000;
 export const READY_CHECK_TIMEOUT_MS = 2_000;
 
 /** Period and batch size of the expiry sweeper. Each tick runs batches (each its own
- * short transaction, found through the expiry index) until one comes back short, or for
- * at most SWEEP_TICK_BUDGET_MS: so it removes as fast as the database allows, up to a
- * fifth of its time, rather than one batch per tick (which was ~500 records/s, far below
- * the rate SENDs can store them; docs/PERFORMANCE.md has the measurement). */
+ * short transaction, its records found through the expiry index) until one comes back
+ * short, or for at most SWEEP_TICK_BUDGET_MS: so when behind it sweeps for up to half of
+ * its time, rather than one batch per tick (that was ~500 records/s, far below the rate
+ * SENDs can store them). Measured (docs/PERFORMANCE.md, `npm run bench -- relay`): ~24k
+ * records/s with their 1 KiB envelopes on 2 cores, so half of each tick removes ~12k/s,
+ * twice the relay's maximum store rate (~5k SENDs/s, each leaving one record); a fifth
+ * (2 s) would not quite keep up. */
 export const SWEEP_INTERVAL_MS = 10_000;
 export const SWEEP_BATCH = 5_000;
-export const SWEEP_TICK_BUDGET_MS = 2_000;
+export const SWEEP_TICK_BUDGET_MS = 5_000;
 
 /** Per-mailbox quota (HERMETIC_MAILBOX_MAX_ENVELOPES, HERMETIC_MAILBOX_MAX_BYTES): what
  * one device's mailbox may hold stored and not yet acknowledged or expired. Beyond it a

@@ -1,0 +1,77 @@
+/**
+ * The expiry sweeper's pace (`npm run bench -- relay`, phase `sweep`): a fresh database
+ * is filled with expired SEND records, each with its 1 KiB envelope still stored (the
+ * worst case: a recipient that never came back), spread over many mailboxes, as
+ * hermetic_store_sends writes them. Then the relay's own sweeper (MailboxService.sweep,
+ * its default batch size, no time budget) removes them, tick after tick, and the rate is
+ * measured. At the relay's maximum send rate every SEND leaves one record to sweep, so
+ * to keep up the sweeper must remove at least `relay_per_s` records per second of
+ * sweeping time, within its share of each tick (SWEEP_TICK_BUDGET_MS of every
+ * SWEEP_INTERVAL_MS).
+ */
+import pino from 'pino';
+import { SWEEP_BATCH, SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../../server/limits.js';
+import { MailboxService } from '../../server/mailbox/service.js';
+import { MailboxStore } from '../../server/mailbox/store.js';
+import { openPg } from '../../server/storage/pg.js';
+import type { BenchResults } from '../run.js';
+import { withClient } from './postgres.js';
+
+export interface SweepRun {
+  readonly records: number;
+  readonly mailboxes: number;
+  readonly payloadBytes: number;
+}
+
+/** Fills `databaseUrl` (migrated, empty) with expired records and sweeps them. */
+export async function measureSweep(databaseUrl: string, run: SweepRun, log: (msg: string) => void, beforeSweep: () => Promise<void>): Promise<BenchResults> {
+  const expiredAt = 1_000_000;
+  await withClient(databaseUrl, async (c) => {
+    // In chunks, so that no single statement holds the whole fill in memory.
+    const chunk = 50_000;
+    for (let from = 0; from < run.records; from += chunk) {
+      const to = Math.min(run.records, from + chunk) - 1;
+      await c.query(
+        `WITH s AS (
+           SELECT g, 'recipient-' || (g % $2) AS u, 1 + g / $2 AS seq,
+                  decode(lpad(to_hex(g), 32, '0'), 'hex') AS id
+             FROM generate_series($3::int, $4::int) AS g
+         ), e AS (
+           INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
+           SELECT u, 'dev-1', seq, id, 'sender-' || (g % $2), 'dev-1', 0, $1, decode(repeat(lpad(to_hex(g % 256), 2, '0'), $5), 'hex') FROM s
+         )
+         INSERT INTO sent_envelopes (sender_user, sender_device, envelope_id, content_hash, recipient_user, device_ids, seqs, expires_at_ms)
+         SELECT 'sender-' || (g % $2), 'dev-1', id, decode(repeat('00', 32), 'hex'), u, ARRAY['dev-1'], ARRAY[seq], $1 FROM s`,
+        [expiredAt, run.mailboxes, from, to, run.payloadBytes],
+      );
+    }
+    await c.query('VACUUM ANALYZE envelopes');
+    await c.query('VACUUM ANALYZE sent_envelopes');
+  });
+  log(`sweep: ${run.records} expired records with their envelopes stored`);
+  await beforeSweep();
+
+  const db = await openPg({ connectionString: databaseUrl, maxConnections: 2, timeoutMs: 60_000 });
+  try {
+    const store = new MailboxStore(db, 'bench-sweeper', () => expiredAt + 1);
+    // No budget: every tick runs until caught up; timed here, one tick after another.
+    const service = new MailboxService({ db, store, nodeId: 'bench-sweeper', logger: pino({ level: 'silent' }), sweep: { batch: SWEEP_BATCH, budgetMs: Number.POSITIVE_INFINITY } });
+    const t0 = performance.now();
+    const r = await service.sweep();
+    const seconds = (performance.now() - t0) / 1000;
+    if (r.sends !== run.records || r.envelopes !== run.records) throw new Error(`sweep: removed ${r.sends} records and ${r.envelopes} envelopes of ${run.records}`);
+    const perSecond = Math.round(r.sends / seconds);
+    log(`sweep: ${perSecond} records/s (${r.batches} batches of at most ${SWEEP_BATCH})`);
+    return {
+      sweep_per_s: perSecond,
+      sweep_records: r.sends,
+      sweep_batch_ms: Math.round((1000 * seconds) / r.batches),
+      // What one tick every SWEEP_INTERVAL_MS removes at most, sustained.
+      sweep_sustained_per_s: Math.round(Math.min(r.sends / seconds * (SWEEP_TICK_BUDGET_MS / SWEEP_INTERVAL_MS), Number.MAX_SAFE_INTEGER)),
+      // The sweeper before: one batch per tick.
+      sweep_one_batch_per_tick_per_s: Math.round((SWEEP_BATCH * 1000) / SWEEP_INTERVAL_MS),
+    };
+  } finally {
+    await db.close();
+  }
+}

@@ -5,12 +5,11 @@
  * hermetic_store_sends writes them. Then the relay's own sweeper (MailboxService.sweep,
  * its default batch size, no time budget) removes them, tick after tick, and the rate is
  * measured. At the relay's maximum send rate every SEND leaves one record to sweep, so
- * to keep up the sweeper must remove at least `relay_per_s` records per second of
- * sweeping time, within its share of each tick (SWEEP_TICK_BUDGET_MS of every
- * SWEEP_INTERVAL_MS).
+ * to keep up the sweeper must remove at least `relay_per_s` records per second while
+ * behind (ticks of SWEEP_TICK_BUDGET_MS, SWEEP_BEHIND_PAUSE_MS apart).
  */
 import pino from 'pino';
-import { SWEEP_BATCH, SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../../server/limits.js';
+import { SWEEP_BATCH, SWEEP_BEHIND_PAUSE_MS, SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../../server/limits.js';
 import { MailboxService } from '../../server/mailbox/service.js';
 import { MailboxStore } from '../../server/mailbox/store.js';
 import { openPg } from '../../server/storage/pg.js';
@@ -66,8 +65,8 @@ export async function measureSweep(databaseUrl: string, run: SweepRun, log: (msg
       sweep_per_s: perSecond,
       sweep_records: r.sends,
       sweep_batch_ms: Math.round((1000 * seconds) / r.batches),
-      // What one tick every SWEEP_INTERVAL_MS removes at most, sustained.
-      sweep_sustained_per_s: Math.round(Math.min(r.sends / seconds * (SWEEP_TICK_BUDGET_MS / SWEEP_INTERVAL_MS), Number.MAX_SAFE_INTEGER)),
+      // Sustained while behind: ticks of SWEEP_TICK_BUDGET_MS, SWEEP_BEHIND_PAUSE_MS apart.
+      sweep_sustained_per_s: Math.round(((r.sends / seconds) * SWEEP_TICK_BUDGET_MS) / (SWEEP_TICK_BUDGET_MS + SWEEP_BEHIND_PAUSE_MS)),
       // The sweeper before: one batch per tick.
       sweep_one_batch_per_tick_per_s: Math.round((SWEEP_BATCH * 1000) / SWEEP_INTERVAL_MS),
     };

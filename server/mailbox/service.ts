@@ -6,7 +6,7 @@
  * removes expired envelopes and idempotency records.
  */
 import type { Logger } from 'pino';
-import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../limits.js';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_BEHIND_PAUSE_MS, SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../limits.js';
 import type { Database } from '../storage/database.js';
 import { Batcher } from './batcher.js';
 import { KeyedBatcher } from './keyed-batcher.js';
@@ -56,6 +56,8 @@ export class MailboxService {
   private readonly sends: KeyedBatcher<SendItem, SendResult>;
   private readonly acks: Batcher<Ack, void>;
   private readonly timers: NodeJS.Timeout[] = [];
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private unlisten: (() => Promise<void>) | undefined;
   private readonly now: () => number;
 
@@ -88,12 +90,14 @@ export class MailboxService {
       },
     );
     this.timers.push(setInterval(() => void this.catchUp(), CATCHUP_INTERVAL_MS).unref());
-    this.timers.push(setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS).unref());
+    this.scheduleSweep(SWEEP_INTERVAL_MS);
   }
 
   /** Stops timers and waits for queued SENDs and ACKs to be written. */
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.sweepTimer);
     await Promise.all([this.sends.drained(), this.acks.drained()]);
     await this.unlisten?.();
   }
@@ -222,29 +226,48 @@ export class MailboxService {
   }
 
   /**
-   * One tick of the expiry sweeper: batches until one comes back short (caught up) or
-   * the tick's time budget is spent, whichever is first. Returns what it removed.
+   * The sweeper's schedule: a tick every SWEEP_INTERVAL_MS while it keeps up; one that
+   * ended on its time budget (still behind) is followed by the next after only
+   * SWEEP_BEHIND_PAUSE_MS, so a backlog is swept at the database's pace, not one
+   * budget per interval.
    */
-  async sweep(): Promise<{ envelopes: number; sends: number; batches: number }> {
+  private scheduleSweep(delayMs: number): void {
+    this.sweepTimer = setTimeout(() => {
+      void this.sweep().then((r) => {
+        if (!this.stopped) this.scheduleSweep(r.caughtUp ? SWEEP_INTERVAL_MS : SWEEP_BEHIND_PAUSE_MS);
+      });
+    }, delayMs).unref();
+  }
+
+  /**
+   * One tick of the expiry sweeper: batches until one comes back short (caught up) or
+   * the tick's time budget is spent, whichever is first. Returns what it removed, and
+   * whether it caught up (also after an error: the next tick comes at the usual time).
+   */
+  async sweep(): Promise<{ envelopes: number; sends: number; batches: number; caughtUp: boolean }> {
     const batch = this.opts.sweep?.batch ?? SWEEP_BATCH;
     const budgetMs = this.opts.sweep?.budgetMs ?? SWEEP_TICK_BUDGET_MS;
     // The budget is wall time spent, not the expiry clock (which tests set).
     const start = performance.now();
-    const total = { envelopes: 0, sends: 0, batches: 0 };
+    const total = { envelopes: 0, sends: 0, batches: 0, caughtUp: true };
     try {
       for (;;) {
         const r = await this.opts.store.sweepExpired(batch);
         total.envelopes += r.envelopes;
         total.sends += r.sends;
         total.batches++;
-        if (r.sends < batch || performance.now() - start >= budgetMs) break;
+        if (r.sends < batch) break;
+        if (performance.now() - start >= budgetMs) {
+          total.caughtUp = false;
+          break;
+        }
       }
     } catch (err) {
       this.opts.logger.warn({ err: { message: (err as Error).message } }, 'expiry sweep failed');
     }
     if (total.envelopes || total.sends) {
       this.opts.logger.info({ envelopes: total.envelopes, sends: total.sends }, 'expired envelopes removed');
-      this.opts.onSwept?.(total);
+      this.opts.onSwept?.({ envelopes: total.envelopes, sends: total.sends });
     }
     return total;
   }

@@ -2,17 +2,20 @@
  * Mailbox persistence: group-committed SENDs, batched ACKs, backlog reads and expiry.
  * Written against the Database contract, so identical on PostgreSQL and PGlite.
  *
- * A SEND batch is one call of hermetic_store_sends (migrations/0004), one statement and
- * so one implicit transaction and one round trip, which:
- *   1. looks up earlier SENDs with the same envelope ids (idempotent resend / conflict);
+ * A SEND batch is one call of hermetic_store_sends (migrations/0004, changed by 0008),
+ * one statement and so one implicit transaction and one round trip, which:
+ *   1. looks up earlier SENDs with the same envelope ids whose TTL has not passed
+ *      (idempotent resend / conflict; a record past its TTL answers nothing);
  *   2. locks the recipients' mailbox rows in key order (no deadlock between batches or
- *      relays) and checks each SEND's targets against the current device list;
+ *      relays) and checks each SEND's targets against the current device list, then
+ *      each target mailbox's quota (MailboxQuota);
  *   3. if any SEND cannot be stored, writes nothing and reports those (they are
  *      answered here and the rest are sent again);
- *   4. otherwise bumps next_seq for every target mailbox — the relay has numbered the
- *      batch's envelopes within each mailbox, so each gets next_seq + its place —
- *      records the SENDs (idempotency rows), inserts every envelope (arrays + unnest)
- *      and sends one NOTIFY for the whole commit.
+ *   4. otherwise replaces the expired records of reused ids, bumps next_seq and the
+ *      quota counters of every target mailbox — the relay has numbered the batch's
+ *      envelopes within each mailbox, so each gets next_seq + its place — records the
+ *      SENDs (idempotency rows), inserts every envelope (arrays + unnest) and sends one
+ *      NOTIFY for the whole commit.
  */
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';

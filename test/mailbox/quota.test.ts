@@ -143,14 +143,14 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
     const logger = pino({ level: 'silent' });
     const service = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 60_000 } });
     clock = T0 + 1000;
-    expect(await service.sweep()).toEqual({ envelopes: 12, sends: 12, batches: 3 });
+    expect(await service.sweep()).toEqual({ envelopes: 12, sends: 12, batches: 3, caughtUp: true });
     for (const box of boxes) expect(await envelopes(box.userId)).toBe(0);
     // A spent budget ends the tick after one batch; the next tick goes on.
     for (const box of boxes) await send(item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }));
     clock = T0 + 2000;
     const hurried = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 0 } });
-    expect(await hurried.sweep()).toEqual({ envelopes: 5, sends: 5, batches: 1 });
-    expect(await hurried.sweep()).toEqual({ envelopes: 3, sends: 3, batches: 1 });
+    expect(await hurried.sweep()).toEqual({ envelopes: 5, sends: 5, batches: 1, caughtUp: false });
+    expect(await hurried.sweep()).toEqual({ envelopes: 3, sends: 3, batches: 1, caughtUp: true });
   });
 
   it('a resend before its TTL is a duplicate; after it, the SEND is stored anew and its old envelope goes', async () => {

@@ -58,29 +58,33 @@ $fn$;
 
 -- ACKs as before (migrations/0005), now crediting what they remove.
 CREATE OR REPLACE FUNCTION hermetic_apply_acks(p_user text[], p_device text[], p_seq bigint[]) RETURNS void
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+-- Every access here is by key; a plan cached while the tables were small must not scan
+-- them once they are not (see hermetic_store_sends).
+SET enable_seqscan = off
+AS $fn$
+#variable_conflict use_column
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   -- The envelopes go first, then one upsert per cursor moves it and credits what went
   -- (all of it in one statement: the removal finishes before any cursor row is locked).
-  EXECUTE 'WITH gone AS (
-             DELETE FROM envelopes e
-              USING unnest($1, $2, $3) AS a(u, d, s)
-              WHERE e.user_id = a.u AND e.device_id = a.d AND e.seq <= a.s
-             RETURNING e.user_id, e.device_id, octet_length(e.payload)::bigint AS b
-           ), freed AS (
-             SELECT user_id, device_id, sum(b)::bigint AS b, count(*) AS n FROM gone GROUP BY user_id, device_id
-           )
-           INSERT INTO mailbox_cursors AS c (user_id, device_id, acked_seq, out_bytes, out_count)
-           SELECT a.u, a.d, a.s, coalesce(f.b, 0), coalesce(f.n, 0)
-             FROM unnest($1, $2, $3) AS a(u, d, s)
-             LEFT JOIN freed f ON f.user_id = a.u AND f.device_id = a.d
-            ORDER BY a.u COLLATE "C", a.d COLLATE "C"
-           ON CONFLICT (user_id, device_id) DO UPDATE
-             SET acked_seq = GREATEST(c.acked_seq, EXCLUDED.acked_seq),
-                 out_bytes = c.out_bytes + EXCLUDED.out_bytes,
-                 out_count = c.out_count + EXCLUDED.out_count'
-    USING p_user, p_device, p_seq;
+  WITH gone AS (
+    DELETE FROM envelopes e
+     USING unnest(p_user, p_device, p_seq) AS a(u, d, s)
+     WHERE e.user_id = a.u AND e.device_id = a.d AND e.seq <= a.s
+    RETURNING e.user_id, e.device_id, octet_length(e.payload)::bigint AS b
+  ), freed AS (
+    SELECT g.user_id, g.device_id, sum(g.b)::bigint AS b, count(*) AS n FROM gone g GROUP BY g.user_id, g.device_id
+  )
+  INSERT INTO mailbox_cursors AS c (user_id, device_id, acked_seq, out_bytes, out_count)
+  SELECT a.u, a.d, a.s, coalesce(f.b, 0), coalesce(f.n, 0)
+    FROM unnest(p_user, p_device, p_seq) AS a(u, d, s)
+    LEFT JOIN freed f ON f.user_id = a.u AND f.device_id = a.d
+   ORDER BY a.u COLLATE "C", a.d COLLATE "C"
+  ON CONFLICT (user_id, device_id) DO UPDATE
+    SET acked_seq = GREATEST(c.acked_seq, EXCLUDED.acked_seq),
+        out_bytes = c.out_bytes + EXCLUDED.out_bytes,
+        out_count = c.out_count + EXCLUDED.out_count;
 END
 $fn$;
 

@@ -128,6 +128,10 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       onBatch: (n) => metrics.sendBatchSize.observe(n),
       onNotice: () => metrics.notices.inc(),
       onResubscribed: () => metrics.listenReconnects.inc(),
+      onSwept: (r) => {
+        metrics.expiredRemoved.inc({ kind: 'send' }, r.sends);
+        metrics.expiredRemoved.inc({ kind: 'envelope' }, r.envelopes);
+      },
     });
     await mailbox.start();
     const admission = new Admission(
@@ -144,7 +148,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       random: systemRandom,
       mailbox,
       admission,
-      pending: PendingSends.defaults(config.maxPendingSendBytes),
+      pending: PendingSends.defaults(config.maxPendingSendBytes, metrics.pendingSendBytes),
       authTimeoutMs: config.authTimeoutMs,
       now: Date.now,
     });

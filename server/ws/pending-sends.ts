@@ -23,14 +23,22 @@ export interface PendingSendLimits {
 /** Why a SEND was not taken: its device's budget is spent, or the relay's. */
 export type PendingRefusal = 'device' | 'relay';
 
+/** Where the process total is shown (a metrics gauge). */
+export interface PendingGauge {
+  set(value: number): void;
+}
+
 export class PendingSends {
   private readonly devices = new Map<string, { sends: number; bytes: number }>();
   private total = 0;
 
-  constructor(private readonly limits: PendingSendLimits) {}
+  constructor(
+    private readonly limits: PendingSendLimits,
+    private readonly gauge?: PendingGauge,
+  ) {}
 
-  static defaults(maxBytesTotal: number): PendingSends {
-    return new PendingSends({ maxSendsPerDevice: MAX_PENDING_SENDS, maxBytesPerDevice: MAX_PENDING_SEND_BYTES, maxBytesTotal });
+  static defaults(maxBytesTotal: number, gauge?: PendingGauge): PendingSends {
+    return new PendingSends({ maxSendsPerDevice: MAX_PENDING_SENDS, maxBytesPerDevice: MAX_PENDING_SEND_BYTES, maxBytesTotal }, gauge);
   }
 
   /** Bytes pending over the whole process. */
@@ -54,6 +62,7 @@ export class PendingSends {
       this.devices.set(k, { sends: 1, bytes });
     }
     this.total += bytes;
+    this.gauge?.set(this.total);
     return undefined;
   }
 
@@ -62,6 +71,7 @@ export class PendingSends {
     const d = this.devices.get(k);
     if (!d) throw new Error('released a SEND that was not taken');
     this.total -= bytes;
+    this.gauge?.set(this.total);
     if (--d.sends === 0) this.devices.delete(k);
     else d.bytes -= bytes;
   }

@@ -16,7 +16,7 @@ import { encodeSend } from '../../protocol/envelopes.js';
 import { MAX_ENVELOPE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS } from '../../protocol/limits.js';
 import { pgMissing } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
-import { POSTGRES, type TestUser, World, driverAvailable, firstDevice, payload, text } from './world.js';
+import { POSTGRES, type TestUser, World, driverAvailable, firstDevice, metric, payload, text } from './world.js';
 import type { RawClient } from './raw-client.js';
 
 afterAll(async () => {
@@ -183,9 +183,11 @@ describe('relay-wide pending bytes and mailbox quotas (PostgreSQL)', () => {
     const refused = c.send(bob.userId, to('c 1')).id;
     const busy = await c.answer(refused);
     expect(busy).toMatchObject({ type: 'error', code: 'RELAY_BUSY', id: refused });
+    expect(await metric(world.relay, 'hermetic_pending_send_bytes')).toBe(fit * frameBytes);
     await release();
     for (const id of fromAlice) expect(await a.answer(id)).toMatchObject({ type: 'stored' });
     expect(await c.answer(accepted)).toMatchObject({ type: 'stored' });
+    expect(await metric(world.relay, 'hermetic_pending_send_bytes')).toBe(0);
   });
 
   it(`refuses a SEND that would put more than the quota (${MAILBOX_MAX} envelopes) in a mailbox with MAILBOX_FULL, until the device catches up`, async () => {

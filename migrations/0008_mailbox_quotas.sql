@@ -93,6 +93,9 @@ $fn$;
 -- that are still there. Returns the records and envelopes removed. The caller repeats
 -- batches until one comes back short (caught up) or its time budget for the tick is
 -- spent; each batch is its own short transaction, so SENDs and ACKs interleave.
+-- Records another batch holds (a second sweeper of this relay, or another relay's) are
+-- skipped, not waited for: concurrent sweepers share the backlog instead of queueing
+-- behind each other's locks.
 CREATE OR REPLACE FUNCTION hermetic_sweep(p_now bigint, p_limit int, OUT r_sends bigint, OUT r_envelopes bigint)
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -104,7 +107,8 @@ DECLARE
 BEGIN
   WITH gone AS (
     DELETE FROM sent_envelopes WHERE ctid = ANY (ARRAY(
-      SELECT ctid FROM sent_envelopes WHERE expires_at_ms <= p_now ORDER BY expires_at_ms LIMIT p_limit))
+      SELECT ctid FROM sent_envelopes WHERE expires_at_ms <= p_now ORDER BY expires_at_ms LIMIT p_limit
+         FOR UPDATE SKIP LOCKED))
     RETURNING recipient_user, device_ids, seqs
   ), t AS (
     SELECT g.recipient_user AS u, x.d, x.s FROM gone g, unnest(g.device_ids, g.seqs) AS x(d, s)

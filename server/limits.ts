@@ -96,6 +96,10 @@ export const SWEEP_INTERVAL_MS = 10_000;
 export const SWEEP_BATCH = 5_000;
 export const SWEEP_TICK_BUDGET_MS = 5_000;
 export const SWEEP_BEHIND_PAUSE_MS = 100;
+/** Sweeper batches a relay runs at once, on disjoint records (each batch skips the rows
+ * another holds). One batch is one backend deleting by index, bound to one core; two let
+ * the sweep use a second core of the database when it is behind. */
+export const SWEEP_CONCURRENCY = 2;
 
 /** Per-mailbox quota (HERMETIC_MAILBOX_MAX_ENVELOPES, HERMETIC_MAILBOX_MAX_BYTES): what
  * one device's mailbox may hold stored and not yet acknowledged or expired. Beyond it a

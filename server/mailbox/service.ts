@@ -6,7 +6,7 @@
  * removes expired envelopes and idempotency records.
  */
 import type { Logger } from 'pino';
-import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_BEHIND_PAUSE_MS, SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../limits.js';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_BEHIND_PAUSE_MS, SWEEP_CONCURRENCY, SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../limits.js';
 import type { Database } from '../storage/database.js';
 import { Batcher } from './batcher.js';
 import { KeyedBatcher } from './keyed-batcher.js';
@@ -42,8 +42,9 @@ export interface MailboxServiceOptions {
   readonly onNotice?: () => void;
   /** Told when the LISTEN subscription was lost and is back (metrics). */
   readonly onResubscribed?: () => void;
-  /** Expiry sweeper: records per batch and time per tick (SWEEP_BATCH, SWEEP_TICK_BUDGET_MS). */
-  readonly sweep?: { readonly batch: number; readonly budgetMs: number };
+  /** Expiry sweeper: records per batch, time per tick and batches at once
+   * (SWEEP_BATCH, SWEEP_TICK_BUDGET_MS, SWEEP_CONCURRENCY). */
+  readonly sweep?: { readonly batch: number; readonly budgetMs: number; readonly concurrency?: number };
   /** Told of each sweep tick's removals (metrics). */
   readonly onSwept?: (removed: { envelopes: number; sends: number }) => void;
 }
@@ -247,23 +248,28 @@ export class MailboxService {
   async sweep(): Promise<{ envelopes: number; sends: number; batches: number; caughtUp: boolean }> {
     const batch = this.opts.sweep?.batch ?? SWEEP_BATCH;
     const budgetMs = this.opts.sweep?.budgetMs ?? SWEEP_TICK_BUDGET_MS;
+    const workers = this.opts.sweep?.concurrency ?? SWEEP_CONCURRENCY;
     // The budget is wall time spent, not the expiry clock (which tests set).
     const start = performance.now();
     const total = { envelopes: 0, sends: 0, batches: 0, caughtUp: true };
-    try {
+    // Each worker runs batches until one comes back short; batches skip the records
+    // other batches hold, so workers never take the same records.
+    const worker = async (): Promise<void> => {
       for (;;) {
         const r = await this.opts.store.sweepExpired(batch);
         total.envelopes += r.envelopes;
         total.sends += r.sends;
         total.batches++;
-        if (r.sends < batch) break;
+        if (r.sends < batch) return;
         if (performance.now() - start >= budgetMs) {
           total.caughtUp = false;
-          break;
+          return;
         }
       }
-    } catch (err) {
-      this.opts.logger.warn({ err: { message: (err as Error).message } }, 'expiry sweep failed');
+    };
+    const failures = (await Promise.allSettled(Array.from({ length: workers }, worker))).filter((r) => r.status === 'rejected');
+    for (const f of failures) {
+      this.opts.logger.warn({ err: { message: ((f as PromiseRejectedResult).reason as Error)?.message } }, 'expiry sweep failed');
     }
     if (total.envelopes || total.sends) {
       this.opts.logger.info({ envelopes: total.envelopes, sends: total.sends }, 'expired envelopes removed');
@@ -271,4 +277,5 @@ export class MailboxService {
     }
     return total;
   }
+
 }

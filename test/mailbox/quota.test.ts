@@ -141,14 +141,20 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
     const boxes = await Promise.all([mailbox(), mailbox(), mailbox(), mailbox()]);
     for (const box of boxes) await send(item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }));
     const logger = pino({ level: 'silent' });
-    const service = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 60_000 } });
+    const service = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 60_000, concurrency: 1 } });
     clock = T0 + 1000;
     expect(await service.sweep()).toEqual({ envelopes: 12, sends: 12, batches: 3, caughtUp: true });
     for (const box of boxes) expect(await envelopes(box.userId)).toBe(0);
+    // Batches at once share the records: each is removed once, all of them in the tick.
+    for (const box of boxes) await send(item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }));
+    clock = T0 + 2000;
+    const pair = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 60_000, concurrency: 2 } });
+    expect(await pair.sweep()).toMatchObject({ envelopes: 12, sends: 12, caughtUp: true });
+    for (const box of boxes) expect(await store.held(box.userId, 'd1')).toEqual({ bytes: 0, envelopes: 0 });
     // A spent budget ends the tick after one batch; the next tick goes on.
     for (const box of boxes) await send(item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }));
-    clock = T0 + 2000;
-    const hurried = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 0 } });
+    clock = T0 + 3000;
+    const hurried = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 0, concurrency: 1 } });
     expect(await hurried.sweep()).toEqual({ envelopes: 5, sends: 5, batches: 1, caughtUp: false });
     expect(await hurried.sweep()).toEqual({ envelopes: 3, sends: 3, batches: 1, caughtUp: true });
   });

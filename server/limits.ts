@@ -88,9 +88,9 @@ export const READY_CHECK_TIMEOUT_MS = 2_000;
  * short transaction, its records found through the expiry index) until one comes back
  * short (caught up) or SWEEP_TICK_BUDGET_MS has passed; a tick that ends still behind
  * is followed by the next after SWEEP_BEHIND_PAUSE_MS instead of SWEEP_INTERVAL_MS. So a
- * backlog is swept at the database's pace (~98 % of the time, one connection), where
- * the old sweeper ran one batch per tick: ~500 records/s, far below the rate SENDs can
- * store them. The pace, measured against the relay's store rate, is in
+ * backlog is swept at the database's pace (~98 % of the time, SWEEP_CONCURRENCY
+ * connections), where the old sweeper ran one batch per tick: ~500 records/s, far below
+ * the rate SENDs can store them. The pace, measured against the relay's store rate, is in
  * docs/PERFORMANCE.md (`npm run bench -- relay`, phase `sweep`). */
 export const SWEEP_INTERVAL_MS = 10_000;
 export const SWEEP_BATCH = 5_000;

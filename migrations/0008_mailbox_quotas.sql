@@ -21,7 +21,6 @@ UPDATE mailboxes m SET in_bytes = s.b, in_count = s.n
   FROM (SELECT user_id, device_id, sum(octet_length(payload))::bigint AS b, count(*) AS n
           FROM envelopes GROUP BY user_id, device_id) s
  WHERE m.user_id = s.user_id AND m.device_id = s.device_id;
-UPDATE mailbox_cursors SET out_bytes = 0, out_count = 0;
 
 -- Removes envelopes by key and credits what was removed to their mailboxes' out_*
 -- counters. Only rows this call deleted count, so removals racing each other (an ACK and
@@ -32,7 +31,8 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
   v_removed bigint;
 BEGIN
-  -- Planned for these values each time (EXECUTE), as in hermetic_apply_acks.
+  -- Planned for these values each time (EXECUTE): called with one resend's envelopes or
+  -- with a sweep batch's thousands, which want different plans.
   EXECUTE 'WITH gone AS (
              DELETE FROM envelopes e
               USING unnest($1, $2, $3) AS t(u, d, s)

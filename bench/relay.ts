@@ -18,6 +18,15 @@
  *    when its recipient acknowledges it.
  * 4. `pglite_relay_per_s` — (3) against the embedded default (PGlite in a fresh data
  *    directory).
+ * 5. `sweep_per_s` — the expiry sweeper's pace (bench/lib/sweep.ts): expired SEND
+ *    records with their 1 KiB envelopes, removed by the relay's sweeper; set beside
+ *    `relay_per_s` of the same run (`sweep_vs_relay`), since at the maximum send rate
+ *    every SEND leaves a record to sweep.
+ * 6. `sweep_live_*` — (3) again on a fresh database with a 1 s TTL for at least 30 s,
+ *    the relay's own sweeper running on its schedule: the records it has removed per
+ *    second against the envelopes stored per second, and how many expired records are
+ *    left at the end that expired more than one sweep period (plus a tick's budget)
+ *    before: 0 when the sweeper keeps up with the relay at full load.
  *
  * Every phase warms up before it measures. Databases, processes and temporary
  * directories are removed at the end, also on failure or interrupt. Besides the
@@ -28,7 +37,8 @@
  * Options:
  *   --duration <s>          measured seconds per phase (default 10; --quick: 2)
  *   --quick                 short warm-ups, one pg_raw setting: a smoke check
- *   --only <phases>         comma list of pg_raw, latency, relay, pglite
+ *   --only <phases>         comma list of pg_raw, latency, relay, pglite, sweep, sweep_live
+ *   --sweep-records <n>     expired records the sweep phase removes (100000; --quick: 20000)
  *   --pairs <n> / --generators <n> / --window <n>   throughput load shape (32 / 2 / 128)
  *   --raw-grid <b>x<c>,...  pg_raw settings to try (rows per batch x connections)
  *   --profile, --profile-out <file>   run the PostgreSQL relay under node --cpu-prof and
@@ -53,11 +63,13 @@ import { type PayloadEncoding, type RawConfig, type RawRun, rawInsertRun } from 
 import { counterDelta as promDelta, histogramDelta, histogramQuantile, parseSamples } from './lib/prometheus.js';
 import { REPO_ROOT, type RelayChild, fetchMetrics, migrateDatabase, registerDevice, relayEnv, startRelayChild } from './lib/relay-process.js';
 import { tsxSourceResolver } from './lib/source-maps.js';
+import { measureSweep } from './lib/sweep.js';
+import { SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../server/limits.js';
 import type { BenchResults } from './run.js';
 
 const PAYLOAD_BYTES = 1024;
 
-const PHASES = ['pg_raw', 'relay', 'latency', 'pglite'] as const;
+const PHASES = ['pg_raw', 'relay', 'latency', 'pglite', 'sweep', 'sweep_live'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Options {
@@ -83,6 +95,8 @@ interface Options {
   readonly profileOut: string | undefined;
   /** Experiments: settings applied to the relay's fresh database (ALTER DATABASE ... SET). */
   readonly dbSettings: ReadonlyArray<readonly [string, string]>;
+  /** Expired records the sweep phase fills in and removes. */
+  readonly sweepRecords: number;
 }
 
 /**
@@ -114,7 +128,7 @@ function parseOptions(args: readonly string[]): Options {
     if (!Number.isFinite(v) || v < min || v > max) throw new Error(`${name} must be a number in ${min}..${max}`);
     return v;
   };
-  const known = new Set(['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--db-setting']);
+  const known = new Set(['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--db-setting', '--sweep-records']);
   for (const a of args) if (a.startsWith('--') && !known.has(a)) throw new Error(`unknown option ${a}`);
 
   const quick = args.includes('--quick');
@@ -162,6 +176,7 @@ function parseOptions(args: readonly string[]): Options {
     profile: args.includes('--profile') || profileOut !== undefined,
     profileOut,
     dbSettings,
+    sweepRecords: num('--sweep-records', quick ? 20_000 : 100_000, 1_000, 10_000_000),
   };
 }
 
@@ -246,6 +261,7 @@ async function measureThroughput(
   opts: Options,
   prefix: string,
   counters?: { url: string; database: string },
+  load: { ttlSeconds?: number; duration?: number; during?: () => Promise<void> } = {},
 ): Promise<ThroughputOutcome> {
   const setups: GeneratorSetup[] = split(pairs, opts.generators).map((ps) => ({
     wsUrl: relay.wsUrl,
@@ -256,6 +272,7 @@ async function measureThroughput(
     ackEvery: opts.ackEvery,
     ackDelayMs: opts.ackDelayMs,
     ratePerSecond: 0,
+    ...(load.ttlSeconds === undefined ? {} : { ttlSeconds: load.ttlSeconds }),
   }));
   let closeGens: (() => Promise<void>) | undefined;
   const gens = await LoadGenerators.start(setups, (close) => (closeGens = cleanup.add('load generators', close)));
@@ -267,7 +284,9 @@ async function measureThroughput(
     const cpu0: CpuSample = sampleCpu({ relay: [relay.pid], loadgen: gens.pids });
     const fromUs = hrMicros();
     gens.beginMeasure();
-    await sleep(opts.duration * 1000);
+    await sleep((load.duration ?? opts.duration) * 1000);
+    // Read while the load still runs (e.g. what the sweeper has left behind).
+    await load.during?.();
     const reports = await gens.stop();
     const toUs = hrMicros();
     const cpu1 = sampleCpu({ relay: [relay.pid], loadgen: gens.pids });
@@ -475,6 +494,75 @@ async function pgliteRelayPhase(cleanup: Cleanup, tmp: string, issuer: BenchIssu
   }
 }
 
+async function sweepPhase(cleanup: Cleanup, server: PgServer, tmp: string, opts: Options): Promise<BenchResults> {
+  const db = await createDatabase(server, 'sweep');
+  const drop = cleanup.add(`drop database ${db.name}`, () => db.drop());
+  try {
+    await migrateDatabase(db.url, path.join(tmp, 'sweep'));
+    return await measureSweep(db.url, { records: opts.sweepRecords, mailboxes: opts.pairs, payloadBytes: PAYLOAD_BYTES }, log, () => checkpoint(server));
+  } finally {
+    await drop();
+  }
+}
+
+/** Full load with a 1 s TTL: does the relay's own sweeper keep up? (phase 6 above) */
+async function sweepLivePhase(cleanup: Cleanup, server: PgServer, tmp: string, issuer: BenchIssuer, opts: Options): Promise<BenchResults> {
+  const db = await createDatabase(server, 'sweeplive');
+  const drop = cleanup.add(`drop database ${db.name}`, () => db.drop());
+  try {
+    const { relay, stop } = await startRelayFor(cleanup, tmp, 'relay-sweep-live', issuer, db.url);
+    try {
+      const pairs = await makeDevices(issuer, 'live-', opts.pairs);
+      await registerAll(relay, pairs);
+      // Long enough for several sweep ticks.
+      const duration = Math.max(opts.duration, (3 * SWEEP_INTERVAL_MS) / 1000);
+      // One sweep period plus a tick's budget and a second of slack: what expired before
+      // that should be gone by now.
+      const staleMs = SWEEP_INTERVAL_MS + SWEEP_TICK_BUDGET_MS + 1000;
+      const removed = async (): Promise<number> => promDelta(parseSamples(''), parseSamples(await fetchMetrics(relay.baseUrl)), 'hermetic_expired_removed_total{kind="send"}');
+      const r0 = await removed();
+      const t0 = performance.now();
+      let r1 = r0;
+      let t1 = t0;
+      let backlog = { expired: 0, stale: 0, oldestMs: 0 };
+      const t = await measureThroughput(cleanup, relay, pairs, opts, 'sweep_live_', undefined, {
+        ttlSeconds: 1,
+        duration,
+        during: async () => {
+          r1 = await removed();
+          t1 = performance.now();
+          backlog = await withClient(db.url, async (c) => {
+            const now = Date.now();
+            const res = await c.query<{ expired: string; stale: string; oldest: string | null }>(
+              `SELECT count(*) FILTER (WHERE expires_at_ms <= $1) AS expired, count(*) FILTER (WHERE expires_at_ms <= $2) AS stale,
+                      min(expires_at_ms) AS oldest FROM sent_envelopes`,
+              [now, now - staleMs],
+            );
+            const row = res.rows[0]!;
+            return { expired: Number(row.expired), stale: Number(row.stale), oldestMs: row.oldest === null ? 0 : Math.max(0, now - Number(row.oldest)) };
+          });
+        },
+      });
+      log(`sweep live: ${Math.round(t.perSecond)} envelopes/s stored, ${r1 - r0} records swept, ${backlog.stale} stale expired records left`);
+      return {
+        sweep_live_relay_per_s: Math.round(t.perSecond),
+        // Removed over warm-up and window by the relay's sweeper, a tick every 10 s.
+        sweep_live_swept: r1 - r0,
+        sweep_live_swept_per_s: Math.round(((r1 - r0) * 1000) / (t1 - t0)),
+        sweep_live_expired_left: backlog.expired,
+        sweep_live_stale_left: backlog.stale,
+        sweep_live_oldest_expired_s: round(backlog.oldestMs / 1000, 1),
+        sweep_live_duration_s: duration,
+        ...t.details,
+      };
+    } finally {
+      await stop();
+    }
+  } finally {
+    await drop();
+  }
+}
+
 // ---------------------------------------------------------------- entry
 
 /** The source measured: commit, and whether the relay's code differs from it. */
@@ -494,7 +582,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hermetic-bench-relay-'));
   cleanup.add('remove temporary directory', () => fs.rmSync(tmp, { recursive: true, force: true }));
   try {
-    const needPg = opts.phases.has('pg_raw') || opts.phases.has('relay') || opts.phases.has('latency');
+    const needPg = opts.phases.has('pg_raw') || opts.phases.has('relay') || opts.phases.has('latency') || opts.phases.has('sweep') || opts.phases.has('sweep_live');
     const server = needPg ? await findPgServer() : undefined;
     const issuer = await createIssuer(tmp);
     const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
@@ -509,6 +597,14 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       envelopes = r.envelopes;
     }
     if (opts.phases.has('pglite')) Object.assign(out, await pgliteRelayPhase(cleanup, tmp, issuer, opts));
+    if (server && opts.phases.has('sweep_live')) Object.assign(out, await sweepLivePhase(cleanup, server, tmp, issuer, opts));
+    if (server && opts.phases.has('sweep')) {
+      Object.assign(out, await sweepPhase(cleanup, server, tmp, opts));
+      if (typeof out.relay_per_s === 'number' && typeof out.sweep_per_s === 'number') {
+        out.sweep_vs_relay = round(out.sweep_per_s / out.relay_per_s, 2);
+        out.sweep_sustained_vs_relay = round(Number(out.sweep_sustained_per_s) / out.relay_per_s, 2);
+      }
+    }
 
     // The headline numbers first, then the details that explain them.
     const head: BenchResults = {};
@@ -518,6 +614,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     if (out.p50_ms !== undefined) head.p50_ms = out.p50_ms;
     if (out.p99_ms !== undefined) head.p99_ms = out.p99_ms;
     if (out.pglite_relay_per_s !== undefined) head.pglite_relay_per_s = out.pglite_relay_per_s;
+    if (out.sweep_per_s !== undefined) head.sweep_per_s = out.sweep_per_s;
     if (opts.phases.has('relay')) head.envelopes = envelopes;
     head.payload_bytes = PAYLOAD_BYTES;
     const settings = server ? await serverSettings(server) : {};

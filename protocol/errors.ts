@@ -42,6 +42,8 @@ export const ERROR_CODES = {
   ENVELOPE_TOO_LARGE: { http: 413, retry: false },
   ENVELOPE_ID_CONFLICT: { http: 409, retry: false },
   DEVICE_LIST_MISMATCH: { http: 409, retry: true },
+  MAILBOX_FULL: { http: 507, retry: true },
+  RELAY_BUSY: { http: 503, retry: true },
   ACK_BEYOND_DELIVERED: { http: 400, retry: false },
   UNAVAILABLE: { http: 503, retry: true },
   INTERNAL: { http: 500, retry: true },

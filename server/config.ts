@@ -4,8 +4,11 @@
  * lists every variable read here.
  */
 import path from 'node:path';
-import { AUTH_TIMEOUT_MS } from '../protocol/limits.js';
+import { AUTH_TIMEOUT_MS, MAX_ENVELOPE_BYTES, MAX_FRAME_BYTES } from '../protocol/limits.js';
 import {
+  DEFAULT_MAILBOX_MAX_BYTES,
+  DEFAULT_MAILBOX_MAX_ENVELOPES,
+  DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL,
   DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
   DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST,
   DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR,
@@ -42,6 +45,11 @@ export interface Config {
   /** Open WebSockets allowed; undefined: derived from the descriptor limit (server/fd-limit.ts). */
   readonly maxConnections: number | undefined;
   readonly maxUnauthenticatedPerAddress: number;
+  /** What one device's mailbox may hold (stored, not yet acknowledged or expired). */
+  readonly mailboxMaxEnvelopes: number;
+  readonly mailboxMaxBytes: number;
+  /** Bytes of SEND frames awaiting their answer, over the whole process. */
+  readonly maxPendingSendBytes: number;
   readonly httpBodyTimeoutMs: number;
   /** Time a WebSocket has to authenticate before it is closed with AUTH_TIMEOUT. */
   readonly authTimeoutMs: number;
@@ -184,6 +192,11 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: intVar(env, 'HERMETIC_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
     maxConnections: optionalIntVar(env, 'HERMETIC_MAX_CONNECTIONS', 1, 10_000_000),
     maxUnauthenticatedPerAddress: intVar(env, 'HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS', DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS, 1, 10_000_000),
+    mailboxMaxEnvelopes: intVar(env, 'HERMETIC_MAILBOX_MAX_ENVELOPES', DEFAULT_MAILBOX_MAX_ENVELOPES, 1, 1_000_000_000),
+    // At least one envelope of the largest size must fit.
+    mailboxMaxBytes: intVar(env, 'HERMETIC_MAILBOX_MAX_BYTES', DEFAULT_MAILBOX_MAX_BYTES, MAX_ENVELOPE_BYTES, Number.MAX_SAFE_INTEGER),
+    // At least one frame of the largest size must fit.
+    maxPendingSendBytes: intVar(env, 'HERMETIC_MAX_PENDING_SEND_BYTES', DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL, MAX_FRAME_BYTES, Number.MAX_SAFE_INTEGER),
     httpBodyTimeoutMs: intVar(env, 'HERMETIC_HTTP_BODY_TIMEOUT_MS', HTTP_BODY_TIMEOUT_MS, 100, 600_000),
     authTimeoutMs: intVar(env, 'HERMETIC_AUTH_TIMEOUT_MS', AUTH_TIMEOUT_MS, MIN_AUTH_TIMEOUT_MS, MAX_AUTH_TIMEOUT_MS),
     metrics: metricsConfig(env),

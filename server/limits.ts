@@ -89,9 +89,37 @@ export const LISTEN_RECONNECT_MAX_MS = 5_000;
  * ready: an orchestrator's probe must learn of a hung database, not hang with it. */
 export const READY_CHECK_TIMEOUT_MS = 2_000;
 
-/** Period and batch size of the expiry sweeper. */
+/** Period and batch size of the expiry sweeper. Each tick runs batches (each its own
+ * short transaction, its records found through the expiry index) until one comes back
+ * short (caught up) or SWEEP_TICK_BUDGET_MS has passed; a tick that ends still behind
+ * is followed by the next after SWEEP_BEHIND_PAUSE_MS instead of SWEEP_INTERVAL_MS. So a
+ * backlog is swept at the database's pace (~98 % of the time, SWEEP_CONCURRENCY
+ * connections), where the old sweeper ran one batch per tick: ~500 records/s, far below
+ * the rate SENDs can store them. The pace, measured against the relay's store rate, is in
+ * docs/PERFORMANCE.md (`npm run bench -- relay`, phase `sweep`). */
 export const SWEEP_INTERVAL_MS = 10_000;
 export const SWEEP_BATCH = 5_000;
+export const SWEEP_TICK_BUDGET_MS = 5_000;
+export const SWEEP_BEHIND_PAUSE_MS = 100;
+/** Sweeper batches a relay runs at once, on disjoint records (each batch skips the rows
+ * another holds). One batch is one backend deleting by index, bound to one core; two let
+ * the sweep use a second core of the database when it is behind. */
+export const SWEEP_CONCURRENCY = 2;
+
+/** Per-mailbox quota (HERMETIC_MAILBOX_MAX_ENVELOPES, HERMETIC_MAILBOX_MAX_BYTES): what
+ * one device's mailbox may hold stored and not yet acknowledged or expired. Beyond it a
+ * SEND to that device is refused with MAILBOX_FULL. Without it anyone could fill the
+ * database through one offline device. 100,000 envelopes is weeks of heavy chat; 256 MiB
+ * bounds a mailbox of large envelopes (1,024 of the largest). */
+export const DEFAULT_MAILBOX_MAX_ENVELOPES = 100_000;
+export const DEFAULT_MAILBOX_MAX_BYTES = 256 * 1024 * 1024;
+
+/** Bytes of SEND frames accepted and not yet answered, summed over the whole process
+ * (HERMETIC_MAX_PENDING_SEND_BYTES). Each device has its own budget
+ * (MAX_PENDING_SEND_BYTES, protocol/limits.ts); this bounds the sum when many devices
+ * use theirs at once while the database is slow. Beyond it a SEND is refused with
+ * RELAY_BUSY. 256 MiB: sixteen devices' full budgets. */
+export const DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL = 256 * 1024 * 1024;
 
 /** WebSockets per client address that have not yet authenticated, at once
  * (HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS overrides it). A device needs one for the

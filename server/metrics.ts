@@ -21,6 +21,8 @@ export interface RelayMetrics {
   readonly catchupRuns: Counter<'reason'>;
   readonly oneTimePrekeysWithheld: Counter<'kind' | 'reason'>;
   readonly listenReconnects: Counter;
+  readonly expiredRemoved: Counter<'kind'>;
+  readonly pendingSendBytes: Gauge;
 }
 
 export function createMetrics(): RelayMetrics {
@@ -68,6 +70,17 @@ export function createMetrics(): RelayMetrics {
     listenReconnects: new Counter({
       name: 'hermetic_listen_reconnects_total',
       help: 'Times the LISTEN subscription was lost and restored',
+      registers: [registry],
+    }),
+    expiredRemoved: new Counter({
+      name: 'hermetic_expired_removed_total',
+      help: 'Expired records removed by the sweeper: SEND records (kind="send") and the envelopes still stored with them (kind="envelope")',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
+    pendingSendBytes: new Gauge({
+      name: 'hermetic_pending_send_bytes',
+      help: 'Bytes of SEND frames accepted and not yet answered, all devices (at most HERMETIC_MAX_PENDING_SEND_BYTES)',
       registers: [registry],
     }),
     httpRequests: new Counter({ name: 'hermetic_http_requests_total', help: 'HTTP requests, by route and status', labelNames: ['route', 'status'], registers: [registry] }),

@@ -34,6 +34,7 @@ import { READY_CHECK_TIMEOUT_MS } from './limits.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
 import { MailboxStore } from './mailbox/store.js';
+import { PendingSends } from './ws/pending-sends.js';
 
 export interface Relay {
   readonly port: number;
@@ -124,13 +125,17 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     const nodeId = Buffer.from(systemRandom(8)).toString('hex');
     const mailbox = new MailboxService({
       db,
-      store: new MailboxStore(db, nodeId),
+      store: new MailboxStore(db, nodeId, Date.now, { maxBytes: config.mailboxMaxBytes, maxEnvelopes: config.mailboxMaxEnvelopes }),
       nodeId,
       logger,
       onBatch: (n) => metrics.sendBatchSize.observe(n),
       onNotice: () => metrics.notices.inc(),
       onResubscribed: () => metrics.listenReconnects.inc(),
       onCatchUp: (reason) => metrics.catchupRuns.inc({ reason }),
+      onSwept: (r) => {
+        metrics.expiredRemoved.inc({ kind: 'send' }, r.sends);
+        metrics.expiredRemoved.inc({ kind: 'envelope' }, r.envelopes);
+      },
     });
     await mailbox.start();
     const admission = new Admission(
@@ -147,6 +152,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       random: systemRandom,
       mailbox,
       admission,
+      pending: PendingSends.defaults(config.maxPendingSendBytes, metrics.pendingSendBytes),
       authTimeoutMs: config.authTimeoutMs,
       now: Date.now,
     });

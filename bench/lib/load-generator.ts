@@ -160,7 +160,7 @@ async function onSetup(s: GeneratorSetup): Promise<void> {
     recipients.push(r);
   });
   ss.forEach((socket, i) => {
-    const st: SenderState = { socket, frames: new SendFrames(s.pairs[i]!.recipient as BenchDevice, s.payloadBytes), inflight: 0 };
+    const st: SenderState = { socket, frames: new SendFrames(s.pairs[i]!.recipient as BenchDevice, s.payloadBytes, s.ttlSeconds), inflight: 0 };
     socket.listen({ onDeliver: () => undefined, onText: (t) => onSenderText(st, t) });
     senders.push(st);
   });

@@ -22,6 +22,8 @@ export interface GeneratorSetup {
   readonly ackDelayMs: number;
   /** Latency mode: envelopes per second offered by all of this generator's senders. */
   readonly ratePerSecond: number;
+  /** TTL of every SEND (default 3600 s). */
+  readonly ttlSeconds?: number;
 }
 
 export type ParentMessage =

@@ -2,22 +2,26 @@
  * Mailbox persistence: group-committed SENDs, batched ACKs, backlog reads and expiry.
  * Written against the Database contract, so identical on PostgreSQL and PGlite.
  *
- * A SEND batch is one call of hermetic_store_sends (migrations/0004), one statement and
- * so one implicit transaction and one round trip, which:
- *   1. looks up earlier SENDs with the same envelope ids (idempotent resend / conflict);
+ * A SEND batch is one call of hermetic_store_sends (migrations/0004, changed by 0009),
+ * one statement and so one implicit transaction and one round trip, which:
+ *   1. looks up earlier SENDs with the same envelope ids whose TTL has not passed
+ *      (idempotent resend / conflict; a record past its TTL answers nothing);
  *   2. locks the recipients' mailbox rows in key order (no deadlock between batches or
- *      relays) and checks each SEND's targets against the current device list;
+ *      relays) and checks each SEND's targets against the current device list, then
+ *      each target mailbox's quota (MailboxQuota);
  *   3. if any SEND cannot be stored, writes nothing and reports those (they are
  *      answered here and the rest are sent again);
- *   4. otherwise bumps next_seq for every target mailbox — the relay has numbered the
- *      batch's envelopes within each mailbox, so each gets next_seq + its place —
- *      records the SENDs (idempotency rows), inserts every envelope (arrays + unnest)
- *      and sends one NOTIFY for the whole commit.
+ *   4. otherwise replaces the expired records of reused ids, bumps next_seq and the
+ *      quota counters of every target mailbox — the relay has numbered the batch's
+ *      envelopes within each mailbox, so each gets next_seq + its place — records the
+ *      SENDs (idempotency rows), inserts every envelope (arrays + unnest) and sends one
+ *      NOTIFY for the whole commit.
  */
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { ENVELOPE_ID_BYTES } from '../../protocol/limits.js';
 import { type Database, type SqlExecutor, type SqlParam, sqlState } from '../storage/database.js';
+import { DEFAULT_MAILBOX_MAX_BYTES, DEFAULT_MAILBOX_MAX_ENVELOPES } from '../limits.js';
 
 export const MAILBOX_CHANNEL = 'hermetic_mailbox';
 
@@ -76,7 +80,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
-/** A row of hermetic_store_sends (migrations/0004): see the kinds there. */
+/** A row of hermetic_store_sends (migrations/0004, 0009): see the kinds there. */
 interface StoreRow {
   r_kind: number;
   r_item: number | null;
@@ -90,6 +94,15 @@ const ROW_MAILBOX = 0;
 const ROW_RESEND = 1;
 const ROW_CONFLICT = 2;
 const ROW_DEVICE_MISMATCH = 3;
+const ROW_MAILBOX_FULL = 4;
+
+/** What one recipient mailbox may hold (server/limits.ts, config HERMETIC_MAILBOX_*). */
+export interface MailboxQuota {
+  /** Payload bytes of the envelopes stored and not yet acknowledged or expired. */
+  readonly maxBytes: number;
+  /** Envelopes stored and not yet acknowledged or expired. */
+  readonly maxEnvelopes: number;
+}
 
 function conflictError(): ProtocolError {
   return new ProtocolError('ENVELOPE_ID_CONFLICT', 'this envelope id was already used with different content; the original is kept');
@@ -100,6 +113,7 @@ export class MailboxStore {
     private readonly db: Database,
     private readonly nodeId: string,
     private readonly now: () => number = Date.now,
+    private readonly quota: MailboxQuota = { maxBytes: DEFAULT_MAILBOX_MAX_BYTES, maxEnvelopes: DEFAULT_MAILBOX_MAX_ENVELOPES },
   ) {}
 
   /**
@@ -140,13 +154,13 @@ export class MailboxStore {
     while (pending.length > 0) {
       const call = this.prepare(items, pending, nowMs);
       const rows = await this.db.query<StoreRow>(
-        `SELECT * FROM hermetic_store_sends($1::int8, $2::text, $3::text, $4::text,
-           $5::text, $6::text, $7::int4[],
-           $8::text, $9::text, $10::int4[], $11::int4[], $12::int4[],
-           $13::text, $14::text, $15::bytea, $16::int8[],
-           $17::bytea, $18::text, $19::int4[], $20::int4[],
-           $21::bytea[], $22::bytea, $23::int4[], $24::int4[])`,
-        [nowMs, MAILBOX_CHANNEL, this.nodeId, ...call.params],
+        `SELECT * FROM hermetic_store_sends($1::int8, $2::text, $3::text, $4::int8, $5::int8, $6::text,
+           $7::text, $8::text, $9::int4[],
+           $10::text, $11::text, $12::int4[], $13::int4[], $14::int4[],
+           $15::text, $16::text, $17::bytea, $18::int8[],
+           $19::bytea, $20::text, $21::int4[], $22::int4[],
+           $23::bytea[], $24::bytea, $25::int4[], $26::int4[])`,
+        [nowMs, MAILBOX_CHANNEL, this.nodeId, this.quota.maxBytes, this.quota.maxEnvelopes, ...call.params],
       );
       const refused = new Set<number>();
       const firstSeq: number[] = [];
@@ -279,6 +293,17 @@ export class MailboxStore {
       };
     }
     if (r.r_kind === ROW_CONFLICT) return { ok: false, error: conflictError() };
+    if (r.r_kind === ROW_MAILBOX_FULL) {
+      return {
+        ok: false,
+        error: new ProtocolError('MAILBOX_FULL', 'a target mailbox is full; nothing was stored: retry once the recipient has caught up', {
+          userId: it.recipientUserId,
+          devices: r.r_devices!,
+          maxBytes: this.quota.maxBytes,
+          maxEnvelopes: this.quota.maxEnvelopes,
+        }),
+      };
+    }
     if (r.r_kind !== ROW_DEVICE_MISMATCH) throw new Error(`unknown store answer kind ${r.r_kind}`);
     const expected = r.r_devices!;
     const targets = new Set(it.targets.map((x) => x.deviceId));
@@ -368,26 +393,29 @@ export class MailboxStore {
   }
 
   /**
-   * Removes at most `limit` expired SEND records and, by primary key, the envelopes they
-   * stored that are still there (an envelope expires with its SEND's record, which names
-   * its mailboxes and sequences). One statement, so both go together.
+   * Removes at most `limit` expired SEND records, oldest first, and, by primary key, the
+   * envelopes they stored that are still there (an envelope expires with its SEND's
+   * record, which names its mailboxes and sequences), crediting their mailboxes' quota.
+   * One statement (hermetic_sweep, migrations/0009), so both go together.
    */
   async sweepExpired(limit: number): Promise<{ envelopes: number; sends: number }> {
-    const rows = await this.db.query<{ sends: string | number; envelopes: string | number }>(
-      `WITH gone AS (
-         DELETE FROM sent_envelopes WHERE ctid IN (
-           SELECT ctid FROM sent_envelopes WHERE expires_at_ms <= $1 LIMIT $2)
-         RETURNING recipient_user, device_ids, seqs
-       ), envs AS (
-         DELETE FROM envelopes e
-          USING (SELECT g.recipient_user AS u, x.d, x.s FROM gone g, unnest(g.device_ids, g.seqs) AS x(d, s)) t
-          WHERE e.user_id = t.u AND e.device_id = t.d AND e.seq = t.s
-         RETURNING 1
-       )
-       SELECT (SELECT count(*) FROM gone) AS sends, (SELECT count(*) FROM envs) AS envelopes`,
+    const rows = await this.db.query<{ r_sends: string | number | null; r_envelopes: string | number | null }>(
+      'SELECT r_sends, r_envelopes FROM hermetic_sweep($1::int8, $2::int4)',
       [this.now(), limit],
     );
-    return { envelopes: Number(rows[0]?.envelopes ?? 0), sends: Number(rows[0]?.sends ?? 0) };
+    return { envelopes: Number(rows[0]?.r_envelopes ?? 0), sends: Number(rows[0]?.r_sends ?? 0) };
+  }
+
+  /** What a mailbox holds by the quota's counters (migrations/0009). */
+  async held(userId: string, deviceId: string): Promise<{ bytes: number; envelopes: number } | undefined> {
+    const rows = await this.db.query<{ b: string | number; n: string | number }>(
+      `SELECT m.in_bytes - coalesce(c.out_bytes, 0) AS b, m.in_count - coalesce(c.out_count, 0) AS n
+         FROM mailboxes m LEFT JOIN mailbox_cursors c ON c.user_id = m.user_id AND c.device_id = m.device_id
+        WHERE m.user_id = $1 AND m.device_id = $2`,
+      [userId, deviceId],
+    );
+    const r = rows[0];
+    return r && { bytes: Number(r.b), envelopes: Number(r.n) };
   }
 }
 

@@ -9,7 +9,7 @@ import type { WebSocket } from 'uWebSockets.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { CLOSE_CODES, ProtocolError } from '../../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
-import { CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS, MAX_PREAUTH_FRAME_BYTES } from '../../protocol/limits.js';
+import { CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PREAUTH_FRAME_BYTES } from '../../protocol/limits.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
@@ -21,6 +21,7 @@ import { encodeBase64url } from '../../protocol/base64url.js';
 import type { MailboxService } from '../mailbox/service.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
+import type { PendingSends } from './pending-sends.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
 
 export interface ConnectionData {
@@ -39,9 +40,6 @@ export interface ConnectionData {
   /** Closes the connection when its token expires, unless a `token` frame renews it. */
   tokenTimer: NodeJS.Timeout | undefined;
   stream: DeliveryStream | undefined;
-  /** SENDs received and not yet answered, and their frame bytes. */
-  pendingSends: number;
-  pendingSendBytes: number;
   /** Control frames produced in this turn, written together in one corked write. */
   outbox: string[];
 }
@@ -60,6 +58,8 @@ export interface ConnectionDeps {
   readonly random: (n: number) => Uint8Array;
   readonly mailbox: MailboxService;
   readonly admission: Admission;
+  /** SENDs awaiting their answer, per device and in all (pending-sends.ts). */
+  readonly pending: PendingSends;
   /** Time a connection has to authenticate (AUTH_TIMEOUT_MS unless configured). */
   readonly authTimeoutMs: number;
   readonly now: () => number;
@@ -91,8 +91,6 @@ export class ConnectionManager {
       authTimer: undefined,
       tokenTimer: undefined,
       stream: undefined,
-      pendingSends: 0,
-      pendingSendBytes: 0,
       outbox: [],
     };
   }
@@ -204,28 +202,34 @@ export class ConnectionManager {
       this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before sending', { id }));
       return;
     }
-    if (ud.pendingSends >= MAX_PENDING_SENDS || ud.pendingSendBytes + bytes.length > MAX_PENDING_SEND_BYTES) {
-      this.sendError(ws, new ProtocolError('RATE_LIMITED', 'too many SENDs awaiting their answer on this connection', { id }));
+    // The message's buffer is detached once this handler returns: keep its size now.
+    const size = bytes.length;
+    const userId = ud.userId;
+    const deviceId = ud.deviceId;
+    // Budgets first: over them, a SEND is refused before any work is done on it.
+    const refused = this.deps.pending.take(userId, deviceId, size);
+    if (refused === 'device') {
+      this.sendError(ws, new ProtocolError('RATE_LIMITED', 'too many SENDs of this device awaiting their answer', { id }));
+      return;
+    }
+    if (refused === 'relay') {
+      this.sendError(ws, new ProtocolError('RELAY_BUSY', 'the relay holds too many SENDs awaiting their answer; nothing was stored: retry later', { id }));
       return;
     }
     let frame: SendFrame;
     try {
       frame = decodeSend(bytes);
     } catch (err) {
+      this.deps.pending.release(userId, deviceId, size);
       this.sendError(ws, err);
       return;
     }
     // What "the same SEND" means for idempotency: the recipient and every target's device
     // and bytes, exactly as framed (hashed now: the message buffer is only valid now).
     const contentHash = this.deps.backend.sha256(sendContent(bytes));
-    // The message's buffer is detached once this handler returns: keep its size now.
-    const size = bytes.length;
-    ud.pendingSends++;
-    ud.pendingSendBytes += size;
-    void this.handleSend(ws, ud.userId, ud.deviceId, frame, contentHash).finally(() => {
-      ud.pendingSends--;
-      ud.pendingSendBytes -= size;
-    });
+    // Released when the answer is known, whether or not this connection is still open:
+    // the device's budget covers its SENDs, not its connection's.
+    void this.handleSend(ws, userId, deviceId, frame, contentHash).finally(() => this.deps.pending.release(userId, deviceId, size));
   }
 
   private async handleSend(ws: RelaySocket, userId: string, deviceId: string, frame: SendFrame, contentHash: Uint8Array): Promise<void> {

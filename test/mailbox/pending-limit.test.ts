@@ -1,25 +1,41 @@
 /**
- * A connection cannot pipeline SENDs without bound: while its SENDs wait for a commit
- * (here: the recipient's mailbox row is held locked by another transaction), at most
+ * A device cannot pipeline SENDs without bound: while its SENDs wait for a commit (here:
+ * the recipient's mailbox row is held locked by another transaction), at most
  * MAX_PENDING_SENDS frames or MAX_PENDING_SEND_BYTES bytes are accepted; the excess is
- * answered RATE_LIMITED, each with its request id. Once the database moves again, every
- * accepted SEND is stored and delivered, and the connection keeps working; answered
- * SENDs give their bytes back, so a long stream through one connection never hits it.
+ * answered RATE_LIMITED, each with its request id. The budget is the device's, not its
+ * connection's: a device that reconnects while its SENDs are queued finds it still used.
+ * Once the database moves again, every accepted SEND is stored and delivered, and the
+ * connection keeps working; answered SENDs give their bytes back, so a long stream
+ * through one connection never hits it. Over the whole relay, SENDs awaiting their answer
+ * hold at most HERMETIC_MAX_PENDING_SEND_BYTES; beyond that, RELAY_BUSY. And a SEND that
+ * would take a mailbox past its quota is answered MAILBOX_FULL.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeSend } from '../../protocol/envelopes.js';
-import { MAX_ENVELOPE_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS } from '../../protocol/limits.js';
+import { MAX_ENVELOPE_BYTES, MAX_FRAME_BYTES, MAX_PENDING_SEND_BYTES, MAX_PENDING_SENDS } from '../../protocol/limits.js';
 import { pgMissing } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
-import { POSTGRES, type TestUser, World, driverAvailable, firstDevice, payload, text } from './world.js';
+import { POSTGRES, type TestUser, World, driverAvailable, firstDevice, metric, payload, text } from './world.js';
 import type { RawClient } from './raw-client.js';
 
 afterAll(async () => {
   await killAllRelays();
 });
 
-describe('pending SENDs per connection (PostgreSQL)', () => {
+/** Holds `user`'s mailbox row locked, so no SEND to them can commit, until released. */
+async function lockMailbox(world: World, user: TestUser): Promise<() => Promise<void>> {
+  const client = new pg.Client({ connectionString: world.db!.url });
+  await client.connect();
+  await client.query('BEGIN');
+  await client.query('SELECT 1 FROM mailboxes WHERE user_id = $1 FOR UPDATE', [user.userId]);
+  return async () => {
+    await client.query('ROLLBACK');
+    await client.end();
+  };
+}
+
+describe('pending SENDs per device (PostgreSQL)', () => {
   if (!driverAvailable(POSTGRES)) {
     pgMissing('pending SEND limits');
     return;
@@ -32,18 +48,6 @@ describe('pending SENDs per connection (PostgreSQL)', () => {
   afterAll(async () => {
     await world?.stop();
   });
-
-  /** Holds bob's mailbox row locked, so no SEND to bob can commit, until released. */
-  async function lockMailbox(user: TestUser): Promise<() => Promise<void>> {
-    const client = new pg.Client({ connectionString: world.db!.url });
-    await client.connect();
-    await client.query('BEGIN');
-    await client.query('SELECT 1 FROM mailboxes WHERE user_id = $1 FOR UPDATE', [user.userId]);
-    return async () => {
-      await client.query('ROLLBACK');
-      await client.end();
-    };
-  }
 
   async function answersFor(sender: RawClient, ids: readonly number[]): Promise<Map<number, Record<string, any>>> {
     const want = new Set(ids);
@@ -70,7 +74,7 @@ describe('pending SENDs per connection (PostgreSQL)', () => {
     const expectedAccepted = accepted(frameBytes);
     const count = expectedAccepted + extra;
     const sender = await world.connect(alice);
-    const release = await lockMailbox(bob);
+    const release = await lockMailbox(world, bob);
     const ids: number[] = [];
     for (let i = 0; i < count; i++) ids.push(sender.send(bob.userId, [{ deviceId: firstDevice(bob).deviceId, payload: payload(`p ${i}`, size) }]).id);
     // The refusals come back while the accepted SENDs are still blocked.
@@ -119,5 +123,100 @@ describe('pending SENDs per connection (PostgreSQL)', () => {
       },
       8,
     );
+  });
+
+  it('a device that reconnects finds its budget still used by the SENDs it left queued', async () => {
+    const alice = await world.user('alice');
+    const bob = await world.user('bob');
+    const to = [{ deviceId: firstDevice(bob).deviceId, payload: payload('queued', 16) }];
+    const first = await world.connect(alice);
+    const release = await lockMailbox(world, bob);
+    for (let i = 0; i < MAX_PENDING_SENDS; i++) first.send(bob.userId, to);
+    await first.ping(); // the relay has read them all
+    expect(first.errors()).toEqual([]);
+    first.close();
+    await first.waitClosed();
+
+    const second = await world.connect(alice);
+    expect(await second.answer(second.send(bob.userId, to).id)).toMatchObject({ type: 'error', code: 'RATE_LIMITED' });
+    await release();
+    // The queued SENDs were stored (the closed connection just never heard), and their
+    // answers gave the budget back.
+    const reader = await world.connect(bob, undefined, { autoAck: true });
+    await reader.waitDelivered(MAX_PENDING_SENDS, 60_000);
+    expect(await second.sendAndWait(bob.userId, to)).toMatchObject({ type: 'stored' });
+  });
+});
+
+describe('relay-wide pending bytes and mailbox quotas (PostgreSQL)', () => {
+  if (!driverAvailable(POSTGRES)) {
+    pgMissing('relay-wide pending bytes and mailbox quotas');
+    return;
+  }
+
+  const MAILBOX_MAX = 3;
+  let world: World;
+  beforeAll(async () => {
+    world = await World.start(POSTGRES, {
+      env: { HERMETIC_MAX_PENDING_SEND_BYTES: String(MAX_FRAME_BYTES), HERMETIC_MAILBOX_MAX_ENVELOPES: String(MAILBOX_MAX) },
+    });
+  });
+  afterAll(async () => {
+    await world?.stop();
+  });
+
+  it('refuses a SEND with RELAY_BUSY once the SENDs awaiting their answer hold the relay\'s total, whoever sent them', async () => {
+    const alice = await world.user('alice');
+    const carol = await world.user('carol');
+    const bob = await world.user('bob');
+    const to = (label: string) => [{ deviceId: firstDevice(bob).deviceId, payload: payload(label, MAX_ENVELOPE_BYTES) }];
+    const frameBytes = encodeSend({ id: 1, envelopeId: new Uint8Array(16), ttlSeconds: 3600, recipientUserId: bob.userId, targets: to('x') }).length;
+    const fit = Math.floor(MAX_FRAME_BYTES / frameBytes);
+    expect(fit).toBe(MAILBOX_MAX); // each device's own budget is far from spent
+
+    const a = await world.connect(alice);
+    const c = await world.connect(carol);
+    const release = await lockMailbox(world, bob);
+    const fromAlice = Array.from({ length: fit - 1 }, (_, i) => a.send(bob.userId, to(`a ${i}`)).id);
+    await a.ping();
+    const accepted = c.send(bob.userId, to('c 0')).id;
+    const refused = c.send(bob.userId, to('c 1')).id;
+    const busy = await c.answer(refused);
+    expect(busy).toMatchObject({ type: 'error', code: 'RELAY_BUSY', id: refused });
+    expect(await metric(world.relay, 'hermetic_pending_send_bytes')).toBe(fit * frameBytes);
+    await release();
+    for (const id of fromAlice) expect(await a.answer(id)).toMatchObject({ type: 'stored' });
+    expect(await c.answer(accepted)).toMatchObject({ type: 'stored' });
+    expect(await metric(world.relay, 'hermetic_pending_send_bytes')).toBe(0);
+  });
+
+  it(`refuses a SEND that would put more than the quota (${MAILBOX_MAX} envelopes) in a mailbox with MAILBOX_FULL, until the device catches up`, async () => {
+    const alice = await world.user('alice');
+    const dave = await world.user('dave');
+    const to = (label: string) => [{ deviceId: firstDevice(dave).deviceId, payload: payload(label) }];
+    const sender = await world.connect(alice);
+    for (let i = 0; i < MAILBOX_MAX; i++) expect(await sender.sendAndWait(dave.userId, to(`m ${i}`))).toMatchObject({ type: 'stored' });
+    const { id } = sender.send(dave.userId, to('one too many'));
+    expect(await sender.answer(id)).toEqual({
+      type: 'error',
+      code: 'MAILBOX_FULL',
+      id,
+      message: expect.any(String),
+      details: { userId: dave.userId, devices: [firstDevice(dave).deviceId], maxEnvelopes: MAILBOX_MAX, maxBytes: expect.any(Number) },
+    });
+    const reader = await world.connect(dave, undefined, { autoAck: true });
+    await reader.waitDelivered(MAILBOX_MAX);
+    // Acknowledged envelopes leave the mailbox once the ACK batch is written.
+    const db = new pg.Client({ connectionString: world.db!.url });
+    await db.connect();
+    try {
+      const acked = async () => Number((await db.query('SELECT acked_seq FROM mailbox_cursors WHERE user_id = $1', [dave.userId])).rows[0]?.acked_seq ?? 0);
+      for (let i = 0; i < 200 && (await acked()) < MAILBOX_MAX; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(await acked()).toBe(MAILBOX_MAX);
+    } finally {
+      await db.end();
+    }
+    const answer = await sender.sendAndWait(dave.userId, to('after the ACK'));
+    expect(answer).toMatchObject({ type: 'stored' });
   });
 });

@@ -1,6 +1,6 @@
 /**
  * SEND through a real relay, on each storage driver: idempotent resends answer with the
- * original STORED and store nothing new; a reused envelope id with other bytes is refused
+ * original STORED and store nothing new, until the TTL, after which a resend is new; a reused envelope id with other bytes is refused
  * and the original kept; the target list must be exactly the recipient's current
  * devices (minus the sending device when writing to one's own user); one SEND fans out
  * to several devices, each with its own mailbox sequence.
@@ -65,6 +65,30 @@ describe.each(DRIVERS)('SEND on $name', (driver) => {
     ]);
     expect(encodeBase64url(reader.delivered[0]!.envelopeId)).toBe(envelopeId);
     expect(reader.json.find((f) => f.type === 'queue_empty')).toEqual({ type: 'queue_empty', through: 2 });
+  });
+
+  it('a resend at or after its expiresAt is a new SEND: stored anew, duplicate false, whatever the sweeper has done', async () => {
+    const alice = await world.user('alice');
+    const bob = await world.user('bob');
+    const sender = await world.connect(alice);
+    const body = targetsFor(bob, () => payload('short-lived'));
+    const first = await sender.sendAndWait(bob.userId, body, { ttlSeconds: 1 });
+    expect(first).toMatchObject({ type: 'stored', duplicate: false, recipients: [{ deviceId: 'd1', seq: 1 }] });
+    const idBytes = Buffer.from(first.envelopeId as string, 'base64url');
+    // The relay runs on this machine's clock: wait until the first one has expired.
+    const expiresAt = first.expiresAt as number;
+    while (Date.now() < expiresAt + 5) await new Promise((r) => setTimeout(r, expiresAt + 5 - Date.now()));
+
+    const again = await sender.sendAndWait(bob.userId, body, { envelopeId: idBytes, ttlSeconds: 60 });
+    expect(again).toMatchObject({ type: 'stored', envelopeId: first.envelopeId, duplicate: false, recipients: [{ deviceId: 'd1', seq: 2 }] });
+    expect(again.expiresAt as number).toBeGreaterThan(expiresAt);
+    // And from now on it answers as a resend of the new one.
+    expect(await sender.sendAndWait(bob.userId, body, { envelopeId: idBytes, ttlSeconds: 60 })).toMatchObject({ duplicate: true, recipients: [{ deviceId: 'd1', seq: 2 }], expiresAt: again.expiresAt });
+
+    // The reader is told the first one expired, and gets the second.
+    const reader = await world.connect(bob);
+    await reader.waitJson((f) => f.type === 'queue_empty');
+    expect(reader.stream()).toEqual(['expired 1-1', 'deliver 2', 'queue_empty 2']);
   });
 
   it('a resend inside one batch (same id sent twice back to back) stores once', async () => {

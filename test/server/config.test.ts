@@ -7,6 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { AUTH_TIMEOUT_MS } from '../../protocol/limits.js';
 import { ConfigError, DEV_AUDIENCE, DEV_ISSUER, loadConfig } from '../../server/config.js';
 import {
+  DEFAULT_MAILBOX_MAX_BYTES,
+  DEFAULT_MAILBOX_MAX_ENVELOPES,
+  DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL,
   DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
   DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST,
   DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR,
@@ -41,6 +44,9 @@ describe('loadConfig', () => {
       shutdownGraceMs: 10_000,
       maxConnections: undefined,
       maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+      mailboxMaxEnvelopes: DEFAULT_MAILBOX_MAX_ENVELOPES,
+      mailboxMaxBytes: DEFAULT_MAILBOX_MAX_BYTES,
+      maxPendingSendBytes: DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL,
       httpBodyTimeoutMs: HTTP_BODY_TIMEOUT_MS,
       authTimeoutMs: AUTH_TIMEOUT_MS,
       metrics: { token: undefined, port: undefined, host: '127.0.0.1' },
@@ -66,6 +72,9 @@ describe('loadConfig', () => {
       HERMETIC_SHUTDOWN_GRACE_MS: '250',
       HERMETIC_MAX_CONNECTIONS: '5000',
       HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: '7',
+      HERMETIC_MAILBOX_MAX_ENVELOPES: '500',
+      HERMETIC_MAILBOX_MAX_BYTES: '1000000',
+      HERMETIC_MAX_PENDING_SEND_BYTES: '2000000',
       HERMETIC_HTTP_BODY_TIMEOUT_MS: '1500',
       HERMETIC_AUTH_TIMEOUT_MS: '30000',
       HERMETIC_METRICS_TOKEN: 'metrics-token-0123456789',
@@ -93,6 +102,9 @@ describe('loadConfig', () => {
       shutdownGraceMs: 250,
       maxConnections: 5000,
       maxUnauthenticatedPerAddress: 7,
+      mailboxMaxEnvelopes: 500,
+      mailboxMaxBytes: 1_000_000,
+      maxPendingSendBytes: 2_000_000,
       httpBodyTimeoutMs: 1500,
       authTimeoutMs: 30_000,
       metrics: { token: 'metrics-token-0123456789', port: 9464, host: '10.0.0.5' },
@@ -106,6 +118,14 @@ describe('loadConfig', () => {
 
   it.each(['abc', '-1', '65536', '80.5', '0x50', ' 80'])('refuses PORT=%j, naming PORT', (port) => {
     expect(configError({ PORT: port }).message).toMatch(/^PORT /);
+  });
+
+  it.each([
+    ['HERMETIC_MAILBOX_MAX_ENVELOPES', '0'],
+    ['HERMETIC_MAILBOX_MAX_BYTES', '262143'],
+    ['HERMETIC_MAX_PENDING_SEND_BYTES', '1048575'],
+  ])('refuses %s=%j, below what one envelope or frame needs', (name, value) => {
+    expect(configError({ [name]: value }).message).toMatch(new RegExp(`^${name} must be between`));
   });
 
   it.each(['not a url', 'mysql://u@h/db', 'http://h/db'])('refuses DATABASE_URL=%j, naming DATABASE_URL', (url) => {

@@ -191,6 +191,8 @@ export class HermeticClient {
   readonly #unoffered: Message[] = [];
   readonly #iterators = new Set<(m: Message) => void>();
   readonly #lastHeal = new Map<string, number>();
+  /** Session starts under way, by "userId deviceId". */
+  readonly #starting = new Map<string, Promise<void>>();
   #flagDrain: Promise<void> = Promise.resolve();
   #maintainTimer: ReturnType<Clock['setTimeout']> | undefined;
   readonly #fault: FaultHook | undefined;
@@ -592,10 +594,27 @@ export class HermeticClient {
       for (const d of devices) if (!(await this.#sessions.has(tx, d.userId, d.device.deviceId))) out.push(d);
       return out;
     });
-    for (const m of missing) {
-      const bundle = await this.#directory.bundle(m.userId, m.device);
-      await this.#db.run((tx) => this.#sessions.start(tx, m.userId, m.device.deviceId, bundle));
+    await Promise.all(missing.map((m) => this.#startSession(m.userId, m.device)));
+  }
+
+  /**
+   * One session start per device at a time: concurrent sends to a new device share one
+   * bundle fetch (one one-time prekey, one session) instead of each starting its own.
+   */
+  #startSession(userId: string, device: ListedDevice): Promise<void> {
+    const key = `${userId} ${device.deviceId}`;
+    let pending = this.#starting.get(key);
+    if (pending === undefined) {
+      pending = (async () => {
+        const bundle = await this.#directory.bundle(userId, device);
+        await this.#db.run(async (tx) => {
+          // A session may have begun meanwhile (the device's own initial message): keep it.
+          if (!(await this.#sessions.has(tx, userId, device.deviceId))) await this.#sessions.start(tx, userId, device.deviceId, bundle);
+        });
+      })().finally(() => this.#starting.delete(key));
+      this.#starting.set(key, pending);
     }
+    return pending;
   }
 
   /**

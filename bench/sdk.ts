@@ -35,8 +35,8 @@
  *   --workers <n>      SDK worker processes (default 2)
  *   --window <n>       send() calls unresolved per sender (default 32)
  *   --rate <n>         offered messages/s in the latency phase (default 500)
- *   --profile, --profile-out <file>   run the SDK workers of the memory throughput phase
- *                      under node --cpu-prof and print their self time in the window
+ *   --profile, --profile-out <file>   run the SDK workers of the throughput phases (memory,
+ *                      file) under node --cpu-prof and print their self time in the window
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -156,12 +156,12 @@ async function sdkPhase(cleanup: Cleanup, relay: RelayChild, setups: readonly Sd
     return { perSecond, results, latencies };
   } finally {
     await closeWorkers?.();
-    if (profileDir) reportProfile(profileDir, window, opts);
+    if (profileDir) reportProfile(profileDir, window, opts, prefix.replace(/_$/, ''));
   }
 }
 
 /** The workers' profiles (one per process), added up over the measured window. */
-function reportProfile(dir: string, window: { fromUs: number; toUs: number }, opts: Options): void {
+function reportProfile(dir: string, window: { fromUs: number; toUs: number }, opts: Options, title: string): void {
   const files = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
   if (files.length === 0) {
     log('no CPU profile was written by the SDK workers');
@@ -173,7 +173,7 @@ function reportProfile(dir: string, window: { fromUs: number; toUs: number }, op
     fs.copyFileSync(path.join(dir, files[0]!), opts.profileOut);
     log(`one SDK worker's CPU profile saved to ${opts.profileOut}`);
   }
-  printProfile(`SDK workers' CPU profile (${files.length} processes), memory-store throughput window`, mergeSummaries(summaries, 30));
+  printProfile(`SDK workers' CPU profile (${files.length} processes), ${title} throughput window`, mergeSummaries(summaries, 30));
 }
 
 function mergeSummaries(list: readonly ProfileSummary[], top: number): ProfileSummary {
@@ -239,7 +239,8 @@ async function sdkPhases(cleanup: Cleanup, server: PgServer, tmp: string, issuer
       if (opts.phases.has('file')) {
         const pairs = await users(issuer, 'file-', opts.pairs);
         const storeDir = fs.mkdtempSync(path.join(tmp, 'stores-'));
-        const r = await sdkPhase(cleanup, relay.relay, pairSetups(relay.relay, pairs, opts, 'throughput', 'file', storeDir), opts, 'file_');
+        const profileDir = opts.profile ? fs.mkdtempSync(path.join(tmp, 'cpu-profile-')) : undefined;
+        const r = await sdkPhase(cleanup, relay.relay, pairSetups(relay.relay, pairs, opts, 'throughput', 'file', storeDir), opts, 'file_', profileDir);
         out.e2e_file_store_msgs_per_s = Math.round(r.perSecond);
         Object.assign(out, r.results);
         log(`file stores: ${out.e2e_file_store_msgs_per_s} messages/s`);

@@ -181,7 +181,13 @@ export class Transactor {
     this.#next = new Map();
     this.#nextWaiters = [];
     this.#committing = batch;
-    const done = batch.size > 0 ? this.store.commit([...batch.values()]) : Promise.resolve();
+    let done: Promise<void>;
+    try {
+      done = batch.size > 0 ? this.store.commit([...batch.values()]) : Promise.resolve();
+    } catch (err) {
+      // A store that throws instead of rejecting (e.g. closed): the same as a failed commit.
+      done = Promise.reject(err);
+    }
     done.then(
       () => {
         this.#committing = undefined;

@@ -221,6 +221,13 @@ describe('group commit', () => {
     expect(await s.get('n', 'b')).toBeUndefined();
     // The store goes on working, without the forgotten writes.
     expect(await db.run(async (tx) => [await tx.get('n', 'base'), await tx.get('n', 'a')])).toEqual([b('0'), undefined]);
+    // A store that throws rather than rejects (closed) fails the transaction the same way.
+    await s.close();
+    const closed = new MemoryStore();
+    closed.commit = () => {
+      throw new Error('closed');
+    };
+    await expect(new Transactor(closed).run((tx) => tx.put('n', 'x', b('1')))).rejects.toThrow('closed');
   });
 });
 

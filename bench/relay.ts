@@ -57,6 +57,7 @@ import { printProfile, summarizeProfile } from './lib/cpu-profile.js';
 import type { BenchDevice } from './lib/device-socket.js';
 import { type BenchIssuer, createIssuer } from './lib/issuer.js';
 import { LoadGenerators } from './lib/load.js';
+import { readOptions } from './lib/options.js';
 import type { DevicePair, GeneratorReport, GeneratorSetup } from './lib/load-protocol.js';
 import { type PgServer, counterDelta, createDatabase, findPgServer, readCounters, serverSettings, withClient } from './lib/postgres.js';
 import { type PayloadEncoding, type RawConfig, type RawRun, rawInsertRun } from './lib/pg-raw.js';
@@ -113,35 +114,14 @@ const RAW_GRID: readonly RawConfig[] = [
   { batch: 1024, connections: 8 },
 ];
 
-function parseOptions(args: readonly string[]): Options {
-  const value = (name: string): string | undefined => {
-    const i = args.indexOf(name);
-    if (i < 0) return undefined;
-    const v = args[i + 1];
-    if (v === undefined || v.startsWith('--')) throw new Error(`${name} needs a value`);
-    return v;
-  };
-  const num = (name: string, def: number, min: number, max: number): number => {
-    const raw = value(name);
-    if (raw === undefined) return def;
-    const v = Number(raw);
-    if (!Number.isFinite(v) || v < min || v > max) throw new Error(`${name} must be a number in ${min}..${max}`);
-    return v;
-  };
-  const known = new Set(['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--db-setting', '--sweep-records']);
-  for (const a of args) if (a.startsWith('--') && !known.has(a)) throw new Error(`unknown option ${a}`);
+/** The throughput phase's default load shape (also what the sdk suite measures relay_per_s with). */
+export const THROUGHPUT_DEFAULTS = { pairs: 32, generators: 2, window: 128, ackEvery: 32, ackDelayMs: 2 } as const;
 
+function parseOptions(args: readonly string[]): Options {
+  const { value, num, phases: only } = readOptions(args, ['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--db-setting', '--sweep-records']);
   const quick = args.includes('--quick');
   const duration = num('--duration', quick ? 2 : 10, 0.5, 600);
-  const only = value('--only');
-  const phases = new Set<Phase>(
-    only === undefined
-      ? PHASES
-      : only.split(',').map((p) => {
-          if (!(PHASES as readonly string[]).includes(p)) throw new Error(`--only takes ${PHASES.join(',')}`);
-          return p as Phase;
-        }),
-  );
+  const phases = only(PHASES);
   const gridArg = value('--raw-grid');
   const rawGrid = gridArg
     ? gridArg.split(',').map((s) => {
@@ -164,11 +144,11 @@ function parseOptions(args: readonly string[]): Options {
     duration,
     warmup: quick ? 1 : 3,
     phases,
-    pairs: num('--pairs', 32, 1, 4096),
-    generators: num('--generators', 2, 1, 16),
-    window: num('--window', 128, 1, 65_536),
-    ackEvery: 32,
-    ackDelayMs: 2,
+    pairs: num('--pairs', THROUGHPUT_DEFAULTS.pairs, 1, 4096),
+    generators: num('--generators', THROUGHPUT_DEFAULTS.generators, 1, 16),
+    window: num('--window', THROUGHPUT_DEFAULTS.window, 1, 65_536),
+    ackEvery: THROUGHPUT_DEFAULTS.ackEvery,
+    ackDelayMs: THROUGHPUT_DEFAULTS.ackDelayMs,
     latencyRate: 2000,
     latencyPairs: 8,
     rawGrid,
@@ -180,9 +160,10 @@ function parseOptions(args: readonly string[]): Options {
   };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const round = (v: number, digits = 2): number => Math.round(v * 10 ** digits) / 10 ** digits;
-const hrMicros = (): number => Number(process.hrtime.bigint() / 1000n);
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const round = (v: number, digits = 2): number => Math.round(v * 10 ** digits) / 10 ** digits;
+/** process.hrtime in µs: the clock of V8's profile timestamps. */
+export const hrMicros = (): number => Number(process.hrtime.bigint() / 1000n);
 
 function log(msg: string): void {
   console.error(`[relay bench] ${msg}`);
@@ -190,7 +171,7 @@ function log(msg: string): void {
 
 // ---------------------------------------------------------------- devices
 
-async function makeDevices(issuer: BenchIssuer, prefix: string, n: number): Promise<DevicePair[]> {
+export async function makeDevices(issuer: BenchIssuer, prefix: string, n: number): Promise<DevicePair[]> {
   const device = async (userId: string): Promise<BenchDevice> => ({
     userId,
     deviceId: 'dev-1',
@@ -200,13 +181,13 @@ async function makeDevices(issuer: BenchIssuer, prefix: string, n: number): Prom
   return Promise.all(Array.from({ length: n }, async (_, i) => ({ sender: await device(`${prefix}sender-${i}`), recipient: await device(`${prefix}recipient-${i}`) })));
 }
 
-async function registerAll(relay: RelayChild, pairs: readonly DevicePair[]): Promise<void> {
+export async function registerAll(relay: RelayChild, pairs: readonly DevicePair[]): Promise<void> {
   const devices = pairs.flatMap((p) => [p.sender, p.recipient]);
   // A few at a time: registration is setup, not what is measured.
   for (let i = 0; i < devices.length; i += 8) await Promise.all(devices.slice(i, i + 8).map((d) => registerDevice(relay.baseUrl, d)));
 }
 
-function split<T>(items: readonly T[], parts: number): T[][] {
+export function split<T>(items: readonly T[], parts: number): T[][] {
   const out: T[][] = Array.from({ length: parts }, () => []);
   items.forEach((it, i) => out[i % parts]!.push(it));
   return out.filter((p) => p.length > 0);
@@ -218,6 +199,9 @@ interface Window {
   readonly fromUs: number;
   readonly toUs: number;
 }
+
+/** The load shape of the throughput phase (the relay suite's options carry it). */
+export type ThroughputShape = Pick<Options, 'duration' | 'warmup' | 'generators' | 'window' | 'ackEvery' | 'ackDelayMs'>;
 
 interface ThroughputOutcome {
   readonly perSecond: number;
@@ -254,11 +238,11 @@ function relayMetricsDetails(prefix: string, before: string, after: string, seco
   };
 }
 
-async function measureThroughput(
+export async function measureThroughput(
   cleanup: Cleanup,
   relay: RelayChild,
   pairs: readonly DevicePair[],
-  opts: Options,
+  opts: ThroughputShape,
   prefix: string,
   counters?: { url: string; database: string },
   load: { ttlSeconds?: number; duration?: number; during?: () => Promise<void> } = {},
@@ -414,7 +398,7 @@ async function rawPhase(cleanup: Cleanup, server: PgServer, tmp: string, opts: O
  * same full-page-image WAL cost (the first change to each page after a checkpoint logs
  * the whole page). Skipped without the privilege to checkpoint.
  */
-async function checkpoint(server: PgServer): Promise<void> {
+export async function checkpoint(server: PgServer): Promise<void> {
   await withClient(server.adminUrl, (c) => c.query('CHECKPOINT')).catch(() => undefined);
 }
 
@@ -566,7 +550,7 @@ async function sweepLivePhase(cleanup: Cleanup, server: PgServer, tmp: string, i
 // ---------------------------------------------------------------- entry
 
 /** The source measured: commit, and whether the relay's code differs from it. */
-function sourceVersion(): { commit: string; relayModified: boolean } {
+export function sourceVersion(): { commit: string; relayModified: boolean } {
   const git = (...a: string[]): string | undefined => {
     const r = spawnSync('git', a, { cwd: REPO_ROOT, encoding: 'utf8' });
     return r.status === 0 ? r.stdout.trim() : undefined;

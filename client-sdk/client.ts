@@ -655,7 +655,7 @@ export class HermeticClient {
       for (const d of devices) if (!(await this.#sessions.has(tx, d.userId, d.device.deviceId))) out.push(d);
       return out;
     });
-    for (const m of missing) await this.#startSession(m.userId, m.device, false);
+    await Promise.all(missing.map((m) => this.#startSession(m.userId, m.device, false)));
   }
 
   /**
@@ -672,7 +672,8 @@ export class HermeticClient {
       const bundle = await this.#directory.bundle(userId, device);
       await this.#db.run(async (tx) => {
         await Directory.assertSendableIn(tx, userId);
-        await this.#sessions.start(tx, userId, device.deviceId, bundle);
+        // Unless replacing: a session may have begun meanwhile (the device's own initial message): keep it.
+        if (replace || !(await this.#sessions.has(tx, userId, device.deviceId))) await this.#sessions.start(tx, userId, device.deviceId, bundle);
       });
     })().finally(() => this.#starting.delete(k));
     this.#starting.set(k, p);

@@ -3,7 +3,9 @@
  * session states that produced its ciphertexts (so a message key is never used twice,
  * docs/CRYPTO.md), and only then transmitted; it stays until the relay answers STORED.
  * After a reconnect or a restart every remaining entry is sent again, in order, with
- * the same envelope id: the relay's idempotency makes that safe.
+ * the same envelope id: the relay's idempotency makes that safe. Within one connection
+ * each entry is sent once: an entry answered STORED (or refused for good) is settled and
+ * never sent again while its deletion commits.
  *
  * A DEVICE_LIST_MISMATCH is corrected from the recipient's verified list (never from the
  * relay's word alone): ciphertexts for devices no longer listed are dropped, devices
@@ -56,6 +58,8 @@ export class Outbox {
   readonly #entries = new Map<string, OutboxEntry>();
   readonly #inflight = new Map<number, string>();
   readonly #sending = new Set<string>();
+  /** Answered for good (STORED, or refused): never sent again; removed once its deletion commits. */
+  readonly #settling = new Set<string>();
   readonly #waiters = new Map<string, Array<{ resolve: (s: SentInfo) => void; reject: (e: unknown) => void }>>();
   #nextId = 1;
   #online = false;
@@ -120,7 +124,7 @@ export class Outbox {
     const keys = [...this.#entries.keys()].sort();
     for (const key of keys) {
       if (this.#inflight.size >= MAX_SENDS_IN_FLIGHT) return;
-      if (this.#sending.has(key) || this.#repairing.has(key) || this.#held.has(key)) continue;
+      if (this.#sending.has(key) || this.#settling.has(key) || this.#repairing.has(key) || this.#held.has(key)) continue;
       const e = this.#entries.get(key) as OutboxEntry;
       const id = this.#nextId;
       this.#nextId = (this.#nextId % 0xffff_fffe) + 1;
@@ -137,9 +141,8 @@ export class Outbox {
     this.#inflight.delete(id);
     this.#sending.delete(key);
     const e = this.#entries.get(key);
-    if (!e) return;
-    await this.db.run((tx) => tx.delete(NS.outbox, key));
-    this.#entries.delete(key);
+    if (!e || this.#settling.has(key)) return;
+    await this.#remove(key);
     this.#retryAttempt = 0;
     const info: SentInfo = { envelopeId: encodeBase64url(e.envelopeId), messageId: encodeBase64url(e.messageId), recipient: e.recipient, storedAt, duplicate };
     for (const w of this.#waiters.get(key) ?? []) w.resolve(info);
@@ -183,9 +186,19 @@ export class Outbox {
     this.pump();
   }
 
+  /** Deletes a settled entry; until the deletion commits it is never sent again. */
+  async #remove(key: string): Promise<void> {
+    this.#settling.add(key);
+    try {
+      await this.db.run((tx) => tx.delete(NS.outbox, key));
+      this.#entries.delete(key);
+    } finally {
+      this.#settling.delete(key);
+    }
+  }
+
   async #fail(key: string, e: OutboxEntry, err: SdkError): Promise<void> {
-    await this.db.run((tx) => tx.delete(NS.outbox, key));
-    this.#entries.delete(key);
+    await this.#remove(key);
     for (const w of this.#waiters.get(key) ?? []) w.reject(err);
     this.#waiters.delete(key);
     this.onFailed(e, err);

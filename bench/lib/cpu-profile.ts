@@ -44,7 +44,7 @@ export interface ProfileSummary {
 function shortUrl(url: string): string {
   const nm = url.lastIndexOf('/node_modules/');
   if (nm >= 0) return url.slice(nm + '/node_modules/'.length);
-  for (const top of ['/server/', '/protocol/', '/crypto/', '/bench/']) {
+  for (const top of ['/server/', '/protocol/', '/crypto/', '/client-sdk/', '/bench/']) {
     const i = url.lastIndexOf(top);
     if (i >= 0) return url.slice(i + 1);
   }

@@ -17,6 +17,7 @@
 import { performance } from 'node:perf_hooks';
 import { type BenchDevice, DeviceSocket, SendFrames, deliverPayloadOffset, deliverSeq } from './device-socket.js';
 import type { ChildMessage, GeneratorReport, GeneratorSetup, ParentMessage } from './load-protocol.js';
+import { pace } from './pacing.js';
 
 const STORED_PREFIX = '{"type":"stored"';
 
@@ -120,33 +121,19 @@ function onSenderText(st: SenderState, text: string): void {
   if (setup!.mode === 'throughput') refill(st);
 }
 
-/** Open-loop pacing: every tick sends what the schedule says is due by now. */
+/** Open-loop pacing: the schedule never waits for answers. */
 function startPacing(): void {
   const s = setup!;
-  const rate = s.ratePerSecond;
-  const t0 = performance.now();
-  let due = 0;
-  let next = 0;
-  const tick = (): void => {
-    if (!sending) return;
-    const now = performance.now();
-    const target = Math.floor(((now - t0) * rate) / 1000);
-    while (due < target) {
-      const intended = t0 + (due * 1000) / rate;
-      due++;
-      const st = senders[next]!;
-      next = (next + 1) % senders.length;
-      if (st.inflight >= s.window || !st.socket.isOpen) {
-        if (measuring) throttled++;
-        continue;
-      }
-      const t = performance.now();
-      if (measuring && intended >= measureStart) sendLag.push(t - intended);
-      sendOne(st, t);
+  pace(s.ratePerSecond, senders.length, () => sending, (lane, intended) => {
+    const st = senders[lane]!;
+    if (st.inflight >= s.window || !st.socket.isOpen) {
+      if (measuring) throttled++;
+      return;
     }
-    setTimeout(tick, 1);
-  };
-  tick();
+    const t = performance.now();
+    if (measuring && intended >= measureStart) sendLag.push(t - intended);
+    sendOne(st, t);
+  });
 }
 
 async function onSetup(s: GeneratorSetup): Promise<void> {

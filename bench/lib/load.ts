@@ -1,20 +1,25 @@
 /**
  * The benchmark's side of the load generators: forks them (each a separate Node process
- * running bench/lib/load-generator.ts), hands each its device pairs, and steps them
+ * running bench/lib/load-generator.ts, or another worker module speaking the same
+ * messages, such as bench/lib/sdk-worker.ts), hands each its setup, and steps them
  * together through warm-up, measurement and shutdown.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import type { ChildMessage, GeneratorReport, GeneratorSetup, ParentMessage } from './load-protocol.js';
+import type { GeneratorReport, GeneratorSetup, ParentMessage } from './load-protocol.js';
+
+/** The messages of a worker module: `setup` carries its own setup type, `report` its own report. */
+type WorkerParentMessage<S> = Exclude<ParentMessage, { type: 'setup' }> | { readonly type: 'setup'; readonly setup: S };
+type WorkerChildMessage = { readonly type: string; readonly message?: string };
 
 const GENERATOR = new URL('./load-generator.ts', import.meta.url);
 const REPLY_TIMEOUT_MS = 60_000;
 
-class Generator {
-  private readonly waiters: Array<{ want: ChildMessage['type']; resolve: (m: ChildMessage) => void; reject: (e: Error) => void }> = [];
+class Generator<S> {
+  private readonly waiters: Array<{ want: string; resolve: (m: WorkerChildMessage) => void; reject: (e: Error) => void }> = [];
   private exited = false;
 
   constructor(readonly proc: ChildProcess) {
-    proc.on('message', (m: ChildMessage) => {
+    proc.on('message', (m: WorkerChildMessage) => {
       if (m.type === 'fatal') {
         for (const w of this.waiters.splice(0)) w.reject(new Error(`load generator: ${m.message}`));
         return;
@@ -32,11 +37,11 @@ class Generator {
     return this.proc.pid as number;
   }
 
-  post(m: ParentMessage): void {
+  post(m: WorkerParentMessage<S>): void {
     if (!this.exited) this.proc.send(m);
   }
 
-  request<T extends ChildMessage>(m: ParentMessage, want: T['type']): Promise<T> {
+  request<T extends WorkerChildMessage>(m: WorkerParentMessage<S>, want: T['type']): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`load generator: no ${want} within ${REPLY_TIMEOUT_MS} ms`)), REPLY_TIMEOUT_MS);
       this.waiters.push({
@@ -64,15 +69,26 @@ class Generator {
   }
 }
 
-export class LoadGenerators {
-  private constructor(private readonly gens: Generator[]) {}
+export interface WorkerOptions {
+  /** The worker module (default: the raw-protocol load generator). */
+  readonly module?: URL;
+  /** Extra Node flags for the workers (e.g. --cpu-prof). */
+  readonly execArgv?: readonly string[];
+}
+
+export class LoadGenerators<S = GeneratorSetup, R extends { readonly type: 'report' } = GeneratorReport> {
+  private constructor(private readonly gens: Array<Generator<S>>) {}
 
   /** Forks one process per setup and waits until every connection is authenticated. */
-  static async start(setups: readonly GeneratorSetup[], register: (close: () => Promise<void>) => void): Promise<LoadGenerators> {
+  static async start<S = GeneratorSetup, R extends { readonly type: 'report' } = GeneratorReport>(
+    setups: readonly S[],
+    register: (close: () => Promise<void>) => void,
+    opts: WorkerOptions = {},
+  ): Promise<LoadGenerators<S, R>> {
     const gens = setups.map(
-      () => new Generator(fork(GENERATOR, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })),
+      () => new Generator<S>(fork(opts.module ?? GENERATOR, [], { execArgv: [...(opts.execArgv ?? []), '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })),
     );
-    const lg = new LoadGenerators(gens);
+    const lg = new LoadGenerators<S, R>(gens);
     register(() => lg.close());
     await Promise.all(gens.map((g, i) => g.request({ type: 'setup', setup: setups[i]! }, 'ready')));
     return lg;
@@ -90,8 +106,8 @@ export class LoadGenerators {
     for (const g of this.gens) g.post({ type: 'measure' });
   }
 
-  stop(): Promise<GeneratorReport[]> {
-    return Promise.all(this.gens.map((g) => g.request<GeneratorReport>({ type: 'stop' }, 'report')));
+  stop(): Promise<R[]> {
+    return Promise.all(this.gens.map((g) => g.request<R>({ type: 'stop' }, 'report')));
   }
 
   async close(): Promise<void> {

@@ -23,6 +23,7 @@ afterAll(async () => {
 interface Line {
   ready?: string;
   offered?: string;
+  marking?: string;
   done?: string;
   seq?: number;
   crash?: string;
@@ -66,16 +67,20 @@ describe('crash at each point of receiving', () => {
     const doneBefore = new Set(first.lines.flatMap((l) => (l.done ? [l.seq] : [])));
     // At 'done' the kill came right after the third message's done was stored.
     if (point === 'done') doneBefore.add(3);
-    // The restarted client waits for the messages not done before; an extra offer or a
-    // missing one shows below.
-    const second = await runChild({ ...base, expect: N - doneBefore.size });
+    // A done() called but not yet resolved at the kill may or may not have been stored
+    // (its commit may have completed, together with an earlier one's, before the kill):
+    // such a message is offered again at most once; every other one exactly as stated.
+    const inDoubt = new Set(first.lines.flatMap((l) => (l.marking && !doneBefore.has(l.seq) ? [l.seq] : [])));
+    const notDone = [1, 2, 3, 4].filter((s) => !doneBefore.has(s) && !inDoubt.has(s));
+    const second = await runChild({ ...base, expect: notDone.length, expectSeqs: notDone, settleMs: inDoubt.size > 0 ? 1000 : 0 });
     expect(second.code, `${second.stderr}\n${JSON.stringify(second.lines)}`).toBe(0);
     const offeredAfter = second.lines.flatMap((l) => (l.offered ? [l.seq] : []));
     const offeredAll = new Set([...first.lines, ...second.lines].flatMap((l) => (l.offered ? [l.seq] : [])));
     expect([...offeredAll].sort()).toEqual([1, 2, 3, 4]);
     for (const seq of offeredAfter) expect(doneBefore.has(seq), `message ${seq} was done before the crash, then offered again`).toBe(false);
     // Every message not done before the crash is offered (and done) after it, once.
-    expect(offeredAfter.sort()).toEqual([1, 2, 3, 4].filter((s) => !doneBefore.has(s)));
+    expect(offeredAfter.filter((s) => !inDoubt.has(s)).sort()).toEqual(notDone);
+    expect(new Set(offeredAfter).size).toBe(offeredAfter.length);
     await sender.close();
   });
 });

@@ -76,6 +76,10 @@ export interface TappedTransport {
   readonly sent: Uint8Array[];
   /** Binary frames the relay sent (DELIVERs), in order, as received (before any tampering). */
   readonly received: Uint8Array[];
+  /** For each frame in `sent`, the connection it went out on (1 for the first). */
+  readonly sentOn: number[];
+  /** Connections opened so far. */
+  readonly connections: () => number;
   /** Delivers `frame` to the client on its current connection. */
   inject(frame: string | Uint8Array): void;
   /** Rewrites binary frames on their way to the client (a relay that alters envelopes). */
@@ -86,10 +90,14 @@ export function tappedTransport(): TappedTransport {
   const inner = webSocketTransport(NodeWebSocket as unknown as WebSocketConstructor);
   const sent: Uint8Array[] = [];
   const received: Uint8Array[] = [];
+  const sentOn: number[] = [];
+  let opened = 0;
   let current: TransportHandlers | undefined;
   const tap: TappedTransport = {
     sent,
     received,
+    sentOn,
+    connections: () => opened,
     tamper: undefined,
     inject: (frame) => {
       if (!current) throw new Error('no connection to inject into');
@@ -106,10 +114,14 @@ export function tappedTransport(): TappedTransport {
           },
         };
         current = wrapped;
+        const connection = ++opened;
         const socket = inner.open(url, wrapped);
         return {
           send: (data) => {
-            if (typeof data !== 'string') sent.push(data.slice());
+            if (typeof data !== 'string') {
+              sent.push(data.slice());
+              sentOn.push(connection);
+            }
             socket.send(data);
           },
           close: (code, reason) => socket.close(code, reason),

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EncryptedStore, FileStore, MemoryStore, SdkError, type Store, limits } from '../../client-sdk/node.js';
 import { decodePayload, encodePayload, type Payload } from '../../client-sdk/payload.js';
-import { Transactor } from '../../client-sdk/stores/store.js';
+import { Transactor, decodeRecord, encodeRecord } from '../../client-sdk/stores/store.js';
 import { paddedLength } from '../../crypto/padding.js';
 import { CryptoError } from '../../crypto/errors.js';
 import { MAX_ENVELOPE_BYTES } from '../../protocol/limits.js';
@@ -162,6 +162,108 @@ describe('encryption at rest', () => {
     await inner.commit([{ ns: 'sessions', key: 'mallory', value: box }]);
     expect((await storeError(s.get('sessions', 'mallory'))).code).toBe('STORE_CORRUPT');
     expect(String(s)).toBe('EncryptedStore');
+  });
+});
+
+/** A memory store whose commits take a while (or fail on demand), counting them. */
+class SlowStore extends MemoryStore {
+  commits = 0;
+  failNext = false;
+  override async commit(writes: Parameters<MemoryStore['commit']>[0]): Promise<void> {
+    this.commits++;
+    await new Promise((r) => setTimeout(r, 20));
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('disk full');
+    }
+    return super.commit(writes);
+  }
+}
+
+describe('group commit', () => {
+  it('commits transactions that end during a commit together, each resolving once its writes are stored', async () => {
+    const s = new SlowStore();
+    const db = new Transactor(s);
+    const runs = Array.from({ length: 10 }, (_, i) =>
+      db.run(async (tx) => {
+        const prev = await tx.get('n', 'counter');
+        const n = prev === undefined ? 0 : Number(new TextDecoder().decode(prev));
+        tx.put('n', 'counter', b(String(n + 1)));
+        tx.put('n', `k${i}`, b(String(i)));
+        return n + 1;
+      }).then(async (n) => [n, await s.get('n', `k${i}`)] as const),
+    );
+    const out = await Promise.all(runs);
+    // Each transaction read the one before it (committed or not), and was stored when it resolved.
+    expect(out).toEqual(Array.from({ length: 10 }, (_, i) => [i + 1, b(String(i))]));
+    expect(await s.get('n', 'counter')).toEqual(b('10'));
+    expect(s.commits).toBeLessThan(10);
+    // A transaction without writes resolves after what it could read is stored.
+    const w = db.run((tx) => tx.put('n', 'late', b('x')));
+    const seen = db.run((tx) => tx.get('n', 'late')).then(async (v) => [v, await s.get('n', 'late')]);
+    await w;
+    expect(await seen).toEqual([b('x'), b('x')]);
+  });
+
+  it('a failed commit rejects its transactions and those that read their writes; nothing of them is stored', async () => {
+    const s = new SlowStore();
+    const db = new Transactor(s);
+    await db.run((tx) => tx.put('n', 'base', b('0')));
+    s.failNext = true;
+    const first = db.run((tx) => tx.put('n', 'a', b('1')));
+    // Runs while `first` commits, over its writes.
+    const second = db.run(async (tx) => {
+      tx.put('n', 'b', (await tx.get('n', 'a')) ?? b('none'));
+    });
+    await expect(first).rejects.toThrow('disk full');
+    await expect(second).rejects.toThrow('disk full');
+    expect(await s.get('n', 'a')).toBeUndefined();
+    expect(await s.get('n', 'b')).toBeUndefined();
+    // The store goes on working, without the forgotten writes.
+    expect(await db.run(async (tx) => [await tx.get('n', 'base'), await tx.get('n', 'a')])).toEqual([b('0'), undefined]);
+    // A store that throws rather than rejects (closed) fails the transaction the same way.
+    await s.close();
+    const closed = new MemoryStore();
+    closed.commit = () => {
+      throw new Error('closed');
+    };
+    await expect(new Transactor(closed).run((tx) => tx.put('n', 'x', b('1')))).rejects.toThrow('closed');
+  });
+});
+
+describe('store records', () => {
+  const record = fc.letrec((tie) => ({
+    value: fc.oneof(
+      { depthSize: 'small' },
+      fc.constant(null),
+      fc.boolean(),
+      fc.double(),
+      fc.constant(-0),
+      fc.maxSafeNat(),
+      fc.integer(),
+      fc.string({ unit: 'grapheme' }),
+      fc.uint8Array({ maxLength: 300 }),
+      fc.array(tie('value'), { maxLength: 4 }),
+      fc.dictionary(fc.string().filter((k) => k !== '__proto__'), tie('value'), { maxKeys: 4 }),
+    ),
+  })).value;
+
+  fcTest.prop([record])('round-trip every value a record holds, bytes as bytes', (v) => {
+    expect(decodeRecord(encodeRecord(v))).toEqual(v);
+  });
+
+  it('leave out undefined properties as JSON does, and still read records written as JSON', () => {
+    expect(decodeRecord(encodeRecord({ a: 1, b: undefined, c: [undefined] }))).toEqual({ a: 1, c: [null] });
+    const legacy = te.encode(JSON.stringify({ v: 1, state: { $b: 'AQID' }, n: 5 }));
+    expect(decodeRecord(legacy)).toEqual({ v: 1, state: new Uint8Array([1, 2, 3]), n: 5 });
+  });
+
+  it('refuse what is cut short, has trailing bytes, an unknown tag or format (STORE_CORRUPT)', () => {
+    const good = encodeRecord({ state: new Uint8Array(40), list: [1, 2, 3] });
+    for (const bad of [good.subarray(0, good.length - 1), Uint8Array.of(...good, 0), Uint8Array.of(0, 1, 99), Uint8Array.of(0, 2, 0)]) {
+      expect(() => decodeRecord(bad)).toThrow(expect.objectContaining({ code: 'STORE_CORRUPT' }));
+    }
+    expect(() => encodeRecord({ when: new Date(0) })).toThrow();
   });
 });
 

@@ -24,6 +24,17 @@ const LOCK = 'lock';
 /** The log is folded into a new snapshot once it is larger than this and than the snapshot. */
 const COMPACT_MIN_BYTES = 4 * 1024 * 1024;
 
+/** Writes all of `buf` at the file's current end: a write may write less than asked
+ * (a full disk, a file-size limit) without failing. */
+async function writeFully(fh: fs.promises.FileHandle, buf: Buffer): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+    if (bytesWritten <= 0) throw new Error(`a write wrote nothing (${buf.length - off} bytes left)`);
+    off += bytesWritten;
+  }
+}
+
 const OP_PUT = 1;
 const OP_DELETE = 2;
 
@@ -110,6 +121,10 @@ export class FileStore implements Store {
   #log: fs.promises.FileHandle | undefined;
   #logBytes = 0;
   #snapshotBytes = 0;
+  /** Compact once the log is larger than this (raised after a compaction that failed). */
+  #compactAt = COMPACT_MIN_BYTES;
+  /** Set when a failed write could not be undone: every later commit is refused. */
+  #broken: SdkError | undefined;
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
 
@@ -230,11 +245,31 @@ export class FileStore implements Store {
       head.writeUInt32BE(body.length, 0);
       digest(body).copy(head, 4);
       const log = this.#log as fs.promises.FileHandle;
-      await log.write(Buffer.concat([head, body]));
-      await log.datasync();
+      if (this.#broken) throw this.#broken;
+      try {
+        await writeFully(log, Buffer.concat([head, body]));
+        await log.datasync();
+      } catch (err) {
+        // Nothing of this commit may survive (a torn record would also hide every later
+        // one at the next load): cut the log back to the last whole record. If even that
+        // fails, refuse every later commit until the store is opened again.
+        await log
+          .truncate(this.#logBytes)
+          .then(() => log.datasync())
+          .catch((cause: unknown) => {
+            this.#broken = new SdkError('STORE_CORRUPT', 'the store log could not be restored after a failed write; open the store again', { cause });
+          });
+        throw err;
+      }
       this.#logBytes += head.length + body.length;
       this.#apply(copy);
-      if (this.#logBytes > COMPACT_MIN_BYTES && this.#logBytes > this.#snapshotBytes) await this.#compact();
+      // The commit is durable from here on, whatever compaction does: a compaction that
+      // fails is tried again once the log has grown by another COMPACT_MIN_BYTES.
+      if (this.#logBytes > this.#compactAt && this.#logBytes > this.#snapshotBytes) {
+        await this.#compact().catch(() => {
+          this.#compactAt = this.#logBytes + COMPACT_MIN_BYTES;
+        });
+      }
     });
     this.#tail = done.catch(() => undefined);
     return done;
@@ -248,7 +283,7 @@ export class FileStore implements Store {
     const tmp = path.join(this.#dir, `${SNAPSHOT}.tmp`);
     const fh = await fs.promises.open(tmp, 'w', 0o600);
     try {
-      await fh.write(Buffer.concat([MAGIC, digest(body), body]));
+      await writeFully(fh, Buffer.concat([MAGIC, digest(body), body]));
       await fh.sync();
     } finally {
       await fh.close();
@@ -261,6 +296,7 @@ export class FileStore implements Store {
     await log.datasync();
     this.#snapshotBytes = MAGIC.length + 8 + body.length;
     this.#logBytes = 0;
+    this.#compactAt = COMPACT_MIN_BYTES;
   }
 
   async #syncDir(): Promise<void> {

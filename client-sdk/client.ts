@@ -239,7 +239,7 @@ export class HermeticClient {
     this.#keys = new DeviceKeys(record, db, this.#http, this.#backend, this.#random, () => this.#clock.now());
     // A drain queued now runs after the transaction that wrote the flag (they are serialized).
     this.#flags = new FlagQueue(() => this.#clock.now(), () => this.#drainFlags());
-    this.#directory = new Directory(db, this.#http, this.#backend, () => this.#clock.now(), options.trustPolicy ?? 'warn', this.#flags);
+    this.#directory = new Directory(db, this.#http, this.#backend, () => this.#clock.now(), options.trustPolicy ?? 'warn', this.#flags, this.userId);
     this.#sessions = new Sessions(this.#keys.identity, this.#backend, this.#random);
     this.#groups = new GroupKeys(this.#backend, this.#random);
     this.#connection = new Connection(

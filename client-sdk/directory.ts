@@ -56,6 +56,8 @@ export class Directory {
     private readonly now: () => number,
     private readonly policy: TrustPolicy,
     private readonly flags: FlagQueue,
+    /** This device's own user: its list never restarts from another root for us. */
+    private readonly ownUserId: string,
   ) {}
 
   static async loadList(tx: StoreTx, userId: string): Promise<DeviceChain | undefined> {
@@ -107,6 +109,11 @@ export class Directory {
         else if (r.chain.rootIdentityKey === undefined) problem = `the relay served an empty list; ${pinned.length} entries were verified before`;
         else if (pinned.rootIdentityKey && equalBytes(r.chain.rootIdentityKey, pinned.rootIdentityKey)) {
           problem = r.chain.length < pinned.length ? `the relay served ${r.chain.length} entries; ${pinned.length} were verified before` : 'the relay served another history of the same list';
+        } else if (userId === this.ownUserId) {
+          // Our own account restarting from a root none of our devices signed is the
+          // relay's doing (an operator reset ends this device anyway): adopting it would
+          // copy every message we send to the relay's devices.
+          problem = 'the relay served this user\'s own list from another root';
         } else next = r.chain;
       }
     } else {

@@ -8,6 +8,9 @@
 import { WebSocket as NodeWebSocket } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore, SdkError, type StoreWrite, type Transport, type WebSocketConstructor, webSocketTransport } from '../../client-sdk/node.js';
+import { rootEntry } from '../../crypto/devices/link.js';
+import { IdentityKeyPair } from '../../crypto/identity/identity-key.js';
+import { encodeBase64url } from '../../protocol/base64url.js';
 import { killAllRelays } from '../helpers/relay.js';
 import { type SdkWorld, newClient, observe, sdkError, startWorld, waitFor } from './helpers.js';
 
@@ -180,6 +183,34 @@ describe('SDK under faults', () => {
     expect(atBob).toMatchObject({ body: 'for bob', to: 'ho-bob8', from: { userId: 'ho-alice8', deviceId: alice.client.deviceId } });
     expect(copy).toMatchObject({ body: 'for bob', to: 'ho-bob8', from: { userId: 'ho-alice8', deviceId: alice.client.deviceId } });
     for (const c of [alice, laptop, bob]) await c.client.close();
+  });
+
+  it('refuses its own list restarted from a root the relay made, and copies nothing to the relay\'s device', async () => {
+    const evil = IdentityKeyPair.generate();
+    const forgedRoot = encodeBase64url(rootEntry(evil, 'ho-alice9', 'relay-device'));
+    let forge = false;
+    const asked: string[] = [];
+    const lyingFetch = async (url: string, init: { method: string; headers: Record<string, string>; body?: string }) => {
+      if (forge) asked.push(`${init.method} ${new URL(url).pathname}`);
+      if (forge && init.method === 'GET' && /\/v1\/users\/ho-alice9\/devices/.test(url)) {
+        return { status: 200, text: async () => JSON.stringify({ userId: 'ho-alice9', length: 1, entries: [forgedRoot], devices: [] }) };
+      }
+      const res = await fetch(url, init);
+      const text = await res.text();
+      return { status: res.status, text: async () => text };
+    };
+    const alice = observe(await newClient(world, 'ho-alice9', { fetch: lyingFetch }));
+    const bob = observe(await newClient(world, 'ho-bob9'));
+    await alice.client.send('ho-bob9', 'before');
+    await bob.received(1);
+    forge = true;
+    expect((await sdkError(alice.client.devices())).code).toBe('DEVICE_LIST_INVALID');
+    expect((await alice.flagged('DEVICE_LIST_INVALID')).userId).toBe('ho-alice9');
+    expect(alice.flags.filter((f) => f.code === 'IDENTITY_CHANGED')).toEqual([]);
+    expect(asked.filter((a) => a.includes('relay-device'))).toEqual([]);
+    forge = false;
+    expect((await alice.client.devices()).map((d) => d.deviceId)).toEqual([alice.client.deviceId]);
+    for (const c of [alice, bob]) await c.client.close();
   });
 
   it('refuses calls on a closed client and ends its message iterators', async () => {

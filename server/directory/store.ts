@@ -204,7 +204,10 @@ export class DirectoryStore {
           [userId, e.deviceId, e.identityKey, e.seq],
         );
         // Every device has a mailbox from the moment it exists.
-        await tx.query('INSERT INTO mailboxes (user_id, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [userId, e.deviceId]);
+        const made = await tx.query('INSERT INTO mailboxes (user_id, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1 AS made', [userId, e.deviceId]);
+        // A new mailbox starts at sequence 1: a cursor row left behind by an ACK applied
+        // just after an earlier device of this id was removed would hide its envelopes.
+        if (made.length > 0) await tx.query('DELETE FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2', [userId, e.deviceId]);
       } catch (err) {
         if (sqlState(err) === UNIQUE_VIOLATION) throw new ProtocolError('DEVICE_EXISTS', 'this device id is already registered');
         throw err;

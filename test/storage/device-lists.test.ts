@@ -75,6 +75,14 @@ describePg('device lists in the relay directory (PostgreSQL)', () => {
     await cleanup();
   });
 
+  it('a new device starts its mailbox from sequence 1, whatever cursor an earlier device of that id left behind', async () => {
+    // An ACK applied just after a device was removed can leave its cursor row behind.
+    await db.query('INSERT INTO mailbox_cursors (user_id, device_id, acked_seq) VALUES ($1, $2, 50)', ['dl-stale', 'phone']);
+    const list = listWriter(store, 'dl-stale');
+    await list.append(rootEntry(IdentityKeyPair.generate(), 'dl-stale', 'phone'));
+    expect(await db.query('SELECT acked_seq FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2', ['dl-stale', 'phone'])).toEqual([]);
+  });
+
   it('every answer has length = after + 1 + entries, the last entry\'s hash as head, and the devices of that length', async () => {
     const root = IdentityKeyPair.generate();
     const list = listWriter(store, SNAP_USER);

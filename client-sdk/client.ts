@@ -700,7 +700,7 @@ export class HermeticClient {
       for (const p of plan) {
         const targets = [];
         for (const d of p.devices) targets.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
-        const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets, padded, group: false, messageId: payload.messageId, mismatches: 0 };
+        const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets, padded, group: false, messageId: payload.messageId, mismatches: 0, createdAt: this.#clock.now() };
         out.push({ key: await this.#outbox.add(tx, entry), entry });
       }
       return out;
@@ -902,7 +902,7 @@ export class HermeticClient {
         for (const p of plan.filter((x) => needIt.some((n) => n.userId === x.userId))) {
           const t = [];
           for (const d of p.devices) t.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
-          const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: t, padded, group: false, messageId: this.#random(16), mismatches: 0 };
+          const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: t, padded, group: false, messageId: this.#random(16), mismatches: 0, createdAt: this.#clock.now() };
           out.push({ key: await this.#outbox.add(tx, entry), entry });
         }
       }
@@ -910,7 +910,7 @@ export class HermeticClient {
       const ciphertext = await this.#groups.seal(tx, groupId, key, padded);
       const messages: Array<{ key: string; entry: OutboxEntry }> = [];
       for (const p of plan) {
-        const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: p.devices.map((d) => ({ deviceId: d.deviceId, payload: ciphertext })), padded: undefined, group: true, messageId, mismatches: 0 };
+        const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: p.devices.map((d) => ({ deviceId: d.deviceId, payload: ciphertext })), padded: undefined, group: true, messageId, mismatches: 0, createdAt: this.#clock.now() };
         messages.push({ key: await this.#outbox.add(tx, entry), entry });
       }
       return { distributions: out, messages };

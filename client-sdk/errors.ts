@@ -30,6 +30,9 @@ export const SDK_ERROR_CODES = {
   RELAY_ERROR: 'The relay refused the request.',
   /** The relay answered with something malformed. */
   RELAY_PROTOCOL_ERROR: 'The relay answered with something malformed.',
+  /** A message was not stored by the relay within its TTL (offline, or refused with a
+   * retryable code, all that time): it was dropped from the outbox. */
+  SEND_EXPIRED: 'The message was not stored within its TTL and was dropped.',
   /** The relay could not be reached. */
   NETWORK_ERROR: 'The relay could not be reached.',
 } as const;

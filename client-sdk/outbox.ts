@@ -36,6 +36,9 @@ export interface OutboxEntry {
   readonly group: boolean;
   readonly messageId: Uint8Array;
   mismatches: number;
+  /** When the message was sealed (ms; absent in entries of earlier versions): an entry not
+   * stored within its TTL of this is dropped (SEND_EXPIRED), not stored anew for another TTL. */
+  readonly createdAt?: number | undefined;
 }
 
 export interface SentInfo {
@@ -126,6 +129,10 @@ export class Outbox {
       if (this.#inflight.size >= MAX_SENDS_IN_FLIGHT) return;
       if (this.#sending.has(key) || this.#settling.has(key) || this.#repairing.has(key) || this.#held.has(key)) continue;
       const e = this.#entries.get(key) as OutboxEntry;
+      if (this.#expired(e)) {
+        this.#dropExpired(key, e);
+        continue;
+      }
       const id = this.#nextId;
       this.#nextId = (this.#nextId % 0xffff_fffe) + 1;
       const frame = encodeSend({ id, envelopeId: e.envelopeId, ttlSeconds: e.ttlSeconds, recipientUserId: e.recipient, targets: e.targets });
@@ -177,6 +184,10 @@ export class Outbox {
       return;
     }
     if (ERROR_CODES[err.code].retry && err.code !== 'DEVICE_LIST_MISMATCH') {
+      if (this.#expired(e)) {
+        this.#dropExpired(key, e, err.code);
+        return;
+      }
       // Retryable (rate limited, a full mailbox, the relay unavailable): later, with backoff.
       this.#held.add(key);
       this.#armRetry(typeof err.details?.retryAfterMs === 'number' ? err.details.retryAfterMs : undefined);
@@ -195,6 +206,17 @@ export class Outbox {
     } finally {
       this.#settling.delete(key);
     }
+  }
+
+  #expired(e: OutboxEntry): boolean {
+    return e.createdAt !== undefined && this.clock.now() - e.createdAt >= e.ttlSeconds * 1000;
+  }
+
+  /** An entry its TTL ran out on before the relay stored it: the recipient would get it
+   * later than the sender allowed, so it is dropped and its sender told. */
+  #dropExpired(key: string, e: OutboxEntry, lastRefusal?: string): void {
+    const err = new SdkError('SEND_EXPIRED', `the message to ${e.recipient} was not stored within its TTL (${e.ttlSeconds} s)${lastRefusal ? `; last refused with ${lastRefusal}` : ''}`, lastRefusal ? { relayCode: lastRefusal } : {});
+    void this.#fail(key, e, err).catch((cause: unknown) => this.onFailed(e, cause instanceof SdkError ? cause : new SdkError('STORE_CORRUPT', (cause as Error).message, { cause })));
   }
 
   async #fail(key: string, e: OutboxEntry, err: SdkError): Promise<void> {

@@ -213,6 +213,22 @@ describe('SDK under faults', () => {
     for (const c of [alice, bob]) await c.client.close();
   });
 
+  it('drops an outbox entry its TTL ran out on before the relay stored it (SEND_EXPIRED)', async () => {
+    const bob = observe(await newClient(world, 'ho-bob10'));
+    const alice = observe(await newClient(world, 'ho-alice10', { ttlSeconds: 1 }));
+    await alice.client.send('ho-bob10', 'warm-up');
+    await bob.received(1);
+    alice.client.disconnect();
+    const late = alice.client.send('ho-bob10', 'too late');
+    await new Promise((r) => setTimeout(r, 1_200));
+    alice.client.connect();
+    expect((await sdkError(late)).code).toBe('SEND_EXPIRED');
+    await alice.client.send('ho-bob10', 'after');
+    await waitFor('after', () => bob.messages.find((m) => m.body === 'after'));
+    expect(bob.messages.map((m) => m.body)).toEqual(['warm-up', 'after']);
+    for (const c of [alice, bob]) await c.client.close();
+  });
+
   it('refuses calls on a closed client and ends its message iterators', async () => {
     const alice = await newClient(world, 'ho-alice7');
     expect((await sdkError(alice.send('ho-alice7', Number.NaN))).code).toBe('INVALID_ARGUMENT');

@@ -26,6 +26,7 @@ import { SdkError } from './errors.js';
 import { Emitter } from './events.js';
 import { type Flag, FlagQueue } from './flags.js';
 import { GroupKeys, type GroupTarget } from './groups.js';
+import { idSource } from './ids.js';
 import { type FaultHook, Inbox, type InboxRecord } from './inbox.js';
 import { DEDUPE_PRUNE_INTERVAL_MS, DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS, PREKEY_TOPUP_DELAY_MS } from './limits.js';
 import { type OutboxEntry, type SentInfo, Outbox } from './outbox.js';
@@ -182,6 +183,8 @@ export class HermeticClient {
   readonly #db: Transactor;
   readonly #clock: Clock;
   readonly #random: RandomSource;
+  /** Message and envelope ids (never key material). */
+  readonly #newId: RandomSource;
   readonly #backend: CryptoBackend;
   readonly #http: RelayHttp;
   readonly #keys: DeviceKeys;
@@ -219,6 +222,8 @@ export class HermeticClient {
     this.#autoConnect = options.connect !== false;
     this.#clock = options.clock ?? systemClock;
     this.#random = options.random ?? systemRandom;
+    // An injected source (tests) is used as it is, so its sequence stays reproducible.
+    this.#newId = options.random ?? idSource(systemRandom);
     this.#backend = options.backend ?? defaultBackend;
     this.#events = new Emitter<ClientEvents>((err) => queueMicrotask(() => { throw err; }));
     this.linked = new Promise<void>((resolve, reject) => {
@@ -633,7 +638,7 @@ export class HermeticClient {
     }
     if (encoded.bytes.length > MAX_BODY_BYTES) throw new SdkError('BODY_TOO_LARGE', `a body is at most ${MAX_BODY_BYTES} bytes`);
     await this.#directory.assertSendable(userId);
-    const payload: Payload = { type: 'message', sentAt: this.#clock.now(), messageId: this.#random(16), to: userId, groupId: undefined, kind: encoded.kind, body: encoded.bytes };
+    const payload: Payload = { type: 'message', sentAt: this.#clock.now(), messageId: this.#newId(16), to: userId, groupId: undefined, kind: encoded.kind, body: encoded.bytes };
     const [first] = await this.#sendPayload(userId, payload, { copyToOwnDevices: userId !== this.userId });
     if (first === undefined) throw new SdkError('UNKNOWN_USER', `${userId} has no other devices to send to`);
     return first;
@@ -692,23 +697,49 @@ export class HermeticClient {
       const own = await this.#targets(this.userId);
       if (own.length > 0) plan.push({ userId: this.userId, devices: own });
     }
-    await this.#ensureSessions(plan.flatMap((p) => p.devices.map((device) => ({ userId: p.userId, device }))));
     const padded = pad(encodePayload(payload));
-    const entries = await this.#db.run(async (tx) => {
-      const out: Array<{ key: string; entry: OutboxEntry }> = [];
-      for (const p of plan) await Directory.assertSendableIn(tx, p.userId);
-      for (const p of plan) {
-        const targets = [];
-        for (const d of p.devices) targets.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
-        const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets, padded, group: false, messageId: payload.messageId, mismatches: 0, createdAt: this.#clock.now() };
-        out.push({ key: await this.#outbox.add(tx, entry), entry });
-      }
-      return out;
-    });
+    // One transaction checks the sessions and seals; only if a device has no session yet
+    // are sessions started (from verified bundles) and the sealing run again. A second run
+    // checks nothing: a session gone again meanwhile fails the seal (INVALID_STATE).
+    let sealed = await this.#sealPayload(plan, payload, padded, true);
+    if (!Array.isArray(sealed)) {
+      await Promise.all(sealed.missing.map((m) => this.#startSession(m.userId, m.device, false)));
+      sealed = await this.#sealPayload(plan, payload, padded, false);
+    }
+    const entries = sealed as Array<{ key: string; entry: OutboxEntry }>;
     const results = entries.map((e) => this.#outbox.committed(e.key, e.entry));
     // Copies to our own devices report failures through 'error'; the caller waits for the recipient's.
     for (const r of results.slice(1)) r.catch(() => undefined);
     return [await (results[0] as Promise<SentInfo>)];
+  }
+
+  /**
+   * In one transaction: checks the trust policy, then (with `check`) that every device has
+   * a session — if not, writes nothing and answers which are missing — then encrypts for
+   * every device and stores the outbox entries with the advanced sessions.
+   */
+  #sealPayload(
+    plan: ReadonlyArray<{ userId: string; devices: ListedDevice[] }>,
+    payload: Payload,
+    padded: Uint8Array,
+    check: boolean,
+  ): Promise<Array<{ key: string; entry: OutboxEntry }> | { missing: Array<{ userId: string; device: ListedDevice }> }> {
+    return this.#db.run(async (tx) => {
+      const out: Array<{ key: string; entry: OutboxEntry }> = [];
+      for (const p of plan) await Directory.assertSendableIn(tx, p.userId);
+      if (check) {
+        const missing: Array<{ userId: string; device: ListedDevice }> = [];
+        for (const p of plan) for (const device of p.devices) if (!(await this.#sessions.has(tx, p.userId, device.deviceId))) missing.push({ userId: p.userId, device });
+        if (missing.length > 0) return { missing };
+      }
+      for (const p of plan) {
+        const targets = [];
+        for (const d of p.devices) targets.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
+        const entry: OutboxEntry = { v: 1, envelopeId: this.#newId(16), recipient: p.userId, ttlSeconds: this.#ttl, targets, padded, group: false, messageId: payload.messageId, mismatches: 0, createdAt: this.#clock.now() };
+        out.push({ key: await this.#outbox.add(tx, entry), entry });
+      }
+      return out;
+    });
   }
 
   /** Corrects an outbox entry the relay refused for its device list, from the verified list. */
@@ -746,7 +777,7 @@ export class HermeticClient {
       if (!device) return;
       await this.#directory.assertSendable(userId);
       await this.#startSession(userId, device, true);
-      await this.#sendPayload(userId, { type: 'reset', sentAt: now, messageId: this.#random(16), failedEnvelopeId: envelopeId }, { copyToOwnDevices: false });
+      await this.#sendPayload(userId, { type: 'reset', sentAt: now, messageId: this.#newId(16), failedEnvelopeId: envelopeId }, { copyToOwnDevices: false });
     })().catch((err: unknown) => this.#report(err));
   }
 
@@ -890,7 +921,7 @@ export class HermeticClient {
     const all = plan.flatMap((p) => p.devices.map((device) => ({ userId: p.userId, device })));
     await this.#ensureSessions(all);
     const now = this.#clock.now();
-    const messageId = this.#random(16);
+    const messageId = this.#newId(16);
     const entries = await this.#db.run(async (tx) => {
       const out: Array<{ key: string; entry: OutboxEntry }> = [];
       for (const p of plan) await Directory.assertSendableIn(tx, p.userId);
@@ -898,11 +929,11 @@ export class HermeticClient {
       const { key, distribution, needIt } = await this.#groups.prepare(tx, groupId, users, targets);
       if (distribution) {
         // Over the pairwise sessions, to every device of each user one of whose devices needs it.
-        const padded = pad(encodePayload({ type: 'distribution', sentAt: now, messageId: this.#random(16), groupId, distribution }));
+        const padded = pad(encodePayload({ type: 'distribution', sentAt: now, messageId: this.#newId(16), groupId, distribution }));
         for (const p of plan.filter((x) => needIt.some((n) => n.userId === x.userId))) {
           const t = [];
           for (const d of p.devices) t.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
-          const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: t, padded, group: false, messageId: this.#random(16), mismatches: 0, createdAt: this.#clock.now() };
+          const entry: OutboxEntry = { v: 1, envelopeId: this.#newId(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: t, padded, group: false, messageId: this.#newId(16), mismatches: 0, createdAt: this.#clock.now() };
           out.push({ key: await this.#outbox.add(tx, entry), entry });
         }
       }
@@ -910,7 +941,7 @@ export class HermeticClient {
       const ciphertext = await this.#groups.seal(tx, groupId, key, padded);
       const messages: Array<{ key: string; entry: OutboxEntry }> = [];
       for (const p of plan) {
-        const entry: OutboxEntry = { v: 1, envelopeId: this.#random(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: p.devices.map((d) => ({ deviceId: d.deviceId, payload: ciphertext })), padded: undefined, group: true, messageId, mismatches: 0, createdAt: this.#clock.now() };
+        const entry: OutboxEntry = { v: 1, envelopeId: this.#newId(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: p.devices.map((d) => ({ deviceId: d.deviceId, payload: ciphertext })), padded: undefined, group: true, messageId, mismatches: 0, createdAt: this.#clock.now() };
         messages.push({ key: await this.#outbox.add(tx, entry), entry });
       }
       return { distributions: out, messages };

@@ -77,6 +77,10 @@ export const MAX_ENVELOPE = MAX_ENVELOPE_BYTES;
  * session just replaced (both sides started one at once, or healing) still decrypt. */
 export const MAX_ARCHIVED_SESSIONS = 3;
 
+/** Remote devices whose current session is kept decoded in memory between messages (the
+ * least recently used is forgotten first); a session not kept is decoded from the store. */
+export const MAX_CACHED_SESSIONS = 1024;
+
 /** Received envelope ids remembered to drop duplicates (the relay delivers at least
  * once): as long as an envelope can live, and at most this many. */
 export const DEDUPE_RETENTION_MS = 30 * 24 * 3600_000;

@@ -243,9 +243,14 @@ const MAX_RECORD_DEPTH = 32;
 const MAX_RECORD_STRING = 2 ** 26;
 
 class RecordWriter {
-  buf = new Uint8Array(256);
-  view = new DataView(this.buf.buffer);
+  buf: Uint8Array;
+  view: DataView;
   pos = 0;
+
+  constructor(buf: Uint8Array) {
+    this.buf = buf;
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
 
   reserve(n: number): void {
     if (this.pos + n <= this.buf.length) return;
@@ -422,12 +427,24 @@ class RecordReader {
   }
 }
 
+/** Records are encoded into this buffer, kept between calls (grown as needed, up to
+ * MAX_KEPT_SCRATCH bytes), and copied out: no buffer growth per record. */
+let scratch: Uint8Array = new Uint8Array(4096);
+const MAX_KEPT_SCRATCH = 1 << 20;
+
 export function encodeRecord(value: unknown): Uint8Array {
-  const w = new RecordWriter();
-  w.u8(BINARY_MARK);
-  w.u8(BINARY_V1);
-  w.value(value, 0);
-  return w.buf.slice(0, w.pos);
+  const w = new RecordWriter(scratch);
+  try {
+    w.u8(BINARY_MARK);
+    w.u8(BINARY_V1);
+    w.value(value, 0);
+    const out = w.buf.slice(0, w.pos);
+    if (w.buf !== scratch && w.buf.length <= MAX_KEPT_SCRATCH) scratch = w.buf;
+    return out;
+  } finally {
+    // What a record held (session states, bodies) is not left behind in the buffer.
+    w.buf.fill(0, 0, w.pos);
+  }
 }
 
 /** Reads a record written by encodeRecord; anything else is STORE_CORRUPT. */

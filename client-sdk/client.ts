@@ -697,41 +697,11 @@ export class HermeticClient {
       const own = await this.#targets(this.userId);
       if (own.length > 0) plan.push({ userId: this.userId, devices: own });
     }
+    await this.#ensureSessions(plan.flatMap((p) => p.devices.map((device) => ({ userId: p.userId, device }))));
     const padded = pad(encodePayload(payload));
-    // One transaction checks the sessions and seals; only if a device has no session yet
-    // are sessions started (from verified bundles) and the sealing run again. A second run
-    // checks nothing: a session gone again meanwhile fails the seal (INVALID_STATE).
-    let sealed = await this.#sealPayload(plan, payload, padded, true);
-    if (!Array.isArray(sealed)) {
-      await Promise.all(sealed.missing.map((m) => this.#startSession(m.userId, m.device, false)));
-      sealed = await this.#sealPayload(plan, payload, padded, false);
-    }
-    const entries = sealed as Array<{ key: string; entry: OutboxEntry }>;
-    const results = entries.map((e) => this.#outbox.committed(e.key, e.entry));
-    // Copies to our own devices report failures through 'error'; the caller waits for the recipient's.
-    for (const r of results.slice(1)) r.catch(() => undefined);
-    return [await (results[0] as Promise<SentInfo>)];
-  }
-
-  /**
-   * In one transaction: checks the trust policy, then (with `check`) that every device has
-   * a session — if not, writes nothing and answers which are missing — then encrypts for
-   * every device and stores the outbox entries with the advanced sessions.
-   */
-  #sealPayload(
-    plan: ReadonlyArray<{ userId: string; devices: ListedDevice[] }>,
-    payload: Payload,
-    padded: Uint8Array,
-    check: boolean,
-  ): Promise<Array<{ key: string; entry: OutboxEntry }> | { missing: Array<{ userId: string; device: ListedDevice }> }> {
-    return this.#db.run(async (tx) => {
+    const entries = await this.#db.run(async (tx) => {
       const out: Array<{ key: string; entry: OutboxEntry }> = [];
       for (const p of plan) await Directory.assertSendableIn(tx, p.userId);
-      if (check) {
-        const missing: Array<{ userId: string; device: ListedDevice }> = [];
-        for (const p of plan) for (const device of p.devices) if (!(await this.#sessions.has(tx, p.userId, device.deviceId))) missing.push({ userId: p.userId, device });
-        if (missing.length > 0) return { missing };
-      }
       for (const p of plan) {
         const targets = [];
         for (const d of p.devices) targets.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
@@ -740,6 +710,10 @@ export class HermeticClient {
       }
       return out;
     });
+    const results = entries.map((e) => this.#outbox.committed(e.key, e.entry));
+    // Copies to our own devices report failures through 'error'; the caller waits for the recipient's.
+    for (const r of results.slice(1)) r.catch(() => undefined);
+    return [await (results[0] as Promise<SentInfo>)];
   }
 
   /** Corrects an outbox entry the relay refused for its device list, from the verified list. */

@@ -71,9 +71,6 @@ export class Outbox {
   readonly #repairing = new Set<string>();
   /** Entries refused for a passing reason, waiting for the retry timer. */
   readonly #held = new Set<string>();
-  /** Settled entries waiting for the deletion transaction, and that transaction. */
-  #toDelete: string[] = [];
-  #deletion: Promise<void> | undefined;
 
   constructor(
     private readonly db: Transactor,
@@ -204,27 +201,11 @@ export class Outbox {
   async #remove(key: string): Promise<void> {
     this.#settling.add(key);
     try {
-      await this.#deleteSoon(key);
+      await this.db.run((tx) => tx.delete(NS.outbox, key));
       this.#entries.delete(key);
     } finally {
       this.#settling.delete(key);
     }
-  }
-
-  /**
-   * Deletes an entry in the next deletion transaction: entries settled before it runs
-   * share it (one transaction for the many STORED answers of a busy connection).
-   * Resolves once the deletion is committed.
-   */
-  #deleteSoon(key: string): Promise<void> {
-    this.#toDelete.push(key);
-    this.#deletion ??= this.db.run((tx) => {
-      const keys = this.#toDelete;
-      this.#toDelete = [];
-      this.#deletion = undefined;
-      for (const k of keys) tx.delete(NS.outbox, k);
-    });
-    return this.#deletion;
   }
 
   #expired(e: OutboxEntry): boolean {

@@ -6,7 +6,7 @@
  */
 import { SignJWT, UnsecuredJWT, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeBase64url } from '../../protocol/base64url.js';
+import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { CLOSE_CODES } from '../../protocol/errors.js';
 import { AUTH_TIMEOUT_MS, MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_ORIGIN_LENGTH, MAX_PREAUTH_FRAME_BYTES, MAX_TOKEN_BYTES } from '../../protocol/limits.js';
 import { TestDevice, originOf } from '../helpers/device.js';
@@ -14,6 +14,7 @@ import { connectAuthenticated, registerDevice } from '../helpers/flows.js';
 import { expectError, refusedUpgrade, request } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type RelayProcess, killAllRelays, makeTempDir, relayEnv, runCli, startRelay } from '../helpers/relay.js';
+import { HandmadeWs, OPCODE, clientFrame } from '../helpers/raw-ws.js';
 import { WsClient } from '../helpers/ws.js';
 
 let issuer: TestIssuer;
@@ -255,12 +256,16 @@ describe('WebSocket authentication', () => {
       expect(await ws.waitClosed()).toMatchObject({ code: CLOSE_CODES.AUTH_FAILED });
     }
 
-    // While the auth frame is being verified the connection is still unauthenticated.
-    const { ws: pending, challenge } = await WsClient.connectWithChallenge(relay.wsUrl);
-    pending.send(alice.authFrame(challenge, aliceToken, relay.wsUrl));
-    pending.send(`{"type":"ping","pad":"${'x'.repeat(MAX_PREAUTH_FRAME_BYTES)}"}`);
-    expect(await pending.reply()).toMatchObject({ type: 'error', code: 'FRAME_TOO_LARGE' });
-    expect(await pending.waitClosed()).toMatchObject({ code: CLOSE_CODES.AUTH_FAILED });
+    // While the auth frame is being verified the connection is still unauthenticated. The
+    // auth frame and an oversized one go out in one write, so the relay reads the second
+    // before the (asynchronous) verification of the first can have finished.
+    const pending = await HandmadeWs.connect(relay.port);
+    const challenge = decodeBase64url(String((await pending.waitJson((f) => f.type === 'challenge')).nonce))!;
+    const text = (v: string): Buffer => clientFrame(OPCODE.text, new TextEncoder().encode(v));
+    await pending.write(Buffer.concat([text(JSON.stringify(alice.authFrame(challenge, aliceToken, pending.url))), text(`{"type":"ping","pad":"${'x'.repeat(MAX_PREAUTH_FRAME_BYTES)}"}`)]));
+    expect(await pending.waitJson((f) => f.type === 'error' || f.type === 'auth_ok')).toMatchObject({ type: 'error', code: 'FRAME_TOO_LARGE' });
+    for (const deadline = Date.now() + 10_000; !pending.closed && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+    expect(pending.closed).toBe(true);
 
     // After auth, frames up to MAX_FRAME_BYTES are read as before.
     const bound = await connectAuthenticated(relay.wsUrl, aliceToken, alice);

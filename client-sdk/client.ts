@@ -110,6 +110,18 @@ export interface ClientOptions {
   readonly faultHook?: FaultHook | undefined;
 }
 
+/** A message body as sent: bytes, a string or a JSON value, at most MAX_BODY_BYTES. */
+function encodeAppBody(body: unknown): { kind: BodyKind; bytes: Uint8Array } {
+  let encoded: { kind: BodyKind; bytes: Uint8Array };
+  try {
+    encoded = encodeBody(body);
+  } catch (cause) {
+    throw new SdkError('INVALID_ARGUMENT', 'a body is bytes, a string or a JSON value', { cause });
+  }
+  if (encoded.bytes.length > MAX_BODY_BYTES) throw new SdkError('BODY_TOO_LARGE', `a body is at most ${MAX_BODY_BYTES} bytes`);
+  return encoded;
+}
+
 /** Compares two strings without an early exit on the first difference. */
 function equalStrings(a: string, b: string): boolean {
   const enc = new TextEncoder();
@@ -630,14 +642,7 @@ export class HermeticClient {
   async send(userId: string, body: unknown): Promise<SentInfo> {
     this.#assertLinked();
     checkId(userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
-    let encoded: { kind: BodyKind; bytes: Uint8Array };
-    try {
-      encoded = encodeBody(body);
-    } catch (cause) {
-      throw new SdkError('INVALID_ARGUMENT', 'a body is bytes, a string or a JSON value', { cause });
-    }
-    if (encoded.bytes.length > MAX_BODY_BYTES) throw new SdkError('BODY_TOO_LARGE', `a body is at most ${MAX_BODY_BYTES} bytes`);
-    await this.#directory.assertSendable(userId);
+    const encoded = encodeAppBody(body);
     const payload: Payload = { type: 'message', sentAt: this.#clock.now(), messageId: this.#newId(16), to: userId, groupId: undefined, kind: encoded.kind, body: encoded.bytes };
     const [first] = await this.#sendPayload(userId, payload, { copyToOwnDevices: userId !== this.userId });
     if (first === undefined) throw new SdkError('UNKNOWN_USER', `${userId} has no other devices to send to`);
@@ -718,9 +723,8 @@ export class HermeticClient {
 
   /** Corrects an outbox entry the relay refused for its device list, from the verified list. */
   async #repair(entry: OutboxEntry): Promise<OutboxEntry | undefined> {
+    // #targets applies the trust policy to the list it fetched (it may have a new root).
     const wanted = await this.#targets(entry.recipient, true);
-    // The list may have restarted from a new root: the trust policy decides first.
-    await this.#directory.assertSendable(entry.recipient);
     const have = new Set(entry.targets.map((t) => t.deviceId));
     const want = new Set(wanted.map((d) => d.deviceId));
     if (have.size === want.size && [...have].every((d) => want.has(d))) return undefined; // the relay disagrees with the verified list
@@ -880,14 +884,7 @@ export class HermeticClient {
     this.#assertLinked();
     const users = [...new Set(members)].filter((u) => u !== this.userId);
     for (const u of users) checkId(u, 'member', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
-    let encoded: { kind: BodyKind; bytes: Uint8Array };
-    try {
-      encoded = encodeBody(body);
-    } catch (cause) {
-      throw new SdkError('INVALID_ARGUMENT', 'a body is bytes, a string or a JSON value', { cause });
-    }
-    if (encoded.bytes.length > MAX_BODY_BYTES) throw new SdkError('BODY_TOO_LARGE', `a body is at most ${MAX_BODY_BYTES} bytes`);
-    for (const u of users) await this.#directory.assertSendable(u);
+    const encoded = encodeAppBody(body);
     const plan: Array<{ userId: string; devices: ListedDevice[] }> = [];
     for (const u of users) plan.push({ userId: u, devices: await this.#targets(u) });
     const own = await this.#targets(this.userId);

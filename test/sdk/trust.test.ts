@@ -15,7 +15,7 @@ import { IdentityKeyPair } from '../../crypto/identity/identity-key.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { type TestDatabase, createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
-import { type SdkWorld, newClient, observe, sdkError, startWorld } from './helpers.js';
+import { type SdkWorld, newClient, observe, sdkError, startWorld, waitFor } from './helpers.js';
 
 /**
  * A fetch for a client that records the last bundle the relay served and, once `replay`
@@ -233,6 +233,13 @@ describe('SDK trust', () => {
       const sessions = await monaStore.list('sessions');
       await monaStore.commit(sessions.map(([key]) => ({ ns: 'sessions', key, delete: true as const })));
     };
+    // Ned's client tops its prekeys up whenever it comes online; let that finish first
+    // (maintainKeys runs after it), or it could refill the keys spent after it.
+    const settled = async () => {
+      await waitFor('ned online', () => (ned.client.state.state === 'online' ? true : undefined));
+      await ned.client.maintainKeys();
+    };
+    await settled();
     await spendKemKeys();
     await mona.client.send('tr-ned', 'one');
     await ned.received(1);
@@ -240,8 +247,9 @@ describe('SDK trust', () => {
     expect(old.kemLastResort).toBe(true);
 
     // Ned rotates both signed keys; Mona starts again and sees the new ones.
+    // (The jump also times out Ned's connection heartbeat: he reconnects, and tops up again.)
     clock.advance(limits.SIGNED_PREKEY_ROTATION_MS + 1);
-    await ned.client.maintainKeys();
+    await settled();
     await spendKemKeys();
     await forgetSessions();
     await mona.client.send('tr-ned', 'two');

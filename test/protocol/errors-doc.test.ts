@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { FLAG_CODES, SDK_ERROR_CODES } from '../../client-sdk/index.js';
 import { CRYPTO_ERROR_CODES } from '../../crypto/errors.js';
+import { EVIDENCE_ERROR_CODES } from '../../crypto/evidence/errors.js';
 import { ERROR_CODES } from '../../protocol/errors.js';
 import { DataDirLockedError } from '../../server/storage/pglite.js';
 
@@ -39,6 +40,12 @@ describe('docs/ERRORS.md', () => {
 
   it('lists exactly the crypto error codes', () => {
     expect([...section('Cryptography').keys()].sort()).toEqual([...CRYPTO_ERROR_CODES].sort());
+  });
+
+  it('lists exactly the evidence error codes, each with a meaning', () => {
+    const rows = section('Evidence');
+    expect([...rows.keys()].sort()).toEqual(Object.keys(EVIDENCE_ERROR_CODES).sort());
+    for (const [code, cells] of rows) expect(cells[0], code).not.toBe('');
   });
 
   it('lists exactly the SDK error codes, each with a meaning', () => {

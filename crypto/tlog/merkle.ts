@@ -298,11 +298,10 @@ export async function consistencyProof(
 }
 
 function wellFormedHashes(list: unknown): list is readonly Uint8Array[] {
-  return (
-    Array.isArray(list) &&
-    list.length <= MAX_PROOF_HASHES &&
-    list.every((h) => h instanceof Uint8Array && h.length === HASH_BYTES)
-  );
+  if (!Array.isArray(list) || list.length > MAX_PROOF_HASHES) return false;
+  // An indexed loop, not every(): every() skips the holes of a sparse array.
+  for (let i = 0; i < list.length; i++) if (!isHash(list[i])) return false;
+  return true;
 }
 
 function isHash(h: unknown): h is Uint8Array {

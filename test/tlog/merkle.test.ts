@@ -169,6 +169,8 @@ describe('bad input never crashes a verifier', () => {
     ['short proof hash', () => verifyInclusion(h, 0, 2, [h.subarray(1)], h)],
     ['proof not an array', () => verifyInclusion(h, 0, 2, 'x' as unknown as Uint8Array[], h)],
     ['proof of strings', () => verifyInclusion(h, 0, 2, ['x'] as unknown as Uint8Array[], h)],
+    ['sparse proof array', () => verifyInclusion(h, 0, 2, new Array<Uint8Array>(1), h)],
+    ['sparse consistency proof', () => verifyConsistency(1, 3, h, h, new Array<Uint8Array>(2))],
     ['too many hashes', () => verifyInclusion(h, 0, 2 ** 40, Array.from({ length: 65 }, () => h), h)],
     ['m > n', () => verifyConsistency(4, 3, h, h, [h])],
     ['NaN size', () => verifyConsistency(Number.NaN, 3, h, h, [h])],

@@ -192,7 +192,17 @@ describe('bad input never crashes a verifier', () => {
     await expectEvidenceError(() => treeHash(6, store.read), 'INVALID_PROOF');
   });
 
+  it('proofs are copies: changing one does not change the store', async () => {
+    const { store } = await storeOf(4, noble);
+    const root = await treeHash(4, store.read);
+    const proof = await inclusionProof(0, 4, store.read);
+    proof[0]!.fill(0);
+    expect(toH(await treeHash(4, store.read))).toBe(toH(root));
+    expect(toH((await inclusionProof(0, 4, store.read))[0]!)).not.toBe(toH(proof[0]!));
+  });
+
   it('a reader returning malformed hashes is refused', async () => {
+    await expectEvidenceError(() => treeHash(3, () => new Array<Uint8Array>(2)), 'INVALID_PROOF');
     const bad = () => [new Uint8Array(31)];
     await expectEvidenceError(() => treeHash(1, bad), 'INVALID_PROOF');
     await expectEvidenceError(() => appendLeaves(1, [new Uint8Array(32)], bad), 'INVALID_PROOF');

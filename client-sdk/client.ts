@@ -43,7 +43,7 @@ import { type ReceiptInfo, type ReceiptPolicy, LOG_QUEUE_PREFIX, Receipts, resol
 import { SignedEvents } from './signed-events.js';
 import { EvidenceError } from '../crypto/evidence/errors.js';
 import { type EventInput, type SignedEvent, parseEvent, verifyEvent } from '../crypto/evidence/event.js';
-import { MAX_RECEIPT_ENTRIES, signReceipt } from '../crypto/evidence/receipt.js';
+import { MAX_RECEIPT_ENTRIES, type ReceiptEntry, signReceipt } from '../crypto/evidence/receipt.js';
 import { IdentityKey } from '../crypto/identity/identity-key.js';
 
 export type ClientState = 'awaiting-link' | 'connecting' | 'online' | 'offline' | 'closed';
@@ -353,7 +353,7 @@ export class HermeticClient {
       (info) => this.#events.emit('sent', info),
       (_entry, err) => this.#events.emit('error', err),
       (tx, entry, storedAt) => {
-        if (!entry.noReceipt) this.#receipts.awaitReceipts(tx, { envelopeId: entry.envelopeId, recipient: entry.recipient, messageId: entry.messageId, targets: entry.targets, log: entry.logReceipt === true }, storedAt, this.#clock.now());
+        if (!entry.noReceipt && this.#receipts.policy.expect) this.#receipts.awaitReceipts(tx, { envelopeId: entry.envelopeId, recipient: entry.recipient, messageId: entry.messageId, targets: entry.targets, log: entry.logReceipt === true }, storedAt, this.#clock.now());
       },
     );
     this.#inbox = new Inbox({
@@ -568,9 +568,10 @@ export class HermeticClient {
     let retry = false;
     for (const g of groups) {
       if (g.entries.length >= MAX_RECEIPT_ENTRIES) more = true;
-      const jws = signReceipt(this.#keys.identity, { v: 1, recipient: { user: this.userId, device: this.deviceId }, issuedAt: this.#clock.now(), entries: g.entries }, this.#backend);
+      const { jws, used } = this.#signFitting(g.entries);
+      if (used < g.entries.length) more = true;
       const settle = (tx: StoreTx) => {
-        for (const k of g.keys) tx.delete(NS.receipts, k);
+        for (const k of g.keys.slice(0, used)) tx.delete(NS.receipts, k);
         if (policy.log === 'all') this.#receipts.queueForLog(tx, jws);
       };
       if (!policy.send) {
@@ -594,6 +595,19 @@ export class HermeticClient {
     if (more) this.#scheduleReceipts(0);
     else if (retry) this.#scheduleReceipts(RECEIPT_RETRY_MS);
     void this.#submitLog();
+  }
+
+  /** Signs as many of `entries` (in order) as fit in MAX_RECEIPT_JWS_BYTES: halves until they do. */
+  #signFitting(entries: ReceiptEntry[]): { jws: string; used: number } {
+    for (let used = entries.length; ; used = Math.ceil(used / 2)) {
+      try {
+        const jws = signReceipt(this.#keys.identity, { v: 1, recipient: { user: this.userId, device: this.deviceId }, issuedAt: this.#clock.now(), entries: entries.slice(0, used) }, this.#backend);
+        return { jws, used };
+      } catch (err) {
+        // One entry always fits (its fields are bounded well below the limit).
+        if (!(err instanceof EvidenceError) || used === 1) throw err;
+      }
+    }
   }
 
   /** MISSING_RECEIPT and GAP are found by a periodic sweep (the next one is armed before this one runs). */

@@ -27,6 +27,9 @@ import { NS, type StoreTx, decodeRecord, encodeRecord } from './stores/store.js'
 export interface ReceiptPolicy {
   /** Sign and send receipts for what this device receives (default true). */
   readonly send?: boolean | undefined;
+  /** Expect receipts for what this device sends: keep each ciphertext's hash until its
+   * receipt comes, and raise MISSING_RECEIPT past the deadline (default true). */
+  readonly expect?: boolean | undefined;
   /** Submit receipts to the relay's log: 'all' this device signs or gets back, or only
    * those for messages sent with `logReceipt` ('requested', the default). */
   readonly log?: 'all' | 'requested' | undefined;
@@ -46,6 +49,7 @@ export type ResolvedReceiptPolicy = Required<{ [K in keyof ReceiptPolicy]: Exclu
 
 export const RECEIPT_DEFAULTS: ResolvedReceiptPolicy = {
   send: true,
+  expect: true,
   log: 'requested',
   deadlineMs: 3600_000,
   lateAfterMs: 10 * 60_000,
@@ -64,8 +68,8 @@ export function resolveReceiptPolicy(p: ReceiptPolicy | undefined, invalid: (det
   for (const [k, v] of Object.entries(p)) {
     if (v === undefined) continue;
     if (!(k in RECEIPT_DEFAULTS)) throw invalid(`receipts.${k} is not a receipt policy`);
-    if (k === 'send') {
-      if (typeof v !== 'boolean') throw invalid('receipts.send is a boolean');
+    if (k === 'send' || k === 'expect') {
+      if (typeof v !== 'boolean') throw invalid(`receipts.${k} is a boolean`);
     } else if (k === 'log') {
       if (v !== 'all' && v !== 'requested') throw invalid('receipts.log is "all" or "requested"');
     } else if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > MAX_POLICY_MS) {

@@ -99,11 +99,11 @@ export class RelayHttp {
    */
   submitReceipts(receipts: readonly string[]): Promise<number[]> {
     return this.#call('POST', '/v1/log/receipts', { receipts }, (o) => {
-      const list = o.receipts;
-      if (!Array.isArray(list) || list.length !== receipts.length) throw new ProtocolError('BAD_REQUEST', 'receipts: expected one result per receipt submitted');
+      const list = o.entries;
+      if (!Array.isArray(list) || list.length !== receipts.length) throw new ProtocolError('BAD_REQUEST', 'log answer: expected one entry per receipt submitted');
       return list.map((r: unknown) => {
         const index = (r as { index?: unknown } | null)?.index;
-        if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0) throw new ProtocolError('BAD_REQUEST', 'receipts: a result without a leaf index');
+        if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0) throw new ProtocolError('BAD_REQUEST', 'log answer: an entry without a leaf index');
         return index;
       });
     });

@@ -32,8 +32,10 @@ export const RECEIPT_TYP = 'hermetic-receipt+jws';
 export const RECEIPT_VERSION = 1;
 /** Entries in one receipt. */
 export const MAX_RECEIPT_ENTRIES = 128;
-/** Longest receipt JWS accepted (128 entries of the longest ids fit; it travels in one padded payload). */
-export const MAX_RECEIPT_JWS_BYTES = 160 * 1024;
+/** Longest receipt JWS accepted: what one entry of the transparency log holds (a tlog-tiles
+ * entry bundle prefixes each entry with a 16-bit length). A signer splits a batch that
+ * would be longer. */
+export const MAX_RECEIPT_JWS_BYTES = 65_535;
 /** Longest rejection reason. */
 export const MAX_REASON_LENGTH = 64;
 

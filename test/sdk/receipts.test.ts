@@ -60,6 +60,25 @@ describe('SDK receipts', () => {
     await bob.client.close();
   });
 
+  it('splits a batch whose receipt would not fit one log entry: every envelope still gets its receipt', async () => {
+    // The longest ids make each entry large: 128 of them do not fit in 65,535 bytes.
+    const longUser = `rc-${'u'.repeat(124)}`;
+    const sender = observe(await newClient(world, longUser, { deviceId: 'd'.repeat(64) }));
+    const recipient = observe(await newClient(world, 'rc-batch', { receipts: { flushDelayMs: 2_000 } }));
+    const got = receiptsOf(sender);
+    const sent = await Promise.all(Array.from({ length: 130 }, (_, i) => sender.client.send('rc-batch', `m${i}`)));
+    await recipient.received(130, 60_000);
+    await waitFor('130 receipts', () => (got.length >= 130 ? true : undefined), 60_000);
+    expect(new Set(got.map((r) => r.envelopeId))).toEqual(new Set(sent.map((x) => x.envelopeId)));
+    const signed = new Set(got.map((r) => r.jws));
+    console.log([...signed].map((j) => [j.length, got.filter((r) => r.jws === j).length]));
+    expect(signed.size).toBeGreaterThan(2);
+    for (const jws of signed) expect(jws.length).toBeLessThanOrEqual(65_535);
+    expect(sender.flags).toEqual([]);
+    await sender.client.close();
+    await recipient.client.close();
+  }, 120_000);
+
   it('a relay that alters an envelope: the recipient cannot decrypt it, and the sender sees TAMPERED from the hash in the receipt', async () => {
     const tap = tappedTransport();
     const carol = observe(await newClient(world, 'rc-carol'));

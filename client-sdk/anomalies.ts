@@ -132,7 +132,8 @@ export class Anomalies {
     const flags: ReceiptFlag[] = [];
     if (m.now - m.sentAt > this.policy.lateAfterMs) flags.push('LATE');
     if (m.sentAt - m.now > this.policy.clockSkewMs) flags.push('CLOCK_SKEW');
-    if (m.expiresAt < m.now) flags.push('EXPIRED');
+    // The relay's clock sets the expiry: allow it the same skew as a sender's.
+    if (m.expiresAt + this.policy.clockSkewMs < m.now) flags.push('EXPIRED');
     const key = conversationKey(m.senderUserId, m.senderDeviceId, m.conversation);
     const raw = await tx.get(NS.conversations, key);
     let s = raw ? decodeRecord<ConversationState>(raw) : undefined;

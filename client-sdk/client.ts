@@ -592,8 +592,9 @@ export class HermeticClient {
         this.#report(err);
       }
     }
-    if (more) this.#scheduleReceipts(0);
-    else if (retry) this.#scheduleReceipts(RECEIPT_RETRY_MS);
+    // Unreachable now: later (never at once, which would spin while the relay is away).
+    if (retry) this.#scheduleReceipts(RECEIPT_RETRY_MS);
+    else if (more) this.#scheduleReceipts(0);
     void this.#submitLog();
   }
 

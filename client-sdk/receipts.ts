@@ -124,6 +124,9 @@ interface StoredReceipt {
   readonly at: number;
 }
 
+/** Receipt entries kept for what this device sent (the oldest go first beyond it). */
+export const MAX_KEPT_RECEIPTS = 100_000;
+
 const awaitedKey = (envelopeId: string, deviceId: string) => `a:${envelopeId}:${deviceId}`;
 const receivedKey = (envelopeId: string, userId: string, deviceId: string) => `r:${envelopeId}:${userId} ${deviceId}`;
 const pendingPrefix = (userId: string, deviceId: string) => `p:${userId} ${deviceId}:`;
@@ -298,14 +301,15 @@ export class Receipts {
     return [...groups.values()];
   }
 
-  /** Forgets kept receipts older than `cutoff` (ms). */
+  /** Forgets kept receipts older than `cutoff` (ms), and the oldest beyond MAX_KEPT_RECEIPTS. */
   async prune(tx: StoreTx, cutoff: number): Promise<void> {
     const live = new Set<string>();
-    for (const [k, raw] of await tx.list(NS.receipts, 'r:')) {
-      const r = decodeRecord<StoredReceipt>(raw);
-      if (r.at < cutoff) tx.delete(NS.receipts, k);
+    const rows = (await tx.list(NS.receipts, 'r:')).map(([k, raw]) => ({ k, r: decodeRecord<StoredReceipt>(raw) })).sort((a, b) => a.r.at - b.r.at);
+    const excess = rows.length - MAX_KEPT_RECEIPTS;
+    rows.forEach(({ k, r }, i) => {
+      if (r.at < cutoff || i < excess) tx.delete(NS.receipts, k);
       else live.add(r.jwsKey);
-    }
+    });
     for (const [k] of await tx.list(NS.receipts, 'j:')) if (!live.has(k)) tx.delete(NS.receipts, k);
   }
 

@@ -1,0 +1,87 @@
+/**
+ * Signs the receipt log's checkpoints (C2SP tlog-checkpoint in a signed note): on a
+ * timer when the tree has grown since the last one, and on demand when a submitter asks
+ * for a checkpoint covering its receipts. Every checkpoint is kept (log_checkpoints).
+ * Relays sharing the database sign from the committed tree head; two signing the same
+ * size keep the first one stored (with one key and Ed25519's deterministic signatures,
+ * the two are the same bytes anyway).
+ */
+import type { Logger } from 'pino';
+import { signNote } from '../../crypto/tlog/note.js';
+import type { LogKey } from './log-key.js';
+import type { LogStore, StoredCheckpoint, TreeHead } from './store.js';
+
+/** The checkpoint body: origin, decimal size, base64 root (tlog-checkpoint). */
+export function checkpointBody(origin: string, head: TreeHead): string {
+  return `${origin}\n${head.size}\n${Buffer.from(head.root).toString('base64')}\n`;
+}
+
+export class Checkpointer {
+  /** The signing in progress: at most one at a time in this process. */
+  private signing: Promise<StoredCheckpoint> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+
+  constructor(
+    private readonly store: LogStore,
+    private readonly key: LogKey,
+    private readonly now: () => number,
+    private readonly logger: Logger,
+    private readonly onSigned: (c: StoredCheckpoint) => void = () => undefined,
+  ) {}
+
+  /** The newest checkpoint (signing one for the current tree when there is none yet). */
+  async latest(): Promise<StoredCheckpoint> {
+    return (await this.store.latestCheckpoint()) ?? this.signNow();
+  }
+
+  /** A checkpoint of size at least `minSize` (which the tree must already have). */
+  async covering(minSize: number): Promise<StoredCheckpoint> {
+    const latest = await this.store.latestCheckpoint();
+    if (latest !== undefined && latest.size >= minSize) return latest;
+    return this.signNow();
+  }
+
+  /** Signs the committed tree head, unless a checkpoint of its size exists. */
+  signNow(): Promise<StoredCheckpoint> {
+    const run = (this.signing ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(async () => {
+        const head = await this.store.treeHead();
+        const latest = await this.store.latestCheckpoint();
+        if (latest !== undefined && latest.size >= head.size) return latest;
+        const note = signNote(checkpointBody(this.key.origin, head), this.key.signer);
+        const kept = await this.store.saveCheckpoint({ size: head.size, root: head.root, note, signedAtMs: this.now() });
+        this.onSigned(kept);
+        return kept;
+      });
+    this.signing = run;
+    return run;
+  }
+
+  /** Signs every `intervalMs` when the tree has grown; also once now. */
+  start(intervalMs: number): Promise<StoredCheckpoint> {
+    this.timer = setInterval(() => void this.tick(), intervalMs);
+    this.timer.unref();
+    return this.signNow();
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      await this.signNow();
+    } catch (err) {
+      // The database may be away for a while: the next tick tries again.
+      this.logger.warn({ err: { message: (err as Error).message } }, 'log checkpoint not signed');
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  /** Stops the timer and waits for a signing in progress. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.signing?.catch(() => undefined);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * The receipt log: admits submitted receipts (admission.ts), appends them through a
+ * group-commit sequencer (one transaction per batch, serialized across relays by the
+ * tree head's row lock), signs checkpoints (checkpointer.ts) and answers the read API:
+ * proofs, tiles, checkpoint history and receipt listings. The HTTP routes are in
+ * server/http/log-routes.ts; docs/PROTOCOL.md "Receipt log" documents them.
+ */
+import type { Logger } from 'pino';
+import type { CryptoBackend } from '../../crypto/primitives/backend.js';
+import { appendLeaves, consistencyProof, inclusionProof } from '../../crypto/tlog/merkle.js';
+import { ProtocolError } from '../../protocol/errors.js';
+import type { LoggedReceipt } from '../../protocol/log.js';
+import { LOG_APPEND_BATCH_MAX } from '../limits.js';
+import { Batcher } from '../mailbox/batcher.js';
+import type { RelayMetrics } from '../metrics.js';
+import type { Database } from '../storage/database.js';
+import { admitReceipts } from './admission.js';
+import { Checkpointer } from './checkpointer.js';
+import type { LogKey } from './log-key.js';
+import { type AppendedLeaf, type LeafInput, LogStore, type StoredCheckpoint, type StoredLeaf, type TreeHead } from './store.js';
+
+export interface ReceiptLogOptions {
+  readonly db: Database;
+  readonly backend: CryptoBackend;
+  readonly key: LogKey;
+  readonly now: () => number;
+  readonly logger: Logger;
+  readonly metrics: RelayMetrics;
+  readonly checkpointIntervalMs: number;
+}
+
+export interface SubmitResult {
+  readonly entries: readonly LoggedReceipt[];
+  readonly checkpoint?: StoredCheckpoint;
+}
+
+export class ReceiptLog {
+  readonly store: LogStore;
+  readonly checkpoints: Checkpointer;
+  private readonly sequencer: Batcher<LeafInput, AppendedLeaf>;
+  private lastSignedAtMs: number | undefined;
+
+  constructor(private readonly opts: ReceiptLogOptions) {
+    this.store = new LogStore(opts.db);
+    const { metrics } = opts;
+    this.checkpoints = new Checkpointer(this.store, opts.key, opts.now, opts.logger, (c) => {
+      this.lastSignedAtMs = Math.max(this.lastSignedAtMs ?? 0, c.signedAtMs);
+      metrics.logTreeSize.set(Math.max(c.size, 0));
+    });
+    // The age is computed when scraped, from the newest checkpoint this relay has seen.
+    metrics.setLogCheckpointAge(() => (this.lastSignedAtMs === undefined ? undefined : (opts.now() - this.lastSignedAtMs) / 1000));
+    this.sequencer = new Batcher<LeafInput, AppendedLeaf>({ maxBatch: LOG_APPEND_BATCH_MAX, maxWaitMs: 0, concurrency: 1 }, async (items) => {
+      const { results, head } = await this.store.append(items, opts.now(), (size, hashes, read) => appendLeaves(size, hashes, read, opts.backend));
+      metrics.logReceiptsAppended.inc(results.filter((r) => !r.duplicate).length);
+      metrics.logTreeSize.set(head.size);
+      return { results };
+    });
+  }
+
+  async start(): Promise<void> {
+    const c = await this.checkpoints.start(this.opts.checkpointIntervalMs);
+    this.opts.metrics.logTreeSize.set((await this.store.treeHead()).size);
+    this.lastSignedAtMs = c.signedAtMs;
+  }
+
+  /** Waits for queued appends and a signing in progress. */
+  async stop(): Promise<void> {
+    await this.sequencer.drained();
+    await this.checkpoints.stop();
+  }
+
+  /**
+   * Admits and appends a submission; resolves once every receipt is durably in the log
+   * (and, with `checkpoint`, covered by a signed checkpoint).
+   */
+  async submit(caller: string, receipts: readonly string[], checkpoint: boolean): Promise<SubmitResult> {
+    let leaves: LeafInput[];
+    try {
+      leaves = await admitReceipts(caller, receipts, this.store, this.opts.backend);
+    } catch (err) {
+      if (err instanceof ProtocolError) this.opts.metrics.logSubmissionsRefused.inc({ code: err.code });
+      throw err;
+    }
+    const appended = await Promise.all(leaves.map((l) => this.sequencer.submit(l)));
+    const entries = appended.map((a, i) => ({
+      index: a.index,
+      leafHash: Buffer.from((leaves[i] as LeafInput).leafHash).toString('base64'),
+      duplicate: a.duplicate,
+    }));
+    if (!checkpoint) return { entries };
+    const covering = await this.checkpoints.covering(Math.max(...appended.map((a) => a.index)) + 1);
+    return { entries, checkpoint: covering };
+  }
+
+  head(): Promise<TreeHead> {
+    return this.store.treeHead();
+  }
+
+  /** The tree head, refusing a `size` beyond it. */
+  private async within(size: number, field: string): Promise<TreeHead> {
+    const head = await this.store.treeHead();
+    if (size > head.size) throw new ProtocolError('BAD_REQUEST', `${field}: beyond the log's size ${head.size}`);
+    return head;
+  }
+
+  async inclusion(index: number, size: number): Promise<Uint8Array[]> {
+    if (index >= size) throw new ProtocolError('BAD_REQUEST', 'index: must be below size');
+    await this.within(size, 'size');
+    return inclusionProof(index, size, this.store.reader(), this.opts.backend);
+  }
+
+  async consistency(from: number, to: number): Promise<Uint8Array[]> {
+    if (from > to) throw new ProtocolError('BAD_REQUEST', 'from: must not exceed to');
+    await this.within(to, 'to');
+    return consistencyProof(from, to, this.store.reader(), this.opts.backend);
+  }
+
+  /** Nodes of tree level `level` (a tile row), [first, first + count), all of which must exist. */
+  async nodeRow(level: number, first: number, count: number): Promise<Uint8Array[] | undefined> {
+    const rows = await this.store.nodesAt(level, first, count);
+    return rows.length === count ? rows : undefined;
+  }
+
+  /** Leaves [first, first + count), all of which must exist. */
+  async leafRow(first: number, count: number): Promise<StoredLeaf[] | undefined> {
+    const rows = await this.store.leaves(first, count);
+    return rows.length === count ? rows : undefined;
+  }
+
+  /** Receipts from index `from` that concern `userId` (every receipt for an auditor). */
+  async receipts(caller: { userId: string; auditor: boolean }, from: number, limit: number): Promise<StoredLeaf[]> {
+    return caller.auditor ? this.store.leaves(from, limit) : this.store.leavesOf(caller.userId, from, limit);
+  }
+}

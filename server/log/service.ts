@@ -65,8 +65,9 @@ export class ReceiptLog {
 
   /** Waits for queued appends and a signing in progress. */
   async stop(): Promise<void> {
+    const signing = this.checkpoints.stop();
     await this.sequencer.drained();
-    await this.checkpoints.stop();
+    await signing;
   }
 
   /**

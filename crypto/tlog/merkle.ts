@@ -117,8 +117,11 @@ function foldRight(hashes: readonly Uint8Array[], backend: CryptoBackend): Uint8
 
 const idKey = (id: NodeId): string => `${id.level}/${id.index}`;
 
-/** One call to the reader, its answer checked for shape (it may be untrusted, e.g. tiles). */
-async function readChecked(ids: readonly NodeId[], read: NodeReader): Promise<Uint8Array[]> {
+/**
+ * One call to the reader, its answer checked for shape (the reader may sit on untrusted
+ * data, e.g. fetched tiles). Throws INVALID_PROOF for a wrong count or a non-hash.
+ */
+export async function readNodes(ids: readonly NodeId[], read: NodeReader): Promise<Uint8Array[]> {
   if (ids.length === 0) return [];
   const hashes: unknown = await read(ids);
   if (!Array.isArray(hashes) || hashes.length !== ids.length) throw proofError('node reader returned the wrong number of hashes');
@@ -136,7 +139,7 @@ async function readRanges(
   const unique = new Map<string, NodeId>();
   for (const list of pieces) for (const id of list) unique.set(idKey(id), id);
   const ids = [...unique.values()];
-  const hashes = await readChecked(ids, read);
+  const hashes = await readNodes(ids, read);
   const byKey = new Map<string, Uint8Array>();
   ids.forEach((id, i) => byKey.set(idKey(id), hashes[i] as Uint8Array));
   return pieces.map((list) => foldRight(list.map((id) => byKey.get(idKey(id)) as Uint8Array), backend));
@@ -191,7 +194,7 @@ export async function appendLeaves(
   // waiting for its right sibling.
   const pending: (Uint8Array | undefined)[] = [];
   const edge = frontierNodes(size);
-  const edgeHashes = await readChecked(edge, read);
+  const edgeHashes = await readNodes(edge, read);
   edge.forEach((id, i) => {
     pending[id.level] = edgeHashes[i];
   });

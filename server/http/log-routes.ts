@@ -32,7 +32,9 @@ import type { DirectoryService } from '../directory/service.js';
 import type { LogKey } from '../log/log-key.js';
 import type { ReceiptLog } from '../log/service.js';
 import type { StoredCheckpoint } from '../log/store.js';
-import { type TileRequest, TILE_WIDTH, dataTileBytes, parseTileRequest } from '../log/tiles.js';
+import { EvidenceError } from '../../crypto/evidence/errors.js';
+import { TILE_WIDTH } from '../../crypto/tlog/limits.js';
+import { type Tile, buildHashTile, encodeEntryBundle, parseTilePath, tileWithin } from '../../crypto/tlog/tiles.js';
 import { decodePathParam } from './context.js';
 import type { Router } from './router.js';
 
@@ -57,6 +59,7 @@ const PARTIAL_TILE_CACHE = 'public, max-age=60';
 /** Data tiles are for auditors: never in a shared cache. */
 const DATA_TILE_CACHE = 'private, max-age=31536000, immutable';
 
+const encoder = new TextEncoder();
 const DECIMAL = /^(?:0|[1-9]\d{0,15})$/;
 
 /** A decimal query parameter in [min, max]; `def` when absent (required when undefined). */
@@ -163,20 +166,27 @@ export function registerLogRoutes(app: TemplatedApp, router: Router, deps: LogRo
   app.get(
     '/v1/log/tile/*',
     route('log_tile', 0, async (ex) => {
-      const tile: TileRequest = parseTileRequest(ex.info.url.slice('/v1/log/'.length));
-      const width = tile.width ?? TILE_WIDTH;
-      if (tile.kind === 'entries') {
+      let tile: Tile;
+      try {
+        tile = parseTilePath(ex.info.url.slice('/v1/log/'.length));
+      } catch (err) {
+        if (err instanceof EvidenceError) throw new ProtocolError('NOT_FOUND', `not a tile path: ${err.message}`);
+        throw err;
+      }
+      if (tile.kind === 'data') {
         const caller = await authCaller(ex);
         if (!caller.auditor) throw new ProtocolError('AUDITOR_ONLY', 'data tiles hold receipts: they are served to auditors only');
-        const leaves = await log.leafRow(tile.index * TILE_WIDTH, width);
-        if (leaves === undefined) throw new ProtocolError('NOT_FOUND', 'no such tile in the log yet');
-        ex.sendResource(dataTileBytes(leaves.map((l) => l.receipt)), 'application/octet-stream', DATA_TILE_CACHE);
-        return;
       }
-      // Tile level L holds tree level 8L: nodes [N*256, N*256 + W).
-      const nodes = tile.level * 8 < 64 ? await log.nodeRow(tile.level * 8, tile.index * TILE_WIDTH, width) : undefined;
-      if (nodes === undefined) throw new ProtocolError('NOT_FOUND', 'no such tile in the log yet');
-      ex.sendResource(Buffer.concat(nodes), 'application/octet-stream', tile.width === undefined ? FULL_TILE_CACHE : PARTIAL_TILE_CACHE);
+      // Only tiles of the committed tree exist (a full tile once the tree covers it, a
+      // partial one of any width up to the right edge).
+      const head = await log.head();
+      if (!tileWithin(tile, head.size)) throw new ProtocolError('NOT_FOUND', 'no such tile in the log yet');
+      const cache = tile.kind === 'data' ? DATA_TILE_CACHE : tile.width === TILE_WIDTH ? FULL_TILE_CACHE : PARTIAL_TILE_CACHE;
+      const body =
+        tile.kind === 'data'
+          ? encodeEntryBundle((await log.store.leaves(tile.index * TILE_WIDTH, tile.width)).map((l) => encoder.encode(l.receipt)))
+          : await buildHashTile(tile, log.store.reader());
+      ex.sendResource(body, 'application/octet-stream', cache);
     }),
   );
 

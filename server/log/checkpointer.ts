@@ -7,14 +7,9 @@
  * the two are the same bytes anyway).
  */
 import type { Logger } from 'pino';
-import { signNote } from '../../crypto/tlog/note.js';
+import { signCheckpoint } from '../../crypto/tlog/checkpoint.js';
 import type { LogKey } from './log-key.js';
-import type { LogStore, StoredCheckpoint, TreeHead } from './store.js';
-
-/** The checkpoint body: origin, decimal size, base64 root (tlog-checkpoint). */
-export function checkpointBody(origin: string, head: TreeHead): string {
-  return `${origin}\n${head.size}\n${Buffer.from(head.root).toString('base64')}\n`;
-}
+import type { LogStore, StoredCheckpoint } from './store.js';
 
 export class Checkpointer {
   /** The signing in progress: at most one at a time in this process. */
@@ -50,7 +45,7 @@ export class Checkpointer {
         const head = await this.store.treeHead();
         const latest = await this.store.latestCheckpoint();
         if (latest !== undefined && latest.size >= head.size) return latest;
-        const note = signNote(checkpointBody(this.key.origin, head), this.key.signer);
+        const note = signCheckpoint({ origin: this.key.origin, size: head.size, rootHash: head.root, extensions: [] }, this.key.signer);
         const kept = await this.store.saveCheckpoint({ size: head.size, root: head.root, note, signedAtMs: this.now() });
         this.onSigned(kept);
         return kept;

@@ -116,18 +116,6 @@ export class ReceiptLog {
     return consistencyProof(from, to, this.store.reader(), this.opts.backend);
   }
 
-  /** Nodes of tree level `level` (a tile row), [first, first + count), all of which must exist. */
-  async nodeRow(level: number, first: number, count: number): Promise<Uint8Array[] | undefined> {
-    const rows = await this.store.nodesAt(level, first, count);
-    return rows.length === count ? rows : undefined;
-  }
-
-  /** Leaves [first, first + count), all of which must exist. */
-  async leafRow(first: number, count: number): Promise<StoredLeaf[] | undefined> {
-    const rows = await this.store.leaves(first, count);
-    return rows.length === count ? rows : undefined;
-  }
-
   /** Receipts from index `from` that concern `userId` (every receipt for an auditor). */
   async receipts(caller: { userId: string; auditor: boolean }, from: number, limit: number): Promise<StoredLeaf[]> {
     return caller.auditor ? this.store.leaves(from, limit) : this.store.leavesOf(caller.userId, from, limit);

@@ -22,6 +22,7 @@ import {
   MIN_AUTH_TIMEOUT_MS,
 } from './limits.js';
 import { relayOrigin } from '../protocol/origin.js';
+import { NoteSigner } from '../crypto/tlog/note.js';
 import type { CorsPolicy } from './http/cors.js';
 import { DEFAULT_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
 
@@ -91,6 +92,14 @@ function logConfig(env: Env, production: boolean, databaseUrl: string | undefine
     throw new ConfigError(
       'HERMETIC_LOG_KEY is required when NODE_ENV=production with DATABASE_URL: every relay on the database must sign checkpoints with the same log key (a signed-note signer key, PRIVATE+KEY+<name>+<key id>+<key>)',
     );
+  }
+  if (signerKey !== undefined) {
+    try {
+      NoteSigner.parse(signerKey.trim());
+    } catch {
+      // Never echo the value: it is a secret.
+      throw new ConfigError('HERMETIC_LOG_KEY is not a signed-note signer key (PRIVATE+KEY+<name>+<key id>+<base64 key>)');
+    }
   }
   const origin = env.HERMETIC_LOG_ORIGIN || undefined;
   if (origin !== undefined && !LOG_ORIGIN_PATTERN.test(origin)) {

@@ -119,3 +119,6 @@ export type { DeviceChainRefusal, DeviceChainSnapshot, DeviceEntry, DeviceEntryK
 // Signatures on published prekeys (checked by the relay on upload and by initiators)
 export { PUBLISHED_KEY_KINDS, publishedKeyTranscript, signPublishedKey, verifyPublishedKey } from './published-key.js';
 export type { PublishedKeyKind } from './published-key.js';
+
+// Transparency log: RFC 6962 Merkle tree, C2SP signed notes, checkpoints, tiles, proofs
+export * as tlog from './tlog/index.js';

@@ -213,6 +213,17 @@ export function parseEntryBundle(tile: Tile, bytes: Uint8Array): Uint8Array[] {
   return entries;
 }
 
+/** The root of a perfect subtree over a power-of-two row of hashes. */
+function perfectRoot(hashes: readonly Uint8Array[], backend: CryptoBackend): Uint8Array {
+  let row = hashes;
+  while (row.length > 1) {
+    const next: Uint8Array[] = [];
+    for (let i = 0; i < row.length; i += 2) next.push(nodeHash(row[i] as Uint8Array, row[i + 1] as Uint8Array, backend));
+    row = next;
+  }
+  return row[0] as Uint8Array;
+}
+
 /**
  * Hash tiles a client fetched, as a node store: reads any complete node whose level-8L
  * hashes are in the set, hashing the levels between tile levels. Tiles of one (level,
@@ -255,13 +266,7 @@ export class TileSet {
     const offset = first % TILE_WIDTH;
     const hashes = this.#tiles.get(`${tileLevel}/${tileIndex}`);
     if (hashes === undefined || offset + span > hashes.length) throw tileError(`no tile holds node ${level}/${index}`);
-    let row = hashes.slice(offset, offset + span);
-    while (row.length > 1) {
-      const next: Uint8Array[] = [];
-      for (let i = 0; i < row.length; i += 2) next.push(nodeHash(row[i] as Uint8Array, row[i + 1] as Uint8Array, this.#backend));
-      row = next;
-    }
-    return row[0] as Uint8Array;
+    return perfectRoot(hashes.slice(offset, offset + span), this.#backend);
   }
 
   /** The batch reader the merkle functions take. */
@@ -289,7 +294,8 @@ export async function verifyTiles(
   if (!equalBytes(root, rootHash)) throw new EvidenceError('INVALID_PROOF', 'tiles do not give the checkpoint root');
   for (const t of needed) {
     if (t.width < TILE_WIDTH) continue; // partial tiles are all on the root's right edge, checked above
-    const own = tiles.node((t.level + 1) * TILE_HEIGHT, t.index);
+    // The full tile's own subtree root, hashed from its 256 hashes (not read from above).
+    const own = perfectRoot(tiles.hashes(t.level, t.index) as Uint8Array[], backend);
     const parent = tiles.hashes(t.level + 1, Math.floor(t.index / TILE_WIDTH))?.[t.index % TILE_WIDTH];
     if (parent === undefined || !equalBytes(own, parent)) {
       throw new EvidenceError('INVALID_PROOF', `${formatTilePath(t)} does not match the tile above`);

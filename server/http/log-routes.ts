@@ -164,6 +164,14 @@ export function registerLogRoutes(app: TemplatedApp, router: Router, deps: LogRo
   );
 
   app.get(
+    '/v1/log/proof/tlog',
+    route('log_tlog_proof', 0, async (ex) => {
+      const index = intParam(new URLSearchParams(ex.info.query), 'index', 0, MAX_LOG_SIZE);
+      ex.sendResource(await log.tlogProof(index), 'text/plain; charset=utf-8', 'no-store');
+    }),
+  );
+
+  app.get(
     '/v1/log/tile/*',
     route('log_tile', 0, async (ex) => {
       let tile: Tile;

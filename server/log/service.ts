@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { appendLeaves, consistencyProof, inclusionProof } from '../../crypto/tlog/merkle.js';
+import { formatTlogProof } from '../../crypto/tlog/proof-format.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import type { LoggedReceipt } from '../../protocol/log.js';
 import { LOG_APPEND_BATCH_MAX } from '../limits.js';
@@ -114,6 +115,18 @@ export class ReceiptLog {
     if (from > to) throw new ProtocolError('BAD_REQUEST', 'from: must not exceed to');
     await this.within(to, 'to');
     return consistencyProof(from, to, this.store.reader(), this.opts.backend);
+  }
+
+  /**
+   * A C2SP tlog-proof for leaf `index`: its inclusion proof in the newest checkpoint
+   * (one is signed now if none covers the leaf yet), with that checkpoint.
+   */
+  async tlogProof(index: number): Promise<string> {
+    const head = await this.store.treeHead();
+    if (index >= head.size) throw new ProtocolError('BAD_REQUEST', `index: beyond the log's size ${head.size}`);
+    const cp = await this.checkpoints.covering(index + 1);
+    const proof = await inclusionProof(index, cp.size, this.store.reader(), this.opts.backend);
+    return formatTlogProof({ index, proof, checkpoint: cp.note });
   }
 
   /** Receipts from index `from` that concern `userId` (every receipt for an auditor). */

@@ -10,6 +10,7 @@ import { jwkThumbprint } from '../../crypto/evidence/jws.js';
 import { signReceipt } from '../../crypto/evidence/receipt.js';
 import { defaultBackend } from '../../crypto/primitives/index.js';
 import { leafHash, rootOf, verifyConsistency, verifyInclusion } from '../../crypto/tlog/merkle.js';
+import { verifyTlogProof } from '../../crypto/tlog/proof-format.js';
 import { TileSet, formatTilePath, tilesForSize, verifyEntryBundle, verifyTiles } from '../../crypto/tlog/tiles.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { DeliverFrame } from '../../protocol/envelopes.js';
@@ -106,6 +107,14 @@ describe.each(DRIVERS)('receipt log on $name', (driver) => {
     // The same proof does not verify another leaf.
     expect(() => verifyInclusion(leafOf(`${receipt}x`), entry.index, cp.size, proof.hashes.map(fromB64), cp.root)).toThrow();
 
+    // The same, as a C2SP tlog-proof: verifies against the log's key for this leaf only.
+    const tp = await fetch(`${url()}/v1/log/proof/tlog?index=${entry.index}`);
+    expect(tp.status).toBe(200);
+    expect(tp.headers.get('content-type')).toBe('text/plain; charset=utf-8');
+    const tlogProof = await tp.text();
+    expect(verifyTlogProof(tlogProof, leafOf(receipt), id.origin, [id.verifier]).index).toBe(entry.index);
+    expect(() => verifyTlogProof(tlogProof, leafOf(`${receipt}x`), id.origin, [id.verifier])).toThrow();
+
     // The sender is a party too; submitting again gives the same index.
     const again = await submitOk(url(), alice.token, [receipt]);
     expect(again.entries).toEqual([{ index: entry.index, leafHash: entry.leafHash, duplicate: true }]);
@@ -184,6 +193,7 @@ describe.each(DRIVERS)('receipt log on $name', (driver) => {
     expectError(await request(url(), 'GET', '/v1/log/proof/inclusion?index=5&size=2'), 400, 'BAD_REQUEST');
     expectError(await request(url(), 'GET', '/v1/log/proof/inclusion?index=0&size=99999999'), 400, 'BAD_REQUEST');
     expectError(await request(url(), 'GET', '/v1/log/proof/consistency?from=-1&to=2'), 400, 'BAD_REQUEST');
+    expectError(await request(url(), 'GET', '/v1/log/proof/tlog?index=99999999'), 400, 'BAD_REQUEST');
     expectError(await request(url(), 'GET', '/v1/log/checkpoints?limit=100000'), 400, 'BAD_REQUEST');
     expectError(await request(url(), 'GET', '/v1/log/tile/0/x1/001'), 404, 'NOT_FOUND');
     expectError(await request(url(), 'GET', '/v1/log/tile/0/000.p/256'), 404, 'NOT_FOUND');

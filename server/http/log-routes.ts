@@ -25,6 +25,7 @@ import {
   MAX_LOG_SIZE,
   type ReceiptsAnswer,
   type SubmitReceiptsAnswer,
+  type SubmitReceiptsRequest,
   decodeSubmitReceiptsRequest,
 } from '../../protocol/log.js';
 import { MAX_HTTP_BODY_BYTES } from '../../protocol/limits.js';
@@ -89,8 +90,15 @@ export function registerLogRoutes(app: TemplatedApp, router: Router, deps: LogRo
     route('log_submit', 0, async (ex) => {
       const query = new URLSearchParams(ex.info.query);
       const [caller, text] = await Promise.all([authUser(ex), ex.readJsonText(MAX_LOG_SUBMIT_BODY_BYTES)]);
-      const wantCheckpoint = intParam(query, 'checkpoint', 0, 1, 0) === 1;
-      const req = decodeSubmitReceiptsRequest(parseJsonObject(text));
+      let req: SubmitReceiptsRequest;
+      let wantCheckpoint: boolean;
+      try {
+        wantCheckpoint = intParam(query, 'checkpoint', 0, 1, 0) === 1;
+        req = decodeSubmitReceiptsRequest(parseJsonObject(text));
+      } catch (err) {
+        if (err instanceof ProtocolError) log.refused(err.code);
+        throw err;
+      }
       const r = await log.submit(caller, req.receipts, wantCheckpoint);
       const answer: SubmitReceiptsAnswer = r.checkpoint ? { entries: r.entries, checkpoint: r.checkpoint.note } : { entries: r.entries };
       ex.json(200, answer);

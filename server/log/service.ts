@@ -71,6 +71,11 @@ export class ReceiptLog {
     await signing;
   }
 
+  /** Counts a submission refused before admission (malformed request, too many receipts). */
+  refused(code: string): void {
+    this.opts.metrics.logSubmissionsRefused.inc({ code });
+  }
+
   /**
    * Admits and appends a submission; resolves once every receipt is durably in the log
    * (and, with `checkpoint`, covered by a signed checkpoint).
@@ -80,7 +85,7 @@ export class ReceiptLog {
     try {
       leaves = await admitReceipts(caller, receipts, this.store, this.opts.backend);
     } catch (err) {
-      if (err instanceof ProtocolError) this.opts.metrics.logSubmissionsRefused.inc({ code: err.code });
+      if (err instanceof ProtocolError) this.refused(err.code);
       throw err;
     }
     const appended = await Promise.all(leaves.map((l) => this.sequencer.submit(l)));

@@ -36,7 +36,7 @@ import {
   submitReceipts,
   verifyCheckpoint,
 } from '../helpers/receipt-log.js';
-import { DRIVERS, type TestUser, World, driverAvailable, firstDevice, sendMany } from '../mailbox/world.js';
+import { DRIVERS, type TestUser, World, driverAvailable, firstDevice, metric, sendMany } from '../mailbox/world.js';
 
 afterAll(async () => {
   await killAllRelays();
@@ -251,6 +251,15 @@ describe.each(DRIVERS)('receipt log on $name', (driver) => {
     expect(page.receipts.map((r) => r.index)).toEqual([1]);
     expect(page.next).toBe(2);
     expectError(await request(url(), 'GET', '/v1/log/receipts'), 401, 'UNAUTHENTICATED');
+
+    // Metrics: appended receipts, refusals by code, the tree size, the checkpoint's age.
+    expect(await metric(world.relay, 'hermetic_log_receipts_appended_total')).toBe(all.length);
+    expect(await metric(world.relay, 'hermetic_log_tree_size')).toBe(all.length);
+    expect(await metric(world.relay, 'hermetic_log_submissions_refused_total{code="RECEIPT_NOT_PARTY"}')).toBeGreaterThanOrEqual(1);
+    expect(await metric(world.relay, 'hermetic_log_submissions_refused_total{code="TOO_MANY_RECEIPTS"}')).toBeGreaterThanOrEqual(1);
+    const age = await metric(world.relay, 'hermetic_log_checkpoint_age_seconds');
+    expect(age).toBeGreaterThanOrEqual(0);
+    expect(age).toBeLessThan(600);
   });
 
   it('serves device identity keys as JWKs with their RFC 7638 thumbprint', async () => {

@@ -10,7 +10,8 @@ import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { appendLeaves, consistencyProof, inclusionProof } from '../../crypto/tlog/merkle.js';
 import { formatTlogProof } from '../../crypto/tlog/proof-format.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import type { LoggedReceipt } from '../../protocol/log.js';
+import { LOG_SUBMIT_BURST, LOG_SUBMITS_PER_SECOND, type LoggedReceipt } from '../../protocol/log.js';
+import { RateLimiter } from '../ratelimit.js';
 import { LOG_APPEND_BATCH_MAX } from '../limits.js';
 import { Batcher } from '../mailbox/batcher.js';
 import type { RelayMetrics } from '../metrics.js';
@@ -40,9 +41,11 @@ export class ReceiptLog {
   readonly checkpoints: Checkpointer;
   private readonly sequencer: Batcher<LeafInput, AppendedLeaf>;
   private lastSignedAtMs: number | undefined;
+  private readonly limiter: RateLimiter;
 
   constructor(private readonly opts: ReceiptLogOptions) {
     this.store = new LogStore(opts.db);
+    this.limiter = new RateLimiter(LOG_SUBMIT_BURST, LOG_SUBMITS_PER_SECOND, opts.now);
     const { metrics } = opts;
     this.checkpoints = new Checkpointer(this.store, opts.key, opts.now, opts.logger, (c) => {
       this.lastSignedAtMs = Math.max(this.lastSignedAtMs ?? 0, c.signedAtMs);
@@ -83,6 +86,8 @@ export class ReceiptLog {
   async submit(caller: string, receipts: readonly string[], checkpoint: boolean): Promise<SubmitResult> {
     let leaves: LeafInput[];
     try {
+      const waitMs = this.limiter.take(caller);
+      if (waitMs > 0) throw new ProtocolError('RATE_LIMITED', 'too many receipt log submissions; retry later', { retryAfterMs: waitMs });
       leaves = await admitReceipts(caller, receipts, this.store, this.opts.backend);
     } catch (err) {
       if (err instanceof ProtocolError) this.refused(err.code);

@@ -22,7 +22,8 @@ export class Checkpointer {
     private readonly key: LogKey,
     private readonly now: () => number,
     private readonly logger: Logger,
-    private readonly onSigned: (c: StoredCheckpoint) => void = () => undefined,
+    /** Told of the newest checkpoint each time one is signed or found (by any relay). */
+    private readonly onNewest: (c: StoredCheckpoint) => void = () => undefined,
   ) {}
 
   /** The newest checkpoint (signing one for the current tree when there is none yet). */
@@ -44,10 +45,13 @@ export class Checkpointer {
       .then(async () => {
         const head = await this.store.treeHead();
         const latest = await this.store.latestCheckpoint();
-        if (latest !== undefined && latest.size >= head.size) return latest;
+        if (latest !== undefined && latest.size >= head.size) {
+          this.onNewest(latest);
+          return latest;
+        }
         const note = signCheckpoint({ origin: this.key.origin, size: head.size, rootHash: head.root, extensions: [] }, this.key.signer);
         const kept = await this.store.saveCheckpoint({ size: head.size, root: head.root, note, signedAtMs: this.now() });
-        this.onSigned(kept);
+        this.onNewest(kept);
         return kept;
       });
     this.signing = run;

@@ -49,7 +49,6 @@ export class ReceiptLog {
     const { metrics } = opts;
     this.checkpoints = new Checkpointer(this.store, opts.key, opts.now, opts.logger, (c) => {
       this.lastSignedAtMs = Math.max(this.lastSignedAtMs ?? 0, c.signedAtMs);
-      metrics.logTreeSize.set(Math.max(c.size, 0));
     });
     // The age is computed when scraped, from the newest checkpoint this relay has seen.
     metrics.setLogCheckpointAge(() => (this.lastSignedAtMs === undefined ? undefined : (opts.now() - this.lastSignedAtMs) / 1000));
@@ -62,9 +61,8 @@ export class ReceiptLog {
   }
 
   async start(): Promise<void> {
-    const c = await this.checkpoints.start(this.opts.checkpointIntervalMs);
+    await this.checkpoints.start(this.opts.checkpointIntervalMs);
     this.opts.metrics.logTreeSize.set((await this.store.treeHead()).size);
-    this.lastSignedAtMs = c.signedAtMs;
   }
 
   /** Waits for queued appends and a signing in progress. */
@@ -108,11 +106,10 @@ export class ReceiptLog {
     return this.store.treeHead();
   }
 
-  /** The tree head, refusing a `size` beyond it. */
-  private async within(size: number, field: string): Promise<TreeHead> {
+  /** Refuses a `size` beyond the committed tree. */
+  private async within(size: number, field: string): Promise<void> {
     const head = await this.store.treeHead();
     if (size > head.size) throw new ProtocolError('BAD_REQUEST', `${field}: beyond the log's size ${head.size}`);
-    return head;
   }
 
   async inclusion(index: number, size: number): Promise<Uint8Array[]> {

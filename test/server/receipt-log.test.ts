@@ -15,6 +15,7 @@ import { TileSet, formatTilePath, tilesForSize, verifyEntryBundle, verifyTiles }
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import {
+  MAX_LOG_ENTRY_BYTES,
   MAX_RECEIPTS_PER_SUBMIT,
   decodeCheckpointsAnswer,
   decodeConsistencyProofAnswer,
@@ -181,6 +182,10 @@ describe.each(DRIVERS)('receipt log on $name', (driver) => {
     expectError(await submitReceipts(url(), mallory.token, [signedReceipt(bobPhone, toBob.slice(0, 1))]), 403, 'RECEIPT_NOT_PARTY');
     expectError(await submitReceipts(url(), bob.token, ['not a jws']), 400, 'RECEIPT_INVALID');
     expectError(await submitReceipts(url(), bob.token, [42]), 400, 'RECEIPT_INVALID');
+    // Longer than an entry bundle can hold: refused before it is parsed.
+    const long = await submitReceipts(url(), bob.token, [signedReceipt(bobPhone, toBob.slice(0, 1)), 'x'.repeat(MAX_LOG_ENTRY_BYTES + 1)]);
+    expectError(long, 400, 'RECEIPT_INVALID');
+    expect(long.body.error.details).toEqual({ index: 1 });
     // A well-formed JWS whose payload is not a receipt.
     const payload = encodeBase64url(encoder.encode('{"v":1}'));
     const header = encodeBase64url(encoder.encode(JSON.stringify({ alg: 'EdDSA', typ: 'hermetic-receipt+jws', kid: jwkThumbprint(bobPhone.identityKey) })));

@@ -45,6 +45,12 @@ export const ERROR_CODES = {
   MAILBOX_FULL: { http: 507, retry: true },
   RELAY_BUSY: { http: 503, retry: true },
   ACK_BEYOND_DELIVERED: { http: 400, retry: false },
+  TOO_MANY_RECEIPTS: { http: 400, retry: false },
+  RECEIPT_INVALID: { http: 400, retry: false },
+  RECEIPT_KEY_MISMATCH: { http: 400, retry: false },
+  RECEIPT_NOT_PARTY: { http: 403, retry: false },
+  RECEIPT_NOT_DELIVERED: { http: 403, retry: false },
+  AUDITOR_ONLY: { http: 403, retry: false },
   UNAVAILABLE: { http: 503, retry: true },
   INTERNAL: { http: 500, retry: true },
 } as const satisfies Record<string, { http: number; retry: boolean }>;

@@ -27,3 +27,31 @@ export { SIGNATURE_LABELS, KDF_LABELS, LABEL_PREFIX } from './labels.js';
 export { relayOrigin } from './origin.js';
 export { deviceAuthTranscript, deviceRegistrationTranscript } from './transcripts.js';
 export { peekSendId, sendContent } from './envelopes.js';
+export {
+  DEFAULT_LOG_CHECKPOINTS_PAGE,
+  DEFAULT_LOG_RECEIPTS_PAGE,
+  LOG_HASH_PATTERN,
+  MAX_LOG_CHECKPOINTS_PAGE,
+  MAX_LOG_ENTRY_BYTES,
+  MAX_LOG_RECEIPTS_PAGE,
+  MAX_RECEIPTS_PER_SUBMIT,
+  decodeCheckpointsAnswer,
+  decodeConsistencyProofAnswer,
+  decodeInclusionProofAnswer,
+  decodeLogKeyAnswer,
+  decodeReceiptsAnswer,
+  decodeSubmitReceiptsAnswer,
+  decodeSubmitReceiptsRequest,
+} from './log.js';
+export type {
+  CheckpointRecord,
+  CheckpointsAnswer,
+  ConsistencyProofAnswer,
+  InclusionProofAnswer,
+  LogKeyAnswer,
+  LoggedReceipt,
+  ReceiptRecord,
+  ReceiptsAnswer,
+  SubmitReceiptsAnswer,
+  SubmitReceiptsRequest,
+} from './log.js';

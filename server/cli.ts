@@ -17,7 +17,9 @@ const USAGE = `usage: hermetic <command>
 commands:
   serve                         run the relay (PORT, DATABASE_URL, ... see README)
   migrate                       apply database migrations and exit
-  token <user> [--ttl <secs>]   mint a dev-mode token for <user> (default ttl 3600)
+  token <user> [--ttl <secs>] [--auditor]
+                                mint a dev-mode token for <user> (default ttl 3600);
+                                --auditor adds the receipt log's auditor claim
 `;
 
 /** Longest dev token lifetime: dev tokens are for local work, not long-lived sessions. */
@@ -71,10 +73,15 @@ async function token(args: readonly string[]): Promise<void> {
     }
     ttl = Number(raw);
   }
+  const auditor = args.includes('--auditor');
+  for (const [j, a] of args.entries()) {
+    if (j === 0 || a === '--auditor' || a === '--ttl' || args[j - 1] === '--ttl') continue;
+    throw new UsageError(`unknown token option ${a.slice(0, 32)}`);
+  }
   const config = loadConfig();
   if (config.auth.mode !== 'dev') throw new UsageError('token only works in dev mode (no HERMETIC_JWKS_URL/FILE set)');
   const issuer = await openDevIssuer(config.dataDir);
-  console.log(await issuer.mint(user, ttl));
+  console.log(await issuer.mint(user, ttl, { auditor }));
 }
 
 class UsageError extends Error {}

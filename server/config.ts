@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { AUTH_TIMEOUT_MS, MAX_ENVELOPE_BYTES, MAX_FRAME_BYTES } from '../protocol/limits.js';
 import {
+  DEFAULT_LOG_CHECKPOINT_INTERVAL_MS,
   DEFAULT_MAILBOX_MAX_BYTES,
   DEFAULT_MAILBOX_MAX_ENVELOPES,
   DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL,
@@ -14,11 +15,14 @@ import {
   DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR,
   HTTP_BODY_TIMEOUT_MS,
   MAX_AUTH_TIMEOUT_MS,
+  MAX_LOG_CHECKPOINT_INTERVAL_MS,
+  MIN_LOG_CHECKPOINT_INTERVAL_MS,
   MAX_ONE_TIME_PREKEY_HANDOUT_BURST,
   MAX_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR,
   MIN_AUTH_TIMEOUT_MS,
 } from './limits.js';
 import { relayOrigin } from '../protocol/origin.js';
+import { NoteSigner } from '../crypto/tlog/note.js';
 import type { CorsPolicy } from './http/cors.js';
 import { DEFAULT_WS_IDLE_TIMEOUT_S, MAX_WS_IDLE_TIMEOUT_S, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
 
@@ -65,6 +69,47 @@ export interface Config {
   readonly cors: CorsPolicy;
   /** One-time prekey hand-outs per target device, shared by all relays (server/limits.ts). */
   readonly prekeyHandout: { readonly burst: number; readonly perHour: number };
+  /** The receipt log's checkpoint signing (server/log/log-key.ts). */
+  readonly log: LogConfig;
+}
+
+export interface LogConfig {
+  /** HERMETIC_LOG_KEY: a signed-note signer key string; undefined: generated in the data
+   * directory (refused in production on external PostgreSQL). A secret: never logged. */
+  readonly signerKey: string | undefined;
+  /** HERMETIC_LOG_ORIGIN: the checkpoint origin line; undefined: the key's name. */
+  readonly origin: string | undefined;
+  /** HERMETIC_LOG_CHECKPOINT_INTERVAL_MS: how often a grown log gets a new checkpoint. */
+  readonly checkpointIntervalMs: number;
+}
+
+/** A checkpoint origin: one line of printable ASCII, no spaces or '+' (it names a key). */
+const LOG_ORIGIN_PATTERN = /^[\x21-\x2a\x2c-\x7e]{1,256}$/;
+
+function logConfig(env: Env, production: boolean, databaseUrl: string | undefined): LogConfig {
+  const signerKey = env.HERMETIC_LOG_KEY || undefined;
+  if (signerKey === undefined && production && databaseUrl !== undefined) {
+    throw new ConfigError(
+      'HERMETIC_LOG_KEY is required when NODE_ENV=production with DATABASE_URL: every relay on the database must sign checkpoints with the same log key (a signed-note signer key, PRIVATE+KEY+<name>+<key id>+<key>)',
+    );
+  }
+  if (signerKey !== undefined) {
+    try {
+      NoteSigner.parse(signerKey.trim());
+    } catch {
+      // Never echo the value: it is a secret.
+      throw new ConfigError('HERMETIC_LOG_KEY is not a signed-note signer key (PRIVATE+KEY+<name>+<key id>+<base64 key>)');
+    }
+  }
+  const origin = env.HERMETIC_LOG_ORIGIN || undefined;
+  if (origin !== undefined && !LOG_ORIGIN_PATTERN.test(origin)) {
+    throw new ConfigError('HERMETIC_LOG_ORIGIN must be 1..256 printable ASCII characters without spaces or "+", such as relay.example.com/log');
+  }
+  return {
+    signerKey,
+    origin,
+    checkpointIntervalMs: intVar(env, 'HERMETIC_LOG_CHECKPOINT_INTERVAL_MS', DEFAULT_LOG_CHECKPOINT_INTERVAL_MS, MIN_LOG_CHECKPOINT_INTERVAL_MS, MAX_LOG_CHECKPOINT_INTERVAL_MS),
+  };
 }
 
 /** HERMETIC_CORS_ORIGINS: `*`, or a comma-separated list of http(s) origins. */
@@ -208,6 +253,7 @@ export function loadConfig(env: Env = process.env): Config {
       burst: intVar(env, 'HERMETIC_PREKEY_HANDOUT_BURST', DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST, 1, MAX_ONE_TIME_PREKEY_HANDOUT_BURST),
       perHour: intVar(env, 'HERMETIC_PREKEY_HANDOUTS_PER_HOUR', DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR, 0, MAX_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR),
     },
+    log: logConfig(env, production, databaseUrl),
   };
 }
 

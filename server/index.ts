@@ -6,7 +6,7 @@ export { startRelay, openDatabase } from './relay.js';
 export type { Relay } from './relay.js';
 export { ConfigError, loadConfig } from './config.js';
 export { SUPPORTED_RELAY_RUNTIME, UnsupportedRuntimeError } from './runtime.js';
-export type { AuthConfig, Config } from './config.js';
+export type { AuthConfig, Config, LogConfig } from './config.js';
 export { createLogger } from './log.js';
 export { migrate, loadMigrations } from './storage/migrate.js';
 export type { Database, DriverName, SqlExecutor } from './storage/database.js';

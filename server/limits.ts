@@ -161,3 +161,13 @@ export const DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST = 25;
 export const DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR = 120;
 export const MAX_ONE_TIME_PREKEY_HANDOUT_BURST = 1_000_000;
 export const MAX_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR = 100_000_000;
+
+/** Receipts appended to the log per transaction. Each costs two or three row inserts
+ * plus ~1 node; a batch this size commits in milliseconds, and a submission holds at
+ * most MAX_RECEIPTS_PER_SUBMIT of them. */
+export const LOG_APPEND_BATCH_MAX = 1024;
+
+/** How often a relay signs a checkpoint when the log grew (HERMETIC_LOG_CHECKPOINT_INTERVAL_MS). */
+export const DEFAULT_LOG_CHECKPOINT_INTERVAL_MS = 1000;
+export const MIN_LOG_CHECKPOINT_INTERVAL_MS = 100;
+export const MAX_LOG_CHECKPOINT_INTERVAL_MS = 3_600_000;

@@ -23,12 +23,39 @@ export interface RelayMetrics {
   readonly listenReconnects: Counter;
   readonly expiredRemoved: Counter<'kind'>;
   readonly pendingSendBytes: Gauge;
+  readonly logReceiptsAppended: Counter;
+  readonly logSubmissionsRefused: Counter<'code'>;
+  readonly logTreeSize: Gauge;
+  readonly logCheckpointAge: Gauge;
+  /** Where the checkpoint age (seconds) is read from when scraped; undefined: none yet. */
+  setLogCheckpointAge(source: () => number | undefined): void;
 }
 
 export function createMetrics(): RelayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'hermetic_' });
+  let checkpointAge: () => number | undefined = () => undefined;
   return {
+    logReceiptsAppended: new Counter({ name: 'hermetic_log_receipts_appended_total', help: 'Receipts appended to the receipt log by this relay (resubmissions not counted)', registers: [registry] }),
+    logSubmissionsRefused: new Counter({
+      name: 'hermetic_log_submissions_refused_total',
+      help: 'Receipt log submissions refused, by error code',
+      labelNames: ['code'],
+      registers: [registry],
+    }),
+    logTreeSize: new Gauge({ name: 'hermetic_log_tree_size', help: 'Leaves in the receipt log, as this relay last saw it', registers: [registry] }),
+    logCheckpointAge: new Gauge({
+      name: 'hermetic_log_checkpoint_age_seconds',
+      help: 'Seconds since the newest receipt log checkpoint (signed by any relay on the database) was signed; checkpoints are signed only when the log grew, so read it with the tree size',
+      registers: [registry],
+      collect() {
+        const v = checkpointAge();
+        if (v !== undefined) this.set(v);
+      },
+    }),
+    setLogCheckpointAge: (source) => {
+      checkpointAge = source;
+    },
     registry,
     connectionsOpen: new Gauge({ name: 'hermetic_connections_open', help: 'Open WebSocket connections', registers: [registry] }),
     connectionsMax: new Gauge({ name: 'hermetic_connections_max', help: 'Open WebSocket connections allowed (HERMETIC_MAX_CONNECTIONS or derived from the file descriptor limit)', registers: [registry] }),

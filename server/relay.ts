@@ -33,6 +33,8 @@ import { Admission, type RefusalReason, addressKey } from './ws/admission.js';
 import { READY_CHECK_TIMEOUT_MS } from './limits.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
+import { loadLogKey } from './log/log-key.js';
+import { ReceiptLog } from './log/service.js';
 import { MailboxStore } from './mailbox/store.js';
 import { PendingSends } from './ws/pending-sends.js';
 
@@ -138,6 +140,23 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       },
     });
     await mailbox.start();
+    const logKey = loadLogKey({ signerKey: config.log.signerKey, origin: config.log.origin, dataDir: config.dataDir });
+    if (logKey.source === 'generated') {
+      logger.warn(
+        { keyFile: logKey.keyFile, verifierKey: logKey.signer.verifier.toString() },
+        'no HERMETIC_LOG_KEY: generated a receipt log key in the data directory. Relays sharing a database must all be given the same HERMETIC_LOG_KEY.',
+      );
+    }
+    const receiptLog = new ReceiptLog({
+      db,
+      backend,
+      key: logKey,
+      now: Date.now,
+      logger,
+      metrics,
+      checkpointIntervalMs: config.log.checkpointIntervalMs,
+    });
+    await receiptLog.start();
     const admission = new Admission(
       { maxConnections: cap.maxConnections, maxUnauthenticatedPerAddress: config.maxUnauthenticatedPerAddress },
       metrics.connectionsUnauthenticated,
@@ -216,6 +235,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       ready: async () => migrationsCurrent(db, migrations.length, READY_CHECK_TIMEOUT_MS),
       metricsHere,
       metricsToken: config.metrics.token,
+      log: { log: receiptLog, key: logKey, backend },
     });
 
     const main = await listen(app, config.host, config.port);
@@ -240,6 +260,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         metrics: metricsPort !== undefined ? { host: config.metrics.host, port: metricsPort } : metricsHere ? 'main' : 'off',
         metricsToken: config.metrics.token !== undefined,
         tls: tlsFiles ? { certFile: tlsFiles.certFile, validTo: tlsFiles.validTo } : false,
+        log: { origin: logKey.origin, verifierKey: logKey.signer.verifier.toString(), key: logKey.source },
       },
       'relay listening',
     );
@@ -251,7 +272,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         for (const l of listeners) uws.us_listen_socket_close(l);
         const grace = new Promise<void>((r) => setTimeout(r, config.shutdownGraceMs).unref());
         // Finish in-flight database writes (queued SENDs are committed and answered).
-        await Promise.race([Promise.allSettled([...inflight, mailbox.stop()]), grace]);
+        await Promise.race([Promise.allSettled([...inflight, mailbox.stop(), receiptLog.stop()]), grace]);
         connections.closeAll(CLOSE_CODES.GOING_AWAY, 'relay shutting down');
         await db.close();
         logger.info('relay stopped');

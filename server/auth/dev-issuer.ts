@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SignJWT, createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type JWK, type JWTVerifyGetKey } from 'jose';
 import { DEV_AUDIENCE, DEV_ISSUER } from '../config.js';
+import { AUDITOR_CLAIM } from './tokens.js';
 
 const KEY_FILE = 'dev-issuer.jwk.json';
 const ALG = 'EdDSA';
@@ -14,7 +15,8 @@ const ALG = 'EdDSA';
 export interface DevIssuer {
   readonly keySet: JWTVerifyGetKey;
   readonly keyFile: string;
-  mint(userId: string, ttlSeconds: number): Promise<string>;
+  /** A token for `userId`; with `auditor`, carrying the receipt log's auditor claim. */
+  mint(userId: string, ttlSeconds: number, opts?: { auditor?: boolean }): Promise<string>;
 }
 
 async function loadOrCreateJwk(dataDir: string): Promise<{ jwk: JWK; file: string }> {
@@ -40,8 +42,8 @@ export async function openDevIssuer(dataDir: string): Promise<DevIssuer> {
   return {
     keySet: createLocalJWKSet({ keys: [publicJwk] }),
     keyFile: file,
-    async mint(userId: string, ttlSeconds: number): Promise<string> {
-      return new SignJWT({})
+    async mint(userId: string, ttlSeconds: number, opts: { auditor?: boolean } = {}): Promise<string> {
+      return new SignJWT(opts.auditor ? { [AUDITOR_CLAIM]: true } : {})
         .setProtectedHeader({ alg: ALG, kid: jwk.kid ?? 'dev-1' })
         .setSubject(userId)
         .setIssuer(DEV_ISSUER)

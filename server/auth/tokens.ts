@@ -14,6 +14,10 @@ import type { AuthConfig } from '../config.js';
  * mint tokens, and `none` is never acceptable. */
 export const ALLOWED_JWT_ALGORITHMS = ['EdDSA', 'Ed25519', 'ES256', 'RS256'] as const;
 
+/** The claim that makes a token's holder an auditor of the receipt log (docs/SECURITY.md):
+ * it may read every logged receipt, not only those of its own user. Only the JSON value
+ * `true` counts. */
+export const AUDITOR_CLAIM = 'hermetic_auditor';
 
 export interface VerifiedToken {
   /** The token's `sub`. */
@@ -22,6 +26,8 @@ export interface VerifiedToken {
   readonly expiresAtMs: number;
   /** The last moment the token is accepted: `exp` plus the clock tolerance, in ms. */
   readonly validUntilMs: number;
+  /** The token carries `"hermetic_auditor": true`. */
+  readonly auditor: boolean;
 }
 
 export interface TokenVerifier {
@@ -37,6 +43,7 @@ export function createTokenVerifier(auth: AuthConfig, keySet: JWTVerifyGetKey): 
       }
       let sub: unknown;
       let exp: unknown;
+      let auditor = false;
       try {
         const { payload } = await jwtVerify(token, keySet, {
           issuer: auth.issuer,
@@ -47,6 +54,7 @@ export function createTokenVerifier(auth: AuthConfig, keySet: JWTVerifyGetKey): 
         });
         sub = payload.sub;
         exp = payload.exp;
+        auditor = payload[AUDITOR_CLAIM] === true;
       } catch (err) {
         throw mapJoseError(err);
       }
@@ -55,7 +63,7 @@ export function createTokenVerifier(auth: AuthConfig, keySet: JWTVerifyGetKey): 
       }
       // jose has checked that exp is a number in the future (within the tolerance).
       const expiresAtMs = Math.floor(Number(exp) * 1000);
-      return { userId: sub, expiresAtMs, validUntilMs: expiresAtMs + auth.clockToleranceSec * 1000 };
+      return { userId: sub, expiresAtMs, validUntilMs: expiresAtMs + auth.clockToleranceSec * 1000, auditor };
     },
   };
 }

@@ -120,6 +120,17 @@ export class HttpExchange {
     });
   }
 
+  /** A 200 answer with its own content type and caching (the receipt log's resources). */
+  sendResource(body: string | Uint8Array, contentType: string, cacheControl: string): void {
+    if (this.aborted || this.done) return;
+    this.done = true;
+    this.res.cork(() => {
+      this.res.writeStatus('200 OK').writeHeader('content-type', contentType).writeHeader('cache-control', cacheControl);
+      if (this.corsOrigin !== undefined) this.res.writeHeader('access-control-allow-origin', this.corsOrigin).writeHeader('vary', 'origin');
+      this.res.end(body);
+    });
+  }
+
   json(status: number, value: unknown): void {
     this.send(status, JSON.stringify(value));
   }

@@ -34,6 +34,14 @@ export interface Router {
   route(name: string, paramCount: number, handler: Handler): (res: HttpResponse, req: HttpRequest) => void;
   /** Verifies the request's token and takes one of its user's request slots. */
   authUser(ex: HttpExchange): Promise<string>;
+  /** The same, answering the token's user and whether it holds the auditor claim. */
+  authCaller(ex: HttpExchange): Promise<Caller>;
+}
+
+export interface Caller {
+  readonly userId: string;
+  /** The token carries the receipt log's auditor claim (server/auth/tokens.ts). */
+  readonly auditor: boolean;
 }
 
 export function createRouter(deps: RouterDeps): Router {
@@ -97,16 +105,17 @@ export function createRouter(deps: RouterDeps): Router {
       });
   };
 
-  const authUser: Router['authUser'] = async (ex) => {
+  const authCaller: Router['authCaller'] = async (ex) => {
     const token = bearerToken(ex.info.authorization);
     if (token === undefined) throw new ProtocolError('UNAUTHENTICATED', 'an Authorization: Bearer token is required');
-    const { userId } = await deps.verifier.verify(token);
+    const { userId, auditor } = await deps.verifier.verify(token);
     // A request that already ended (its body refused while the token was verifying)
     // takes no slot: nothing would give it back.
     if (ex.finished) throw new ProtocolError('UNAVAILABLE', 'request already ended');
     takeUserSlot(ex, userId);
-    return userId;
+    return { userId, auditor };
   };
+  const authUser: Router['authUser'] = async (ex) => (await authCaller(ex)).userId;
 
-  return { route, authUser };
+  return { route, authUser, authCaller };
 }

@@ -1,6 +1,6 @@
 /**
  * The relay's HTTP surface: health, readiness, metrics (unless served on their own
- * listener) and the key directory. docs/PROTOCOL.md documents each route.
+ * listener), the key directory and the receipt log (log-routes.ts). docs/PROTOCOL.md documents each route.
  */
 import type { TemplatedApp } from 'uWebSockets.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
@@ -20,6 +20,7 @@ import type { DirectoryService } from '../directory/service.js';
 import type { KeyCounts } from '../directory/store.js';
 import { decodePathParam } from './context.js';
 import { allowedOrigin, preflightHeaders } from './cors.js';
+import { type LogRouteDeps, registerLogRoutes } from './log-routes.js';
 import { metricsHandler, notFound } from './metrics-route.js';
 import { type RouterDeps, createRouter } from './router.js';
 
@@ -31,10 +32,13 @@ export interface RouteDeps extends RouterDeps {
   readonly metricsHere: boolean;
   /** When set, GET /metrics requires `Authorization: Bearer <metricsToken>`. */
   readonly metricsToken: string | undefined;
+  /** The receipt log (log-routes.ts). */
+  readonly log: Omit<LogRouteDeps, 'directory' | 'userParam'>;
 }
 
 export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
-  const { route, authUser } = createRouter(deps);
+  const router = createRouter(deps);
+  const { route, authUser } = router;
 
   const userParam = (raw: string): string => {
     const u = decodePathParam(raw, 'userId');
@@ -112,6 +116,8 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
       ex.json(200, encodeBundleAnswer(b));
     }),
   );
+
+  registerLogRoutes(app, router, { ...deps.log, directory: deps.directory, userParam });
 
   // CORS preflight (server/http/cors.ts): answered for allowed origins, before any auth.
   app.options('/*', (res, req) => {

@@ -13,8 +13,10 @@ import {
   DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
   DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST,
   DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR,
+  DEFAULT_LOG_CHECKPOINT_INTERVAL_MS,
   HTTP_BODY_TIMEOUT_MS,
 } from '../../server/limits.js';
+import { NoteSigner } from '../../crypto/tlog/note.js';
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -26,6 +28,7 @@ function configError(env: Record<string, string>): ConfigError {
   throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
 }
 
+const LOG_KEY = NoteSigner.generate('relay.example.com/log').exportSignerKey();
 const jwks = { HERMETIC_JWKS_FILE: '/keys/jwks.json', HERMETIC_JWT_ISSUER: 'https://idp.example', HERMETIC_JWT_AUDIENCE: 'chat' };
 
 describe('loadConfig', () => {
@@ -55,6 +58,7 @@ describe('loadConfig', () => {
       wsIdleTimeoutSec: 120,
       cors: { kind: 'none' },
       prekeyHandout: { burst: DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST, perHour: DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR },
+      log: { signerKey: undefined, origin: undefined, checkpointIntervalMs: DEFAULT_LOG_CHECKPOINT_INTERVAL_MS },
     });
   });
 
@@ -87,6 +91,9 @@ describe('loadConfig', () => {
       HERMETIC_PREKEY_HANDOUT_BURST: '40',
       HERMETIC_PREKEY_HANDOUTS_PER_HOUR: '0',
       HERMETIC_CORS_ORIGINS: 'https://app.example.com, http://localhost:3000',
+      HERMETIC_LOG_KEY: LOG_KEY,
+      HERMETIC_LOG_ORIGIN: 'relay.example.com/log',
+      HERMETIC_LOG_CHECKPOINT_INTERVAL_MS: '5000',
       NODE_ENV: 'production',
     });
     expect(c).toEqual({
@@ -113,7 +120,23 @@ describe('loadConfig', () => {
       wsIdleTimeoutSec: 16,
       cors: { kind: 'list', origins: new Set(['https://app.example.com', 'http://localhost:3000']) },
       prekeyHandout: { burst: 40, perHour: 0 },
+      log: { signerKey: LOG_KEY, origin: 'relay.example.com/log', checkpointIntervalMs: 5000 },
     });
+  });
+
+  it('requires the receipt log key in production on external PostgreSQL, and refuses a malformed key or origin without echoing the key', () => {
+    const prod = { ...jwks, NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example.com', DATABASE_URL: 'postgresql://u@db/h' };
+    expect(configError(prod).message).toMatch(/^HERMETIC_LOG_KEY is required when NODE_ENV=production with DATABASE_URL/);
+    // Embedded storage keeps a generated key in its data directory: no key needed.
+    const { DATABASE_URL: _url, ...embedded } = prod;
+    expect(loadConfig(embedded).log.signerKey).toBeUndefined();
+    expect(loadConfig({ ...prod, HERMETIC_LOG_KEY: LOG_KEY }).log.signerKey).toBe(LOG_KEY);
+    const broken = `${LOG_KEY.slice(0, -6)}AAAAA=`;
+    const err = configError({ HERMETIC_LOG_KEY: broken });
+    expect(err.message).toMatch(/^HERMETIC_LOG_KEY is not a signed-note signer key/);
+    expect(err.message).not.toContain(broken.split('+').pop());
+    expect(configError({ HERMETIC_LOG_ORIGIN: 'has space/log' }).message).toMatch(/^HERMETIC_LOG_ORIGIN /);
+    expect(configError({ HERMETIC_LOG_CHECKPOINT_INTERVAL_MS: '5' }).message).toMatch(/^HERMETIC_LOG_CHECKPOINT_INTERVAL_MS must be between/);
   });
 
   it.each(['abc', '-1', '65536', '80.5', '0x50', ' 80'])('refuses PORT=%j, naming PORT', (port) => {

@@ -5,6 +5,7 @@
  * the two is configured.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NoteSigner } from '../../crypto/tlog/note.js';
 import { metricsTokenMatches } from '../../server/http/metrics-route.js';
 import { expectError, request } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
@@ -12,6 +13,8 @@ import { type TestDatabase, createTestDatabase, describePg } from '../helpers/pg
 import { type RelayProcess, killAllRelays, makeTempDir, startRelay } from '../helpers/relay.js';
 
 const TOKEN = 'scrape-0123456789abcdef-XYZ';
+/** Production on PostgreSQL needs the receipt log's signing key. */
+const LOG_KEY = NoteSigner.generate('relay.example/log').exportSignerKey();
 
 afterAll(async () => {
   await killAllRelays();
@@ -92,13 +95,13 @@ describePg('/metrics access', (server) => {
   });
 
   it('in production, /metrics is not served unless a token or a metrics port is configured', async () => {
-    const closed = await start({ NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example' });
+    const closed = await start({ NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example', HERMETIC_LOG_KEY: LOG_KEY });
     expectError(await request(closed.baseUrl, 'GET', '/metrics'), 404, 'NOT_FOUND');
     expect(listening(closed).metrics).toBe('off');
     expect(closed.logs().some((l) => l.level === 40 && String(l.msg).includes('HERMETIC_METRICS_TOKEN'))).toBe(true);
     await closed.stop();
 
-    const withToken = await start({ NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example', HERMETIC_METRICS_TOKEN: TOKEN });
+    const withToken = await start({ NODE_ENV: 'production', HERMETIC_PUBLIC_URL: 'wss://relay.example', HERMETIC_METRICS_TOKEN: TOKEN, HERMETIC_LOG_KEY: LOG_KEY });
     expectError(await request(withToken.baseUrl, 'GET', '/metrics'), 401, 'UNAUTHENTICATED');
     expect((await request(withToken.baseUrl, 'GET', '/metrics', { token: TOKEN })).status).toBe(200);
     await withToken.stop();

@@ -667,8 +667,10 @@ export class HermeticClient {
           const relayCode = err instanceof SdkError ? err.relayCode : undefined;
           const retryable = relayCode === undefined ? true : (ERROR_CODES as Record<string, { retry: boolean } | undefined>)[relayCode]?.retry !== false;
           if (retryable) {
-            this.#logRetryAt = this.#clock.now() + LOG_RETRY_MS;
-            this.#clock.setTimeout(() => void this.#submitLog(), LOG_RETRY_MS);
+            // As soon as a rate limit allows, else after LOG_RETRY_MS.
+            const after = err instanceof SdkError && typeof err.details?.retryAfterMs === 'number' ? Math.min(LOG_RETRY_MS, Math.max(10, err.details.retryAfterMs)) : LOG_RETRY_MS;
+            this.#logRetryAt = this.#clock.now() + after;
+            this.#clock.setTimeout(() => void this.#submitLog(), after);
             return;
           }
           // Refused for good (the log does not take it): dropped, and said.

@@ -121,7 +121,7 @@ export const RECEIPT_RETRY_MS = 5_000;
 /** The sweep for MISSING_RECEIPT and GAP runs at least this often, and at most this often. */
 export const RECEIPT_SWEEP_MAX_MS = 60_000;
 export const RECEIPT_SWEEP_MIN_MS = 1_000;
-/** Receipts submitted to the relay's log per request (the relay's limit too). */
-export const LOG_SUBMIT_BATCH = 16;
+/** Receipts submitted to the relay's log per request (the relay's MAX_RECEIPTS_PER_SUBMIT). */
+export const LOG_SUBMIT_BATCH = 64;
 /** A log submission that failed for a passing reason is tried again after this. */
 export const LOG_RETRY_MS = 10_000;

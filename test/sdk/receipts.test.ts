@@ -8,10 +8,22 @@ import { compactVerify, importJWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ReceiptInfo, ManualClock, MemoryStore } from '../../client-sdk/node.js';
 import { identityJwk, jwkThumbprint } from '../../crypto/evidence/jws.js';
+import { NoteVerifier, leafHash, openCheckpoint, verifyInclusion } from '../../crypto/tlog/index.js';
 import { IdentityKey } from '../../crypto/identity/identity-key.js';
 import { decodeDeliver, encodeDeliver } from '../../protocol/envelopes.js';
 import { killAllRelays } from '../helpers/relay.js';
 import { type SdkWorld, type TestClient, newClient, observe, startWorld, tappedTransport, waitFor } from './helpers.js';
+
+/** Polls an async check until it gives a value (or times out). */
+async function waitForAsync<T>(get: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await get();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 describe('SDK receipts', () => {
   let world: SdkWorld;
@@ -78,6 +90,51 @@ describe('SDK receipts', () => {
     await sender.client.close();
     await recipient.client.close();
   }, 120_000);
+
+  it('receipts go to the relay log when the sender asks (logReceipt) or the recipient logs all; each is provably in a signed checkpoint', async () => {
+    const gina = observe(await newClient(world, 'rc-gina'));
+    const hugo = observe(await newClient(world, 'rc-hugo', { receipts: { log: 'all' } }));
+    const ivan = observe(await newClient(world, 'rc-ivan'));
+    const logged = (t: TestClient) => {
+      const got: number[] = [];
+      t.client.on('logged', (l) => got.push(...l.indexes));
+      return got;
+    };
+    const ginaLogged = logged(gina);
+    const hugoLogged = logged(hugo);
+    const ivanLogged = logged(ivan);
+    // Gina asks for the receipts of one message; Hugo logs every receipt he signs.
+    const asked = await gina.client.send('rc-ivan', 'log this one', { logReceipt: true });
+    await gina.client.send('rc-ivan', 'not this one');
+    await gina.client.send('rc-hugo', 'hugo logs this');
+    await ivan.received(2);
+    await hugo.received(1);
+    await waitFor('gina submitted', () => (ginaLogged.length >= 1 ? true : undefined));
+    await waitFor('hugo submitted', () => (hugoLogged.length >= 1 ? true : undefined));
+    expect(ivanLogged).toEqual([]);
+    // What the log holds for Gina (a party of both): the receipts, verifiable offline.
+    const token = await world.issuer.mint('rc-gina');
+    const get = async (path: string) => {
+      const res = await fetch(`${world.relay.baseUrl}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      expect(res.status, path).toBe(200);
+      return res;
+    };
+    const { receipts } = (await (await get('/v1/log/receipts?from=0&limit=256')).json()) as { receipts: Array<{ index: number; receipt: string }> };
+    const ivanReceipt = (await gina.client.receipts({ messageId: asked.messageId }))[0]!;
+    const inLog = receipts.find((r) => r.receipt === ivanReceipt.jws);
+    expect(inLog).toBeDefined();
+    const { origin, verifierKey } = (await (await get('/v1/log/key')).json()) as { origin: string; verifierKey: string };
+    const verifier = NoteVerifier.parse(verifierKey);
+    const checkpoint = await waitForAsync(async () => {
+      const cp = openCheckpoint(await (await get('/v1/log/checkpoint')).text(), origin, [verifier]).checkpoint;
+      return cp.size > inLog!.index ? cp : undefined;
+    });
+    const { hashes } = (await (await get(`/v1/log/proof/inclusion?index=${inLog!.index}&size=${checkpoint.size}`)).json()) as { hashes: string[] };
+    verifyInclusion(leafHash(new TextEncoder().encode(inLog!.receipt)), inLog!.index, checkpoint.size, hashes.map((h) => new Uint8Array(Buffer.from(h, 'base64'))), checkpoint.rootHash);
+    await gina.client.close();
+    await hugo.client.close();
+    await ivan.client.close();
+  });
 
   it('a relay that alters an envelope: the recipient cannot decrypt it, and the sender sees TAMPERED from the hash in the receipt', async () => {
     const tap = tappedTransport();

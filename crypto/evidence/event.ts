@@ -136,7 +136,8 @@ export function eventHash(jws: string, backend: CryptoBackend = defaultBackend):
 
 /** Signs an event (checked against the schema first). */
 export function signEvent(signer: IdentityKeyPair, event: SignedEvent, backend: CryptoBackend = defaultBackend): string {
-  const checked = validateEvent(JSON.parse(JSON.stringify(event)));
+  // Checked as given (bounded depth) and again as JSON will carry it (undefined members gone).
+  const checked = validateEvent(JSON.parse(JSON.stringify(validateEvent(event))));
   const jws = signJws(signer, EVENT_TYP, encoder.encode(JSON.stringify(checked)), backend);
   if (jws.length > MAX_EVENT_JWS_BYTES) fail(`longer than ${MAX_EVENT_JWS_BYTES} bytes signed`);
   return jws;

@@ -166,7 +166,7 @@ export function validateReceiptPayload(v: unknown): ReceiptPayload {
 
 /** Signs a receipt (after checking it against the schema, so we never sign one that others refuse). */
 export function signReceipt(signer: IdentityKeyPair, payload: ReceiptPayload, backend: CryptoBackend = defaultBackend): string {
-  const checked = validateReceiptPayload(JSON.parse(JSON.stringify(payload)));
+  const checked = validateReceiptPayload(JSON.parse(JSON.stringify(validateReceiptPayload(payload))));
   const jws = signJws(signer, RECEIPT_TYP, encoder.encode(JSON.stringify(checked)), backend);
   if (jws.length > MAX_RECEIPT_JWS_BYTES) throw new EvidenceError('INVALID_RECEIPT', `receipt: longer than ${MAX_RECEIPT_JWS_BYTES} bytes`);
   return jws;

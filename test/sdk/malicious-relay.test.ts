@@ -1,0 +1,116 @@
+/**
+ * A malicious relay (a proxy in front of a real relay process, that clients authenticate
+ * through) drops, duplicates, delays, reorders, replays and alters DELIVERs and withholds
+ * receipts; for each, the right party raises the right flag, naming the right envelope.
+ * An honest run through the same proxy raises no flag at all.
+ *
+ * Clocks: where a window or a deadline matters, the parties share a ManualClock with
+ * small policy windows. Receipts are signed and sent on the recipient's clock, so the
+ * test advances it to send them, and waits for them before it advances past a deadline.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { type ClientOptions, type Flag, type ReceiptInfo, type SentInfo, ManualClock, MemoryStore, createClient } from '../../client-sdk/node.js';
+import { EvilRelay } from '../helpers/evil-relay.js';
+import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
+import { type TestDatabase, createTestDatabase, describePg } from '../helpers/pg.js';
+import { killAllRelays, makeTempDir } from '../helpers/relay.js';
+import { type TestClient, observe, waitFor } from './helpers.js';
+
+let evil: EvilRelay;
+let issuer: TestIssuer;
+let db: TestDatabase;
+
+interface Party extends TestClient {
+  readonly receipts: ReceiptInfo[];
+}
+
+async function party(userId: string, extra: Partial<ClientOptions> = {}): Promise<Party> {
+  const client = await createClient({ url: evil.url, userId, token: () => issuer.mint(userId), store: new MemoryStore(), ...extra });
+  const t = observe(client);
+  const receipts: ReceiptInfo[] = [];
+  client.on('receipt', (r) => receipts.push(r));
+  await waitFor(`${userId} online`, () => (client.state.state === 'online' ? true : undefined));
+  return { ...t, receipts };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Moves a shared manual clock in steps, letting the sockets breathe between them (a ping
+ * sent on the way is answered before the heartbeat would give up on the line). */
+async function advance(clock: ManualClock, ms: number, step = 10_000): Promise<void> {
+  for (let left = ms; left > 0; left -= step) {
+    clock.advance(Math.min(step, left));
+    await sleep(30);
+  }
+}
+
+const receiptFor = (p: Party, envelopeId: string) => waitFor(`the receipt for ${envelopeId} at ${p.client.userId}`, () => p.receipts.find((r) => r.envelopeId === envelopeId));
+
+const codes = (flags: readonly Flag[]) => flags.map((f) => f.code);
+
+async function closeAll(...ps: Party[]): Promise<void> {
+  for (const p of ps) await p.client.close();
+}
+
+/** A pairwise session both ways (so that later envelopes are plain ratchet messages). */
+async function converse(a: Party, b: Party): Promise<void> {
+  const na = a.messages.length;
+  const nb = b.messages.length;
+  await a.client.send(b.client.userId, 'hello');
+  await b.received(nb + 1);
+  await b.client.send(a.client.userId, 'hello back');
+  await a.received(na + 1);
+}
+
+describePg('through a malicious relay', (server) => {
+  beforeAll(async () => {
+    db = await createTestDatabase(server);
+    issuer = await createTestIssuer(makeTempDir('hermetic-idp-'));
+    evil = await EvilRelay.start({ databaseUrl: db.url, env: issuer.env });
+  }, 60_000);
+
+  afterAll(async () => {
+    await evil?.stop();
+    await killAllRelays();
+    await db?.drop();
+  });
+
+  it('an honest run (messages both ways, a group message, a signed event) raises no flag on any party', async () => {
+    const alice = await party('hr-alice');
+    const bob = await party('hr-bob');
+    const carol = await party('hr-carol');
+    const sent: SentInfo[] = [];
+    for (let i = 0; i < 8; i++) {
+      sent.push(await alice.client.send('hr-bob', `a->b ${i}`));
+      await bob.client.send('hr-alice', `b->a ${i}`);
+    }
+    const team = alice.client.group('hr-team', ['hr-alice', 'hr-bob', 'hr-carol']);
+    await team.send('hello team');
+    const ev = await alice.client.sendEvent('hr-bob', { id: 'ev-1', type: 'com.example.note', source: 'urn:hr:notes', data: { n: 1 } });
+    await bob.received(10);
+    await alice.received(8);
+    await carol.received(1);
+    expect(bob.messages.filter((m) => m.from.userId === 'hr-alice' && m.groupId === undefined && m.kind === 'text').map((m) => m.body)).toEqual(sent.map((_, i) => `a->b ${i}`));
+    expect(bob.messages.map((m) => m.seq)).toEqual([...bob.messages.map((m) => m.seq)].sort((x, y) => x - y));
+    expect(carol.messages[0]).toMatchObject({ body: 'hello team', groupId: 'hr-team' });
+    expect(bob.messages.at(-1)!.event?.jws).toBe(ev.jws);
+    // Every envelope alice sent to bob (8 messages, the group message, the event) and to
+    // carol comes back with an intact receipt.
+    for (const s of [...sent, ev]) expect(await receiptFor(alice, s.envelopeId)).toMatchObject({ intact: true, flags: [], disposition: 'processed' });
+    await waitFor('receipts at bob', () => (bob.receipts.length >= 8 ? true : undefined));
+    await sleep(500);
+    for (const p of [alice, bob, carol]) {
+      expect(p.flags).toEqual([]);
+      expect(p.messages.every((m) => m.flags.length === 0)).toBe(true);
+      expect(p.receipts.every((r) => r.intact === true && r.flags.length === 0)).toBe(true);
+    }
+    expect(evil.undecoded).toBe(0);
+    // Passed through: the numbering is the relay's, and the relay was told of every ACK.
+    for (const p of [alice, bob, carol]) {
+      const m = evil.mailbox(p.client.userId, p.client.deviceId)!;
+      expect(m).toMatchObject({ offset: 0, relayAck: m.deviceAck, unacknowledged: 0 });
+    }
+    expect(evil.mailbox('hr-bob', bob.client.deviceId)!.deviceAck).toBeGreaterThanOrEqual(Math.max(...bob.messages.map((m) => m.seq)));
+    await closeAll(alice, bob, carol);
+  });
+});

@@ -113,4 +113,103 @@ describePg('through a malicious relay', (server) => {
     expect(evil.mailbox('hr-bob', bob.client.deviceId)!.deviceAck).toBeGreaterThanOrEqual(Math.max(...bob.messages.map((m) => m.seq)));
     await closeAll(alice, bob, carol);
   });
+
+  it('drop (hidden by renumbering): GAP at the recipient after its window, MISSING_RECEIPT for that envelope at the sender after its deadline', async () => {
+    const clock = new ManualClock(Date.now());
+    const erin = await party('dr-erin', { clock, receipts: { deadlineMs: 60_000 } });
+    const frank = await party('dr-frank', { clock, receipts: { gapWindowMs: 5_000 } });
+    await erin.client.send('dr-frank', 'one');
+    await frank.received(1);
+    const rule = evil.drop({ to: { userId: 'dr-frank' }, from: { userId: 'dr-erin' } });
+    const two = await erin.client.send('dr-frank', 'two');
+    const three = await erin.client.send('dr-frank', 'three');
+    await frank.received(2);
+    const [dropped] = await rule.acted();
+    expect(dropped).toMatchObject({ kind: 'drop', envelopeId: two.envelopeId, to: { userId: 'dr-frank', deviceId: frank.client.deviceId } });
+    // Hidden: three came at the sequence two would have had; the mailbox shows no hole.
+    expect(frank.messages.map((m) => m.body)).toEqual(['one', 'three']);
+    expect(frank.messages[1]!.seq).toBe(dropped!.seq);
+    expect(frank.messages[1]!.seq).toBe(frank.messages[0]!.seq + 1);
+    expect(frank.flags).toEqual([]);
+    // The relay was told of the acknowledgement through the dropped envelope too.
+    const box = await waitFor('the ACK through three', () => {
+      const m = evil.mailbox('dr-frank', frank.client.deviceId)!;
+      return m.deviceAck === frank.messages[1]!.seq ? m : undefined;
+    });
+    expect(box).toMatchObject({ offset: -1, relayAck: box.deviceAck + 1, unacknowledged: 0 });
+    await advance(clock, 6_000, 1_000);
+    const gap = await frank.flagged('GAP');
+    expect(gap.evidence).toMatchObject({ kind: 'conversation', from: 2, to: 2, senderUserId: 'dr-erin', senderDeviceId: erin.client.deviceId });
+    expect(codes(frank.flags)).toEqual(['GAP']);
+    await receiptFor(erin, three.envelopeId);
+    expect(erin.receipts.map((r) => r.entry.messageNumber).sort()).toEqual([1, 3]);
+    expect(erin.flags).toEqual([]);
+    await advance(clock, 60_000);
+    const missing = await erin.flagged('MISSING_RECEIPT');
+    expect(missing).toMatchObject({ envelopeId: two.envelopeId, userId: 'dr-frank', deviceId: frank.client.deviceId });
+    expect(missing.evidence).toMatchObject({ envelopeId: two.envelopeId, messageId: two.messageId });
+    expect(codes(erin.flags)).toEqual(['MISSING_RECEIPT']);
+    await closeAll(erin, frank);
+  });
+
+  it('drop (not hidden): GAP for the mailbox sequence and for the message number', async () => {
+    const clock = new ManualClock(Date.now());
+    const gina = await party('dn-gina', { clock });
+    const hank = await party('dn-hank', { clock, receipts: { gapWindowMs: 5_000 } });
+    await gina.client.send('dn-hank', 'one');
+    await hank.received(1);
+    const rule = evil.drop({ to: { userId: 'dn-hank' } }, { hide: false });
+    await gina.client.send('dn-hank', 'two');
+    await gina.client.send('dn-hank', 'three');
+    await hank.received(2);
+    const [dropped] = await rule.acted();
+    expect(hank.messages[1]!.seq).toBe(dropped!.seq! + 1);
+    await advance(clock, 6_000, 1_000);
+    await waitFor('two GAPs', () => (hank.flags.length >= 2 ? true : undefined));
+    const gaps = hank.flags.filter((f) => f.code === 'GAP').map((f) => f.evidence);
+    expect(gaps).toHaveLength(2);
+    expect(gaps).toContainEqual(expect.objectContaining({ kind: 'mailbox', from: dropped!.seq, to: dropped!.seq }));
+    expect(gaps).toContainEqual(expect.objectContaining({ kind: 'conversation', from: 2, to: 2, senderUserId: 'dn-gina' }));
+    await closeAll(gina, hank);
+  });
+
+  it('duplicate: the same envelope again at a new sequence is DUPLICATE, and offered once', async () => {
+    const ida = await party('du-ida');
+    const jack = await party('du-jack');
+    const rule = evil.duplicate({ to: { userId: 'du-jack' } });
+    const sent = await ida.client.send('du-jack', 'once');
+    await jack.received(1);
+    const [dup] = await rule.acted();
+    const flag = await jack.flagged('DUPLICATE');
+    expect(flag).toMatchObject({ envelopeId: sent.envelopeId, seq: dup!.seq, userId: 'du-ida', deviceId: ida.client.deviceId });
+    expect(flag.evidence).toMatchObject({ firstSeq: jack.messages[0]!.seq });
+    expect(dup!.seq).toBe(jack.messages[0]!.seq + 1);
+    await sleep(300);
+    expect(jack.messages).toHaveLength(1);
+    expect(codes(jack.flags)).toEqual(['DUPLICATE']);
+    await closeAll(ida, jack);
+  });
+
+  it('replay: an old envelope again (same bytes, new sequence) is REPLAY under a fresh id, DUPLICATE under its own', async () => {
+    const kate = await party('rp-kate');
+    const liam = await party('rp-liam');
+    await converse(kate, liam);
+    const old = await kate.client.send('rp-liam', 'pay 10');
+    await liam.received(2);
+    const original = await receiptFor(kate, old.envelopeId);
+    const replay = evil.replay(old.envelopeId, { userId: 'rp-liam' });
+    const flag = await liam.flagged('REPLAY');
+    expect(flag).toMatchObject({ envelopeId: replay.deliveredAs, seq: replay.seq, userId: 'rp-kate', deviceId: kate.client.deviceId });
+    // The sender hears of it in the signed receipt; its hash is that of the old envelope.
+    const reported = await kate.flagged('REPLAY');
+    expect(reported).toMatchObject({ envelopeId: replay.deliveredAs, userId: 'rp-liam', deviceId: liam.client.deviceId });
+    expect((reported.evidence as { entry: { sha256: string } }).entry.sha256).toBe(original.entry.sha256);
+    const again = evil.replay(old.envelopeId, { userId: 'rp-liam' }, { freshEnvelopeId: false });
+    const dup = await liam.flagged('DUPLICATE');
+    expect(dup).toMatchObject({ envelopeId: old.envelopeId, seq: again.seq });
+    await sleep(300);
+    expect(liam.messages.map((m) => m.body)).toEqual(['hello', 'pay 10']);
+    expect(codes(liam.flags)).toEqual(['REPLAY', 'DUPLICATE']);
+    await closeAll(kate, liam);
+  });
 });

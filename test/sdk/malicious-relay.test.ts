@@ -212,4 +212,100 @@ describePg('through a malicious relay', (server) => {
     expect(codes(liam.flags)).toEqual(['REPLAY', 'DUPLICATE']);
     await closeAll(kate, liam);
   });
+
+  for (const hide of [false, true]) {
+    it(`reorder${hide ? ' (sequences swapped too)' : ''}: the one that came late is REORDERED, at both ends, and no GAP once filled`, async () => {
+      const clock = new ManualClock(Date.now());
+      const u = hide ? 'rh' : 'ro';
+      const mia = await party(`${u}-mia`, { clock });
+      const ned = await party(`${u}-ned`, { clock, receipts: { gapWindowMs: 5_000, flushDelayMs: 0 } });
+      await mia.client.send(ned.client.userId, 'first');
+      await ned.received(1);
+      const rule = evil.reorder({ to: { userId: ned.client.userId } }, { hide });
+      const a = await mia.client.send(ned.client.userId, 'a');
+      const b = await mia.client.send(ned.client.userId, 'b');
+      await ned.received(3);
+      const [heldA, wentFirst] = await rule.acted(2);
+      expect([heldA!.envelopeId, wentFirst!.envelopeId]).toEqual([a.envelopeId, b.envelopeId]);
+      expect(ned.messages.map((m) => m.body)).toEqual(['first', 'b', 'a']);
+      const late = ned.messages[2]!;
+      expect(late).toMatchObject({ envelopeId: a.envelopeId, number: 2, flags: ['REORDERED'] });
+      // In the mailbox's numbering: out of order, or (swapped) in order.
+      expect(late.seq).toBe(hide ? ned.messages[1]!.seq + 1 : ned.messages[1]!.seq - 1);
+      const flag = await ned.flagged('REORDERED');
+      expect(flag).toMatchObject({ envelopeId: a.envelopeId, seq: late.seq, userId: mia.client.userId });
+      expect(flag.evidence).toMatchObject({ number: 2 });
+      await advance(clock, 6_000, 1_000);
+      expect(await receiptFor(mia, a.envelopeId)).toMatchObject({ flags: ['REORDERED'], intact: true });
+      expect(await mia.flagged('REORDERED')).toMatchObject({ envelopeId: a.envelopeId, userId: ned.client.userId });
+      expect(codes(ned.flags)).toEqual(['REORDERED']);
+      expect(codes(mia.flags)).toEqual(['REORDERED']);
+      await closeAll(mia, ned);
+    });
+  }
+
+  it('delay beyond lateAfterMs: LATE at the recipient, and at the sender from the signed receipt', async () => {
+    const clock = new ManualClock(Date.now());
+    const olga = await party('dl-olga', { clock });
+    const pete = await party('dl-pete', { clock, receipts: { lateAfterMs: 5_000, flushDelayMs: 0 } });
+    const rule = evil.delay({ to: { userId: 'dl-pete' }, from: { userId: 'dl-olga' } });
+    const sent = await olga.client.send('dl-pete', 'slow');
+    await rule.acted();
+    await sleep(100);
+    expect(pete.messages).toHaveLength(0);
+    await advance(clock, 6_000, 1_000);
+    rule.release();
+    const [m] = await pete.received(1);
+    expect(m).toMatchObject({ envelopeId: sent.envelopeId, flags: ['LATE'] });
+    expect(m!.receivedAt - m!.sentAt).toBeGreaterThan(5_000);
+    const flag = await pete.flagged('LATE');
+    expect(flag).toMatchObject({ envelopeId: sent.envelopeId, userId: 'dl-olga' });
+    await advance(clock, 1_000, 1_000);
+    expect(await receiptFor(olga, sent.envelopeId)).toMatchObject({ flags: ['LATE'], intact: true, disposition: 'processed' });
+    const reported = await olga.flagged('LATE');
+    expect(reported).toMatchObject({ envelopeId: sent.envelopeId, userId: 'dl-pete', deviceId: pete.client.deviceId });
+    expect(codes(pete.flags)).toEqual(['LATE']);
+    expect(codes(olga.flags)).toEqual(['LATE']);
+    await closeAll(olga, pete);
+  });
+
+  it('alter: DECRYPT_FAILED at the recipient, TAMPERED at the sender (the hashes differ)', async () => {
+    const quinn = await party('al-quinn');
+    const rosa = await party('al-rosa');
+    await converse(quinn, rosa);
+    const rule = evil.alter({ to: { userId: 'al-rosa' }, from: { userId: 'al-quinn' } });
+    const sent = await quinn.client.send('al-rosa', 'pay 10');
+    const [altered] = await rule.acted();
+    expect(altered!.envelopeId).toBe(sent.envelopeId);
+    const failed = await rosa.flagged('DECRYPT_FAILED');
+    expect(failed).toMatchObject({ envelopeId: sent.envelopeId, seq: altered!.seq, userId: 'al-quinn' });
+    const tampered = await quinn.flagged('TAMPERED');
+    expect(tampered).toMatchObject({ envelopeId: sent.envelopeId, userId: 'al-rosa', deviceId: rosa.client.deviceId });
+    const ev = tampered.evidence as { sentSha256: string; receivedSha256: string };
+    expect(ev.sentSha256).not.toBe(ev.receivedSha256);
+    expect(await receiptFor(quinn, sent.envelopeId)).toMatchObject({ disposition: 'rejected', reason: 'DECRYPT_FAILED', intact: false });
+    expect(rosa.messages.map((m) => m.body)).toEqual(['hello']);
+    await closeAll(quinn, rosa);
+  });
+
+  it('withheld receipts: MISSING_RECEIPT for each envelope, and nothing else on either side', async () => {
+    const clock = new ManualClock(Date.now());
+    const sara = await party('wr-sara', { clock, receipts: { deadlineMs: 60_000 } });
+    const tom = await party('wr-tom', { clock, receipts: { flushDelayMs: 0 } });
+    const rule = evil.withhold({ userId: 'wr-tom' }, { toUser: 'wr-sara' });
+    const sent = [await sara.client.send('wr-tom', 'one'), await sara.client.send('wr-tom', 'two')];
+    await tom.received(2);
+    await advance(clock, 1_000, 1_000);
+    await rule.acted();
+    await advance(clock, 61_000);
+    await waitFor('two MISSING_RECEIPT', () => (sara.flags.length >= 2 ? true : undefined));
+    await sleep(200);
+    expect(codes(sara.flags)).toEqual(['MISSING_RECEIPT', 'MISSING_RECEIPT']);
+    expect(sara.flags.map((f) => f.envelopeId).sort()).toEqual(sent.map((s) => s.envelopeId).sort());
+    expect(sara.flags.every((f) => f.userId === 'wr-tom' && f.deviceId === tom.client.deviceId)).toBe(true);
+    expect(sara.receipts).toEqual([]);
+    expect(tom.flags).toEqual([]);
+    expect(tom.messages.map((m) => m.flags)).toEqual([[], []]);
+    await closeAll(sara, tom);
+  });
 });

@@ -8,6 +8,7 @@
  * small policy windows. Receipts are signed and sent on the recipient's clock, so the
  * test advances it to send them, and waits for them before it advances past a deadline.
  */
+import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ClientOptions, type Flag, type ReceiptInfo, type SentInfo, ManualClock, MemoryStore, createClient } from '../../client-sdk/node.js';
 import { EvilRelay } from '../helpers/evil-relay.js';
@@ -40,11 +41,32 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function advance(clock: ManualClock, ms: number, step = 10_000): Promise<void> {
   for (let left = ms; left > 0; left -= step) {
     clock.advance(Math.min(step, left));
-    await sleep(30);
+    await sleep(50);
   }
 }
 
 const receiptFor = (p: Party, envelopeId: string) => waitFor(`the receipt for ${envelopeId} at ${p.client.userId}`, () => p.receipts.find((r) => r.envelopeId === envelopeId));
+
+/** The real relay's acknowledged sequence for a device, from its database. */
+async function relayCursor(userId: string, deviceId: string): Promise<number> {
+  const c = new pg.Client({ connectionString: db.url });
+  await c.connect();
+  try {
+    const r = await c.query<{ acked_seq: string }>('SELECT acked_seq FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
+    return Number(r.rows[0]?.acked_seq ?? 0);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Waits until the real relay stored `seq` as the device's acknowledged sequence. */
+async function relayAcked(userId: string, deviceId: string, seq: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while ((await relayCursor(userId, deviceId)) !== seq) {
+    if (Date.now() > deadline) throw new Error(`the relay's cursor for ${userId}/${deviceId} is ${await relayCursor(userId, deviceId)}, not ${seq}`);
+    await sleep(50);
+  }
+}
 
 const codes = (flags: readonly Flag[]) => flags.map((f) => f.code);
 
@@ -110,7 +132,9 @@ describePg('through a malicious relay', (server) => {
       const m = evil.mailbox(p.client.userId, p.client.deviceId)!;
       expect(m).toMatchObject({ offset: 0, relayAck: m.deviceAck, unacknowledged: 0 });
     }
-    expect(evil.mailbox('hr-bob', bob.client.deviceId)!.deviceAck).toBeGreaterThanOrEqual(Math.max(...bob.messages.map((m) => m.seq)));
+    const bobBox = evil.mailbox('hr-bob', bob.client.deviceId)!;
+    expect(bobBox.deviceAck).toBeGreaterThanOrEqual(Math.max(...bob.messages.map((m) => m.seq)));
+    await relayAcked('hr-bob', bob.client.deviceId, bobBox.deviceAck);
     await closeAll(alice, bob, carol);
   });
 
@@ -137,6 +161,8 @@ describePg('through a malicious relay', (server) => {
       return m.deviceAck === frank.messages[1]!.seq ? m : undefined;
     });
     expect(box).toMatchObject({ offset: -1, relayAck: box.deviceAck + 1, unacknowledged: 0 });
+    // ... and the real relay removed all three (its cursor is past the one it never delivered).
+    await relayAcked('dr-frank', frank.client.deviceId, box.relayAck);
     await advance(clock, 6_000, 1_000);
     const gap = await frank.flagged('GAP');
     expect(gap.evidence).toMatchObject({ kind: 'conversation', from: 2, to: 2, senderUserId: 'dr-erin', senderDeviceId: erin.client.deviceId });

@@ -141,7 +141,7 @@ interface RuleState {
   remaining: number;
   readonly actions: Action[];
   /** delay/reorder: what the rule holds, per mailbox. */
-  readonly held: Array<{ mailbox: Mailbox; realSeq: number; frame: DeliverFrame; action: Action }>;
+  readonly held: Array<{ mailbox: Mailbox; realSeq: number; action: Action }>;
   readonly hide: boolean;
   /** withhold: the recipient user of the SENDs to swallow. */
   readonly toUser?: string | undefined;
@@ -582,7 +582,7 @@ export class EvilRelay {
   #hold(rule: RuleState, mailbox: Mailbox, f: DeliverFrame, seq: number, action: Action): void {
     mailbox.entries.set(f.seq, { state: 'held', seq, bytes: encodeDeliver({ ...f, seq }) });
     mailbox.highSeq = Math.max(mailbox.highSeq, seq);
-    rule.held.push({ mailbox, realSeq: f.seq, frame: f, action });
+    rule.held.push({ mailbox, realSeq: f.seq, action });
     rule.actions.push(action);
     if (rule.ms !== undefined) {
       const t = setTimeout(() => {

@@ -178,6 +178,34 @@ describePg('through a malicious relay', (server) => {
     await closeAll(erin, frank);
   });
 
+  it('drop of one member device copy of a group message: MISSING_RECEIPT for that device only (numbers in a group may skip, so no GAP)', async () => {
+    const clock = new ManualClock(Date.now());
+    const uma = await party('dg-uma', { clock, receipts: { deadlineMs: 60_000 } });
+    const vic = await party('dg-vic', { clock, receipts: { gapWindowMs: 5_000, flushDelayMs: 0 } });
+    const wes = await party('dg-wes', { clock, receipts: { flushDelayMs: 0 } });
+    const team = uma.client.group('dg-team', ['dg-uma', 'dg-vic', 'dg-wes']);
+    await team.send('one');
+    await vic.received(1);
+    await wes.received(1);
+    const rule = evil.drop({ to: { userId: 'dg-vic' } });
+    const second = await team.send('two');
+    await team.send('three');
+    await vic.received(2);
+    await wes.received(3);
+    const [dropped] = await rule.acted();
+    expect(dropped!.envelopeId).toBe(second.find((s) => s.recipient === 'dg-vic')!.envelopeId);
+    await advance(clock, 6_000, 1_000);
+    await waitFor('receipts from wes for all three', () => (uma.receipts.filter((r) => r.recipient.userId === 'dg-wes').length >= 3 ? true : undefined));
+    await advance(clock, 60_000);
+    const missing = await uma.flagged('MISSING_RECEIPT');
+    expect(missing).toMatchObject({ envelopeId: dropped!.envelopeId, userId: 'dg-vic', deviceId: vic.client.deviceId });
+    await sleep(200);
+    expect(codes(uma.flags)).toEqual(['MISSING_RECEIPT']);
+    expect(vic.flags).toEqual([]);
+    expect(wes.flags).toEqual([]);
+    await closeAll(uma, vic, wes);
+  });
+
   it('drop (not hidden): GAP for the mailbox sequence and for the message number', async () => {
     const clock = new ManualClock(Date.now());
     const gina = await party('dn-gina', { clock });

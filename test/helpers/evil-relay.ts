@@ -179,7 +179,7 @@ export class EvilRelay {
   readonly #conns = new Set<Conn>();
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   #freshIds = 0;
-  /** Text frames that did not decode (from either side): passed on, and counted. */
+  /** Frames that did not decode (from either side): passed on unchanged, and counted. */
   undecoded = 0;
 
   private constructor(

@@ -43,7 +43,7 @@ import { type ReceiptInfo, type ReceiptPolicy, LOG_QUEUE_PREFIX, Receipts, resol
 import { SignedEvents } from './signed-events.js';
 import { EvidenceError } from '../crypto/evidence/errors.js';
 import { type EventInput, type SignedEvent, parseEvent, verifyEvent } from '../crypto/evidence/event.js';
-import { MAX_RECEIPT_ENTRIES, signReceipt } from '../crypto/evidence/receipt.js';
+import { signReceipt } from '../crypto/evidence/receipt.js';
 import { IdentityKey } from '../crypto/identity/identity-key.js';
 
 export type ClientState = 'awaiting-link' | 'connecting' | 'online' | 'offline' | 'closed';
@@ -567,7 +567,7 @@ export class HermeticClient {
     let more = false;
     let retry = false;
     for (const g of groups) {
-      if (g.entries.length >= MAX_RECEIPT_ENTRIES) more = true;
+      if (g.more) more = true;
       const jws = signReceipt(this.#keys.identity, { v: 1, recipient: { user: this.userId, device: this.deviceId }, issuedAt: this.#clock.now(), entries: g.entries }, this.#backend);
       const settle = (tx: StoreTx) => {
         for (const k of g.keys) tx.delete(NS.receipts, k);

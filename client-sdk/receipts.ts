@@ -115,6 +115,8 @@ interface StoredReceipt {
   readonly v: 1;
   readonly jwsKey: string;
   readonly index: number;
+  /** The mailbox sequence the entry names (absent in records of earlier versions). */
+  readonly seq?: number | undefined;
   readonly messageId: Uint8Array | undefined;
   readonly intact: boolean | undefined;
   readonly at: number;
@@ -177,7 +179,24 @@ export class Receipts {
     for (const [index, entry] of r.payload.entries.entries()) {
       if (entry.sender.user !== this.userId || entry.sender.device !== this.deviceId) continue; // about another device's envelope: not ours to check
       const rk = receivedKey(entry.envelopeId, rec.user, rec.device);
-      if ((await tx.get(NS.receipts, rk)) !== undefined) continue; // this entry came before
+      const prior = await tx.get(NS.receipts, rk);
+      if (prior !== undefined) {
+        // This device already reported the envelope. The same entry again says nothing new;
+        // an entry for another delivery of it (the relay delivered it twice) brings the
+        // recipient's flags about that delivery (DUPLICATE), with the receipt as evidence.
+        const first = decodeRecord<StoredReceipt>(prior).seq;
+        if (first === undefined || first === entry.seq) continue;
+        for (const f of entry.flags) {
+          this.#flag(tx, f, rec.user, rec.device, entry, now, `${rec.user}/${rec.device} reported ${f} for another delivery of envelope ${entry.envelopeId} (sequence ${entry.seq}, first at ${first}) in its signed receipt`, {
+            envelopeId: entry.envelopeId,
+            reportedBy: { userId: rec.user, deviceId: rec.device },
+            entry,
+            firstSeq: first,
+            jws,
+          });
+        }
+        continue;
+      }
       const ak = awaitedKey(entry.envelopeId, rec.device);
       const raw = await tx.get(NS.receipts, ak);
       const awaited = raw === undefined ? undefined : decodeRecord<AwaitedRecord>(raw);
@@ -194,7 +213,7 @@ export class Receipts {
         this.#flag(tx, 'TAMPERED', rec.user, rec.device, entry, now, `the recipient received other bytes than this device sent (SHA-256 ${entry.sha256}, sent ${encodeBase64url(awaited!.sha256)})`, { ...evidence, sentSha256: encodeBase64url(awaited!.sha256), receivedSha256: entry.sha256 });
       }
       for (const f of entry.flags) this.#flag(tx, f, rec.user, rec.device, entry, now, `${rec.user}/${rec.device} reported ${f} for envelope ${entry.envelopeId} in its signed receipt`, evidence);
-      tx.put(NS.receipts, rk, encodeRecord({ v: 1, jwsKey, index, messageId: awaited?.messageId, intact, at: now } satisfies StoredReceipt));
+      tx.put(NS.receipts, rk, encodeRecord({ v: 1, jwsKey, index, seq: entry.seq, messageId: awaited?.messageId, intact, at: now } satisfies StoredReceipt));
       keep = true;
       out.push({
         envelopeId: entry.envelopeId,
@@ -276,22 +295,30 @@ export class Receipts {
   /**
    * Pending entries, grouped by sender user (a receipt goes to every device of that user,
    * since a SEND reaches all of a user's devices; each device takes its own entries), at
-   * most MAX_RECEIPT_ENTRIES per group.
+   * most MAX_RECEIPT_ENTRIES per group, and at most one per envelope: a receipt lists an
+   * envelope once (the schema refuses it twice), and an envelope the relay delivered again
+   * has a second entry. `more`: entries were left for the next receipt.
    */
-  async pending(tx: StoreTx): Promise<Array<{ userId: string; keys: string[]; entries: ReceiptEntry[] }>> {
-    const groups = new Map<string, { userId: string; keys: string[]; entries: ReceiptEntry[] }>();
+  async pending(tx: StoreTx): Promise<Array<{ userId: string; keys: string[]; entries: ReceiptEntry[]; more: boolean }>> {
+    const groups = new Map<string, { userId: string; keys: string[]; entries: ReceiptEntry[]; more: boolean; envelopes: Set<string> }>();
     for (const [k, raw] of await tx.list(NS.receipts, 'p:')) {
       const userId = k.slice(2, k.indexOf(' ', 2));
       let g = groups.get(userId);
       if (g === undefined) {
-        g = { userId, keys: [], entries: [] };
+        g = { userId, keys: [], entries: [], more: false, envelopes: new Set() };
         groups.set(userId, g);
       }
-      if (g.entries.length >= MAX_RECEIPT_ENTRIES) continue; // the next flush takes the rest
+      const entry = decodeRecord<PendingEntry>(raw).entry;
+      const envelope = `${entry.sender.device} ${entry.envelopeId}`;
+      if (g.entries.length >= MAX_RECEIPT_ENTRIES || g.envelopes.has(envelope)) {
+        g.more = true; // the next flush takes the rest
+        continue;
+      }
+      g.envelopes.add(envelope);
       g.keys.push(k);
-      g.entries.push(decodeRecord<PendingEntry>(raw).entry);
+      g.entries.push(entry);
     }
-    return [...groups.values()];
+    return [...groups.values()].map(({ userId, keys, entries, more }) => ({ userId, keys, entries, more }));
   }
 
   /** Forgets kept receipts older than `cutoff` (ms). */

@@ -227,7 +227,7 @@ describePg('through a malicious relay', (server) => {
     await closeAll(gina, hank);
   });
 
-  it('duplicate: the same envelope again at a new sequence is DUPLICATE, and offered once', async () => {
+  it('duplicate: the same envelope again at a new sequence is DUPLICATE at the recipient, offered once, and reported to the sender', async () => {
     const ida = await party('du-ida');
     const jack = await party('du-jack');
     const rule = evil.duplicate({ to: { userId: 'du-jack' } });
@@ -238,9 +238,20 @@ describePg('through a malicious relay', (server) => {
     expect(flag).toMatchObject({ envelopeId: sent.envelopeId, seq: dup!.seq, userId: 'du-ida', deviceId: ida.client.deviceId });
     expect(flag.evidence).toMatchObject({ firstSeq: jack.messages[0]!.seq });
     expect(dup!.seq).toBe(jack.messages[0]!.seq + 1);
+    // The sender: the receipt for the delivery (processed, intact), and DUPLICATE from
+    // the entry about the second delivery, signed by jack's device.
+    expect(await receiptFor(ida, sent.envelopeId)).toMatchObject({ disposition: 'processed', intact: true, flags: [], entry: { seq: jack.messages[0]!.seq } });
+    const reported = await ida.flagged('DUPLICATE');
+    expect(reported).toMatchObject({ envelopeId: sent.envelopeId, seq: dup!.seq, userId: 'du-jack', deviceId: jack.client.deviceId });
+    expect(reported.evidence).toMatchObject({ firstSeq: jack.messages[0]!.seq, entry: { disposition: 'rejected', reason: 'DUPLICATE', seq: dup!.seq } });
+    // Receipts keep coming after it.
+    const next = await ida.client.send('du-jack', 'twice?');
+    expect(await receiptFor(ida, next.envelopeId)).toMatchObject({ disposition: 'processed', intact: true, flags: [] });
     await sleep(300);
-    expect(jack.messages).toHaveLength(1);
+    expect(jack.messages.map((m) => m.body)).toEqual(['once', 'twice?']);
     expect(codes(jack.flags)).toEqual(['DUPLICATE']);
+    expect(codes(ida.flags)).toEqual(['DUPLICATE']);
+    expect(ida.receipts.map((r) => r.envelopeId)).toEqual([sent.envelopeId, next.envelopeId]);
     await closeAll(ida, jack);
   });
 
@@ -261,6 +272,7 @@ describePg('through a malicious relay', (server) => {
     const again = evil.replay(old.envelopeId, { userId: 'rp-liam' }, { freshEnvelopeId: false });
     const dup = await liam.flagged('DUPLICATE');
     expect(dup).toMatchObject({ envelopeId: old.envelopeId, seq: again.seq });
+    expect(await kate.flagged('DUPLICATE')).toMatchObject({ envelopeId: old.envelopeId, seq: again.seq, userId: 'rp-liam' });
     await sleep(300);
     expect(liam.messages.map((m) => m.body)).toEqual(['hello', 'pay 10']);
     expect(codes(liam.flags)).toEqual(['REPLAY', 'DUPLICATE']);

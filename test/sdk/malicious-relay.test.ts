@@ -107,7 +107,8 @@ describePg('through a malicious relay', (server) => {
       await bob.client.send('hr-alice', `b->a ${i}`);
     }
     const team = alice.client.group('hr-team', ['hr-alice', 'hr-bob', 'hr-carol']);
-    await team.send('hello team');
+    const groupSent = await team.send('hello team');
+    expect(groupSent.map((g) => g.recipient).sort()).toEqual(['hr-bob', 'hr-carol']);
     const ev = await alice.client.sendEvent('hr-bob', { id: 'ev-1', type: 'com.example.note', source: 'urn:hr:notes', data: { n: 1 } });
     await bob.received(10);
     await alice.received(8);
@@ -118,7 +119,7 @@ describePg('through a malicious relay', (server) => {
     expect(bob.messages.at(-1)!.event?.jws).toBe(ev.jws);
     // Every envelope alice sent to bob (8 messages, the group message, the event) and to
     // carol comes back with an intact receipt.
-    for (const s of [...sent, ev]) expect(await receiptFor(alice, s.envelopeId)).toMatchObject({ intact: true, flags: [], disposition: 'processed' });
+    for (const s of [...sent, ...groupSent, ev]) expect(await receiptFor(alice, s.envelopeId)).toMatchObject({ intact: true, flags: [], disposition: 'processed' });
     await waitFor('receipts at bob', () => (bob.receipts.length >= 8 ? true : undefined));
     await sleep(500);
     for (const p of [alice, bob, carol]) {

@@ -1,6 +1,6 @@
 /**
  * `hermetic <command>`: serve (the relay), migrate (apply migrations and exit), token
- * (mint a dev-mode token). Exit codes: 0 success, 1 runtime failure, 2 usage or
+ * (mint a dev-mode token), audit (export and verify a relay's receipt log). Exit codes: 0 success, 1 runtime failure, 2 usage or
  * configuration error.
  */
 import { ConfigError, loadConfig } from './config.js';
@@ -11,6 +11,7 @@ import { migrate } from './storage/migrate.js';
 import { UnsupportedRuntimeError } from './runtime.js';
 import { DataDirLockedError } from './storage/pglite.js';
 import { MAX_USER_ID_LENGTH } from '../protocol/limits.js';
+import { runAudit } from './audit/command.js';
 
 const USAGE = `usage: hermetic <command>
 
@@ -20,6 +21,8 @@ commands:
   token <user> [--ttl <secs>] [--auditor]
                                 mint a dev-mode token for <user> (default ttl 3600);
                                 --auditor adds the receipt log's auditor claim
+  audit export|verify ...       export a relay's receipt log, or verify one (offline or
+                                live); \`hermetic audit\` alone shows its options
 `;
 
 /** Longest dev token lifetime: dev tokens are for local work, not long-lived sessions. */
@@ -95,6 +98,11 @@ async function main(argv: readonly string[]): Promise<void> {
       return runMigrate();
     case 'token':
       return token(rest);
+    case 'audit': {
+      const code = await runAudit(rest, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), errIsTty: process.stderr.isTTY === true });
+      process.exitCode = code;
+      return;
+    }
     default:
       throw new UsageError(cmd ? `unknown command ${cmd}` : 'no command given');
   }

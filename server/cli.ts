@@ -4,14 +4,10 @@
  * configuration error.
  */
 import { ConfigError, loadConfig } from './config.js';
-import { createLogger } from './log.js';
-import { openDevIssuer } from './auth/dev-issuer.js';
-import { openDatabase, startRelay } from './relay.js';
-import { migrate } from './storage/migrate.js';
-import { UnsupportedRuntimeError } from './runtime.js';
-import { DataDirLockedError } from './storage/pglite.js';
 import { MAX_USER_ID_LENGTH } from '../protocol/limits.js';
-import { runAudit } from './audit/command.js';
+
+// The relay's modules (uWebSockets.js, the database drivers) are loaded by the commands
+// that need them, so that `hermetic audit` and `hermetic token` start quickly.
 
 const USAGE = `usage: hermetic <command>
 
@@ -29,6 +25,7 @@ commands:
 const MAX_DEV_TOKEN_TTL_S = 30 * 24 * 3600;
 
 async function serve(): Promise<void> {
+  const [{ createLogger }, { startRelay }] = await Promise.all([import('./log.js'), import('./relay.js')]);
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const relay = await startRelay(config, logger);
@@ -53,6 +50,7 @@ async function serve(): Promise<void> {
 }
 
 async function runMigrate(): Promise<void> {
+  const [{ createLogger }, { openDatabase }, { migrate }] = await Promise.all([import('./log.js'), import('./relay.js'), import('./storage/migrate.js')]);
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const db = await openDatabase(config, logger);
@@ -83,6 +81,7 @@ async function token(args: readonly string[]): Promise<void> {
   }
   const config = loadConfig();
   if (config.auth.mode !== 'dev') throw new UsageError('token only works in dev mode (no HERMETIC_JWKS_URL/FILE set)');
+  const { openDevIssuer } = await import('./auth/dev-issuer.js');
   const issuer = await openDevIssuer(config.dataDir);
   console.log(await issuer.mint(user, ttl, { auditor }));
 }
@@ -99,6 +98,7 @@ async function main(argv: readonly string[]): Promise<void> {
     case 'token':
       return token(rest);
     case 'audit': {
+      const { runAudit } = await import('./audit/command.js');
       const code = await runAudit(rest, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), errIsTty: process.stderr.isTTY === true });
       process.exitCode = code;
       return;
@@ -113,7 +113,8 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     console.error(`hermetic: ${err.message}\n\n${USAGE}`);
     process.exit(2);
   }
-  if (err instanceof ConfigError || err instanceof DataDirLockedError || err instanceof UnsupportedRuntimeError) {
+  // By name: their modules are loaded only by the commands that throw them.
+  if (err instanceof ConfigError || (err instanceof Error && (err.name === 'DataDirLockedError' || err.name === 'UnsupportedRuntimeError'))) {
     console.error(`hermetic: ${err.message}`);
     process.exit(2);
   }

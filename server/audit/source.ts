@@ -139,7 +139,7 @@ export class ExportSource implements AuditSource {
   readonly #digests = new Map<HashedFile, FileDigest>();
   readonly #readers = new Map<HashedFile, JsonlReader>();
   #manifest: Manifest | undefined;
-  #keys: Map<string, JsonObject> | undefined;
+  #keys: Promise<Map<string, JsonObject>> | undefined;
   #consistency: AsyncIterator<Item<{ from: number; to: number; hashes: readonly string[] }>> | undefined;
   #pending: Item<{ from: number; to: number; hashes: readonly string[] }> | undefined;
 
@@ -217,21 +217,25 @@ export class ExportSource implements AuditSource {
   }
 
   async jwk(user: string, device: string): Promise<JsonObject | undefined> {
-    if (this.#keys === undefined) {
-      this.#keys = new Map();
-      for await (const item of decoded(this.#reader(EXPORT_FILES.jwks), EXPORT_FILES.jwks, decodeJwkLine)) {
-        if ('error' in item) {
-          this.#problems.push(item.error);
-          continue;
-        }
-        if (this.#keys.size >= MAX_AUDIT_DEVICES) {
-          this.#problems.push(new EvidenceError('INVALID_EXPORT', `${item.where}: more than ${MAX_AUDIT_DEVICES} device keys`));
-          break;
-        }
-        this.#keys.set(`${item.value.user}\n${item.value.device}`, item.value.jwk);
+    // Loaded once, on first use; concurrent callers wait for the same load.
+    this.#keys ??= this.#loadKeys();
+    return (await this.#keys).get(`${user}\n${device}`);
+  }
+
+  async #loadKeys(): Promise<Map<string, JsonObject>> {
+    const keys = new Map<string, JsonObject>();
+    for await (const item of decoded(this.#reader(EXPORT_FILES.jwks), EXPORT_FILES.jwks, decodeJwkLine)) {
+      if ('error' in item) {
+        this.#problems.push(item.error);
+        continue;
       }
+      if (keys.size >= MAX_AUDIT_DEVICES) {
+        this.#problems.push(new EvidenceError('INVALID_EXPORT', `${item.where}: more than ${MAX_AUDIT_DEVICES} device keys`));
+        break;
+      }
+      keys.set(`${item.value.user}\n${item.value.device}`, item.value.jwk);
     }
-    return this.#keys.get(`${user}\n${device}`);
+    return keys;
   }
 
   async finish(): Promise<EvidenceError[]> {

@@ -4,7 +4,7 @@
  * and live; tampering with the export is caught with the right failure kinds (a flipped
  * receipt byte, a removed proof hash, a checkpoint with a bad signature, a forked
  * checkpoint signed with the log's own key, garbage files); a relay that rewrites its
- * history is caught through the state file.
+ * history (or rolls it back) is caught through the state file.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -13,9 +13,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signReceipt } from '../../crypto/evidence/receipt.js';
 import { signCheckpoint } from '../../crypto/tlog/checkpoint.js';
 import { NoteSigner } from '../../crypto/tlog/note.js';
+import { runAudit } from '../../server/audit/command.js';
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import type { TestDevice } from '../helpers/device.js';
-import { killAllRelays, makeTempDir, runCli, startRelay } from '../helpers/relay.js';
+import { killAllRelays, makeTempDir, runCli } from '../helpers/relay.js';
 import { type LogIdentity, logIdentity, receiptPayload, signedReceipt, submitOk } from '../helpers/receipt-log.js';
 import { PGLITE, type TestUser, World, firstDevice, sendMany } from '../mailbox/world.js';
 
@@ -181,6 +182,44 @@ describe('hermetic audit', () => {
     expect(again.stderr).toMatch(/not empty/);
   });
 
+  it('a log that does not extend what the state file remembers is a FORK (rewritten or rolled back), and is not remembered', async () => {
+    // What an earlier run would have remembered had the relay shown it another history:
+    // checkpoints signed with the log's own key (from the relay's data directory), one
+    // smaller than the log with another root, one larger than the log.
+    const signer = NoteSigner.parse(fs.readFileSync(path.join(world.dataDir, 'log-signer.key'), 'utf8').trim());
+    const head = JSON.parse(fs.readFileSync(stateFile, 'utf8')).checkpoints.at(-1);
+    const forged = (size: number): { size: number; root: string; note: string } => {
+      const root = randomBytes(32);
+      return { size, root: root.toString('base64'), note: signCheckpoint({ origin: id.origin, size, rootHash: root, extensions: [] }, signer) };
+    };
+    // A size between two of the log's checkpoints, so that only a consistency proof can tell.
+    const sizes = new Set(readLines(path.join(exportDir, 'checkpoints.jsonl')).map((c) => c.size as number));
+    const between = Array.from({ length: head.size }, (_, i) => i).find((n) => n > 0 && !sizes.has(n)) ?? head.size - 1;
+    const rewritten = forged(between);
+    const ahead = forged(head.size + 10);
+    const state = path.join(makeTempDir('hermetic-audit-state-'), 'state.json');
+    const body = JSON.stringify({ format: 'hermetic-audit-state', version: 1, origin: id.origin, verifierKey: id.verifier.toString(), checkpoints: [rewritten, ahead] });
+    fs.writeFileSync(state, body);
+    const r = await verify(['--relay', world.relay.baseUrl, '--token', auditorToken, '--key', id.verifier.toString(), '--state', state]);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(r.report!.failures.byKind).toEqual({ FORK: 2 });
+    const [first, second] = r.report!.failures.items;
+    expect(first!.evidence!.older.note).toBe(rewritten.note);
+    expect(first!.message).toMatch(sizes.has(between) ? /another root/ : /does not provably extend/);
+    expect(second!.evidence!.older.note).toBe(ahead.note);
+    expect(second!.message).toMatch(/rolled back/);
+    expect(first!.evidence!.newer.size).toBe(r.report!.head!.size);
+    // Receipts still verified; the forked head is not remembered.
+    expect(r.report!.receipts.verified).toBeGreaterThanOrEqual(submitted.length);
+    expect(fs.readFileSync(state, 'utf8')).toBe(body);
+
+    // A state file that is not one: refused, exit 1.
+    fs.writeFileSync(state, '{"format":"something else"}');
+    const bad = await verify(['--relay', world.relay.baseUrl, '--token', auditorToken, '--state', state]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/state file/);
+  });
+
   it('verifies the export offline with the relay stopped: counts match, flags are tallied', async () => {
     await world.relay.stop();
     const r = await verify(['--in', exportDir, '--key', id.verifier.toString()]);
@@ -308,42 +347,25 @@ describe('hermetic audit', () => {
     expect(kinds(empty.report)).toEqual(['INVALID_EXPORT']);
   });
 
-  it('a relay that rewrote its history (same key, another log) is a FORK against the state file', async () => {
-    // The same log key, a fresh database: a relay that threw its history away.
-    const dataDir = makeTempDir();
-    fs.copyFileSync(path.join(world.dataDir, 'log-signer.key'), path.join(dataDir, 'log-signer.key'));
-    fs.chmodSync(path.join(dataDir, 'log-signer.key'), 0o600);
-    const rewritten = await startRelay({ dataDir, env: world.issuer.env });
-    const before = fs.readFileSync(stateFile, 'utf8');
-    const r = await verify(['--relay', rewritten.baseUrl, '--token', auditorToken, '--key', id.verifier.toString(), '--state', stateFile]);
-    expect(r.code, r.stdout + r.stderr).toBe(1);
-    expect(kinds(r.report)).toEqual(['FORK']);
-    const f = r.report!.failures.items[0]!;
-    expect(f.message).toMatch(/rolled back/);
-    expect(f.evidence!.older.size).toBe(JSON.parse(before).checkpoints.at(-1).size);
-    expect(f.evidence!.newer.size).toBe(0);
-    // The forked head is not remembered.
-    expect(fs.readFileSync(stateFile, 'utf8')).toBe(before);
-    // Without the state file the new relay's history is self-consistent.
-    const fresh = await verify(['--relay', rewritten.baseUrl, '--token', auditorToken, '--key', id.verifier.toString()]);
-    expect(fresh.code, fresh.stdout).toBe(0);
-    await rewritten.stop();
-  });
-
-  it('usage errors exit 2', async () => {
+  it('usage errors exit 2, as a process and in process', async () => {
+    const proc = await runCli(['audit', 'verify', '--in', exportDir, '--relay', 'http://127.0.0.1:1', '--token', 't'], {});
+    expect(proc.code).toBe(2);
+    expect(proc.stderr).toContain('usage:');
     const cases = [
-      ['audit'],
-      ['audit', 'verify'],
-      ['audit', 'verify', '--in', exportDir, '--relay', 'http://127.0.0.1:1', '--token', 't'],
-      ['audit', 'verify', '--in', exportDir, '--key', 'not a key'],
-      ['audit', 'export', '--relay', 'ftp://x', '--token', 't', '--out', 'x'],
-      ['audit', 'export', '--relay', 'http://127.0.0.1:1', '--token', 't', '--out', 'x', '--from', 'yesterday'],
-      ['audit', 'verify', '--in', exportDir, '--bogus', '1'],
+      [],
+      ['verify'],
+      ['verify', '--in', exportDir, '--key', 'not a key'],
+      ['export', '--relay', 'ftp://x', '--token', 't', '--out', 'x'],
+      ['export', '--relay', 'http://127.0.0.1:1', '--token', 't', '--out', 'x', '--from', 'yesterday'],
+      ['export', '--relay', 'http://127.0.0.1:1', '--token', 'a b', '--out', 'x'],
+      ['verify', '--in', exportDir, '--bogus', '1'],
+      ['verify', '--in'],
     ];
-    const results = await Promise.all(cases.map((c) => runCli(c, {})));
-    for (const [i, r] of results.entries()) {
-      expect(r.code, cases[i]!.join(' ')).toBe(2);
-      expect(r.stderr).toContain('usage:');
+    for (const c of cases) {
+      let err = '';
+      const code = await runAudit(c, { out: () => undefined, err: (s) => (err += s), errIsTty: false });
+      expect(code, c.join(' ')).toBe(2);
+      expect(err).toContain('usage:');
     }
   });
 });

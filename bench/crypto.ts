@@ -21,7 +21,9 @@ import {
 import { IdentityKeyPair } from '../crypto/identity/index.js';
 import type { CryptoBackend } from '../crypto/primitives/backend.js';
 import { availableBackends, defaultBackend, nativeKeyImport } from '../crypto/primitives/index.js';
+import { u32be } from '../crypto/primitives/bytes.js';
 import type { Session } from '../crypto/ratchet/index.js';
+import { inclusionProof, leafHash, MemoryNodeStore, treeHash, verifyInclusion } from '../crypto/tlog/index.js';
 import type { BenchResults, BenchValue } from './run.js';
 
 export interface BenchContext {
@@ -242,6 +244,36 @@ MEASUREMENTS.push(
     },
   },
 );
+
+/** Leaf hashes appended per batch in the transparency-log measurement (a relay flush). */
+const TLOG_BATCH = 64;
+/** Tree size the proof measurement works on. */
+const TLOG_TREE_SIZE = 1 << 16;
+
+MEASUREMENTS.push({
+  name: 'tlog',
+  async run(b, { seconds }) {
+    const leaf = (i: number): Uint8Array => leafHash(u32be(i), b);
+    // Appending: batches of leaf hashes into a growing in-memory tree (nodes and root).
+    const growing = new MemoryNodeStore(b);
+    let next = 0;
+    const appendRate = await asyncOpsPerSecond(
+      () => growing.append(Array.from({ length: TLOG_BATCH }, () => leaf(next++))),
+      seconds,
+    );
+    // Proving and verifying: an inclusion proof for a varying leaf of a fixed tree.
+    const tree = new MemoryNodeStore(b);
+    await tree.append(Array.from({ length: TLOG_TREE_SIZE }, (_, i) => leaf(i)));
+    const root = await treeHash(TLOG_TREE_SIZE, tree.read, b);
+    let index = 0;
+    const proveRate = await asyncOpsPerSecond(async () => {
+      index = (index + 7919) % TLOG_TREE_SIZE;
+      const proof = await inclusionProof(index, TLOG_TREE_SIZE, tree.read, b);
+      verifyInclusion(leaf(index), index, TLOG_TREE_SIZE, proof, root, b);
+    }, seconds);
+    return { tlog_append_leaves_per_s: appendRate * TLOG_BATCH, tlog_prove_verify_per_s: proveRate };
+  },
+});
 
 /**
  * `backend` with every call counted by method name, including the methods of the

@@ -39,10 +39,14 @@ CREATE TABLE log_tree (
 -- The empty tree's root is SHA-256 of the empty string (RFC 6962 §2.1).
 INSERT INTO log_tree (singleton, size, root) VALUES (true, 0, sha256(''::bytea));
 
--- Every signed checkpoint, kept as history; at most one per tree size.
+-- Every signed checkpoint, kept as history: at most one per tree size and log key
+-- (verifier key string), so that after a key rotation the current tree head is signed
+-- again by the new key.
 CREATE TABLE log_checkpoints (
-  size         bigint PRIMARY KEY CHECK (size >= 0),
+  size         bigint NOT NULL CHECK (size >= 0),
+  verifier_key text   NOT NULL,
   root         bytea  NOT NULL CHECK (octet_length(root) = 32),
   note         text   NOT NULL,
-  signed_at_ms bigint NOT NULL
+  signed_at_ms bigint NOT NULL,
+  PRIMARY KEY (size, verifier_key)
 );

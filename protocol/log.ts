@@ -10,6 +10,14 @@ import { ProtocolError } from './errors.js';
 /** Receipts in one submission: each costs a signature check and a few row lookups. */
 export const MAX_RECEIPTS_PER_SUBMIT = 64;
 /**
+ * Log submissions per user and relay process: a burst, refilled at a steady rate. Every
+ * receipt is kept forever, and a device may sign any number of distinct receipts about
+ * an envelope it received, so this (with MAX_RECEIPTS_PER_SUBMIT) bounds how fast one
+ * user can grow the log: at most 256 receipts a second per relay.
+ */
+export const LOG_SUBMIT_BURST = 64;
+export const LOG_SUBMITS_PER_SECOND = 4;
+/**
  * Longest receipt the log takes: C2SP entry bundles prefix every entry with a big-endian
  * uint16 length, so a longer leaf could not be served in a data tile.
  */

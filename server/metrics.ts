@@ -46,7 +46,7 @@ export function createMetrics(): RelayMetrics {
     logTreeSize: new Gauge({ name: 'hermetic_log_tree_size', help: 'Leaves in the receipt log, as this relay last saw it', registers: [registry] }),
     logCheckpointAge: new Gauge({
       name: 'hermetic_log_checkpoint_age_seconds',
-      help: 'Seconds since the newest receipt log checkpoint this relay has seen was signed',
+      help: 'Seconds since the newest receipt log checkpoint (signed by any relay on the database) was signed; checkpoints are signed only when the log grew, so read it with the tree size',
       registers: [registry],
       collect() {
         const v = checkpointAge();

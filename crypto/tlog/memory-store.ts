@@ -3,6 +3,7 @@
  * tests and by the offline auditor, which rebuilds a log from its entries.
  */
 import type { CryptoBackend } from '../primitives/backend.js';
+import { copyBytes } from '../primitives/bytes.js';
 import { defaultBackend } from '../primitives/index.js';
 import { EvidenceError } from '../evidence/errors.js';
 import { appendLeaves, type NodeId, type NodeReader } from './merkle.js';
@@ -36,7 +37,7 @@ export class MemoryNodeStore {
     const { nodes, size, root } = await appendLeaves(this.#size, leafHashes, this.read, this.#backend);
     for (const n of nodes) {
       const level = (this.#levels[n.level] ??= []);
-      level[n.index] = n.hash;
+      level[n.index] = copyBytes(n.hash);
     }
     this.#size = size;
     return root;

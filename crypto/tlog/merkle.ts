@@ -13,7 +13,7 @@
  * in one call (one SQL query for the relay), and returns the hashes in that order.
  */
 import type { CryptoBackend } from '../primitives/backend.js';
-import { equalBytes } from '../primitives/bytes.js';
+import { copyBytes, equalBytes } from '../primitives/bytes.js';
 import { defaultBackend } from '../primitives/index.js';
 import { EvidenceError } from '../evidence/errors.js';
 import { HASH_BYTES, MAX_PROOF_HASHES, MAX_TREE_SIZE } from './limits.js';
@@ -125,8 +125,11 @@ export async function readNodes(ids: readonly NodeId[], read: NodeReader): Promi
   if (ids.length === 0) return [];
   const hashes: unknown = await read(ids);
   if (!Array.isArray(hashes) || hashes.length !== ids.length) throw proofError('node reader returned the wrong number of hashes');
-  for (const h of hashes) if (!isHash(h)) throw proofError('node reader returned a malformed hash');
-  return hashes as Uint8Array[];
+  // Copies: a proof or tile we hand out must not alias the reader's stored arrays.
+  return Array.from(hashes as unknown[], (h) => {
+    if (!isHash(h)) throw proofError('node reader returned a malformed hash');
+    return copyBytes(h);
+  });
 }
 
 /** One batched read of many ranges' nodes (deduplicated), checked for shape. */
@@ -298,11 +301,10 @@ export async function consistencyProof(
 }
 
 function wellFormedHashes(list: unknown): list is readonly Uint8Array[] {
-  return (
-    Array.isArray(list) &&
-    list.length <= MAX_PROOF_HASHES &&
-    list.every((h) => h instanceof Uint8Array && h.length === HASH_BYTES)
-  );
+  if (!Array.isArray(list) || list.length > MAX_PROOF_HASHES) return false;
+  // An indexed loop, not every(): every() skips the holes of a sparse array.
+  for (let i = 0; i < list.length; i++) if (!isHash(list[i])) return false;
+  return true;
 }
 
 function isHash(h: unknown): h is Uint8Array {

@@ -241,6 +241,7 @@ export function signNote(text: string, signers: NoteSigner | readonly NoteSigner
   const list = Array.isArray(signers) ? (signers as readonly NoteSigner[]) : [signers as NoteSigner];
   if (list.length === 0 || list.length > MAX_NOTE_SIGNATURES) throw noteError('a note needs between 1 and 32 signatures');
   const message = utf8Encode(text);
+  if (message.length > MAX_NOTE_BYTES) throw noteError('note is over the size limit');
   let note = `${text}\n`;
   for (const signer of list) {
     const sig = concatBytes(u32be(signer.keyId), signer.sign(message));

@@ -259,6 +259,9 @@ export class TileSet {
 
   /** Node (level, index) from the tiles; throws INVALID_TILE when they do not hold it. */
   node(level: number, index: number): Uint8Array {
+    if (!Number.isInteger(level) || level < 0 || level >= (MAX_TILE_LEVEL + 1) * TILE_HEIGHT || !Number.isSafeInteger(index) || index < 0) {
+      throw tileError('node id out of range');
+    }
     const tileLevel = Math.floor(level / TILE_HEIGHT);
     const span = 2 ** (level - tileLevel * TILE_HEIGHT);
     const first = index * span;

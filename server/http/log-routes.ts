@@ -8,8 +8,11 @@
  * The auditor claim: data tiles and every receipt.
  */
 import type { TemplatedApp } from 'uWebSockets.js';
+import { EvidenceError } from '../../crypto/evidence/errors.js';
 import { identityJwk, jwkThumbprint } from '../../crypto/evidence/jws.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
+import { TILE_WIDTH } from '../../crypto/tlog/limits.js';
+import { type Tile, buildHashTile, encodeEntryBundle, parseTilePath, tileWithin } from '../../crypto/tlog/tiles.js';
 import { parseJsonObject } from '../../protocol/decode.js';
 import { decodeDeviceId } from '../../protocol/directory.js';
 import { ProtocolError } from '../../protocol/errors.js';
@@ -28,14 +31,10 @@ import {
   type SubmitReceiptsRequest,
   decodeSubmitReceiptsRequest,
 } from '../../protocol/log.js';
-import { MAX_HTTP_BODY_BYTES } from '../../protocol/limits.js';
 import type { DirectoryService } from '../directory/service.js';
 import type { LogKey } from '../log/log-key.js';
 import type { ReceiptLog } from '../log/service.js';
 import type { StoredCheckpoint } from '../log/store.js';
-import { EvidenceError } from '../../crypto/evidence/errors.js';
-import { TILE_WIDTH } from '../../crypto/tlog/limits.js';
-import { type Tile, buildHashTile, encodeEntryBundle, parseTilePath, tileWithin } from '../../crypto/tlog/tiles.js';
 import { decodePathParam } from './context.js';
 import type { Router } from './router.js';
 
@@ -47,9 +46,6 @@ export interface LogRouteDeps {
   /** Validates a user id path parameter (the directory routes' rule). */
   readonly userParam: (raw: string) => string;
 }
-
-/** Largest body of a submission: MAX_RECEIPTS_PER_SUBMIT receipts share it. */
-export const MAX_LOG_SUBMIT_BODY_BYTES = MAX_HTTP_BODY_BYTES;
 
 /** The checkpoint changes as the log grows: cache it for a second at most (tlog-tiles). */
 const CHECKPOINT_CACHE = 'public, max-age=1';
@@ -89,7 +85,7 @@ export function registerLogRoutes(app: TemplatedApp, router: Router, deps: LogRo
     '/v1/log/receipts',
     route('log_submit', 0, async (ex) => {
       const query = new URLSearchParams(ex.info.query);
-      const [caller, text] = await Promise.all([authUser(ex), ex.readJsonText(MAX_LOG_SUBMIT_BODY_BYTES)]);
+      const [caller, text] = await Promise.all([authUser(ex), ex.readJsonText()]);
       let req: SubmitReceiptsRequest;
       let wantCheckpoint: boolean;
       try {

@@ -4,7 +4,8 @@
  * for a checkpoint covering its receipts. Every checkpoint is kept (log_checkpoints).
  * Relays sharing the database sign from the committed tree head; two signing the same
  * size keep the first one stored (with one key and Ed25519's deterministic signatures,
- * the two are the same bytes anyway).
+ * the two are the same bytes anyway). Checkpoints are kept per log key: after a key
+ * rotation the newest checkpoint served is one the current key signed.
  */
 import type { Logger } from 'pino';
 import { signCheckpoint } from '../../crypto/tlog/checkpoint.js';
@@ -16,23 +17,28 @@ export class Checkpointer {
   private signing: Promise<StoredCheckpoint> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
+  /** This log key's verifier key string: checkpoints are kept per key. */
+  private readonly verifierKey: string;
 
   constructor(
     private readonly store: LogStore,
     private readonly key: LogKey,
     private readonly now: () => number,
     private readonly logger: Logger,
-    private readonly onSigned: (c: StoredCheckpoint) => void = () => undefined,
-  ) {}
+    /** Told of the newest checkpoint each time one is signed or found (by any relay). */
+    private readonly onNewest: (c: StoredCheckpoint) => void = () => undefined,
+  ) {
+    this.verifierKey = key.signer.verifier.toString();
+  }
 
   /** The newest checkpoint (signing one for the current tree when there is none yet). */
   async latest(): Promise<StoredCheckpoint> {
-    return (await this.store.latestCheckpoint()) ?? this.signNow();
+    return (await this.store.latestCheckpoint(this.verifierKey)) ?? this.signNow();
   }
 
   /** A checkpoint of size at least `minSize` (which the tree must already have). */
   async covering(minSize: number): Promise<StoredCheckpoint> {
-    const latest = await this.store.latestCheckpoint();
+    const latest = await this.store.latestCheckpoint(this.verifierKey);
     if (latest !== undefined && latest.size >= minSize) return latest;
     return this.signNow();
   }
@@ -43,11 +49,14 @@ export class Checkpointer {
       .catch(() => undefined)
       .then(async () => {
         const head = await this.store.treeHead();
-        const latest = await this.store.latestCheckpoint();
-        if (latest !== undefined && latest.size >= head.size) return latest;
+        const latest = await this.store.latestCheckpoint(this.verifierKey);
+        if (latest !== undefined && latest.size >= head.size) {
+          this.onNewest(latest);
+          return latest;
+        }
         const note = signCheckpoint({ origin: this.key.origin, size: head.size, rootHash: head.root, extensions: [] }, this.key.signer);
-        const kept = await this.store.saveCheckpoint({ size: head.size, root: head.root, note, signedAtMs: this.now() });
-        this.onSigned(kept);
+        const kept = await this.store.saveCheckpoint(this.verifierKey, { size: head.size, root: head.root, note, signedAtMs: this.now() });
+        this.onNewest(kept);
         return kept;
       });
     this.signing = run;

@@ -10,7 +10,8 @@ import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { appendLeaves, consistencyProof, inclusionProof } from '../../crypto/tlog/merkle.js';
 import { formatTlogProof } from '../../crypto/tlog/proof-format.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import type { LoggedReceipt } from '../../protocol/log.js';
+import { LOG_SUBMIT_BURST, LOG_SUBMITS_PER_SECOND, type LoggedReceipt } from '../../protocol/log.js';
+import { RateLimiter } from '../ratelimit.js';
 import { LOG_APPEND_BATCH_MAX } from '../limits.js';
 import { Batcher } from '../mailbox/batcher.js';
 import type { RelayMetrics } from '../metrics.js';
@@ -40,13 +41,14 @@ export class ReceiptLog {
   readonly checkpoints: Checkpointer;
   private readonly sequencer: Batcher<LeafInput, AppendedLeaf>;
   private lastSignedAtMs: number | undefined;
+  private readonly limiter: RateLimiter;
 
   constructor(private readonly opts: ReceiptLogOptions) {
     this.store = new LogStore(opts.db);
+    this.limiter = new RateLimiter(LOG_SUBMIT_BURST, LOG_SUBMITS_PER_SECOND, opts.now);
     const { metrics } = opts;
     this.checkpoints = new Checkpointer(this.store, opts.key, opts.now, opts.logger, (c) => {
       this.lastSignedAtMs = Math.max(this.lastSignedAtMs ?? 0, c.signedAtMs);
-      metrics.logTreeSize.set(Math.max(c.size, 0));
     });
     // The age is computed when scraped, from the newest checkpoint this relay has seen.
     metrics.setLogCheckpointAge(() => (this.lastSignedAtMs === undefined ? undefined : (opts.now() - this.lastSignedAtMs) / 1000));
@@ -59,9 +61,8 @@ export class ReceiptLog {
   }
 
   async start(): Promise<void> {
-    const c = await this.checkpoints.start(this.opts.checkpointIntervalMs);
+    await this.checkpoints.start(this.opts.checkpointIntervalMs);
     this.opts.metrics.logTreeSize.set((await this.store.treeHead()).size);
-    this.lastSignedAtMs = c.signedAtMs;
   }
 
   /** Waits for queued appends and a signing in progress. */
@@ -83,6 +84,8 @@ export class ReceiptLog {
   async submit(caller: string, receipts: readonly string[], checkpoint: boolean): Promise<SubmitResult> {
     let leaves: LeafInput[];
     try {
+      const waitMs = this.limiter.take(caller);
+      if (waitMs > 0) throw new ProtocolError('RATE_LIMITED', 'too many receipt log submissions; retry later', { retryAfterMs: waitMs });
       leaves = await admitReceipts(caller, receipts, this.store, this.opts.backend);
     } catch (err) {
       if (err instanceof ProtocolError) this.refused(err.code);
@@ -103,11 +106,10 @@ export class ReceiptLog {
     return this.store.treeHead();
   }
 
-  /** The tree head, refusing a `size` beyond it. */
-  private async within(size: number, field: string): Promise<TreeHead> {
+  /** Refuses a `size` beyond the committed tree. */
+  private async within(size: number, field: string): Promise<void> {
     const head = await this.store.treeHead();
     if (size > head.size) throw new ProtocolError('BAD_REQUEST', `${field}: beyond the log's size ${head.size}`);
-    return head;
   }
 
   async inclusion(index: number, size: number): Promise<Uint8Array[]> {

@@ -195,28 +195,30 @@ export class LogStore {
     });
   }
 
-  /** The newest checkpoint, if any. */
-  async latestCheckpoint(): Promise<StoredCheckpoint | undefined> {
-    const rows = await this.db.query<Row>('SELECT size, root, note, signed_at_ms FROM log_checkpoints ORDER BY size DESC LIMIT 1');
+  /** The newest checkpoint signed by the key `verifierKey`, if any. */
+  async latestCheckpoint(verifierKey: string): Promise<StoredCheckpoint | undefined> {
+    const rows = await this.db.query<Row>('SELECT size, root, note, signed_at_ms FROM log_checkpoints WHERE verifier_key = $1 ORDER BY size DESC LIMIT 1', [verifierKey]);
     return rows[0] ? checkpointRow(rows[0]) : undefined;
   }
 
-  /** Keeps a signed checkpoint; one for that size already kept (by another relay) wins. */
-  async saveCheckpoint(c: StoredCheckpoint): Promise<StoredCheckpoint> {
-    await this.db.query('INSERT INTO log_checkpoints (size, root, note, signed_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING', [
-      c.size,
-      c.root,
-      c.note,
-      c.signedAtMs,
-    ]);
-    const rows = await this.db.query<Row>('SELECT size, root, note, signed_at_ms FROM log_checkpoints WHERE size = $1', [c.size]);
+  /** Keeps a checkpoint signed by `verifierKey`; one of that size and key already kept
+   * (by another relay) wins. */
+  async saveCheckpoint(verifierKey: string, c: StoredCheckpoint): Promise<StoredCheckpoint> {
+    await this.db.query(
+      'INSERT INTO log_checkpoints (size, verifier_key, root, note, signed_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size, verifier_key) DO NOTHING',
+      [c.size, verifierKey, c.root, c.note, c.signedAtMs],
+    );
+    const rows = await this.db.query<Row>('SELECT size, root, note, signed_at_ms FROM log_checkpoints WHERE size = $1 AND verifier_key = $2', [c.size, verifierKey]);
     if (!rows[0]) throw new Error('checkpoint not kept');
     return checkpointRow(rows[0]);
   }
 
-  /** Checkpoints of size >= `from`, oldest first. */
+  /** Checkpoints of size >= `from` by any key the log has had, oldest first. */
   async checkpoints(from: number, limit: number): Promise<StoredCheckpoint[]> {
-    const rows = await this.db.query<Row>('SELECT size, root, note, signed_at_ms FROM log_checkpoints WHERE size >= $1 ORDER BY size LIMIT $2', [from, limit]);
+    const rows = await this.db.query<Row>('SELECT size, root, note, signed_at_ms FROM log_checkpoints WHERE size >= $1 ORDER BY size, signed_at_ms LIMIT $2', [
+      from,
+      limit,
+    ]);
     return rows.map(checkpointRow);
   }
 

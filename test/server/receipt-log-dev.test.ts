@@ -1,7 +1,8 @@
 /**
  * The receipt log's key in development and production: without HERMETIC_LOG_KEY an
  * embedded-storage relay generates one in its data directory (mode 0600, never logged)
- * and keeps it across restarts; a production relay on external PostgreSQL refuses to
+ * and keeps it across restarts; a new key signs the tree head again (the old checkpoints
+ * stay in the history); a production relay on external PostgreSQL refuses to
  * start without one. `hermetic token --auditor` mints a token with the auditor claim.
  */
 import fs from 'node:fs';
@@ -11,6 +12,8 @@ import { expectError, request } from '../helpers/http.js';
 import { type RelayProcess, killAllRelays, makeTempDir, relayEnv, runCli, startRelay } from '../helpers/relay.js';
 import { latestCheckpoint, logIdentity, verifyCheckpoint } from '../helpers/receipt-log.js';
 import { decodeCheckpointsAnswer } from '../../protocol/log.js';
+import { NoteSigner } from '../../crypto/tlog/note.js';
+import { loadLogKey } from '../../server/log/log-key.js';
 
 afterAll(async () => {
   await killAllRelays();
@@ -20,7 +23,7 @@ describe('receipt log key and auditor tokens (dev mode)', () => {
   /** The restarted relay of the first test, reused by the second (a fresh one is slow to set up). */
   let relay: RelayProcess;
 
-  it('generates the log key in the data directory (0600, never logged) and keeps it across restarts', async () => {
+  it('generates the log key in the data directory (0600, never logged), keeps it across restarts, and signs again with a new key', async () => {
     const dataDir = makeTempDir();
     const first0 = await startRelay({ dataDir });
     const keyFile = path.join(dataDir, 'log-signer.key');
@@ -32,13 +35,22 @@ describe('receipt log key and auditor tokens (dev mode)', () => {
     expect(first.size).toBe(0);
     await first0.stop();
     expect(first0.stdout() + first0.stderr()).not.toContain(secret.split('+').pop());
+    // Kept: the next load of the data directory gives the same key.
+    expect(loadLogKey({ signerKey: undefined, origin: undefined, dataDir }).signer.verifier.toString()).toBe(id.verifier.toString());
 
-    const again = await startRelay({ dataDir });
-    const id2 = await logIdentity(again.baseUrl);
-    expect(id2.verifier.toString()).toBe(id.verifier.toString());
-    const history = decodeCheckpointsAnswer((await request(again.baseUrl, 'GET', '/v1/log/checkpoints')).body).checkpoints;
-    expect(history.map((c) => verifyCheckpoint(c.note, id2).size)).toEqual([0]);
-    relay = again;
+    // A new key (rotation): the checkpoint served is signed by it, at the same size; the
+    // old one stays in the history and still verifies with the old key.
+    const rotated = NoteSigner.generate('rotated.hermetic.test/log');
+    relay = await startRelay({ dataDir, env: { HERMETIC_LOG_KEY: rotated.exportSignerKey() } });
+    const id3 = await logIdentity(relay.baseUrl);
+    expect(id3.verifier.toString()).toBe(rotated.verifier.toString());
+    expect((await latestCheckpoint(relay.baseUrl, id3)).size).toBe(0);
+    const both = decodeCheckpointsAnswer((await request(relay.baseUrl, 'GET', '/v1/log/checkpoints')).body).checkpoints;
+    expect(both).toHaveLength(2);
+    expect(verifyCheckpoint(both[0]!.note, id).size).toBe(0);
+    // The generated key stays where it was.
+    expect(fs.readFileSync(keyFile, 'utf8').trim()).toBe(secret);
+    expect(verifyCheckpoint(both[1]!.note, id3).size).toBe(0);
   });
 
   it('`hermetic token --auditor` mints a token that may read data tiles; a plain one may not', async () => {

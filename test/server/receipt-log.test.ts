@@ -15,6 +15,7 @@ import { TileSet, formatTilePath, tilesForSize, verifyEntryBundle, verifyTiles }
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import {
+  MAX_LOG_ENTRY_BYTES,
   MAX_RECEIPTS_PER_SUBMIT,
   decodeCheckpointsAnswer,
   decodeConsistencyProofAnswer,
@@ -181,6 +182,10 @@ describe.each(DRIVERS)('receipt log on $name', (driver) => {
     expectError(await submitReceipts(url(), mallory.token, [signedReceipt(bobPhone, toBob.slice(0, 1))]), 403, 'RECEIPT_NOT_PARTY');
     expectError(await submitReceipts(url(), bob.token, ['not a jws']), 400, 'RECEIPT_INVALID');
     expectError(await submitReceipts(url(), bob.token, [42]), 400, 'RECEIPT_INVALID');
+    // Longer than an entry bundle can hold: refused before it is parsed.
+    const long = await submitReceipts(url(), bob.token, [signedReceipt(bobPhone, toBob.slice(0, 1)), 'x'.repeat(MAX_LOG_ENTRY_BYTES + 1)]);
+    expectError(long, 400, 'RECEIPT_INVALID');
+    expect(long.body.error.details).toEqual({ index: 1 });
     // A well-formed JWS whose payload is not a receipt.
     const payload = encodeBase64url(encoder.encode('{"v":1}'));
     const header = encodeBase64url(encoder.encode(JSON.stringify({ alg: 'EdDSA', typ: 'hermetic-receipt+jws', kid: jwkThumbprint(bobPhone.identityKey) })));
@@ -271,5 +276,47 @@ describe.each(DRIVERS)('receipt log on $name', (driver) => {
     expect(set.body.keys.map((k: { kid: string }) => k.kid).sort()).toEqual([jwkThumbprint(bobPhone.identityKey), jwkThumbprint(bobLaptop.identityKey)].sort());
     expectError(await request(url(), 'GET', `/v1/users/${encodeURIComponent(bob.userId)}/devices/nope/jwk`, { token: carol.token }), 404, 'DEVICE_NOT_FOUND');
     expectError(await request(url(), 'GET', `/v1/users/${encodeURIComponent(bob.userId)}/jwks`), 401, 'UNAUTHENTICATED');
+  });
+
+  it('serves full tiles (immutable) once the tree covers them, and tiles of several levels that recompute the root', async () => {
+    // Distinct receipts (each issued at another time) about one delivered envelope.
+    const receipts = Array.from({ length: 5 * 64 }, (_, i) => signReceipt(bobPhone.identity, { ...receiptPayload(bobPhone, toBob.slice(0, 1)), issuedAt: 1_000_000 + i }));
+    let last: Awaited<ReturnType<typeof submitOk>> | undefined;
+    for (let i = 0; i < receipts.length; i += 64) last = await submitOk(url(), bob.token, receipts.slice(i, i + 64), i + 64 >= receipts.length);
+    const cp = verifyCheckpoint(last!.checkpoint!, id);
+    expect(cp.size).toBeGreaterThan(256);
+    const tiles = new TileSet();
+    const needed = tilesForSize(cp.size);
+    expect(needed.some((t) => t.level === 1)).toBe(true);
+    for (const t of needed) {
+      const res = await fetch(`${url()}/v1/log/${formatTilePath(t)}`);
+      expect(res.status, formatTilePath(t)).toBe(200);
+      expect(res.headers.get('cache-control')).toBe(t.width === 256 ? 'public, max-age=31536000, immutable' : 'public, max-age=60');
+      tiles.add(t, new Uint8Array(await res.arrayBuffer()));
+    }
+    await verifyTiles(cp.size, cp.root, tiles);
+    const full = await fetch(`${url()}/v1/log/tile/entries/000`, { headers: { authorization: `Bearer ${auditorToken}` } });
+    expect(full.status).toBe(200);
+    const entries = verifyEntryBundle({ kind: 'data', level: 0, index: 0, width: 256 }, new Uint8Array(await full.arrayBuffer()), tiles);
+    expect(entries).toHaveLength(256);
+    // Beyond the tree: no such tile.
+    expectError(await request(url(), 'GET', '/v1/log/tile/0/001'), 404, 'NOT_FOUND');
+    expectError(await request(url(), 'GET', '/v1/log/tile/2/000.p/1'), 404, 'NOT_FOUND');
+  });
+
+  it('rate limits submissions per user', async () => {
+    const eager = await world.user('eager');
+    const codes: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      const res = await submitReceipts(url(), eager.token, ['not a jws']);
+      codes.push(res.body.error.code);
+      if (res.body.error.code === 'RATE_LIMITED') {
+        expect(res.status).toBe(429);
+        expect(res.body.error.details.retryAfterMs).toBeGreaterThan(0);
+        break;
+      }
+    }
+    expect(codes.at(-1)).toBe('RATE_LIMITED');
+    expect(codes.slice(0, -1).every((c) => c === 'RECEIPT_INVALID')).toBe(true);
   });
 });

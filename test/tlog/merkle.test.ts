@@ -169,6 +169,8 @@ describe('bad input never crashes a verifier', () => {
     ['short proof hash', () => verifyInclusion(h, 0, 2, [h.subarray(1)], h)],
     ['proof not an array', () => verifyInclusion(h, 0, 2, 'x' as unknown as Uint8Array[], h)],
     ['proof of strings', () => verifyInclusion(h, 0, 2, ['x'] as unknown as Uint8Array[], h)],
+    ['sparse proof array', () => verifyInclusion(h, 0, 2, new Array<Uint8Array>(1), h)],
+    ['sparse consistency proof', () => verifyConsistency(1, 3, h, h, new Array<Uint8Array>(2))],
     ['too many hashes', () => verifyInclusion(h, 0, 2 ** 40, Array.from({ length: 65 }, () => h), h)],
     ['m > n', () => verifyConsistency(4, 3, h, h, [h])],
     ['NaN size', () => verifyConsistency(Number.NaN, 3, h, h, [h])],
@@ -190,7 +192,17 @@ describe('bad input never crashes a verifier', () => {
     await expectEvidenceError(() => treeHash(6, store.read), 'INVALID_PROOF');
   });
 
+  it('proofs are copies: changing one does not change the store', async () => {
+    const { store } = await storeOf(4, noble);
+    const root = await treeHash(4, store.read);
+    const proof = await inclusionProof(0, 4, store.read);
+    proof[0]!.fill(0);
+    expect(toH(await treeHash(4, store.read))).toBe(toH(root));
+    expect(toH((await inclusionProof(0, 4, store.read))[0]!)).not.toBe(toH(proof[0]!));
+  });
+
   it('a reader returning malformed hashes is refused', async () => {
+    await expectEvidenceError(() => treeHash(3, () => new Array<Uint8Array>(2)), 'INVALID_PROOF');
     const bad = () => [new Uint8Array(31)];
     await expectEvidenceError(() => treeHash(1, bad), 'INVALID_PROOF');
     await expectEvidenceError(() => appendLeaves(1, [new Uint8Array(32)], bad), 'INVALID_PROOF');

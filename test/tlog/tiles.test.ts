@@ -219,6 +219,8 @@ describe.each(BACKENDS.slice(0, 2))('tiles from a node store (%s)', (_name, back
     expectEvidenceErrorSync(() => parseHashTile(hashTile(0, 0, 1), new Uint8Array(64)), 'INVALID_TILE');
     // A node the tiles do not cover.
     expectEvidenceErrorSync(() => set.node(0, SIZE), 'INVALID_TILE');
+    expectEvidenceErrorSync(() => set.node(-1, 0), 'INVALID_TILE');
+    expectEvidenceErrorSync(() => set.node(0, 0.5), 'INVALID_TILE');
   });
 });
 

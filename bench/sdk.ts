@@ -273,6 +273,65 @@ async function sdkPhases(cleanup: Cleanup, server: PgServer, tmp: string, issuer
   return out;
 }
 
+/**
+ * The audit suite's end-to-end cost of receipts: the memory phase with receipts off (no
+ * receipt signed, none expected) and on (signed, sent back, verified, and every one
+ * submitted to the relay's log), alternating `rounds` times on one relay and database,
+ * fresh users each phase. The ratio is of the summed rates.
+ */
+export async function receiptsOnOff(args: readonly string[], rounds: number): Promise<BenchResults> {
+  const opts = parseOptions(args);
+  const cleanup = new Cleanup();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hermetic-bench-receipts-'));
+  cleanup.add('remove temporary directory', () => fs.rmSync(tmp, { recursive: true, force: true }));
+  try {
+    const server = await findPgServer();
+    const issuer = await createIssuer(tmp);
+    const db = await createDatabase(server, 'receipts');
+    const drop = cleanup.add(`drop database ${db.name}`, () => db.drop());
+    const relay = await startRelay(cleanup, tmp, 'relay-receipts', issuer, db.url);
+    let off = 0;
+    let on = 0;
+    const out: BenchResults = {};
+    try {
+      const policies = {
+        off: { send: false, expect: false },
+        on: { send: true, expect: true, log: 'all' as const },
+      };
+      for (let r = 0; r < rounds; r++) {
+        for (const mode of ['off', 'on'] as const) {
+          const pairs = await users(issuer, `rc${r}${mode}-`, opts.pairs);
+          const setups = pairSetups(relay.relay, pairs, opts, 'throughput', 'memory', undefined).map((s) => ({ ...s, receipts: policies[mode] }));
+          const res = await sdkPhase(cleanup, relay.relay, setups, opts, `receipts_${mode}_`);
+          if (mode === 'off') off += res.perSecond;
+          else on += res.perSecond;
+          out[`e2e_receipts_${mode}_round${r + 1}_msgs_per_s`] = Math.round(res.perSecond);
+          for (const k of ['client_cpu_ms_per_msg', 'relay_cpu_pct', 'postgres_cpu_pct', 'clients_cpu_pct', 'errors']) {
+            const v = res.results[`receipts_${mode}_${k}`];
+            if (v !== undefined) out[`receipts_${mode}_round${r + 1}_${k}`] = v;
+          }
+          log(`receipts ${mode}, round ${r + 1}: ${Math.round(res.perSecond)} messages/s`);
+        }
+      }
+    } finally {
+      await relay.stop();
+      await drop();
+    }
+    return {
+      e2e_receipts_off_msgs_per_s: Math.round(off / rounds),
+      e2e_receipts_on_msgs_per_s: Math.round(on / rounds),
+      e2e_ratio_receipts_on_off: round(on / off, 3),
+      ...out,
+      e2e_pairs: opts.pairs,
+      e2e_workers: opts.workers,
+      e2e_window: opts.window,
+      e2e_duration_s: opts.duration,
+    };
+  } finally {
+    await cleanup.run();
+  }
+}
+
 /** relay_per_s exactly as the relay suite measures it, on its own relay and fresh database. */
 async function relayPhase(cleanup: Cleanup, server: PgServer, tmp: string, issuer: BenchIssuer, opts: Options): Promise<BenchResults> {
   const db = await createDatabase(server, 'relay');

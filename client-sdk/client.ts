@@ -28,14 +28,23 @@ import { type Flag, FlagQueue } from './flags.js';
 import { GroupKeys, type GroupTarget } from './groups.js';
 import { idSource } from './ids.js';
 import { type FaultHook, Inbox, type InboxRecord } from './inbox.js';
+import { LOG_RETRY_MS, LOG_SUBMIT_BATCH, RECEIPT_RETRY_MS, RECEIPT_SWEEP_MAX_MS, RECEIPT_SWEEP_MIN_MS } from './limits.js';
+import { ERROR_CODES } from '../protocol/errors.js';
 import { DEDUPE_PRUNE_INTERVAL_MS, DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS, PREKEY_TOPUP_DELAY_MS } from './limits.js';
 import { type OutboxEntry, type SentInfo, Outbox } from './outbox.js';
 import { type BodyKind, type Payload, decodeBody, encodeBody, encodePayload } from './payload.js';
 import { Sessions } from './sessions.js';
 import { EncryptedStore, type StoreKey } from './stores/encrypted.js';
-import { NS, type Store, Transactor, decodeRecord } from './stores/store.js';
+import { NS, type Store, type StoreTx, Transactor, decodeRecord, encodeRecord } from './stores/store.js';
 import { type FetchLike, RelayHttp } from './transport/http.js';
 import { type Transport, webSocketTransport } from './transport/transport.js';
+import { Anomalies } from './anomalies.js';
+import { type ReceiptInfo, type ReceiptPolicy, LOG_QUEUE_PREFIX, Receipts, resolveReceiptPolicy } from './receipts.js';
+import { SignedEvents } from './signed-events.js';
+import { EvidenceError } from '../crypto/evidence/errors.js';
+import { type EventInput, type SignedEvent, parseEvent, verifyEvent } from '../crypto/evidence/event.js';
+import { MAX_RECEIPT_ENTRIES, type ReceiptEntry, signReceipt } from '../crypto/evidence/receipt.js';
+import { IdentityKey } from '../crypto/identity/identity-key.js';
 
 export type ClientState = 'awaiting-link' | 'connecting' | 'online' | 'offline' | 'closed';
 
@@ -67,8 +76,12 @@ export interface Message {
   readonly receivedAt: number;
   /** The mailbox sequence it was delivered at. */
   readonly seq: number;
-  /** Anomalies noticed about this message; empty for a normal one. */
+  /** Anomalies noticed about this message (LATE, REORDERED, ...); empty for a normal one. */
   readonly flags: readonly string[];
+  /** The sender device's number for it in this conversation (absent from older senders). */
+  readonly number: number | undefined;
+  /** For a signed event (`kind` 'event'): the verified event (also in `body`) and its JWS, verbatim. */
+  readonly event: { readonly jws: string; readonly event: SignedEvent } | undefined;
   /** Marks the message handled: it is never offered again. */
   done(): Promise<void>;
 }
@@ -81,6 +94,16 @@ export interface ClientEvents extends Record<string, unknown> {
   sent: SentInfo;
   /** A failure not tied to a call: an outbox entry refused, a store failure. */
   error: SdkError;
+  /** A recipient device's signed receipt for an envelope this device sent, verified. */
+  receipt: ReceiptInfo;
+  /** Receipts the relay appended to its transparency log. */
+  logged: { readonly receipts: number; readonly indexes: readonly number[] };
+}
+
+/** Options of one `send`. */
+export interface SendOptions {
+  /** Ask that the recipients' receipts for it go to the relay's transparency log. */
+  readonly logReceipt?: boolean | undefined;
 }
 
 export interface ClientOptions {
@@ -108,6 +131,19 @@ export interface ClientOptions {
   readonly fetch?: FetchLike | undefined;
   /** Fault injection for tests: called at each step of receiving (see FaultPoint). */
   readonly faultHook?: FaultHook | undefined;
+  /** Delivery receipts: what to sign, what to log, the deadlines and tolerances of the anomaly flags. */
+  readonly receipts?: ReceiptPolicy | undefined;
+}
+
+/** The next message number of `conversation` (1, 2, ...), in the sealing transaction. */
+async function nextNumber(tx: StoreTx, conversation: string): Promise<number> {
+  const key = `n:${conversation}`;
+  const raw = await tx.get(NS.conversations, key);
+  const last = raw === undefined ? 0 : decodeRecord<{ n: number }>(raw).n;
+  // Past 2^32-1 (never in practice) the numbers wrap to 1: receivers see a REPLAY, not a crash.
+  const n = last >= 0xffff_ffff ? 1 : last + 1;
+  tx.put(NS.conversations, key, encodeRecord({ n }));
+  return n;
 }
 
 /** A message body as sent: bytes, a string or a JSON value, at most MAX_BODY_BYTES. */
@@ -224,6 +260,17 @@ export class HermeticClient {
   /** Session setups in flight, per device: concurrent sends share one bundle fetch. */
   readonly #starting = new Map<string, Promise<void>>();
   readonly #fault: FaultHook | undefined;
+  readonly #receipts: Receipts;
+  readonly #anomalies: Anomalies;
+  readonly #events2: SignedEvents;
+  #receiptTimer: ReturnType<Clock['setTimeout']> | undefined;
+  #sweepTimer: ReturnType<Clock['setTimeout']> | undefined;
+  #flushing: Promise<void> = Promise.resolve();
+  #logging = false;
+  #sweeping = false;
+  #logRetryAt = 0;
+  /** Signed events are signed one at a time, so each source's chain has no fork. */
+  #eventChain: Promise<unknown> = Promise.resolve();
 
   constructor(options: ClientOptions, urls: { http: string; ws: string; origin: string }, db: Transactor, record: DeviceRecord, ttl: number) {
     this.userId = record.userId;
@@ -259,6 +306,10 @@ export class HermeticClient {
     this.#directory = new Directory(db, this.#http, this.#backend, () => this.#clock.now(), options.trustPolicy ?? 'warn', this.#flags, this.userId);
     this.#sessions = new Sessions(this.#keys.identity, this.#backend, this.#random);
     this.#groups = new GroupKeys(this.#backend, this.#random);
+    const policy = resolveReceiptPolicy(options.receipts, (d) => new SdkError('INVALID_ARGUMENT', d));
+    this.#receipts = new Receipts(policy, this.#backend, this.#flags, this.userId, this.deviceId);
+    this.#anomalies = new Anomalies(policy);
+    this.#events2 = new SignedEvents(this.#backend, this.#keys.identity, this.userId, this.deviceId);
     this.#connection = new Connection(
       {
         wsUrl: urls.ws,
@@ -282,6 +333,8 @@ export class HermeticClient {
           this.#inbox.reset();
           void this.#maintain();
           void this.#pruneSeen();
+          this.#scheduleReceipts(0);
+          void this.#submitLog();
         },
         onDeliver: (f) => this.#inbox.deliver(f),
         onMalformedDeliver: (header, detail) => this.#inbox.malformed(header, detail),
@@ -299,6 +352,9 @@ export class HermeticClient {
       (entry) => this.#repair(entry),
       (info) => this.#events.emit('sent', info),
       (_entry, err) => this.#events.emit('error', err),
+      (tx, entry, storedAt) => {
+        if (!entry.noReceipt && this.#receipts.policy.expect) this.#receipts.awaitReceipts(tx, { envelopeId: entry.envelopeId, recipient: entry.recipient, messageId: entry.messageId, targets: entry.targets, log: entry.logReceipt === true }, storedAt, this.#clock.now());
+      },
     );
     this.#inbox = new Inbox({
       db,
@@ -306,6 +362,9 @@ export class HermeticClient {
       sessions: this.#sessions,
       groups: this.#groups,
       flags: this.#flags,
+      anomalies: this.#anomalies,
+      receipts: this.#receipts,
+      events: this.#events2,
       backend: this.#backend,
       now: () => this.#clock.now(),
       userId: this.userId,
@@ -318,6 +377,12 @@ export class HermeticClient {
       },
       heal: (u, d, e) => this.#heal(u, d, e),
       prekeysUsed: () => this.#scheduleMaintain(),
+      receiptsVerified: (list) => {
+        for (const r of list) this.#events.emit('receipt', r);
+        this.#drainFlags();
+        void this.#submitLog();
+      },
+      receiptsPending: () => this.#scheduleReceipts(this.#receipts.policy.flushDelayMs),
       problem: (err) => this.#report(err),
       fault: options.faultHook,
     });
@@ -353,6 +418,7 @@ export class HermeticClient {
       this.#rejectLinked(new SdkError('DEVICE_REVOKED'));
       return;
     }
+    this.#armSweep();
     if (this.#record.status === 'linked') {
       this.#resolveLinked();
       this.#drainFlags();
@@ -475,6 +541,155 @@ export class HermeticClient {
     }, PREKEY_TOPUP_DELAY_MS);
   }
 
+  // ---------------------------------------------------------------------------------
+  // Receipts
+  // ---------------------------------------------------------------------------------
+
+  /** Signs and sends pending receipt entries after `delayMs` (once per burst). */
+  #scheduleReceipts(delayMs: number): void {
+    if (this.#closed || this.#receiptTimer !== undefined) return;
+    this.#receiptTimer = this.#clock.setTimeout(() => {
+      this.#receiptTimer = undefined;
+      this.#flushing = this.#flushing.then(() => this.#flushReceipts()).catch((err: unknown) => this.#report(err));
+    }, delayMs);
+  }
+
+  /**
+   * One signed receipt per sender user for what is pending, sent to every device of that
+   * user; the entries are deleted in the transaction that puts the receipt in the outbox.
+   * A sender that cannot be sent to (no verified list, blocked, no devices) loses its
+   * entries; one that cannot be reached now (the relay unreachable) keeps them for later.
+   */
+  async #flushReceipts(): Promise<void> {
+    if (this.#closed || this.#record.status !== 'linked') return;
+    const groups = await this.#db.run((tx) => this.#receipts.pending(tx));
+    const policy = this.#receipts.policy;
+    let more = false;
+    let retry = false;
+    for (const g of groups) {
+      if (g.entries.length >= MAX_RECEIPT_ENTRIES) more = true;
+      const { jws, used } = this.#signFitting(g.entries);
+      if (used < g.entries.length) more = true;
+      const settle = (tx: StoreTx) => {
+        for (const k of g.keys.slice(0, used)) tx.delete(NS.receipts, k);
+        if (policy.log === 'all') this.#receipts.queueForLog(tx, jws);
+      };
+      if (!policy.send) {
+        await this.#db.run(settle);
+        continue;
+      }
+      try {
+        const payload: Payload = { type: 'receipt', sentAt: this.#clock.now(), messageId: this.#newId(16), jws };
+        // Once in the outbox, it is sent when possible (and kept across restarts).
+        await this.#sendPayload(g.userId, payload, { copyToOwnDevices: false, noReceipt: true, queued: true, inTx: settle });
+      } catch (err) {
+        if (err instanceof SdkError && (err.code === 'NETWORK_ERROR' || err.code === 'RELAY_ERROR')) {
+          retry = true;
+          continue;
+        }
+        // Nobody to send it to: the entries go (and to the log, if it takes them all).
+        await this.#db.run(settle);
+        this.#report(err);
+      }
+    }
+    // Unreachable now: later (never at once, which would spin while the relay is away).
+    if (retry) this.#scheduleReceipts(RECEIPT_RETRY_MS);
+    else if (more) this.#scheduleReceipts(0);
+    void this.#submitLog();
+  }
+
+  /** Signs as many of `entries` (in order) as fit in MAX_RECEIPT_JWS_BYTES: halves until they do. */
+  #signFitting(entries: ReceiptEntry[]): { jws: string; used: number } {
+    for (let used = entries.length; ; used = Math.ceil(used / 2)) {
+      try {
+        const jws = signReceipt(this.#keys.identity, { v: 1, recipient: { user: this.userId, device: this.deviceId }, issuedAt: this.#clock.now(), entries: entries.slice(0, used) }, this.#backend);
+        return { jws, used };
+      } catch (err) {
+        // One entry always fits (its fields are bounded well below the limit).
+        if (!(err instanceof EvidenceError) || used === 1) throw err;
+      }
+    }
+  }
+
+  /** MISSING_RECEIPT and GAP are found by a periodic sweep (the next one is armed before this one runs). */
+  #armSweep(): void {
+    if (this.#closed) return;
+    const p = this.#receipts.policy;
+    const every = Math.max(RECEIPT_SWEEP_MIN_MS, Math.min(RECEIPT_SWEEP_MAX_MS, p.gapWindowMs, p.deadlineMs));
+    this.#sweepTimer = this.#clock.setTimeout(() => {
+      this.#sweepTimer = undefined;
+      this.#armSweep();
+      if (this.#sweeping) return;
+      this.#sweeping = true;
+      void this.#sweep()
+        .catch((err: unknown) => this.#report(err))
+        .finally(() => (this.#sweeping = false));
+    }, every);
+  }
+
+  async #sweep(): Promise<void> {
+    if (this.#closed) return;
+    const raised = await this.#db.run(async (tx) => {
+      const now = this.#clock.now();
+      let n = await this.#receipts.sweepMissing(tx, now);
+      for (const g of await this.#anomalies.dueGaps(tx, now)) {
+        n++;
+        this.#flags.add(tx, {
+          code: 'GAP',
+          userId: g.senderUserId ?? this.userId,
+          deviceId: g.senderDeviceId ?? this.deviceId,
+          at: now,
+          detail:
+            g.kind === 'mailbox'
+              ? `mailbox sequences ${g.from}..${g.to} were never delivered nor announced as expired`
+              : `messages ${g.from}..${g.to} of ${g.senderUserId}/${g.senderDeviceId} in ${g.conversation} never arrived`,
+          evidence: { ...g },
+        });
+      }
+      return n;
+    });
+    if (raised > 0) this.#drainFlags();
+  }
+
+  /** Submits queued receipts to the relay's transparency log (in the background, with backoff). */
+  async #submitLog(): Promise<void> {
+    if (this.#logging || this.#closed || this.#record.status !== 'linked' || this.#clock.now() < this.#logRetryAt) return;
+    this.#logging = true;
+    try {
+      for (;;) {
+        const queued = (await this.#db.run((tx) => tx.list(NS.receipts, LOG_QUEUE_PREFIX))).slice(0, LOG_SUBMIT_BATCH);
+        if (queued.length === 0 || this.#closed) return;
+        const jws = queued.map(([, v]) => new TextDecoder().decode(v));
+        let indexes: number[];
+        try {
+          indexes = await this.#http.submitReceipts(jws);
+        } catch (err) {
+          const relayCode = err instanceof SdkError ? err.relayCode : undefined;
+          const retryable = relayCode === undefined ? true : (ERROR_CODES as Record<string, { retry: boolean } | undefined>)[relayCode]?.retry !== false;
+          if (retryable) {
+            // As soon as a rate limit allows, else after LOG_RETRY_MS.
+            const after = err instanceof SdkError && typeof err.details?.retryAfterMs === 'number' ? Math.min(LOG_RETRY_MS, Math.max(10, err.details.retryAfterMs)) : LOG_RETRY_MS;
+            this.#logRetryAt = this.#clock.now() + after;
+            this.#clock.setTimeout(() => void this.#submitLog(), after);
+            return;
+          }
+          // Refused for good (the log does not take it): dropped, and said.
+          await this.#db.run((tx) => {
+            for (const [k] of queued) tx.delete(NS.receipts, k);
+          });
+          this.#report(err);
+          continue;
+        }
+        await this.#db.run((tx) => {
+          for (const [k] of queued) tx.delete(NS.receipts, k);
+        });
+        this.#events.emit('logged', { receipts: jws.length, indexes });
+      }
+    } finally {
+      this.#logging = false;
+    }
+  }
+
   /** Publishes prekeys where the relay runs low, and replaces old signed ones. */
   async #maintain(): Promise<void> {
     try {
@@ -490,6 +705,8 @@ export class HermeticClient {
     this.#closed = true;
     if (this.#linkTimer) this.#clock.clearTimeout(this.#linkTimer);
     if (this.#maintainTimer) this.#clock.clearTimeout(this.#maintainTimer);
+    if (this.#receiptTimer) this.#clock.clearTimeout(this.#receiptTimer);
+    if (this.#sweepTimer) this.#clock.clearTimeout(this.#sweepTimer);
     this.#connection.stop();
     const err = new SdkError('CLIENT_CLOSED');
     this.#outbox.close(err);
@@ -577,8 +794,10 @@ export class HermeticClient {
 
   #message(key: string, r: InboxRecord): Message {
     let body: unknown;
+    let event: Message['event'];
     try {
       body = decodeBody(r.kind, r.body);
+      if (r.kind === 'event') event = { jws: new TextDecoder().decode(r.body), event: body as SignedEvent };
     } catch {
       body = r.body;
     }
@@ -595,6 +814,8 @@ export class HermeticClient {
       receivedAt: r.receivedAt,
       seq: r.seq,
       flags: r.flags,
+      number: r.number,
+      event,
       done: async () => {
         this.#assertOpen();
         await this.#db.run((tx) => tx.delete(NS.inbox, key));
@@ -639,14 +860,72 @@ export class HermeticClient {
    * user's other devices. Resolves once the relay stored it for the recipient; while
    * offline it waits in the outbox (and survives a restart).
    */
-  async send(userId: string, body: unknown): Promise<SentInfo> {
+  async send(userId: string, body: unknown, options: SendOptions = {}): Promise<SentInfo> {
     this.#assertLinked();
     checkId(userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
     const encoded = encodeAppBody(body);
-    const payload: Payload = { type: 'message', sentAt: this.#clock.now(), messageId: this.#newId(16), to: userId, groupId: undefined, kind: encoded.kind, body: encoded.bytes };
-    const [first] = await this.#sendPayload(userId, payload, { copyToOwnDevices: userId !== this.userId });
+    const payload: Payload = { type: 'message', sentAt: this.#clock.now(), messageId: this.#newId(16), number: undefined, to: userId, groupId: undefined, kind: encoded.kind, body: encoded.bytes };
+    const [first] = await this.#sendPayload(userId, payload, { copyToOwnDevices: userId !== this.userId, logReceipt: options.logReceipt === true });
     if (first === undefined) throw new SdkError('UNKNOWN_USER', `${userId} has no other devices to send to`);
     return first;
+  }
+
+  /**
+   * Signs `event` (CloudEvents-shaped: id, type, data; optional source, subject, time) with
+   * this device's identity key as the next link of its source's hash chain, and sends the
+   * JWS end-to-end encrypted to `userId`. The receiver verifies it and keeps the JWS, which
+   * a third party can verify later: unlike a message, a signed event is not deniable.
+   */
+  async sendEvent(userId: string, input: EventInput, options: SendOptions = {}): Promise<SentInfo & { jws: string; event: SignedEvent }> {
+    this.#assertLinked();
+    checkId(userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+    if (typeof input !== 'object' || input === null) throw new SdkError('INVALID_ARGUMENT', 'an event is an object with id, type and data');
+    const run = this.#eventChain.then(async () => {
+      const signed = await this.#db.run((tx) => this.#events2.sign(tx, input, this.#clock.now())).catch((err: unknown) => {
+        if (err instanceof EvidenceError) throw new SdkError('INVALID_ARGUMENT', err.message, { cause: err });
+        throw err;
+      });
+      const body = new TextEncoder().encode(signed.jws);
+      if (body.length > MAX_BODY_BYTES) throw new SdkError('BODY_TOO_LARGE', `a signed event is at most ${MAX_BODY_BYTES} bytes`);
+      const payload: Payload = { type: 'message', sentAt: this.#clock.now(), messageId: this.#newId(16), number: undefined, to: userId, groupId: undefined, kind: 'event', body };
+      const [first] = await this.#sendPayload(userId, payload, { copyToOwnDevices: userId !== this.userId, logReceipt: options.logReceipt === true, inTx: signed.commit });
+      if (first === undefined) throw new SdkError('UNKNOWN_USER', `${userId} has no other devices to send to`);
+      return { ...first, jws: signed.jws, event: signed.event };
+    });
+    this.#eventChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Verifies a signed event's JWS (one kept from a Message, say) with its signer device's
+   * key from that user's verified device list. Throws SdkError EVIDENCE_INVALID when it
+   * is malformed or does not verify, UNKNOWN_DEVICE when the signer is not listed.
+   */
+  async verifyEvent(jws: string): Promise<{ event: SignedEvent; signer: { userId: string; deviceId: string } }> {
+    this.#assertOpen();
+    let parsed;
+    try {
+      parsed = parseEvent(jws);
+    } catch (err) {
+      if (err instanceof EvidenceError) throw new SdkError('EVIDENCE_INVALID', err.message, { cause: err, details: { evidenceCode: err.code } });
+      throw err;
+    }
+    const { signeruser, signerdevice } = parsed.event;
+    const device = (await this.#directory.devices(signeruser)).device(signerdevice);
+    if (device === undefined) throw new SdkError('UNKNOWN_DEVICE', `${signeruser}/${signerdevice} is not in that user's verified device list`);
+    try {
+      verifyEvent(jws, IdentityKey.fromBytes(device.identityKey, this.#backend), this.#backend);
+    } catch (err) {
+      if (err instanceof EvidenceError) throw new SdkError('EVIDENCE_INVALID', err.message, { cause: err, details: { evidenceCode: err.code } });
+      throw err;
+    }
+    return { event: parsed.event, signer: { userId: signeruser, deviceId: signerdevice } };
+  }
+
+  /** Verified receipts kept for what this device sent: all, or for one envelope or message id. */
+  async receipts(filter: { envelopeId?: string; messageId?: string } = {}): Promise<ReceiptInfo[]> {
+    this.#assertOpen();
+    return this.#db.run((tx) => this.#receipts.list(tx, filter));
   }
 
   /** The devices a payload for `userId` goes to: all of them, minus this one. The trust
@@ -695,7 +974,7 @@ export class HermeticClient {
    * other devices), stores the outbox entries with the advanced sessions, then sends.
    * Resolves with what the relay answered, recipient first.
    */
-  async #sendPayload(userId: string, payload: Payload, opts: { copyToOwnDevices: boolean }): Promise<SentInfo[]> {
+  async #sendPayload(userId: string, payload: Payload, opts: { copyToOwnDevices: boolean; logReceipt?: boolean; noReceipt?: boolean; queued?: boolean; inTx?: (tx: StoreTx) => void }): Promise<SentInfo[]> {
     const plan: Array<{ userId: string; devices: ListedDevice[] }> = [{ userId, devices: await this.#targets(userId) }];
     if (plan[0]!.devices.length === 0) throw new SdkError('UNKNOWN_USER', `${userId} has no devices to send to`);
     if (opts.copyToOwnDevices) {
@@ -703,14 +982,17 @@ export class HermeticClient {
       if (own.length > 0) plan.push({ userId: this.userId, devices: own });
     }
     await this.#ensureSessions(plan.flatMap((p) => p.devices.map((device) => ({ userId: p.userId, device }))));
-    const padded = pad(encodePayload(payload));
     const entries = await this.#db.run(async (tx) => {
       const out: Array<{ key: string; entry: OutboxEntry }> = [];
       for (const p of plan) await Directory.assertSendableIn(tx, p.userId);
+      // A message takes the next number of its conversation (one for all its copies).
+      const numbered = payload.type === 'message' ? { ...payload, number: await nextNumber(tx, `u:${userId}`) } : payload;
+      const padded = pad(encodePayload(numbered));
+      opts.inTx?.(tx);
       for (const p of plan) {
         const targets = [];
         for (const d of p.devices) targets.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
-        const entry: OutboxEntry = { v: 1, envelopeId: this.#newId(16), recipient: p.userId, ttlSeconds: this.#ttl, targets, padded, group: false, messageId: payload.messageId, mismatches: 0, createdAt: this.#clock.now() };
+        const entry: OutboxEntry = { v: 1, envelopeId: this.#newId(16), recipient: p.userId, ttlSeconds: this.#ttl, targets, padded, group: false, messageId: payload.messageId, mismatches: 0, createdAt: this.#clock.now(), ...(opts.noReceipt ? { noReceipt: true } : {}), ...(opts.logReceipt ? { logReceipt: true } : {}) };
         out.push({ key: await this.#outbox.add(tx, entry), entry });
       }
       return out;
@@ -718,6 +1000,11 @@ export class HermeticClient {
     const results = entries.map((e) => this.#outbox.committed(e.key, e.entry));
     // Copies to our own devices report failures through 'error'; the caller waits for the recipient's.
     for (const r of results.slice(1)) r.catch(() => undefined);
+    if (opts.queued) {
+      // In the outbox: it goes when it can; failures are reported through 'error'.
+      results[0]?.catch(() => undefined);
+      return [];
+    }
     return [await (results[0] as Promise<SentInfo>)];
   }
 
@@ -908,7 +1195,7 @@ export class HermeticClient {
           out.push({ key: await this.#outbox.add(tx, entry), entry });
         }
       }
-      const padded = pad(encodePayload({ type: 'message', sentAt: now, messageId, to: undefined, groupId, kind: encoded.kind, body: encoded.bytes }));
+      const padded = pad(encodePayload({ type: 'message', sentAt: now, messageId, number: await nextNumber(tx, `g:${groupId}`), to: undefined, groupId, kind: encoded.kind, body: encoded.bytes }));
       const ciphertext = await this.#groups.seal(tx, groupId, key, padded);
       const messages: Array<{ key: string; entry: OutboxEntry }> = [];
       for (const p of plan) {

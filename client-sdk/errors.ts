@@ -8,6 +8,10 @@ export const SDK_ERROR_CODES = {
   CLIENT_CLOSED: 'The client was closed.',
   /** An argument is of the wrong type or out of range. */
   INVALID_ARGUMENT: 'An argument is of the wrong type or out of range.',
+  /** A signed event or receipt that is malformed or does not verify (details.evidenceCode). */
+  EVIDENCE_INVALID: 'The signed event or receipt is malformed or does not verify.',
+  /** A device that is not in its user's verified device list. */
+  UNKNOWN_DEVICE: 'The device is not in its user\'s verified device list.',
   /** A message body over MAX_BODY_BYTES. */
   BODY_TOO_LARGE: 'The message body is larger than MAX_BODY_BYTES.',
   /** The user has no verified devices (no device list, or an empty one). */

@@ -24,6 +24,34 @@ export const FLAG_CODES = [
   /** The relay announced envelopes of this device's mailbox as expired (their TTL passed
    * before delivery): they will never arrive. The evidence holds the sequence range. */
   'ENVELOPES_EXPIRED',
+  /** The same envelope was delivered again at another mailbox sequence, or a mailbox
+   * sequence was used twice. */
+  'DUPLICATE',
+  /** A message number of this conversation came again (an old message re-sent), or the
+   * ratchet refused a message key already used. */
+  'REPLAY',
+  /** A hole in a sender's message numbers or in the mailbox sequence, not filled and not
+   * announced as expired within the gap window. The evidence holds the missing range. */
+  'GAP',
+  /** A message that filled a hole: it came after later ones. */
+  'REORDERED',
+  /** Delivered later than the policy allows after it was sent. */
+  'LATE',
+  /** The sender's clock was ahead of ours beyond the tolerance. */
+  'CLOCK_SKEW',
+  /** Delivered after its expiry. */
+  'EXPIRED',
+  /** A signed event or a receipt whose signature does not verify with its device's key. */
+  'BAD_SIGNATURE',
+  /** A recipient's signed receipt names other ciphertext bytes than this device sent. */
+  'TAMPERED',
+  /** No receipt came back from a recipient device within the deadline. */
+  'MISSING_RECEIPT',
+  /** A signed event reused an idempotency key (source, id) with different content. */
+  'EVENT_ID_REUSED',
+  /** A signed event whose previous-event hash does not match the event before it from
+   * that device and source (the chain forked). */
+  'EVENT_CHAIN_BROKEN',
 ] as const;
 
 export type FlagCode = (typeof FLAG_CODES)[number];

@@ -14,7 +14,15 @@ import { GROUP_MESSAGE_KIND } from '../crypto/group/wire.js';
 import type { CryptoBackend } from '../crypto/primitives/backend.js';
 import { unpad } from '../crypto/padding.js';
 import { encodeBase64url } from '../protocol/base64url.js';
+import { EvidenceError } from '../crypto/evidence/errors.js';
+import type { ReceiptEntry, ReceiptFlag } from '../crypto/evidence/receipt.js';
+import { keyFingerprint } from '../crypto/keys.js';
+import type { Anomalies } from './anomalies.js';
+import type { ReceiptInfo, Receipts } from './receipts.js';
+import type { SignedEvents } from './signed-events.js';
 import { SdkError } from './errors.js';
+import { RECEIPT_FLAGS } from '../crypto/evidence/receipt.js';
+import { IdentityKey } from '../crypto/identity/identity-key.js';
 import type { DeliverFrame } from '../protocol/envelopes.js';
 import { TxPreKeyStore } from './device.js';
 import type { Directory } from './directory.js';
@@ -42,6 +50,8 @@ export interface InboxRecord {
   readonly storedAt: number;
   readonly receivedAt: number;
   readonly flags: readonly FlagCode[];
+  /** The sender's number for it in its conversation (absent from older senders). */
+  readonly number?: number | undefined;
 }
 
 /** Points in receiving where a fault-injection test may stop the process. */
@@ -54,6 +64,9 @@ export interface InboxContext {
   readonly sessions: Sessions;
   readonly groups: GroupKeys;
   readonly flags: FlagQueue;
+  readonly anomalies: Anomalies;
+  readonly receipts: Receipts;
+  readonly events: SignedEvents;
   readonly backend: CryptoBackend;
   readonly now: () => number;
   readonly userId: string;
@@ -68,11 +81,41 @@ export interface InboxContext {
   heal(userId: string, deviceId: string, envelopeId: Uint8Array): void;
   /** A session started with us, using one-time prekeys. */
   prekeysUsed(): void;
+  /** Receipts for envelopes we sent were verified and committed. */
+  receiptsVerified(list: ReceiptInfo[]): void;
+  /** Receipt entries were committed: sign and send them soon. */
+  receiptsPending(): void;
   problem(err: unknown): void;
   readonly fault: FaultHook | undefined;
 }
 
 const PAIRWISE_KINDS = new Set([0x11, 0x12]);
+
+/** What opening one envelope gave. */
+type Opened =
+  | { kind: 'message'; record: InboxRecord; flags: ReceiptFlag[]; number: number | undefined; sentAt: number; eventSha256: string | undefined; evidence: Record<string, unknown> }
+  | { kind: 'flag'; flag: Flag; heal: boolean; reason: FlagCode; noReceipt: boolean }
+  | { kind: 'handled'; flags: ReceiptFlag[]; number: number | undefined; sentAt: number; eventSha256: string | undefined; evidence: Record<string, unknown> }
+  | { kind: 'receipt'; infos: ReceiptInfo[] };
+
+const RECEIPT_FLAG_SET = new Set<string>(RECEIPT_FLAGS);
+function isReceiptFlag(code: string): code is ReceiptFlag {
+  return RECEIPT_FLAG_SET.has(code);
+}
+
+/** What each anomaly means, for the flag's `detail`. */
+const ANOMALY_DETAIL: Partial<Record<FlagCode, string>> = {
+  DUPLICATE: 'delivered again at another mailbox sequence, or at a sequence used before',
+  REPLAY: 'a message number of this conversation that came before',
+  REORDERED: 'it filled a hole: it came after later ones',
+  LATE: 'delivered later than the policy allows after it was sent',
+  CLOCK_SKEW: "the sender's clock is ahead of ours beyond the tolerance",
+  EXPIRED: 'delivered after its expiry',
+  IDENTITY_CHANGED: "the sender device's identity key is not the one it had in this conversation",
+  GAP: 'a hole in a signed event chain',
+  EVENT_ID_REUSED: 'a signed event reused an idempotency key (source, id) with different content',
+  EVENT_CHAIN_BROKEN: "a signed event whose previous hash is not the hash of the event before it",
+};
 
 /** Stored messages sort by mailbox sequence; the envelope id keeps two envelopes a
  * relay delivers under one sequence apart (neither overwrites the other). */
@@ -175,12 +218,15 @@ export class Inbox {
     }
     const heal: Array<{ userId: string; deviceId: string; envelopeId: Uint8Array }> = [];
     const initial = real.some((f) => f.payload[0] === 0x12);
+    let entries = 0;
+    const verified: ReceiptInfo[] = [];
     const stored = await this.c.db.run(async (tx) => {
       const out: Array<{ key: string; record: InboxRecord }> = [];
       for (const item of batch) {
         const f = item.frame;
         if (item.expired) {
           const { from, to } = item.expired;
+          await this.c.anomalies.mailboxExpired(tx, from, to, this.c.now());
           this.c.flags.add(tx, {
             code: 'ENVELOPES_EXPIRED',
             userId: this.c.userId,
@@ -196,7 +242,8 @@ export class Inbox {
           const m = item.malformed;
           const seenKey = `${m.senderUserId} ${m.senderDeviceId} ${encodeBase64url(m.envelopeId)}`;
           if ((await tx.get(NS.seen, seenKey)) !== undefined) continue; // delivered again
-          tx.put(NS.seen, seenKey, encodeRecord({ at: this.c.now() }));
+          tx.put(NS.seen, seenKey, encodeRecord({ at: this.c.now(), seq: item.seq }));
+          await this.c.anomalies.mailboxSeq(tx, item.seq, this.c.now());
           this.c.flags.add(tx, {
             code: 'MALFORMED_ENVELOPE',
             userId: m.senderUserId,
@@ -209,19 +256,50 @@ export class Inbox {
           continue;
         }
         if (f === undefined) continue;
+        const now = this.c.now();
         const seenKey = `${f.senderUserId} ${f.senderDeviceId} ${encodeBase64url(f.envelopeId)}`;
-        if ((await tx.get(NS.seen, seenKey)) !== undefined) continue; // delivered again
-        tx.put(NS.seen, seenKey, encodeRecord({ at: this.c.now() }));
-        const r = await this.#open(tx, f, lists.get(f.senderUserId));
+        const seenRaw = await tx.get(NS.seen, seenKey);
+        if (seenRaw !== undefined) {
+          // The same envelope at the same sequence: delivered again after a lost
+          // acknowledgement (at least once). At another sequence: the relay stored or
+          // delivered it twice.
+          const first = decodeRecord<{ at: number; seq?: number }>(seenRaw).seq;
+          if (first === undefined || first === f.seq) continue;
+          await this.c.anomalies.mailboxSeq(tx, f.seq, now);
+          const entry = this.#entry(f, now, { disposition: 'rejected', reason: 'DUPLICATE', flags: ['DUPLICATE'] });
+          this.#raise(tx, f, ['DUPLICATE'], now, { firstSeq: first });
+          if (lists.get(f.senderUserId)?.device(f.senderDeviceId)) {
+            this.c.receipts.addPending(tx, entry);
+            entries++;
+          }
+          continue;
+        }
+        tx.put(NS.seen, seenKey, encodeRecord({ at: now, seq: f.seq }));
+        const mailboxFlags = await this.c.anomalies.mailboxSeq(tx, f.seq, now);
+        const r = await this.#open(tx, f, lists.get(f.senderUserId), now);
         this.c.fault?.('decrypted', f.seq);
+        const flags: ReceiptFlag[] = [...mailboxFlags, ...(r.kind === 'message' || r.kind === 'handled' ? r.flags : [])];
         if (r.kind === 'message') {
+          const record: InboxRecord = { ...r.record, flags };
           const key = inboxKey(f.seq, f.envelopeId);
-          tx.put(NS.inbox, key, encodeRecord(r.record));
-          out.push({ key, record: r.record });
+          tx.put(NS.inbox, key, encodeRecord(record));
+          out.push({ key, record });
         } else if (r.kind === 'flag') {
           this.c.flags.add(tx, r.flag);
           if (r.heal) heal.push({ userId: f.senderUserId, deviceId: f.senderDeviceId, envelopeId: f.envelopeId });
+        } else if (r.kind === 'receipt') {
+          verified.push(...r.infos);
         }
+        this.#raise(tx, f, r.kind === 'flag' ? mailboxFlags : flags, now, r.kind === 'message' || r.kind === 'handled' ? r.evidence : {});
+        // A receipt for everything processed but receipts, and not for devices that are
+        // not in their user's verified list (there is nobody to send it to).
+        if (r.kind === 'receipt' || (r.kind === 'flag' && r.noReceipt)) continue;
+        const entry =
+          r.kind === 'flag'
+            ? this.#entry(f, now, { disposition: 'rejected', reason: r.reason, flags: [...mailboxFlags, ...(isReceiptFlag(r.reason) ? [r.reason] : [])] })
+            : this.#entry(f, now, { disposition: 'processed', flags, number: r.number, sentAt: r.sentAt, eventSha256: r.eventSha256 });
+        this.c.receipts.addPending(tx, entry);
+        entries++;
       }
       return out;
     });
@@ -232,15 +310,58 @@ export class Inbox {
       this.c.fault?.('acked', last.seq);
     }
     this.c.offered(stored);
+    if (verified.length > 0) this.c.receiptsVerified(verified);
+    if (entries > 0) this.c.receiptsPending();
     for (const h of heal) this.c.heal(h.userId, h.deviceId, h.envelopeId);
     if (initial) this.c.prekeysUsed();
   }
 
-  async #open(
-    tx: StoreTx,
+  /** A receipt entry for a delivered envelope. */
+  #entry(
     f: DeliverFrame,
-    list: Awaited<ReturnType<Directory['devices']>> | undefined,
-  ): Promise<{ kind: 'message'; record: InboxRecord } | { kind: 'flag'; flag: Flag; heal: boolean } | { kind: 'handled' }> {
+    now: number,
+    o: { disposition: 'processed' | 'rejected'; reason?: string | undefined; flags: readonly ReceiptFlag[]; number?: number | undefined; sentAt?: number | undefined; eventSha256?: string | undefined },
+  ): ReceiptEntry {
+    return {
+      envelopeId: encodeBase64url(f.envelopeId),
+      sha256: encodeBase64url(this.c.receipts.sha256(f.payload)),
+      seq: f.seq,
+      sender: { user: f.senderUserId, device: f.senderDeviceId },
+      ...(o.number === undefined ? {} : { messageNumber: o.number }),
+      ...(o.eventSha256 === undefined ? {} : { eventSha256: o.eventSha256 }),
+      ...(o.sentAt === undefined ? {} : { sentAt: o.sentAt }),
+      storedAt: f.storedAtMs,
+      receivedAt: now,
+      disposition: o.disposition,
+      ...(o.reason === undefined ? {} : { reason: o.reason }),
+      flags: [...new Set(o.flags)],
+    };
+  }
+
+  /** Raises each anomaly flag to the application, with its evidence. */
+  #raise(tx: StoreTx, f: DeliverFrame, flags: readonly FlagCode[], now: number, extra: Record<string, unknown>): void {
+    for (const code of new Set(flags)) {
+      this.c.flags.add(tx, {
+        code,
+        userId: f.senderUserId,
+        deviceId: f.senderDeviceId,
+        envelopeId: encodeBase64url(f.envelopeId),
+        seq: f.seq,
+        at: now,
+        detail: ANOMALY_DETAIL[code] ?? code,
+        evidence: { storedAt: f.storedAtMs, expiresAt: f.expiresAtMs, receivedAt: now, ...extra },
+      });
+    }
+  }
+
+  async #open(tx: StoreTx, f: DeliverFrame, list: Awaited<ReturnType<Directory['devices']>> | undefined, now: number): Promise<Opened> {
+    const rejected = (code: FlagCode, detail: string, heal: boolean, evidence: Record<string, unknown> = {}, noReceipt = false): Opened => ({
+      kind: 'flag',
+      flag: flag(code, detail, evidence),
+      heal,
+      reason: code,
+      noReceipt,
+    });
     const flag = (code: FlagCode, detail: string, evidence: Record<string, unknown> = {}): Flag => ({
       code,
       userId: f.senderUserId,
@@ -253,7 +374,7 @@ export class Inbox {
     });
     const device = list?.device(f.senderDeviceId);
     if (device === undefined) {
-      return { kind: 'flag', flag: flag('UNKNOWN_SENDER', `device ${f.senderDeviceId} is not in the verified list of ${f.senderUserId}`), heal: false };
+      return rejected('UNKNOWN_SENDER', `device ${f.senderDeviceId} is not in the verified list of ${f.senderUserId}`, false, {}, true);
     }
     const from = { userId: f.senderUserId, deviceId: f.senderDeviceId };
     let groupId: string | undefined;
@@ -265,42 +386,72 @@ export class Inbox {
       } else if (kind === GROUP_MESSAGE_KIND) {
         ({ groupId, padded } = await this.c.groups.open(tx, from, f.payload));
       } else {
-        return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', `unknown envelope kind ${kind ?? 'none'}`), heal: false };
+        return rejected('MALFORMED_ENVELOPE', `unknown envelope kind ${kind ?? 'none'}`, false);
       }
     } catch (err) {
       if (err instanceof SdkError && err.code === 'STORE_CORRUPT') {
         // Our stored state for this sender does not read: the envelope is lost to us, and
         // the sender is asked for a new session, as for any broken session.
-        return { kind: 'flag', flag: flag('DECRYPT_FAILED', `the stored session state does not read: ${err.message}`, { error: err.code }), heal: kind !== GROUP_MESSAGE_KIND };
+        return rejected('DECRYPT_FAILED', `the stored session state does not read: ${err.message}`, kind !== GROUP_MESSAGE_KIND, { error: err.code });
       }
       if (!(err instanceof CryptoError)) throw err;
       const malformed = err.code === 'INVALID_MESSAGE' || err.code === 'UNSUPPORTED_VERSION';
-      if (malformed) return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', err.message, { error: err.code }), heal: false };
+      if (malformed) return rejected('MALFORMED_ENVELOPE', err.message, false, { error: err.code });
       // A replay is the relay's doing, not a broken session: flag it, don't heal.
-      return { kind: 'flag', flag: flag('DECRYPT_FAILED', err.message, { error: err.code }), heal: err.code !== 'REPLAYED_MESSAGE' && kind !== GROUP_MESSAGE_KIND };
+      if (err.code === 'REPLAYED_MESSAGE') return rejected('REPLAY', `a message key already used: ${err.message}`, false, { error: err.code });
+      return rejected('DECRYPT_FAILED', err.message, kind !== GROUP_MESSAGE_KIND, { error: err.code });
     }
     let payload;
     try {
       payload = decodePayload(unpad(padded));
     } catch (err) {
       if (!(err instanceof CryptoError)) throw err;
-      return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', `decrypted, but not a valid payload: ${err.message}`, { error: err.code }), heal: false };
+      return rejected('MALFORMED_ENVELOPE', `decrypted, but not a valid payload: ${err.message}`, false, { error: err.code });
     }
+    const senderKey = keyFingerprint(device.identityKey, this.c.backend);
     switch (payload.type) {
       case 'message':
         if (groupId !== undefined && payload.groupId !== groupId) {
-          return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', 'a group message whose payload names another group'), heal: false };
+          return rejected('MALFORMED_ENVELOPE', 'a group message whose payload names another group', false);
         }
         if (groupId === undefined && payload.groupId !== undefined) {
-          return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', 'a group message that did not come under its sender key'), heal: false };
+          return rejected('MALFORMED_ENVELOPE', 'a group message that did not come under its sender key', false);
         }
         // Another user's message is for us; only our own devices send us copies of what
         // they sent to someone else.
         if (payload.to !== undefined && payload.to !== this.c.userId && f.senderUserId !== this.c.userId) {
-          return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', `a message addressed to ${payload.to}, not to this user`), heal: false };
+          return rejected('MALFORMED_ENVELOPE', `a message addressed to ${payload.to}, not to this user`, false);
+        }
+        const flags: ReceiptFlag[] = await this.c.anomalies.message(tx, {
+          senderUserId: f.senderUserId,
+          senderDeviceId: f.senderDeviceId,
+          conversation: payload.groupId !== undefined ? `g:${payload.groupId}` : `u:${payload.to ?? ''}`,
+          group: payload.groupId !== undefined,
+          number: payload.number,
+          seq: f.seq,
+          senderKey,
+          sentAt: payload.sentAt,
+          expiresAt: f.expiresAtMs,
+          now,
+        });
+        const evidence: Record<string, unknown> = { sentAt: payload.sentAt, ...(payload.number === undefined ? {} : { number: payload.number }) };
+        let eventSha256: string | undefined;
+        if (payload.kind === 'event') {
+          const ev = await this.c.events.receive(tx, new TextDecoder().decode(payload.body), { userId: f.senderUserId, deviceId: f.senderDeviceId }, IdentityKey.fromBytes(device.identityKey, this.c.backend), now);
+          if (!ev.ok) return rejected('BAD_SIGNATURE', ev.detail, false, { error: ev.error });
+          eventSha256 = ev.hash;
+          flags.push(...(ev.flags as ReceiptFlag[]));
+          Object.assign(evidence, ev.evidence);
+          // The same event again (its idempotency key): processed, not offered twice.
+          if (ev.duplicate) return { kind: 'handled', flags, number: payload.number, sentAt: payload.sentAt, eventSha256, evidence };
         }
         return {
           kind: 'message',
+          flags,
+          number: payload.number,
+          sentAt: payload.sentAt,
+          eventSha256,
+          evidence,
           record: {
             v: 1,
             seq: f.seq,
@@ -314,27 +465,39 @@ export class Inbox {
             body: payload.body,
             sentAt: payload.sentAt,
             storedAt: f.storedAtMs,
-            receivedAt: this.c.now(),
+            receivedAt: now,
             flags: [],
+            number: payload.number,
           },
         };
       case 'distribution':
-        if (groupId !== undefined) return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', 'a sender key must come over a pairwise session'), heal: false };
+        if (groupId !== undefined) return rejected('MALFORMED_ENVELOPE', 'a sender key must come over a pairwise session', false);
         try {
           await this.c.groups.receiveDistribution(tx, from, payload.groupId, payload.distribution);
         } catch (err) {
           if (!(err instanceof CryptoError)) throw err;
-          return { kind: 'flag', flag: flag('MALFORMED_ENVELOPE', `a sender key that cannot be used: ${err.message}`, { error: err.code }), heal: false };
+          return rejected('MALFORMED_ENVELOPE', `a sender key that cannot be used: ${err.message}`, false, { error: err.code });
         }
-        return { kind: 'handled' };
+        return { kind: 'handled', flags: [], number: undefined, sentAt: payload.sentAt, eventSha256: undefined, evidence: {} };
       case 'reset':
         // The session the sender just started with us is current now (sessions.open made
         // it so): nothing else to do.
-        return { kind: 'handled' };
+        return { kind: 'handled', flags: [], number: undefined, sentAt: payload.sentAt, eventSha256: undefined, evidence: {} };
+      case 'receipt': {
+        if (groupId !== undefined) return rejected('MALFORMED_ENVELOPE', 'a receipt must come over a pairwise session', false);
+        try {
+          const infos = await this.c.receipts.received(tx, payload.jws, from, IdentityKey.fromBytes(device.identityKey, this.c.backend), now);
+          return { kind: 'receipt', infos };
+        } catch (err) {
+          if (!(err instanceof EvidenceError)) throw err;
+          // No receipt is ever sent for a receipt (that could go back and forth).
+          return rejected(err.code === 'BAD_SIGNATURE' ? 'BAD_SIGNATURE' : 'MALFORMED_ENVELOPE', `a receipt that does not verify: ${err.message}`, false, { error: err.code }, true);
+        }
+      }
     }
   }
 
-  /** Drops remembered envelope ids older than DEDUPE_RETENTION_MS, and the oldest beyond MAX_DEDUPE_ENTRIES. */
+  /** Drops remembered envelope ids (and event keys, kept receipts) older than DEDUPE_RETENTION_MS, and the oldest beyond MAX_DEDUPE_ENTRIES. */
   async prune(): Promise<void> {
     await this.c.db.run(async (tx) => {
       const rows = (await tx.list(NS.seen)).map(([k, v]) => ({ k, at: decodeRecord<{ at: number }>(v).at })).sort((a, b) => a.at - b.at);
@@ -343,6 +506,9 @@ export class Inbox {
       rows.forEach((r, i) => {
         if (r.at < cutoff || i < excess) tx.delete(NS.seen, r.k);
       });
+      // Signed events' idempotency keys and the receipts kept for what we sent: the same retention.
+      await this.c.events.prune(tx, cutoff, MAX_DEDUPE_ENTRIES);
+      await this.c.receipts.prune(tx, cutoff);
     });
   }
 }

@@ -4,7 +4,11 @@
  * to node.ts, which adds the file store and the `ws` transport.
  */
 export { createClient, Group, HermeticClient } from './client.js';
-export type { ClientEvents, ClientOptions, ClientState, Message, StateChange } from './client.js';
+export type { ClientEvents, ClientOptions, ClientState, Message, SendOptions, StateChange } from './client.js';
+export type { ReceiptInfo, ReceiptPolicy } from './receipts.js';
+export type { EventInput, SignedEvent } from '../crypto/evidence/event.js';
+export type { ReceiptEntry, ReceiptFlag, ReceiptPayload } from '../crypto/evidence/receipt.js';
+export { EvidenceError, identityJwk, jwkThumbprint, parseReceipt, verifyReceipt, parseEvent, verifyEvent as verifyEventWithKey } from '../crypto/evidence/index.js';
 export type { OfflineReason } from './connection.js';
 export type { TrustPolicy } from './directory.js';
 export { SDK_ERROR_CODES, SdkError } from './errors.js';

@@ -66,7 +66,7 @@ export const DEFAULT_TTL_SECONDS = 7 * 24 * 3600;
  * the arithmetic.
  */
 export const MAX_PADDED_PAYLOAD_BYTES = 192 * 1024;
-export const PAYLOAD_HEADER_MAX_BYTES = 1 + 1 + 8 + 16 + 1 + 128 + 1 + 64 + 1;
+export const PAYLOAD_HEADER_MAX_BYTES = 1 + 1 + 8 + 16 + 4 + 1 + 128 + 1 + 64 + 1;
 export const MAX_BODY_BYTES = MAX_PADDED_PAYLOAD_BYTES - 1 - PAYLOAD_HEADER_MAX_BYTES;
 /** What an envelope adds to a padded payload at most: an initial message's handshake
  * part (1166 bytes), the ratchet header (41) and the AEAD tag (16). */
@@ -115,3 +115,13 @@ export const STORE_KDF_P = 1;
 /** Group ids are application strings; bounded by the sender-key format. */
 export const MAX_GROUP_ID_LENGTH = 64;
 export const MAX_GROUP_MEMBERS = 256;
+
+/** Pending receipt entries that could not be sent (the relay unreachable) are tried again after this. */
+export const RECEIPT_RETRY_MS = 5_000;
+/** The sweep for MISSING_RECEIPT and GAP runs at least this often, and at most this often. */
+export const RECEIPT_SWEEP_MAX_MS = 60_000;
+export const RECEIPT_SWEEP_MIN_MS = 1_000;
+/** Receipts submitted to the relay's log per request (the relay's MAX_RECEIPTS_PER_SUBMIT). */
+export const LOG_SUBMIT_BATCH = 64;
+/** A log submission that failed for a passing reason is tried again after this. */
+export const LOG_RETRY_MS = 10_000;

@@ -39,6 +39,10 @@ export interface OutboxEntry {
   /** When the message was sealed (ms; absent in entries of earlier versions): an entry not
    * stored within its TTL of this is dropped (SEND_EXPIRED), not stored anew for another TTL. */
   readonly createdAt?: number | undefined;
+  /** A receipt: nobody answers it with a receipt, so none is awaited. */
+  readonly noReceipt?: boolean | undefined;
+  /** The sender asked for the recipients' receipts to go to the relay's log. */
+  readonly logReceipt?: boolean | undefined;
 }
 
 export interface SentInfo {
@@ -79,6 +83,8 @@ export class Outbox {
     private readonly repair: Repair,
     private readonly onSent: (info: SentInfo) => void,
     private readonly onFailed: (entry: OutboxEntry, err: SdkError) => void,
+    /** Runs in the transaction that settles a STORED entry (receipts are awaited from then on). */
+    private readonly onStoredTx: (tx: StoreTx, entry: OutboxEntry, storedAt: number) => void = () => undefined,
   ) {}
 
   /** Loads what an earlier run left unsent. */
@@ -149,7 +155,7 @@ export class Outbox {
     this.#sending.delete(key);
     const e = this.#entries.get(key);
     if (!e || this.#settling.has(key)) return;
-    await this.#remove(key);
+    await this.#remove(key, (tx) => this.onStoredTx(tx, e, storedAt));
     this.#retryAttempt = 0;
     const info: SentInfo = { envelopeId: encodeBase64url(e.envelopeId), messageId: encodeBase64url(e.messageId), recipient: e.recipient, storedAt, duplicate };
     for (const w of this.#waiters.get(key) ?? []) w.resolve(info);
@@ -198,10 +204,13 @@ export class Outbox {
   }
 
   /** Deletes a settled entry; until the deletion commits it is never sent again. */
-  async #remove(key: string): Promise<void> {
+  async #remove(key: string, also?: (tx: StoreTx) => void): Promise<void> {
     this.#settling.add(key);
     try {
-      await this.db.run((tx) => tx.delete(NS.outbox, key));
+      await this.db.run((tx) => {
+        tx.delete(NS.outbox, key);
+        also?.(tx);
+      });
       this.#entries.delete(key);
     } finally {
       this.#settling.delete(key);

@@ -2,17 +2,21 @@
  * What a client puts inside an encrypted envelope (after decryption: the relay never
  * sees this). All integers big-endian.
  *
- *   u8   version (1)
- *   u8   type: 1 message, 2 sender-key distribution, 3 session reset
+ *   u8   version (2; version 1 is still read: a message without its number)
+ *   u8   type: 1 message, 2 sender-key distribution, 3 session reset, 4 receipt
  *   u64  sentAt: the sender's clock, ms since the epoch
  *   16   messageId: chosen by the sender; the same for every copy of one message
- *   message:       u8 recipient length (0: a group message) | recipient user id |
+ *   message:       u32 the sender device's message number in this conversation (the
+ *                  recipient user, or the group), 1, 2, 3, ... (version 2 only) |
+ *                  u8 recipient length (0: a group message) | recipient user id |
  *                  u8 group id length (0: not a group message) | group id |
- *                  u8 body kind (0 bytes, 1 UTF-8 text, 2 JSON) | body
+ *                  u8 body kind (0 bytes, 1 UTF-8 text, 2 JSON, 3 signed event JWS) | body
  *                  (the recipient is the user the message was sent to; the copies for
  *                  the sender's own devices carry it too, so they know the conversation)
  *   distribution:  u8 group id length (>= 1) | group id | sender-key distribution message
  *   session reset: 16 envelope id that could not be decrypted (zeros: none)
+ *   receipt:       a signed delivery receipt, the compact JWS in ASCII (never answered
+ *                  with a receipt of its own)
  *
  * The encoded payload is padded (crypto/padding.ts) before it is encrypted.
  */
@@ -20,19 +24,21 @@ import { CryptoError } from '../crypto/errors.js';
 import { ByteReader, ByteWriter } from '../crypto/ratchet/byte-codec.js';
 import { ENVELOPE_ID_BYTES, MAX_USER_ID_LENGTH } from '../protocol/limits.js';
 import { MAX_GROUP_ID_LENGTH } from './limits.js';
+import { parseEvent } from '../crypto/evidence/event.js';
 
-export const PAYLOAD_VERSION = 1;
+export const PAYLOAD_VERSION = 2;
 export const MESSAGE_ID_BYTES = 16;
 
-export type BodyKind = 'bytes' | 'text' | 'json';
-const BODY_KINDS: readonly BodyKind[] = ['bytes', 'text', 'json'];
+export type BodyKind = 'bytes' | 'text' | 'json' | 'event';
+const BODY_KINDS: readonly BodyKind[] = ['bytes', 'text', 'json', 'event'];
 
 export type Payload =
-  | { readonly type: 'message'; readonly sentAt: number; readonly messageId: Uint8Array; readonly to: string | undefined; readonly groupId: string | undefined; readonly kind: BodyKind; readonly body: Uint8Array }
+  | { readonly type: 'message'; readonly sentAt: number; readonly messageId: Uint8Array; readonly number: number | undefined; readonly to: string | undefined; readonly groupId: string | undefined; readonly kind: BodyKind; readonly body: Uint8Array }
   | { readonly type: 'distribution'; readonly sentAt: number; readonly messageId: Uint8Array; readonly groupId: string; readonly distribution: Uint8Array }
-  | { readonly type: 'reset'; readonly sentAt: number; readonly messageId: Uint8Array; readonly failedEnvelopeId: Uint8Array };
+  | { readonly type: 'reset'; readonly sentAt: number; readonly messageId: Uint8Array; readonly failedEnvelopeId: Uint8Array }
+  | { readonly type: 'receipt'; readonly sentAt: number; readonly messageId: Uint8Array; readonly jws: string };
 
-const TYPE_CODES = { message: 1, distribution: 2, reset: 3 } as const;
+const TYPE_CODES = { message: 1, distribution: 2, reset: 3, receipt: 4 } as const;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -44,7 +50,7 @@ function groupBytes(groupId: string | undefined): Uint8Array {
 }
 
 export function encodePayload(p: Payload): Uint8Array {
-  const w = new ByteWriter(64 + ('body' in p ? p.body.length : 'distribution' in p ? p.distribution.length : 0));
+  const w = new ByteWriter(64 + ('body' in p ? p.body.length : 'distribution' in p ? p.distribution.length : 'jws' in p ? p.jws.length : 0));
   w.u8(PAYLOAD_VERSION).u8(TYPE_CODES[p.type]);
   w.u32(Math.floor(p.sentAt / 0x1_0000_0000)).u32(p.sentAt >>> 0);
   w.bytes(p.messageId);
@@ -53,7 +59,8 @@ export function encodePayload(p: Payload): Uint8Array {
       const to = encoder.encode(p.to ?? '');
       if (to.length > MAX_USER_ID_LENGTH) throw new CryptoError('INVALID_ARGUMENT', `a user id is at most ${MAX_USER_ID_LENGTH} bytes`);
       if ((to.length === 0) === (p.groupId === undefined)) throw new CryptoError('INVALID_ARGUMENT', 'a message names its recipient, or its group, not both');
-      w.u8(to.length).bytes(to);
+      if (p.number === undefined || !Number.isInteger(p.number) || p.number < 1 || p.number > 0xffff_ffff) throw new CryptoError('INVALID_ARGUMENT', 'a message number is 1..2^32-1');
+      w.u32(p.number).u8(to.length).bytes(to);
       const g = groupBytes(p.groupId);
       w.u8(g.length).bytes(g).u8(BODY_KINDS.indexOf(p.kind)).bytes(p.body);
       break;
@@ -66,6 +73,9 @@ export function encodePayload(p: Payload): Uint8Array {
     case 'reset':
       w.bytes(p.failedEnvelopeId);
       break;
+    case 'receipt':
+      w.bytes(encoder.encode(p.jws));
+      break;
   }
   return w.finish();
 }
@@ -73,7 +83,8 @@ export function encodePayload(p: Payload): Uint8Array {
 /** Decodes a payload. Throws CryptoError INVALID_MESSAGE / UNSUPPORTED_VERSION. */
 export function decodePayload(bytes: Uint8Array): Payload {
   if (bytes.length === 0) throw new CryptoError('INVALID_MESSAGE', 'payload: empty');
-  if (bytes[0] !== PAYLOAD_VERSION) throw new CryptoError('UNSUPPORTED_VERSION', `payload version ${bytes[0]} is not supported`);
+  const version = bytes[0];
+  if (version !== PAYLOAD_VERSION && version !== 1) throw new CryptoError('UNSUPPORTED_VERSION', `payload version ${version} is not supported`);
   const r = new ByteReader(bytes, 'INVALID_MESSAGE', 'payload');
   r.u8();
   const type = r.u8();
@@ -94,6 +105,8 @@ export function decodePayload(bytes: Uint8Array): Payload {
   };
   switch (type) {
     case TYPE_CODES.message: {
+      const number = version === 1 ? undefined : r.u32();
+      if (number === 0) throw r.fail('message number 0');
       const n = r.u8();
       if (n > MAX_USER_ID_LENGTH) throw r.fail('recipient too long');
       let to: string;
@@ -108,7 +121,7 @@ export function decodePayload(bytes: Uint8Array): Payload {
       const kind = BODY_KINDS[r.u8()];
       if (kind === undefined) throw r.fail('unknown body kind');
       const body = r.bytes(r.remaining);
-      return { type: 'message', sentAt, messageId, to: to === '' ? undefined : to, groupId: g === '' ? undefined : g, kind, body };
+      return { type: 'message', sentAt, messageId, number, to: to === '' ? undefined : to, groupId: g === '' ? undefined : g, kind, body };
     }
     case TYPE_CODES.distribution: {
       const g = group();
@@ -119,6 +132,13 @@ export function decodePayload(bytes: Uint8Array): Payload {
       const failedEnvelopeId = r.bytes(ENVELOPE_ID_BYTES);
       r.end();
       return { type: 'reset', sentAt, messageId, failedEnvelopeId };
+    }
+    case TYPE_CODES.receipt: {
+      if (version === 1) throw r.fail('a receipt needs payload version 2');
+      const raw = r.bytes(r.remaining);
+      // A compact JWS is base64url and dots: ASCII, never empty.
+      if (raw.length === 0 || raw.some((b) => b < 0x21 || b > 0x7e)) throw r.fail('a receipt is a compact JWS in ASCII');
+      return { type: 'receipt', sentAt, messageId, jws: decoder.decode(raw) };
     }
     default:
       throw r.fail(`unknown type ${type}`);
@@ -141,6 +161,9 @@ export function encodeBody(body: unknown): { kind: BodyKind; bytes: Uint8Array }
 
 export function decodeBody(kind: BodyKind, bytes: Uint8Array): unknown {
   if (kind === 'bytes') return bytes;
+  // A signed event's body is its JWS; the verified event is what the application gets
+  // (the inbox verified it before storing it).
+  if (kind === 'event') return parseEvent(decoder.decode(bytes)).event;
   let text: string;
   try {
     text = decoder.decode(bytes);

@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { FileStore, type HermeticClient, MemoryStore, type Message, type Store, createClient } from '../../client-sdk/node.js';
+import { FileStore, type HermeticClient, MemoryStore, type Message, type ReceiptPolicy, type Store, createClient } from '../../client-sdk/node.js';
 import type { ParentMessage } from './load-protocol.js';
 import { pace } from './pacing.js';
 
@@ -38,6 +38,8 @@ export interface SdkWorkerSetup {
   /** fanout: the sender's user and the recipient's. */
   readonly fanout: { readonly sender: SdkUser; readonly recipient: SdkUser; readonly ownDevices: number; readonly recipientDevices: number } | undefined;
   readonly bodyBytes: number;
+  /** The clients' receipt policy (undefined: the SDK's default). */
+  readonly receipts?: ReceiptPolicy | undefined;
   /** `send()` calls unresolved per sender (throughput, fanout); a safety cap in latency mode. */
   readonly window: number;
   /** latency: messages per second offered by this worker's senders together. */
@@ -105,6 +107,7 @@ async function open(user: SdkUser, device: string): Promise<HermeticClient> {
     deviceId: device,
     token: () => user.token,
     store: await openStore(`${user.userId}-${device}`),
+    receipts: setup!.receipts,
   });
   clients.push(client);
   client.on('error', (e) => noteError(e));

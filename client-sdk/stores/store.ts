@@ -40,6 +40,12 @@ export const NS = {
   seen: 'seen',
   groups: 'groups',
   senderKeys: 'sender-keys',
+  /** Per-conversation message numbers (ours) and what we saw of others' (anomalies.ts). */
+  conversations: 'conversations',
+  /** Receipts: awaited, received, to sign, to submit to the log (receipts.ts). */
+  receipts: 'receipts',
+  /** Signed events: hash chains and idempotency keys (events.ts). */
+  events: 'events',
 } as const;
 
 /**

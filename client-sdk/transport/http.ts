@@ -93,6 +93,22 @@ export class RelayHttp {
     return this.#call('POST', `/v1/users/${encodeURIComponent(userId)}/devices/${encodeURIComponent(deviceId)}/bundle`, undefined, decodeBundleAnswer);
   }
 
+  /**
+   * Submits signed receipts to the relay's transparency log; resolves with each one's
+   * leaf index once the relay appended them durably.
+   */
+  submitReceipts(receipts: readonly string[]): Promise<number[]> {
+    return this.#call('POST', '/v1/log/receipts', { receipts }, (o) => {
+      const list = o.entries;
+      if (!Array.isArray(list) || list.length !== receipts.length) throw new ProtocolError('BAD_REQUEST', 'log answer: expected one entry per receipt submitted');
+      return list.map((r: unknown) => {
+        const index = (r as { index?: unknown } | null)?.index;
+        if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0) throw new ProtocolError('BAD_REQUEST', 'log answer: an entry without a leaf index');
+        return index;
+      });
+    });
+  }
+
   async #call<T>(method: string, path: string, body: unknown, decode: (o: ReturnType<typeof asObject>) => T): Promise<T> {
     // One retry with a fresh token when the relay says the token expired.
     for (let attempt = 0; ; attempt++) {

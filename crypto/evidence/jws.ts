@@ -43,9 +43,20 @@ export function identityJwk(key: IdentityKey | Uint8Array): OkpJwk {
   return { kty: 'OKP', crv: 'Ed25519', x: encodeBase64url(key instanceof IdentityKey ? key.bytes : key) };
 }
 
+/** Thumbprints of identity keys already computed (a verifier checks many JWS per key). */
+const thumbprints = new WeakMap<IdentityKey, string>();
+
 /** The RFC 7638 thumbprint (SHA-256, base64url) of an Ed25519 public key's JWK. */
 export function jwkThumbprint(key: IdentityKey | Uint8Array | OkpJwk, backend: CryptoBackend = defaultBackend): string {
-  const jwk = key instanceof IdentityKey || key instanceof Uint8Array ? identityJwk(key) : key;
+  if (key instanceof IdentityKey) {
+    let t = thumbprints.get(key);
+    if (t === undefined) {
+      t = jwkThumbprint(identityJwk(key), backend);
+      thumbprints.set(key, t);
+    }
+    return t;
+  }
+  const jwk = key instanceof Uint8Array ? identityJwk(key) : key;
   // Required members only, in lexicographic order, no whitespace (RFC 7638 §3.2).
   const canonical = `{"crv":"Ed25519","kty":"OKP","x":"${jwk.x}"}`;
   return encodeBase64url(backend.sha256(encoder.encode(canonical)));

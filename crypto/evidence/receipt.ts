@@ -31,9 +31,11 @@ import { type ParsedJws, jsonPayload, parseJws, signJws, verifyParsedJws } from 
 export const RECEIPT_TYP = 'hermetic-receipt+jws';
 export const RECEIPT_VERSION = 1;
 /** Entries in one receipt. */
-export const MAX_RECEIPT_ENTRIES = 256;
-/** Longest receipt JWS accepted (256 entries of the longest ids fit). */
-export const MAX_RECEIPT_JWS_BYTES = 192 * 1024;
+export const MAX_RECEIPT_ENTRIES = 128;
+/** Longest receipt JWS accepted: what one entry of the transparency log holds (a tlog-tiles
+ * entry bundle prefixes each entry with a 16-bit length). A signer splits a batch that
+ * would be longer. */
+export const MAX_RECEIPT_JWS_BYTES = 65_535;
 /** Longest rejection reason. */
 export const MAX_REASON_LENGTH = 64;
 
@@ -49,6 +51,8 @@ export const RECEIPT_FLAGS = [
   'BAD_SIGNATURE',
   'IDENTITY_CHANGED',
   'EXPIRED',
+  'EVENT_ID_REUSED',
+  'EVENT_CHAIN_BROKEN',
 ] as const;
 export type ReceiptFlag = (typeof RECEIPT_FLAGS)[number];
 

@@ -146,8 +146,9 @@ describe('SDK resilience', () => {
     // The relay delivers the first initial message again, as the second envelope.
     tap.tamper = (frame) => encodeDeliver({ ...decodeDeliver(frame), payload: firstPayload });
     await alice.send('replay-bob', 'second');
-    const flag = await bob.flagged('DECRYPT_FAILED');
+    const flag = await bob.flagged('REPLAY');
     expect(flag.evidence).toMatchObject({ error: 'REPLAYED_MESSAGE' });
+    expect(bob.flags.map((f) => f.code)).not.toContain('DECRYPT_FAILED');
     // No second session was started from it.
     const sessions = await bobStore.list('sessions');
     expect(sessions.length).toBe(1);

@@ -322,7 +322,7 @@ describe('payload', () => {
   it('the largest body fits an envelope even as an initial message', () => {
     expect(paddedLength(limits.MAX_BODY_BYTES + limits.PAYLOAD_HEADER_MAX_BYTES)).toBeLessThanOrEqual(limits.MAX_PADDED_PAYLOAD_BYTES);
     expect(limits.MAX_PADDED_PAYLOAD_BYTES + limits.ENVELOPE_OVERHEAD_BYTES).toBeLessThanOrEqual(MAX_ENVELOPE_BYTES);
-    const p: Payload = { type: 'message', sentAt: 1, messageId: new Uint8Array(16), to: undefined, groupId: 'g'.repeat(64), kind: 'bytes', body: new Uint8Array(limits.MAX_BODY_BYTES) };
+    const p: Payload = { type: 'message', sentAt: 1, messageId: new Uint8Array(16), number: 0xffff_ffff, to: undefined, groupId: 'g'.repeat(64), kind: 'bytes', body: new Uint8Array(limits.MAX_BODY_BYTES) };
     expect(encodePayload(p).length).toBeLessThanOrEqual(limits.MAX_BODY_BYTES + limits.PAYLOAD_HEADER_MAX_BYTES);
     const q: Payload = { ...p, to: 'u'.repeat(128), groupId: undefined };
     expect(encodePayload(q).length).toBeLessThanOrEqual(limits.MAX_BODY_BYTES + limits.PAYLOAD_HEADER_MAX_BYTES);
@@ -331,12 +331,25 @@ describe('payload', () => {
   it('round-trips every type', () => {
     const id = new Uint8Array(16).fill(5);
     const all: Payload[] = [
-      { type: 'message', sentAt: 1_800_000_000_123, messageId: id, to: 'bob', groupId: undefined, kind: 'text', body: b('hi') },
-      { type: 'message', sentAt: 0, messageId: id, to: undefined, groupId: 'team', kind: 'json', body: b('{"a":1}') },
+      { type: 'message', sentAt: 1_800_000_000_123, messageId: id, number: 7, to: 'bob', groupId: undefined, kind: 'text', body: b('hi') },
+      { type: 'message', sentAt: 0, messageId: id, number: 1, to: undefined, groupId: 'team', kind: 'json', body: b('{"a":1}') },
       { type: 'distribution', sentAt: 2, messageId: id, groupId: 'team', distribution: new Uint8Array([0x13, 1, 2]) },
       { type: 'reset', sentAt: 3, messageId: id, failedEnvelopeId: new Uint8Array(16).fill(1) },
+      { type: 'receipt', sentAt: 4, messageId: id, jws: 'eyJhbGciOiJFZERTQSJ9.e30.c2ln' },
+      { type: 'message', sentAt: 5, messageId: id, number: 9, to: 'bob', groupId: undefined, kind: 'event', body: b('a.b.c') },
     ];
     for (const p of all) expect(decodePayload(encodePayload(p))).toEqual(p);
+    // Version 1 payloads (no message number) are still read.
+    const v2 = encodePayload(all[0]!);
+    const v1 = new Uint8Array([1, ...v2.subarray(1, 26), ...v2.subarray(30)]);
+    expect(decodePayload(v1)).toEqual({ ...all[0], number: undefined });
+    // A message number 0 is refused; a receipt that is not ASCII is refused.
+    const zero = v2.slice();
+    zero.fill(0, 26, 30);
+    expect(() => decodePayload(zero)).toThrow(expect.objectContaining({ code: 'INVALID_MESSAGE' }));
+    const r = encodePayload(all[4]!);
+    r[r.length - 1] = 0x0a;
+    expect(() => decodePayload(r)).toThrow(expect.objectContaining({ code: 'INVALID_MESSAGE' }));
   });
 
   fcTest.prop([fc.uint8Array({ maxLength: 200 })])('decoding arbitrary bytes throws nothing but CryptoError', (bytes) => {

@@ -1,7 +1,7 @@
 /**
  * `hermetic <command>`: serve (the relay), migrate (apply migrations and exit), token
- * (mint a dev-mode token), audit (export and verify a relay's receipt log). Exit codes: 0 success, 1 runtime failure, 2 usage or
- * configuration error.
+ * (mint a dev-mode token), audit (export and verify a relay's receipt log). Exit codes:
+ * 0 success, 1 runtime failure, 2 usage or configuration error.
  */
 import { ConfigError, loadConfig } from './config.js';
 import { MAX_USER_ID_LENGTH } from '../protocol/limits.js';

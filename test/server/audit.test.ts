@@ -234,8 +234,9 @@ describe('hermetic audit', () => {
     expect(r.stdout).toMatch(/DUPLICATE\s+1/);
 
     // Without --key: still verified, with a warning that the key is not pinned.
-    const unpinned = await verify(['--in', exportDir]);
+    const unpinned = await verify(['--in', exportDir, '--progress']);
     expect(unpinned.code).toBe(0);
+    expect(unpinned.stderr).toContain(`verifying receipts [${'#'.repeat(30)}] ${submitted.length}/`);
     expect(unpinned.report!.key!.pinned).toBe(false);
     expect(unpinned.report!.warnings.join('\n')).toMatch(/not pinned/);
 

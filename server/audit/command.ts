@@ -12,7 +12,7 @@ import type { ExportRange } from './format.js';
 import { MAX_TOKEN_FILE_BYTES } from './limits.js';
 import { RelayAnswerError, RelayClient } from './relay-client.js';
 import { ProgressBar, summary } from './report.js';
-import { type AuditSource, ExportSource, RelaySource } from './source.js';
+import { type AuditSource, ExportSource, NOT_AUDITOR, RelaySource } from './source.js';
 import { type AuditState, loadState, saveState } from './state.js';
 import { verifyLog } from './verify.js';
 
@@ -118,12 +118,13 @@ async function runExport(args: readonly string[], io: AuditIo): Promise<number> 
   const range: ExportRange = { ...(from ? { from } : {}), ...(to ? { to } : {}), ...(party ? { party } : {}) };
   const c = client(values);
   const bar = progressFor(io, progress, 'exporting receipts');
-  const { manifest } = await exportLog({ client: c, out, range, ...(bar ? { onProgress: (d, t) => bar.update(d, t) } : {}) });
+  const { manifest, auditor } = await exportLog({ client: c, out, range, ...(bar ? { onProgress: (d, t) => bar.update(d, t) } : {}) });
   bar?.end();
   io.out(
     `exported ${manifest.counts.receipts} receipts, ${manifest.counts.checkpoints} checkpoints, ${manifest.counts.jwks} device keys` +
       ` (head: size ${manifest.head.size}) to ${out}\n`,
   );
+  if (!auditor) io.err(`warning: ${NOT_AUDITOR}\n`);
   if (manifest.missingDeviceCount > 0) io.err(`warning: ${manifest.missingDeviceCount} recipient devices have no key at the relay (revoked): their receipts cannot be checked\n`);
   return 0;
 }

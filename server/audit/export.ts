@@ -30,6 +30,8 @@ export interface ExportOptions {
 export interface ExportSummary {
   readonly manifest: Manifest;
   readonly dir: string;
+  /** Whether the token had the auditor claim (else only its user's receipts were exported). */
+  readonly auditor: boolean;
 }
 
 /** Thrown when the export cannot be made (the relay failed, the directory is not empty). */
@@ -90,6 +92,7 @@ export async function exportLog(opts: ExportOptions): Promise<ExportSummary> {
   const file = (name: string): string => path.join(out, name);
 
   const key = await client.key();
+  const auditor = await client.isAuditor();
   let size: number;
   try {
     size = parseCheckpoint(parseNote(await client.checkpoint()).text).size;
@@ -181,5 +184,5 @@ export async function exportLog(opts: ExportOptions): Promise<ExportSummary> {
     files: digests as Manifest['files'],
   };
   writeJsonFile(file(EXPORT_FILES.manifest), manifest);
-  return { manifest, dir: out };
+  return { manifest, dir: out, auditor };
 }

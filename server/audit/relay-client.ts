@@ -48,7 +48,7 @@ export class RelayClient {
     return { baseUrl: this.baseUrl };
   }
 
-  async #get(path: string, maxBytes: number, auth: boolean): Promise<string> {
+  async #bytes(path: string, maxBytes: number, auth: boolean): Promise<Buffer> {
     let res: Response;
     try {
       res = await fetch(`${this.baseUrl}${path}`, {
@@ -83,23 +83,27 @@ export class RelayClient {
       if (err instanceof RelayAnswerError) throw err;
       throw new RelayAnswerError(path, `answer cut off (${(err as Error).message.slice(0, 200)})`);
     }
-    let text: string;
-    try {
-      text = decoder.decode(Buffer.concat(chunks, total));
-    } catch {
-      throw new RelayAnswerError(path, 'answer is not UTF-8');
-    }
+    const body = Buffer.concat(chunks, total);
     if (res.status !== 200) {
       let code: string | undefined;
       try {
-        const e = JSON.parse(text) as { error?: { code?: unknown } };
+        const e = JSON.parse(body.toString('utf8')) as { error?: { code?: unknown } };
         if (typeof e.error?.code === 'string' && /^[A-Z_]{1,64}$/.test(e.error.code)) code = e.error.code;
       } catch {
         /* not a JSON error body */
       }
       throw new RelayAnswerError(path, `HTTP ${res.status}${code ? ` ${code}` : ''}`, code);
     }
-    return text;
+    return body;
+  }
+
+  async #get(path: string, maxBytes: number, auth: boolean): Promise<string> {
+    const body = await this.#bytes(path, maxBytes, auth);
+    try {
+      return decoder.decode(body);
+    } catch {
+      throw new RelayAnswerError(path, 'answer is not UTF-8');
+    }
   }
 
   async #json<T>(path: string, decode: (o: JsonObject) => T, auth = false): Promise<T> {
@@ -150,6 +154,22 @@ export class RelayClient {
       if (page.next === undefined) return;
       if (page.next < next) throw new RelayAnswerError('/v1/log/receipts', 'next page goes backwards');
       next = page.next;
+    }
+  }
+
+  /**
+   * Whether the token carries the auditor claim: without it the receipt listing holds
+   * only the caller's own receipts. Probed with the first data tile (NOT_FOUND, on an
+   * empty log, is past the auditor check).
+   */
+  async isAuditor(): Promise<boolean> {
+    try {
+      await this.#bytes('/v1/log/tile/entries/000.p/1', MAX_RELAY_ANSWER_BYTES, true);
+      return true;
+    } catch (err) {
+      if (err instanceof RelayAnswerError && err.relayCode === 'NOT_FOUND') return true;
+      if (err instanceof RelayAnswerError && err.relayCode === 'AUDITOR_ONLY') return false;
+      throw err;
     }
   }
 

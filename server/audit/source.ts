@@ -50,11 +50,15 @@ export interface AuditSource {
   inclusion(receipt: SourceReceipt, size: number): Promise<readonly string[]>;
   /** The device's key as a JWK object; undefined when the source has none for it. */
   jwk(user: string, device: string): Promise<JsonObject | undefined>;
+  /** Caveats about what this source can show (a token without the auditor claim). */
+  notes?(): Promise<string[]>;
   /** The head the source says its proofs are for, if it says. */
   declaredHead?(): { readonly size: number; readonly root: string } | undefined;
   /** Problems found with the input as a whole (file hashes against the manifest). */
   finish(): Promise<EvidenceError[]>;
 }
+
+export const NOT_AUDITOR = 'the token has no auditor claim: only receipts naming its user were listed, not the whole log';
 
 /** The live log of a relay. Errors of the relay itself surface as RelayAnswerError. */
 export class RelaySource implements AuditSource {
@@ -70,6 +74,10 @@ export class RelaySource implements AuditSource {
 
   key(): Promise<LogKeyAnswer> {
     return this.#client.key();
+  }
+
+  async notes(): Promise<string[]> {
+    return (await this.#client.isAuditor()) ? [] : [NOT_AUDITOR];
   }
 
   async *checkpoints(): AsyncGenerator<Item<CheckpointRecord>> {

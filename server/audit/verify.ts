@@ -77,6 +77,12 @@ export async function verifyLog(source: AuditSource, opts: VerifyOptions = {}): 
 }
 
 async function run(source: AuditSource, opts: VerifyOptions, report: AuditReport): Promise<CheckpointEvidence | undefined> {
+  try {
+    for (const n of (await source.notes?.()) ?? []) addWarning(report, n);
+  } catch (err) {
+    fail(report, 'auditor check', err);
+  }
+
   // ---- the key
   let origin: string;
   let verifier: NoteVerifier;

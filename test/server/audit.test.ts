@@ -213,6 +213,12 @@ describe('hermetic audit', () => {
     expect(r.report!.receipts.verified).toBeGreaterThanOrEqual(submitted.length);
     expect(fs.readFileSync(state, 'utf8')).toBe(body);
 
+    // A token without the auditor claim: what it sees verifies, with a warning that it is not the whole log.
+    const party = await verify(['--relay', world.relay.baseUrl, '--token', bob.token, '--key', id.verifier.toString()]);
+    expect(party.code, party.stdout).toBe(0);
+    expect(party.report!.warnings.join('\n')).toMatch(/no auditor claim/);
+    expect(party.report!.receipts.verified).toBe(submitted.length - 1);
+
     // A state file that is not one: refused, exit 1.
     fs.writeFileSync(state, '{"format":"something else"}');
     const bad = await verify(['--relay', world.relay.baseUrl, '--token', auditorToken, '--state', state]);

@@ -102,8 +102,8 @@ export async function exportLog(opts: ExportOptions): Promise<ExportSummary> {
   }
 
   // Checkpoint history up to the head, with a consistency proof for each successive pair.
-  const checkpoints = new JsonlWriter(file(EXPORT_FILES.checkpoints));
-  const consistency = new JsonlWriter(file(EXPORT_FILES.consistency));
+  const checkpoints = await JsonlWriter.create(file(EXPORT_FILES.checkpoints));
+  const consistency = await JsonlWriter.create(file(EXPORT_FILES.consistency));
   let prev: CheckpointRecord | undefined;
   for await (const c of client.checkpoints(0, size)) {
     await checkpoints.write(c);
@@ -117,7 +117,7 @@ export async function exportLog(opts: ExportOptions): Promise<ExportSummary> {
   digests[EXPORT_FILES.consistency] = await consistency.close();
 
   // Receipts in range, each with its audit path in the head.
-  const receipts = new JsonlWriter(file(EXPORT_FILES.receipts));
+  const receipts = await JsonlWriter.create(file(EXPORT_FILES.receipts));
   const devices = new Map<string, DeviceRef>();
   const fromIndex = range.from && 'index' in range.from ? range.from.index : 0;
   const endIndex = range.to && 'index' in range.to ? Math.min(size, range.to.index + 1) : size;
@@ -145,7 +145,7 @@ export async function exportLog(opts: ExportOptions): Promise<ExportSummary> {
   digests[EXPORT_FILES.receipts] = await receipts.close();
 
   // The recipient devices' keys, as the relay serves them now.
-  const jwks = new JsonlWriter(file(EXPORT_FILES.jwks));
+  const jwks = await JsonlWriter.create(file(EXPORT_FILES.jwks));
   const missing: DeviceRef[] = [];
   let missingCount = 0;
   const list = [...devices.values()];

@@ -25,10 +25,18 @@ export class JsonlWriter {
   readonly #hash = sha256.create();
   #bytes = 0;
   #lines = 0;
+  #error: Error | undefined;
 
-  constructor(file: string) {
-    // 'wx': an export never overwrites a file.
-    this.#stream = fs.createWriteStream(file, { flags: 'wx', mode: 0o644 });
+  private constructor(stream: fs.WriteStream) {
+    this.#stream = stream;
+    stream.on('error', (err) => (this.#error = err));
+  }
+
+  /** Creates `file`, which must not exist ('wx': an export never overwrites a file). */
+  static async create(file: string): Promise<JsonlWriter> {
+    const stream = fs.createWriteStream(file, { flags: 'wx', mode: 0o644 });
+    await once(stream, 'open');
+    return new JsonlWriter(stream);
   }
 
   get lines(): number {
@@ -36,6 +44,7 @@ export class JsonlWriter {
   }
 
   async write(value: unknown): Promise<void> {
+    if (this.#error) throw this.#error;
     const line = Buffer.from(`${JSON.stringify(value)}\n`, 'utf8');
     this.#hash.update(line);
     this.#bytes += line.length;
@@ -44,6 +53,7 @@ export class JsonlWriter {
   }
 
   async close(): Promise<FileDigest> {
+    if (this.#error) throw this.#error;
     this.#stream.end();
     await once(this.#stream, 'finish');
     return { sha256: bytesToHex(this.#hash.digest()), bytes: this.#bytes };

@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
-import { appendLeaves, consistencyProof, inclusionProof } from '../../crypto/tlog/merkle.js';
+import { appendLeaves, consistencyProof, inclusionProof, treeHash } from '../../crypto/tlog/merkle.js';
 import { formatTlogProof } from '../../crypto/tlog/proof-format.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { LOG_SUBMIT_BURST, LOG_SUBMITS_PER_SECOND, type LoggedReceipt } from '../../protocol/log.js';
@@ -56,7 +56,10 @@ export class ReceiptLog {
     // The age is computed when scraped, from the newest checkpoint this relay has seen.
     metrics.setLogCheckpointAge(() => (this.lastSignedAtMs === undefined ? undefined : (opts.now() - this.lastSignedAtMs) / 1000));
     this.sequencer = new Batcher<LeafInput, AppendedLeaf>({ maxBatch: LOG_APPEND_BATCH_MAX, maxWaitMs: 0, concurrency: 1 }, async (items) => {
-      const { results, head } = await this.store.append(items, opts.now(), (size, hashes, read) => appendLeaves(size, hashes, read, opts.backend));
+      const { results, head } = await this.store.append(items, opts.now(), {
+        append: (size, hashes, read) => appendLeaves(size, hashes, read, opts.backend),
+        root: (size, read) => treeHash(size, read, opts.backend),
+      });
       metrics.logReceiptsAppended.inc(results.filter((r) => !r.duplicate).length);
       this.sawSize(head.size);
       return { results };

@@ -14,6 +14,8 @@ import { signReceipt } from '../../crypto/evidence/receipt.js';
 import { signCheckpoint } from '../../crypto/tlog/checkpoint.js';
 import { NoteSigner } from '../../crypto/tlog/note.js';
 import { runAudit } from '../../server/audit/command.js';
+import { exportLog } from '../../server/audit/export.js';
+import { RelayClient } from '../../server/audit/relay-client.js';
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import type { TestDevice } from '../helpers/device.js';
 import { killAllRelays, makeTempDir, runCli } from '../helpers/relay.js';
@@ -176,6 +178,13 @@ describe('hermetic audit', () => {
     const [pv, rv] = await Promise.all([verify(['--in', partyDir, '--key', id.verifier.toString()]), verify(['--in', rangeDir, '--key', id.verifier.toString()])]);
     expect([pv.code, pv.report!.receipts.verified]).toEqual([0, 1]);
     expect([rv.code, rv.report!.receipts.verified]).toEqual([0, 2]);
+    // A time range, in process: receipts submitted at or after the third one's time.
+    const since = all[2]!.submittedAt as number;
+    const timeDir = path.join(makeTempDir('hermetic-audit-'), 'time');
+    const byTime = await exportLog({ client: new RelayClient(world.relay.baseUrl, auditorToken), out: timeDir, range: { from: { time: since } } });
+    expect(byTime.auditor).toBe(true);
+    expect(byTime.manifest.range).toEqual({ from: { time: since } });
+    expect(readLines(path.join(timeDir, 'receipts.jsonl')).map((l) => l.index)).toEqual(all.filter((l) => l.submittedAt >= since).map((l) => l.index));
     // An export never overwrites.
     const again = await runCli(['audit', 'export', '--relay', world.relay.baseUrl, '--token', auditorToken, '--out', partyDir], {});
     expect(again.code).toBe(1);

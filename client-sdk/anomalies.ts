@@ -33,6 +33,9 @@ interface Hole {
   at: number;
   afterSeq: number;
   beforeSeq: number;
+  /** Flagged as a GAP already: kept, so that what fills it late is REORDERED (not a
+   * REPLAY), but never flagged again. */
+  reported?: boolean;
 }
 
 interface ConversationState {
@@ -125,12 +128,17 @@ export class Anomalies {
       seq: number;
       senderKey: string;
       sentAt: number;
+      storedAt: number;
       expiresAt: number;
+      /** When this device's current connection came up (ms). */
+      connectedAt: number;
       now: number;
     },
   ): Promise<ReceiptFlag[]> {
     const flags: ReceiptFlag[] = [];
-    if (m.now - m.sentAt > this.policy.lateAfterMs) flags.push('LATE');
+    // The delivery leg only: from when the relay could have delivered it (stored, and this
+    // device connected) to now. Time the recipient spent offline is not lateness.
+    if (m.now - Math.max(m.storedAt, m.connectedAt) > this.policy.lateAfterMs) flags.push('LATE');
     if (m.sentAt - m.now > this.policy.clockSkewMs) flags.push('CLOCK_SKEW');
     // The relay's clock sets the expiry: allow it the same skew as a sender's.
     if (m.expiresAt + this.policy.clockSkewMs < m.now) flags.push('EXPIRED');
@@ -160,7 +168,7 @@ export class Anomalies {
     }
     s.key = m.senderKey;
     tx.put(NS.conversations, key, encodeRecord(s));
-    if (s.holes.length > 0) tx.put(NS.conversations, holeIndexKey(key), new Uint8Array(0));
+    if (s.holes.some((h) => h.reported !== true)) tx.put(NS.conversations, holeIndexKey(key), new Uint8Array(0));
     else if (hadHoles) tx.delete(NS.conversations, holeIndexKey(key));
     return flags;
   }
@@ -174,16 +182,29 @@ export class Anomalies {
     const mraw = await tx.get(NS.conversations, MAILBOX_KEY);
     const mailbox = mraw ? decodeRecord<MailboxState>(mraw) : undefined;
     const expired = mailbox?.expired ?? [];
-    const due = (h: Hole) => now - h.at >= this.policy.gapWindowMs;
-    if (mailbox && mailbox.holes.length > 0) {
+    const due = (h: Hole) => h.reported !== true && now - h.at >= this.policy.gapWindowMs;
+    /** Flags what is due (marking it reported), forgets what an expiry explains; whether anything changed. */
+    const settle = (holes: Hole[], report: (h: Hole) => void): { holes: Hole[]; changed: boolean } => {
+      let changed = false;
       const keep: Hole[] = [];
-      for (const h of mailbox.holes) {
-        if (explained(h, expired)) continue;
-        if (due(h)) out.push({ kind: 'mailbox', ...h, seenAt: h.at });
-        else keep.push(h);
+      for (const h of holes) {
+        if (h.reported !== true && explained(h, expired)) {
+          changed = true;
+          continue;
+        }
+        if (due(h)) {
+          report(h);
+          h.reported = true;
+          changed = true;
+        }
+        keep.push(h);
       }
-      if (keep.length !== mailbox.holes.length) {
-        mailbox.holes = keep;
+      return { holes: keep, changed };
+    };
+    if (mailbox && mailbox.holes.length > 0) {
+      const r = settle(mailbox.holes, (h) => out.push({ kind: 'mailbox', from: h.from, to: h.to, seenAt: h.at, afterSeq: h.afterSeq, beforeSeq: h.beforeSeq }));
+      if (r.changed) {
+        mailbox.holes = r.holes;
         tx.put(NS.conversations, MAILBOX_KEY, encodeRecord(mailbox));
       }
     }
@@ -196,17 +217,13 @@ export class Anomalies {
       }
       const s = decodeRecord<ConversationState>(raw);
       const [senderUserId, senderDeviceId, conversation] = key.slice(2).split(' ') as [string, string, string];
-      const keep: Hole[] = [];
-      for (const h of s.holes) {
-        if (explained(h, expired)) continue;
-        if (due(h)) out.push({ kind: 'conversation', senderUserId, senderDeviceId, conversation, ...h, seenAt: h.at });
-        else keep.push(h);
-      }
-      if (keep.length !== s.holes.length) {
-        s.holes = keep;
+      const r = settle(s.holes, (h) => out.push({ kind: 'conversation', senderUserId, senderDeviceId, conversation, from: h.from, to: h.to, seenAt: h.at, afterSeq: h.afterSeq, beforeSeq: h.beforeSeq }));
+      if (r.changed) {
+        s.holes = r.holes;
         tx.put(NS.conversations, key, encodeRecord(s));
-        if (keep.length === 0) tx.delete(NS.conversations, indexKey);
       }
+      // Only reported holes left: nothing more to check for this conversation.
+      if (s.holes.every((h) => h.reported === true)) tx.delete(NS.conversations, indexKey);
     }
     return out;
   }
@@ -219,7 +236,7 @@ export class Anomalies {
     holes.push(h);
     while (holes.length > MAX_TRACKED_HOLES) {
       const [a, b] = holes as [Hole, Hole];
-      holes.splice(0, 2, { from: a.from, to: b.to, at: 0, afterSeq: a.afterSeq, beforeSeq: b.beforeSeq });
+      holes.splice(0, 2, { from: a.from, to: b.to, at: 0, afterSeq: a.afterSeq, beforeSeq: b.beforeSeq, reported: a.reported === true && b.reported === true });
     }
   }
 }

@@ -135,6 +135,14 @@ export interface ClientOptions {
   readonly receipts?: ReceiptPolicy | undefined;
 }
 
+/** A failure that may pass: the relay unreachable, or a refusal its code says to retry. */
+function passing(err: unknown): boolean {
+  if (!(err instanceof SdkError)) return false;
+  if (err.code === 'NETWORK_ERROR') return true;
+  if (err.code !== 'RELAY_ERROR') return false;
+  return err.relayCode === undefined || (ERROR_CODES as Record<string, { retry: boolean } | undefined>)[err.relayCode]?.retry === true;
+}
+
 /** The next message number of `conversation` (1, 2, ...), in the sealing transaction. */
 async function nextNumber(tx: StoreTx, conversation: string): Promise<number> {
   const key = `n:${conversation}`;
@@ -267,6 +275,7 @@ export class HermeticClient {
   #sweepTimer: ReturnType<Clock['setTimeout']> | undefined;
   #flushing: Promise<void> = Promise.resolve();
   #logging = false;
+  #connectedAt = 0;
   #sweeping = false;
   #logRetryAt = 0;
   /** Signed events are signed one at a time, so each source's chain has no fork. */
@@ -330,6 +339,7 @@ export class HermeticClient {
           this.#setState({ state, reason, detail });
         },
         onOnline: () => {
+          this.#connectedAt = this.#clock.now();
           this.#inbox.reset();
           void this.#maintain();
           void this.#pruneSeen();
@@ -353,7 +363,7 @@ export class HermeticClient {
       (info) => this.#events.emit('sent', info),
       (_entry, err) => this.#events.emit('error', err),
       (tx, entry, storedAt) => {
-        if (!entry.noReceipt && this.#receipts.policy.expect) this.#receipts.awaitReceipts(tx, { envelopeId: entry.envelopeId, recipient: entry.recipient, messageId: entry.messageId, targets: entry.targets, log: entry.logReceipt === true }, storedAt, this.#clock.now());
+        if (!entry.noReceipt && this.#receipts.policy.expect) this.#receipts.awaitReceipts(tx, { envelopeId: entry.envelopeId, recipient: entry.recipient, messageId: entry.messageId, targets: entry.targets, log: entry.logReceipt === true, ttlSeconds: entry.ttlSeconds }, storedAt, this.#clock.now());
       },
     );
     this.#inbox = new Inbox({
@@ -367,6 +377,7 @@ export class HermeticClient {
       events: this.#events2,
       backend: this.#backend,
       now: () => this.#clock.now(),
+      connectedAt: () => this.#connectedAt,
       userId: this.userId,
       deviceId: this.deviceId,
       ack: (seq) => this.#connection.ack(seq),
@@ -583,7 +594,7 @@ export class HermeticClient {
         // Once in the outbox, it is sent when possible (and kept across restarts).
         await this.#sendPayload(g.userId, payload, { copyToOwnDevices: false, noReceipt: true, queued: true, inTx: settle });
       } catch (err) {
-        if (err instanceof SdkError && (err.code === 'NETWORK_ERROR' || err.code === 'RELAY_ERROR')) {
+        if (passing(err)) {
           retry = true;
           continue;
         }
@@ -664,18 +675,19 @@ export class HermeticClient {
         try {
           indexes = await this.#http.submitReceipts(jws);
         } catch (err) {
-          const relayCode = err instanceof SdkError ? err.relayCode : undefined;
-          const retryable = relayCode === undefined ? true : (ERROR_CODES as Record<string, { retry: boolean } | undefined>)[relayCode]?.retry !== false;
-          if (retryable) {
+          if (passing(err)) {
             // As soon as a rate limit allows, else after LOG_RETRY_MS.
             const after = err instanceof SdkError && typeof err.details?.retryAfterMs === 'number' ? Math.min(LOG_RETRY_MS, Math.max(10, err.details.retryAfterMs)) : LOG_RETRY_MS;
             this.#logRetryAt = this.#clock.now() + after;
             this.#clock.setTimeout(() => void this.#submitLog(), after);
             return;
           }
-          // Refused for good (the log does not take it): dropped, and said.
+          // Refused for good. The relay names the receipt it refused: only that one is
+          // dropped (and said), the rest go again; without a name, the whole batch goes.
+          const at = err instanceof SdkError ? err.details?.index : undefined;
+          const refused = typeof at === 'number' && Number.isInteger(at) && at >= 0 && at < queued.length ? [queued[at]!] : queued;
           await this.#db.run((tx) => {
-            for (const [k] of queued) tx.delete(NS.receipts, k);
+            for (const [k] of refused) tx.delete(NS.receipts, k);
           });
           this.#report(err);
           continue;
@@ -881,7 +893,7 @@ export class HermeticClient {
     checkId(userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
     if (typeof input !== 'object' || input === null) throw new SdkError('INVALID_ARGUMENT', 'an event is an object with id, type and data');
     const run = this.#eventChain.then(async () => {
-      const signed = await this.#db.run((tx) => this.#events2.sign(tx, input, this.#clock.now())).catch((err: unknown) => {
+      const signed = await this.#db.run((tx) => this.#events2.sign(tx, input, userId, this.#clock.now())).catch((err: unknown) => {
         if (err instanceof EvidenceError) throw new SdkError('INVALID_ARGUMENT', err.message, { cause: err });
         throw err;
       });

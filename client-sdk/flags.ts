@@ -88,8 +88,9 @@ export class FlagQueue {
   ) {}
 
   add(tx: StoreTx, flag: Flag): void {
-    const n = this.next() * 1000 + (this.#counter++ % 1000);
-    tx.put(NS.inbox, `f:${String(n).padStart(20, '0')}`, encodeRecord({ v: 1, flag } satisfies FlagRecord));
+    // Time, then a counter that never wraps in this run: keys are unique (a later flag
+    // never overwrites an earlier one) and sort in the order the flags were raised.
+    tx.put(NS.inbox, `f:${String(this.next()).padStart(16, '0')}:${String(this.#counter++).padStart(12, '0')}`, encodeRecord({ v: 1, flag } satisfies FlagRecord));
     this.added();
   }
 

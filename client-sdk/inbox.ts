@@ -69,6 +69,8 @@ export interface InboxContext {
   readonly events: SignedEvents;
   readonly backend: CryptoBackend;
   readonly now: () => number;
+  /** When the current connection came up (ms): delay before it is the recipient's being offline. */
+  readonly connectedAt: () => number;
   readonly userId: string;
   readonly deviceId: string;
   ack(seq: number): void;
@@ -97,6 +99,15 @@ type Opened =
   | { kind: 'flag'; flag: Flag; heal: boolean; reason: FlagCode; noReceipt: boolean }
   | { kind: 'handled'; flags: ReceiptFlag[]; number: number | undefined; sentAt: number; eventSha256: string | undefined; evidence: Record<string, unknown> }
   | { kind: 'receipt'; infos: ReceiptInfo[] };
+
+/**
+ * An error that a peer's (or the relay's) bytes can make a parser throw: the envelope is
+ * rejected and flagged. Store failures and the like are not: they fail the batch, which
+ * is delivered again.
+ */
+function isInputError(err: unknown): boolean {
+  return err instanceof EvidenceError || err instanceof CryptoError || err instanceof RangeError || err instanceof SyntaxError || err instanceof TypeError;
+}
 
 const RECEIPT_FLAG_SET = new Set<string>(RECEIPT_FLAGS);
 function isReceiptFlag(code: string): code is ReceiptFlag {
@@ -431,13 +442,23 @@ export class Inbox {
           seq: f.seq,
           senderKey,
           sentAt: payload.sentAt,
+          storedAt: f.storedAtMs,
           expiresAt: f.expiresAtMs,
+          connectedAt: this.c.connectedAt(),
           now,
         });
         const evidence: Record<string, unknown> = { sentAt: payload.sentAt, ...(payload.number === undefined ? {} : { number: payload.number }) };
         let eventSha256: string | undefined;
         if (payload.kind === 'event') {
-          const ev = await this.c.events.receive(tx, new TextDecoder().decode(payload.body), { userId: f.senderUserId, deviceId: f.senderDeviceId }, IdentityKey.fromBytes(device.identityKey, this.c.backend), now);
+          const conversation = payload.groupId !== undefined ? `g:${payload.groupId}` : `u:${payload.to ?? ''}`;
+          let ev;
+          try {
+            ev = await this.c.events.receive(tx, new TextDecoder().decode(payload.body), { userId: f.senderUserId, deviceId: f.senderDeviceId }, conversation, IdentityKey.fromBytes(device.identityKey, this.c.backend), now);
+          } catch (err) {
+            // Whatever a peer's bytes make a parser throw rejects this envelope; it never halts the inbox.
+            if (!isInputError(err)) throw err;
+            return rejected('BAD_SIGNATURE', `a signed event that cannot be read: ${(err as Error).message}`, false, { error: (err as { code?: string }).code ?? (err as Error).name });
+          }
           if (!ev.ok) return rejected('BAD_SIGNATURE', ev.detail, false, { error: ev.error });
           eventSha256 = ev.hash;
           flags.push(...(ev.flags as ReceiptFlag[]));
@@ -489,9 +510,10 @@ export class Inbox {
           const infos = await this.c.receipts.received(tx, payload.jws, from, IdentityKey.fromBytes(device.identityKey, this.c.backend), now);
           return { kind: 'receipt', infos };
         } catch (err) {
-          if (!(err instanceof EvidenceError)) throw err;
+          if (!isInputError(err)) throw err;
           // No receipt is ever sent for a receipt (that could go back and forth).
-          return rejected(err.code === 'BAD_SIGNATURE' ? 'BAD_SIGNATURE' : 'MALFORMED_ENVELOPE', `a receipt that does not verify: ${err.message}`, false, { error: err.code }, true);
+          const code = err instanceof EvidenceError ? err.code : (err as Error).name;
+          return rejected(code === 'BAD_SIGNATURE' ? 'BAD_SIGNATURE' : 'MALFORMED_ENVELOPE', `a receipt that does not verify: ${(err as Error).message}`, false, { error: code }, true);
         }
       }
     }

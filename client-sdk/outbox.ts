@@ -127,14 +127,24 @@ export class Outbox {
     if (online) this.pump();
   }
 
-  /** Sends entries in order, up to MAX_SENDS_IN_FLIGHT at once. */
+  /**
+   * Sends entries in order, up to MAX_SENDS_IN_FLIGHT at once. Per recipient the order
+   * holds: an entry waiting to be retried or repaired keeps the later ones to the same
+   * user back (they would arrive before it, out of order).
+   */
   pump(): void {
     if (!this.#online) return;
     const keys = [...this.#entries.keys()].sort();
+    const waiting = new Set<string>();
     for (const key of keys) {
       if (this.#inflight.size >= MAX_SENDS_IN_FLIGHT) return;
-      if (this.#sending.has(key) || this.#settling.has(key) || this.#repairing.has(key) || this.#held.has(key)) continue;
+      if (this.#sending.has(key) || this.#settling.has(key)) continue;
       const e = this.#entries.get(key) as OutboxEntry;
+      if (this.#repairing.has(key) || this.#held.has(key)) {
+        waiting.add(e.recipient);
+        continue;
+      }
+      if (waiting.has(e.recipient)) continue;
       if (this.#expired(e)) {
         this.#dropExpired(key, e);
         continue;

@@ -33,7 +33,8 @@ export interface ReceiptPolicy {
   /** Submit receipts to the relay's log: 'all' this device signs or gets back, or only
    * those for messages sent with `logReceipt` ('requested', the default). */
   readonly log?: 'all' | 'requested' | undefined;
-  /** A receipt not back within this after the relay stored the envelope is MISSING_RECEIPT (ms, default 1 h). */
+  /** A receipt not back within this after the relay stored the envelope is MISSING_RECEIPT (ms, default 24 h;
+   * a recipient offline that long causes it too, so set it to what your recipients' availability allows). */
   readonly deadlineMs?: number | undefined;
   /** Delivery slower than this (sender's clock to ours) is LATE (ms, default 10 min). */
   readonly lateAfterMs?: number | undefined;
@@ -51,7 +52,7 @@ export const RECEIPT_DEFAULTS: ResolvedReceiptPolicy = {
   send: true,
   expect: true,
   log: 'requested',
-  deadlineMs: 3600_000,
+  deadlineMs: 24 * 3600_000,
   lateAfterMs: 10 * 60_000,
   clockSkewMs: 2 * 60_000,
   gapWindowMs: 30_000,
@@ -90,6 +91,9 @@ export interface AwaitedRecord {
   readonly storedAt: number;
   readonly deadline: number;
   readonly log: boolean;
+  /** MISSING_RECEIPT was raised: kept (until `keepUntil`) so that a late receipt is still checked. */
+  readonly missing?: boolean | undefined;
+  readonly keepUntil?: number | undefined;
 }
 
 /** A receipt entry waiting to be signed (recipient side). */
@@ -110,6 +114,8 @@ export interface ReceiptInfo {
   readonly flags: readonly string[];
   /** Whether the ciphertext hash matches what this device sent. */
   readonly intact: boolean | undefined;
+  /** It came after MISSING_RECEIPT was raised for it. */
+  readonly late: boolean;
   readonly entry: ReceiptEntry;
   /** The signed receipt (one JWS may cover several entries). */
   readonly jws: string;
@@ -117,12 +123,17 @@ export interface ReceiptInfo {
 
 interface StoredReceipt {
   readonly v: 1;
+  readonly recipient: { readonly userId: string; readonly deviceId: string };
+  readonly late: boolean;
   readonly jwsKey: string;
   readonly index: number;
   readonly messageId: Uint8Array | undefined;
   readonly intact: boolean | undefined;
   readonly at: number;
 }
+
+/** How long past its last possible delivery an awaited record is kept after MISSING_RECEIPT. */
+const TOMBSTONE_SLACK_MS = 24 * 3600_000;
 
 /** Receipt entries kept for what this device sent (the oldest go first beyond it). */
 export const MAX_KEPT_RECEIPTS = 100_000;
@@ -153,14 +164,25 @@ export class Receipts {
   // -------------------------------------------------------------------------------
 
   /** The relay stored an envelope: await a receipt from each device it went to. */
-  awaitReceipts(tx: StoreTx, e: { envelopeId: Uint8Array; recipient: string; messageId: Uint8Array; targets: ReadonlyArray<{ deviceId: string; payload: Uint8Array }>; log: boolean }, storedAt: number, now: number): void {
+  awaitReceipts(tx: StoreTx, e: { envelopeId: Uint8Array; recipient: string; messageId: Uint8Array; targets: ReadonlyArray<{ deviceId: string; payload: Uint8Array }>; log: boolean; ttlSeconds: number }, storedAt: number, now: number): void {
     const env = encodeBase64url(e.envelopeId);
     let last: { payload: Uint8Array; hash: Uint8Array } | undefined;
     for (const t of e.targets) {
       // A group message has one ciphertext for every device: hash it once.
       const hash = last !== undefined && last.payload === t.payload ? last.hash : this.backend.sha256(t.payload);
       last = { payload: t.payload, hash };
-      const rec: AwaitedRecord = { v: 1, recipient: e.recipient, deviceId: t.deviceId, messageId: e.messageId, sha256: hash, storedAt, deadline: now + this.policy.deadlineMs, log: e.log || this.policy.log === 'all' };
+      const rec: AwaitedRecord = {
+        v: 1,
+        recipient: e.recipient,
+        deviceId: t.deviceId,
+        messageId: e.messageId,
+        sha256: hash,
+        storedAt,
+        deadline: now + this.policy.deadlineMs,
+        log: e.log || this.policy.log === 'all',
+        // A receipt can come as long as the relay may deliver the envelope.
+        keepUntil: now + Math.max(this.policy.deadlineMs, e.ttlSeconds * 1000) + TOMBSTONE_SLACK_MS,
+      };
       tx.put(NS.receipts, awaitedKey(env, t.deviceId), encodeRecord(rec));
     }
   }
@@ -188,29 +210,32 @@ export class Receipts {
       const ak = awaitedKey(entry.envelopeId, rec.device);
       const raw = await tx.get(NS.receipts, ak);
       const awaited = raw === undefined ? undefined : decodeRecord<AwaitedRecord>(raw);
-      const ours = awaited !== undefined && awaited.recipient === rec.user;
-      const intact = ours ? encodeBase64url(awaited.sha256) === entry.sha256 : undefined;
-      if (ours) {
-        tx.delete(NS.receipts, ak);
-        if (awaited.log) log = true;
-      }
+      // Only entries about envelopes this device sent to that device count: anything else
+      // (unknown ids, another user's) is ignored, so a receipt can neither raise flags nor
+      // push genuine receipts out of the store.
+      if (awaited === undefined || awaited.recipient !== rec.user) continue;
+      const intact = encodeBase64url(awaited.sha256) === entry.sha256;
+      const late = awaited.missing === true;
+      tx.delete(NS.receipts, ak);
+      if (awaited.log) log = true;
       const flags: string[] = [...entry.flags];
-      const evidence = { envelopeId: entry.envelopeId, reportedBy: { userId: rec.user, deviceId: rec.device }, entry };
-      if (intact === false) {
+      const evidence = { envelopeId: entry.envelopeId, reportedBy: { userId: rec.user, deviceId: rec.device }, entry, ...(late ? { afterDeadline: true } : {}) };
+      if (!intact) {
         flags.push('TAMPERED');
-        this.#flag(tx, 'TAMPERED', rec.user, rec.device, entry, now, `the recipient received other bytes than this device sent (SHA-256 ${entry.sha256}, sent ${encodeBase64url(awaited!.sha256)})`, { ...evidence, sentSha256: encodeBase64url(awaited!.sha256), receivedSha256: entry.sha256 });
+        this.#flag(tx, 'TAMPERED', rec.user, rec.device, entry, now, `the recipient received other bytes than this device sent (SHA-256 ${entry.sha256}, sent ${encodeBase64url(awaited.sha256)})`, { ...evidence, sentSha256: encodeBase64url(awaited.sha256), receivedSha256: entry.sha256 });
       }
       for (const f of entry.flags) this.#flag(tx, f, rec.user, rec.device, entry, now, `${rec.user}/${rec.device} reported ${f} for envelope ${entry.envelopeId} in its signed receipt`, evidence);
-      tx.put(NS.receipts, rk, encodeRecord({ v: 1, jwsKey, index, messageId: awaited?.messageId, intact, at: now } satisfies StoredReceipt));
+      tx.put(NS.receipts, rk, encodeRecord({ v: 1, recipient: { userId: rec.user, deviceId: rec.device }, late, jwsKey, index, messageId: awaited.messageId, intact, at: now } satisfies StoredReceipt));
       keep = true;
       out.push({
         envelopeId: entry.envelopeId,
-        messageId: awaited ? encodeBase64url(awaited.messageId) : undefined,
+        messageId: encodeBase64url(awaited.messageId),
         recipient: { userId: rec.user, deviceId: rec.device },
         disposition: entry.disposition,
         reason: entry.reason,
         flags,
         intact,
+        late,
         entry,
         jws,
       });
@@ -220,11 +245,20 @@ export class Receipts {
     return out;
   }
 
-  /** Awaited receipts past their deadline: MISSING_RECEIPT each. Returns how many. */
+  /**
+   * Awaited receipts past their deadline: MISSING_RECEIPT each, once. The record stays (a
+   * tombstone with the hash) until the envelope could no longer be delivered, so a late
+   * receipt is still checked (TAMPERED cannot be hidden by holding receipts back).
+   * Returns how many flags it raised.
+   */
   async sweepMissing(tx: StoreTx, now: number): Promise<number> {
     let n = 0;
     for (const [k, raw] of await tx.list(NS.receipts, 'a:')) {
       const a = decodeRecord<AwaitedRecord>(raw);
+      if (a.missing === true) {
+        if ((a.keepUntil ?? 0) <= now) tx.delete(NS.receipts, k);
+        continue;
+      }
       if (a.deadline > now) continue;
       const envelopeId = k.slice(2, k.lastIndexOf(':'));
       this.flags.add(tx, {
@@ -236,7 +270,7 @@ export class Receipts {
         detail: `no receipt from ${a.recipient}/${a.deviceId} for envelope ${envelopeId} within ${this.policy.deadlineMs} ms of the relay storing it`,
         evidence: { envelopeId, messageId: encodeBase64url(a.messageId), storedAt: a.storedAt, deadline: a.deadline, sha256: encodeBase64url(a.sha256) },
       });
-      tx.delete(NS.receipts, k);
+      tx.put(NS.receipts, k, encodeRecord({ ...a, missing: true } satisfies AwaitedRecord));
       n++;
     }
     return n;
@@ -259,8 +293,7 @@ export class Receipts {
       if (jws === undefined) continue;
       // Kept receipts were verified when they came; here they are only read back.
       const entry = (JSON.parse(decoder.decode(decodeBase64url(jws.split('.')[1] as string) as Uint8Array)) as { entries: ReceiptEntry[] }).entries[s.index] as ReceiptEntry;
-      const [userId, deviceId] = k.slice(k.lastIndexOf(':') + 1).split(' ') as [string, string];
-      out.push({ envelopeId: entry.envelopeId, messageId, recipient: { userId, deviceId }, disposition: entry.disposition, reason: entry.reason, flags: [...entry.flags, ...(s.intact === false ? ['TAMPERED'] : [])], intact: s.intact, entry, jws });
+      out.push({ envelopeId: entry.envelopeId, messageId, recipient: s.recipient, disposition: entry.disposition, reason: entry.reason, flags: [...entry.flags, ...(s.intact === false ? ['TAMPERED'] : [])], intact: s.intact, late: s.late, entry, jws });
     }
     return out;
   }

@@ -1,21 +1,25 @@
 /**
  * Signed events in the SDK (the format is crypto/evidence/event.ts).
  *
- * Sending: each (this device, source) has a hash chain — sequence n+1 names the SHA-256
- * of event n's JWS — kept in the store and advanced in the same transaction that puts
- * the event in the outbox, so the chain the receivers see has no hole of our making.
+ * Sending: each (this device, source, recipient user) has a hash chain — sequence n+1
+ * names the SHA-256 of event n's JWS — kept in the store and advanced in the same
+ * transaction that puts the event in the outbox, so the chain each recipient sees has no
+ * hole of our making (events of one source to other users are other chains).
  *
  * Receiving: the JWS is verified with the sending device's verified identity key and must
- * name that device as its signer; the chain per (sender device, source) is checked (a
- * jump is a GAP, a previous hash that does not match is EVENT_CHAIN_BROKEN); and
- * (source, id) is an idempotency key: the same event again is not offered twice, the same
- * key with other content is EVENT_ID_REUSED. The JWS is kept verbatim with the message.
+ * name that device as its signer; the chain per (sender device, source, conversation) is
+ * checked (a jump is a GAP, a previous hash that does not match is EVENT_CHAIN_BROKEN);
+ * and (signer user, source, id) is an idempotency key: the same event again (its content
+ * compared in canonical JSON) is not offered twice, the same key with other content is
+ * EVENT_ID_REUSED. One user's events never collide with another's: `source` is the
+ * signer's own name for it. The JWS is kept verbatim with the message.
  */
 import { EvidenceError } from '../crypto/evidence/errors.js';
 import { type EventInput, type SignedEvent, eventHash, signEvent, validateEvent, verifyEvent } from '../crypto/evidence/event.js';
 import type { IdentityKey, IdentityKeyPair } from '../crypto/identity/identity-key.js';
 import type { CryptoBackend } from '../crypto/primitives/backend.js';
 import { encodeBase64url } from '../protocol/base64url.js';
+import { canonicalJson } from '../crypto/evidence/json.js';
 import type { FlagCode } from './flags.js';
 import { NS, type StoreTx, decodeRecord, encodeRecord } from './stores/store.js';
 
@@ -23,6 +27,8 @@ interface ChainState {
   v: 1;
   seq: number;
   hash: string;
+  /** When it last moved (for pruning; absent in records of earlier versions). */
+  at?: number;
 }
 
 interface SeenEvent {
@@ -60,9 +66,9 @@ export class SignedEvents {
    * advances the chain; call it in the transaction that stores the event for sending.
    * Throws EvidenceError INVALID_EVENT for input off the schema.
    */
-  async sign(tx: StoreTx, input: EventInput, now: number): Promise<{ jws: string; event: SignedEvent; commit: (tx: StoreTx) => void }> {
+  async sign(tx: StoreTx, input: EventInput, to: string, now: number): Promise<{ jws: string; event: SignedEvent; commit: (tx: StoreTx) => void }> {
     const source = input.source ?? this.defaultSource;
-    const key = `o:${this.#digest(source)}`;
+    const key = `o:${this.#digest(`${source}\u0000${to}`)}`;
     const raw = await tx.get(NS.events, key);
     const prev = raw ? decodeRecord<ChainState>(raw) : undefined;
     const event = validateEvent({
@@ -81,11 +87,11 @@ export class SignedEvents {
     });
     const jws = signEvent(this.identity, event, this.backend);
     const hash = eventHash(jws, this.backend);
-    return { jws, event, commit: (t) => t.put(NS.events, key, encodeRecord({ v: 1, seq: event.sequence, hash } satisfies ChainState)) };
+    return { jws, event, commit: (t) => t.put(NS.events, key, encodeRecord({ v: 1, seq: event.sequence, hash, at: now } satisfies ChainState)) };
   }
 
   /** A signed event from `from`, whose verified identity key is `key`. */
-  async receive(tx: StoreTx, jws: string, from: { userId: string; deviceId: string }, key: IdentityKey, now: number): Promise<ReceivedEvent> {
+  async receive(tx: StoreTx, jws: string, from: { userId: string; deviceId: string }, conversation: string, key: IdentityKey, now: number): Promise<ReceivedEvent> {
     let event: SignedEvent;
     try {
       event = verifyEvent(jws, key, this.backend).event;
@@ -100,7 +106,7 @@ export class SignedEvents {
     const flags: FlagCode[] = [];
     const evidence: Record<string, unknown> = { source: event.source, id: event.id, sequence: event.sequence, eventSha256: hash };
     // The chain of this device and source.
-    const chainKey = `c:${from.userId} ${from.deviceId} ${this.#digest(event.source)}`;
+    const chainKey = `c:${from.userId} ${from.deviceId} ${this.#digest(`${event.source}\u0000${conversation}`)}`;
     const raw = await tx.get(NS.events, chainKey);
     const prev = raw ? decodeRecord<ChainState>(raw) : undefined;
     if (prev !== undefined) {
@@ -113,10 +119,10 @@ export class SignedEvents {
         evidence.missing = { from: prev.seq + 1, to: event.sequence - 1 };
       }
     }
-    if (prev === undefined || event.sequence > prev.seq) tx.put(NS.events, chainKey, encodeRecord({ v: 1, seq: event.sequence, hash } satisfies ChainState));
-    // The idempotency key.
-    const seenKey = `d:${this.#digest(`${event.source}\u0000${event.id}`)}`;
-    const content = this.#digest(JSON.stringify([event.type, event.subject ?? null, event.data]));
+    if (prev === undefined || event.sequence > prev.seq) tx.put(NS.events, chainKey, encodeRecord({ v: 1, seq: event.sequence, hash, at: now } satisfies ChainState));
+    // The idempotency key: the signer's user, its source, its id.
+    const seenKey = `d:${this.#digest(`${from.userId}\u0000${event.source}\u0000${event.id}`)}`;
+    const content = this.#digest(canonicalJson([event.type, event.subject ?? null, event.data]));
     const seenRaw = await tx.get(NS.events, seenKey);
     const seen = seenRaw ? decodeRecord<SeenEvent>(seenRaw) : undefined;
     let duplicate = false;
@@ -132,12 +138,14 @@ export class SignedEvents {
     return { ok: true, event, hash, flags, duplicate, evidence };
   }
 
-  /** Forgets idempotency keys older than `cutoff` (ms), and the oldest beyond `max`. */
+  /** Forgets idempotency keys and others' chains older than `cutoff` (ms), and the oldest beyond `max`. */
   async prune(tx: StoreTx, cutoff: number, max: number): Promise<void> {
-    const rows = (await tx.list(NS.events, 'd:')).map(([k, v]) => ({ k, at: decodeRecord<SeenEvent>(v).at })).sort((a, b) => a.at - b.at);
-    const excess = rows.length - max;
-    rows.forEach((r, i) => {
-      if (r.at < cutoff || i < excess) tx.delete(NS.events, r.k);
-    });
+    for (const prefix of ['d:', 'c:']) {
+      const rows = (await tx.list(NS.events, prefix)).map(([k, v]) => ({ k, at: decodeRecord<{ at?: number }>(v).at ?? 0 })).sort((a, b) => a.at - b.at);
+      const excess = rows.length - max;
+      rows.forEach((r, i) => {
+        if (r.at < cutoff || i < excess) tx.delete(NS.events, r.k);
+      });
+    }
   }
 }

@@ -6,6 +6,8 @@
 import { pino, type Logger } from 'pino';
 
 export const REDACTED_PATHS = [
+  'signerKey',
+  '*.signerKey',
   'token',
   '*.token',
   'authorization',

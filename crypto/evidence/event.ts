@@ -21,6 +21,7 @@ import { defaultBackend } from '../primitives/index.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { DEVICE_ID_PATTERN, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
 import { EvidenceError } from './errors.js';
+import { MAX_JSON_DEPTH } from './json.js';
 import { type ParsedJws, jsonPayload, parseJws, signJws, verifyParsedJws } from './jws.js';
 
 export const EVENT_TYP = 'hermetic-event+jws';
@@ -64,6 +65,22 @@ function fail(detail: string): never {
   throw new EvidenceError('INVALID_EVENT', `event: ${detail}`);
 }
 
+/** Whether arrays/objects in `v` nest deeper than `max` (an iterative walk; cycles count as too deep). */
+function depthExceeds(v: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[v, 0]];
+  let visited = 0;
+  while (stack.length > 0) {
+    const [x, d] = stack.pop() as [unknown, number];
+    if (x === null || typeof x !== 'object') continue;
+    if (d >= max || ++visited > MAX_EVENT_NODES) return true;
+    for (const child of Array.isArray(x) ? x : Object.values(x as Record<string, unknown>)) stack.push([child, d + 1]);
+  }
+  return false;
+}
+
+/** Arrays and objects in one event's data (an event is at most MAX_EVENT_JWS_BYTES anyway). */
+const MAX_EVENT_NODES = 65_536;
+
 function attribute(v: unknown, what: string, optional = false): string | undefined {
   if (v === undefined && optional) return undefined;
   // Printable, no control characters: attributes show up in logs and reports.
@@ -81,6 +98,8 @@ export function validateEvent(v: unknown): SignedEvent {
   if (o.specversion !== '1.0') fail('specversion must be "1.0"');
   if (o.datacontenttype !== 'application/json') fail('datacontenttype must be "application/json"');
   if (!('data' in o)) fail('data is missing');
+  // Also for an event built in code (not parsed): data is walked later (hashing, canonical form).
+  if (depthExceeds(o.data, MAX_JSON_DEPTH)) fail(`data is nested deeper than ${MAX_JSON_DEPTH}`);
   const time = attribute(o.time, 'time')!;
   if (!RFC3339.test(time) || Number.isNaN(Date.parse(time))) fail('time is not an RFC 3339 date-time');
   const sequence = o.sequence;
@@ -117,7 +136,8 @@ export function eventHash(jws: string, backend: CryptoBackend = defaultBackend):
 
 /** Signs an event (checked against the schema first). */
 export function signEvent(signer: IdentityKeyPair, event: SignedEvent, backend: CryptoBackend = defaultBackend): string {
-  const checked = validateEvent(JSON.parse(JSON.stringify(event)));
+  // Checked as given (bounded depth) and again as JSON will carry it (undefined members gone).
+  const checked = validateEvent(JSON.parse(JSON.stringify(validateEvent(event))));
   const jws = signJws(signer, EVENT_TYP, encoder.encode(JSON.stringify(checked)), backend);
   if (jws.length > MAX_EVENT_JWS_BYTES) fail(`longer than ${MAX_EVENT_JWS_BYTES} bytes signed`);
   return jws;

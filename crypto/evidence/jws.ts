@@ -18,6 +18,7 @@ import type { CryptoBackend } from '../primitives/backend.js';
 import { defaultBackend } from '../primitives/index.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { EvidenceError } from './errors.js';
+import { jsonProblem } from './json.js';
 
 /** An Ed25519 public key as a JWK (RFC 8037 §2). */
 export interface OkpJwk {
@@ -110,11 +111,15 @@ export function parseJws(jws: string, typ: string, maxBytes: number): ParsedJws 
   if (headerBytes === undefined || payload === undefined || signature === undefined) throw new EvidenceError('INVALID_JWS', 'a JWS part is not canonical base64url');
   if (signature.length !== 64) throw new EvidenceError('INVALID_JWS', 'an EdDSA signature is 64 bytes');
   let header: unknown;
+  let headerText: string;
   try {
-    header = JSON.parse(decoder.decode(headerBytes));
+    headerText = decoder.decode(headerBytes);
+    header = JSON.parse(headerText);
   } catch {
     throw new EvidenceError('INVALID_JWS', 'the JWS header is not JSON');
   }
+  const problem = jsonProblem(headerText, 1);
+  if (problem !== undefined) throw new EvidenceError('INVALID_JWS', `the JWS header: ${problem}`);
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new EvidenceError('INVALID_JWS', 'the JWS header is not a JSON object');
   const hd = header as Record<string, unknown>;
   const members = Object.keys(hd).sort();
@@ -143,11 +148,16 @@ export function verifyJws(jws: string, typ: string, key: IdentityKey, maxBytes: 
 /** The JSON payload of a JWS, as a plain object (INVALID_* per `code` when it is not one). */
 export function jsonPayload(parsed: ParsedJws, code: 'INVALID_RECEIPT' | 'INVALID_EVENT'): Record<string, unknown> {
   let v: unknown;
+  let text: string;
   try {
-    v = JSON.parse(decoder.decode(parsed.payload));
+    text = decoder.decode(parsed.payload);
+    v = JSON.parse(text);
   } catch {
     throw new EvidenceError(code, 'the payload is not JSON');
   }
+  // One reading only: no member twice, and no nesting deep enough to hurt a reader.
+  const problem = jsonProblem(text);
+  if (problem !== undefined) throw new EvidenceError(code, `the payload: ${problem}`);
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new EvidenceError(code, 'the payload is not a JSON object');
   return v as Record<string, unknown>;
 }

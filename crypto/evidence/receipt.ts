@@ -157,7 +157,7 @@ const PAYLOAD_MEMBERS = new Set(['v', 'recipient', 'issuedAt', 'entries']);
 export function validateReceiptPayload(v: unknown): ReceiptPayload {
   const o = object(v, 'the payload');
   onlyMembers(o, PAYLOAD_MEMBERS, 'the payload');
-  if (o.v !== RECEIPT_VERSION) fail(`version ${String(o.v).slice(0, 16)} is not supported`);
+  if (o.v !== RECEIPT_VERSION) fail(`version ${typeof o.v === 'number' ? o.v : typeof o.v} is not supported`);
   if (!Array.isArray(o.entries) || o.entries.length === 0 || o.entries.length > MAX_RECEIPT_ENTRIES) fail(`entries must be a list of 1..${MAX_RECEIPT_ENTRIES}`);
   const entries = o.entries.map(entry);
   if (new Set(entries.map((e) => `${e.sender.user} ${e.sender.device} ${e.envelopeId}`)).size !== entries.length) fail('an envelope is listed twice');
@@ -166,7 +166,7 @@ export function validateReceiptPayload(v: unknown): ReceiptPayload {
 
 /** Signs a receipt (after checking it against the schema, so we never sign one that others refuse). */
 export function signReceipt(signer: IdentityKeyPair, payload: ReceiptPayload, backend: CryptoBackend = defaultBackend): string {
-  const checked = validateReceiptPayload(JSON.parse(JSON.stringify(payload)));
+  const checked = validateReceiptPayload(JSON.parse(JSON.stringify(validateReceiptPayload(payload))));
   const jws = signJws(signer, RECEIPT_TYP, encoder.encode(JSON.stringify(checked)), backend);
   if (jws.length > MAX_RECEIPT_JWS_BYTES) throw new EvidenceError('INVALID_RECEIPT', `receipt: longer than ${MAX_RECEIPT_JWS_BYTES} bytes`);
   return jws;

@@ -164,6 +164,19 @@ describe('evidence JWS strictness', () => {
     expect(code(() => signReceipt(pair, receipt({ entries: [] })))).toBe('INVALID_RECEIPT');
   });
 
+  it('reads JSON one way only: a member twice, or nesting past the bound, is refused (never a stack overflow)', () => {
+    const text = JSON.stringify(receipt());
+    const twice = text.replace('"issuedAt":', '"issuedAt":1,"issuedAt":');
+    expect(code(() => verifyReceipt(resigned(h, encodeBase64url(enc.encode(twice))), pair.publicKey))).toBe('INVALID_RECEIPT');
+    const dupHeader = encodeBase64url(enc.encode(`{"alg":"EdDSA","typ":"${RECEIPT_TYP}","kid":"${kid}","kid":"${kid}"}`));
+    expect(code(() => verifyReceipt(resigned(dupHeader), pair.publicKey))).toBe('INVALID_JWS');
+    const deep = `{"v":${'['.repeat(15_000)}${']'.repeat(15_000)}}`;
+    expect(code(() => verifyReceipt(resigned(h, encodeBase64url(enc.encode(deep))), pair.publicKey))).toBe('INVALID_RECEIPT');
+    // Escaped member names are compared decoded.
+    const escaped = text.replace('"issuedAt":', '"issuedAt":1,"issued\\u0041t":').replace('issued\\u0041t', 'issuedA\\u0074');
+    expect(code(() => verifyReceipt(resigned(h, encodeBase64url(enc.encode(escaped))), pair.publicKey))).toBe('INVALID_RECEIPT');
+  });
+
   it('never takes the key from the message, and refuses private JWKs as public keys', () => {
     expect(parseReceipt(good).parsed.header.kid).toBe(kid);
     expect(code(() => identityKeyFromJwk({ ...identityJwk(pair.publicKey), d: 'AAAA' }))).toBe('INVALID_JWS');

@@ -11,13 +11,27 @@ export const REPORT_FORMAT = 'hermetic-audit-report';
 export const REPORT_VERSION = 1;
 
 /**
- * Kinds of failure: the evidence error codes, and
+ * Kinds of failure (docs/AUDIT.md "Failure kinds"): the evidence error codes the checks
+ * raise, and
  *   FORK           two signed checkpoints that are not one append-only history
  *   MISSING_KEY    no key for a receipt's recipient device, so its signature is unchecked
  *   NO_CHECKPOINT  no checkpoint verified, so no inclusion could be checked
  *   RELAY_ERROR    the relay did not answer, answered an error, or answered malformed data
  */
-export type FailureKind = EvidenceErrorCode | 'FORK' | 'MISSING_KEY' | 'NO_CHECKPOINT' | 'RELAY_ERROR';
+export const FAILURE_KINDS = [
+  'BAD_SIGNATURE',
+  'INVALID_NOTE',
+  'INVALID_CHECKPOINT',
+  'INVALID_PROOF',
+  'INVALID_JWS',
+  'INVALID_RECEIPT',
+  'INVALID_EXPORT',
+  'FORK',
+  'MISSING_KEY',
+  'NO_CHECKPOINT',
+  'RELAY_ERROR',
+] as const satisfies ReadonlyArray<EvidenceErrorCode | 'FORK' | 'MISSING_KEY' | 'NO_CHECKPOINT' | 'RELAY_ERROR'>;
+export type FailureKind = (typeof FAILURE_KINDS)[number];
 
 export interface CheckpointEvidence {
   readonly size: number;

@@ -24,7 +24,7 @@ import { NoteVerifier } from '../../crypto/tlog/note.js';
 import { mapLimited } from './export.js';
 import { RELAY_CONCURRENCY } from './limits.js';
 import { RelayAnswerError } from './relay-client.js';
-import { type AuditReport, type CheckpointEvidence, type Failure, type FailureKind, addFailure, addWarning, newReport } from './report.js';
+import { type AuditReport, type CheckpointEvidence, FAILURE_KINDS, type Failure, type FailureKind, addFailure, addWarning, newReport } from './report.js';
 import type { AuditSource, SourceReceipt } from './source.js';
 import type { AuditState } from './state.js';
 
@@ -50,7 +50,8 @@ const encoder = new TextEncoder();
 
 /** The failure kind for anything a check threw. */
 function kindOf(err: unknown): FailureKind {
-  if (err instanceof EvidenceError) return err.code;
+  // Every evidence code the checks here can raise is a kind; any other is the input's fault.
+  if (err instanceof EvidenceError) return (FAILURE_KINDS as readonly string[]).includes(err.code) ? (err.code as FailureKind) : 'INVALID_EXPORT';
   if (err instanceof RelayAnswerError) return 'RELAY_ERROR';
   throw err;
 }

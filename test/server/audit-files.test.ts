@@ -2,7 +2,7 @@
  * The audit export's file readers, in process: a line over its limit is refused without
  * being kept and the next line still read; a truncated last line, a missing file, a
  * file over its size limit and unknown members are INVALID_EXPORT; the writer's digest
- * is the reader's.
+ * is the reader's; docs/AUDIT.md lists the failure kinds the code has.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import { EvidenceError } from '../../crypto/evidence/errors.js';
 import { decodeAt, decodeManifest, decodeReceiptLine } from '../../server/audit/format.js';
 import { JsonlReader, JsonlWriter, readJsonFile } from '../../server/audit/jsonl.js';
 import { MAX_EXPORT_LINE_BYTES } from '../../server/audit/limits.js';
+import { FAILURE_KINDS } from '../../server/audit/report.js';
 import { killAllRelays, makeTempDir } from '../helpers/relay.js';
 
 afterAll(async () => {
@@ -56,6 +57,14 @@ describe('audit export files', () => {
       { line: 6, ok: false, message: 'f.jsonl line 6: the last line has no newline (truncated file?)' },
     ]);
     expect(await readAll(path.join(dir, 'missing.jsonl'), 1000)).toEqual([{ line: 0, ok: false, message: 'f.jsonl: missing or unreadable' }]);
+  });
+
+  it('docs/AUDIT.md lists exactly the failure kinds', () => {
+    const doc = fs.readFileSync(new URL('../../docs/AUDIT.md', import.meta.url), 'utf8');
+    const start = doc.indexOf('## Failure kinds');
+    const body = doc.slice(start, doc.indexOf('\n## ', start + 3));
+    const listed = [...body.matchAll(/^\| `([A-Z_]+)` \|/gm)].map((m) => m[1]);
+    expect(listed.sort()).toEqual([...FAILURE_KINDS].sort());
   });
 
   it('bounds whole files, and decodes strictly', () => {

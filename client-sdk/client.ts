@@ -43,7 +43,7 @@ import { type ReceiptInfo, type ReceiptPolicy, LOG_QUEUE_PREFIX, Receipts, resol
 import { SignedEvents } from './signed-events.js';
 import { EvidenceError } from '../crypto/evidence/errors.js';
 import { type EventInput, type SignedEvent, parseEvent, verifyEvent } from '../crypto/evidence/event.js';
-import { MAX_RECEIPT_ENTRIES, type ReceiptEntry, signReceipt } from '../crypto/evidence/receipt.js';
+import { type ReceiptEntry, signReceipt } from '../crypto/evidence/receipt.js';
 import { IdentityKey } from '../crypto/identity/identity-key.js';
 
 export type ClientState = 'awaiting-link' | 'connecting' | 'online' | 'offline' | 'closed';
@@ -578,7 +578,7 @@ export class HermeticClient {
     let more = false;
     let retry = false;
     for (const g of groups) {
-      if (g.entries.length >= MAX_RECEIPT_ENTRIES) more = true;
+      if (g.more) more = true;
       const { jws, used } = this.#signFitting(g.entries);
       if (used < g.entries.length) more = true;
       const settle = (tx: StoreTx) => {

@@ -291,7 +291,9 @@ export class Inbox {
         this.c.fault?.('decrypted', f.seq);
         const flags: ReceiptFlag[] = [...mailboxFlags, ...(r.kind === 'message' || r.kind === 'handled' ? r.flags : [])];
         if (r.kind === 'message') {
-          const record: InboxRecord = { ...r.record, flags };
+          // The mailbox and the conversation can both see the same anomaly (a late envelope
+          // fills a hole in each): one flag each.
+          const record: InboxRecord = { ...r.record, flags: [...new Set(flags)] };
           const key = inboxKey(f.seq, f.envelopeId);
           tx.put(NS.inbox, key, encodeRecord(record));
           out.push({ key, record });

@@ -127,10 +127,15 @@ interface StoredReceipt {
   readonly late: boolean;
   readonly jwsKey: string;
   readonly index: number;
+  /** The mailbox sequence the entry names (absent in records of earlier versions). */
+  readonly seq?: number | undefined;
   readonly messageId: Uint8Array | undefined;
   readonly intact: boolean | undefined;
   readonly at: number;
 }
+
+/** Flags raised per receipt for entries about envelopes this device did not send under that id. */
+const MAX_UNMATCHED_FLAGS = 8;
 
 /** How long past its last possible delivery an awaited record is kept after MISSING_RECEIPT. */
 const TOMBSTONE_SLACK_MS = 24 * 3600_000;
@@ -202,18 +207,50 @@ export class Receipts {
     const jwsKey = `j:${encodeBase64url(this.backend.sha256(encoder.encode(jws)))}`;
     let keep = false;
     let log = false;
+    let unmatched = 0;
     const out: ReceiptInfo[] = [];
     for (const [index, entry] of r.payload.entries.entries()) {
       if (entry.sender.user !== this.userId || entry.sender.device !== this.deviceId) continue; // about another device's envelope: not ours to check
       const rk = receivedKey(entry.envelopeId, rec.user, rec.device);
-      if ((await tx.get(NS.receipts, rk)) !== undefined) continue; // this entry came before
+      const prior = await tx.get(NS.receipts, rk);
+      if (prior !== undefined) {
+        // This device already reported the envelope. The same entry again says nothing new;
+        // an entry for another delivery of it (the relay delivered it twice) brings the
+        // recipient's flags about that delivery (DUPLICATE), with the receipt as evidence.
+        const first = decodeRecord<StoredReceipt>(prior).seq;
+        if (first === undefined || first === entry.seq) continue;
+        for (const f of entry.flags) {
+          this.#flag(tx, f, rec.user, rec.device, entry, now, `${rec.user}/${rec.device} reported ${f} for another delivery of envelope ${entry.envelopeId} (sequence ${entry.seq}, first at ${first}) in its signed receipt`, {
+            envelopeId: entry.envelopeId,
+            reportedBy: { userId: rec.user, deviceId: rec.device },
+            entry,
+            firstSeq: first,
+            jws,
+          });
+        }
+        continue;
+      }
       const ak = awaitedKey(entry.envelopeId, rec.device);
       const raw = await tx.get(NS.receipts, ak);
       const awaited = raw === undefined ? undefined : decodeRecord<AwaitedRecord>(raw);
-      // Only entries about envelopes this device sent to that device count: anything else
-      // (unknown ids, another user's) is ignored, so a receipt can neither raise flags nor
-      // push genuine receipts out of the store.
-      if (awaited === undefined || awaited.recipient !== rec.user) continue;
+      // Only entries about envelopes this device sent to that device are kept and checked:
+      // anything else (unknown ids, another user's) can neither push genuine receipts out of
+      // the store nor flood the application. What the relay invented in our name (an old
+      // ciphertext replayed under a new id) is still worth saying: REPLAY and DUPLICATE of
+      // such entries are raised, at most MAX_UNMATCHED_FLAGS per receipt.
+      if (awaited === undefined || awaited.recipient !== rec.user) {
+        for (const f of entry.flags) {
+          if ((f !== 'REPLAY' && f !== 'DUPLICATE') || unmatched >= MAX_UNMATCHED_FLAGS) continue;
+          unmatched++;
+          this.#flag(tx, f, rec.user, rec.device, entry, now, `${rec.user}/${rec.device} reported ${f} for envelope ${entry.envelopeId}, which this device did not send under that id (a copy of something it sent?), in its signed receipt`, {
+            envelopeId: entry.envelopeId,
+            reportedBy: { userId: rec.user, deviceId: rec.device },
+            entry,
+            jws,
+          });
+        }
+        continue;
+      }
       const intact = encodeBase64url(awaited.sha256) === entry.sha256;
       const late = awaited.missing === true;
       tx.delete(NS.receipts, ak);
@@ -225,7 +262,7 @@ export class Receipts {
         this.#flag(tx, 'TAMPERED', rec.user, rec.device, entry, now, `the recipient received other bytes than this device sent (SHA-256 ${entry.sha256}, sent ${encodeBase64url(awaited.sha256)})`, { ...evidence, sentSha256: encodeBase64url(awaited.sha256), receivedSha256: entry.sha256 });
       }
       for (const f of entry.flags) this.#flag(tx, f, rec.user, rec.device, entry, now, `${rec.user}/${rec.device} reported ${f} for envelope ${entry.envelopeId} in its signed receipt`, evidence);
-      tx.put(NS.receipts, rk, encodeRecord({ v: 1, recipient: { userId: rec.user, deviceId: rec.device }, late, jwsKey, index, messageId: awaited.messageId, intact, at: now } satisfies StoredReceipt));
+      tx.put(NS.receipts, rk, encodeRecord({ v: 1, recipient: { userId: rec.user, deviceId: rec.device }, late, jwsKey, index, seq: entry.seq, messageId: awaited.messageId, intact, at: now } satisfies StoredReceipt));
       keep = true;
       out.push({
         envelopeId: entry.envelopeId,
@@ -318,20 +355,28 @@ export class Receipts {
    * since a SEND reaches all of a user's devices; each device takes its own entries), at
    * most MAX_RECEIPT_ENTRIES per group.
    */
-  async pending(tx: StoreTx): Promise<Array<{ userId: string; keys: string[]; entries: ReceiptEntry[] }>> {
-    const groups = new Map<string, { userId: string; keys: string[]; entries: ReceiptEntry[] }>();
+  async pending(tx: StoreTx): Promise<Array<{ userId: string; keys: string[]; entries: ReceiptEntry[]; more: boolean }>> {
+    const groups = new Map<string, { userId: string; keys: string[]; entries: ReceiptEntry[]; more: boolean; envelopes: Set<string> }>();
     for (const [k, raw] of await tx.list(NS.receipts, 'p:')) {
       const userId = k.slice(2, k.indexOf(' ', 2));
       let g = groups.get(userId);
       if (g === undefined) {
-        g = { userId, keys: [], entries: [] };
+        g = { userId, keys: [], entries: [], more: false, envelopes: new Set() };
         groups.set(userId, g);
       }
-      if (g.entries.length >= MAX_RECEIPT_ENTRIES) continue; // the next flush takes the rest
+      // One entry per envelope in a receipt (a relay that delivered one twice gives two):
+      // the second goes in the next receipt.
+      const entry = decodeRecord<PendingEntry>(raw).entry;
+      const envelope = `${entry.sender.device} ${entry.envelopeId}`;
+      if (g.entries.length >= MAX_RECEIPT_ENTRIES || g.envelopes.has(envelope)) {
+        g.more = true; // the next flush takes the rest
+        continue;
+      }
+      g.envelopes.add(envelope);
       g.keys.push(k);
-      g.entries.push(decodeRecord<PendingEntry>(raw).entry);
+      g.entries.push(entry);
     }
-    return [...groups.values()];
+    return [...groups.values()].map(({ userId, keys, entries, more }) => ({ userId, keys, entries, more }));
   }
 
   /** Forgets kept receipts older than `cutoff` (ms), and the oldest beyond MAX_KEPT_RECEIPTS. */

@@ -1,16 +1,13 @@
 /**
  * `hermetic <command>`: serve (the relay), migrate (apply migrations and exit), token
- * (mint a dev-mode token). Exit codes: 0 success, 1 runtime failure, 2 usage or
- * configuration error.
+ * (mint a dev-mode token), audit (export and verify a relay's receipt log). Exit codes:
+ * 0 success, 1 runtime failure, 2 usage or configuration error.
  */
 import { ConfigError, loadConfig } from './config.js';
-import { createLogger } from './log.js';
-import { openDevIssuer } from './auth/dev-issuer.js';
-import { openDatabase, startRelay } from './relay.js';
-import { migrate } from './storage/migrate.js';
-import { UnsupportedRuntimeError } from './runtime.js';
-import { DataDirLockedError } from './storage/pglite.js';
 import { MAX_USER_ID_LENGTH } from '../protocol/limits.js';
+
+// The relay's modules (uWebSockets.js, the database drivers) are loaded by the commands
+// that need them, so that `hermetic audit` and `hermetic token` start quickly.
 
 const USAGE = `usage: hermetic <command>
 
@@ -20,12 +17,15 @@ commands:
   token <user> [--ttl <secs>] [--auditor]
                                 mint a dev-mode token for <user> (default ttl 3600);
                                 --auditor adds the receipt log's auditor claim
+  audit export|verify ...       export a relay's receipt log, or verify one (offline or
+                                live); \`hermetic audit\` alone shows its options
 `;
 
 /** Longest dev token lifetime: dev tokens are for local work, not long-lived sessions. */
 const MAX_DEV_TOKEN_TTL_S = 30 * 24 * 3600;
 
 async function serve(): Promise<void> {
+  const [{ createLogger }, { startRelay }] = await Promise.all([import('./log.js'), import('./relay.js')]);
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const relay = await startRelay(config, logger);
@@ -50,6 +50,7 @@ async function serve(): Promise<void> {
 }
 
 async function runMigrate(): Promise<void> {
+  const [{ createLogger }, { openDatabase }, { migrate }] = await Promise.all([import('./log.js'), import('./relay.js'), import('./storage/migrate.js')]);
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const db = await openDatabase(config, logger);
@@ -80,6 +81,7 @@ async function token(args: readonly string[]): Promise<void> {
   }
   const config = loadConfig();
   if (config.auth.mode !== 'dev') throw new UsageError('token only works in dev mode (no HERMETIC_JWKS_URL/FILE set)');
+  const { openDevIssuer } = await import('./auth/dev-issuer.js');
   const issuer = await openDevIssuer(config.dataDir);
   console.log(await issuer.mint(user, ttl, { auditor }));
 }
@@ -95,6 +97,12 @@ async function main(argv: readonly string[]): Promise<void> {
       return runMigrate();
     case 'token':
       return token(rest);
+    case 'audit': {
+      const { runAudit } = await import('./audit/command.js');
+      const code = await runAudit(rest, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), errIsTty: process.stderr.isTTY === true });
+      process.exitCode = code;
+      return;
+    }
     default:
       throw new UsageError(cmd ? `unknown command ${cmd}` : 'no command given');
   }
@@ -105,7 +113,8 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     console.error(`hermetic: ${err.message}\n\n${USAGE}`);
     process.exit(2);
   }
-  if (err instanceof ConfigError || err instanceof DataDirLockedError || err instanceof UnsupportedRuntimeError) {
+  // By name: their modules are loaded only by the commands that throw them.
+  if (err instanceof ConfigError || (err instanceof Error && (err.name === 'DataDirLockedError' || err.name === 'UnsupportedRuntimeError'))) {
     console.error(`hermetic: ${err.message}`);
     process.exit(2);
   }

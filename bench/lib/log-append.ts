@@ -11,9 +11,9 @@
  * (`receipts_verified_per_s` measures a signature check; the e2e phase measures the whole
  * path under SDK load).
  */
-import { appendLeaves, leafHash } from '../../crypto/tlog/index.js';
+import { appendLeaves, leafHash, treeHash } from '../../crypto/tlog/index.js';
 import { nativeBackend, nobleBackend } from '../../crypto/primitives/index.js';
-import { LogStore, type LeafInput } from '../../server/log/store.js';
+import { LogStore, type LeafInput, type TreeMath } from '../../server/log/store.js';
 import { LOG_APPEND_BATCH_MAX } from '../../server/limits.js';
 import { openPg } from '../../server/storage/pg.js';
 import { migrate } from '../../server/storage/migrate.js';
@@ -37,7 +37,11 @@ export async function appendPhase(opts: { duration: number; quick: boolean }): P
         const receipt = `${body}.${(n++).toString(36).padStart(86, '0')}`;
         return { leafHash: leafHash(enc.encode(receipt), backend), receipt, recipientUser: 'bench-recipient', recipientDevice: 'dRecipientDev01', parties: ['bench-recipient', 'bench-sender'] };
       });
-    const append = (items: readonly LeafInput[]) => store.append(items, Date.now(), (size, hashes, read) => appendLeaves(size, hashes, read, backend));
+    const math: TreeMath = {
+      append: (size, hashes, read) => appendLeaves(size, hashes, read, backend),
+      root: (size, read) => treeHash(size, read, backend),
+    };
+    const append = (items: readonly LeafInput[]) => store.append(items, Date.now(), math);
     // Warm-up, then the window.
     const warmUntil = performance.now() + (opts.quick ? 300 : 1000);
     while (performance.now() < warmUntil) await append(batch(LOG_APPEND_BATCH_MAX));

@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
-import { appendLeaves, consistencyProof, inclusionProof } from '../../crypto/tlog/merkle.js';
+import { appendLeaves, consistencyProof, inclusionProof, treeHash } from '../../crypto/tlog/merkle.js';
 import { formatTlogProof } from '../../crypto/tlog/proof-format.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { LOG_SUBMIT_BURST, LOG_SUBMITS_PER_SECOND, type LoggedReceipt } from '../../protocol/log.js';
@@ -41,6 +41,8 @@ export class ReceiptLog {
   readonly checkpoints: Checkpointer;
   private readonly sequencer: Batcher<LeafInput, AppendedLeaf>;
   private lastSignedAtMs: number | undefined;
+  /** The largest tree size this relay has seen (its own appends, any relay's checkpoints). */
+  private treeSize = 0;
   private readonly limiter: RateLimiter;
 
   constructor(private readonly opts: ReceiptLogOptions) {
@@ -49,20 +51,29 @@ export class ReceiptLog {
     const { metrics } = opts;
     this.checkpoints = new Checkpointer(this.store, opts.key, opts.now, opts.logger, (c) => {
       this.lastSignedAtMs = Math.max(this.lastSignedAtMs ?? 0, c.signedAtMs);
+      this.sawSize(c.size);
     });
     // The age is computed when scraped, from the newest checkpoint this relay has seen.
     metrics.setLogCheckpointAge(() => (this.lastSignedAtMs === undefined ? undefined : (opts.now() - this.lastSignedAtMs) / 1000));
     this.sequencer = new Batcher<LeafInput, AppendedLeaf>({ maxBatch: LOG_APPEND_BATCH_MAX, maxWaitMs: 0, concurrency: 1 }, async (items) => {
-      const { results, head } = await this.store.append(items, opts.now(), (size, hashes, read) => appendLeaves(size, hashes, read, opts.backend));
+      const { results, head } = await this.store.append(items, opts.now(), {
+        append: (size, hashes, read) => appendLeaves(size, hashes, read, opts.backend),
+        root: (size, read) => treeHash(size, read, opts.backend),
+      });
       metrics.logReceiptsAppended.inc(results.filter((r) => !r.duplicate).length);
-      metrics.logTreeSize.set(head.size);
+      this.sawSize(head.size);
       return { results };
     });
   }
 
   async start(): Promise<void> {
     await this.checkpoints.start(this.opts.checkpointIntervalMs);
-    this.opts.metrics.logTreeSize.set((await this.store.treeHead()).size);
+    this.sawSize((await this.store.treeHead()).size);
+  }
+
+  private sawSize(size: number): void {
+    this.treeSize = Math.max(this.treeSize, size);
+    this.opts.metrics.logTreeSize.set(this.treeSize);
   }
 
   /** Waits for queued appends and a signing in progress. */

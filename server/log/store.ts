@@ -4,6 +4,7 @@
  * batch under the row lock on `log_tree`, which serializes them across every relay on
  * the database; reads need no lock, since complete nodes and leaves never change.
  */
+import { equalBytes } from '../../crypto/primitives/bytes.js';
 import type { NodeId, NodeReader } from '../../crypto/tlog/merkle.js';
 import type { Database, SqlExecutor } from '../storage/database.js';
 
@@ -53,11 +54,16 @@ export interface StoredLeaf {
 }
 
 /** Computes the nodes an append creates (crypto/tlog appendLeaves, bound to a backend). */
-export type AppendNodes = (
-  size: number,
-  leafHashes: readonly Uint8Array[],
-  read: NodeReader,
-) => Promise<{ nodes: ReadonlyArray<{ level: number; index: number; hash: Uint8Array }>; size: number; root: Uint8Array }>;
+export interface TreeMath {
+  /** The nodes an append creates and the new head (crypto/tlog appendLeaves). */
+  append(
+    size: number,
+    leafHashes: readonly Uint8Array[],
+    read: NodeReader,
+  ): Promise<{ nodes: ReadonlyArray<{ level: number; index: number; hash: Uint8Array }>; size: number; root: Uint8Array }>;
+  /** The root of the first `size` leaves from the stored nodes (crypto/tlog treeHash). */
+  root(size: number, read: NodeReader): Promise<Uint8Array>;
+}
 
 type Row = Record<string, unknown>;
 
@@ -143,7 +149,7 @@ export class LogStore {
    * batch or earlier in this one) keeps its index. Returns one answer per input and the
    * new head.
    */
-  async append(items: readonly LeafInput[], nowMs: number, appendNodes: AppendNodes): Promise<{ results: AppendedLeaf[]; head: TreeHead }> {
+  async append(items: readonly LeafInput[], nowMs: number, math: TreeMath): Promise<{ results: AppendedLeaf[]; head: TreeHead }> {
     return this.db.transaction(async (tx) => {
       const lock = await tx.query<Row>('SELECT size, root FROM log_tree FOR UPDATE');
       const head = lock[0];
@@ -165,10 +171,14 @@ export class LogStore {
         return { index, duplicate: false };
       });
       if (fresh.length === 0) return { results, head: { size, root: bytes(head.root) } };
-      const appended = await appendNodes(
+      const read = this.reader(tx);
+      // Never extend a tree whose stored nodes disagree with its signed head: a damaged
+      // or tampered table would otherwise be committed to by every later checkpoint.
+      if (!equalBytes(await math.root(size, read), bytes(head.root))) throw new Error('the stored log nodes do not give the tree head root');
+      const appended = await math.append(
         size,
         fresh.map((f) => f.leafHash),
-        this.reader(tx),
+        read,
       );
       const indices = fresh.map((_, k) => size + k);
       await tx.query(

@@ -14,7 +14,7 @@ import { request } from '../helpers/http.js';
 import { describePg } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
 import { type LogIdentity, fromB64, latestCheckpoint, logIdentity, signedReceipt, submitOk, verifyCheckpoint } from '../helpers/receipt-log.js';
-import { POSTGRES, type TestUser, World, firstDevice, sendMany, sleep } from '../mailbox/world.js';
+import { POSTGRES, type TestUser, World, firstDevice, metric, sendMany, sleep } from '../mailbox/world.js';
 
 afterAll(async () => {
   await killAllRelays();
@@ -101,6 +101,9 @@ describePg('receipt log on two relays sharing PostgreSQL', () => {
       const res = await request(world.relays[i % 2]!.baseUrl, 'GET', `/v1/log/proof/consistency?from=${a.size}&to=${b.size}`);
       expect(() => verifyConsistency(a.size, b.size, a.root, b.root, decodeConsistencyProofAnswer(res.body).hashes.map(fromB64))).not.toThrow();
     }
+    // Between them the relays appended each receipt once.
+    const appended = await Promise.all(world.relays.map((r) => metric(r, 'hermetic_log_receipts_appended_total')));
+    expect((appended[0] ?? 0) + (appended[1] ?? 0)).toBe(RECEIPTS);
     await world.expectRelaysUp();
   });
 });

@@ -35,6 +35,8 @@
  *   --workers <n>      SDK worker processes (default 2)
  *   --window <n>       send() calls unresolved per sender (default 32)
  *   --rate <n>         offered messages/s in the latency phase (default 500)
+ *   --receipts <mode>  off (none signed or expected), default (the SDK's), log (every receipt
+ *                      also submitted to the relay's log)
  *   --profile, --profile-out <file>   run the SDK workers of the throughput phases (memory,
  *                      file) under node --cpu-prof and print their self time in the window
  */
@@ -50,6 +52,7 @@ import { readOptions } from './lib/options.js';
 import { type PgServer, createDatabase, findPgServer, serverSettings } from './lib/postgres.js';
 import { type RelayChild, relayEnv, startRelayChild } from './lib/relay-process.js';
 import type { SdkUser, SdkWorkerReport, SdkWorkerSetup } from './lib/sdk-worker.js';
+import type { ReceiptPolicy } from '../client-sdk/node.js';
 import { tsxSourceResolver } from './lib/source-maps.js';
 import { THROUGHPUT_DEFAULTS, checkpoint, hrMicros, makeDevices, measureThroughput, registerAll, round, sleep, sourceVersion, split } from './relay.js';
 import type { BenchResults } from './run.js';
@@ -76,10 +79,21 @@ interface Options {
   readonly rate: number;
   readonly profile: boolean;
   readonly profileOut: string | undefined;
+  /** The clients' receipt policy (--receipts off|default|log). */
+  readonly receipts: ReceiptPolicy | undefined;
 }
 
+/** The receipt policies a run can use: none at all, the SDK's default, or every receipt logged. */
+const RECEIPT_MODES = {
+  off: { send: false, expect: false },
+  default: undefined,
+  log: { send: true, expect: true, log: 'all' },
+} as const satisfies Record<string, ReceiptPolicy | undefined>;
+
 function parseOptions(args: readonly string[]): Options {
-  const { value, num, phases } = readOptions(args, ['--duration', '--quick', '--only', '--pairs', '--workers', '--window', '--rate', '--profile', '--profile-out']);
+  const { value, num, phases } = readOptions(args, ['--duration', '--quick', '--only', '--pairs', '--workers', '--window', '--rate', '--profile', '--profile-out', '--receipts']);
+  const receipts = value('--receipts') ?? 'default';
+  if (!(receipts in RECEIPT_MODES)) throw new Error(`--receipts takes ${Object.keys(RECEIPT_MODES).join(', ')}`);
   const quick = args.includes('--quick');
   const profileOut = value('--profile-out');
   return {
@@ -93,6 +107,7 @@ function parseOptions(args: readonly string[]): Options {
     rate: num('--rate', quick ? 100 : 500, 1, 100_000),
     profile: args.includes('--profile') || profileOut !== undefined,
     profileOut,
+    receipts: RECEIPT_MODES[receipts as keyof typeof RECEIPT_MODES],
   };
 }
 
@@ -201,6 +216,7 @@ function pairSetups(relay: RelayChild, pairs: ReadonlyArray<{ sender: SdkUser; r
     bodyBytes: BODY_BYTES,
     window: mode === 'latency' ? 64 : opts.window,
     ratePerSecond: mode === 'latency' ? opts.rate / parts.length : 0,
+    receipts: opts.receipts,
   }));
 }
 
@@ -295,8 +311,8 @@ export async function receiptsOnOff(args: readonly string[], rounds: number): Pr
     const out: BenchResults = {};
     try {
       const policies = {
-        off: { send: false, expect: false },
-        on: { send: true, expect: true, log: 'all' as const },
+        off: RECEIPT_MODES.off,
+        on: RECEIPT_MODES.log,
       };
       for (let r = 0; r < rounds; r++) {
         for (const mode of ['off', 'on'] as const) {

@@ -582,7 +582,7 @@ export class HermeticClient {
       const { jws, used } = this.#signFitting(g.entries);
       if (used < g.entries.length) more = true;
       const settle = (tx: StoreTx) => {
-        for (const k of g.keys.slice(0, used)) tx.delete(NS.receipts, k);
+        for (const k of g.keys.slice(0, used)) tx.delete(NS.receiptsPending, k);
         if (policy.log === 'all') this.#receipts.queueForLog(tx, jws);
       };
       if (!policy.send) {
@@ -664,12 +664,14 @@ export class HermeticClient {
 
   /** Submits queued receipts to the relay's transparency log (in the background, with backoff). */
   async #submitLog(): Promise<void> {
-    if (this.#logging || this.#closed || this.#record.status !== 'linked' || this.#clock.now() < this.#logRetryAt) return;
+    if (!this.#receipts.logQueued || this.#logging || this.#closed || this.#record.status !== 'linked' || this.#clock.now() < this.#logRetryAt) return;
     this.#logging = true;
     try {
       for (;;) {
-        const queued = (await this.#db.run((tx) => tx.list(NS.receipts, LOG_QUEUE_PREFIX))).slice(0, LOG_SUBMIT_BATCH);
+        this.#receipts.logQueued = false;
+        const queued = (await this.#db.run((tx) => tx.list(NS.receiptsLog, LOG_QUEUE_PREFIX))).slice(0, LOG_SUBMIT_BATCH);
         if (queued.length === 0 || this.#closed) return;
+        this.#receipts.logQueued = true;
         const jws = queued.map(([, v]) => new TextDecoder().decode(v));
         let indexes: number[];
         try {
@@ -687,13 +689,13 @@ export class HermeticClient {
           const at = err instanceof SdkError ? err.details?.index : undefined;
           const refused = typeof at === 'number' && Number.isInteger(at) && at >= 0 && at < queued.length ? [queued[at]!] : queued;
           await this.#db.run((tx) => {
-            for (const [k] of refused) tx.delete(NS.receipts, k);
+            for (const [k] of refused) tx.delete(NS.receiptsLog, k);
           });
           this.#report(err);
           continue;
         }
         await this.#db.run((tx) => {
-          for (const [k] of queued) tx.delete(NS.receipts, k);
+          for (const [k] of queued) tx.delete(NS.receiptsLog, k);
         });
         this.#events.emit('logged', { receipts: jws.length, indexes });
       }

@@ -152,6 +152,9 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 export class Receipts {
+  /** Something may wait in the log queue (true at start: an earlier run may have left some). */
+  logQueued = true;
+
   constructor(
     readonly policy: ResolvedReceiptPolicy,
     private readonly backend: CryptoBackend,
@@ -212,7 +215,7 @@ export class Receipts {
     for (const [index, entry] of r.payload.entries.entries()) {
       if (entry.sender.user !== this.userId || entry.sender.device !== this.deviceId) continue; // about another device's envelope: not ours to check
       const rk = receivedKey(entry.envelopeId, rec.user, rec.device);
-      const prior = await tx.get(NS.receipts, rk);
+      const prior = await tx.get(NS.receiptsKept, rk);
       if (prior !== undefined) {
         // This device already reported the envelope. The same entry again says nothing new;
         // an entry for another delivery of it (the relay delivered it twice) brings the
@@ -262,7 +265,7 @@ export class Receipts {
         this.#flag(tx, 'TAMPERED', rec.user, rec.device, entry, now, `the recipient received other bytes than this device sent (SHA-256 ${entry.sha256}, sent ${encodeBase64url(awaited.sha256)})`, { ...evidence, sentSha256: encodeBase64url(awaited.sha256), receivedSha256: entry.sha256 });
       }
       for (const f of entry.flags) this.#flag(tx, f, rec.user, rec.device, entry, now, `${rec.user}/${rec.device} reported ${f} for envelope ${entry.envelopeId} in its signed receipt`, evidence);
-      tx.put(NS.receipts, rk, encodeRecord({ v: 1, recipient: { userId: rec.user, deviceId: rec.device }, late, jwsKey, index, seq: entry.seq, messageId: awaited.messageId, intact, at: now } satisfies StoredReceipt));
+      tx.put(NS.receiptsKept, rk, encodeRecord({ v: 1, recipient: { userId: rec.user, deviceId: rec.device }, late, jwsKey, index, seq: entry.seq, messageId: awaited.messageId, intact, at: now } satisfies StoredReceipt));
       keep = true;
       out.push({
         envelopeId: entry.envelopeId,
@@ -277,7 +280,7 @@ export class Receipts {
         jws,
       });
     }
-    if (keep) tx.put(NS.receipts, jwsKey, encoder.encode(jws));
+    if (keep) tx.put(NS.receiptsKept, jwsKey, encoder.encode(jws));
     if (log || (keep && this.policy.log === 'all')) this.queueForLog(tx, jws);
     return out;
   }
@@ -315,7 +318,7 @@ export class Receipts {
 
   /** Receipts kept for envelopes this device sent (all, or for one envelope or message id). */
   async list(tx: StoreTx, filter?: { envelopeId?: string; messageId?: string }): Promise<ReceiptInfo[]> {
-    const rows = await tx.list(NS.receipts, filter?.envelopeId ? `r:${filter.envelopeId}:` : 'r:');
+    const rows = await tx.list(NS.receiptsKept, filter?.envelopeId ? `r:${filter.envelopeId}:` : 'r:');
     const out: ReceiptInfo[] = [];
     const cache = new Map<string, string | undefined>();
     for (const [k, raw] of rows) {
@@ -323,7 +326,7 @@ export class Receipts {
       const messageId = s.messageId ? encodeBase64url(s.messageId) : undefined;
       if (filter?.messageId !== undefined && messageId !== filter.messageId) continue;
       if (!cache.has(s.jwsKey)) {
-        const j = await tx.get(NS.receipts, s.jwsKey);
+        const j = await tx.get(NS.receiptsKept, s.jwsKey);
         cache.set(s.jwsKey, j === undefined ? undefined : decoder.decode(j));
       }
       const jws = cache.get(s.jwsKey);
@@ -347,7 +350,7 @@ export class Receipts {
   /** Keeps a receipt entry to sign with the next batch for its sender device. */
   addPending(tx: StoreTx, entry: ReceiptEntry): void {
     if (!this.policy.send && this.policy.log !== 'all') return;
-    tx.put(NS.receipts, `${pendingPrefix(entry.sender.user, entry.sender.device)}${String(entry.seq).padStart(16, '0')}:${entry.envelopeId}`, encodeRecord({ v: 1, entry } satisfies PendingEntry));
+    tx.put(NS.receiptsPending, `${pendingPrefix(entry.sender.user, entry.sender.device)}${String(entry.seq).padStart(16, '0')}:${entry.envelopeId}`, encodeRecord({ v: 1, entry } satisfies PendingEntry));
   }
 
   /**
@@ -357,7 +360,7 @@ export class Receipts {
    */
   async pending(tx: StoreTx): Promise<Array<{ userId: string; keys: string[]; entries: ReceiptEntry[]; more: boolean }>> {
     const groups = new Map<string, { userId: string; keys: string[]; entries: ReceiptEntry[]; more: boolean; envelopes: Set<string> }>();
-    for (const [k, raw] of await tx.list(NS.receipts, 'p:')) {
+    for (const [k, raw] of await tx.list(NS.receiptsPending, 'p:')) {
       const userId = k.slice(2, k.indexOf(' ', 2));
       let g = groups.get(userId);
       if (g === undefined) {
@@ -382,18 +385,19 @@ export class Receipts {
   /** Forgets kept receipts older than `cutoff` (ms), and the oldest beyond MAX_KEPT_RECEIPTS. */
   async prune(tx: StoreTx, cutoff: number): Promise<void> {
     const live = new Set<string>();
-    const rows = (await tx.list(NS.receipts, 'r:')).map(([k, raw]) => ({ k, r: decodeRecord<StoredReceipt>(raw) })).sort((a, b) => a.r.at - b.r.at);
+    const rows = (await tx.list(NS.receiptsKept, 'r:')).map(([k, raw]) => ({ k, r: decodeRecord<StoredReceipt>(raw) })).sort((a, b) => a.r.at - b.r.at);
     const excess = rows.length - MAX_KEPT_RECEIPTS;
     rows.forEach(({ k, r }, i) => {
-      if (r.at < cutoff || i < excess) tx.delete(NS.receipts, k);
+      if (r.at < cutoff || i < excess) tx.delete(NS.receiptsKept, k);
       else live.add(r.jwsKey);
     });
-    for (const [k] of await tx.list(NS.receipts, 'j:')) if (!live.has(k)) tx.delete(NS.receipts, k);
+    for (const [k] of await tx.list(NS.receiptsKept, 'j:')) if (!live.has(k)) tx.delete(NS.receiptsKept, k);
   }
 
   /** Queues a signed receipt for the relay's log (once per receipt). */
   queueForLog(tx: StoreTx, jws: string): void {
-    tx.put(NS.receipts, `${LOG_QUEUE_PREFIX}${encodeBase64url(this.backend.sha256(encoder.encode(jws)))}`, encoder.encode(jws));
+    this.logQueued = true;
+    tx.put(NS.receiptsLog, `${LOG_QUEUE_PREFIX}${encodeBase64url(this.backend.sha256(encoder.encode(jws)))}`, encoder.encode(jws));
   }
 }
 

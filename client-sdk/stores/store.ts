@@ -42,8 +42,12 @@ export const NS = {
   senderKeys: 'sender-keys',
   /** Per-conversation message numbers (ours) and what we saw of others' (anomalies.ts). */
   conversations: 'conversations',
-  /** Receipts: awaited, received, to sign, to submit to the log (receipts.ts). */
+  /** Receipts (receipts.ts), one namespace per use, so that listing one never reads the
+   * others: awaited by the sender, kept once verified, pending signature, queued for the log. */
   receipts: 'receipts',
+  receiptsKept: 'receipts-kept',
+  receiptsPending: 'receipts-pending',
+  receiptsLog: 'receipts-log',
   /** Signed events: hash chains and idempotency keys (events.ts). */
   events: 'events',
 } as const;

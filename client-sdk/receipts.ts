@@ -56,7 +56,7 @@ export const RECEIPT_DEFAULTS: ResolvedReceiptPolicy = {
   lateAfterMs: 10 * 60_000,
   clockSkewMs: 2 * 60_000,
   gapWindowMs: 30_000,
-  flushDelayMs: 200,
+  flushDelayMs: 1_000,
 };
 
 /** Longest any of the policy's durations may be (30 days). */

@@ -109,6 +109,17 @@ function isInputError(err: unknown): boolean {
   return err instanceof EvidenceError || err instanceof CryptoError || err instanceof RangeError || err instanceof SyntaxError || err instanceof TypeError;
 }
 
+/** Fingerprints of the listed devices' keys (the directory hands out the same arrays). */
+const fingerprints = new WeakMap<Uint8Array, string>();
+function fingerprintOf(key: Uint8Array, backend: CryptoBackend): string {
+  let f = fingerprints.get(key);
+  if (f === undefined) {
+    f = keyFingerprint(key, backend);
+    fingerprints.set(key, f);
+  }
+  return f;
+}
+
 const RECEIPT_FLAG_SET = new Set<string>(RECEIPT_FLAGS);
 function isReceiptFlag(code: string): code is ReceiptFlag {
   return RECEIPT_FLAG_SET.has(code);
@@ -421,7 +432,7 @@ export class Inbox {
       if (!(err instanceof CryptoError)) throw err;
       return rejected('MALFORMED_ENVELOPE', `decrypted, but not a valid payload: ${err.message}`, false, { error: err.code });
     }
-    const senderKey = keyFingerprint(device.identityKey, this.c.backend);
+    const senderKey = fingerprintOf(device.identityKey, this.c.backend);
     switch (payload.type) {
       case 'message':
         if (groupId !== undefined && payload.groupId !== groupId) {

@@ -270,7 +270,7 @@ export class HermeticClient {
   readonly #fault: FaultHook | undefined;
   readonly #receipts: Receipts;
   readonly #anomalies: Anomalies;
-  readonly #events2: SignedEvents;
+  readonly #signedEvents: SignedEvents;
   #receiptTimer: ReturnType<Clock['setTimeout']> | undefined;
   #sweepTimer: ReturnType<Clock['setTimeout']> | undefined;
   #flushing: Promise<void> = Promise.resolve();
@@ -318,7 +318,7 @@ export class HermeticClient {
     const policy = resolveReceiptPolicy(options.receipts, (d) => new SdkError('INVALID_ARGUMENT', d));
     this.#receipts = new Receipts(policy, this.#backend, this.#flags, this.userId, this.deviceId);
     this.#anomalies = new Anomalies(policy);
-    this.#events2 = new SignedEvents(this.#backend, this.#keys.identity, this.userId, this.deviceId);
+    this.#signedEvents = new SignedEvents(this.#backend, this.#keys.identity, this.userId, this.deviceId);
     this.#connection = new Connection(
       {
         wsUrl: urls.ws,
@@ -374,7 +374,7 @@ export class HermeticClient {
       flags: this.#flags,
       anomalies: this.#anomalies,
       receipts: this.#receipts,
-      events: this.#events2,
+      events: this.#signedEvents,
       backend: this.#backend,
       now: () => this.#clock.now(),
       connectedAt: () => this.#connectedAt,
@@ -895,7 +895,7 @@ export class HermeticClient {
     checkId(userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
     if (typeof input !== 'object' || input === null) throw new SdkError('INVALID_ARGUMENT', 'an event is an object with id, type and data');
     const run = this.#eventChain.then(async () => {
-      const signed = await this.#db.run((tx) => this.#events2.sign(tx, input, userId, this.#clock.now())).catch((err: unknown) => {
+      const signed = await this.#db.run((tx) => this.#signedEvents.sign(tx, input, userId, this.#clock.now())).catch((err: unknown) => {
         if (err instanceof EvidenceError) throw new SdkError('INVALID_ARGUMENT', err.message, { cause: err });
         throw err;
       });

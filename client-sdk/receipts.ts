@@ -42,7 +42,7 @@ export interface ReceiptPolicy {
   readonly clockSkewMs?: number | undefined;
   /** A hole in a sequence not filled or announced as expired within this is a GAP (ms, default 30 s). */
   readonly gapWindowMs?: number | undefined;
-  /** Entries wait at most this long to be signed together (ms, default 200). */
+  /** Entries wait at most this long to be signed together (ms, default 1,000). */
   readonly flushDelayMs?: number | undefined;
 }
 

@@ -25,15 +25,17 @@ async function waitForAsync<T>(get: () => Promise<T | undefined>, timeoutMs = 20
   }
 }
 
+// One relay serves both blocks.
+let world: SdkWorld;
+beforeAll(async () => {
+  world = await startWorld();
+}, 60_000);
+afterAll(async () => {
+  await world?.relay.stop();
+  killAllRelays();
+});
+
 describe('SDK receipts', () => {
-  let world: SdkWorld;
-  beforeAll(async () => {
-    world = await startWorld();
-  }, 60_000);
-  afterAll(async () => {
-    await world?.relay.stop();
-    killAllRelays();
-  });
 
   const receiptsOf = (t: TestClient) => {
     const got: ReceiptInfo[] = [];
@@ -210,15 +212,6 @@ describe('SDK receipts', () => {
 });
 
 describe('SDK signed events', () => {
-  let world: SdkWorld;
-  beforeAll(async () => {
-    world = await startWorld();
-  }, 60_000);
-  afterAll(async () => {
-    await world?.relay.stop();
-    killAllRelays();
-  });
-
   it('signs a hash chain of events; the receiver verifies, keeps the JWS, deduplicates by (source, id), and flags a reused id', async () => {
     const bank = observe(await newClient(world, 'ev-bank-a'));
     const other = observe(await newClient(world, 'ev-bank-b', { store: new MemoryStore() }));

@@ -18,15 +18,10 @@
  *    when its recipient acknowledges it.
  * 4. `pglite_relay_per_s` — (3) against the embedded default (PGlite in a fresh data
  *    directory).
- * 5. `sweep_per_s` — the expiry sweeper's pace (bench/lib/sweep.ts): expired SEND
- *    records with their 1 KiB envelopes, removed by the relay's sweeper; set beside
- *    `relay_per_s` of the same run (`sweep_vs_relay`), since at the maximum send rate
- *    every SEND leaves a record to sweep.
- * 6. `sweep_live_*` — (3) again on a fresh database with a 1 s TTL for at least 30 s,
- *    the relay's own sweeper running on its schedule: the records it has removed per
- *    second against the envelopes stored per second, and how many expired records are
- *    left at the end that expired more than one sweep period (plus a tick's budget)
- *    before: 0 when the sweeper keeps up with the relay at full load.
+ *
+ * From the CPU split of the same run: `pg_raw_db_cpu_us_per_row` (PostgreSQL CPU per raw
+ * inserted row), `db_cpu_us_per_envelope` (PostgreSQL CPU per envelope delivered and
+ * acknowledged through the relay) and `relay_cpu_us_per_envelope` (the relay process's).
  *
  * Every phase warms up before it measures. Databases, processes and temporary
  * directories are removed at the end, also on failure or interrupt. Besides the
@@ -37,8 +32,7 @@
  * Options:
  *   --duration <s>          measured seconds per phase (default 10; --quick: 2)
  *   --quick                 short warm-ups, one pg_raw setting: a smoke check
- *   --only <phases>         comma list of pg_raw, latency, relay, pglite, sweep, sweep_live
- *   --sweep-records <n>     expired records the sweep phase removes (100000; --quick: 20000)
+ *   --only <phases>         comma list of pg_raw, latency, relay, pglite
  *   --pairs <n> / --generators <n> / --window <n>   throughput load shape (32 / 2 / 128)
  *   --raw-grid <b>x<c>,...  pg_raw settings to try (rows per batch x connections)
  *   --profile, --profile-out <file>   run the PostgreSQL relay under node --cpu-prof and
@@ -64,13 +58,11 @@ import { type PayloadEncoding, type RawConfig, type RawRun, rawInsertRun } from 
 import { counterDelta as promDelta, histogramDelta, histogramQuantile, parseSamples } from './lib/prometheus.js';
 import { REPO_ROOT, type RelayChild, fetchMetrics, migrateDatabase, registerDevice, relayEnv, startRelayChild } from './lib/relay-process.js';
 import { tsxSourceResolver } from './lib/source-maps.js';
-import { measureSweep } from './lib/sweep.js';
-import { SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../server/limits.js';
 import type { BenchResults } from './run.js';
 
 const PAYLOAD_BYTES = 1024;
 
-const PHASES = ['pg_raw', 'relay', 'latency', 'pglite', 'sweep', 'sweep_live'] as const;
+const PHASES = ['pg_raw', 'relay', 'latency', 'pglite'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Options {
@@ -96,8 +88,6 @@ interface Options {
   readonly profileOut: string | undefined;
   /** Experiments: settings applied to the relay's fresh database (ALTER DATABASE ... SET). */
   readonly dbSettings: ReadonlyArray<readonly [string, string]>;
-  /** Expired records the sweep phase fills in and removes. */
-  readonly sweepRecords: number;
 }
 
 /**
@@ -118,7 +108,7 @@ const RAW_GRID: readonly RawConfig[] = [
 export const THROUGHPUT_DEFAULTS = { pairs: 32, generators: 2, window: 128, ackEvery: 32, ackDelayMs: 2 } as const;
 
 function parseOptions(args: readonly string[]): Options {
-  const { value, num, phases: only } = readOptions(args, ['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--db-setting', '--sweep-records']);
+  const { value, num, phases: only } = readOptions(args, ['--duration', '--quick', '--profile', '--profile-out', '--only', '--pairs', '--generators', '--window', '--raw-grid', '--db-setting']);
   const quick = args.includes('--quick');
   const duration = num('--duration', quick ? 2 : 10, 0.5, 600);
   const phases = only(PHASES);
@@ -156,7 +146,6 @@ function parseOptions(args: readonly string[]): Options {
     profile: args.includes('--profile') || profileOut !== undefined,
     profileOut,
     dbSettings,
-    sweepRecords: num('--sweep-records', quick ? 20_000 : 100_000, 1_000, 10_000_000),
   };
 }
 
@@ -269,7 +258,7 @@ export async function measureThroughput(
     const fromUs = hrMicros();
     gens.beginMeasure();
     await sleep((load.duration ?? opts.duration) * 1000);
-    // Read while the load still runs (e.g. what the sweeper has left behind).
+    // Read while the load still runs.
     await load.during?.();
     const reports = await gens.stop();
     const toUs = hrMicros();
@@ -402,7 +391,7 @@ export async function checkpoint(server: PgServer): Promise<void> {
   await withClient(server.adminUrl, (c) => c.query('CHECKPOINT')).catch(() => undefined);
 }
 
-async function startRelayFor(cleanup: Cleanup, tmp: string, name: string, issuer: BenchIssuer, databaseUrl: string | undefined, profileDir?: string): Promise<{ relay: RelayChild; stop: () => Promise<void> }> {
+export async function startRelayFor(cleanup: Cleanup, tmp: string, name: string, issuer: BenchIssuer, databaseUrl: string | undefined, profileDir?: string): Promise<{ relay: RelayChild; stop: () => Promise<void> }> {
   const dataDir = path.join(tmp, name);
   fs.mkdirSync(dataDir, { recursive: true });
   const relay = await startRelayChild({ env: relayEnv(dataDir, databaseUrl, issuer.env), ...(profileDir ? { cpuProfileDir: profileDir } : {}) });
@@ -478,75 +467,6 @@ async function pgliteRelayPhase(cleanup: Cleanup, tmp: string, issuer: BenchIssu
   }
 }
 
-async function sweepPhase(cleanup: Cleanup, server: PgServer, tmp: string, opts: Options): Promise<BenchResults> {
-  const db = await createDatabase(server, 'sweep');
-  const drop = cleanup.add(`drop database ${db.name}`, () => db.drop());
-  try {
-    await migrateDatabase(db.url, path.join(tmp, 'sweep'));
-    return await measureSweep(db.url, { records: opts.sweepRecords, mailboxes: opts.pairs, payloadBytes: PAYLOAD_BYTES }, log, () => checkpoint(server));
-  } finally {
-    await drop();
-  }
-}
-
-/** Full load with a 1 s TTL: does the relay's own sweeper keep up? (phase 6 above) */
-async function sweepLivePhase(cleanup: Cleanup, server: PgServer, tmp: string, issuer: BenchIssuer, opts: Options): Promise<BenchResults> {
-  const db = await createDatabase(server, 'sweeplive');
-  const drop = cleanup.add(`drop database ${db.name}`, () => db.drop());
-  try {
-    const { relay, stop } = await startRelayFor(cleanup, tmp, 'relay-sweep-live', issuer, db.url);
-    try {
-      const pairs = await makeDevices(issuer, 'live-', opts.pairs);
-      await registerAll(relay, pairs);
-      // Long enough for several sweep ticks.
-      const duration = Math.max(opts.duration, (3 * SWEEP_INTERVAL_MS) / 1000);
-      // One sweep period plus a tick's budget and a second of slack: what expired before
-      // that should be gone by now.
-      const staleMs = SWEEP_INTERVAL_MS + SWEEP_TICK_BUDGET_MS + 1000;
-      const removed = async (): Promise<number> => promDelta(parseSamples(''), parseSamples(await fetchMetrics(relay.baseUrl)), 'hermetic_expired_removed_total{kind="send"}');
-      const r0 = await removed();
-      const t0 = performance.now();
-      let r1 = r0;
-      let t1 = t0;
-      let backlog = { expired: 0, stale: 0, oldestMs: 0 };
-      const t = await measureThroughput(cleanup, relay, pairs, opts, 'sweep_live_', undefined, {
-        ttlSeconds: 1,
-        duration,
-        during: async () => {
-          r1 = await removed();
-          t1 = performance.now();
-          backlog = await withClient(db.url, async (c) => {
-            const now = Date.now();
-            const res = await c.query<{ expired: string; stale: string; oldest: string | null }>(
-              `SELECT count(*) FILTER (WHERE expires_at_ms <= $1) AS expired, count(*) FILTER (WHERE expires_at_ms <= $2) AS stale,
-                      min(expires_at_ms) AS oldest FROM sent_envelopes`,
-              [now, now - staleMs],
-            );
-            const row = res.rows[0]!;
-            return { expired: Number(row.expired), stale: Number(row.stale), oldestMs: row.oldest === null ? 0 : Math.max(0, now - Number(row.oldest)) };
-          });
-        },
-      });
-      log(`sweep live: ${Math.round(t.perSecond)} envelopes/s stored, ${r1 - r0} records swept, ${backlog.stale} stale expired records left`);
-      return {
-        sweep_live_relay_per_s: Math.round(t.perSecond),
-        // Removed over warm-up and window by the relay's sweeper, a tick every 10 s.
-        sweep_live_swept: r1 - r0,
-        sweep_live_swept_per_s: Math.round(((r1 - r0) * 1000) / (t1 - t0)),
-        sweep_live_expired_left: backlog.expired,
-        sweep_live_stale_left: backlog.stale,
-        sweep_live_oldest_expired_s: round(backlog.oldestMs / 1000, 1),
-        sweep_live_duration_s: duration,
-        ...t.details,
-      };
-    } finally {
-      await stop();
-    }
-  } finally {
-    await drop();
-  }
-}
-
 // ---------------------------------------------------------------- entry
 
 /** The source measured: commit, and whether the relay's code differs from it. */
@@ -566,7 +486,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hermetic-bench-relay-'));
   cleanup.add('remove temporary directory', () => fs.rmSync(tmp, { recursive: true, force: true }));
   try {
-    const needPg = opts.phases.has('pg_raw') || opts.phases.has('relay') || opts.phases.has('latency') || opts.phases.has('sweep') || opts.phases.has('sweep_live');
+    const needPg = opts.phases.has('pg_raw') || opts.phases.has('relay') || opts.phases.has('latency');
     const server = needPg ? await findPgServer() : undefined;
     const issuer = await createIssuer(tmp);
     const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
@@ -581,15 +501,6 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       envelopes = r.envelopes;
     }
     if (opts.phases.has('pglite')) Object.assign(out, await pgliteRelayPhase(cleanup, tmp, issuer, opts));
-    if (server && opts.phases.has('sweep_live')) Object.assign(out, await sweepLivePhase(cleanup, server, tmp, issuer, opts));
-    if (server && opts.phases.has('sweep')) {
-      Object.assign(out, await sweepPhase(cleanup, server, tmp, opts));
-      if (typeof out.relay_per_s === 'number' && typeof out.sweep_per_s === 'number') {
-        out.sweep_vs_relay = round(out.sweep_per_s / out.relay_per_s, 2);
-        out.sweep_sustained_vs_relay = round(Number(out.sweep_sustained_per_s) / out.relay_per_s, 2);
-      }
-    }
-
     // The headline numbers first, then the details that explain them.
     const head: BenchResults = {};
     if (out.pg_raw_per_s !== undefined) head.pg_raw_per_s = out.pg_raw_per_s;
@@ -598,7 +509,17 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     if (out.p50_ms !== undefined) head.p50_ms = out.p50_ms;
     if (out.p99_ms !== undefined) head.p99_ms = out.p99_ms;
     if (out.pglite_relay_per_s !== undefined) head.pglite_relay_per_s = out.pglite_relay_per_s;
-    if (out.sweep_per_s !== undefined) head.sweep_per_s = out.sweep_per_s;
+    // CPU per envelope, from the same run's CPU split (percent of one core / rate).
+    const usPer = (pct: unknown, perS: unknown): number | undefined =>
+      typeof pct === 'number' && typeof perS === 'number' && perS > 0 ? round((pct * 1e4) / perS, 1) : undefined;
+    const rawDb = usPer(out.pg_raw_postgres_cpu_pct, out.pg_raw_per_s);
+    const db = usPer(out.relay_postgres_cpu_pct, out.relay_per_s);
+    const relay = usPer(out.relay_relay_cpu_pct, out.relay_per_s);
+    if (rawDb !== undefined) head.pg_raw_db_cpu_us_per_row = rawDb;
+    if (db !== undefined) head.db_cpu_us_per_envelope = db;
+    if (relay !== undefined) head.relay_cpu_us_per_envelope = relay;
+    if (rawDb !== undefined && db !== undefined) head.db_vs_raw = round(db / rawDb, 2);
+    if (rawDb !== undefined && relay !== undefined) head.relay_vs_raw_db = round(relay / rawDb, 2);
     if (opts.phases.has('relay')) head.envelopes = envelopes;
     head.payload_bytes = PAYLOAD_BYTES;
     const settings = server ? await serverSettings(server) : {};

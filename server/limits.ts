@@ -89,22 +89,23 @@ export const LISTEN_RECONNECT_MAX_MS = 5_000;
  * ready: an orchestrator's probe must learn of a hung database, not hang with it. */
 export const READY_CHECK_TIMEOUT_MS = 2_000;
 
-/** Period and batch size of the expiry sweeper. Each tick runs batches (each its own
- * short transaction, its records found through the expiry index) until one comes back
- * short (caught up) or SWEEP_TICK_BUDGET_MS has passed; a tick that ends still behind
- * is followed by the next after SWEEP_BEHIND_PAUSE_MS instead of SWEEP_INTERVAL_MS. So a
- * backlog is swept at the database's pace (~98 % of the time, SWEEP_CONCURRENCY
- * connections), where the old sweeper ran one batch per tick: ~500 records/s, far below
- * the rate SENDs can store them. The pace, measured against the relay's store rate, is in
- * docs/PERFORMANCE.md (`npm run bench -- relay`, phase `sweep`). */
-export const SWEEP_INTERVAL_MS = 10_000;
-export const SWEEP_BATCH = 5_000;
-export const SWEEP_TICK_BUDGET_MS = 5_000;
-export const SWEEP_BEHIND_PAUSE_MS = 100;
-/** Sweeper batches a relay runs at once, on disjoint records (each batch skips the rows
- * another holds). One batch is one backend deleting by index, bound to one core; two let
- * the sweep use a second core of the database when it is behind. */
-export const SWEEP_CONCURRENCY = 2;
+/** Mailbox retirement (HERMETIC_RETIREMENT_AGE_S). Envelopes live in time partitions
+ * DEFAULT_RETIREMENT_AGE_MS / PARTITIONS_PER_RETIREMENT_AGE wide; a partition whose end
+ * is more than the retirement age ago is retired: its unacknowledged, unexpired entries
+ * are carried forward and it is dropped whole. So acknowledged or expired ciphertext is
+ * gone at most age + width + one tick after its acknowledgement or expiry (defaults:
+ * 120 + 60 + 15 s), and the relay's idempotency window is at least the age. Ticks run
+ * every width / RETIREMENT_TICKS_PER_PARTITION; partitions are created
+ * PARTITIONS_AHEAD widths ahead of the clock. */
+export const DEFAULT_RETIREMENT_AGE_MS = 120_000;
+export const MIN_RETIREMENT_AGE_MS = 1_000;
+export const MAX_RETIREMENT_AGE_MS = 7 * 24 * 3600 * 1000;
+export const PARTITIONS_PER_RETIREMENT_AGE = 2;
+export const RETIREMENT_TICKS_PER_PARTITION = 4;
+export const PARTITIONS_AHEAD = 2;
+/** Partition DDL (create, drop) waits at most this long for the table lock, so it never
+ * stalls SENDs behind a long statement; it is tried again at the next tick. */
+export const PARTITION_LOCK_TIMEOUT_MS = 2_000;
 
 /** Per-mailbox quota (HERMETIC_MAILBOX_MAX_ENVELOPES, HERMETIC_MAILBOX_MAX_BYTES): what
  * one device's mailbox may hold stored and not yet acknowledged or expired. Beyond it a

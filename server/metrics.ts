@@ -99,9 +99,9 @@ export function createMetrics(): RelayMetrics {
       help: 'Times the LISTEN subscription was lost and restored',
       registers: [registry],
     }),
-    expiredRemoved: new Counter({
-      name: 'hermetic_expired_removed_total',
-      help: 'Expired records removed by the sweeper: SEND records (kind="send") and the envelopes still stored with them (kind="envelope")',
+    retired: new Counter({
+      name: 'hermetic_retired_total',
+      help: 'Mailbox log retirement: partitions dropped (kind="partition"), unacknowledged entries carried forward (kind="carried"), expired unacknowledged entries dropped (kind="expired")',
       labelNames: ['kind'],
       registers: [registry],
     }),

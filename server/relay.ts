@@ -127,16 +127,20 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     const nodeId = Buffer.from(systemRandom(8)).toString('hex');
     const mailbox = new MailboxService({
       db,
-      store: new MailboxStore(db, nodeId, Date.now, { maxBytes: config.mailboxMaxBytes, maxEnvelopes: config.mailboxMaxEnvelopes }),
+      store: new MailboxStore(db, nodeId, {
+        quota: { maxBytes: config.mailboxMaxBytes, maxEnvelopes: config.mailboxMaxEnvelopes },
+        retention: { retirementAgeMs: config.retirementAgeMs },
+      }),
       nodeId,
       logger,
       onBatch: (n) => metrics.sendBatchSize.observe(n),
       onNotice: () => metrics.notices.inc(),
       onResubscribed: () => metrics.listenReconnects.inc(),
       onCatchUp: (reason) => metrics.catchupRuns.inc({ reason }),
-      onSwept: (r) => {
-        metrics.expiredRemoved.inc({ kind: 'send' }, r.sends);
-        metrics.expiredRemoved.inc({ kind: 'envelope' }, r.envelopes);
+      onRetired: (r) => {
+        metrics.retired.inc({ kind: 'partition' }, r.partitions);
+        metrics.retired.inc({ kind: 'carried' }, r.carried);
+        metrics.retired.inc({ kind: 'expired' }, r.expired);
       },
     });
     await mailbox.start();

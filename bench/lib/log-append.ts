@@ -7,7 +7,7 @@
  * leaves per second over the window, with `log_append_batch` leaves per batch.
  *
  * Not included: the HTTP request, the receipt's signature check and the delivery check
- * against sent_envelopes that admission does before a receipt reaches the sequencer
+ * against the stored envelopes that admission does before a receipt reaches the sequencer
  * (`receipts_verified_per_s` measures a signature check; the e2e phase measures the whole
  * path under SDK load).
  */

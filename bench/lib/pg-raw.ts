@@ -32,11 +32,15 @@ export interface RawRun {
   readonly seconds: number;
 }
 
-const INSERT = `INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::text[], $6::text[], $7::int8[], $8::int8[], $9::bytea[])`;
+// slot_ms 0: every row in the partition the migrations create (envelopes_0), which has
+// the table's indexes; size as the relay stores it. No idempotency columns: a bare insert.
+const INSERT = `INSERT INTO envelopes (slot_ms, user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, size, payload)
+  SELECT 0, u, d, s, e, su, sd, st, ex, octet_length(p), p
+    FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::text[], $6::text[], $7::int8[], $8::int8[], $9::bytea[])
+      AS v(u, d, s, e, su, sd, st, ex, p)`;
 
-const INSERT_CONCATENATED = `INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
-  SELECT u, d, s, e, su, sd, st, ex, substring($9::bytea FROM o FOR l)
+const INSERT_CONCATENATED = `INSERT INTO envelopes (slot_ms, user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, size, payload)
+  SELECT 0, u, d, s, e, su, sd, st, ex, l, substring($9::bytea FROM o FOR l)
     FROM unnest($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::text[], $6::text[], $7::int8[], $8::int8[], $10::int4[], $11::int4[])
       AS v(u, d, s, e, su, sd, st, ex, o, l)`;
 

@@ -13,7 +13,7 @@ import { ProtocolError } from '../../protocol/errors.js';
 import { LOG_SUBMIT_BURST, LOG_SUBMITS_PER_SECOND, type LoggedReceipt } from '../../protocol/log.js';
 import { RateLimiter } from '../ratelimit.js';
 import { LOG_APPEND_BATCH_MAX } from '../limits.js';
-import { Batcher } from '../mailbox/batcher.js';
+import { Batcher } from '../batching/batcher.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { Database } from '../storage/database.js';
 import { admitReceipts } from './admission.js';

@@ -29,7 +29,7 @@ export interface AppendedLeaf {
   readonly duplicate: boolean;
 }
 
-/** One receipt entry as the sent_envelopes record must confirm it. */
+/** One receipt entry as a stored envelope must confirm it. */
 export interface DeliveryClaim {
   readonly senderUser: string;
   readonly senderDevice: string;
@@ -114,9 +114,10 @@ export class LogStore {
   }
 
   /**
-   * The positions (0-based) of the claims no SEND record confirms: none from that sender
-   * device with that envelope id, or one to another user, or one that did not give the
-   * recipient device that sequence.
+   * The positions (0-based) of the claims no stored envelope confirms: none in the
+   * recipient device's mailbox at that sequence, from that sender device with that
+   * envelope id. (The relay keeps an envelope while it is unacknowledged and until its
+   * partition is retired after that: migrations/0011.)
    */
   async unconfirmedDeliveries(claims: readonly DeliveryClaim[]): Promise<number[]> {
     if (claims.length === 0) return [];
@@ -125,10 +126,9 @@ export class LogStore {
          FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::bigint[])
               WITH ORDINALITY AS q(su, sd, eid, ru, rd, seq, ord)
         WHERE NOT EXISTS (
-          SELECT 1 FROM sent_envelopes s
-           WHERE s.sender_user = q.su AND s.sender_device = q.sd AND s.envelope_id = q.eid
-             AND s.recipient_user = q.ru
-             AND s.seqs[array_position(s.device_ids, q.rd)] = q.seq)
+          SELECT 1 FROM envelopes e
+           WHERE e.user_id = q.ru AND e.device_id = q.rd AND e.seq = q.seq
+             AND e.sender_user = q.su AND e.sender_device = q.sd AND e.envelope_id = q.eid)
         ORDER BY q.ord`,
       [
         claims.map((c) => c.senderUser),

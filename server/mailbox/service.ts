@@ -7,14 +7,15 @@
  * asks every other relay for a catch-up scan: at most one scan runs at a time per relay,
  * and requests made meanwhile are merged into one more, so a burst of such commits costs
  * each relay at most two scans, each reading CATCHUP_PAGE_SIZE mailboxes per query. A
- * sweeper removes expired envelopes and idempotency records.
+ * retirement pass drops old partitions of the envelope log, carrying forward what is
+ * still unacknowledged.
  */
 import type { Logger } from 'pino';
-import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, CATCHUP_PAGE_SIZE, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, SWEEP_BATCH, SWEEP_BEHIND_PAUSE_MS, SWEEP_CONCURRENCY, SWEEP_INTERVAL_MS, SWEEP_TICK_BUDGET_MS } from '../limits.js';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, CATCHUP_PAGE_SIZE, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, RETIREMENT_TICKS_PER_PARTITION } from '../limits.js';
 import type { Database } from '../storage/database.js';
-import { Batcher } from './batcher.js';
-import { KeyedBatcher } from './keyed-batcher.js';
-import { MAILBOX_CHANNEL, type MailboxStore, type SendItem, type SendResult, type StoredEnvelope, decodeNotice, encodeConnectedNotice } from './store.js';
+import { Batcher } from '../batching/batcher.js';
+import { KeyedBatcher } from '../batching/keyed-batcher.js';
+import { MAILBOX_CHANNEL, type MailboxStore, type Retired, type SendItem, type SendResult, type StoredEnvelope, decodeNotice, encodeConnectedNotice } from './store.js';
 import { DeliveryStream, type StreamSink } from './stream.js';
 
 interface Attached {
@@ -48,11 +49,8 @@ export interface MailboxServiceOptions {
   readonly onResubscribed?: () => void;
   /** Told of each catch-up scan that starts, and what asked for it (metrics). */
   readonly onCatchUp?: (reason: CatchUpReason) => void;
-  /** Expiry sweeper: records per batch, time per tick and batches at once
-   * (SWEEP_BATCH, SWEEP_TICK_BUDGET_MS, SWEEP_CONCURRENCY). */
-  readonly sweep?: { readonly batch: number; readonly budgetMs: number; readonly concurrency?: number };
-  /** Told of each sweep tick's removals (metrics). */
-  readonly onSwept?: (removed: { envelopes: number; sends: number }) => void;
+  /** Told of each retirement pass that did something (metrics). */
+  readonly onRetired?: (retired: Retired) => void;
 }
 
 /** What asked for a catch-up scan: an "all" notice, the timer, or a restored LISTEN. */
@@ -66,7 +64,7 @@ export class MailboxService {
   private readonly sends: KeyedBatcher<SendItem, SendResult>;
   private readonly acks: Batcher<Ack, void>;
   private readonly timers: NodeJS.Timeout[] = [];
-  private sweepTimer: NodeJS.Timeout | undefined;
+  private retireTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private unlisten: (() => Promise<void>) | undefined;
   private readonly now: () => number;
@@ -103,14 +101,15 @@ export class MailboxService {
       },
     );
     this.timers.push(setInterval(() => this.requestCatchUp('interval'), CATCHUP_INTERVAL_MS).unref());
-    this.scheduleSweep(SWEEP_INTERVAL_MS);
+    await this.opts.store.ensurePartitions();
+    this.scheduleRetirement();
   }
 
   /** Stops timers and waits for queued SENDs and ACKs to be written. */
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
-    clearTimeout(this.sweepTimer);
+    clearTimeout(this.retireTimer);
     await Promise.all([this.sends.drained(), this.acks.drained()]);
     await this.unlisten?.();
   }
@@ -273,56 +272,31 @@ export class MailboxService {
     });
   }
 
-  /**
-   * The sweeper's schedule: a tick every SWEEP_INTERVAL_MS while it keeps up; one that
-   * ended on its time budget (still behind) is followed by the next after only
-   * SWEEP_BEHIND_PAUSE_MS, so a backlog is swept at the database's pace, not one
-   * budget per interval.
-   */
-  private scheduleSweep(delayMs: number): void {
-    this.sweepTimer = setTimeout(() => {
-      void this.sweep().then((r) => {
-        if (!this.stopped) this.scheduleSweep(r.caughtUp ? SWEEP_INTERVAL_MS : SWEEP_BEHIND_PAUSE_MS);
+  /** Retirement runs every partition width / RETIREMENT_TICKS_PER_PARTITION. */
+  private scheduleRetirement(): void {
+    const every = Math.max(1, Math.floor(this.opts.store.partitionMs / RETIREMENT_TICKS_PER_PARTITION));
+    this.retireTimer = setTimeout(() => {
+      void this.retire().finally(() => {
+        if (!this.stopped) this.scheduleRetirement();
       });
-    }, delayMs).unref();
+    }, every).unref();
   }
 
   /**
-   * One tick of the expiry sweeper: batches until one comes back short (caught up) or
-   * the tick's time budget is spent, whichever is first. Returns what it removed, and
-   * whether it caught up (also after an error: the next tick comes at the usual time).
+   * One retirement pass (partitions made ahead, old ones retired). Never throws: a
+   * failure is logged and the next pass tries again, nothing being lost meanwhile.
    */
-  async sweep(): Promise<{ envelopes: number; sends: number; batches: number; caughtUp: boolean }> {
-    const batch = this.opts.sweep?.batch ?? SWEEP_BATCH;
-    const budgetMs = this.opts.sweep?.budgetMs ?? SWEEP_TICK_BUDGET_MS;
-    const workers = this.opts.sweep?.concurrency ?? SWEEP_CONCURRENCY;
-    // The budget is wall time spent, not the expiry clock (which tests set).
-    const start = performance.now();
-    const total = { envelopes: 0, sends: 0, batches: 0, caughtUp: true };
-    // Each worker runs batches until one comes back short; batches skip the records
-    // other batches hold, so workers never take the same records.
-    const worker = async (): Promise<void> => {
-      for (;;) {
-        const r = await this.opts.store.sweepExpired(batch);
-        total.envelopes += r.envelopes;
-        total.sends += r.sends;
-        total.batches++;
-        if (r.sends < batch) return;
-        if (performance.now() - start >= budgetMs) {
-          total.caughtUp = false;
-          return;
-        }
+  async retire(): Promise<Retired | undefined> {
+    try {
+      const r = await this.opts.store.retire();
+      if (r.partitions || r.carried || r.expired) {
+        this.opts.logger.info(r, 'envelope partitions retired');
+        this.opts.onRetired?.(r);
       }
-    };
-    const failures = (await Promise.allSettled(Array.from({ length: workers }, worker))).filter((r) => r.status === 'rejected');
-    for (const f of failures) {
-      this.opts.logger.warn({ err: { message: ((f as PromiseRejectedResult).reason as Error)?.message } }, 'expiry sweep failed');
+      return r;
+    } catch (err) {
+      this.opts.logger.warn({ err: { message: (err as Error).message } }, 'retirement pass failed');
+      return undefined;
     }
-    if (total.envelopes || total.sends) {
-      this.opts.logger.info({ envelopes: total.envelopes, sends: total.sends }, 'expired envelopes removed');
-      this.opts.onSwept?.({ envelopes: total.envelopes, sends: total.sends });
-    }
-    return total;
   }
-
 }

@@ -1,42 +1,34 @@
 /**
- * Mailbox persistence: group-committed SENDs, batched ACKs, backlog reads and expiry.
- * Written against the Database contract, so identical on PostgreSQL and PGlite.
+ * Mailbox persistence: each device's mailbox is an append-only log with a consumer
+ * cursor (migrations/0011). Written against the Database contract, so identical on
+ * PostgreSQL and PGlite.
  *
- * A SEND batch is one call of hermetic_store_sends (migrations/0004, changed by 0009),
- * one statement and so one implicit transaction and one round trip, which:
- *   1. looks up earlier SENDs with the same envelope ids whose TTL has not passed
- *      (idempotent resend / conflict; a record past its TTL answers nothing);
- *   2. locks the recipients' mailbox rows in key order (no deadlock between batches or
- *      relays) and checks each SEND's targets against the current device list, then
- *      each target mailbox's quota (MailboxQuota);
- *   3. if any SEND cannot be stored, writes nothing and reports those (they are
- *      answered here and the rest are sent again);
- *   4. otherwise replaces the expired records of reused ids, bumps next_seq and the
- *      quota counters of every target mailbox — the relay has numbered the batch's
- *      envelopes within each mailbox, so each gets next_seq + its place — records the
- *      SENDs (idempotency rows), inserts every envelope (arrays + unnest) and sends one
- *      NOTIFY for the whole commit.
+ * - SENDs are group-committed: a batch is one call of hermetic_store_sends (one
+ *   statement, so one implicit transaction and one round trip), encoded by send-batch.ts.
+ *   It answers resends from the SEND's first envelope row (the idempotency record lives
+ *   in the row), locks the recipients' mailbox rows in key order, checks the device
+ *   lists and quotas, and appends one row per envelope to the current time partition,
+ *   all or nothing.
+ * - An ACK moves the mailbox's cursor; nothing is deleted.
+ * - Retirement drops whole partitions once they are older than the retirement age,
+ *   carrying their unacknowledged, unexpired entries forward first.
  */
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';
-import { ENVELOPE_ID_BYTES } from '../../protocol/limits.js';
-import { type Database, type SqlExecutor, type SqlParam, sqlState } from '../storage/database.js';
-import { DEFAULT_MAILBOX_MAX_BYTES, DEFAULT_MAILBOX_MAX_ENVELOPES } from '../limits.js';
+import { type Database, type SqlExecutor, sqlState } from '../storage/database.js';
+import {
+  DEFAULT_MAILBOX_MAX_BYTES,
+  DEFAULT_MAILBOX_MAX_ENVELOPES,
+  DEFAULT_RETIREMENT_AGE_MS,
+  PARTITION_LOCK_TIMEOUT_MS,
+  PARTITIONS_AHEAD,
+  PARTITIONS_PER_RETIREMENT_AGE,
+} from '../limits.js';
+import { type BatchSend, STORE_SENDS_SQL, type StoreRow, decodeStoreRow, encodeSendBatch, storeSendsArgs } from './send-batch.js';
 
 export const MAILBOX_CHANNEL = 'hermetic_mailbox';
 
-/** SHA-256: the SEND content hash the relay records for idempotency. */
-const CONTENT_HASH_BYTES = 32;
-
-export interface SendItem {
-  readonly senderUserId: string;
-  readonly senderDeviceId: string;
-  readonly envelopeId: Uint8Array;
-  readonly contentHash: Uint8Array;
-  readonly recipientUserId: string;
-  readonly targets: ReadonlyArray<{ readonly deviceId: string; readonly payload: Uint8Array }>;
-  readonly ttlSeconds: number;
-}
+export type SendItem = BatchSend;
 
 export interface StoredTarget {
   readonly deviceId: string;
@@ -61,11 +53,14 @@ export interface MailboxPosition {
 }
 
 /** SQLSTATEs after which a batch is written again from the start, nothing of it having
- * been written: HR001, raised by hermetic_store_sends when a concurrent transaction
- * recorded one of the batch's envelope ids first (the retry answers it as a resend);
- * and PostgreSQL's deadlock and serialization failures, which should not happen (locks
- * are taken in key order) but are safe to retry. */
-const RETRYABLE = new Set(['HR001', '40P01', '40001']);
+ * been written: a unique violation (a concurrent batch stored one of these envelope ids
+ * first: the retry answers it as a resend), and PostgreSQL's deadlock and serialization
+ * failures, which should not happen (locks are taken in key order) but are safe to
+ * retry. */
+const RETRYABLE = new Set(['23505', '40P01', '40001']);
+/** No partition covers the batch's time (the clock moved past the partitions made
+ * ahead): they are made, and the batch is written again. */
+const NO_PARTITION = '23514';
 const MAX_BATCH_RETRIES = 3;
 
 function key(u: string, d: string): string {
@@ -80,28 +75,36 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
-/** A row of hermetic_store_sends (migrations/0004, 0009): see the kinds there. */
-interface StoreRow {
-  r_kind: number;
-  r_item: number | null;
-  r_seq: string | number | null;
-  r_devices: string[] | null;
-  r_seqs: Array<string | number> | null;
-  r_expires: string | number | null;
-}
-
-const ROW_MAILBOX = 0;
-const ROW_RESEND = 1;
-const ROW_CONFLICT = 2;
-const ROW_DEVICE_MISMATCH = 3;
-const ROW_MAILBOX_FULL = 4;
-
 /** What one recipient mailbox may hold (server/limits.ts, config HERMETIC_MAILBOX_*). */
 export interface MailboxQuota {
-  /** Payload bytes of the envelopes stored and not yet acknowledged or expired. */
+  /** Payload bytes of the envelopes stored and not yet acknowledged or retired. */
   readonly maxBytes: number;
-  /** Envelopes stored and not yet acknowledged or expired. */
+  /** Envelopes stored and not yet acknowledged or retired. */
   readonly maxEnvelopes: number;
+}
+
+/** How long envelope partitions live (HERMETIC_RETIREMENT_AGE_S). */
+export interface Retention {
+  /** A partition is retired once its end is this long ago. */
+  readonly retirementAgeMs: number;
+}
+
+export interface MailboxStoreOptions {
+  readonly now?: () => number;
+  readonly quota?: MailboxQuota;
+  readonly retention?: Retention;
+  /** NOTIFY channel for each commit's notice; null: none (announced on another bus). */
+  readonly channel?: string | null;
+}
+
+/** What one retirement pass did. */
+export interface Retired {
+  /** Partitions dropped. */
+  readonly partitions: number;
+  /** Unacknowledged, unexpired entries carried forward. */
+  readonly carried: number;
+  /** Expired, unacknowledged entries dropped (and credited to their quota). */
+  readonly expired: number;
 }
 
 function conflictError(): ProtocolError {
@@ -109,12 +112,24 @@ function conflictError(): ProtocolError {
 }
 
 export class MailboxStore {
+  private readonly now: () => number;
+  private readonly quota: MailboxQuota;
+  readonly retirementAgeMs: number;
+  /** Width of one time partition. */
+  readonly partitionMs: number;
+  private readonly channel: string | null;
+
   constructor(
     private readonly db: Database,
     private readonly nodeId: string,
-    private readonly now: () => number = Date.now,
-    private readonly quota: MailboxQuota = { maxBytes: DEFAULT_MAILBOX_MAX_BYTES, maxEnvelopes: DEFAULT_MAILBOX_MAX_ENVELOPES },
-  ) {}
+    opts: MailboxStoreOptions = {},
+  ) {
+    this.now = opts.now ?? Date.now;
+    this.quota = opts.quota ?? { maxBytes: DEFAULT_MAILBOX_MAX_BYTES, maxEnvelopes: DEFAULT_MAILBOX_MAX_ENVELOPES };
+    this.retirementAgeMs = opts.retention?.retirementAgeMs ?? DEFAULT_RETIREMENT_AGE_MS;
+    this.partitionMs = Math.max(1, Math.floor(this.retirementAgeMs / PARTITIONS_PER_RETIREMENT_AGE));
+    this.channel = opts.channel === undefined ? MAILBOX_CHANNEL : opts.channel;
+  }
 
   /**
    * Writes a batch of SENDs in one statement (hermetic_store_sends: one round trip, one
@@ -127,8 +142,9 @@ export class MailboxStore {
         return await this.storeOnce(items);
       } catch (err) {
         const state = sqlState(err);
-        if (state !== undefined && RETRYABLE.has(state) && attempt < MAX_BATCH_RETRIES) continue;
-        throw err;
+        if (attempt >= MAX_BATCH_RETRIES) throw err;
+        if (state === NO_PARTITION) await this.ensurePartitions();
+        else if (state === undefined || !RETRYABLE.has(state)) throw err;
       }
     }
   }
@@ -148,31 +164,35 @@ export class MailboxStore {
     });
 
     // The function stores all of the SENDs it is given or none: those it reports
-    // (resends, conflicts, device-list mismatches) are answered and the rest go again.
+    // (resends, conflicts, device-list mismatches, full mailboxes) are answered and the
+    // rest go again.
     let pending = [...firstIndex.values()];
     const committed: StoredEnvelope[] = [];
     while (pending.length > 0) {
-      const call = this.prepare(items, pending, nowMs);
+      const batch = encodeSendBatch(items, pending, nowMs, this.db.packByteArrays);
       const rows = await this.db.query<StoreRow>(
-        `SELECT * FROM hermetic_store_sends($1::int8, $2::text, $3::text, $4::int8, $5::int8, $6::text,
-           $7::text, $8::text, $9::int4[],
-           $10::text, $11::text, $12::int4[], $13::int4[], $14::int4[],
-           $15::text, $16::text, $17::bytea, $18::int8[],
-           $19::bytea, $20::text, $21::int4[], $22::int4[],
-           $23::bytea[], $24::bytea, $25::int4[], $26::int4[])`,
-        [nowMs, MAILBOX_CHANNEL, this.nodeId, this.quota.maxBytes, this.quota.maxEnvelopes, ...call.params],
+        STORE_SENDS_SQL,
+        storeSendsArgs({
+          nowMs,
+          channel: this.channel,
+          node: this.nodeId,
+          maxBytes: this.quota.maxBytes,
+          maxEnvelopes: this.quota.maxEnvelopes,
+          ...batch.params,
+        }),
       );
       const refused = new Set<number>();
       const firstSeq: number[] = [];
-      for (const r of rows) {
-        if (r.r_kind === ROW_MAILBOX) {
-          firstSeq[r.r_item! - 1] = Number(r.r_seq);
+      for (const row of rows) {
+        const answer = decodeStoreRow(row);
+        if (answer.kind === 'stored') {
+          firstSeq[answer.box] = answer.firstSeq;
           continue;
         }
-        const i = call.itemAt.get(r.r_item!);
-        if (i === undefined) throw new Error(`store answered for an unknown position ${r.r_item}`);
+        const i = batch.itemAt.get(answer.item);
+        if (i === undefined) throw new Error(`store answered for an unknown position ${answer.item}`);
         refused.add(i);
-        results[i] = this.refusal(items[i]!, r, nowMs);
+        results[i] = this.refusal(items[i]!, answer, nowMs);
       }
       if (refused.size > 0) {
         pending = pending.filter((i) => !refused.has(i));
@@ -180,7 +200,7 @@ export class MailboxStore {
       }
       // Stored: each envelope's sequence is its mailbox's first plus its place there.
       const stored = new Map<number, StoredTarget[]>();
-      for (const t of call.targets) {
+      for (const t of batch.targets) {
         const it = items[t.item]!;
         const first = firstSeq[t.box];
         if (first === undefined) throw new Error('a stored envelope\'s mailbox is missing from the answer');
@@ -214,111 +234,46 @@ export class MailboxStore {
     return { results: results as SendResult[], committed };
   }
 
-  /** The parameters hermetic_store_sends takes (migrations/0004) for the SENDs `indexes`. */
-  private prepare(items: readonly SendItem[], indexes: readonly number[], nowMs: number) {
-    const recipients = new Map<string, number>();
-    const boxes = new Map<string, { index: number; count: number }>();
-    const c = { user: [] as string[], device: [] as string[], count: [] as number[] };
-    const t = {
-      recipient: [] as string[], device: [] as string[], box: [] as number[], rank: [] as number[], first: [] as number[],
-      senderUser: [] as string[], senderDevice: [] as string[], envelopeId: [] as Uint8Array[], expires: [] as number[],
-      hash: [] as Uint8Array[], devices: [] as string[], count: [] as Array<number | null>, recipientIndex: [] as Array<number | null>,
-      payload: [] as Uint8Array[],
-    };
-    const targets: Array<{ item: number; deviceId: string; box: number; rank: number; payload: Uint8Array }> = [];
-    const itemAt = new Map<number, number>();
-    for (const i of indexes) {
-      const it = items[i]!;
-      let ri = recipients.get(it.recipientUserId);
-      if (ri === undefined) recipients.set(it.recipientUserId, (ri = recipients.size + 1));
-      const first = t.recipient.length + 1;
-      itemAt.set(first, i);
-      it.targets.forEach((target, n) => {
-        const k = key(it.recipientUserId, target.deviceId);
-        let box = boxes.get(k);
-        if (!box) {
-          boxes.set(k, (box = { index: boxes.size, count: 0 }));
-          c.user.push(it.recipientUserId);
-          c.device.push(target.deviceId);
-          c.count.push(0);
-        }
-        const rank = box.count++;
-        c.count[box.index] = box.count;
-        targets.push({ item: i, deviceId: target.deviceId, box: box.index, rank, payload: target.payload });
-        t.recipient.push(it.recipientUserId);
-        t.device.push(target.deviceId);
-        t.box.push(box.index + 1);
-        t.rank.push(rank);
-        t.first.push(first);
-        t.senderUser.push(it.senderUserId);
-        t.senderDevice.push(it.senderDeviceId);
-        t.envelopeId.push(it.envelopeId);
-        t.expires.push(nowMs + it.ttlSeconds * 1000);
-        t.hash.push(it.contentHash);
-        // Quoted: a device may be called "NULL". Device ids hold no quote or backslash.
-        t.devices.push(n === 0 ? `{${it.targets.map((x) => `"${x.deviceId}"`).join(',')}}` : '');
-        t.count.push(n === 0 ? it.targets.length : null);
-        t.recipientIndex.push(n === 0 ? ri : null);
-        t.payload.push(target.payload);
-      });
+  /** The answer to a SEND the store refused to write. */
+  private refusal(it: SendItem, answer: Exclude<ReturnType<typeof decodeStoreRow>, { kind: 'stored' }>, nowMs: number): SendResult {
+    switch (answer.kind) {
+      case 'resend':
+        return {
+          ok: true,
+          duplicate: true,
+          stored: answer.devices.map((d, k) => ({ deviceId: d, seq: answer.seqs[k]! })),
+          storedAtMs: nowMs,
+          expiresAtMs: answer.expiresAtMs,
+        };
+      case 'conflict':
+        return { ok: false, error: conflictError() };
+      case 'mailbox-full':
+        return {
+          ok: false,
+          error: new ProtocolError('MAILBOX_FULL', 'a target mailbox is full; nothing was stored: retry once the recipient has caught up', {
+            userId: it.recipientUserId,
+            devices: answer.devices,
+            maxBytes: this.quota.maxBytes,
+            maxEnvelopes: this.quota.maxEnvelopes,
+          }),
+        };
+      case 'device-mismatch': {
+        const expected = answer.devices;
+        const targets = new Set(it.targets.map((x) => x.deviceId));
+        return {
+          ok: false,
+          error: new ProtocolError('DEVICE_LIST_MISMATCH', 'the targets do not match the recipient\'s current devices', {
+            userId: it.recipientUserId,
+            devices: expected,
+            missing: expected.filter((d) => !targets.has(d)),
+            extra: [...targets].filter((d) => !expected.includes(d)),
+          }),
+        };
+      }
     }
-    // On PostgreSQL all payloads travel as ONE binary bytea parameter cut apart in SQL:
-    // `pg` sends an array of bytea as hex text, which the server would parse while the
-    // batch holds the mailbox locks. PGlite is in-process and is faster with the array.
-    const packed = this.db.driver === 'pg' ? packPayloads(t.payload) : undefined;
-    const params: SqlParam[] = [
-      words([...recipients.keys()]),
-      words(c.user), words(c.device), ints(c.count),
-      words(t.recipient), words(t.device), ints(t.box), ints(t.rank), ints(t.first),
-      words(t.senderUser), words(t.senderDevice), fixedWidth(t.envelopeId, ENVELOPE_ID_BYTES), ints(t.expires),
-      fixedWidth(t.hash, CONTENT_HASH_BYTES), t.devices.join(' '), ints(t.count), ints(t.recipientIndex),
-      packed ? null : t.payload,
-      packed ? packed.blob : null,
-      packed ? packed.offsets : null,
-      packed ? packed.lengths : null,
-    ];
-    return { params, targets, itemAt };
   }
 
-  /** The answer to a SEND the store refused to write (see the row kinds). */
-  private refusal(it: SendItem, r: StoreRow, nowMs: number): SendResult {
-    if (r.r_kind === ROW_RESEND) {
-      const seqs = r.r_seqs!;
-      return {
-        ok: true,
-        duplicate: true,
-        stored: r.r_devices!.map((d, k) => ({ deviceId: d, seq: Number(seqs[k]) })),
-        storedAtMs: nowMs,
-        expiresAtMs: Number(r.r_expires),
-      };
-    }
-    if (r.r_kind === ROW_CONFLICT) return { ok: false, error: conflictError() };
-    if (r.r_kind === ROW_MAILBOX_FULL) {
-      return {
-        ok: false,
-        error: new ProtocolError('MAILBOX_FULL', 'a target mailbox is full; nothing was stored: retry once the recipient has caught up', {
-          userId: it.recipientUserId,
-          devices: r.r_devices!,
-          maxBytes: this.quota.maxBytes,
-          maxEnvelopes: this.quota.maxEnvelopes,
-        }),
-      };
-    }
-    if (r.r_kind !== ROW_DEVICE_MISMATCH) throw new Error(`unknown store answer kind ${r.r_kind}`);
-    const expected = r.r_devices!;
-    const targets = new Set(it.targets.map((x) => x.deviceId));
-    return {
-      ok: false,
-      error: new ProtocolError('DEVICE_LIST_MISMATCH', 'the targets do not match the recipient\'s current devices', {
-        userId: it.recipientUserId,
-        devices: expected,
-        missing: expected.filter((d) => !targets.has(d)),
-        extra: [...targets].filter((d) => !expected.includes(d)),
-      }),
-    };
-  }
-
-  /** Applies cumulative ACKs (highest per mailbox) and removes what they cover. */
+  /** Applies cumulative ACKs (highest per mailbox): each cursor moves; nothing is deleted. */
   async ackBatch(acks: ReadonlyArray<{ userId: string; deviceId: string; seq: number }>): Promise<void> {
     if (acks.length === 0) return;
     const max = new Map<string, { u: string; d: string; s: number }>();
@@ -327,16 +282,11 @@ export class MailboxStore {
       const cur = max.get(k);
       if (!cur || cur.s < a.seq) max.set(k, { u: a.userId, d: a.deviceId, s: a.seq });
     }
-    // Sorted, so that concurrent ACK batches lock cursor rows in the same order.
-    const v = [...max.values()].sort((a, b) => (a.u < b.u ? -1 : a.u > b.u ? 1 : a.d < b.d ? -1 : a.d > b.d ? 1 : 0));
-    const params = [v.map((x) => x.u), v.map((x) => x.d), v.map((x) => x.s)];
-    // One statement (hermetic_apply_acks, migrations/0005): one implicit transaction and
-    // one round trip; the cursor moves and the envelopes it covers go together. Its
-    // commit does not wait for the WAL flush: a lost ACK only means redelivery.
-    await this.db.query(
-      'SELECT hermetic_apply_acks($1::text[], $2::text[], $3::int8[])',
-      params,
-    );
+    const v = [...max.values()];
+    // One statement (hermetic_apply_acks, migrations/0011): one implicit transaction and
+    // one round trip; it locks the cursor rows in key order itself. Its commit does not
+    // wait for the WAL flush: a lost ACK only means redelivery.
+    await this.db.query('SELECT hermetic_apply_acks($1::text[], $2::text[], $3::int8[])', [v.map((x) => x.u), v.map((x) => x.d), v.map((x) => x.s)]);
   }
 
   async position(userId: string, deviceId: string): Promise<MailboxPosition | undefined> {
@@ -375,7 +325,7 @@ export class MailboxStore {
       `SELECT seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload
          FROM envelopes WHERE user_id = $1 AND device_id = $2 AND seq > $3 AND expires_at_ms > $5
         ORDER BY seq LIMIT $4`,
-      // Expired rows are skipped here, not only when the sweeper removes them: expiry is
+      // Expired rows are skipped here, not only when retirement drops them: expiry is
       // exact, and the reader announces the gap they leave.
       [userId, deviceId, afterSeq, limit, this.now()],
     );
@@ -393,17 +343,59 @@ export class MailboxStore {
   }
 
   /**
-   * Removes at most `limit` expired SEND records, oldest first, and, by primary key, the
-   * envelopes they stored that are still there (an envelope expires with its SEND's
-   * record, which names its mailboxes and sequences), crediting their mailboxes' quota.
-   * One statement (hermetic_sweep, migrations/0009), so both go together.
+   * Makes the time partitions covering now and PARTITIONS_AHEAD widths ahead (relays
+   * sharing the database take turns). Returns how many were made.
    */
-  async sweepExpired(limit: number): Promise<{ envelopes: number; sends: number }> {
-    const rows = await this.db.query<{ r_sends: string | number | null; r_envelopes: string | number | null }>(
-      'SELECT r_sends, r_envelopes FROM hermetic_sweep($1::int8, $2::int4)',
-      [this.now(), limit],
+  async ensurePartitions(nowMs = this.now()): Promise<number> {
+    const rows = await this.db.query<{ n: number }>('SELECT hermetic_ensure_partitions($1::int8, $2::int8, $3::int8, $4::int4) AS n', [
+      nowMs,
+      this.partitionMs,
+      this.partitionMs * PARTITIONS_AHEAD,
+      PARTITION_LOCK_TIMEOUT_MS,
+    ]);
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /**
+   * Retires every partition whose end is more than the retirement age before `nowMs`,
+   * oldest first: its unacknowledged, unexpired entries move to the current partition
+   * (one transaction), then it is dropped (another; a drop that cannot get the table
+   * lock in time is left for the next pass, the partition holding nothing any read
+   * returns meanwhile).
+   */
+  async retire(nowMs = this.now()): Promise<Retired> {
+    await this.ensurePartitions(nowMs);
+    const old = await this.db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE to_ms <= $1 ORDER BY from_ms', [
+      nowMs - this.retirementAgeMs,
+    ]);
+    let partitions = 0;
+    let carried = 0;
+    let expired = 0;
+    for (const { name } of old) {
+      const drained = await this.db.query<{ r_carried: string | number; r_expired: string | number }>(
+        'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
+        [name, nowMs],
+      );
+      carried += Number(drained[0]?.r_carried ?? 0);
+      expired += Number(drained[0]?.r_expired ?? 0);
+      try {
+        const dropped = await this.db.query<{ ok: boolean }>('SELECT hermetic_drop_partition($1::text, $2::int4) AS ok', [name, PARTITION_LOCK_TIMEOUT_MS]);
+        if (dropped[0]?.ok) partitions++;
+      } catch (err) {
+        // 55P03: the table lock was not free in time; the next pass drops it.
+        if (sqlState(err) !== '55P03') throw err;
+      }
+    }
+    return { partitions, carried, expired };
+  }
+
+  /** Rows and partitions of the envelope log (metrics, benchmarks). */
+  async logSize(): Promise<{ partitions: number; rows: number; bytes: number }> {
+    const rows = await this.db.query<{ p: string | number; n: string | number; b: string | number }>(
+      `SELECT (SELECT count(*) FROM envelope_partitions) AS p, count(*) AS n, coalesce(sum(size), 0) AS b FROM envelopes`,
     );
-    return { envelopes: Number(rows[0]?.r_envelopes ?? 0), sends: Number(rows[0]?.r_sends ?? 0) };
+    const r = rows[0];
+    return { partitions: Number(r?.p ?? 0), rows: Number(r?.n ?? 0), bytes: Number(r?.b ?? 0) };
   }
 
   /** What a mailbox holds by the quota's counters (migrations/0009). */
@@ -417,41 +409,6 @@ export class MailboxStore {
     const r = rows[0];
     return r && { bytes: Number(r.b), envelopes: Number(r.n) };
   }
-}
-
-/**
- * Ids as one space-separated string, split by string_to_array() in SQL: far cheaper to
- * encode and to parse than a text[] parameter. User ids are printable ASCII without
- * spaces and device ids are [A-Za-z0-9_-] (both checked where they enter), so a space
- * never occurs inside one; checked again here, as a wrong split would misfile data.
- */
-function words(ids: readonly string[]): string {
-  for (const id of ids) if (id.length === 0 || id.includes(' ')) throw new Error(`an id cannot be empty or contain a space: ${JSON.stringify(id)}`);
-  return ids.join(' ');
-}
-
-/** An integer array literal (NULL for null). */
-function ints(values: ReadonlyArray<number | null>): string {
-  return `{${values.map((v) => (v === null ? 'NULL' : String(v))).join(',')}}`;
-}
-
-/** Equal-length byte strings concatenated, read back in SQL with substring(). */
-function fixedWidth(parts: readonly Uint8Array[], width: number): Buffer {
-  for (const p of parts) if (p.length !== width) throw new Error(`expected ${width} bytes, got ${p.length}`);
-  return Buffer.concat(parts, parts.length * width);
-}
-
-/** Concatenates payloads, with 1-based offsets and lengths for SQL substring(). */
-function packPayloads(payloads: readonly Uint8Array[]): { blob: Buffer; offsets: number[]; lengths: number[] } {
-  const offsets: number[] = [];
-  const lengths: number[] = [];
-  let at = 1;
-  for (const p of payloads) {
-    offsets.push(at);
-    lengths.push(p.length);
-    at += p.length;
-  }
-  return { blob: Buffer.concat(payloads, at - 1), offsets, lengths };
 }
 
 export type MailboxNotice =

@@ -25,6 +25,12 @@ export type DriverName = 'pg' | 'pglite';
 
 export interface Database extends SqlExecutor {
   readonly driver: DriverName;
+  /**
+   * Whether a list of byte strings is cheaper passed packed into one binary string (cut
+   * apart in SQL) than as a bytea[] parameter: true for a server connection, where `pg`
+   * sends an array of bytea as hex text the server must parse; false in process.
+   */
+  readonly packByteArrays: boolean;
   query<Row extends object = Record<string, unknown>>(sql: string, params?: readonly SqlParam[], opts?: QueryOptions): Promise<Row[]>;
   /** Runs `fn` in one transaction: COMMIT when it resolves, ROLLBACK when it throws. */
   transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;

@@ -124,6 +124,7 @@ export async function openPg(opts: PgOptions): Promise<Database> {
 
   const db: Database = {
     driver: 'pg',
+    packByteArrays: true,
     query: (sql, params, queryOpts) => withClient(queryOpts?.timeoutMs ?? opts.timeoutMs, (exec) => exec(sql, params)),
     transaction: (fn) =>
       withClient(opts.timeoutMs, async (exec) => {

@@ -88,6 +88,7 @@ export async function openPglite(opts: PgliteOptions): Promise<Database> {
   let closed = false;
   return {
     driver: 'pglite',
+    packByteArrays: false,
     query: async <Row extends object>(sql: string, params?: readonly SqlParam[]) =>
       (await timed(() => db.query<Row>(sql, params as unknown[] | undefined))).rows,
     transaction: (fn) =>

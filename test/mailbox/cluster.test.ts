@@ -117,8 +117,9 @@ describe('two relays sharing PostgreSQL', () => {
         [bob.userId, firstDevice(bob).deviceId],
       );
       await sql.query(
-        `INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
-         VALUES ($1, $2, $3, $4, 'someone', 'elsewhere', $5, $6, $7)`,
+        `INSERT INTO envelopes (slot_ms, user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, size, payload)
+         SELECT p.from_ms, $1, $2, $3, $4, 'someone', 'elsewhere', $5, $6, octet_length($7::bytea), $7
+           FROM envelope_partitions p WHERE p.from_ms <= $5 AND p.to_ms > $5`,
         [bob.userId, firstDevice(bob).deviceId, r.rows[0]!.seq, Buffer.alloc(16, 7), now, now + 3_600_000, Buffer.from(payload('caught up'))],
       );
       // Distinct payloads: PostgreSQL folds identical notifications of one transaction.

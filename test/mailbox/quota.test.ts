@@ -1,20 +1,16 @@
 /**
- * Mailbox quotas, the expiry sweeper's pace and resends after the TTL, on both drivers
- * with an injected clock:
+ * Mailbox quotas and resends after the TTL, on both drivers with an injected clock:
  * - a mailbox holds at most its quota of envelopes and of payload bytes; the SEND that
  *   would pass it is refused with MAILBOX_FULL (naming the full mailboxes) while the rest
- *   of its batch is stored; ACKs, the sweeper and replaced records give room back; and
- *   the bound is exact under concurrent batches from several relays' stores;
- * - one sweeper tick removes every expired record, batch after batch, not one batch;
- * - a resend after its TTL is stored anew (fresh sequence, not a duplicate), its old
- *   envelope going with its old record; before the TTL it is a duplicate.
+ *   of its batch is stored; ACKs and retirement (of expired envelopes) give room back;
+ *   and the bound is exact under concurrent batches from several relays' stores;
+ * - a resend after its TTL is stored anew (fresh sequence, not a duplicate); before the
+ *   TTL it is a duplicate.
  */
 import crypto from 'node:crypto';
-import pino from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { systemRandom } from '../../crypto/primitives/random.js';
 import { DirectoryStore } from '../../server/directory/store.js';
-import { MailboxService } from '../../server/mailbox/service.js';
 import { MailboxStore, type MailboxQuota, type SendItem, type SendResult } from '../../server/mailbox/store.js';
 import type { Database } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
@@ -24,6 +20,7 @@ import { STORAGE_DRIVERS, enrolInStore } from '../helpers/storage.js';
 
 const T0 = 1_800_000_000_000;
 const QUOTA: MailboxQuota = { maxEnvelopes: 3, maxBytes: 100 };
+const AGE_MS = 10_000;
 
 describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) => {
   if (!driver.available) {
@@ -41,7 +38,7 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
   beforeAll(async () => {
     ({ db, cleanup } = await driver.open());
     await migrate(db, loadMigrations());
-    store = new MailboxStore(db, 'test-node', () => clock, QUOTA);
+    store = new MailboxStore(db, 'test-node', { now: () => clock, quota: QUOTA, retention: { retirementAgeMs: AGE_MS } });
     directory = new DirectoryStore(db);
   });
   afterAll(async () => {
@@ -115,20 +112,24 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
     expect((await send(item(bob, 1, { devices: 2 }))).map(outcome)).toEqual(['MAILBOX_FULL']);
   });
 
-  it('the sweeper gives expired envelopes\' room back', async () => {
+  it('retirement gives expired envelopes\' room back, once, and an ACK passing them later credits nothing more', async () => {
     const bob = await mailbox();
     expect((await send(item(bob, 10, { ttlSeconds: 1 }), item(bob, 10, { ttlSeconds: 1 }), item(bob, 10))).map(outcome)).toEqual(['stored', 'stored', 'stored']);
     clock = T0 + 1000;
     expect((await send(item(bob, 10))).map(outcome)).toEqual(['MAILBOX_FULL']);
-    expect(await store.sweepExpired(100)).toEqual({ envelopes: 2, sends: 2 });
+    clock = T0 + 2 * AGE_MS;
+    expect((await store.retire()).expired).toBeGreaterThanOrEqual(2);
     expect(await store.held(bob.userId, 'd1')).toEqual({ bytes: 10, envelopes: 1 });
     expect((await send(item(bob, 10), item(bob, 10), item(bob, 10))).map(outcome)).toEqual(['stored', 'stored', 'MAILBOX_FULL']);
+    // The device comes back and acknowledges everything, the expired ones included.
+    await store.ackBatch([{ userId: bob.userId, deviceId: 'd1', seq: 5 }]);
+    expect(await store.held(bob.userId, 'd1')).toEqual({ bytes: 0, envelopes: 0 });
   });
 
   it('the quota is exact when several relays store into one mailbox at once', async () => {
     const bob = await mailbox();
     // Two stores, as two relays would have, writing concurrently.
-    const other = new MailboxStore(db, 'other-node', () => clock, QUOTA);
+    const other = new MailboxStore(db, 'other-node', { now: () => clock, quota: QUOTA, retention: { retirementAgeMs: AGE_MS } });
     const batches = Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? store : other).storeBatch([item(bob, 1), item(bob, 1)]));
     const outcomes = (await Promise.all(batches)).flatMap((b) => b.results.map(outcome));
     expect(outcomes.filter((o) => o === 'stored')).toHaveLength(QUOTA.maxEnvelopes);
@@ -137,29 +138,7 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
     expect(await store.held(bob.userId, 'd1')).toEqual({ bytes: QUOTA.maxEnvelopes, envelopes: QUOTA.maxEnvelopes });
   });
 
-  it('one sweeper tick removes every expired record, batch after batch', async () => {
-    const boxes = await Promise.all([mailbox(), mailbox(), mailbox(), mailbox()]);
-    for (const box of boxes) await send(item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }));
-    const logger = pino({ level: 'silent' });
-    const service = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 60_000, concurrency: 1 } });
-    clock = T0 + 1000;
-    expect(await service.sweep()).toEqual({ envelopes: 12, sends: 12, batches: 3, caughtUp: true });
-    for (const box of boxes) expect(await envelopes(box.userId)).toBe(0);
-    // Batches at once share the records: each is removed once, all of them in the tick.
-    for (const box of boxes) await send(item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }));
-    clock = T0 + 2000;
-    const pair = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 60_000, concurrency: 2 } });
-    expect(await pair.sweep()).toMatchObject({ envelopes: 12, sends: 12, caughtUp: true });
-    for (const box of boxes) expect(await store.held(box.userId, 'd1')).toEqual({ bytes: 0, envelopes: 0 });
-    // A spent budget ends the tick after one batch; the next tick goes on.
-    for (const box of boxes) await send(item(box, 1, { ttlSeconds: 1 }), item(box, 1, { ttlSeconds: 1 }));
-    clock = T0 + 3000;
-    const hurried = new MailboxService({ db, store, nodeId: 'test-node', logger, now: () => clock, sweep: { batch: 5, budgetMs: 0, concurrency: 1 } });
-    expect(await hurried.sweep()).toEqual({ envelopes: 5, sends: 5, batches: 1, caughtUp: false });
-    expect(await hurried.sweep()).toEqual({ envelopes: 3, sends: 3, batches: 1, caughtUp: true });
-  });
-
-  it('a resend before its TTL is a duplicate; after it, the SEND is stored anew and its old envelope goes', async () => {
+  it('a resend before its TTL is a duplicate; after it, the SEND is stored anew', async () => {
     const bob = await mailbox();
     const envelopeId = systemRandom(16);
     const first = (await send(item(bob, 5, { envelopeId, ttlSeconds: 2 })))[0]!;
@@ -167,19 +146,20 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
     clock = T0 + 1999;
     expect((await send(item(bob, 5, { envelopeId, ttlSeconds: 2 })))[0]).toMatchObject({ ok: true, duplicate: true, stored: [{ deviceId: 'd1', seq: 1 }], expiresAtMs: T0 + 2000 });
 
-    // Expired, not yet swept: the resend is new (whatever its content), with a new sequence
-    // and expiry, and the expired envelope and record are replaced.
+    // Expired, not yet retired: the resend is new (whatever its content), with a new
+    // sequence and expiry; the expired envelope stops answering and is never delivered.
     clock = T0 + 2000;
     const later = (await send(item(bob, 5, { envelopeId, ttlSeconds: 2, fill: 9 })))[0]!;
     expect(later).toMatchObject({ ok: true, duplicate: false, stored: [{ deviceId: 'd1', seq: 2 }], storedAtMs: T0 + 2000, expiresAtMs: T0 + 4000 });
-    expect(await envelopes(bob.userId)).toBe(1);
-    expect(await store.held(bob.userId, 'd1')).toEqual({ bytes: 5, envelopes: 1 });
-    const rows = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM sent_envelopes WHERE recipient_user = $1', [bob.userId]);
+    expect((await store.fetch(bob.userId, 'd1', 0, 10)).map((e) => e.seq)).toEqual([2]);
+    const rows = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM envelopes WHERE user_id = $1 AND send_hash IS NOT NULL', [bob.userId]);
     expect(Number(rows[0]!.n)).toBe(1);
     // And it is a duplicate of itself until its own TTL.
     expect((await send(item(bob, 5, { envelopeId, ttlSeconds: 2, fill: 9 })))[0]).toMatchObject({ ok: true, duplicate: true, stored: [{ deviceId: 'd1', seq: 2 }] });
-    clock = T0 + 4000;
-    expect(await store.sweepExpired(100)).toEqual({ envelopes: 1, sends: 1 });
+    // Both expired; retirement drops them and gives their room back.
+    clock = T0 + 4000 + 2 * AGE_MS;
+    await store.retire();
+    expect(await envelopes(bob.userId)).toBe(0);
     expect(await store.held(bob.userId, 'd1')).toEqual({ bytes: 0, envelopes: 0 });
   });
 });

@@ -1,9 +1,10 @@
 /**
  * MailboxStore on both drivers (in-memory PGlite and a fresh PostgreSQL database), with
- * an injected clock: expiry is exact for readers and the sweeper removes expired
- * envelopes and idempotency records in bounded batches; one batch answers every kind
- * of SEND in its place; concurrent batches stay gap-free and record an envelope id
- * once; ACKs move the cursor and remove what they cover.
+ * an injected clock: expiry is exact for readers; retirement drops old partitions,
+ * carrying forward exactly the unacknowledged, unexpired entries; the idempotency
+ * window is the retirement age; one batch answers every kind of SEND in its place;
+ * concurrent batches stay gap-free and store an envelope id once; ACKs move the cursor
+ * and delete nothing.
  */
 import crypto from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -17,6 +18,8 @@ import { STORAGE_DRIVERS, enrolInStore } from '../helpers/storage.js';
 import { TestDevice } from '../helpers/device.js';
 
 const T0 = 1_800_000_000_000;
+/** Retirement age of the store under test: partitions of 5 s. */
+const AGE_MS = 10_000;
 
 describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
   if (!driver.available) {
@@ -34,7 +37,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
   beforeAll(async () => {
     ({ db, cleanup } = await driver.open());
     await migrate(db, loadMigrations());
-    store = new MailboxStore(db, 'test-node', () => clock);
+    store = new MailboxStore(db, 'test-node', { now: () => clock, retention: { retirementAgeMs: AGE_MS } });
     directory = new DirectoryStore(db);
   });
 
@@ -78,71 +81,77 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(cond()).toBe(true);
   }
 
-  async function count(table: 'envelopes' | 'sent_envelopes', where: string, params: string[]): Promise<number> {
-    const rows = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${where}`, params);
+  async function count(where: string, params: string[]): Promise<number> {
+    const rows = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM envelopes WHERE ${where}`, params);
     return Number(rows[0]!.n);
   }
 
-  it('sweepExpired removes expired envelopes and idempotency rows, in batches of at most `limit`, and nothing else', async () => {
+  const text = (p: Uint8Array): string => new TextDecoder().decode(p);
+
+  it('retirement drops old partitions, carrying forward exactly the unacknowledged, unexpired entries, and credits the quota', async () => {
     const box = await mailbox();
-    for (let i = 0; i < 5; i++) await store1(item(box, `short ${i}`, { ttlSeconds: 1 }));
-    for (let i = 0; i < 2; i++) await store1(item(box, `long ${i}`, { ttlSeconds: 60 }));
-    const envelopes = (): Promise<number> => count('envelopes', 'user_id = $1', [box.userId]);
-    const sends = (): Promise<number> => count('sent_envelopes', 'recipient_user = $1', [box.userId]);
-    expect([await envelopes(), await sends()]).toEqual([7, 7]);
+    // seq 1..3 acknowledged, 4 expiring before retirement, 5..6 unacknowledged.
+    for (let i = 1; i <= 3; i++) await store1(item(box, `acked ${i}`));
+    await store1(item(box, 'expires', { ttlSeconds: 1 }));
+    for (let i = 5; i <= 6; i++) await store1(item(box, `kept ${i}`));
+    await store.ackBatch([{ ...box, seq: 3 }]);
+    expect(await store.held(box.userId, box.deviceId)).toMatchObject({ envelopes: 3 });
+    expect(await count('user_id = $1', [box.userId])).toBe(6);
 
-    // Not yet expired: expiry is at stored time + TTL exactly.
-    clock = T0 + 999;
-    expect(await store.sweepExpired(100)).toEqual({ envelopes: 0, sends: 0 });
-
-    clock = T0 + 1000;
-    expect(await store.sweepExpired(2)).toEqual({ envelopes: 2, sends: 2 });
-    expect(await store.sweepExpired(2)).toEqual({ envelopes: 2, sends: 2 });
-    expect(await store.sweepExpired(2)).toEqual({ envelopes: 1, sends: 1 });
-    expect(await store.sweepExpired(2)).toEqual({ envelopes: 0, sends: 0 });
-    expect([await envelopes(), await sends()]).toEqual([2, 2]);
-
-    const left = await store.fetch(box.userId, box.deviceId, 0, 100);
-    expect(left.map((e) => [e.seq, new TextDecoder().decode(e.payload)])).toEqual([
-      [6, 'long 0'],
-      [7, 'long 1'],
+    // Not yet old enough: nothing of this mailbox retired. (Tests share the database and
+    // the clock's start, so counts are checked per mailbox and as lower bounds.)
+    clock = T0 + AGE_MS;
+    await store.retire();
+    expect(await count('user_id = $1', [box.userId])).toBe(6);
+    clock = T0 + 2 * AGE_MS;
+    const r = await store.retire();
+    expect(r.carried).toBeGreaterThanOrEqual(2);
+    expect(r.expired).toBeGreaterThanOrEqual(1);
+    expect(r.partitions).toBeGreaterThanOrEqual(1);
+    // Only the two unacknowledged, unexpired envelopes are left, with their sequence,
+    // ids, times and bytes unchanged.
+    const left = await store.fetch(box.userId, box.deviceId, 0, 10);
+    expect(left.map((e) => [e.seq, text(e.payload), e.storedAtMs])).toEqual([
+      [5, 'kept 5', T0],
+      [6, 'kept 6', T0],
     ]);
-    // The tail is unchanged: sequences are never reused.
-    expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 7, acked: 0 });
-
-    clock = T0 + 60_000;
-    expect(await store.sweepExpired(100)).toEqual({ envelopes: 2, sends: 2 });
-    expect([await envelopes(), await sends()]).toEqual([0, 0]);
+    expect(await count('user_id = $1', [box.userId])).toBe(2);
+    expect(await store.held(box.userId, box.deviceId)).toEqual({ envelopes: 2, bytes: 12 });
+    expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 6, acked: 3 });
+    // New envelopes continue the sequence; an ACK past the carried ones credits them once.
+    expect(await store1(item(box, 'after'))).toBe(7);
+    await store.ackBatch([{ ...box, seq: 7 }]);
+    expect(await store.held(box.userId, box.deviceId)).toEqual({ envelopes: 0, bytes: 0 });
   });
 
-  it('the sweeper removes every target\'s envelope of an expired multi-device SEND, and records whose envelopes were acknowledged', async () => {
-    const two = await mailbox();
-    await enrolInStore(directory, new TestDevice(two.userId, 'd2'));
-    const both = (label: string) => ({
-      ...item(two, label, { ttlSeconds: 1 }),
-      targets: [
-        { deviceId: 'd1', payload: new TextEncoder().encode(`${label} for d1`) },
-        { deviceId: 'd2', payload: new TextEncoder().encode(`${label} for d2`) },
-      ],
-    });
-    for (const label of ['a', 'b', 'c']) {
-      const r = (await store.storeBatch([both(label)])).results[0]!;
-      expect(r.ok).toBe(true);
+  it('a recipient offline across several retirements loses nothing and gets nothing twice', async () => {
+    const box = await mailbox();
+    const other = await mailbox();
+    const sent: string[] = [];
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 3; i++) {
+        const label = `r${round}.${i}`;
+        sent.push(label);
+        await store1(item(box, label));
+        // Another mailbox, acknowledged at once, whose partitions are dropped.
+        await store1(item(other, label));
+      }
+      await store.ackBatch([{ ...other, seq: (round + 1) * 3 }]);
+      clock += AGE_MS;
+      await store.retire();
     }
-    const kept = { ...both('kept'), ttlSeconds: 60 };
-    expect((await store.storeBatch([kept])).results[0]!.ok).toBe(true);
-    // d1 acknowledged its first two; their envelopes are gone already.
-    await store.ackBatch([{ userId: two.userId, deviceId: 'd1', seq: 2 }]);
-    expect(await count('envelopes', 'user_id = $1', [two.userId])).toBe(6);
-    clock = T0 + 1000;
-    expect(await store.sweepExpired(100)).toEqual({ envelopes: 4, sends: 3 });
-    const left = async (d: string) => (await db.query<{ seq: string | number }>('SELECT seq FROM envelopes WHERE user_id = $1 AND device_id = $2 ORDER BY seq', [two.userId, d])).map((r) => Number(r.seq));
-    expect(await left('d1')).toEqual([4]);
-    expect(await left('d2')).toEqual([4]);
-    expect(await count('sent_envelopes', 'recipient_user = $1', [two.userId])).toBe(1);
+    clock += 2 * AGE_MS;
+    await store.retire();
+    const got = await store.fetch(box.userId, box.deviceId, 0, 100);
+    expect(got.map((e) => text(e.payload))).toEqual(sent);
+    expect(got.map((e) => e.seq)).toEqual(sent.map((_, i) => i + 1));
+    expect(await count('user_id = $1', [other.userId])).toBe(0);
+    // Retired partitions are gone from the catalogue and from the table.
+    const parts = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM envelope_partitions WHERE to_ms <= $1`, [clock - AGE_MS]);
+    expect(parts[0]!.n).toBe(0);
   });
 
-  it('readers skip expired envelopes before the sweeper runs (expiry is exact)', async () => {
+  it('readers skip expired envelopes before retirement drops them (expiry is exact)', async () => {
     const box = await mailbox();
     await store1(item(box, 'a', { ttlSeconds: 1 }));
     await store1(item(box, 'b', { ttlSeconds: 5 }));
@@ -160,9 +169,29 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     const again = (await store.storeBatch([item(box, 'x', { envelopeId, ttlSeconds: 2 })])).results[0]!;
     expect(again).toMatchObject({ ok: true, duplicate: true, stored: [{ deviceId: 'd1', seq: 1 }], expiresAtMs: T0 + 2000 });
     clock = T0 + 2000;
-    await store.sweepExpired(100);
     const later = (await store.storeBatch([item(box, 'x', { envelopeId, ttlSeconds: 2 })])).results[0]!;
     expect(later).toMatchObject({ ok: true, duplicate: false, stored: [{ deviceId: 'd1', seq: 2 }] });
+  });
+
+  it('the idempotency window is the retirement age: inside it a resend is answered, after it the SEND is stored again', async () => {
+    const box = await mailbox();
+    const envelopeId = systemRandom(16);
+    const send = item(box, 'x', { envelopeId, ttlSeconds: 3600 });
+    expect(await store1(send)).toBe(1);
+    clock = T0 + AGE_MS - 1;
+    await store.retire();
+    expect((await store.storeBatch([send])).results[0]).toMatchObject({ ok: true, duplicate: true, stored: [{ deviceId: 'd1', seq: 1 }] });
+    // Past the window: the partition was retired (its unacknowledged envelope carried
+    // forward, no longer answering resends), and the resend is stored as new.
+    clock = T0 + 3 * AGE_MS;
+    expect((await store.retire()).carried).toBeGreaterThanOrEqual(1);
+    expect((await store.storeBatch([send])).results[0]).toMatchObject({ ok: true, duplicate: false, stored: [{ deviceId: 'd1', seq: 2 }] });
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => [e.seq, Buffer.from(e.envelopeId).equals(envelopeId)])).toEqual([
+      [1, true],
+      [2, true],
+    ]);
+    // And the new copy answers resends again, within its own window.
+    expect((await store.storeBatch([send])).results[0]).toMatchObject({ ok: true, duplicate: true, stored: [{ deviceId: 'd1', seq: 2 }] });
   });
 
   it('one batch answers new SENDs, resends, conflicts, repeats and device-list mismatches, each in its place', async () => {
@@ -207,22 +236,23 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
       [3, 'new 1'],
       [4, 'new 2'],
     ]);
-    expect(await count('sent_envelopes', 'recipient_user = $1', [two.userId])).toBe(1);
+    expect(await count('user_id = $1 AND send_hash IS NOT NULL', [two.userId])).toBe(1);
   });
 
   it('two batches in flight that share envelope ids in opposite orders never deadlock', async () => {
     // One sender reusing two ids for two recipients, first and last in each batch, with
     // enough between them for both transactions to be inside their inserts at once.
     // storeOnce retries nothing, so a deadlock (40P01) shows as an error instead of being
-    // retried away; HR001 (one batch waited for the other and found its id recorded) is
-    // the expected outcome of such a race, and is retried here as storeBatch does.
+    // retried away; a unique violation (23505: one batch waited for the other and found
+    // its id stored) is the expected outcome of such a race, and is retried here as
+    // storeBatch does.
     const storeOnce = (items: SendItem[]) => (store as unknown as { storeOnce(i: SendItem[]): Promise<{ results: SendResult[] }> }).storeOnce(items);
     const once = async (items: SendItem[]): Promise<{ results: SendResult[] }> => {
       for (;;) {
         try {
           return await storeOnce(items);
         } catch (err) {
-          if (sqlState(err) !== 'HR001') throw err;
+          if (sqlState(err) !== '23505') throw err;
         }
       }
     };
@@ -278,8 +308,8 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
       if (!first.ok || !second.ok) return;
       expect([first.duplicate, second.duplicate].sort()).toEqual([false, true]);
       expect(first.stored).toEqual(second.stored);
-      expect(await count('envelopes', 'user_id = $1', [box.userId])).toBe(2);
-      expect(await count('sent_envelopes', 'recipient_user = $1', [box.userId])).toBe(2);
+      expect(await count('user_id = $1', [box.userId])).toBe(2);
+      expect(await count('user_id = $1 AND send_hash IS NOT NULL', [box.userId])).toBe(2);
     }
   });
 
@@ -337,7 +367,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     }
   });
 
-  it('a cumulative ACK moves the cursor forward only and removes what it covers', async () => {
+  it('a cumulative ACK moves the cursor forward only and deletes nothing', async () => {
     const box = await mailbox();
     for (let i = 0; i < 5; i++) await store1(item(box, `m${i}`));
     await store.ackBatch([
@@ -347,7 +377,10 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 5, acked: 3 });
     await store.ackBatch([{ ...box, seq: 1 }]);
     expect(await store.position(box.userId, box.deviceId)).toEqual({ tail: 5, acked: 3 });
-    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => e.seq)).toEqual([4, 5]);
-    expect(await count('envelopes', 'user_id = $1', [box.userId])).toBe(2);
+    // Readers start after the cursor (the stream's position); the rows stay until their
+    // partition is retired.
+    expect((await store.fetch(box.userId, box.deviceId, 3, 10)).map((e) => e.seq)).toEqual([4, 5]);
+    expect(await count('user_id = $1', [box.userId])).toBe(5);
+    expect(await store.held(box.userId, box.deviceId)).toMatchObject({ envelopes: 2 });
   });
 });

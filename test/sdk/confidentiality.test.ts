@@ -48,7 +48,7 @@ describe('confidentiality through the relay', () => {
     await sql.connect();
     try {
       const tables = await sql.query<{ table_name: string }>("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'");
-      expect(tables.rows.map((r) => r.table_name)).toEqual(expect.arrayContaining(['envelopes', 'sent_envelopes', 'devices', 'device_list_entries']));
+      expect(tables.rows.map((r) => r.table_name)).toEqual(expect.arrayContaining(['envelopes', 'envelope_partitions', 'devices', 'device_list_entries']));
       const markerHex = Buffer.from(MARKER, 'utf8').toString('hex');
       let rowsRead = 0;
       for (const { table_name } of tables.rows) {

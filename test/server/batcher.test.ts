@@ -5,7 +5,7 @@
  * answered.
  */
 import { describe, expect, it } from 'vitest';
-import { Batcher, type Flushed } from '../../server/mailbox/batcher.js';
+import { Batcher, type Flushed } from '../../server/batching/batcher.js';
 
 /** A flush whose completion the test controls. */
 function controlledFlush() {

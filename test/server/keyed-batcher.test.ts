@@ -6,8 +6,8 @@
  */
 import { fc, test } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
-import type { Flushed } from '../../server/mailbox/batcher.js';
-import { KeyedBatcher } from '../../server/mailbox/keyed-batcher.js';
+import type { Flushed } from '../../server/batching/batcher.js';
+import { KeyedBatcher } from '../../server/batching/keyed-batcher.js';
 
 interface Item {
   readonly key: string;

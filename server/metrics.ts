@@ -21,7 +21,7 @@ export interface RelayMetrics {
   readonly catchupRuns: Counter<'reason'>;
   readonly oneTimePrekeysWithheld: Counter<'kind' | 'reason'>;
   readonly listenReconnects: Counter;
-  readonly expiredRemoved: Counter<'kind'>;
+  readonly retired: Counter<'kind'>;
   readonly pendingSendBytes: Gauge;
   readonly logReceiptsAppended: Counter;
   readonly logSubmissionsRefused: Counter<'code'>;

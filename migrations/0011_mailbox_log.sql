@@ -130,6 +130,25 @@ BEGIN
 END
 $fn$;
 
+-- The lock that keeps a partition from being drained or dropped while a SEND batch
+-- writes to it: a batch holds it shared from before it checks that its partition is not
+-- drained until it commits; draining and dropping take it exclusively. So a batch that
+-- waited long (for its locks, or on a relay whose clock is behind) either finishes
+-- before the partition is drained (and the drain sees its envelopes) or finds it
+-- drained and is written again into the current one: no envelope is ever written into a
+-- partition after its drain. Current partitions are never drained, so batches never wait
+-- for it in practice.
+CREATE FUNCTION hermetic_lock_partition(p_name text, p_exclusive boolean) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF p_exclusive THEN
+    PERFORM pg_advisory_xact_lock(742201, hashtext(p_name));
+  ELSE
+    PERFORM pg_advisory_xact_lock_shared(742201, hashtext(p_name));
+  END IF;
+END
+$fn$;
+
 -- Retirement, step 1 (one transaction): of partition p_name, carries the entries still
 -- unacknowledged and unexpired at p_now into the partition covering p_now (which must
 -- exist), credits the quota of the expired unacknowledged ones (they go with the
@@ -138,7 +157,9 @@ $fn$;
 -- envelope and never wait for each other in a cycle. A drained partition holds only
 -- acknowledged or expired entries, which no read returns.
 CREATE FUNCTION hermetic_drain_partition(p_name text, p_now bigint, OUT r_carried bigint, OUT r_expired bigint)
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET jit = off
+AS $fn$
 DECLARE
   v_from bigint;
   v_to bigint;
@@ -147,6 +168,7 @@ BEGIN
   r_carried := 0;
   r_expired := 0;
   PERFORM pg_advisory_xact_lock(hermetic_partition_lock_key());
+  PERFORM hermetic_lock_partition(p_name, true);
   SELECT from_ms, to_ms INTO v_from, v_to FROM envelope_partitions WHERE name = p_name AND NOT drained;
   IF NOT FOUND THEN
     RETURN;
@@ -200,6 +222,7 @@ LANGUAGE plpgsql AS $fn$
 BEGIN
   PERFORM pg_advisory_xact_lock(hermetic_partition_lock_key());
   PERFORM set_config('lock_timeout', p_lock_timeout_ms::text, true);
+  PERFORM hermetic_lock_partition(p_name, true);
   IF NOT EXISTS (SELECT 1 FROM envelope_partitions WHERE name = p_name AND drained) THEN
     RETURN false;
   END IF;
@@ -222,6 +245,7 @@ LANGUAGE plpgsql
 -- Every access here is by key; a plan cached while the tables were small must not scan
 -- them once they are not (see hermetic_store_sends).
 SET enable_seqscan = off
+SET jit = off
 AS $fn$
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
@@ -271,7 +295,11 @@ CREATE FUNCTION hermetic_store_sends(
   t_payload bytea[], p_blob bytea, t_offset int[], t_length int[]
 ) RETURNS TABLE (r_kind smallint, r_item int, r_seq bigint, r_devices text[], r_seqs bigint[], r_expires bigint)
 LANGUAGE plpgsql
+-- No scans (see 0004), and no JIT: with scans priced out, a lookup in the small
+-- envelope_partitions table looks costly enough to be compiled, on every call (seen:
+-- 50 ms per batch).
 SET enable_seqscan = off
+SET jit = off
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -300,6 +328,7 @@ DECLARE
   v_stored int;
   v_notice text;
   v_slot bigint;
+  v_partition text;
   -- Widths of the fixed-width parameters (server/mailbox/send-batch.ts): envelope ids
   -- (ENVELOPE_ID_BYTES) and SHA-256 content hashes (CONTENT_HASH_BYTES); and the
   -- longest notice sent as is (PostgreSQL refuses NOTIFY payloads of 8000 bytes).
@@ -307,9 +336,14 @@ DECLARE
   c_hash constant int := 32;
   c_notice_max constant int := 7900;
 BEGIN
-  -- 0. The partition the envelopes go to: every row of a partition has its start as
-  --    slot_ms, so that the idempotency index sees concurrent SENDs of one id as equal.
-  SELECT from_ms INTO v_slot FROM envelope_partitions WHERE from_ms <= p_now AND to_ms > p_now AND NOT drained;
+  -- 0. The partition the envelopes go to, locked against draining (see
+  --    hermetic_lock_partition): every row of a partition has its start as slot_ms, so
+  --    that the idempotency index sees concurrent SENDs of one id as equal.
+  SELECT name INTO v_partition FROM envelope_partitions WHERE from_ms <= p_now AND to_ms > p_now;
+  IF v_partition IS NOT NULL THEN
+    PERFORM hermetic_lock_partition(v_partition, false);
+    SELECT from_ms INTO v_slot FROM envelope_partitions WHERE name = v_partition AND NOT drained;
+  END IF;
   IF v_slot IS NULL THEN
     RAISE EXCEPTION 'no envelope partition covers %', p_now USING ERRCODE = '23514';
   END IF;
@@ -325,9 +359,15 @@ BEGIN
          count(*) FILTER (WHERE s.expires_at_ms <= p_now)
     INTO v_prior, v_prior_kind, v_prior_devices, v_prior_seqs, v_prior_expires, v_stale
     FROM unnest(t_sender_user, t_sender_device, t_count) WITH ORDINALITY AS k(u, d, n, i)
-    JOIN envelopes s ON s.sender_user = k.u AND s.sender_device = k.d
-                    AND s.envelope_id = substring(p_ids FROM (k.i::int - 1) * c_id + 1 FOR c_id)
-                    AND s.send_hash IS NOT NULL
+    -- One index probe per SEND and partition (LATERAL ... LIMIT): a join the planner is
+    -- free to plan would read the whole idempotency index of every partition (seen: a
+    -- merge join over a full scan of it), which grows with the partition.
+    CROSS JOIN LATERAL (
+      SELECT e.send_hash, e.send_devices, e.send_seqs, e.device_id, e.seq, e.expires_at_ms FROM envelopes e
+       WHERE e.sender_user = k.u AND e.sender_device = k.d
+         AND e.envelope_id = substring(p_ids FROM (k.i::int - 1) * c_id + 1 FOR c_id)
+         AND e.send_hash IS NOT NULL
+       LIMIT 1) s
    WHERE k.n IS NOT NULL;
 
   -- 2. Lock the recipients' mailboxes in key order (no deadlock between batches or

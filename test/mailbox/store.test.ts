@@ -11,6 +11,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { systemRandom } from '../../crypto/primitives/random.js';
 import { DirectoryStore } from '../../server/directory/store.js';
 import { MAILBOX_CHANNEL, MailboxStore, type SendItem, type SendResult, decodeNotice } from '../../server/mailbox/store.js';
+import { STORE_SENDS_SQL, encodeSendBatch, storeSendsArgs } from '../../server/mailbox/send-batch.js';
 import { type Database, sqlState } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { pgMissing } from '../helpers/pg.js';
@@ -149,6 +150,31 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     // Retired partitions are gone from the catalogue and from the table.
     const parts = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM envelope_partitions WHERE to_ms <= $1`, [clock - AGE_MS]);
     expect(parts[0]!.n).toBe(0);
+  });
+
+  it('a batch still writing into an old partition holds off its retirement; its envelopes are carried, not dropped', async () => {
+    // Two connections: a server database only (PGlite has one connection).
+    if (driver.name !== 'pg') return;
+    const box = await mailbox();
+    clock = T0 + 7 * AGE_MS;
+    await store.ensurePartitions();
+    // The batch is written in a transaction left open, at a time whose partition
+    // retirement is about to take (as a batch that waited long for its locks would).
+    const it = item(box, 'slow batch');
+    const batch = encodeSendBatch([it], [0], clock, db.packByteArrays);
+    let retiring: Promise<unknown> | undefined;
+    let retiredEarly = false;
+    await db.transaction(async (tx) => {
+      await tx.query(STORE_SENDS_SQL, storeSendsArgs({ nowMs: clock, channel: null, node: 'test-node', maxBytes: 1e9, maxEnvelopes: 1e6, ...batch.params }));
+      clock += 3 * AGE_MS;
+      retiring = store.retire().then(() => {
+        retiredEarly = true;
+      });
+      await new Promise((r) => setTimeout(r, 300));
+    });
+    expect(retiredEarly).toBe(false);
+    await retiring;
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['slow batch']);
   });
 
   it('readers skip expired envelopes before retirement drops them (expiry is exact)', async () => {

@@ -183,7 +183,7 @@ export class DirectoryStore {
    */
   async appendDeviceEntry(userId: string, bytes: Uint8Array, backend: CryptoBackend): Promise<AppendedEntry> {
     const revoked: MailboxNotice[] = [];
-    const appended = await this.db.transaction(async (tx) => {
+    const appended = await this.db.transaction(async (tx): Promise<AppendedEntry> => {
       revoked.length = 0;
       // Serialize list changes per user: each entry must extend the head it was signed on.
       await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 7))', [userId]);

@@ -3,7 +3,8 @@
  * PostgreSQL NOTIFY and once over NATS: an envelope committed on relay A reaches a
  * device connected to relay B live, woken by a notice rather than by the periodic
  * catch-up scan; a device has one live connection across the fleet (connecting
- * on B replaces the connection on A with 4002, and the other way round); a burst of
+ * on B replaces the connection on A with 4002, and the other way round); a device
+ * revoked through B is closed on A at once (4003) by the revoked notice; a burst of
  * "all" notices (commits too large for a tails notice) costs another relay at most two
  * catch-up scans, which still deliver; a malformed or oversized notice is ignored and
  * counted.
@@ -13,7 +14,11 @@ import { CLOSE_CODES } from '../../protocol/errors.js';
 import pg from 'pg';
 import { NOTICE_MAX_BYTES, NOTICE_MAX_TAILS } from '../../server/fleet/notice.js';
 import { CATCHUP_INTERVAL_MS } from '../../server/limits.js';
+import { encodeBase64url } from '../../protocol/base64url.js';
 import { BUSES } from '../helpers/buses.js';
+import type { TestDevice } from '../helpers/device.js';
+import { fetchChain } from '../helpers/flows.js';
+import { request } from '../helpers/http.js';
 import { killAllRelays } from '../helpers/relay.js';
 import { POSTGRES, World, firstDevice, metric, payload, sendMany, text } from './world.js';
 
@@ -179,6 +184,22 @@ for (const bus of BUSES) describe(`two relays sharing PostgreSQL, notices over $
     await sendMany(sender, bob, 3, 'still');
     await reader.waitDelivered(3);
     expect(reader.delivered.map((d) => text(d.payload))).toEqual(['still 0', 'still 1', 'still 2']);
+  });
+
+  it('a device revoked through B has its connection on A closed at once (4003), by the revoked notice', async () => {
+    const [a, b] = world.relays as [typeof world.relay, typeof world.relay];
+    const victor = await world.user('victor', 2);
+    const [phone, laptop] = victor.devices as [TestDevice, TestDevice];
+    const onA = await world.connect(victor, laptop, { relay: 0 });
+    await onA.waitJson((f) => f.type === 'queue_empty');
+    const REVOKED = `hermetic_notifier_received_total{notifier="${bus.kind}",kind="revoked"}`;
+    const heard = (await metric(a, REVOKED)) ?? 0;
+    const chain = await fetchChain(b.baseUrl, victor.token, victor.userId);
+    const res = await request(b.baseUrl, 'POST', '/v1/devices', { token: victor.token, json: { entry: encodeBase64url(phone.revokeEntry(chain, laptop.deviceId)) } });
+    expect(res.status, res.text).toBe(201);
+    expect(await onA.waitClosed()).toBe(CLOSE_CODES.DEVICE_REVOKED);
+    // Closed by the notice A heard, not only by its catch-up scan.
+    expect((await metric(a, REVOKED)) ?? 0).toBeGreaterThan(heard);
   });
 
   it('connecting on B replaces the connection on A (4002), and B continues the stream; and back again', async () => {

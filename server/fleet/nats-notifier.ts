@@ -71,7 +71,13 @@ export class NatsNotifier implements Notifier {
       reconnectJitter: NATS_RECONNECT_JITTER_MS,
       reconnectJitterTLS: NATS_RECONNECT_JITTER_MS,
     };
-    const nc = await connect(options);
+    let nc: NatsConnection;
+    try {
+      nc = await connect(options);
+    } catch (err) {
+      // The servers without credentials: safe to show.
+      throw new Error(`cannot connect to NATS (HERMETIC_NATS_URL: ${s.servers.join(', ')}): ${(err as Error).message}`);
+    }
     opts.logger?.info({ servers: s.servers, subject: `${opts.subjectPrefix}.mailbox` }, 'notices over NATS');
     return new NatsNotifier(nc, `${opts.subjectPrefix}.mailbox`, opts);
   }

@@ -130,11 +130,12 @@ export class MailboxService {
 
   /**
    * After a commit: tells the other relays (unless the store function already did, in
-   * the transaction) and wakes this relay's own recipients.
+   * the transaction) and wakes this relay's own recipients. On NATS the store function
+   * still sends its NOTIFY too (migrations/0009 cannot be told not to), unheard.
    */
   private committed(envs: readonly StoredEnvelope[]): void {
     if (!this.notifier.transactional && envs.length > 0) {
-      for (const n of tailsNotices(this.opts.nodeId, envs)) this.publish(n, 'tails notice failed');
+      for (const n of tailsNotices(this.opts.nodeId, envs)) void this.publish(n, 'tails notice failed');
     }
     this.wake(envs);
   }

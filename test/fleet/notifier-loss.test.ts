@@ -6,6 +6,7 @@
  * the bus is back (each relay counts its resubscription and runs a catch-up scan at
  * once), wake-ups are live by notice again, and a device still has one live connection
  * across the fleet: connecting on one relay closes its older connection on the other.
+ * The NATS password in the relays' URL appears in none of their output.
  */
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -144,9 +145,12 @@ describe('two relays on NATS, B\'s connection to NATS cut and refused for a whil
     proxy = await TcpProxy.start({ host: u.hostname, port: Number(u.port || 4222) });
     const p = proxy;
     const prefix = natsPrefix();
-    // A reaches NATS directly, B through the proxy.
-    world = await World.start(POSTGRES, { relays: 1, env: natsEnv(prefix) });
-    await world.startRelay({ env: natsEnv(prefix, `nats://127.0.0.1:${p.port}`) });
+    // A reaches NATS directly, B through the proxy; both with a password in the URL (the
+    // test server has no users and ignores it), which must never reach a log.
+    const password = `pw-${prefix.slice(-12)}`;
+    const withPassword = (url: string): string => url.replace('nats://', `nats://hermetic:${password}@`);
+    world = await World.start(POSTGRES, { relays: 1, env: natsEnv(prefix, withPassword(natsUrl)) });
+    await world.startRelay({ env: natsEnv(prefix, withPassword(`nats://127.0.0.1:${p.port}`)) });
     const b = world.relays[1]!;
     await lossAndRecovery(
       world,
@@ -162,5 +166,6 @@ describe('two relays on NATS, B\'s connection to NATS cut and refused for a whil
         p.open();
       },
     );
+    for (const r of world.relays) expect(r.stdout() + r.stderr()).not.toContain(password);
   });
 });

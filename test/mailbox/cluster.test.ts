@@ -57,7 +57,16 @@ for (const bus of BUSES) describe(`two relays sharing PostgreSQL, notices over $
     const sender = await world.connect(alice, undefined, { relay: 0 });
     const reader = await world.connect(bob, undefined, { relay: 1, autoAck: true });
     await reader.waitJson((f) => f.type === 'queue_empty');
-    const before = { a: (await metric(a, DELIVERED)) ?? 0, b: (await metric(b, DELIVERED)) ?? 0 };
+    // Tails notices: published by A itself on NATS (after each commit), by the store
+    // function on NOTIFY (not counted as the relay's); B hears each one.
+    const PUBLISHED = `hermetic_notifier_published_total{notifier="${bus.kind}",kind="tails"}`;
+    const RECEIVED = `hermetic_notifier_received_total{notifier="${bus.kind}",kind="tails"}`;
+    const before = {
+      a: (await metric(a, DELIVERED)) ?? 0,
+      b: (await metric(b, DELIVERED)) ?? 0,
+      published: (await metric(a, PUBLISHED)) ?? 0,
+      received: (await metric(b, RECEIVED)) ?? 0,
+    };
 
     // One at a time, each waiting for its delivery: every one must be pushed by B as
     // soon as A commits it.
@@ -81,6 +90,8 @@ for (const bus of BUSES) describe(`two relays sharing PostgreSQL, notices over $
     await reader.ping();
     expect(((await metric(b, DELIVERED)) ?? 0) - before.b).toBe(rounds);
     expect(((await metric(a, DELIVERED)) ?? 0) - before.a).toBe(0);
+    expect(((await metric(a, PUBLISHED)) ?? 0) - before.published).toBe(bus.kind === 'nats' ? rounds : 0);
+    expect(((await metric(b, RECEIVED)) ?? 0) - before.received).toBeGreaterThanOrEqual(rounds);
   });
 
   it('a backlog stored through A is streamed by B, and envelopes from both relays interleave gap-free', async () => {

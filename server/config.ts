@@ -25,6 +25,7 @@ import { relayOrigin } from '../protocol/origin.js';
 import { NoteSigner } from '../crypto/tlog/note.js';
 import type { CorsPolicy } from './http/cors.js';
 import { DEFAULT_RETIREMENT_AGE_MS, DEFAULT_WS_IDLE_TIMEOUT_S, MAX_RETIREMENT_AGE_MS, MAX_WS_IDLE_TIMEOUT_S, MIN_RETIREMENT_AGE_MS, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
+import { DEFAULT_NATS_SUBJECT_PREFIX, MAX_NATS_SUBJECT_PREFIX_LENGTH, NATS_SUBJECT_PREFIX_PATTERN, parseNatsUrl } from './fleet/nats-url.js';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -74,6 +75,47 @@ export interface Config {
   readonly prekeyHandout: { readonly burst: number; readonly perHour: number };
   /** The receipt log's checkpoint signing (server/log/log-key.ts). */
   readonly log: LogConfig;
+  /** Wake-ups between relays over NATS instead of PostgreSQL NOTIFY; undefined: NOTIFY. */
+  readonly nats: NatsConfig | undefined;
+}
+
+export interface NatsConfig {
+  /** HERMETIC_NATS_URL: may hold credentials, so never logged. */
+  readonly url: string;
+  /** HERMETIC_NATS_SUBJECT_PREFIX: notices go on `<prefix>.mailbox`. */
+  readonly subjectPrefix: string;
+  /** HERMETIC_NATS_CREDS_FILE: a NATS credentials file (JWT and NKey seed). */
+  readonly credsFile: string | undefined;
+}
+
+function natsConfig(env: Env, production: boolean, databaseUrl: string | undefined): NatsConfig | undefined {
+  const url = env.HERMETIC_NATS_URL || undefined;
+  const prefix = env.HERMETIC_NATS_SUBJECT_PREFIX || undefined;
+  const credsFile = env.HERMETIC_NATS_CREDS_FILE || undefined;
+  if (url === undefined) {
+    if (prefix !== undefined || credsFile !== undefined) throw new ConfigError('HERMETIC_NATS_SUBJECT_PREFIX and HERMETIC_NATS_CREDS_FILE need HERMETIC_NATS_URL');
+    return undefined;
+  }
+  if (databaseUrl === undefined) {
+    throw new ConfigError('HERMETIC_NATS_URL needs DATABASE_URL: relays wake each other when they share a PostgreSQL database (embedded PGlite serves one relay)');
+  }
+  let servers;
+  try {
+    servers = parseNatsUrl(url);
+  } catch (err) {
+    // Never echo the value: it may hold a password.
+    throw new ConfigError(`HERMETIC_NATS_URL ${(err as Error).message}`);
+  }
+  if (prefix !== undefined && (prefix.length > MAX_NATS_SUBJECT_PREFIX_LENGTH || !NATS_SUBJECT_PREFIX_PATTERN.test(prefix))) {
+    throw new ConfigError(`HERMETIC_NATS_SUBJECT_PREFIX must be 1..${MAX_NATS_SUBJECT_PREFIX_LENGTH} characters: dot-separated tokens of A-Z a-z 0-9 _ - (no wildcards)`);
+  }
+  // The bus carries user and device ids, and a notice on it can close any connection.
+  if (production && servers.user === undefined && servers.token === undefined && credsFile === undefined) {
+    throw new ConfigError(
+      'HERMETIC_NATS_URL has no credentials (user:password@ or token@) and no HERMETIC_NATS_CREDS_FILE is set, which is refused when NODE_ENV=production: the bus must be private to the relays',
+    );
+  }
+  return { url, subjectPrefix: prefix ?? DEFAULT_NATS_SUBJECT_PREFIX, credsFile: credsFile === undefined ? undefined : path.resolve(credsFile) };
 }
 
 export interface LogConfig {
@@ -258,6 +300,7 @@ export function loadConfig(env: Env = process.env): Config {
       perHour: intVar(env, 'HERMETIC_PREKEY_HANDOUTS_PER_HOUR', DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR, 0, MAX_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR),
     },
     log: logConfig(env, production, databaseUrl),
+    nats: natsConfig(env, production, databaseUrl),
   };
 }
 

@@ -85,6 +85,15 @@ export const CATCHUP_PAGE_SIZE = 1_000;
 export const LISTEN_RECONNECT_MIN_MS = 100;
 export const LISTEN_RECONNECT_MAX_MS = 5_000;
 
+/** A NATS notifier (HERMETIC_NATS_URL): the relay refuses to start if no server answers
+ * within NATS_CONNECT_TIMEOUT_MS; a lost connection is retried forever, every
+ * NATS_RECONNECT_WAIT_MS plus up to NATS_RECONNECT_JITTER_MS (so relays that lost the
+ * same server don't come back in step). As with LISTEN, the catch-up scan delivers
+ * meanwhile, and one runs as soon as the connection is back. */
+export const NATS_CONNECT_TIMEOUT_MS = 10_000;
+export const NATS_RECONNECT_WAIT_MS = 250;
+export const NATS_RECONNECT_JITTER_MS = 250;
+
 /** /readyz waits at most this long for the database's answer before reporting not
  * ready: an orchestrator's probe must learn of a hung database, not hang with it. */
 export const READY_CHECK_TIMEOUT_MS = 2_000;

@@ -22,6 +22,10 @@ export interface RelayMetrics {
   readonly oneTimePrekeysWithheld: Counter<'kind' | 'reason'>;
   readonly listenReconnects: Counter;
   readonly retired: Counter<'kind'>;
+  readonly noticesPublished: Counter<'notifier' | 'kind'>;
+  readonly noticesReceived: Counter<'notifier' | 'kind'>;
+  readonly noticesMalformed: Counter<'notifier'>;
+  readonly notifierResubscriptions: Counter<'notifier'>;
   readonly pendingSendBytes: Gauge;
   readonly logReceiptsAppended: Counter;
   readonly logSubmissionsRefused: Counter<'code'>;
@@ -81,7 +85,31 @@ export function createMetrics(): RelayMetrics {
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
       registers: [registry],
     }),
-    notices: new Counter({ name: 'hermetic_notices_total', help: 'Mailbox notices (NOTIFY) heard from other relays', registers: [registry] }),
+    notices: new Counter({ name: 'hermetic_notices_total', help: 'Mailbox notices heard from other relays (on either notifier)', registers: [registry] }),
+    noticesPublished: new Counter({
+      name: 'hermetic_notifier_published_total',
+      help: 'Mailbox notices this relay published, by notifier (pg, nats) and kind (tails, all, connected, revoked); with pg, the tails and all notices the store function sends are not counted',
+      labelNames: ['notifier', 'kind'],
+      registers: [registry],
+    }),
+    noticesReceived: new Counter({
+      name: 'hermetic_notifier_received_total',
+      help: 'Well-formed mailbox notices received, its own included, by notifier and kind',
+      labelNames: ['notifier', 'kind'],
+      registers: [registry],
+    }),
+    noticesMalformed: new Counter({
+      name: 'hermetic_notifier_malformed_total',
+      help: 'Messages on the notice channel or subject that were not well-formed notices (ignored), by notifier',
+      labelNames: ['notifier'],
+      registers: [registry],
+    }),
+    notifierResubscriptions: new Counter({
+      name: 'hermetic_notifier_resubscriptions_total',
+      help: 'Times the notifier lost its subscription (its connection) and had it back, by notifier',
+      labelNames: ['notifier'],
+      registers: [registry],
+    }),
     catchupRuns: new Counter({
       name: 'hermetic_catchup_runs_total',
       help: 'Catch-up scans of connected mailboxes run, by what asked for them: notice (an "all" notice from another relay), interval, resubscribed',
@@ -96,7 +124,7 @@ export function createMetrics(): RelayMetrics {
     }),
     listenReconnects: new Counter({
       name: 'hermetic_listen_reconnects_total',
-      help: 'Times the LISTEN subscription was lost and restored',
+      help: 'Times the notice subscription (LISTEN, or NATS with HERMETIC_NATS_URL) was lost and restored',
       registers: [registry],
     }),
     retired: new Counter({

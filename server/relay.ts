@@ -37,6 +37,8 @@ import { loadLogKey } from './log/log-key.js';
 import { ReceiptLog } from './log/service.js';
 import { MailboxStore } from './mailbox/store.js';
 import { PendingSends } from './ws/pending-sends.js';
+import { type Notifier, type NotifierKind, type NotifierObserver, PgNotifier } from './fleet/notifier.js';
+import { MAILBOX_CHANNEL } from './fleet/notice.js';
 
 export interface Relay {
   readonly port: number;
@@ -92,6 +94,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
   const metrics = createMetrics();
   const db = await openDatabase(config, logger, (s) => metrics.dbQuerySeconds.observe(s));
   const listeners: us_listen_socket[] = [];
+  let notifier: Notifier | undefined;
   try {
     const migrations = loadMigrations();
     const result = await migrate(db, migrations);
@@ -110,7 +113,11 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     }
     const verifier = createTokenVerifier(config.auth, keySet);
     const backend = defaultBackend;
-    const store = new DirectoryStore(db);
+    const nodeId = Buffer.from(systemRandom(8)).toString('hex');
+    notifier = await openNotifier(config, db, nodeId, logger, metrics);
+    const store = new DirectoryStore(db, notifier, (err) =>
+      logger.warn({ err: { message: (err as Error).message } }, 'revoked notice failed (catch-up scans close the connection)'),
+    );
     const directory = new DirectoryService(store, backend, {
       handout: config.prekeyHandout,
       onWithheld: (kind, reason) => metrics.oneTimePrekeysWithheld.inc({ kind, reason }),
@@ -124,12 +131,14 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       return p;
     };
 
-    const nodeId = Buffer.from(systemRandom(8)).toString('hex');
     const mailbox = new MailboxService({
       db,
+      notifier,
       store: new MailboxStore(db, nodeId, {
         quota: { maxBytes: config.mailboxMaxBytes, maxEnvelopes: config.mailboxMaxEnvelopes },
         retention: { retirementAgeMs: config.retirementAgeMs },
+        // NOTIFY from inside the storing transaction only when that is the bus.
+        channel: notifier.transactional ? MAILBOX_CHANNEL : null,
       }),
       nodeId,
       logger,
@@ -278,6 +287,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         // Finish in-flight database writes (queued SENDs are committed and answered).
         await Promise.race([Promise.allSettled([...inflight, mailbox.stop(), receiptLog.stop()]), grace]);
         connections.closeAll(CLOSE_CODES.GOING_AWAY, 'relay shutting down');
+        await notifier?.close().catch(() => undefined);
         await db.close();
         logger.info('relay stopped');
       })();
@@ -286,9 +296,35 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     return { port, db, metrics, nodeId, metricsPort, stop };
   } catch (err) {
     for (const l of listeners) uws.us_listen_socket_close(l);
+    await notifier?.close().catch(() => undefined);
     await db.close().catch(() => undefined);
     throw err;
   }
+}
+
+/** Counts a notifier's traffic in the relay's metrics. */
+function notifierObserver(kind: NotifierKind, metrics: RelayMetrics): NotifierObserver {
+  return {
+    published: (k) => metrics.noticesPublished.inc({ notifier: kind, kind: k }),
+    received: (k) => metrics.noticesReceived.inc({ notifier: kind, kind: k }),
+    malformed: () => metrics.noticesMalformed.inc({ notifier: kind }),
+    resubscribed: () => metrics.notifierResubscriptions.inc({ notifier: kind }),
+  };
+}
+
+/** The bus relays wake each other on: NATS with HERMETIC_NATS_URL, else PostgreSQL NOTIFY. */
+async function openNotifier(config: Config, db: Database, nodeId: string, logger: Logger, metrics: RelayMetrics): Promise<Notifier> {
+  if (!config.nats) return new PgNotifier(db, notifierObserver('pg', metrics));
+  // Loaded only when used.
+  const { NatsNotifier } = await import('./fleet/nats-notifier.js');
+  return NatsNotifier.connect({
+    url: config.nats.url,
+    subjectPrefix: config.nats.subjectPrefix,
+    ...(config.nats.credsFile ? { credsFile: config.nats.credsFile } : {}),
+    name: `hermetic-relay-${nodeId}`,
+    logger,
+    observer: notifierObserver('nats', metrics),
+  });
 }
 
 async function listen(app: TemplatedApp, host: string, port: number): Promise<{ socket: us_listen_socket; port: number }> {

@@ -9,6 +9,8 @@ import { DeviceChain, type DeviceChainRefusal } from '../../crypto/devices/chain
 import { DEVICE_ENTRY_KINDS, type DeviceEntryKind } from '../../crypto/devices/entry.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { type ErrorCode, ProtocolError } from '../../protocol/errors.js';
+import { type MailboxNotice, revokedNotice } from '../fleet/notice.js';
+import { type Notifier, PgNotifier } from '../fleet/notifier.js';
 import { removeMailbox } from '../mailbox/store.js';
 import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
 import { MAX_STORED_ONE_TIME_KEYS } from '../limits.js';
@@ -144,7 +146,34 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 export class DirectoryStore {
-  constructor(private readonly db: Database) {}
+  private readonly notifier: Notifier;
+
+  /**
+   * `notifier` carries the 'revoked' notice of a device leaving its list to every relay
+   * (PostgreSQL NOTIFY on `db` when omitted); `onNoticeFailed` is told when one sent
+   * after the commit could not be (the relays' catch-up scans close the connection
+   * then).
+   */
+  constructor(
+    private readonly db: Database,
+    notifier?: Notifier,
+    private readonly onNoticeFailed: (err: unknown) => void = () => undefined,
+  ) {
+    this.notifier = notifier ?? new PgNotifier(db);
+  }
+
+  /**
+   * Removes a device that left its user's list (its `devices` row and its mailbox) and
+   * announces it: in the transaction when the notifier can (the
+   * notice is delivered on commit), else into `after`, sent once it has committed.
+   */
+  private async removeDevice(tx: SqlExecutor, userId: string, deviceId: string, after: MailboxNotice[]): Promise<void> {
+    await tx.query('DELETE FROM devices WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
+    await removeMailbox(tx, userId, deviceId);
+    const notice = revokedNotice(userId, deviceId);
+    if (this.notifier.transactional) await this.notifier.publish(notice, tx);
+    else after.push(notice);
+  }
 
   /**
    * Appends one signed entry to a user's device list (crypto/devices), after checking it
@@ -153,7 +182,9 @@ export class DirectoryStore {
    * stored at its position again is 'unchanged' (a retried request).
    */
   async appendDeviceEntry(userId: string, bytes: Uint8Array, backend: CryptoBackend): Promise<AppendedEntry> {
-    return this.db.transaction(async (tx) => {
+    const revoked: MailboxNotice[] = [];
+    const appended = await this.db.transaction(async (tx): Promise<AppendedEntry> => {
+      revoked.length = 0;
       // Serialize list changes per user: each entry must extend the head it was signed on.
       await tx.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 7))', [userId]);
       const rows = await tx.query<EntryRow>(
@@ -175,8 +206,7 @@ export class DirectoryStore {
         [userId, e.seq, DEVICE_ENTRY_KINDS[e.kind], e.deviceId, e.identityKey, e.bytes, step.chain.head],
       );
       if (e.kind === 'revoke') {
-        await tx.query('DELETE FROM devices WHERE user_id = $1 AND device_id = $2', [userId, e.deviceId]);
-        await removeMailbox(tx, userId, e.deviceId);
+        await this.removeDevice(tx, userId, e.deviceId, revoked);
         return { outcome: 'created', kind: e.kind, deviceId: e.deviceId, seq: e.seq };
       }
       if (e.kind === 'root') {
@@ -192,8 +222,7 @@ export class DirectoryStore {
         }
         for (const r of legacy) {
           if (r.device_id === e.deviceId) continue;
-          await tx.query('DELETE FROM devices WHERE user_id = $1 AND device_id = $2', [userId, r.device_id]);
-          await removeMailbox(tx, userId, r.device_id);
+          await this.removeDevice(tx, userId, r.device_id, revoked);
         }
       }
       try {
@@ -214,6 +243,8 @@ export class DirectoryStore {
       }
       return { outcome: 'created', kind: e.kind, deviceId: e.deviceId, seq: e.seq };
     });
+    for (const n of revoked) await this.notifier.publish(n).catch(this.onNoticeFailed);
+    return appended;
   }
 
   /**

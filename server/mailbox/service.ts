@@ -1,8 +1,9 @@
 /**
  * The relay's store-and-forward engine: group-commits SENDs, applies ACKs in batches,
  * keeps one DeliveryStream per connected device, and wakes streams when envelopes
- * commit — directly for this relay's own commits, by LISTEN/NOTIFY for other relays'
- * (one NOTIFY per commit), and by a periodic catch-up scan as a safety net. A commit
+ * commit — directly for this relay's own commits, by a notice on the fleet's notifier
+ * (server/fleet/notifier.ts: PostgreSQL NOTIFY or NATS) for other relays' (one notice
+ * per commit), and by a periodic catch-up scan as a safety net. A commit
  * touching too many mailboxes for one notification sends an "all" notice instead, which
  * asks every other relay for a catch-up scan: at most one scan runs at a time per relay,
  * and requests made meanwhile are merged into one more, so a burst of such commits costs
@@ -15,7 +16,9 @@ import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, CATCHUP_PAGE
 import type { Database } from '../storage/database.js';
 import { Batcher } from '../batching/batcher.js';
 import { KeyedBatcher } from '../batching/keyed-batcher.js';
-import { MAILBOX_CHANNEL, type MailboxStore, type Retired, type SendItem, type SendResult, type StoredEnvelope, decodeNotice, encodeConnectedNotice } from './store.js';
+import { type MailboxNotice, connectedNotice, tailsNotices } from '../fleet/notice.js';
+import { type Notifier, PgNotifier } from '../fleet/notifier.js';
+import type { MailboxStore, Retired, SendItem, SendResult, StoredEnvelope } from './store.js';
 import { DeliveryStream, type StreamSink } from './stream.js';
 
 interface Attached {
@@ -38,6 +41,8 @@ function key(u: string, d: string): string {
 export interface MailboxServiceOptions {
   readonly db: Database;
   readonly store: MailboxStore;
+  /** The bus notices travel on; PostgreSQL NOTIFY on `db` when omitted. */
+  readonly notifier?: Notifier;
   readonly nodeId: string;
   readonly logger: Logger;
   readonly now?: () => number;
@@ -45,7 +50,7 @@ export interface MailboxServiceOptions {
   readonly onBatch?: (size: number) => void;
   /** Told of each notice heard from another relay (metrics). */
   readonly onNotice?: () => void;
-  /** Told when the LISTEN subscription was lost and is back (metrics). */
+  /** Told when the notifier's subscription was lost and is back (metrics). */
   readonly onResubscribed?: () => void;
   /** Told of each catch-up scan that starts, and what asked for it (metrics). */
   readonly onCatchUp?: (reason: CatchUpReason) => void;
@@ -53,7 +58,7 @@ export interface MailboxServiceOptions {
   readonly onRetired?: (retired: Retired) => void;
 }
 
-/** What asked for a catch-up scan: an "all" notice, the timer, or a restored LISTEN. */
+/** What asked for a catch-up scan: an "all" notice, the timer, or a restored subscription. */
 export type CatchUpReason = 'notice' | 'interval' | 'resubscribed';
 
 export class MailboxService {
@@ -68,19 +73,21 @@ export class MailboxService {
   private stopped = false;
   private unlisten: (() => Promise<void>) | undefined;
   private readonly now: () => number;
+  private readonly notifier: Notifier;
   /** The catch-up scans in progress (at most one at a time), and what asked for the next. */
   private catchingUp: Promise<void> | undefined;
   private nextCatchUp: CatchUpReason | undefined;
 
   constructor(private readonly opts: MailboxServiceOptions) {
     this.now = opts.now ?? Date.now;
+    this.notifier = opts.notifier ?? new PgNotifier(opts.db);
     this.sends = new KeyedBatcher<SendItem, SendResult>(
       { maxBatch: SEND_BATCH_MAX, concurrency: SEND_BATCH_CONCURRENCY, parallelMin: SEND_PARALLEL_MIN, onError: (err) => this.reportWakeError(err) },
       (item) => item.recipientUserId,
       async (items) => {
         opts.onBatch?.(items.length);
         const { results, committed } = await opts.store.storeBatch(items);
-        return { results, after: () => this.wake(committed) };
+        return { results, after: () => this.committed(committed) };
       },
     );
     this.acks = new Batcher<Ack, void>({ maxBatch: ACK_BATCH_MAX, maxWaitMs: ACK_BATCH_MAX_WAIT_MS, concurrency: 1 }, async (items) => {
@@ -90,14 +97,16 @@ export class MailboxService {
   }
 
   async start(): Promise<void> {
-    this.unlisten = await this.opts.db.listen(
-      MAILBOX_CHANNEL,
-      (payload) => this.onNotice(payload),
+    this.unlisten = await this.notifier.subscribe(
+      (notice) => this.onNotice(notice),
       () => {
         // Notices sent while the subscription was down are lost: re-read every tail now
         // rather than at the next scheduled catch-up.
         this.opts.onResubscribed?.();
         this.requestCatchUp('resubscribed');
+        // On a bus published to after the commit, what this relay published while its
+        // connection was down may be lost too: the other relays re-read theirs as well.
+        if (!this.notifier.transactional) void this.publish({ node: this.opts.nodeId, kind: 'all' }, 'catch-up notice failed');
       },
     );
     this.timers.push(setInterval(() => this.requestCatchUp('interval'), CATCHUP_INTERVAL_MS).unref());
@@ -116,6 +125,23 @@ export class MailboxService {
 
   private reportWakeError(err: unknown): void {
     this.opts.logger.error({ err: { message: (err as Error).message } }, 'waking recipients after a commit failed');
+  }
+
+  /**
+   * After a commit: tells the other relays (unless the store function already did, in
+   * the transaction: on NATS the store is built without a NOTIFY channel) and wakes this
+   * relay's own recipients.
+   */
+  private committed(envs: readonly StoredEnvelope[]): void {
+    if (!this.notifier.transactional && envs.length > 0) {
+      for (const n of tailsNotices(this.opts.nodeId, envs)) void this.publish(n, 'tails notice failed');
+    }
+    this.wake(envs);
+  }
+
+  /** Sends a notice without waiting; a failure is logged (catch-up scans cover it). */
+  private publish(notice: MailboxNotice, what: string): Promise<void> {
+    return this.notifier.publish(notice).catch((err: unknown) => this.opts.logger.warn({ err: { message: (err as Error).message } }, what));
   }
 
   /** Hands this relay's own commits to the connected recipients, one wake per device. */
@@ -154,9 +180,7 @@ export class MailboxService {
     this.attached.get(k)?.close('replaced');
     this.attached.set(k, { stream, authAt, close });
     // Tell other relays, so that a device has one live connection fleet-wide.
-    await this.opts.db
-      .query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, encodeConnectedNotice(this.opts.nodeId, userId, deviceId, authAt)])
-      .catch((err: unknown) => this.opts.logger.warn({ err: { message: (err as Error).message } }, 'connected notice failed'));
+    await this.publish(connectedNotice(this.opts.nodeId, userId, deviceId, authAt), 'connected notice failed');
     stream.pump();
     return stream;
   }
@@ -182,11 +206,9 @@ export class MailboxService {
     this.pendingAck.set(k, written);
   }
 
-  private onNotice(payload: string): void {
-    const n = decodeNotice(payload);
-    if (!n) return;
-    // Sent from inside the revoking transaction, so by no relay in particular: every
-    // relay, this one included, closes the device's connection.
+  private onNotice(n: MailboxNotice): void {
+    // Sent by no relay in particular (from inside the revoking transaction, or after it
+    // committed): every relay, this one included, closes the device's connection.
     if (n.kind === 'revoked') {
       this.attached.get(key(n.userId, n.deviceId))?.close('revoked');
       return;

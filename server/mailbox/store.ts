@@ -25,8 +25,7 @@ import {
   PARTITIONS_PER_RETIREMENT_AGE,
 } from '../limits.js';
 import { type BatchSend, STORE_SENDS_SQL, type StoreRow, decodeStoreRow, encodeSendBatch, storeSendsArgs } from './send-batch.js';
-
-export const MAILBOX_CHANNEL = 'hermetic_mailbox';
+import { MAILBOX_CHANNEL } from '../fleet/notice.js';
 
 export type SendItem = BatchSend;
 
@@ -411,50 +410,12 @@ export class MailboxStore {
   }
 }
 
-export type MailboxNotice =
-  | { readonly node: string; readonly kind: 'tails'; readonly tails: ReadonlyArray<readonly [string, string, number]> }
-  | { readonly node: string; readonly kind: 'all' }
-  | { readonly node: string; readonly kind: 'connected'; readonly userId: string; readonly deviceId: string; readonly at: number }
-  /** A device was revoked: every relay closes its connection (sent with node ''). */
-  | { readonly node: string; readonly kind: 'revoked'; readonly userId: string; readonly deviceId: string };
-
 /**
  * Removes a device's mailbox contents when the device leaves its user's list (its
- * `mailboxes` row goes with the `devices` row). In the caller's transaction; the notice
- * is delivered on commit, to every relay, which then closes the device's connection.
+ * `mailboxes` row goes with the `devices` row). In the caller's transaction; the caller
+ * sends the 'revoked' notice (server/fleet/notice.ts) with it or after its commit.
  */
 export async function removeMailbox(tx: SqlExecutor, userId: string, deviceId: string): Promise<void> {
   await tx.query('DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
   await tx.query('DELETE FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
-  await tx.query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, JSON.stringify({ node: '', kind: 'revoked', userId, deviceId })]);
-}
-
-export function encodeConnectedNotice(nodeId: string, userId: string, deviceId: string, at: number): string {
-  return JSON.stringify({ node: nodeId, kind: 'connected', userId, deviceId, at });
-}
-
-/** Sequences and times in notices: JSON numbers can be fractions, negative or beyond 2^53 (1e400 parses as Infinity). */
-const isSafeNat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-
-export function decodeNotice(payload: string): MailboxNotice | undefined {
-  try {
-    const v = JSON.parse(payload) as { node?: unknown; kind?: unknown; tails?: unknown; userId?: unknown; deviceId?: unknown; at?: unknown };
-    if (typeof v.node !== 'string') return undefined;
-    if (v.kind === 'all') return { node: v.node, kind: 'all' };
-    if (v.kind === 'revoked' && typeof v.userId === 'string' && typeof v.deviceId === 'string') {
-      return { node: v.node, kind: 'revoked', userId: v.userId, deviceId: v.deviceId };
-    }
-    if (v.kind === 'connected' && typeof v.userId === 'string' && typeof v.deviceId === 'string' && isSafeNat(v.at)) {
-      return { node: v.node, kind: 'connected', userId: v.userId, deviceId: v.deviceId, at: v.at };
-    }
-    if (v.kind === 'tails' && Array.isArray(v.tails)) {
-      const tails = v.tails.filter(
-        (t): t is [string, string, number] => Array.isArray(t) && typeof t[0] === 'string' && typeof t[1] === 'string' && isSafeNat(t[2]),
-      );
-      return { node: v.node, kind: 'tails', tails };
-    }
-  } catch {
-    /* not ours */
-  }
-  return undefined;
 }

@@ -4,10 +4,12 @@
  * 1..N exactly — strictly increasing, no gap, no repeat — and each sender's envelopes in
  * the order that sender sent them; every STORED answer must name the sequence the
  * envelope was delivered at. Run on each driver, and on two relays sharing one
- * PostgreSQL database (senders split between them).
+ * PostgreSQL database (senders split between them), with notices over PostgreSQL NOTIFY
+ * and over NATS.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pgMissing, pgServer } from '../helpers/pg.js';
+import { BUSES } from '../helpers/buses.js';
+import { pgMissing } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
 import type { RawClient } from './raw-client.js';
 import { DRIVERS, POSTGRES, World, driverAvailable, firstDevice, hex, payload, sendMany, text } from './world.js';
@@ -104,14 +106,14 @@ describe.each(DRIVERS)('concurrent senders to one mailbox on $name', (driver) =>
   });
 });
 
-describe('concurrent senders to one mailbox through two relays sharing PostgreSQL', () => {
-  if (!pgServer) {
-    pgMissing('concurrent senders through two relays');
+for (const bus of BUSES) describe(`concurrent senders to one mailbox through two relays sharing PostgreSQL, notices over ${bus.name}`, () => {
+  if (!bus.available) {
+    bus.missing(`concurrent senders through two relays, notices over ${bus.name}`);
     return;
   }
   let world: World;
   beforeAll(async () => {
-    world = await World.start(POSTGRES, { relays: 2 });
+    world = await World.start(POSTGRES, { relays: 2, env: bus.fleet().env });
   });
   afterAll(async () => {
     await world?.stop();

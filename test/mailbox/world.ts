@@ -47,6 +47,8 @@ let userCounter = 0;
 export class World {
   readonly relays: RelayProcess[] = [];
   private readonly clients = new Set<RawClient>();
+  /** Variables given to one relay only (kept for its restart), by index. */
+  private readonly relayEnv = new Map<number, Readonly<Record<string, string>>>();
 
   private constructor(
     readonly driver: Driver,
@@ -69,8 +71,12 @@ export class World {
     return world;
   }
 
-  /** Starts one more relay on this world's database (PGlite: the same data directory). */
-  async startRelay(): Promise<RelayProcess> {
+  /**
+   * Starts one more relay on this world's database (PGlite: the same data directory),
+   * with `env` over the world's variables.
+   */
+  async startRelay(opts: { env?: Readonly<Record<string, string>> } = {}): Promise<RelayProcess> {
+    if (opts.env) this.relayEnv.set(this.relays.length, opts.env);
     const relay = await this.spawnRelay(this.relays.length);
     this.relays.push(relay);
     return relay;
@@ -88,7 +94,7 @@ export class World {
   private spawnRelay(index: number): Promise<RelayProcess> {
     const url = this.db && (this.opts.databaseUrlFor?.(index, this.db.url) ?? this.db.url);
     return startRelay({
-      env: { ...this.issuer.env, ...this.opts.env },
+      env: { ...this.issuer.env, ...this.opts.env, ...this.relayEnv.get(index) },
       ...(url ? { databaseUrl: url, dataDir: makeTempDir() } : { dataDir: this.dataDir }),
     });
   }

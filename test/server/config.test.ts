@@ -59,6 +59,7 @@ describe('loadConfig', () => {
       cors: { kind: 'none' },
       prekeyHandout: { burst: DEFAULT_ONE_TIME_PREKEY_HANDOUT_BURST, perHour: DEFAULT_ONE_TIME_PREKEY_HANDOUTS_PER_HOUR },
       log: { signerKey: undefined, origin: undefined, checkpointIntervalMs: DEFAULT_LOG_CHECKPOINT_INTERVAL_MS },
+      nats: undefined,
     });
   });
 
@@ -237,5 +238,33 @@ describe('loadConfig', () => {
       expect(configError({ HERMETIC_PUBLIC_URL: bad }).message, bad).toMatch(/^HERMETIC_PUBLIC_URL /);
     }
     expect(loadConfig({ HERMETIC_PUBLIC_URL: 'ws://127.0.0.1:8080' }).publicOrigin).toBe('ws://127.0.0.1:8080');
+  });
+
+  it('reads the NATS notifier: URL, subject prefix (default "hermetic") and credentials file; needs PostgreSQL', () => {
+    const db = { DATABASE_URL: 'postgres://db/hermetic' };
+    expect(loadConfig({ ...db, HERMETIC_NATS_URL: 'nats://127.0.0.1:4222' }).nats).toEqual({ url: 'nats://127.0.0.1:4222', subjectPrefix: 'hermetic', credsFile: undefined });
+    expect(loadConfig({ ...db, HERMETIC_NATS_URL: 'tls://a:4222,tls://b:4222', HERMETIC_NATS_SUBJECT_PREFIX: 'eu-1.chat', HERMETIC_NATS_CREDS_FILE: 'relay.creds' }).nats).toEqual({
+      url: 'tls://a:4222,tls://b:4222',
+      subjectPrefix: 'eu-1.chat',
+      credsFile: path.resolve('relay.creds'),
+    });
+    expect(configError({ HERMETIC_NATS_URL: 'nats://127.0.0.1:4222' }).message).toMatch(/^HERMETIC_NATS_URL needs DATABASE_URL/);
+    expect(configError({ ...db, HERMETIC_NATS_SUBJECT_PREFIX: 'x' }).message).toMatch(/need HERMETIC_NATS_URL/);
+    for (const prefix of ['a.*', 'a.>', 'a..b', '.a', 'a b', 'x'.repeat(129)]) {
+      expect(configError({ ...db, HERMETIC_NATS_URL: 'nats://h', HERMETIC_NATS_SUBJECT_PREFIX: prefix }).message, prefix).toMatch(/^HERMETIC_NATS_SUBJECT_PREFIX /);
+    }
+    for (const url of ['http://h:4222', 'nats://h/path', 'nats://u:p@a,tls://b', 'nats://u:p@a,nats://v:p@b', 'not a url']) {
+      const err = configError({ ...db, HERMETIC_NATS_URL: url });
+      expect(err.message, url).toMatch(/^HERMETIC_NATS_URL /);
+      expect(err.message).not.toContain(':p@');
+    }
+  });
+
+  it('requires NATS credentials in production (the bus carries user and device ids), without echoing them', () => {
+    const prod = { NODE_ENV: 'production', ...jwks, HERMETIC_PUBLIC_URL: 'wss://relay.example', DATABASE_URL: 'postgres://db/h', HERMETIC_LOG_KEY: LOG_KEY };
+    expect(configError({ ...prod, HERMETIC_NATS_URL: 'nats://nats.internal:4222' }).message).toMatch(/^HERMETIC_NATS_URL has no credentials/);
+    expect(loadConfig({ ...prod, HERMETIC_NATS_URL: 'nats://relay:s3cret@nats.internal:4222' }).nats?.url).toBe('nats://relay:s3cret@nats.internal:4222');
+    expect(loadConfig({ ...prod, HERMETIC_NATS_URL: 'nats://t0ken@nats.internal' }).nats).toBeDefined();
+    expect(loadConfig({ ...prod, HERMETIC_NATS_URL: 'tls://nats.internal', HERMETIC_NATS_CREDS_FILE: '/etc/relay.creds' }).nats).toBeDefined();
   });
 });

@@ -7,7 +7,7 @@ import { decodeDeviceId } from '../../../protocol/directory.js';
 import { DEVICE_ID_PATTERN } from '../../../protocol/limits.js';
 import { bearerToken } from '../../../server/auth/tokens.js';
 import { decodePathParam } from '../../../server/http/context.js';
-import { decodeNotice, encodeConnectedNotice } from '../../../server/mailbox/store.js';
+import { NOTICE_MAX_BYTES, NOTICE_MAX_TAILS, connectedNotice, decodeNotice, encodeNotice } from '../../../server/fleet/notice.js';
 import { type FuzzTarget, defineTarget, must } from '../harness.js';
 import { edgyString, jsonTextFrom, stringsFrom } from '../mutate.js';
 
@@ -75,12 +75,12 @@ const bearer = defineTarget({
   },
 });
 
-/** Notices as the store function (migrations/0004) and encodeConnectedNotice write them. */
+/** Notices as the store function (migrations/0004) and encodeNotice write them. */
 const noticeCorpus = [
   { node: 'relay-a', kind: 'tails', tails: [['alice', 'phone', 12], ['bob', 'laptop', 1]] },
   { node: 'relay-b', kind: 'all' },
   { node: '', kind: 'revoked', userId: 'dave', deviceId: 'old-phone' },
-  JSON.parse(encodeConnectedNotice('relay-c', 'carol', 'tablet', 1_700_000_000_000)) as object,
+  JSON.parse(encodeNotice(connectedNotice('relay-c', 'carol', 'tablet', 1_700_000_000_000))) as object,
 ];
 
 const mailboxNotice = defineTarget({
@@ -93,6 +93,7 @@ const mailboxNotice = defineTarget({
   check(payload) {
     const n = decodeNotice(payload);
     if (n === undefined) return { rejected: 'ignored' };
+    must(Buffer.byteLength(payload) <= NOTICE_MAX_BYTES, `a notice of ${Buffer.byteLength(payload)} bytes was accepted`);
     must(typeof n.node === 'string', 'node is not a string');
     switch (n.kind) {
       case 'all':
@@ -105,7 +106,7 @@ const mailboxNotice = defineTarget({
         must(Number.isSafeInteger(n.at) && n.at >= 0, `connected time ${n.at} is not a non-negative safe integer`);
         break;
       case 'tails':
-        must(Array.isArray(n.tails), 'tails is not an array');
+        must(Array.isArray(n.tails) && n.tails.length <= NOTICE_MAX_TAILS, 'tails is not an array of at most NOTICE_MAX_TAILS');
         for (const t of n.tails) {
           must(typeof t[0] === 'string' && typeof t[1] === 'string', 'tail ids are not strings');
           // A tail moves a delivery stream's cursor: anything but a sequence number (an

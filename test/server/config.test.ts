@@ -8,6 +8,7 @@ import { AUTH_TIMEOUT_MS } from '../../protocol/limits.js';
 import { ConfigError, DEV_AUDIENCE, DEV_ISSUER, loadConfig } from '../../server/config.js';
 import {
   DEFAULT_MAILBOX_MAX_BYTES,
+  DEFAULT_RETIREMENT_AGE_MS,
   DEFAULT_MAILBOX_MAX_ENVELOPES,
   DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL,
   DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
@@ -49,6 +50,7 @@ describe('loadConfig', () => {
       maxUnauthenticatedPerAddress: DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
       mailboxMaxEnvelopes: DEFAULT_MAILBOX_MAX_ENVELOPES,
       mailboxMaxBytes: DEFAULT_MAILBOX_MAX_BYTES,
+      retirementAgeMs: DEFAULT_RETIREMENT_AGE_MS,
       maxPendingSendBytes: DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL,
       httpBodyTimeoutMs: HTTP_BODY_TIMEOUT_MS,
       authTimeoutMs: AUTH_TIMEOUT_MS,
@@ -79,6 +81,7 @@ describe('loadConfig', () => {
       HERMETIC_MAX_UNAUTHENTICATED_PER_ADDRESS: '7',
       HERMETIC_MAILBOX_MAX_ENVELOPES: '500',
       HERMETIC_MAILBOX_MAX_BYTES: '1000000',
+      HERMETIC_RETIREMENT_AGE_S: '300',
       HERMETIC_MAX_PENDING_SEND_BYTES: '2000000',
       HERMETIC_HTTP_BODY_TIMEOUT_MS: '1500',
       HERMETIC_AUTH_TIMEOUT_MS: '30000',
@@ -112,6 +115,7 @@ describe('loadConfig', () => {
       maxUnauthenticatedPerAddress: 7,
       mailboxMaxEnvelopes: 500,
       mailboxMaxBytes: 1_000_000,
+      retirementAgeMs: 300_000,
       maxPendingSendBytes: 2_000_000,
       httpBodyTimeoutMs: 1500,
       authTimeoutMs: 30_000,
@@ -148,7 +152,8 @@ describe('loadConfig', () => {
     ['HERMETIC_MAILBOX_MAX_ENVELOPES', '0'],
     ['HERMETIC_MAILBOX_MAX_BYTES', '262143'],
     ['HERMETIC_MAX_PENDING_SEND_BYTES', '1048575'],
-  ])('refuses %s=%j, below what one envelope or frame needs', (name, value) => {
+    ['HERMETIC_RETIREMENT_AGE_S', '0'],
+  ])('refuses %s=%j, below its minimum', (name, value) => {
     expect(configError({ [name]: value }).message).toMatch(new RegExp(`^${name} must be between`));
   });
 

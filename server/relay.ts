@@ -134,6 +134,10 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       onNotice: () => metrics.notices.inc(),
       onResubscribed: () => metrics.listenReconnects.inc(),
       onCatchUp: (reason) => metrics.catchupRuns.inc({ reason }),
+      onCatchUpPage: (checked, found) => {
+        metrics.catchupChecked.inc(checked);
+        metrics.catchupFound.inc(found);
+      },
       onSwept: (r) => {
         metrics.expiredRemoved.inc({ kind: 'send' }, r.sends);
         metrics.expiredRemoved.inc({ kind: 'envelope' }, r.envelopes);

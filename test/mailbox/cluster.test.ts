@@ -8,12 +8,11 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLOSE_CODES } from '../../protocol/errors.js';
-import pg from 'pg';
 import { CATCHUP_INTERVAL_MS } from '../../server/limits.js';
 import { MAILBOX_CHANNEL } from '../../server/mailbox/store.js';
 import { pgMissing, pgServer } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
-import { POSTGRES, World, firstDevice, metric, payload, sendMany, text } from './world.js';
+import { POSTGRES, World, commitUnannounced, firstDevice, metric, payload, sendMany, text } from './world.js';
 
 afterAll(async () => {
   await killAllRelays();
@@ -107,26 +106,10 @@ describe('two relays sharing PostgreSQL', () => {
     // tail moved on, and (too many mailboxes for one notification) "all" notices, here a
     // burst of BURST such commits' worth, delivered together on commit.
     const BURST = 50;
-    const sql = new pg.Client({ connectionString: world.db!.url });
-    await sql.connect();
-    try {
-      const now = Date.now();
-      await sql.query('BEGIN');
-      const r = await sql.query<{ seq: string }>(
-        'UPDATE mailboxes SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq - 1 AS seq',
-        [bob.userId, firstDevice(bob).deviceId],
-      );
-      await sql.query(
-        `INSERT INTO envelopes (user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, payload)
-         VALUES ($1, $2, $3, $4, 'someone', 'elsewhere', $5, $6, $7)`,
-        [bob.userId, firstDevice(bob).deviceId, r.rows[0]!.seq, Buffer.alloc(16, 7), now, now + 3_600_000, Buffer.from(payload('caught up'))],
-      );
+    await commitUnannounced(world, bob, 'caught up', async (sql) => {
       // Distinct payloads: PostgreSQL folds identical notifications of one transaction.
       for (let i = 0; i < BURST; i++) await sql.query('SELECT pg_notify($1, $2)', [MAILBOX_CHANNEL, JSON.stringify({ node: 'another-relay', kind: 'all', n: i })]);
-      await sql.query('COMMIT');
-    } finally {
-      await sql.end();
-    }
+    });
 
     await reader.waitDelivered(1);
     expect(reader.delivered.map((d) => [d.seq, text(d.payload)])).toEqual([[1, 'caught up']]);

@@ -35,7 +35,7 @@
  *   --db pg|pglite      the relay's storage (default pg)
  *   --concurrency <n>   connections being set up at once per holder (default 64)
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,6 +46,7 @@ import { Cleanup } from './lib/cleanup.js';
 import { cpuSplit, sampleCpu } from './lib/cpu.js';
 import type { BenchDevice } from './lib/device-socket.js';
 import { createIssuer } from './lib/issuer.js';
+import { WorkerProcess } from './lib/load.js';
 import { readOptions } from './lib/options.js';
 import { createDatabase, findPgServer } from './lib/postgres.js';
 import { counterDelta, parseSamples } from './lib/prometheus.js';
@@ -66,51 +67,11 @@ function log(msg: string): void {
   console.error(`[sockets bench] ${msg}`);
 }
 
-class Holder {
-  private readonly waiters: Array<{ want: string; resolve: (m: HolderAnswer) => void; reject: (e: Error) => void }> = [];
-  private exited = false;
+type Holder = WorkerProcess<HolderRequest, HolderAnswer>;
 
-  constructor(readonly proc: ChildProcess) {
-    proc.on('message', (m: HolderAnswer) => {
-      if (m.type === 'fatal') {
-        for (const w of this.waiters.splice(0)) w.reject(new Error(`socket holder: ${m.message}`));
-        return;
-      }
-      const i = this.waiters.findIndex((w) => w.want === m.type);
-      if (i >= 0) this.waiters.splice(i, 1)[0]!.resolve(m);
-    });
-    proc.on('exit', (code) => {
-      this.exited = true;
-      for (const w of this.waiters.splice(0)) w.reject(new Error(`socket holder exited (code ${code})`));
-    });
-  }
-
-  request<T extends HolderAnswer['type']>(m: HolderRequest, want: T): Promise<Extract<HolderAnswer, { type: T }>> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`socket holder: no ${want} within ${HOLDER_TIMEOUT_MS} ms`)), HOLDER_TIMEOUT_MS);
-      this.waiters.push({
-        want,
-        resolve: (r) => {
-          clearTimeout(timer);
-          resolve(r as Extract<HolderAnswer, { type: T }>);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.proc.send(m);
-    });
-  }
-
-  async close(): Promise<void> {
-    if (this.exited) return;
-    const done = new Promise<void>((r) => this.proc.once('exit', () => r()));
-    this.proc.send({ type: 'close' } satisfies HolderRequest);
-    const kill = setTimeout(() => this.proc.kill('SIGKILL'), 10_000);
-    await done;
-    clearTimeout(kill);
-  }
+/** A holder's answer of type `want` to `m`. */
+function ask<T extends HolderAnswer['type']>(holder: Holder, m: HolderRequest, want: T): Promise<Extract<HolderAnswer, { type: T }>> {
+  return holder.request<Extract<HolderAnswer, { type: T }>>(m, want);
 }
 
 function rssBytes(pid: number): number {
@@ -162,8 +123,9 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       }),
     );
     const procs = split(devices, holders).map((ds) => {
-      const h = new Holder(fork(HOLDER, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-      cleanup.add('socket holder', () => h.close());
+      const proc = fork(HOLDER, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const h: Holder = new WorkerProcess(proc, 'socket holder', HOLDER_TIMEOUT_MS);
+      cleanup.add('socket holder', () => h.close({ type: 'close' }, 10_000));
       return { holder: h, devices: ds };
     });
 
@@ -171,14 +133,14 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     await Promise.all(
       procs.map(({ holder, devices: ds }) => {
         const setup: HolderSetup = { baseUrl: relay.baseUrl, wsUrl: relay.wsUrl, devices: ds, concurrency };
-        return holder.request({ type: 'setup', setup }, 'registered');
+        return ask(holder, { type: 'setup', setup }, 'registered');
       }),
     );
     log(`registered ${sockets} devices in ${((performance.now() - reg0) / 1000).toFixed(1)} s`);
 
     const rss0 = rssBytes(relay.pid);
     const t0 = performance.now();
-    const connected = await Promise.all(procs.map(({ holder }) => holder.request({ type: 'connect' }, 'connected')));
+    const connected = await Promise.all(procs.map(({ holder }) => ask(holder, { type: 'connect' }, 'connected')));
     const connectSeconds = (performance.now() - t0) / 1000;
     const ok = connected.reduce((s, c) => s + c.ok, 0);
     const failed = connected.reduce((s, c) => s + c.failed, 0);
@@ -208,7 +170,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     const scans = counterDelta(a, b, 'hermetic_catchup_runs_total{reason="interval"}');
     const openOnRelay = b.get('hermetic_connections_open') ?? Number.NaN;
 
-    const checked = await Promise.all(procs.map(({ holder }) => holder.request({ type: 'check', timeoutMs: 30_000 }, 'checked')));
+    const checked = await Promise.all(procs.map(({ holder }) => ask(holder, { type: 'check', timeoutMs: 30_000 }, 'checked')));
     const alive = checked.reduce((s, c) => s + c.answered, 0);
     const open = checked.reduce((s, c) => s + c.open, 0);
     if (alive < sockets) log(`only ${alive} of ${sockets} sockets answered a ping after the idle window (${open} open)`);

@@ -19,6 +19,8 @@ export interface RelayMetrics {
   readonly sendBatchSize: Histogram;
   readonly notices: Counter;
   readonly catchupRuns: Counter<'reason'>;
+  readonly catchupChecked: Counter;
+  readonly catchupFound: Counter;
   readonly oneTimePrekeysWithheld: Counter<'kind' | 'reason'>;
   readonly listenReconnects: Counter;
   readonly retired: Counter<'kind'>;
@@ -114,6 +116,16 @@ export function createMetrics(): RelayMetrics {
       name: 'hermetic_catchup_runs_total',
       help: 'Catch-up scans of connected mailboxes run, by what asked for them: notice (an "all" notice from another relay), interval, resubscribed',
       labelNames: ['reason'],
+      registers: [registry],
+    }),
+    catchupChecked: new Counter({
+      name: 'hermetic_catchup_mailboxes_checked_total',
+      help: 'Connected mailboxes whose tail catch-up scans compared with the database',
+      registers: [registry],
+    }),
+    catchupFound: new Counter({
+      name: 'hermetic_catchup_mailboxes_found_total',
+      help: 'Mailboxes catch-up scans found with envelopes their connection had not heard of (a lost notice) or gone (a revocation whose notice was missed): the rows their statements returned',
       registers: [registry],
     }),
     oneTimePrekeysWithheld: new Counter({

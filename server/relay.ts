@@ -151,6 +151,10 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         metrics.retired.inc({ kind: 'carried' }, r.carried);
         metrics.retired.inc({ kind: 'expired' }, r.expired);
       },
+      onCatchUpPage: (checked, found) => {
+        metrics.catchupChecked.inc(checked);
+        metrics.catchupFound.inc(found);
+      },
     });
     await mailbox.start();
     const logKey = loadLogKey({ signerKey: config.log.signerKey, origin: config.log.origin, dataDir: config.dataDir });

@@ -14,14 +14,23 @@ type WorkerChildMessage = { readonly type: string; readonly message?: string };
 const GENERATOR = new URL('./load-generator.ts', import.meta.url);
 const REPLY_TIMEOUT_MS = 60_000;
 
-class Generator<S> {
-  private readonly waiters: Array<{ want: string; resolve: (m: WorkerChildMessage) => void; reject: (e: Error) => void }> = [];
+/**
+ * A forked worker process spoken to by messages: `request` posts one and waits for the
+ * answer of the type wanted (a `fatal` answer fails every wait), `close` asks it to exit.
+ */
+export class WorkerProcess<Req extends { readonly type: string }, Ans extends { readonly type: string; readonly message?: string } = WorkerChildMessage> {
+  private readonly waiters: Array<{ want: string; resolve: (m: Ans) => void; reject: (e: Error) => void }> = [];
   private exited = false;
 
-  constructor(readonly proc: ChildProcess) {
-    proc.on('message', (m: WorkerChildMessage) => {
+  constructor(
+    readonly proc: ChildProcess,
+    /** Names the worker in errors. */
+    private readonly name = 'load generator',
+    private readonly replyTimeoutMs = REPLY_TIMEOUT_MS,
+  ) {
+    proc.on('message', (m: Ans) => {
       if (m.type === 'fatal') {
-        for (const w of this.waiters.splice(0)) w.reject(new Error(`load generator: ${m.message}`));
+        for (const w of this.waiters.splice(0)) w.reject(new Error(`${this.name}: ${m.message}`));
         return;
       }
       const i = this.waiters.findIndex((w) => w.want === m.type);
@@ -29,7 +38,7 @@ class Generator<S> {
     });
     proc.on('exit', (code) => {
       this.exited = true;
-      for (const w of this.waiters.splice(0)) w.reject(new Error(`load generator exited (code ${code})`));
+      for (const w of this.waiters.splice(0)) w.reject(new Error(`${this.name} exited (code ${code})`));
     });
   }
 
@@ -37,13 +46,13 @@ class Generator<S> {
     return this.proc.pid as number;
   }
 
-  post(m: WorkerParentMessage<S>): void {
+  post(m: Req): void {
     if (!this.exited) this.proc.send(m);
   }
 
-  request<T extends WorkerChildMessage>(m: WorkerParentMessage<S>, want: T['type']): Promise<T> {
+  request<T extends Ans>(m: Req, want: Ans['type']): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`load generator: no ${want} within ${REPLY_TIMEOUT_MS} ms`)), REPLY_TIMEOUT_MS);
+      const timer = setTimeout(() => reject(new Error(`${this.name}: no ${want} within ${this.replyTimeoutMs} ms`)), this.replyTimeoutMs);
       this.waiters.push({
         want,
         resolve: (r) => {
@@ -59,15 +68,18 @@ class Generator<S> {
     });
   }
 
-  async close(): Promise<void> {
+  /** Posts `close` and waits for the exit; kills the process after `killAfterMs`. */
+  async close(close: Req, killAfterMs = 5000): Promise<void> {
     if (this.exited) return;
     const done = new Promise<void>((r) => this.proc.once('exit', () => r()));
-    this.post({ type: 'close' });
-    const kill = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
+    this.post(close);
+    const kill = setTimeout(() => this.proc.kill('SIGKILL'), killAfterMs);
     await done;
     clearTimeout(kill);
   }
 }
+
+type Generator<S> = WorkerProcess<WorkerParentMessage<S>>;
 
 export interface WorkerOptions {
   /** The worker module (default: the raw-protocol load generator). */
@@ -86,7 +98,7 @@ export class LoadGenerators<S = GeneratorSetup, R extends { readonly type: 'repo
     opts: WorkerOptions = {},
   ): Promise<LoadGenerators<S, R>> {
     const gens = setups.map(
-      () => new Generator<S>(fork(opts.module ?? GENERATOR, [], { execArgv: [...(opts.execArgv ?? []), '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })),
+      (): Generator<S> => new WorkerProcess<WorkerParentMessage<S>>(fork(opts.module ?? GENERATOR, [], { execArgv: [...(opts.execArgv ?? []), '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })),
     );
     const lg = new LoadGenerators<S, R>(gens);
     register(() => lg.close());
@@ -111,6 +123,6 @@ export class LoadGenerators<S = GeneratorSetup, R extends { readonly type: 'repo
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.gens.map((g) => g.close()));
+    await Promise.all(this.gens.map((g) => g.close({ type: 'close' })));
   }
 }

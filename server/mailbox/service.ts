@@ -56,6 +56,9 @@ export interface MailboxServiceOptions {
   readonly onCatchUp?: (reason: CatchUpReason) => void;
   /** Told of each retirement pass that did something (metrics). */
   readonly onRetired?: (retired: Retired) => void;
+  /** Told, per statement of a catch-up scan, of the connected mailboxes it compared and of
+   * those it found with news or gone, the rows it returned (metrics). */
+  readonly onCatchUpPage?: (checked: number, found: number) => void;
 }
 
 /** What asked for a catch-up scan: an "all" notice, the timer, or a restored subscription. */
@@ -262,36 +265,53 @@ export class MailboxService {
   }
 
   /**
-   * Re-reads every connected device's tail, CATCHUP_PAGE_SIZE mailboxes per query, so
-   * no one statement grows with the number of connections: delivery survives a lost
-   * NOTIFY. So does revocation: a connected device whose mailbox is gone was revoked (its
-   * mailbox goes with it, and it had one when it attached), and its connection is closed
-   * here if the notice that should have closed it was missed.
+   * Compares every connected device's tail with the database's, CATCHUP_PAGE_SIZE
+   * mailboxes per statement, so that delivery survives a lost NOTIFY. The statement
+   * returns only the mailboxes whose tail moved past what their stream knows, and those
+   * that are gone: a connected device whose mailbox is gone was revoked (its mailbox goes
+   * with it, and it had one when it attached), and its connection is closed here if the
+   * notice that should have closed it was missed. The connections are walked a page at a
+   * time through a live iterator, never copied whole, so no turn of the event loop works
+   * on more than one page however many devices are connected, and streams without news
+   * are left alone (but for pumping again one whose backlog read failed).
    */
   async catchUp(): Promise<void> {
-    const seen = [...this.attached.entries()];
+    const connected = this.attached.entries();
     try {
-      for (let at = 0; at < seen.length; at += CATCHUP_PAGE_SIZE) await this.catchUpPage(seen.slice(at, at + CATCHUP_PAGE_SIZE));
+      for (;;) {
+        const page: Array<[string, Attached]> = [];
+        for (let e = connected.next(); !e.done; e = connected.next()) {
+          if (page.push(e.value) === CATCHUP_PAGE_SIZE) break;
+        }
+        if (page.length > 0) await this.catchUpPage(page);
+        if (page.length < CATCHUP_PAGE_SIZE) return;
+      }
     } catch (err) {
       this.opts.logger.warn({ err: { message: (err as Error).message } }, 'catch-up scan failed');
     }
   }
 
-  private async catchUpPage(seen: ReadonlyArray<[string, Attached]>): Promise<void> {
-    const boxes = seen.map(([k]) => {
+  private async catchUpPage(page: ReadonlyArray<[string, Attached]>): Promise<void> {
+    const boxes = page.map(([k, a]) => {
       const [userId, deviceId] = k.split('\u0000') as [string, string];
-      return { userId, deviceId };
+      return { userId, deviceId, tail: a.stream.knownTail };
     });
-    const tails = await this.opts.store.tails(boxes);
-    seen.forEach(([k, a], i) => {
-      const tail = tails.get(k);
+    const ahead = await this.opts.store.tailsAhead(boxes);
+    this.opts.onCatchUpPage?.(page.length, ahead.size);
+    for (const [i, [k, a]] of page.entries()) {
+      if (!ahead.has(k)) {
+        if (a.stream.stalled) a.stream.pump();
+        continue;
+      }
+      const tail = ahead.get(k);
       if (tail !== undefined) {
         this.attached.get(k)?.stream.onTail(tail);
       } else if (this.attached.get(k) === a) {
-        this.opts.logger.info(boxes[i], 'closing the connection of a revoked device (its notice was missed)');
+        const { userId, deviceId } = boxes[i]!;
+        this.opts.logger.info({ userId, deviceId }, 'closing the connection of a revoked device (its notice was missed)');
         a.close('revoked');
       }
-    });
+    }
   }
 
   /** Retirement runs every partition width / RETIREMENT_TICKS_PER_PARTITION. */

@@ -299,15 +299,22 @@ export class MailboxStore {
     return r && { tail: Number(r.next_seq) - 1, acked: Number(r.acked_seq ?? 0) };
   }
 
-  /** Current tails of many mailboxes in one statement (the periodic catch-up). */
-  async tails(boxes: ReadonlyArray<{ userId: string; deviceId: string }>): Promise<Map<string, number>> {
+  /**
+   * Of many mailboxes, each with the tail the caller knows, those whose tail is beyond
+   * it, with their tail, and those that are gone (tail undefined: the device was
+   * revoked), in one statement (the periodic catch-up). The comparison is made here, so
+   * that mailboxes without news cost no row.
+   */
+  async tailsAhead(boxes: ReadonlyArray<{ userId: string; deviceId: string; tail: number }>): Promise<Map<string, number | undefined>> {
     if (boxes.length === 0) return new Map();
-    const rows = await this.db.query<{ user_id: string; device_id: string; next_seq: string | number }>(
-      `SELECT m.user_id, m.device_id, m.next_seq FROM mailboxes m
-         JOIN unnest($1::text[], $2::text[]) AS b(u, d) ON m.user_id = b.u AND m.device_id = b.d`,
-      [boxes.map((b) => b.userId), boxes.map((b) => b.deviceId)],
+    const rows = await this.db.query<{ user_id: string; device_id: string; next_seq: string | number | null }>(
+      `SELECT b.u AS user_id, b.d AS device_id, m.next_seq
+         FROM unnest($1::text[], $2::text[], $3::int8[]) AS b(u, d, t)
+         LEFT JOIN mailboxes m ON m.user_id = b.u AND m.device_id = b.d
+        WHERE m.next_seq IS NULL OR m.next_seq - 1 > b.t`,
+      [boxes.map((b) => b.userId), boxes.map((b) => b.deviceId), boxes.map((b) => b.tail)],
     );
-    return new Map(rows.map((r) => [key(r.user_id, r.device_id), Number(r.next_seq) - 1]));
+    return new Map(rows.map((r) => [key(r.user_id, r.device_id), r.next_seq === null ? undefined : Number(r.next_seq) - 1]));
   }
 
   /** Envelopes after `afterSeq`, in order, at most `limit`. */

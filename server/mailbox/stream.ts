@@ -63,6 +63,19 @@ export class DeliveryStream {
     return this.acked;
   }
 
+  /** The highest committed sequence this stream knows of (the catch-up compares it). */
+  get knownTail(): number {
+    return this.tail;
+  }
+
+  /**
+   * Committed envelopes are left to write and nothing under way will write them: a
+   * backlog read failed. The periodic catch-up pumps such a stream again.
+   */
+  get stalled(): boolean {
+    return this.sent < this.tail && !this.fetching && !this.paused && this.inflight.length < MAX_INFLIGHT_ENVELOPES && !this.sink.isClosed();
+  }
+
   get inflightCount(): number {
     return this.inflight.length;
   }

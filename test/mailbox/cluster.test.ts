@@ -20,7 +20,7 @@ import type { TestDevice } from '../helpers/device.js';
 import { fetchChain } from '../helpers/flows.js';
 import { request } from '../helpers/http.js';
 import { killAllRelays } from '../helpers/relay.js';
-import { POSTGRES, World, firstDevice, metric, payload, sendMany, text } from './world.js';
+import { POSTGRES, World, commitUnannounced, firstDevice, metric, payload, sendMany, text } from './world.js';
 
 afterAll(async () => {
   await killAllRelays();
@@ -127,29 +127,12 @@ for (const bus of BUSES) describe(`two relays sharing PostgreSQL, notices over $
     // burst of BURST such commits' worth, delivered together on commit (NOTIFY) or just
     // after it (NATS).
     const BURST = 50;
-    const sql = new pg.Client({ connectionString: world.db!.url });
-    await sql.connect();
-    try {
-      const now = Date.now();
-      await sql.query('BEGIN');
-      const r = await sql.query<{ seq: string }>(
-        'UPDATE mailboxes SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq - 1 AS seq',
-        [bob.userId, firstDevice(bob).deviceId],
-      );
-      await sql.query(
-        `INSERT INTO envelopes (slot_ms, user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, size, payload)
-         SELECT p.from_ms, $1, $2, $3, $4, 'someone', 'elsewhere', $5, $6, octet_length($7::bytea), $7
-           FROM envelope_partitions p WHERE p.from_ms <= $5 AND p.to_ms > $5`,
-        [bob.userId, firstDevice(bob).deviceId, r.rows[0]!.seq, Buffer.alloc(16, 7), now, now + 3_600_000, Buffer.from(payload('caught up'))],
-      );
-      // Distinct payloads: PostgreSQL folds identical notifications of one transaction.
-      const burst = Array.from({ length: BURST }, (_, i) => JSON.stringify({ node: 'another-relay', kind: 'all', n: i }));
+    // Distinct payloads: PostgreSQL folds identical notifications of one transaction.
+    const burst = Array.from({ length: BURST }, (_, i) => JSON.stringify({ node: 'another-relay', kind: 'all', n: i }));
+    await commitUnannounced(world, bob, 'caught up', async (sql) => {
       if (fleet.transactional) await fleet.publish(burst, sql);
-      await sql.query('COMMIT');
-      if (!fleet.transactional) await fleet.publish(burst);
-    } finally {
-      await sql.end();
-    }
+    });
+    if (!fleet.transactional) await fleet.publish(burst);
 
     await reader.waitDelivered(1);
     expect(reader.delivered.map((d) => [d.seq, text(d.payload)])).toEqual([[1, 'caught up']]);

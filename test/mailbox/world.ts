@@ -4,6 +4,7 @@
  * registered users and devices. Mailbox suites start one world per file and driver in
  * beforeAll, and give every test its own users, so tests never see each other's mail.
  */
+import pg from 'pg';
 import { expect } from 'vitest';
 import { TestDevice } from '../helpers/device.js';
 import { registerDevice } from '../helpers/flows.js';
@@ -220,4 +221,32 @@ export async function metric(relay: RelayProcess, series: string): Promise<numbe
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Commits an envelope for `user`'s first device straight into the database, as another
+ * relay's commit would leave it, but with no NOTIFY of its own; `more` runs in the same
+ * transaction (e.g. notices of its own, or other changes that commit with it).
+ */
+export async function commitUnannounced(world: World, user: TestUser, label: string, more?: (sql: pg.Client) => Promise<void>): Promise<void> {
+  const sql = new pg.Client({ connectionString: world.db!.url });
+  await sql.connect();
+  try {
+    const now = Date.now();
+    await sql.query('BEGIN');
+    const r = await sql.query<{ seq: string }>(
+      'UPDATE mailboxes SET next_seq = next_seq + 1 WHERE user_id = $1 AND device_id = $2 RETURNING next_seq - 1 AS seq',
+      [user.userId, firstDevice(user).deviceId],
+    );
+    await sql.query(
+      `INSERT INTO envelopes (slot_ms, user_id, device_id, seq, envelope_id, sender_user, sender_device, stored_at_ms, expires_at_ms, size, payload)
+       SELECT p.from_ms, $1, $2, $3, $4, 'someone', 'elsewhere', $5, $6, octet_length($7::bytea), $7
+         FROM envelope_partitions p WHERE p.from_ms <= $5 AND p.to_ms > $5`,
+      [user.userId, firstDevice(user).deviceId, r.rows[0]!.seq, Buffer.alloc(16, 7), now, now + 3_600_000, Buffer.from(payload(label))],
+    );
+    await more?.(sql);
+    await sql.query('COMMIT');
+  } finally {
+    await sql.end();
+  }
 }

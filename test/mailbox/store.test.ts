@@ -178,6 +178,30 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['slow batch']);
   });
 
+  it('a batch whose partition another relay drained (its clock behind, the drop not yet done) is written into the next one', async () => {
+    const box = await mailbox();
+    clock = T0 + 40 * AGE_MS;
+    await store.ensurePartitions();
+    const behind = clock;
+    // A relay whose clock is ahead by more than the retirement age drains the partition
+    // covering this relay's time; its drop has not happened yet.
+    const ahead = behind + 3 * AGE_MS;
+    await store.ensurePartitions(ahead);
+    const [part] = await db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE from_ms <= $1 AND to_ms > $1', [behind]);
+    await db.query('SELECT * FROM hermetic_drain_partition($1::text, $2::int8)', [part!.name, ahead]);
+    expect(await store1(item(box, 'late'))).toBe(1);
+    const [row] = await db.query<{ slot_ms: string | number; stored_at_ms: string | number }>(
+      'SELECT slot_ms, stored_at_ms FROM envelopes WHERE user_id = $1',
+      [box.userId],
+    );
+    expect(Number(row!.stored_at_ms)).toBe(behind);
+    expect(Number(row!.slot_ms)).toBeGreaterThan(behind);
+    // Retirement drops the drained partition and keeps the envelope.
+    clock = ahead;
+    await store.retire();
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['late']);
+  });
+
   it('readers skip expired envelopes before retirement drops them (expiry is exact)', async () => {
     const box = await mailbox();
     await store1(item(box, 'a', { ttlSeconds: 1 }));

@@ -416,6 +416,12 @@ export class MailboxStore {
  * sends the 'revoked' notice (server/fleet/notice.ts) with it or after its commit.
  */
 export async function removeMailbox(tx: SqlExecutor, userId: string, deviceId: string): Promise<void> {
+  // The cursor row first (made if missing, then locked), as retirement's drain and the
+  // ACK take it before the envelopes: deleting the envelopes first waited for a drain
+  // holding the cursor while the drain waited for those envelopes (a deadlock), or
+  // failed on rows the drain had moved to another partition.
+  await tx.query('INSERT INTO mailbox_cursors (user_id, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [userId, deviceId]);
+  await tx.query('SELECT 1 FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2 FOR UPDATE', [userId, deviceId]);
   await tx.query('DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
   await tx.query('DELETE FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
 }

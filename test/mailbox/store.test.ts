@@ -12,7 +12,7 @@ import { systemRandom } from '../../crypto/primitives/random.js';
 import { DirectoryStore } from '../../server/directory/store.js';
 import { MAILBOX_CHANNEL, decodeNotice } from '../../server/fleet/notice.js';
 import { STORE_SENDS_SQL, encodeSendBatch, storeSendsArgs } from '../../server/mailbox/send-batch.js';
-import { MailboxStore, type SendItem, type SendResult } from '../../server/mailbox/store.js';
+import { MailboxStore, type SendItem, type SendResult, removeMailbox } from '../../server/mailbox/store.js';
 import { type Database, sqlState } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { pgMissing } from '../helpers/pg.js';
@@ -200,6 +200,28 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     clock = ahead;
     await store.retire();
     expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['late']);
+  });
+
+  it('removing a mailbox takes its cursor row before its envelopes, as a drain does: the two never deadlock', async () => {
+    // Two connections: a server database only (PGlite has one connection).
+    if (driver.name !== 'pg') return;
+    const box = await mailbox();
+    await store1(item(box, 'a'));
+    await store1(item(box, 'b'));
+    await store.ackBatch([{ userId: box.userId, deviceId: box.deviceId, seq: 1 }]);
+    let removed: Promise<unknown> | undefined;
+    // Holds the cursor row, then writes the mailbox's envelopes, in the order of
+    // hermetic_drain_partition, while the removal runs.
+    await db.transaction(async (tx) => {
+      await tx.query('SELECT 1 FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2 FOR UPDATE', [box.userId, box.deviceId]);
+      removed = db.transaction((rx) => removeMailbox(rx, box.userId, box.deviceId));
+      await new Promise((r) => setTimeout(r, 200));
+      await tx.query('UPDATE envelopes SET send_hash = NULL WHERE user_id = $1 AND device_id = $2', [box.userId, box.deviceId]);
+    });
+    await removed;
+    expect(await count('user_id = $1', [box.userId])).toBe(0);
+    const cursors = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM mailbox_cursors WHERE user_id = $1', [box.userId]);
+    expect(Number(cursors[0]!.n)).toBe(0);
   });
 
   it('readers skip expired envelopes before retirement drops them (expiry is exact)', async () => {

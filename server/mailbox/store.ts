@@ -370,6 +370,7 @@ export class MailboxStore {
     let partitions = 0;
     let carried = 0;
     let expired = 0;
+    let dropping = true;
     for (const { name } of old) {
       const drained = await this.db.query<{ r_carried: string | number; r_expired: string | number }>(
         'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
@@ -377,12 +378,17 @@ export class MailboxStore {
       );
       carried += Number(drained[0]?.r_carried ?? 0);
       expired += Number(drained[0]?.r_expired ?? 0);
+      if (!dropping) continue;
       try {
         const dropped = await this.db.query<{ ok: boolean }>('SELECT hermetic_drop_partition($1::text, $2::int4) AS ok', [name, PARTITION_LOCK_TIMEOUT_MS]);
         if (dropped[0]?.ok) partitions++;
       } catch (err) {
-        // 55P03: the table lock was not free in time; the next pass drops it.
+        // 55P03: the table lock was not free in time; the next pass drops it. Nor is it
+        // tried again for the other partitions of this pass: each attempt holds every
+        // statement on the table behind it for up to the lock timeout, and what kept the
+        // lock from it (a long transaction) is most likely still there.
         if (sqlState(err) !== '55P03') throw err;
+        dropping = false;
       }
     }
     return { partitions, carried, expired };

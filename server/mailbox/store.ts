@@ -377,6 +377,7 @@ export class MailboxStore {
     let partitions = 0;
     let carried = 0;
     let expired = 0;
+    let dropping = true;
     for (const { name } of old) {
       const drained = await this.db.query<{ r_carried: string | number; r_expired: string | number }>(
         'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
@@ -384,12 +385,17 @@ export class MailboxStore {
       );
       carried += Number(drained[0]?.r_carried ?? 0);
       expired += Number(drained[0]?.r_expired ?? 0);
+      if (!dropping) continue;
       try {
         const dropped = await this.db.query<{ ok: boolean }>('SELECT hermetic_drop_partition($1::text, $2::int4) AS ok', [name, PARTITION_LOCK_TIMEOUT_MS]);
         if (dropped[0]?.ok) partitions++;
       } catch (err) {
-        // 55P03: the table lock was not free in time; the next pass drops it.
+        // 55P03: the table lock was not free in time; the next pass drops it. Nor is it
+        // tried again for the other partitions of this pass: each attempt holds every
+        // statement on the table behind it for up to the lock timeout, and what kept the
+        // lock from it (a long transaction) is most likely still there.
         if (sqlState(err) !== '55P03') throw err;
+        dropping = false;
       }
     }
     return { partitions, carried, expired };
@@ -423,6 +429,12 @@ export class MailboxStore {
  * sends the 'revoked' notice (server/fleet/notice.ts) with it or after its commit.
  */
 export async function removeMailbox(tx: SqlExecutor, userId: string, deviceId: string): Promise<void> {
+  // The cursor row first (made if missing, then locked), as retirement's drain and the
+  // ACK take it before the envelopes: deleting the envelopes first waited for a drain
+  // holding the cursor while the drain waited for those envelopes (a deadlock), or
+  // failed on rows the drain had moved to another partition.
+  await tx.query('INSERT INTO mailbox_cursors (user_id, device_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [userId, deviceId]);
+  await tx.query('SELECT 1 FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2 FOR UPDATE', [userId, deviceId]);
   await tx.query('DELETE FROM envelopes WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
   await tx.query('DELETE FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
 }

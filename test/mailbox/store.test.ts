@@ -12,7 +12,7 @@ import { systemRandom } from '../../crypto/primitives/random.js';
 import { DirectoryStore } from '../../server/directory/store.js';
 import { MAILBOX_CHANNEL, decodeNotice } from '../../server/fleet/notice.js';
 import { STORE_SENDS_SQL, encodeSendBatch, storeSendsArgs } from '../../server/mailbox/send-batch.js';
-import { MailboxStore, type SendItem, type SendResult } from '../../server/mailbox/store.js';
+import { MailboxStore, type SendItem, type SendResult, removeMailbox } from '../../server/mailbox/store.js';
 import { type Database, sqlState } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { pgMissing } from '../helpers/pg.js';
@@ -176,6 +176,94 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(retiredEarly).toBe(false);
     await retiring;
     expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['slow batch']);
+  });
+
+  it('a batch whose partition another relay drained (its clock behind, the drop not yet done) is written into the next one', async () => {
+    const box = await mailbox();
+    clock = T0 + 40 * AGE_MS;
+    await store.ensurePartitions();
+    const behind = clock;
+    // A relay whose clock is ahead by more than the retirement age drains the partition
+    // covering this relay's time; its drop has not happened yet.
+    const ahead = behind + 3 * AGE_MS;
+    await store.ensurePartitions(ahead);
+    const [part] = await db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE from_ms <= $1 AND to_ms > $1', [behind]);
+    await db.query('SELECT * FROM hermetic_drain_partition($1::text, $2::int8)', [part!.name, ahead]);
+    expect(await store1(item(box, 'late'))).toBe(1);
+    const [row] = await db.query<{ slot_ms: string | number; stored_at_ms: string | number }>(
+      'SELECT slot_ms, stored_at_ms FROM envelopes WHERE user_id = $1',
+      [box.userId],
+    );
+    expect(Number(row!.stored_at_ms)).toBe(behind);
+    expect(Number(row!.slot_ms)).toBeGreaterThan(behind);
+    // Retirement drops the drained partition and keeps the envelope.
+    clock = ahead;
+    await store.retire();
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['late']);
+  });
+
+  it('removing a mailbox takes its cursor row before its envelopes, as a drain does: the two never deadlock', async () => {
+    // Two connections: a server database only (PGlite has one connection).
+    if (driver.name !== 'pg') return;
+    const box = await mailbox();
+    await store1(item(box, 'a'));
+    await store1(item(box, 'b'));
+    await store.ackBatch([{ userId: box.userId, deviceId: box.deviceId, seq: 1 }]);
+    let removed: Promise<unknown> | undefined;
+    // Holds the cursor row, then writes the mailbox's envelopes, in the order of
+    // hermetic_drain_partition, while the removal runs.
+    await db.transaction(async (tx) => {
+      await tx.query('SELECT 1 FROM mailbox_cursors WHERE user_id = $1 AND device_id = $2 FOR UPDATE', [box.userId, box.deviceId]);
+      removed = db.transaction((rx) => removeMailbox(rx, box.userId, box.deviceId));
+      await new Promise((r) => setTimeout(r, 200));
+      await tx.query('UPDATE envelopes SET send_hash = NULL WHERE user_id = $1 AND device_id = $2', [box.userId, box.deviceId]);
+    });
+    await removed;
+    expect(await count('user_id = $1', [box.userId])).toBe(0);
+    const cursors = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM mailbox_cursors WHERE user_id = $1', [box.userId]);
+    expect(Number(cursors[0]!.n)).toBe(0);
+  });
+
+  it('a pass whose drop finds the table held (a long transaction) drains its partitions but tries no further drop', async () => {
+    // Two connections: a server database only (PGlite has one connection).
+    if (driver.name !== 'pg') return;
+    const box = await mailbox();
+    clock = T0 + 60 * AGE_MS;
+    for (let k = 0; k < 4; k++) {
+      await store1(item(box, `m${k}`));
+      clock += AGE_MS / 2;
+    }
+    const calls: string[] = [];
+    const recording = new Proxy(db, {
+      get(target, prop) {
+        if (prop === 'query') {
+          return (sql: string, params?: [], opts?: object) => {
+            calls.push(sql);
+            return target.query(sql, params, opts);
+          };
+        }
+        const v: unknown = Reflect.get(target, prop);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const retiring = new MailboxStore(recording, 'test-node', { now: () => clock, retention: { retirementAgeMs: AGE_MS } });
+    clock += 3 * AGE_MS;
+    const old = await db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE to_ms <= $1', [clock - AGE_MS]);
+    expect(old.length).toBeGreaterThanOrEqual(3);
+    // The partitions ahead made first (making one needs the table lock too).
+    await retiring.ensurePartitions();
+    await db.transaction(async (tx) => {
+      await tx.query('SELECT 1 FROM envelopes LIMIT 1');
+      const r = await retiring.retire();
+      expect(r.partitions).toBe(0);
+      expect(r.carried).toBeGreaterThanOrEqual(4);
+    });
+    expect(calls.filter((q) => q.includes('hermetic_drop_partition')).length).toBe(1);
+    const undropped = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM envelope_partitions WHERE drained');
+    expect(Number(undropped[0]!.n)).toBeGreaterThanOrEqual(old.length);
+    // The table free again, the next pass drops them all; nothing was lost.
+    expect((await retiring.retire()).partitions).toBeGreaterThanOrEqual(old.length);
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['m0', 'm1', 'm2', 'm3']);
   });
 
   it('readers skip expired envelopes before retirement drops them (expiry is exact)', async () => {

@@ -1,9 +1,12 @@
 /**
- * Crypto benchmarks: `npm run bench -- crypto [--only <substring>] [--seconds <s>]`.
+ * Crypto benchmarks: `npm run bench -- crypto [--only <substring>] [--seconds <s>] [--browser]`.
  *
  * Results are named `<backend>_<metric>` (e.g. `native_sign_per_s`). Each backend runs
  * the same list of measurements, so adding a metric means adding one entry to
- * MEASUREMENTS; backend-independent ones go in SUITE_MEASUREMENTS.
+ * MEASUREMENTS; backend-independent ones go in SUITE_MEASUREMENTS. The backends are
+ * native (node:crypto, ML-KEM from noble), sodium (libsodium), noble, and `default`,
+ * the per-primitive choice users get (select.ts). With --browser the same suite runs in
+ * headless Chromium (bench/browser/crypto-page.ts), where there is no native backend.
  */
 import { InboundSenderKeys, OutboundSenderKey } from '../crypto/group/index.js';
 import {
@@ -20,7 +23,15 @@ import {
 } from '../crypto/handshake/index.js';
 import { IdentityKeyPair } from '../crypto/identity/index.js';
 import type { CryptoBackend } from '../crypto/primitives/backend.js';
-import { availableBackends, defaultBackend, nativeKeyImport } from '../crypto/primitives/index.js';
+import {
+  cryptoReady,
+  defaultBackend,
+  describeBackend,
+  loadedSodiumBackend,
+  nativeBackend,
+  nativeKeyImport,
+  nobleBackend,
+} from '../crypto/primitives/index.js';
 import { u32be } from '../crypto/primitives/bytes.js';
 import type { Session } from '../crypto/ratchet/index.js';
 import { inclusionProof, leafHash, MemoryNodeStore, treeHash, verifyInclusion } from '../crypto/tlog/index.js';
@@ -345,7 +356,17 @@ async function callsPerOperation(backend: CryptoBackend, operations: number): Pr
 
 /** Measurements that are not per backend (or choose their own); metric names as-is. */
 export const SUITE_MEASUREMENTS: { name: string; run(ctx: BenchContext): Promise<BenchResults> | BenchResults }[] = [
-  { name: 'info', run: () => ({ native_key_import: nativeKeyImport ?? 'unavailable' }) },
+  {
+    name: 'info',
+    run: () => {
+      const d = describeBackend();
+      return {
+        native_key_import: nativeKeyImport ?? 'unavailable',
+        sodium: d.sodiumError === undefined ? d.sodium : `${d.sodium}: ${d.sodiumError}`,
+        default_implementations: Object.entries(d.primitives).map(([p, i]) => `${p} ${i}`).join(', '),
+      };
+    },
+  },
   // Backend-independent: both backends take the same calls (the session layer is shared).
   { name: 'calls', run: () => callsPerOperation(defaultBackend, 100) },
 ];
@@ -355,7 +376,18 @@ function option(args: readonly string[], name: string): string | undefined {
   return i >= 0 ? args[i + 1] : undefined;
 }
 
-export async function run(args: readonly string[]): Promise<BenchResults> {
+/**
+ * The backends measured here, headline first: the per-primitive default, then native,
+ * libsodium and noble (those this runtime has). libsodium is loaded first.
+ */
+export async function benchBackends(): Promise<CryptoBackend[]> {
+  await cryptoReady();
+  const sodium = loadedSodiumBackend();
+  return [defaultBackend, nativeBackend, sodium, nobleBackend].filter((b): b is CryptoBackend => b !== undefined);
+}
+
+/** The suite on `backends`, with `args` as on the command line (--only, --seconds). */
+export async function runSuite(backends: readonly CryptoBackend[], args: readonly string[]): Promise<BenchResults> {
   const seconds = Number(option(args, '--seconds') ?? '1');
   const only = option(args, '--only');
   const ctx: BenchContext = { seconds: Number.isFinite(seconds) && seconds > 0 ? seconds : 1 };
@@ -364,8 +396,6 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     if (only !== undefined && !m.name.includes(only)) continue;
     Object.assign(results, await m.run(ctx));
   }
-  // Native first: it is the default backend, so its numbers are the headline.
-  const backends = [...availableBackends].sort((a, b) => (a.name === 'native' ? -1 : b.name === 'native' ? 1 : 0));
   for (const b of backends) {
     for (const m of MEASUREMENTS) {
       if (only !== undefined && !m.name.includes(only)) continue;
@@ -374,4 +404,12 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     }
   }
   return results;
+}
+
+export async function run(args: readonly string[]): Promise<BenchResults> {
+  if (args.includes('--browser')) {
+    const { runInBrowser } = await import('./browser/crypto.js');
+    return runInBrowser(args.filter((a) => a !== '--browser'));
+  }
+  return runSuite(await benchBackends(), args);
 }

@@ -354,6 +354,49 @@ async function callsPerOperation(backend: CryptoBackend, operations: number): Pr
   return results;
 }
 
+/** Length of one slice in the alternating comparison. */
+const ALTERNATING_SLICE_MS = 250;
+
+/**
+ * Rates of several asynchronous operations measured in alternating slices in one
+ * process, so a change in the machine's load hits all of them alike: the ratio between
+ * them holds on a shared machine where back-to-back measurements drift.
+ */
+async function alternatingRates(ops: Record<string, () => Promise<unknown>>, seconds: number): Promise<Record<string, number>> {
+  const spent = new Map<string, { ops: number; ms: number }>(Object.keys(ops).map((k) => [k, { ops: 0, ms: 0 }]));
+  for (const op of Object.values(ops)) await op(); // warm-up
+  const end = performance.now() + seconds * 1000 * Object.keys(ops).length;
+  while (performance.now() < end) {
+    for (const [name, op] of Object.entries(ops)) {
+      const t = spent.get(name) as { ops: number; ms: number };
+      const start = performance.now();
+      let now = start;
+      while (now - start < ALTERNATING_SLICE_MS) {
+        await op();
+        t.ops++;
+        now = performance.now();
+      }
+      t.ms += now - start;
+    }
+  }
+  return Object.fromEntries([...spent].map(([k, t]) => [k, Math.round((t.ops * 1000) / t.ms)]));
+}
+
+/**
+ * Session setup on the default backend against the native backend with noble's ML-KEM
+ * (the default before libsodium), alternating; with their ratio.
+ */
+async function setupComparison(seconds: number): Promise<BenchResults> {
+  if (nativeBackend === undefined) return {};
+  const rates = await alternatingRates(
+    { default: await SCENARIOS.setup(defaultBackend), native: await SCENARIOS.setup(nativeBackend) },
+    seconds,
+  );
+  const d = rates.default as number;
+  const n = rates.native as number;
+  return { alternating_default_setup_per_s: d, alternating_native_setup_per_s: n, alternating_setup_default_over_native: Math.round((d / n) * 100) / 100 };
+}
+
 /** Measurements that are not per backend (or choose their own); metric names as-is. */
 export const SUITE_MEASUREMENTS: { name: string; run(ctx: BenchContext): Promise<BenchResults> | BenchResults }[] = [
   {
@@ -369,6 +412,13 @@ export const SUITE_MEASUREMENTS: { name: string; run(ctx: BenchContext): Promise
   },
   // Backend-independent: both backends take the same calls (the session layer is shared).
   { name: 'calls', run: () => callsPerOperation(defaultBackend, 100) },
+  {
+    name: 'session-setup-alternating',
+    run: async ({ seconds }) => {
+      await cryptoReady();
+      return setupComparison(seconds);
+    },
+  },
 ];
 
 function option(args: readonly string[], name: string): string | undefined {
@@ -408,7 +458,9 @@ export async function runSuite(backends: readonly CryptoBackend[], args: readonl
 
 export async function run(args: readonly string[]): Promise<BenchResults> {
   if (args.includes('--browser')) {
-    const { runInBrowser } = await import('./browser/crypto.js');
+    // A computed specifier, so bundling this file for the page leaves the Node side out.
+    const nodeSide = './browser/crypto.js';
+    const { runInBrowser } = (await import(nodeSide)) as typeof import('./browser/crypto.js');
     return runInBrowser(args.filter((a) => a !== '--browser'));
   }
   return runSuite(await benchBackends(), args);

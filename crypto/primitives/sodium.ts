@@ -26,7 +26,6 @@
  *  - HKDF-SHA256 is RFC 5869 over libsodium's HMAC-SHA256 (the wrapper does not expose
  *    libsodium's own HKDF).
  */
-import { sha3_256 } from '@noble/hashes/sha3.js';
 import type * as SodiumModule from 'libsodium-wrappers-sumo';
 import { CryptoError } from '../errors.js';
 import type {
@@ -79,10 +78,10 @@ function mlkemModulusCheck(ek: Uint8Array): boolean {
   return true;
 }
 
-/** FIPS 203 §7.3: H(ek) stored in dk matches the ek stored in dk. */
-function mlkemHashCheck(dk: Uint8Array): boolean {
+/** FIPS 203 §7.3: H(ek) (SHA3-256) stored in dk matches the ek stored in dk. */
+function mlkemHashCheck(s: Sodium, dk: Uint8Array): boolean {
   const ek = dk.subarray(MLKEM768_DK_EK_OFFSET, MLKEM768_DK_HASH_OFFSET);
-  return equalBytes(sha3_256(ek), dk.subarray(MLKEM768_DK_HASH_OFFSET, MLKEM768_DK_HASH_OFFSET + 32));
+  return equalBytes(s.crypto_hash_sha3256(ek), dk.subarray(MLKEM768_DK_HASH_OFFSET, MLKEM768_DK_HASH_OFFSET + 32));
 }
 
 /** R (the first half of a signature) is small-order or a non-canonical encoding: libsodium refuses it early. */
@@ -323,7 +322,7 @@ export function createSodiumBackend(s: Sodium): CryptoBackend {
     mlkemDecapsulate(cipherText, secretKey) {
       assertBytes(cipherText, MLKEM768_CIPHERTEXT_BYTES, 'ml-kem ciphertext');
       assertBytes(secretKey, MLKEM768_SECRET_KEY_BYTES, 'ml-kem secret key', 'INVALID_KEY');
-      if (!mlkemHashCheck(secretKey)) throw new CryptoError('INVALID_KEY', 'ml-kem secret key failed the hash check');
+      if (!mlkemHashCheck(s, secretKey)) throw new CryptoError('INVALID_KEY', 'ml-kem secret key failed the hash check');
       // A well-sized but forged ciphertext gives FIPS 203's implicit-rejection key.
       return s.crypto_kem_mlkem768_dec(cipherText, secretKey);
     },

@@ -68,6 +68,11 @@ describeBrowser('hermetic/client in Chromium', () => {
     world = w;
     browser = b;
     fs.writeFileSync(path.join(outdir, 'index.html'), '<!doctype html>\n<meta charset="utf-8">\n<link rel="icon" href="data:,">\n<title>hermetic browser test</title>\n<script type="module" src="/harness.js"></script>\n');
+    // The same page under a Content-Security-Policy that does not allow WebAssembly.
+    fs.writeFileSync(
+      path.join(outdir, 'no-wasm.html'),
+      '<!doctype html>\n<meta charset="utf-8">\n<meta http-equiv="Content-Security-Policy" content="script-src \'self\'">\n<link rel="icon" href="data:,">\n<title>hermetic browser test</title>\n<script type="module" src="/harness.js"></script>\n',
+    );
     const files: Record<string, string> = { '/': path.join(outdir, 'index.html') };
     for (const f of fs.readdirSync(outdir)) files[`/${f}`] = path.join(outdir, f);
     server = await startDevServer({ relay: world.relay.baseUrl, files });
@@ -79,10 +84,10 @@ describeBrowser('hermetic/client in Chromium', () => {
   });
 
   /** A tab with the harness loaded, tokens minted here for whoever it asks. */
-  async function openPage(): Promise<Page> {
+  async function openPage(file = ''): Promise<Page> {
     const page = await browser.newPage();
     await page.exposeFunction('mintToken', (userId: string) => world.issuer.mint(userId));
-    await page.goto(`${server.url}/`);
+    await page.goto(`${server.url}/${file}`);
     await page.waitForFunction(() => 'harness' in globalThis);
     return page;
   }
@@ -102,6 +107,25 @@ describeBrowser('hermetic/client in Chromium', () => {
       },
       process: 'undefined',
     });
+    await page.close();
+  });
+
+  it('where the page forbids WebAssembly, stays on noble, says why once, and still runs a client', async () => {
+    const page = await openPage('no-wasm.html');
+    const warnings: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'warning') warnings.push(m.text());
+    });
+    const seen = await page.evaluate(async () => {
+      const h = (globalThis as unknown as PageGlobals).harness;
+      return h.crypto();
+    });
+    expect(seen.sodium).toBe('failed');
+    expect(seen.sodiumError).toMatch(/WebAssembly|Content Security Policy|wasm/i);
+    expect(Object.values(seen.primitives)).toEqual(new Array(7).fill('noble'));
+    const started = await page.evaluate(async (url) => (globalThis as unknown as PageGlobals).harness.start(url, 'no-wasm-user', 'no-wasm'), server.url);
+    expect(started.state).toMatch(/online|connecting/);
+    expect(warnings.filter((w) => w.includes('libsodium unavailable'))).toHaveLength(1);
     await page.close();
   });
 

@@ -4,7 +4,7 @@
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
-import { defaultBackend, nativeBackend, nobleBackend } from '../../crypto/primitives/index.js';
+import { cryptoReady, defaultBackend, loadSodiumBackend, nativeBackend, nobleBackend } from '../../crypto/primitives/index.js';
 import type { RandomSource } from '../../crypto/primitives/random.js';
 import {
   acceptSession,
@@ -23,9 +23,12 @@ import {
 } from '../../crypto/handshake/index.js';
 import { IdentityKeyPair } from '../../crypto/identity/index.js';
 import type { Session } from '../../crypto/ratchet/index.js';
-import { sodium } from './helpers.js';
 
 if (nativeBackend === undefined) throw new Error('native backend unavailable on this Node runtime');
+
+/** libsodium, and the default backend with it loaded (a load failure fails the suites). */
+const sodium = await loadSodiumBackend();
+await cryptoReady();
 
 /** The backends the session-layer suites run against (the default one last). */
 export const SESSION_BACKENDS: readonly CryptoBackend[] = [nobleBackend, nativeBackend, sodium, defaultBackend];

@@ -206,7 +206,7 @@ describe('backend selection', () => {
     selectImplementations();
   });
 
-  it('in Node the default takes node:crypto for every primitive but ML-KEM, which comes from libsodium', () => {
+  it('in Node the default takes node:crypto for SHA-2, X25519 and Ed25519, libsodium for the rest', () => {
     expect(nativeBackend?.name).toBe('native');
     expect(defaultBackend.name).toBe('default');
     expect(availableBackends.map((b) => b.name)).toEqual(['noble', 'native']);
@@ -214,22 +214,23 @@ describe('backend selection', () => {
     expect(d.sodium).toBe('ready'); // helpers.ts awaited cryptoReady()
     expect(d.primitives).toEqual({
       sha2: 'native',
-      hmac: 'native',
-      hkdf: 'native',
+      hmac: 'sodium',
+      hkdf: 'sodium',
       x25519: 'native',
       ed25519: 'native',
-      aead: 'native',
+      aead: 'sodium',
       mlkem: 'sodium',
     });
     expect(d.preferences.mlkem).toEqual(['sodium', 'noble']);
+    expect(d.preferences.aead).toEqual(['sodium', 'native']);
   });
 
   it('an override changes the implementation of the primitives named, and the calls follow it', () => {
     const seed = new Uint8Array(32).fill(3);
     const expected = defaultBackend.ed25519Sign(seed, k32);
-    const d = selectImplementations({ ed25519: 'sodium', mlkem: 'noble', x25519: 'noble' });
-    expect(d.primitives).toEqual({ ...describeBackend().primitives, ed25519: 'sodium', mlkem: 'noble', x25519: 'noble' });
-    expect(d.primitives.aead).toBe('native');
+    const d = selectImplementations({ ed25519: 'sodium', mlkem: 'noble', x25519: 'noble', aead: 'native' });
+    expect(d.primitives).toEqual({ ...describeBackend().primitives, ed25519: 'sodium', mlkem: 'noble', x25519: 'noble', aead: 'native' });
+    expect(d.primitives.hmac).toBe('sodium');
     expect(defaultBackend.ed25519Sign(seed, k32)).toEqual(expected);
     expect(defaultBackend.ed25519PrepareKey(seed).toString()).toBe('[Ed25519 private key redacted]');
     // Restoring the defaults.
@@ -239,7 +240,7 @@ describe('backend selection', () => {
   it('refuses unknown primitives and implementations', () => {
     expectCryptoError(() => selectImplementations({ md5: 'noble' } as never), 'INVALID_ARGUMENT', /unknown primitive "md5"/);
     expectCryptoError(() => selectImplementations({ aead: 'openssl' } as never), 'INVALID_ARGUMENT', /unknown implementation "openssl"/);
-    expect(describeBackend().primitives.aead).toBe('native'); // nothing changed
+    expect(describeBackend().primitives.aead).toBe('sodium'); // nothing changed
   });
 
   it('getBackend by name; unknown names refused', () => {

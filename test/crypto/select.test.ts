@@ -26,14 +26,15 @@ describe('default backend lifecycle', () => {
   it('serves ML-KEM from noble before libsodium loads, starts the load on first use, then switches', async () => {
     const s = await freshSelect();
     expect(s.describeBackend()).toMatchObject({ sodium: 'not loaded', primitives: { mlkem: 'noble', x25519: 'native' } });
-    // Other primitives never start the load in Node (they prefer node:crypto).
+    // Primitives served by node:crypto alone never start the load in Node.
     s.selectedBackend.sha256(seed);
     expect(s.describeBackend().sodium).toBe('not loaded');
+    expect(s.describeBackend().primitives.aead).toBe('native'); // until libsodium is ready
     const before = s.selectedBackend.mlkemKeygen(seed);
     expect(toHex(before.publicKey)).toBe(toHex(nobleBackend.mlkemKeygen(seed).publicKey));
     expect(s.describeBackend().sodium).toBe('loading');
     const d = await s.cryptoReady();
-    expect(d).toMatchObject({ sodium: 'ready', primitives: { mlkem: 'sodium', x25519: 'native' } });
+    expect(d).toMatchObject({ sodium: 'ready', primitives: { mlkem: 'sodium', aead: 'sodium', x25519: 'native' } });
     const after = s.selectedBackend.mlkemKeygen(seed);
     expect(toHex(after.secretKey)).toBe(toHex(before.secretKey));
   });

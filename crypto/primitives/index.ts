@@ -3,8 +3,8 @@
  *
  * Higher layers take a `backend: CryptoBackend` parameter defaulting to `defaultBackend`,
  * which takes each primitive from the fastest implementation on the platform (select.ts:
- * node:crypto in Node with libsodium for ML-KEM, libsodium in browsers, noble as the
- * portable fallback); tests pass one explicitly to run the same suite against each.
+ * in Node node:crypto for SHA-2, X25519 and Ed25519 and libsodium for the rest,
+ * libsodium in browsers, noble as the portable fallback); tests pass one explicitly to run the same suite against each.
  * `getBackend('native')` throws where there is no native backend, and
  * `getBackend('sodium')` before libsodium has loaded, rather than silently running
  * something else.

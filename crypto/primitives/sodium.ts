@@ -2,7 +2,7 @@
  * The WebAssembly backend: libsodium through its official JavaScript build
  * (libsodium-wrappers-sumo), for every primitive of the interface including ML-KEM-768.
  * It is the fastest implementation in browsers for everything, and in Node for ML-KEM
- * (which Node 20 lacks); select.ts picks it per primitive.
+ * (which Node 20 lacks), HMAC, HKDF and the AEAD; select.ts picks it per primitive.
  *
  * Its WebAssembly instantiates asynchronously, so this backend exists only after
  * `loadSodiumBackend()` resolves; until then select.ts serves each primitive from the

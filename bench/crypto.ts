@@ -1,9 +1,12 @@
 /**
- * Crypto benchmarks: `npm run bench -- crypto [--only <substring>] [--seconds <s>]`.
+ * Crypto benchmarks: `npm run bench -- crypto [--only <substring>] [--seconds <s>] [--browser]`.
  *
  * Results are named `<backend>_<metric>` (e.g. `native_sign_per_s`). Each backend runs
  * the same list of measurements, so adding a metric means adding one entry to
- * MEASUREMENTS; backend-independent ones go in SUITE_MEASUREMENTS.
+ * MEASUREMENTS; backend-independent ones go in SUITE_MEASUREMENTS. The backends are
+ * native (node:crypto, ML-KEM from noble), sodium (libsodium), noble, and `default`,
+ * the per-primitive choice users get (select.ts). With --browser the same suite runs in
+ * headless Chromium (bench/browser/crypto-page.ts), where there is no native backend.
  */
 import { InboundSenderKeys, OutboundSenderKey } from '../crypto/group/index.js';
 import {
@@ -20,7 +23,15 @@ import {
 } from '../crypto/handshake/index.js';
 import { IdentityKeyPair } from '../crypto/identity/index.js';
 import type { CryptoBackend } from '../crypto/primitives/backend.js';
-import { availableBackends, defaultBackend, nativeKeyImport } from '../crypto/primitives/index.js';
+import {
+  cryptoReady,
+  defaultBackend,
+  describeBackend,
+  loadedSodiumBackend,
+  nativeBackend,
+  nativeKeyImport,
+  nobleBackend,
+} from '../crypto/primitives/index.js';
 import { u32be } from '../crypto/primitives/bytes.js';
 import type { Session } from '../crypto/ratchet/index.js';
 import { inclusionProof, leafHash, MemoryNodeStore, treeHash, verifyInclusion } from '../crypto/tlog/index.js';
@@ -343,11 +354,81 @@ async function callsPerOperation(backend: CryptoBackend, operations: number): Pr
   return results;
 }
 
+/** Length of one slice in the alternating comparison. */
+const ALTERNATING_SLICE_MS = 250;
+
+/**
+ * Rates of several asynchronous operations measured in alternating slices in one
+ * process, so a change in the machine's load hits all of them alike: the ratio between
+ * them holds on a shared machine where back-to-back measurements drift.
+ */
+async function alternatingRates(ops: Record<string, () => Promise<unknown>>, seconds: number): Promise<Record<string, number>> {
+  const spent = new Map<string, { ops: number; ms: number }>(Object.keys(ops).map((k) => [k, { ops: 0, ms: 0 }]));
+  for (const op of Object.values(ops)) await op(); // warm-up
+  const end = performance.now() + seconds * 1000 * Object.keys(ops).length;
+  while (performance.now() < end) {
+    for (const [name, op] of Object.entries(ops)) {
+      const t = spent.get(name) as { ops: number; ms: number };
+      const start = performance.now();
+      let now = start;
+      while (now - start < ALTERNATING_SLICE_MS) {
+        await op();
+        t.ops++;
+        now = performance.now();
+      }
+      t.ms += now - start;
+    }
+  }
+  return Object.fromEntries([...spent].map(([k, t]) => [k, Math.round((t.ops * 1000) / t.ms)]));
+}
+
+/**
+ * One scenario on the default backend against a reference backend, alternating, with
+ * the ratio: `<scenario>_default_over_<reference>`.
+ */
+async function comparison(scenario: 'setup' | 'group', reference: CryptoBackend, seconds: number): Promise<BenchResults> {
+  const make = SCENARIOS[scenario] as (b: CryptoBackend) => Promise<() => unknown>;
+  const wrap = (op: () => unknown) => async (): Promise<void> => {
+    await op();
+  };
+  const rates = await alternatingRates({ default: wrap(await make(defaultBackend)), reference: wrap(await make(reference)) }, seconds);
+  const d = rates.default as number;
+  const r = rates.reference as number;
+  const unit = scenario === 'setup' ? 'setup_per_s' : 'group_msgs_per_s';
+  return {
+    [`alternating_default_${unit}`]: d,
+    [`alternating_${reference.name}_${unit}`]: r,
+    [`alternating_${scenario}_default_over_${reference.name}`]: Math.round((d / r) * 100) / 100,
+  };
+}
+
 /** Measurements that are not per backend (or choose their own); metric names as-is. */
 export const SUITE_MEASUREMENTS: { name: string; run(ctx: BenchContext): Promise<BenchResults> | BenchResults }[] = [
-  { name: 'info', run: () => ({ native_key_import: nativeKeyImport ?? 'unavailable' }) },
+  {
+    name: 'info',
+    run: () => {
+      const d = describeBackend();
+      return {
+        native_key_import: nativeKeyImport ?? 'unavailable',
+        sodium: d.sodiumError === undefined ? d.sodium : `${d.sodium}: ${d.sodiumError}`,
+        default_implementations: Object.entries(d.primitives).map(([p, i]) => `${p} ${i}`).join(', '),
+      };
+    },
+  },
   // Backend-independent: both backends take the same calls (the session layer is shared).
   { name: 'calls', run: () => callsPerOperation(defaultBackend, 100) },
+  {
+    // The goals' ratios, load-robust: setup against native with noble's ML-KEM (the
+    // default before libsodium), group messages against noble (the browser default before).
+    name: 'alternating',
+    run: async ({ seconds }) => {
+      await cryptoReady();
+      return {
+        ...(nativeBackend === undefined ? {} : await comparison('setup', nativeBackend, seconds)),
+        ...(await comparison('group', nobleBackend, seconds)),
+      };
+    },
+  },
 ];
 
 function option(args: readonly string[], name: string): string | undefined {
@@ -355,7 +436,18 @@ function option(args: readonly string[], name: string): string | undefined {
   return i >= 0 ? args[i + 1] : undefined;
 }
 
-export async function run(args: readonly string[]): Promise<BenchResults> {
+/**
+ * The backends measured here, headline first: the per-primitive default, then native,
+ * libsodium and noble (those this runtime has). libsodium is loaded first.
+ */
+export async function benchBackends(): Promise<CryptoBackend[]> {
+  await cryptoReady();
+  const sodium = loadedSodiumBackend();
+  return [defaultBackend, nativeBackend, sodium, nobleBackend].filter((b): b is CryptoBackend => b !== undefined);
+}
+
+/** The suite on `backends`, with `args` as on the command line (--only, --seconds). */
+export async function runSuite(backends: readonly CryptoBackend[], args: readonly string[]): Promise<BenchResults> {
   const seconds = Number(option(args, '--seconds') ?? '1');
   const only = option(args, '--only');
   const ctx: BenchContext = { seconds: Number.isFinite(seconds) && seconds > 0 ? seconds : 1 };
@@ -364,8 +456,6 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     if (only !== undefined && !m.name.includes(only)) continue;
     Object.assign(results, await m.run(ctx));
   }
-  // Native first: it is the default backend, so its numbers are the headline.
-  const backends = [...availableBackends].sort((a, b) => (a.name === 'native' ? -1 : b.name === 'native' ? 1 : 0));
   for (const b of backends) {
     for (const m of MEASUREMENTS) {
       if (only !== undefined && !m.name.includes(only)) continue;
@@ -374,4 +464,14 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     }
   }
   return results;
+}
+
+export async function run(args: readonly string[]): Promise<BenchResults> {
+  if (args.includes('--browser')) {
+    // A computed specifier, so bundling this file for the page leaves the Node side out.
+    const nodeSide = './browser/crypto.js';
+    const { runInBrowser } = (await import(nodeSide)) as typeof import('./browser/crypto.js');
+    return runInBrowser(args.filter((a) => a !== '--browser'));
+  }
+  return runSuite(await benchBackends(), args);
 }

@@ -13,7 +13,7 @@ import { SafetyNumber } from '../crypto/identity/safety-number.js';
 import { pad } from '../crypto/padding.js';
 import type { CryptoBackend } from '../crypto/primitives/backend.js';
 import { equalBytes } from '../crypto/primitives/bytes.js';
-import { defaultBackend } from '../crypto/primitives/index.js';
+import { cryptoReady, defaultBackend } from '../crypto/primitives/index.js';
 import { type RandomSource, systemRandom } from '../crypto/primitives/random.js';
 import { encodeBase64url } from '../protocol/base64url.js';
 import { DEVICE_ID_PATTERN, MAX_DEVICE_ID_LENGTH, MAX_TTL_SECONDS, MAX_USER_ID_LENGTH, MIN_TTL_SECONDS, USER_ID_PATTERN } from '../protocol/limits.js';
@@ -28,7 +28,7 @@ import { type Flag, FlagQueue } from './flags.js';
 import { GroupKeys, type GroupTarget } from './groups.js';
 import { idSource } from './ids.js';
 import { type FaultHook, Inbox, type InboxRecord } from './inbox.js';
-import { LOG_RETRY_MS, LOG_SUBMIT_BATCH, RECEIPT_RETRY_MS, RECEIPT_SWEEP_MAX_MS, RECEIPT_SWEEP_MIN_MS } from './limits.js';
+import { CRYPTO_READY_WAIT_MS, LOG_RETRY_MS, LOG_SUBMIT_BATCH, RECEIPT_RETRY_MS, RECEIPT_SWEEP_MAX_MS, RECEIPT_SWEEP_MIN_MS } from './limits.js';
 import { ERROR_CODES } from '../protocol/errors.js';
 import { DEDUPE_PRUNE_INTERVAL_MS, DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS, PREKEY_TOPUP_DELAY_MS } from './limits.js';
 import { type OutboxEntry, type SentInfo, Outbox } from './outbox.js';
@@ -199,6 +199,16 @@ function relayUrls(url: string): { http: string; ws: string; origin: string } {
   return { http, ws, origin };
 }
 
+/** Waits (at most CRYPTO_READY_WAIT_MS) for the default backend's libsodium to load or fail. */
+async function cryptoLoaded(): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const waited = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, CRYPTO_READY_WAIT_MS);
+  });
+  await Promise.race([cryptoReady(), waited]);
+  clearTimeout(timer);
+}
+
 /** Opens the device in `store` (creating it on first use) and starts it. */
 export async function createClient(options: ClientOptions): Promise<HermeticClient> {
   const userId = checkId(options.userId, 'userId', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
@@ -208,6 +218,7 @@ export async function createClient(options: ClientOptions): Promise<HermeticClie
   if (typeof options.token !== 'string' && typeof options.token !== 'function') throw new SdkError('INVALID_ARGUMENT', 'token must be a string or a function');
   if (options.trustPolicy !== undefined && options.trustPolicy !== 'warn' && options.trustPolicy !== 'block') throw new SdkError('INVALID_ARGUMENT', "trustPolicy is 'warn' or 'block'");
   const urls = relayUrls(options.url);
+  if (options.backend === undefined) await cryptoLoaded();
   const store = options.storeKey ? await EncryptedStore.open(options.store, options.storeKey) : options.store;
   const db = new Transactor(store);
   const random = options.random ?? systemRandom;

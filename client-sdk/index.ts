@@ -31,3 +31,5 @@ export type { FetchLike } from './transport/http.js';
 export type { ListedDevice } from '../crypto/devices/chain.js';
 export type { SafetyNumber } from '../crypto/identity/safety-number.js';
 export * as limits from './limits.js';
+export { cryptoReady, describeBackend, selectImplementations } from '../crypto/primitives/index.js';
+export type { BackendDescription, Implementation, Primitive } from '../crypto/primitives/index.js';

@@ -41,6 +41,13 @@ export const TOKEN_RENEW_MARGIN_MS = 60_000;
  * often (after the first look). */
 export const LINK_POLL_MS = 2_000;
 
+/**
+ * How long createClient waits for libsodium's WebAssembly to load (crypto/primitives/
+ * select.ts) before starting on the fallback implementations; it switches when the load
+ * completes either way.
+ */
+export const CRYPTO_READY_WAIT_MS = 5_000;
+
 /** SENDs in flight on the connection: well inside the relay's per-device budget
  * (MAX_PENDING_SENDS), so a busy client is never refused for pipelining. */
 export const MAX_SENDS_IN_FLIGHT = 256;

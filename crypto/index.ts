@@ -10,14 +10,25 @@ export type { CryptoErrorCode } from './errors.js';
 // Primitives and backends
 export {
   availableBackends,
+  cryptoReady,
   defaultBackend,
+  describeBackend,
   getBackend,
+  loadedSodiumBackend,
+  loadSodiumBackend,
   nativeBackend,
   nobleBackend,
+  onSodiumUnavailable,
+  PRIMITIVES,
+  selectImplementations,
   systemRandom,
 } from './primitives/index.js';
 export type {
+  BackendDescription,
   BackendName,
+  Implementation,
+  Primitive,
+  SodiumState,
   CryptoBackend,
   MlKemEncapsulation,
   MlKemKeyPair,

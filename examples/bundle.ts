@@ -6,6 +6,7 @@
  * `ws` package) is refused with the importing file named, instead of shipping a module
  * that throws when the page loads it.
  */
+import fs from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,12 +27,33 @@ function nodeOnly(specifier: string): boolean {
   return NODE_BUILTINS.has(pkg) || NODE_ONLY_PACKAGES.has(pkg);
 }
 
+/**
+ * Whether the package `importer` belongs to maps `specifier` to `false` in its
+ * package.json "browser" field: the package itself says that code path never runs in a
+ * browser (libsodium's Node-only random-number fallback), and esbuild replaces the
+ * module with an empty one.
+ */
+function disabledForBrowsers(importer: string, specifier: string): boolean {
+  const at = importer.lastIndexOf(`${path.sep}node_modules${path.sep}`);
+  if (at < 0) return false;
+  const rest = importer.slice(at + 14).split(path.sep);
+  const pkgDir = importer.slice(0, at + 14) + rest.slice(0, rest[0]?.startsWith('@') ? 2 : 1).join(path.sep);
+  try {
+    const pkg = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8')) as { browser?: unknown };
+    const browser = pkg.browser;
+    return typeof browser === 'object' && browser !== null && (browser as Record<string, unknown>)[specifier] === false;
+  } catch {
+    return false;
+  }
+}
+
 /** Fails the build on any import of a Node-only module, naming the importer. */
 const refuseNodeOnly: esbuild.Plugin = {
   name: 'refuse-node-only',
   setup(build) {
     build.onResolve({ filter: /.*/ }, (args) => {
       if (args.kind === 'entry-point' || !nodeOnly(args.path)) return undefined;
+      if (disabledForBrowsers(args.importer, args.path)) return undefined;
       const importer = path.relative(REPO_ROOT, args.importer);
       return { errors: [{ text: `"${args.path}" is a Node-only module, imported by ${importer}: code bundled for browsers must not import it` }] };
     });

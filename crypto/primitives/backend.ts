@@ -1,10 +1,12 @@
 /**
  * The contract every primitive backend implements.
  *
- * Two implementations exist: `noble` (pure TypeScript from @noble/*, runs everywhere,
- * including browsers) and `native` (Node's built-in crypto where it offers the
- * primitive, noble otherwise). They MUST produce byte-identical results; the test
- * suite checks both against RFC and Wycheproof vectors and against each other.
+ * Three implementations exist: `noble` (pure TypeScript from @noble/*, runs everywhere,
+ * including browsers), `native` (Node's built-in crypto where it offers the primitive,
+ * noble otherwise) and `sodium` (libsodium compiled to WebAssembly, loaded
+ * asynchronously). `default` (select.ts) takes each primitive from the fastest of them
+ * on the platform. They MUST produce byte-identical results; the test suite checks each
+ * against RFC and Wycheproof vectors and against each other.
  *
  * All inputs are validated for length by the backend (labelled asserts); all outputs
  * are fresh Uint8Arrays the caller owns.
@@ -16,7 +18,7 @@
  * prepared key just holds the bytes. Results, errors and error messages are exactly
  * those of the raw-bytes methods, which stay the primary interface.
  */
-export type BackendName = 'native' | 'noble';
+export type BackendName = 'native' | 'noble' | 'sodium' | 'default';
 
 export interface MlKemKeyPair {
   /** Encapsulation (public) key, 1184 bytes for ML-KEM-768. */

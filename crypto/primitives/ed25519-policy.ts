@@ -19,7 +19,7 @@
 import { fromHex } from './bytes.js';
 
 /** Encodings of the 8 points of order dividing 8, plus the x = 0 sign-bit variants. */
-const SMALL_ORDER_ENCODINGS: readonly Uint8Array[] = [
+export const SMALL_ORDER_ED25519_ENCODINGS: readonly Uint8Array[] = [
   '0100000000000000000000000000000000000000000000000000000000000000', // identity
   'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f', // order 2
   '0000000000000000000000000000000000000000000000000000000000000000', // order 4
@@ -33,7 +33,7 @@ const SMALL_ORDER_ENCODINGS: readonly Uint8Array[] = [
 ].map(fromHex);
 
 /** Whether y (the encoding without its sign bit) is >= p = 2^255 - 19. */
-function isNonCanonicalY(enc: Uint8Array): boolean {
+export function isNonCanonicalEd25519Y(enc: Uint8Array): boolean {
   if (((enc[31] as number) & 0x7f) !== 0x7f) return false;
   for (let i = 30; i >= 1; i--) if (enc[i] !== 0xff) return false;
   return (enc[0] as number) >= 0xed;
@@ -41,9 +41,9 @@ function isNonCanonicalY(enc: Uint8Array): boolean {
 
 /** Rule 2 plus canonical A: true when a 32-byte public key must be refused. */
 export function isRejectedEd25519PublicKey(publicKey: Uint8Array): boolean {
-  if (isNonCanonicalY(publicKey)) return true;
+  if (isNonCanonicalEd25519Y(publicKey)) return true;
   // Public data: an early exit leaks nothing.
-  return SMALL_ORDER_ENCODINGS.some((e) => e.every((v, i) => v === publicKey[i]));
+  return SMALL_ORDER_ED25519_ENCODINGS.some((e) => e.every((v, i) => v === publicKey[i]));
 }
 
-export const SMALL_ORDER_ED25519_ENCODINGS_FOR_TESTS = SMALL_ORDER_ENCODINGS;
+export const SMALL_ORDER_ED25519_ENCODINGS_FOR_TESTS = SMALL_ORDER_ED25519_ENCODINGS;

@@ -1,7 +1,7 @@
 // The demo chat page. Each tab is one device of one user: its state (identity, prekeys,
 // sessions, outbox, inbox) lives in IndexedDB under a name of its own, so two tabs of one
 // browser are two devices, and a reloaded tab is the same device again.
-import { IndexedDbStore, createClient } from '/hermetic-client.js';
+import { IndexedDbStore, createClient, describeBackend } from '/hermetic-client.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -33,6 +33,14 @@ function showError(err) {
   $('error').textContent = err?.code ? `${err.code}: ${err.message}` : String(err?.message ?? err);
 }
 
+// Which implementation serves each primitive (createClient waited for libsodium to load).
+function showCrypto() {
+  const d = describeBackend();
+  $('primitives').replaceChildren();
+  for (const [primitive, impl] of Object.entries(d.primitives)) item($('primitives'), [['', primitive], ['', ': '], ['', impl]]);
+  if (d.sodiumError) item($('primitives'), [['error', `libsodium unavailable: ${d.sodiumError}`]]);
+}
+
 const peers = new Map(); // user -> <li> of its safety number
 
 async function showSafetyNumber(client, peer) {
@@ -62,6 +70,7 @@ async function start() {
 
   const store = await IndexedDbStore.open(deviceLabel ? `demo-${user}-${deviceLabel}` : `demo-${user}`);
   const client = await createClient({ url: location.origin, userId: user, token: () => token(user), store });
+  showCrypto();
   $('device').textContent = client.deviceId;
 
   const showState = (s) => {

@@ -1,13 +1,15 @@
 /**
  * Input validation and error behaviour of both backends: labelled length asserts with
  * stable codes, all-zero X25519 output refused, one indistinguishable AEAD failure,
- * verification that never throws, and backend selection.
+ * verification that never throws, and backend selection (per primitive, overridable).
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import {
   availableBackends,
   defaultBackend,
+  describeBackend,
   getBackend,
+  selectImplementations,
   nativeBackend,
   nobleBackend,
 } from '../../crypto/primitives/index.js';
@@ -200,16 +202,53 @@ describe.each(BACKENDS)('errors (%s)', (_name, b) => {
 });
 
 describe('backend selection', () => {
-  it('native exists on this runtime and is the default', () => {
+  afterEach(() => {
+    selectImplementations();
+  });
+
+  it('in Node the default takes node:crypto for SHA-2, X25519 and Ed25519, libsodium for the rest', () => {
     expect(nativeBackend?.name).toBe('native');
-    expect(defaultBackend).toBe(nativeBackend);
+    expect(defaultBackend.name).toBe('default');
     expect(availableBackends.map((b) => b.name)).toEqual(['noble', 'native']);
+    const d = describeBackend();
+    expect(d.sodium).toBe('ready'); // helpers.ts awaited cryptoReady()
+    expect(d.primitives).toEqual({
+      sha2: 'native',
+      hmac: 'sodium',
+      hkdf: 'sodium',
+      x25519: 'native',
+      ed25519: 'native',
+      aead: 'sodium',
+      mlkem: 'sodium',
+    });
+    expect(d.preferences.mlkem).toEqual(['sodium', 'noble']);
+    expect(d.preferences.aead).toEqual(['sodium', 'native']);
+  });
+
+  it('an override changes the implementation of the primitives named, and the calls follow it', () => {
+    const seed = new Uint8Array(32).fill(3);
+    const expected = defaultBackend.ed25519Sign(seed, k32);
+    const d = selectImplementations({ ed25519: 'sodium', mlkem: 'noble', x25519: 'noble', aead: 'native' });
+    expect(d.primitives).toEqual({ ...describeBackend().primitives, ed25519: 'sodium', mlkem: 'noble', x25519: 'noble', aead: 'native' });
+    expect(d.primitives.hmac).toBe('sodium');
+    expect(defaultBackend.ed25519Sign(seed, k32)).toEqual(expected);
+    expect(defaultBackend.ed25519PrepareKey(seed).toString()).toBe('[Ed25519 private key redacted]');
+    // Restoring the defaults.
+    expect(selectImplementations().primitives.ed25519).toBe('native');
+  });
+
+  it('refuses unknown primitives and implementations', () => {
+    expectCryptoError(() => selectImplementations({ md5: 'noble' } as never), 'INVALID_ARGUMENT', /unknown primitive "md5"/);
+    expectCryptoError(() => selectImplementations({ aead: 'openssl' } as never), 'INVALID_ARGUMENT', /unknown implementation "openssl"/);
+    expect(describeBackend().primitives.aead).toBe('sodium'); // nothing changed
   });
 
   it('getBackend by name; unknown names refused', () => {
     expect(getBackend()).toBe(defaultBackend);
+    expect(getBackend('default')).toBe(defaultBackend);
     expect(getBackend('noble')).toBe(nobleBackend);
     expect(getBackend('native')).toBe(nativeBackend);
+    expect(getBackend('sodium').name).toBe('sodium');
     expectCryptoError(() => getBackend('openssl'), 'INVALID_ARGUMENT');
   });
 });

@@ -1,7 +1,8 @@
 /**
- * Both backends give the same Ed25519 verdict on deliberately malformed signatures, not
+ * Every backend gives the same Ed25519 verdict on deliberately malformed signatures, not
  * only on honest ones (crypto/primitives/ed25519-policy.ts): small-order public keys,
- * R with a small-order component, mixed-order public keys, non-canonical keys.
+ * R with a small-order component or of small order, mixed-order public keys,
+ * non-canonical keys.
  */
 import { fc, it } from '@fast-check/vitest';
 import { ed25519 } from '@noble/curves/ed25519.js';
@@ -33,7 +34,7 @@ function verdicts(sig: Uint8Array, msg: Uint8Array, pub: Uint8Array): boolean[] 
 /** Signs with scalar `a` but publishes A = aB + T_u and R = rB + T_t. */
 function craft(a: bigint, r: bigint, t: number, u: number, msg: Uint8Array) {
   const A = P.BASE.multiply(a).add(torsion(u)).toBytes();
-  const R = P.BASE.multiply(r).add(torsion(t)).toBytes();
+  const R = P.BASE.multiplyUnsafe(r).add(torsion(t)).toBytes();
   const k = challenge(R, A, msg);
   const S = (r + k * a) % L;
   const sig = concatBytes(R, numberToBytesLE(S, 32));
@@ -76,6 +77,18 @@ describe('Ed25519 verification policy', () => {
       const A = SMALL_ORDER_ED25519_ENCODINGS_FOR_TESTS[i]!;
       const sig = concatBytes(P.BASE.multiply(r).toBytes(), numberToBytesLE(r, 32));
       expect(verdicts(sig, m, A)).toEqual(BACKENDS.map(() => false));
+    },
+  );
+
+  it.prop([scalar, fc.integer({ min: 0, max: 7 }), fc.integer({ min: 0, max: 7 }), msg], { numRuns: 30 })(
+    'R of small order (r = 0): accepted exactly when the cofactorless equation holds, on every backend',
+    (a, t, u, m) => {
+      // libsodium refuses any small-order R before the equation; the policy accepts
+      // R = -[k]T_u when S = k*a (the identity for an honest key), so backends must agree.
+      const { A, sig, cofactorless } = craft(a, 0n, t, u, m);
+      const expected = cofactorless && !isRejectedEd25519PublicKey(A);
+      expect(verdicts(sig, m, A)).toEqual(BACKENDS.map(() => expected));
+      if (t === 0 && u === 0) expect(expected).toBe(true); // R = identity, S = k*a
     },
   );
 });

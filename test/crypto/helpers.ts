@@ -8,6 +8,8 @@ import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { fromHex, toHex } from '../../crypto/primitives/bytes.js';
 import { createNativeBackend, nativeBackend } from '../../crypto/primitives/native.js';
 import { nobleBackend, nobleMlKem } from '../../crypto/primitives/noble.js';
+import { cryptoReady, selectedBackend } from '../../crypto/primitives/select.js';
+import { loadSodiumBackend } from '../../crypto/primitives/sodium.js';
 
 if (nativeBackend === undefined) {
   // Node >= 20.16 always has it; a missing native backend on Node is a bug, not a skip.
@@ -22,14 +24,25 @@ const nodeCrypto = process.getBuiltinModule('node:crypto');
 const nativeDer = createNativeBackend(nodeCrypto, nobleMlKem, 'der')?.backend;
 if (nativeDer === undefined) throw new Error('native backend with DER key import failed its self-test');
 
-/** Both backends (native twice: default key import and DER fallback), for describe.each. */
+/** libsodium (WebAssembly): a load failure fails the tests rather than skipping them. */
+const sodiumBackend: CryptoBackend = await loadSodiumBackend();
+// The default backend with libsodium loaded: native primitives, libsodium's ML-KEM.
+await cryptoReady();
+
+/**
+ * Every backend (native twice: default key import and DER fallback) and the per-primitive
+ * default, for describe.each.
+ */
 export const BACKENDS: readonly [string, CryptoBackend][] = [
   ['noble', nobleBackend],
   ['native', nativeBackend],
   ['native-der', nativeDer],
+  ['sodium', sodiumBackend],
+  ['default', selectedBackend],
 ];
 export const native: CryptoBackend = nativeBackend;
 export const noble: CryptoBackend = nobleBackend;
+export const sodium: CryptoBackend = sodiumBackend;
 
 export const hex = fromHex;
 export const toH = toHex;

@@ -4,7 +4,7 @@
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
-import { nativeBackend, nobleBackend } from '../../crypto/primitives/index.js';
+import { cryptoReady, defaultBackend, loadSodiumBackend, nativeBackend, nobleBackend } from '../../crypto/primitives/index.js';
 import type { RandomSource } from '../../crypto/primitives/random.js';
 import {
   acceptSession,
@@ -26,8 +26,12 @@ import type { Session } from '../../crypto/ratchet/index.js';
 
 if (nativeBackend === undefined) throw new Error('native backend unavailable on this Node runtime');
 
-/** The backends the session-layer suites run against. */
-export const SESSION_BACKENDS: readonly CryptoBackend[] = [nobleBackend, nativeBackend];
+/** libsodium, and the default backend with it loaded (a load failure fails the suites). */
+const sodium = await loadSodiumBackend();
+await cryptoReady();
+
+/** The backends the session-layer suites run against (the default one last). */
+export const SESSION_BACKENDS: readonly CryptoBackend[] = [nobleBackend, nativeBackend, sodium, defaultBackend];
 
 /** SHA-256 in counter mode over a seed: reproducible, never for production. */
 export function seededRandom(seed: number | string): RandomSource {

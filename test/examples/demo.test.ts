@@ -83,6 +83,10 @@ describeBrowser('npm run demo', () => {
     const bob = await tab('user=demo-bob');
     await Promise.all([state(alice, 'online'), state(bob, 'online')]);
     expect(await alice.locator('#device').textContent()).not.toBe(await bob.locator('#device').textContent());
+    // The page says which implementation serves each primitive: libsodium for all of them.
+    expect(await alice.locator('#primitives li').allTextContents()).toEqual(
+      ['sha2', 'hmac', 'hkdf', 'x25519', 'ed25519', 'aead', 'mlkem'].map((p) => `${p}: sodium`),
+    );
 
     await send(alice, 'demo-bob', 'hi bob, this is alice');
     expect(await bodiesFrom(bob, 'demo-alice', 1)).toEqual(['hi bob, this is alice']);

@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 describe("hermetic/client's browser entry", () => {
-  it('bundles for browsers with no Node-only module: the noble primitives, no ws, no node:*', async () => {
+  it('bundles for browsers with no Node-only module: libsodium and the noble primitives, no ws, no node:*', async () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { exports: Record<string, Record<string, unknown>> };
     // The exports map's browser condition is the build of the file bundled here.
     expect(pkg.exports['./client']?.default).toBe('./dist/client-sdk/index.js');
@@ -34,8 +34,9 @@ describe("hermetic/client's browser entry", () => {
 
     const bundle = await bundleForBrowser({ 'hermetic-client': BROWSER_CLIENT_ENTRY }, makeTempDir('hermetic-bundle-'));
     const packages = new Set(bundle.inputs.filter((i) => i.includes('node_modules/')).map((i) => i.split('node_modules/')[1]!.split('/').slice(0, 2).join('/')));
-    expect([...packages].sort()).toEqual(['@noble/ciphers', '@noble/curves', '@noble/hashes', '@noble/post-quantum']);
+    expect([...packages].sort()).toEqual(['@noble/ciphers', '@noble/curves', '@noble/hashes', '@noble/post-quantum', 'libsodium-sumo/dist', 'libsodium-wrappers-sumo/dist']);
     expect(bundle.inputs).toContain(path.join('crypto', 'primitives', 'noble.ts'));
+    expect(bundle.inputs).toContain(path.join('crypto', 'primitives', 'sodium.ts'));
     expect(bundle.inputs.filter((i) => i.startsWith('server') || i.endsWith(path.join('stores', 'file.ts')) || i.endsWith(path.join('client-sdk', 'node.ts')))).toEqual([]);
     // Self-contained: nothing left to import at run time, and no CommonJS require shim.
     expect(bundle.externalImports).toEqual([]);
@@ -67,6 +68,11 @@ describeBrowser('hermetic/client in Chromium', () => {
     world = w;
     browser = b;
     fs.writeFileSync(path.join(outdir, 'index.html'), '<!doctype html>\n<meta charset="utf-8">\n<link rel="icon" href="data:,">\n<title>hermetic browser test</title>\n<script type="module" src="/harness.js"></script>\n');
+    // The same page under a Content-Security-Policy that does not allow WebAssembly.
+    fs.writeFileSync(
+      path.join(outdir, 'no-wasm.html'),
+      '<!doctype html>\n<meta charset="utf-8">\n<meta http-equiv="Content-Security-Policy" content="script-src \'self\'">\n<link rel="icon" href="data:,">\n<title>hermetic browser test</title>\n<script type="module" src="/harness.js"></script>\n',
+    );
     const files: Record<string, string> = { '/': path.join(outdir, 'index.html') };
     for (const f of fs.readdirSync(outdir)) files[`/${f}`] = path.join(outdir, f);
     server = await startDevServer({ relay: world.relay.baseUrl, files });
@@ -78,18 +84,48 @@ describeBrowser('hermetic/client in Chromium', () => {
   });
 
   /** A tab with the harness loaded, tokens minted here for whoever it asks. */
-  async function openPage(): Promise<Page> {
+  async function openPage(file = ''): Promise<Page> {
     const page = await browser.newPage();
     await page.exposeFunction('mintToken', (userId: string) => world.issuer.mint(userId));
-    await page.goto(`${server.url}/`);
+    await page.goto(`${server.url}/${file}`);
     await page.waitForFunction(() => 'harness' in globalThis);
     return page;
   }
 
-  it('runs the noble crypto backend: no node:crypto, no process object', async () => {
+  it('runs libsodium (WebAssembly) for every primitive: no node:crypto, no process object', async () => {
     const page = await openPage();
-    const seen = await page.evaluate(() => ({ backend: (globalThis as unknown as PageGlobals).harness.backend, process: typeof (globalThis as { process?: unknown }).process }));
-    expect(seen).toEqual({ backend: { name: 'noble', native: false }, process: 'undefined' });
+    const seen = await page.evaluate(async () => {
+      const h = (globalThis as unknown as PageGlobals).harness;
+      return { backend: h.backend, crypto: await h.crypto(), process: typeof (globalThis as { process?: unknown }).process };
+    });
+    expect(seen).toEqual({
+      backend: { name: 'default', native: false },
+      crypto: {
+        sodium: 'ready',
+        primitives: { sha2: 'sodium', hmac: 'sodium', hkdf: 'sodium', x25519: 'sodium', ed25519: 'sodium', aead: 'sodium', mlkem: 'sodium' },
+        preferences: Object.fromEntries(['sha2', 'hmac', 'hkdf', 'x25519', 'ed25519', 'aead', 'mlkem'].map((p) => [p, ['sodium', 'noble']])),
+      },
+      process: 'undefined',
+    });
+    await page.close();
+  });
+
+  it('where the page forbids WebAssembly, stays on noble, says why once, and still runs a client', async () => {
+    const page = await openPage('no-wasm.html');
+    const warnings: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'warning') warnings.push(m.text());
+    });
+    const seen = await page.evaluate(async () => {
+      const h = (globalThis as unknown as PageGlobals).harness;
+      return h.crypto();
+    });
+    expect(seen.sodium).toBe('failed');
+    expect(seen.sodiumError).toMatch(/WebAssembly|Content Security Policy|wasm/i);
+    expect(Object.values(seen.primitives)).toEqual(new Array(7).fill('noble'));
+    const started = await page.evaluate(async (url) => (globalThis as unknown as PageGlobals).harness.start(url, 'no-wasm-user', 'no-wasm'), server.url);
+    expect(started.state).toMatch(/online|connecting/);
+    expect(warnings.filter((w) => w.includes('libsodium unavailable'))).toHaveLength(1);
     await page.close();
   });
 

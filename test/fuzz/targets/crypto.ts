@@ -20,7 +20,7 @@ import { encodeInitialHandshake } from '../../../crypto/handshake/initial-messag
 import { MAX_PADDED_PLAINTEXT_BYTES } from '../../../crypto/limits.js';
 import { MAX_UNPADDED_PLAINTEXT_BYTES, pad, unpad } from '../../../crypto/padding.js';
 import type { CryptoBackend } from '../../../crypto/primitives/backend.js';
-import { nativeBackend, nobleBackend } from '../../../crypto/primitives/index.js';
+import { loadSodiumBackend, nativeBackend, nobleBackend } from '../../../crypto/primitives/index.js';
 import { decodeRatchetMessage, RATCHET_HEADER_BYTES, writeRatchetHeader } from '../../../crypto/ratchet/message.js';
 import { Session } from '../../../crypto/ratchet/session.js';
 import {
@@ -38,13 +38,14 @@ export const native = nativeBackend as CryptoBackend;
 export const utf8 = (s: string) => new TextEncoder().encode(s);
 export const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 
-const BACKENDS = { native, noble: nobleBackend } as const;
+const BACKENDS = { native, noble: nobleBackend, sodium: await loadSodiumBackend() } as const;
 export type BackendName = keyof typeof BACKENDS;
 
-/** Mostly the default (native) backend; now and then noble, whose errors come from other code. */
+/** Mostly the native backend; now and then noble or libsodium, whose errors come from other code. */
 export const backendArb: fc.Arbitrary<BackendName> = fc.oneof(
   { weight: 6, arbitrary: fc.constant('native' as const) },
   { weight: 1, arbitrary: fc.constant('noble' as const) },
+  { weight: 1, arbitrary: fc.constant('sodium' as const) },
 );
 
 export function backendOf(name: BackendName): CryptoBackend {

@@ -4,7 +4,7 @@
  * come from the test process (`mintToken`, exposed with page.exposeFunction).
  */
 import { type Flag, type HermeticClient, IndexedDbStore, createClient } from '../../../client-sdk/index.js';
-import { defaultBackend, nativeBackend } from '../../../crypto/primitives/index.js';
+import { type BackendDescription, cryptoReady, defaultBackend, nativeBackend } from '../../../crypto/primitives/index.js';
 
 export interface Received {
   readonly from: string;
@@ -17,6 +17,8 @@ export interface Received {
 export interface Harness {
   /** The crypto backend the client uses by default here, and whether a native one loaded. */
   readonly backend: { readonly name: string; readonly native: boolean };
+  /** Waits for libsodium to load (or fail) and says which implementation serves each primitive. */
+  crypto(): Promise<BackendDescription>;
   readonly IndexedDbStore: typeof IndexedDbStore;
   client: HermeticClient | undefined;
   readonly received: Received[];
@@ -30,6 +32,7 @@ const page = globalThis as unknown as PageGlobals;
 
 const harness: Harness = {
   backend: { name: defaultBackend.name, native: nativeBackend !== undefined },
+  crypto: () => cryptoReady(),
   IndexedDbStore,
   client: undefined,
   received: [],

@@ -111,14 +111,15 @@ export const MIN_RETIREMENT_AGE_MS = 1_000;
 export const MAX_RETIREMENT_AGE_MS = 7 * 24 * 3600 * 1000;
 export const PARTITIONS_PER_RETIREMENT_AGE = 2;
 export const RETIREMENT_TICKS_PER_PARTITION = 4;
-export const PARTITIONS_AHEAD = 2;
+export const PARTITIONS_AHEAD = 3;
 /** Partition DDL (create, drop) waits at most this long for the table lock (ACCESS
  * EXCLUSIVE on `envelopes` itself, for creating a partition as for dropping one), and is
  * tried again at the next tick. While it waits, every statement on `envelopes` (SENDs,
  * ACKs, reads) queues behind it: a statement or transaction holding the table for
  * longer (a long report, a backup) stalls the relay's mailbox traffic for up to this
- * long at each attempt. */
-export const PARTITION_LOCK_TIMEOUT_MS = 2_000;
+ * long at each attempt. Short, so such a stall stays within a latency budget; partitions
+ * are made PARTITIONS_AHEAD widths ahead, so creation has many ticks to succeed in. */
+export const PARTITION_LOCK_TIMEOUT_MS = 500;
 
 /** Per-mailbox quota (HERMETIC_MAILBOX_MAX_ENVELOPES, HERMETIC_MAILBOX_MAX_BYTES): what
  * one device's mailbox may hold stored and not yet acknowledged or expired. Beyond it a

@@ -240,30 +240,51 @@ $fn$;
 -- transaction only): a database crash can lose the last fraction of a second of ACKs,
 -- whose envelopes are then delivered again, which at-least-once delivery allows and the
 -- SDK deduplicates by envelope id.
+-- Why the cursor rows are locked first, and no drained partition's row is counted:
+-- Retirement credits a drained partition's expired, unacknowledged envelopes
+-- (hermetic_drain_partition) and leaves them on disk until the partition is dropped,
+-- which may be several ticks later (the drop waits for its table lock). An ACK passing
+-- them in between counted them again (in an earlier form of this function): the mailbox's counters
+-- went below zero and its quota grew by that much. Now the ACK counts no row of a drained partition: those
+-- rows are either acknowledged (below the cursor, outside the ACK's range), carried
+-- forward (moved out of the partition) or credited by the drain.
+--
+-- The cursor rows are locked in a statement of their own before anything is counted, so
+-- that the counting statement's snapshot is taken after any drain holding them has
+-- committed (a single statement waiting for a row lock keeps its older snapshot, and
+-- would not see that drain's credit nor its partition marked drained).
 CREATE OR REPLACE FUNCTION hermetic_apply_acks(p_user text[], p_device text[], p_seq bigint[]) RETURNS void
 LANGUAGE plpgsql
--- Every access here is by key; a plan cached while the tables were small must not scan
--- them once they are not (see hermetic_store_sends).
+-- Every access here is by key (see 0011).
 SET enable_seqscan = off
 SET jit = off
 AS $fn$
+DECLARE
+  v_from bigint[];
+  v_to bigint[];
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   INSERT INTO mailbox_cursors (user_id, device_id)
   SELECT a.u, a.d FROM unnest(p_user, p_device) AS a(u, d)
    ORDER BY a.u COLLATE "C", a.d COLLATE "C"
   ON CONFLICT DO NOTHING;
+  -- Key order, like hermetic_drain_partition: no cycle with a drain or another ACK.
+  PERFORM 1 FROM mailbox_cursors c JOIN unnest(p_user, p_device, p_seq) AS a(u, d, s) ON c.user_id = a.u AND c.device_id = a.d
+    WHERE a.s > c.acked_seq
+    ORDER BY c.user_id COLLATE "C", c.device_id COLLATE "C"
+      FOR UPDATE OF c;
+  SELECT coalesce(array_agg(p.from_ms), '{}'), coalesce(array_agg(p.to_ms), '{}') INTO v_from, v_to
+    FROM envelope_partitions p WHERE p.drained;
   WITH cur AS (
     SELECT c.user_id, c.device_id, c.acked_seq AS old_seq, a.s AS new_seq
       FROM mailbox_cursors c JOIN unnest(p_user, p_device, p_seq) AS a(u, d, s) ON c.user_id = a.u AND c.device_id = a.d
      WHERE a.s > c.acked_seq
-     ORDER BY c.user_id COLLATE "C", c.device_id COLLATE "C"
-       FOR UPDATE OF c
   ), freed AS (
     SELECT cur.user_id, cur.device_id, cur.new_seq, coalesce(x.b, 0)::bigint AS b, x.n
       FROM cur, LATERAL (SELECT sum(e.size) AS b, count(*) AS n FROM envelopes e
                           WHERE e.user_id = cur.user_id AND e.device_id = cur.device_id
-                            AND e.seq > cur.old_seq AND e.seq <= cur.new_seq) x
+                            AND e.seq > cur.old_seq AND e.seq <= cur.new_seq
+                            AND NOT EXISTS (SELECT 1 FROM unnest(v_from, v_to) AS d(f, t) WHERE e.slot_ms >= d.f AND e.slot_ms < d.t)) x
   )
   UPDATE mailbox_cursors c
      SET acked_seq = greatest(c.acked_seq, f.new_seq), out_bytes = c.out_bytes + f.b, out_count = c.out_count + f.n
@@ -286,6 +307,13 @@ $fn$;
 --   * p_channel NULL: no NOTIFY (the relay announces the commit on another bus).
 DROP FUNCTION hermetic_store_sends(bigint, text, text, bigint, bigint, text, text, text, int[], text, text, int[], int[], int[],
   text, text, bytea, bigint[], bytea, text, int[], int[], bytea[], bytea, int[], int[]);
+-- Partitions and clocks: a SEND batch on a relay whose clock is behind, finding the
+-- partition that covers its time drained by another relay (retired, not yet dropped), is
+-- written into the next partition that is not drained. (Failing it with SQLSTATE 23514
+-- instead would fail every SEND on that relay until the drop: no partition can be made
+-- while the drained one still covers that time, and the drop may wait several ticks for
+-- its table lock.) The rows keep the relay's time as stored_at_ms; only slot_ms (the
+-- partition) differs.
 CREATE FUNCTION hermetic_store_sends(
   p_now bigint, p_channel text, p_node text, p_max_bytes bigint, p_max_count bigint, p_recipient_list text,
   p_c_user text, p_c_device text, c_count int[],
@@ -338,8 +366,16 @@ DECLARE
 BEGIN
   -- 0. The partition the envelopes go to, locked against draining (see
   --    hermetic_lock_partition): every row of a partition has its start as slot_ms, so
-  --    that the idempotency index sees concurrent SENDs of one id as equal.
-  SELECT name INTO v_partition FROM envelope_partitions WHERE from_ms <= p_now AND to_ms > p_now;
+  --    that the idempotency index sees concurrent SENDs of one id as equal. The one
+  --    covering p_now, or when that one is drained (this relay's clock is behind the
+  --    retiring relay's), the first after it that is not (at the latest, the retiring
+  --    relay's current one). None covering p_now: SQLSTATE 23514 below, and the relay
+  --    makes it.
+  SELECT p.name INTO v_partition FROM envelope_partitions p
+   WHERE p.to_ms > p_now AND NOT p.drained
+     AND (p.from_ms <= p_now
+          OR EXISTS (SELECT 1 FROM envelope_partitions d WHERE d.drained AND d.from_ms <= p_now AND d.to_ms > p_now))
+   ORDER BY p.from_ms LIMIT 1;
   IF v_partition IS NOT NULL THEN
     PERFORM hermetic_lock_partition(v_partition, false);
     SELECT from_ms INTO v_slot FROM envelope_partitions WHERE name = v_partition AND NOT drained;

@@ -31,7 +31,7 @@ export class TcpProxy {
   private constructor(
     private readonly server: net.Server,
     readonly port: number,
-    private readonly target: { readonly host: string; readonly port: number },
+    private target: { readonly host: string; readonly port: number },
   ) {
     server.on('connection', (down) => this.onConnection(down));
   }
@@ -44,6 +44,11 @@ export class TcpProxy {
       server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port));
     });
     return new TcpProxy(server, port, target);
+  }
+
+  /** Forwards connections made from now on to `target` (e.g. a restarted server). */
+  retarget(target: { host: string; port: number }): void {
+    this.target = target;
   }
 
   /** Rewrites a URL's host and port to go through this proxy. */

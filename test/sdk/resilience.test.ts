@@ -8,6 +8,7 @@ import { MemoryStore, SdkError, limits } from '../../client-sdk/node.js';
 import { decodeRecord } from '../../client-sdk/stores/store.js';
 import { decodeDeliver, encodeDeliver } from '../../protocol/envelopes.js';
 import { killAllRelays, makeTempDir, startRelay } from '../helpers/relay.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { type SdkWorld, newClient, observe, sdkError, startWorld, tappedTransport, waitFor } from './helpers.js';
 
 let world: SdkWorld;
@@ -37,9 +38,13 @@ describe('SDK resilience', () => {
   it('messages sent while the relay is down wait in the outbox and arrive once it is back', { timeout: 120_000 }, async () => {
     const dataDir = makeTempDir();
     const first = await startRelay({ dataDir, env: world.issuer.env });
+    // The clients reach the relay through a fixed address, so that the restarted relay can
+    // listen wherever it gets a port (its old one may be held by closed connections).
+    const proxy = await TcpProxy.start({ host: '127.0.0.1', port: first.port });
     const w = { relay: first, issuer: world.issuer };
-    const alice = observe(await newClient(w, 'down-alice'));
-    const bob = observe(await newClient(w, 'down-bob'));
+    const url = proxy.via(first.baseUrl);
+    const alice = observe(await newClient(w, 'down-alice', { url }));
+    const bob = observe(await newClient(w, 'down-bob', { url }));
     await alice.client.send('down-bob', 'before');
     expect((await bob.received(1))[0]!.body).toBe('before');
     await first.stop('SIGTERM');
@@ -49,22 +54,16 @@ describe('SDK resilience', () => {
     void pending.then(() => (settled = true), () => (settled = true));
     await new Promise((r) => setTimeout(r, 300));
     expect(settled).toBe(false);
-    // The same relay comes back on the same port and data (the port may take a moment to free).
-    let second: Awaited<ReturnType<typeof startRelay>> | undefined;
-    for (let attempt = 0; second === undefined; attempt++) {
-      try {
-        second = await startRelay({ dataDir, env: { ...world.issuer.env, PORT: String(first.port) } });
-      } catch (err) {
-        if (attempt >= 20 || !String(err).includes('cannot listen')) throw err;
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    }
+    // The same relay comes back on the same data.
+    const second = await startRelay({ dataDir, env: world.issuer.env });
+    proxy.retarget({ host: '127.0.0.1', port: second.port });
     const stored = await pending;
     expect(stored.recipient).toBe('down-bob');
     expect((await bob.received(2))[1]!.body).toBe('while down');
     await alice.client.close();
     await bob.client.close();
     await second.stop('SIGTERM');
+    await proxy.close();
   });
 
   it('an envelope delivered again (its ACK lost) is offered once', async () => {

@@ -401,15 +401,6 @@ export class MailboxStore {
     return { partitions, carried, expired };
   }
 
-  /** Rows and partitions of the envelope log (metrics, benchmarks). */
-  async logSize(): Promise<{ partitions: number; rows: number; bytes: number }> {
-    const rows = await this.db.query<{ p: string | number; n: string | number; b: string | number }>(
-      `SELECT (SELECT count(*) FROM envelope_partitions) AS p, count(*) AS n, coalesce(sum(size), 0) AS b FROM envelopes`,
-    );
-    const r = rows[0];
-    return { partitions: Number(r?.p ?? 0), rows: Number(r?.n ?? 0), bytes: Number(r?.b ?? 0) };
-  }
-
   /** What a mailbox holds by the quota's counters (migrations/0009). */
   async held(userId: string, deviceId: string): Promise<{ bytes: number; envelopes: number } | undefined> {
     const rows = await this.db.query<{ b: string | number; n: string | number }>(

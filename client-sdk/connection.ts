@@ -13,6 +13,7 @@ import type { RandomSource } from '../crypto/primitives/random.js';
 import { type DeliverFrame, peekDeliverHeader } from '../protocol/envelopes.js';
 import { CLOSE_CODES, ERROR_CODES, ProtocolError } from '../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeServerFrame, encodeClientFrame } from '../protocol/frames.js';
+import { FEATURE_STORED_BATCH, type StoredBatchFrame } from '../protocol/stored-batch.js';
 import { deviceAuthTranscript } from '../protocol/transcripts.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, RECONNECT_BASE_MS, RECONNECT_MAX_MS, TOKEN_RENEW_MARGIN_MS } from './limits.js';
@@ -158,7 +159,7 @@ export class Connection {
       onMessage: (data) => {
         if (this.#socket !== socket) return;
         this.#lastFrameAt = this.opts.clock.now();
-        let frame: ServerFrame | DeliverFrame;
+        let frame: ServerFrame | DeliverFrame | StoredBatchFrame;
         try {
           frame = decodeServerFrame(data);
         } catch (err) {
@@ -180,7 +181,7 @@ export class Connection {
     this.#socket = socket;
   }
 
-  async #onFrame(socket: TransportSocket, frame: ServerFrame | DeliverFrame): Promise<void> {
+  async #onFrame(socket: TransportSocket, frame: ServerFrame | DeliverFrame | StoredBatchFrame): Promise<void> {
     switch (frame.type) {
       case 'challenge': {
         let token: string;
@@ -192,7 +193,9 @@ export class Connection {
         }
         if (this.#socket !== socket) return;
         const signature = this.opts.identity.sign(deviceAuthTranscript(frame.nonce, this.opts.userId, this.opts.deviceId, this.opts.origin));
-        this.#send({ type: 'auth', token, deviceId: this.opts.deviceId, origin: this.opts.origin, signature });
+        // STORED answers come batched in binary frames from a relay that knows them; one
+        // that does not ignores the feature and answers in JSON, which is read as well.
+        this.#send({ type: 'auth', token, deviceId: this.opts.deviceId, origin: this.opts.origin, signature, features: [FEATURE_STORED_BATCH] });
         return;
       }
       case 'auth_ok':
@@ -219,6 +222,9 @@ export class Connection {
         return;
       case 'stored':
         this.h.onStored(frame);
+        return;
+      case 'stored_batch':
+        for (const answer of frame.answers) this.h.onStored(answer);
         return;
       case 'error': {
         const err = new ProtocolError(frame.code, frame.message, frame.details ? { ...frame.details } : undefined);

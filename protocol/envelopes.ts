@@ -20,6 +20,8 @@ import {
 export const BINARY_FRAME = {
   SEND: 0x01,
   DELIVER: 0x02,
+  /** STORED answers of one commit, for a client that asked for them (stored-batch.ts). */
+  STORED_BATCH: 0x03,
 } as const;
 
 export interface SendTarget {

@@ -5,12 +5,14 @@
  */
 import { encodeBase64url } from './base64url.js';
 import { type JsonObject, array, asObject, bool, bytes, int, optStr, parseJsonObject, str } from './decode.js';
-import { type DeliverFrame, decodeDeliver } from './envelopes.js';
+import { BINARY_FRAME, type DeliverFrame, decodeDeliver } from './envelopes.js';
 import { type ErrorCode, ProtocolError, parseErrorBody } from './errors.js';
 import {
   CHALLENGE_BYTES,
   DEVICE_ID_PATTERN,
+  MAX_AUTH_FEATURES,
   MAX_DEVICE_ID_LENGTH,
+  MAX_FEATURE_NAME_LENGTH,
   MAX_FRAME_BYTES,
   MAX_ORIGIN_LENGTH,
   MAX_TARGETS_PER_SEND,
@@ -18,11 +20,20 @@ import {
   MAX_USER_ID_LENGTH,
   USER_ID_PATTERN,
 } from './limits.js';
+import { STORED_BATCH_FRAME, type StoredBatchFrame, decodeStoredBatch } from './stored-batch.js';
 
 /** Client → relay. */
 export type ClientFrame =
-  /** `origin`: the relay origin the device signed (protocol/origin.ts). */
-  | { readonly type: 'auth'; readonly token: string; readonly deviceId: string; readonly origin: string; readonly signature: Uint8Array }
+  /** `origin`: the relay origin the device signed (protocol/origin.ts). `features`: what
+   * the client understands beyond revision 2 (e.g. FEATURE_STORED_BATCH); absent: none. */
+  | {
+      readonly type: 'auth';
+      readonly token: string;
+      readonly deviceId: string;
+      readonly origin: string;
+      readonly signature: Uint8Array;
+      readonly features?: readonly string[] | undefined;
+    }
   /** A fresh token for the same user, before the connection's current one expires. */
   | { readonly type: 'token'; readonly token: string }
   | { readonly type: 'ping'; readonly id: number | undefined }
@@ -37,8 +48,9 @@ export interface StoredRecipient {
 /** Relay → client. */
 export type ServerFrame =
   | { readonly type: 'challenge'; readonly nonce: Uint8Array }
-  /** `expiresAt`: when the token expires (ms since the epoch); send a `token` frame before. */
-  | { readonly type: 'auth_ok'; readonly userId: string; readonly deviceId: string; readonly expiresAt: number }
+  /** `expiresAt`: when the token expires (ms since the epoch); send a `token` frame before.
+   * `features`: those of the client's `auth` frame the relay will use (absent if none). */
+  | { readonly type: 'auth_ok'; readonly userId: string; readonly deviceId: string; readonly expiresAt: number; readonly features?: readonly string[] | undefined }
   | { readonly type: 'token_ok'; readonly expiresAt: number }
   | { readonly type: 'pong'; readonly id: number | undefined }
   /** Answer to a SEND, sent only after the envelopes are committed. */
@@ -68,6 +80,17 @@ export type ServerFrameType = ServerFrame['type'];
 
 const MAX_REQUEST_ID = 0xffff_ffff;
 
+/** The `features` list of an auth or auth_ok frame: bounded names; absent means none. */
+function features(o: JsonObject): string[] {
+  if (o.features === undefined) return [];
+  return array(o, 'features', MAX_AUTH_FEATURES, () => new ProtocolError('BAD_REQUEST', `features: at most ${MAX_AUTH_FEATURES}`)).map((v, i) => {
+    if (typeof v !== 'string' || v.length === 0 || v.length > MAX_FEATURE_NAME_LENGTH) {
+      throw new ProtocolError('BAD_REQUEST', `features[${i}]: a string of 1..${MAX_FEATURE_NAME_LENGTH} characters`);
+    }
+    return v;
+  });
+}
+
 function optId(o: JsonObject): number | undefined {
   return o.id === undefined ? undefined : int(o, 'id', 0, MAX_REQUEST_ID);
 }
@@ -79,6 +102,7 @@ const DECODERS: { readonly [T in ClientFrameType]: (o: JsonObject) => Extract<Cl
     deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
     origin: str(o, 'origin', { max: MAX_ORIGIN_LENGTH }),
     signature: bytes(o, 'signature', 64),
+    ...(o.features === undefined ? {} : { features: features(o) }),
   }),
   token: (o) => ({ type: 'token', token: str(o, 'token', { max: MAX_TOKEN_BYTES }) }),
   ping: (o) => ({ type: 'ping', id: optId(o) }),
@@ -134,6 +158,7 @@ const SERVER_DECODERS: { readonly [T in ServerFrameType]: (o: JsonObject) => Ext
     userId: str(o, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
     deviceId: str(o, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
     expiresAt: int(o, 'expiresAt', 0, MAX_TIME_MS),
+    ...(o.features === undefined ? {} : { features: features(o) }),
   }),
   token_ok: (o) => ({ type: 'token_ok', expiresAt: int(o, 'expiresAt', 0, MAX_TIME_MS) }),
   pong: (o) => ({ type: 'pong', id: optId(o) }),
@@ -174,16 +199,18 @@ function isServerFrameType(t: string): t is ServerFrameType {
 }
 
 /**
- * Decodes one message from the relay: a JSON control frame (text) or a binary DELIVER.
- * Throws ProtocolError for anything malformed, oversized or unknown: a client decodes
- * what the relay sends once, here, and trusts only the typed result.
+ * Decodes one message from the relay: a JSON control frame (text), or a binary DELIVER or
+ * STORED_BATCH. Throws ProtocolError for anything malformed, oversized or unknown: a
+ * client decodes what the relay sends once, here, and trusts only the typed result.
  */
-export function decodeServerFrame(data: string | Uint8Array, binary = typeof data !== 'string'): ServerFrame | DeliverFrame {
+export function decodeServerFrame(data: string | Uint8Array, binary = typeof data !== 'string'): ServerFrame | DeliverFrame | StoredBatchFrame {
   const size = typeof data === 'string' ? data.length : data.byteLength;
   if (size > MAX_SERVER_FRAME_BYTES) throw new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_SERVER_FRAME_BYTES} bytes`);
   if (binary) {
     if (typeof data === 'string') throw new ProtocolError('BAD_REQUEST', 'a binary frame must be bytes');
-    return decodeDeliver(data);
+    if (data[0] === STORED_BATCH_FRAME) return decodeStoredBatch(data);
+    if (data[0] === BINARY_FRAME.DELIVER) return decodeDeliver(data);
+    throw new ProtocolError('UNKNOWN_FRAME', 'unknown binary frame type');
   }
   const text = typeof data === 'string' ? data : new TextDecoder('utf-8', { fatal: false }).decode(data);
   const o = parseJsonObject(text, 'frame');
@@ -238,7 +265,14 @@ function encodeStored(f: Extract<ServerFrame, { type: 'stored' }>): string {
 export function encodeClientFrame(f: ClientFrame): string {
   switch (f.type) {
     case 'auth':
-      return JSON.stringify({ type: 'auth', token: f.token, deviceId: f.deviceId, origin: f.origin, signature: encodeBase64url(f.signature) });
+      return JSON.stringify({
+        type: 'auth',
+        token: f.token,
+        deviceId: f.deviceId,
+        origin: f.origin,
+        signature: encodeBase64url(f.signature),
+        ...(f.features !== undefined && f.features.length > 0 ? { features: f.features } : {}),
+      });
     case 'token':
     case 'ping':
     case 'ack':

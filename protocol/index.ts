@@ -27,6 +27,8 @@ export { SIGNATURE_LABELS, KDF_LABELS, LABEL_PREFIX } from './labels.js';
 export { relayOrigin } from './origin.js';
 export { deviceAuthTranscript, deviceRegistrationTranscript } from './transcripts.js';
 export { peekSendId, sendContent } from './envelopes.js';
+export { FEATURE_STORED_BATCH, STORED_BATCH_VERSION, decodeStoredBatch, encodeStoredBatch } from './stored-batch.js';
+export type { StoredAnswer, StoredBatchFrame, StoredFrame } from './stored-batch.js';
 export {
   DEFAULT_LOG_CHECKPOINTS_PAGE,
   DEFAULT_LOG_RECEIPTS_PAGE,

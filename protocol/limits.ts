@@ -104,3 +104,15 @@ export const MAX_INFLIGHT_ENVELOPES = 256;
  * keep its own window well inside these. */
 export const MAX_PENDING_SENDS = 1024;
 export const MAX_PENDING_SEND_BYTES = 16 * 1024 * 1024;
+
+/** STORED answers in one STORED_BATCH frame (protocol/stored-batch.ts). The relay writes
+ * one commit's answers for a connection in as many frames as this needs; at 256, the
+ * largest possible frame (every answer with 16 recipients of 64-character device ids) is
+ * about 302 KiB, inside MAX_FRAME_BYTES. A commit of the relay's send batcher takes at
+ * most 512 SENDs, so a connection's answers to one commit fill at most two frames. */
+export const MAX_STORED_PER_BATCH = 256;
+
+/** Features a client may name in its `auth` frame, and the length of each name: unknown
+ * names are ignored, so the bounds only keep the frame cheap to read. */
+export const MAX_AUTH_FEATURES = 16;
+export const MAX_FEATURE_NAME_LENGTH = 32;

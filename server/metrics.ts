@@ -29,6 +29,8 @@ export interface RelayMetrics {
   readonly noticesMalformed: Counter<'notifier'>;
   readonly notifierResubscriptions: Counter<'notifier'>;
   readonly pendingSendBytes: Gauge;
+  /** Where the pending SEND bytes are read from when scraped (not set per SEND). */
+  setPendingSendBytes(source: () => number): void;
   readonly logReceiptsAppended: Counter;
   readonly logSubmissionsRefused: Counter<'code'>;
   readonly logTreeSize: Gauge;
@@ -41,6 +43,7 @@ export function createMetrics(): RelayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'hermetic_' });
   let checkpointAge: () => number | undefined = () => undefined;
+  let pendingBytes: () => number = () => 0;
   return {
     logReceiptsAppended: new Counter({ name: 'hermetic_log_receipts_appended_total', help: 'Receipts appended to the receipt log by this relay (resubmissions not counted)', registers: [registry] }),
     logSubmissionsRefused: new Counter({
@@ -149,7 +152,13 @@ export function createMetrics(): RelayMetrics {
       name: 'hermetic_pending_send_bytes',
       help: 'Bytes of SEND frames accepted and not yet answered, all devices (at most HERMETIC_MAX_PENDING_SEND_BYTES)',
       registers: [registry],
+      collect() {
+        this.set(pendingBytes());
+      },
     }),
+    setPendingSendBytes: (source) => {
+      pendingBytes = source;
+    },
     httpRequests: new Counter({ name: 'hermetic_http_requests_total', help: 'HTTP requests, by route and status', labelNames: ['route', 'status'], registers: [registry] }),
     httpInFlight: new Gauge({ name: 'hermetic_http_requests_in_flight', help: 'HTTP requests being handled (at most MAX_INFLIGHT_HTTP)', registers: [registry] }),
   };

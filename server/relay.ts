@@ -179,6 +179,8 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       metrics.connectionsUnauthenticated,
     );
     metrics.connectionsMax.set(cap.maxConnections);
+    const pending = PendingSends.defaults(config.maxPendingSendBytes);
+    metrics.setPendingSendBytes(() => pending.totalBytes);
     const connections = new ConnectionManager({
       verifier,
       directory: store,
@@ -188,7 +190,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       random: systemRandom,
       mailbox,
       admission,
-      pending: PendingSends.defaults(config.maxPendingSendBytes, metrics.pendingSendBytes),
+      pending,
       authTimeoutMs: config.authTimeoutMs,
       now: Date.now,
     });

@@ -13,7 +13,8 @@
 import WebSocket from 'ws';
 import { defaultBackend } from '../../crypto/primitives/index.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
-import { encodeSend } from '../../protocol/envelopes.js';
+import { BINARY_FRAME, encodeSend } from '../../protocol/envelopes.js';
+import { FEATURE_STORED_BATCH, STORED_BATCH_VERSION } from '../../protocol/stored-batch.js';
 import { relayOrigin } from '../../protocol/origin.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 
@@ -29,6 +30,8 @@ export interface BenchDevice {
 export interface DeviceHandlers {
   /** A DELIVER frame (the socket's buffer; valid during the call only). */
   onDeliver(frame: Buffer): void;
+  /** A STORED_BATCH frame carrying `count` STORED answers (read no further). */
+  onStoredBatch?(count: number): void;
   /** A JSON frame after authentication, undecoded. */
   onText(text: string): void;
 }
@@ -65,7 +68,9 @@ export class DeviceSocket {
   ) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) {
-        this.handlers?.onDeliver(data);
+        if (data[0] !== BINARY_FRAME.STORED_BATCH) this.handlers?.onDeliver(data);
+        else if (data.length >= 4 && data[1] === STORED_BATCH_VERSION) this.handlers?.onStoredBatch?.(data.readUInt16BE(2));
+        else throw new Error(`${device.userId}/${device.deviceId}: a STORED_BATCH frame of an unknown version or too short`);
         return;
       }
       const text = data.toString('utf8');
@@ -102,7 +107,9 @@ export class DeviceSocket {
     const origin = relayOrigin(wsUrl);
     if (origin === undefined) throw new Error(`not a relay URL: ${wsUrl}`);
     const signature = defaultBackend.ed25519Sign(Buffer.from(device.seed, 'hex'), deviceAuthTranscript(nonce, device.userId, device.deviceId, origin));
-    ws.send(JSON.stringify({ type: 'auth', token: device.token, deviceId: device.deviceId, origin, signature: encodeBase64url(signature) }));
+    // STORED answers as STORED_BATCH frames: one binary frame per commit, not one JSON each.
+    const features = [FEATURE_STORED_BATCH];
+    ws.send(JSON.stringify({ type: 'auth', token: device.token, deviceId: device.deviceId, origin, signature: encodeBase64url(signature), features }));
     for (;;) {
       const f = await s.nextJson();
       if (f.type === 'queue_empty') break;

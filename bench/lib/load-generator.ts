@@ -108,6 +108,12 @@ function refill(st: SenderState): void {
   while (sending && st.inflight < w && st.socket.isOpen) sendOne(st);
 }
 
+function onStoredBatch(st: SenderState, count: number): void {
+  st.inflight -= count;
+  if (measuring) stored += count;
+  if (setup!.mode === 'throughput') refill(st);
+}
+
 function onSenderText(st: SenderState, text: string): void {
   if (text.startsWith(STORED_PREFIX)) {
     st.inflight--;
@@ -148,7 +154,7 @@ async function onSetup(s: GeneratorSetup): Promise<void> {
   });
   ss.forEach((socket, i) => {
     const st: SenderState = { socket, frames: new SendFrames(s.pairs[i]!.recipient as BenchDevice, s.payloadBytes, s.ttlSeconds), inflight: 0 };
-    socket.listen({ onDeliver: () => undefined, onText: (t) => onSenderText(st, t) });
+    socket.listen({ onDeliver: () => undefined, onStoredBatch: (n) => onStoredBatch(st, n), onText: (t) => onSenderText(st, t) });
     senders.push(st);
   });
   reply({ type: 'ready' });

@@ -8,8 +8,9 @@
 import type { WebSocket } from 'uWebSockets.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { CLOSE_CODES, ProtocolError } from '../../protocol/errors.js';
-import { type ClientFrame, type ServerFrame, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
-import { CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PREAUTH_FRAME_BYTES } from '../../protocol/limits.js';
+import { type ClientFrame, type ServerFrame, type ServerFrameType, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
+import { CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PREAUTH_FRAME_BYTES, MAX_STORED_PER_BATCH } from '../../protocol/limits.js';
+import { FEATURE_STORED_BATCH, MAX_STORED_BATCH_BYTES, type StoredAnswer, encodeStoredBatch } from '../../protocol/stored-batch.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
@@ -19,9 +20,10 @@ import { BinaryWriter } from '../../protocol/binary.js';
 import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, sendContent } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { MailboxService } from '../mailbox/service.js';
+import type { SendResult } from '../mailbox/store.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
-import type { PendingSends } from './pending-sends.js';
+import { type PendingSends, pendingKey } from './pending-sends.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
 
 export interface ConnectionData {
@@ -35,13 +37,18 @@ export interface ConnectionData {
   state: 'challenge' | 'authenticating' | 'authenticated';
   userId: string | undefined;
   deviceId: string | undefined;
+  /** The device's key in the pending SEND budget (pendingKey), once authenticated. */
+  pendingKey: string | undefined;
   closed: boolean;
   authTimer: NodeJS.Timeout | undefined;
   /** Closes the connection when its token expires, unless a `token` frame renews it. */
   tokenTimer: NodeJS.Timeout | undefined;
   stream: DeliveryStream | undefined;
-  /** Control frames produced in this turn, written together in one corked write. */
-  outbox: string[];
+  /** The client asked for STORED answers in STORED_BATCH frames (its `auth` features). */
+  storedBatch: boolean;
+  /** Frames produced in this turn, written together in one corked write: JSON text, or
+   * the STORED answers (at most MAX_STORED_PER_BATCH) of one STORED_BATCH frame. */
+  outbox: Array<string | StoredAnswer[]>;
 }
 
 export type RelaySocket = WebSocket<ConnectionData>;
@@ -70,12 +77,24 @@ export class ConnectionManager {
   readonly open = new Set<RelaySocket>();
   /** DELIVER frames are encoded into this one buffer: a socket send copies what it gets. */
   private readonly deliverWriter = new BinaryWriter(4096);
+  /** STORED_BATCH frames likewise; sized for the largest, so it never grows. */
+  private readonly storedWriter = new BinaryWriter(MAX_STORED_BATCH_BYTES);
   private readonly sendsIn;
   private readonly deliversOut;
+  private readonly storedBatchesOut;
+  /** Counter children bound once: labels() per frame was a measurable share of SEND cost. */
+  private readonly framesOut: (type: ServerFrameType) => { inc(): void };
 
   constructor(private readonly deps: ConnectionDeps) {
     this.sendsIn = deps.metrics.framesIn.labels({ type: 'send' });
     this.deliversOut = deps.metrics.framesOut.labels({ type: 'deliver' });
+    this.storedBatchesOut = deps.metrics.framesOut.labels({ type: 'stored_batch' });
+    const out = new Map<ServerFrameType, { inc(): void }>();
+    this.framesOut = (type) => {
+      let c = out.get(type);
+      if (!c) out.set(type, (c = deps.metrics.framesOut.labels({ type })));
+      return c;
+    };
   }
 
   newConnectionData(address: string, origins: readonly string[]): ConnectionData {
@@ -87,10 +106,12 @@ export class ConnectionManager {
       state: 'challenge',
       userId: undefined,
       deviceId: undefined,
+      pendingKey: undefined,
       closed: false,
       authTimer: undefined,
       tokenTimer: undefined,
       stream: undefined,
+      storedBatch: false,
       outbox: [],
     };
   }
@@ -198,7 +219,7 @@ export class ConnectionManager {
       this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frame over ${MAX_FRAME_BYTES} bytes`, { id }));
       return;
     }
-    if (ud.state !== 'authenticated' || ud.userId === undefined || ud.deviceId === undefined) {
+    if (ud.state !== 'authenticated' || ud.userId === undefined || ud.deviceId === undefined || ud.pendingKey === undefined) {
       this.sendError(ws, new ProtocolError('UNAUTHENTICATED', 'authenticate before sending', { id }));
       return;
     }
@@ -206,8 +227,9 @@ export class ConnectionManager {
     const size = bytes.length;
     const userId = ud.userId;
     const deviceId = ud.deviceId;
+    const budget = ud.pendingKey;
     // Budgets first: over them, a SEND is refused before any work is done on it.
-    const refused = this.deps.pending.take(userId, deviceId, size);
+    const refused = this.deps.pending.take(budget, size);
     if (refused === 'device') {
       this.sendError(ws, new ProtocolError('RATE_LIMITED', 'too many SENDs of this device awaiting their answer', { id }));
       return;
@@ -220,21 +242,15 @@ export class ConnectionManager {
     try {
       frame = decodeSend(bytes);
     } catch (err) {
-      this.deps.pending.release(userId, deviceId, size);
+      this.deps.pending.release(budget, size);
       this.sendError(ws, err);
       return;
     }
     // What "the same SEND" means for idempotency: the recipient and every target's device
     // and bytes, exactly as framed (hashed now: the message buffer is only valid now).
     const contentHash = this.deps.backend.sha256(sendContent(bytes));
-    // Released when the answer is known, whether or not this connection is still open:
-    // the device's budget covers its SENDs, not its connection's.
-    void this.handleSend(ws, userId, deviceId, frame, contentHash).finally(() => this.deps.pending.release(userId, deviceId, size));
-  }
-
-  private async handleSend(ws: RelaySocket, userId: string, deviceId: string, frame: SendFrame, contentHash: Uint8Array): Promise<void> {
-    try {
-      const result = await this.deps.mailbox.send({
+    this.deps.mailbox
+      .send({
         senderUserId: userId,
         senderDeviceId: deviceId,
         envelopeId: frame.envelopeId,
@@ -242,24 +258,58 @@ export class ConnectionManager {
         recipientUserId: frame.recipientUserId,
         targets: frame.targets,
         ttlSeconds: frame.ttlSeconds,
-      });
-      if (!result.ok) {
-        this.sendError(ws, new ProtocolError(result.error.code, result.error.message, { ...result.error.details, id: frame.id }));
-        return;
-      }
-      this.send(ws, {
-        type: 'stored',
-        id: frame.id,
-        envelopeId: encodeBase64url(frame.envelopeId),
-        duplicate: result.duplicate,
-        storedAt: result.storedAtMs,
-        expiresAt: result.expiresAtMs,
-        recipients: result.stored,
-      });
-    } catch (err) {
-      const pe = toProtocolError(err, this.deps.logger);
+      })
+      .then(
+        (result) => this.answerSend(ws, ud, frame, budget, size, result, undefined),
+        (err: unknown) => this.answerSend(ws, ud, frame, budget, size, undefined, err),
+      );
+  }
+
+  /**
+   * Answers a SEND once its fate is known. Never throws: nothing awaits the promise this
+   * runs in (one per SEND, where an async function and a finally() made three).
+   */
+  private answerSend(ws: RelaySocket, ud: ConnectionData, frame: SendFrame, budget: string, size: number, result: SendResult | undefined, err: unknown): void {
+    // Released whether or not this connection is still open: the device's budget covers
+    // its SENDs, not its connection's (the same device may have reconnected meanwhile).
+    this.deps.pending.release(budget, size);
+    try {
+      if (result?.ok) this.stored(ws, ud, frame.id, frame.envelopeId, result);
+      else if (result) this.sendError(ws, new ProtocolError(result.error.code, result.error.message, { ...result.error.details, id: frame.id }));
+      else throw err;
+    } catch (e) {
+      const pe = toProtocolError(e, this.deps.logger);
       this.sendError(ws, new ProtocolError(pe.code, pe.message, { id: frame.id }));
     }
+  }
+
+  /**
+   * Queues a STORED answer (only ever called once its SEND is committed). A client that
+   * asked for STORED_BATCH gets the answers queued together in one frame (the answers of
+   * one commit arrive in one turn); any other, one JSON `stored` frame each.
+   */
+  private stored(ws: RelaySocket, ud: ConnectionData, id: number, envelopeId: Uint8Array, r: Extract<SendResult, { ok: true }>): void {
+    if (ud.closed) return;
+    if (!ud.storedBatch) {
+      this.send(ws, {
+        type: 'stored',
+        id,
+        envelopeId: encodeBase64url(envelopeId),
+        duplicate: r.duplicate,
+        storedAt: r.storedAtMs,
+        expiresAt: r.expiresAtMs,
+        recipients: r.stored,
+      });
+      return;
+    }
+    const answer: StoredAnswer = { id, envelopeId, duplicate: r.duplicate, storedAt: r.storedAtMs, expiresAt: r.expiresAtMs, recipients: r.stored };
+    const box = ud.outbox;
+    if (box.length === 0) queueMicrotask(() => this.flush(ws, ud));
+    const last = box[box.length - 1];
+    // Appended to the frame being gathered when it is the last thing queued (so answers
+    // and errors keep the order they were produced in) and has room.
+    if (typeof last === 'object' && last.length < MAX_STORED_PER_BATCH) last.push(answer);
+    else box.push([answer]);
   }
 
   private async authenticate(ws: RelaySocket, frame: Extract<ClientFrame, { type: 'auth' }>): Promise<void> {
@@ -284,10 +334,19 @@ export class ConnectionManager {
       ud.state = 'authenticated';
       ud.userId = userId;
       ud.deviceId = frame.deviceId;
+      ud.pendingKey = pendingKey(userId, frame.deviceId);
+      ud.storedBatch = frame.features?.includes(FEATURE_STORED_BATCH) === true;
       if (ud.authTimer) clearTimeout(ud.authTimer);
       if (ud.admission) this.deps.admission.authenticated(ud.admission);
       this.armTokenTimer(ws, token.validUntilMs);
-      this.send(ws, { type: 'auth_ok', userId, deviceId: frame.deviceId, expiresAt: token.expiresAtMs });
+      this.send(ws, {
+        type: 'auth_ok',
+        userId,
+        deviceId: frame.deviceId,
+        expiresAt: token.expiresAtMs,
+        // The features of the auth frame this relay uses: absent for a client that named none.
+        ...(ud.storedBatch ? { features: [FEATURE_STORED_BATCH] } : {}),
+      });
       this.deps.logger.debug({ userId, deviceId: frame.deviceId }, 'device authenticated');
       // A newer connection for the same device (on this relay or another) replaces this
       // one; a revocation closes it.
@@ -384,7 +443,7 @@ export class ConnectionManager {
     if (ud.closed) return;
     if (ud.outbox.length === 0) queueMicrotask(() => this.flush(ws, ud));
     ud.outbox.push(encodeServerFrame(frame));
-    this.deps.metrics.framesOut.inc({ type: frame.type });
+    this.framesOut(frame.type).inc();
   }
 
   /** Writes a frame now, after what is queued; called inside the stream's cork. */
@@ -392,7 +451,7 @@ export class ConnectionManager {
     if (ud.closed) return;
     this.writeOutbox(ws, ud);
     ws.send(encodeServerFrame(frame), false);
-    this.deps.metrics.framesOut.inc({ type: frame.type });
+    this.framesOut(frame.type).inc();
   }
 
   private flush(ws: RelaySocket, ud: ConnectionData): void {
@@ -405,7 +464,15 @@ export class ConnectionManager {
     if (ud.outbox.length === 0) return;
     const frames = ud.outbox;
     ud.outbox = [];
-    for (const f of frames) ws.send(f, false);
+    for (const f of frames) {
+      if (typeof f === 'string') {
+        ws.send(f, false);
+      } else {
+        // The writer's buffer is reused: uWS copies what it is given.
+        ws.send(encodeStoredBatch(f, this.storedWriter), true);
+        this.storedBatchesOut.inc();
+      }
+    }
   }
 
   /** Closes after writing what is queued (an error frame explaining the close). */

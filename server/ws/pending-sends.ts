@@ -23,35 +23,32 @@ export interface PendingSendLimits {
 /** Why a SEND was not taken: its device's budget is spent, or the relay's. */
 export type PendingRefusal = 'device' | 'relay';
 
-/** Where the process total is shown (a metrics gauge). */
-export interface PendingGauge {
-  set(value: number): void;
+/** The key a device's SENDs are counted under: made once per connection, so that the
+ * per-SEND map lookups hash a string whose hash is already known. */
+export function pendingKey(userId: string, deviceId: string): string {
+  return `${userId}\u0000${deviceId}`;
 }
 
 export class PendingSends {
   private readonly devices = new Map<string, { sends: number; bytes: number }>();
   private total = 0;
 
-  constructor(
-    private readonly limits: PendingSendLimits,
-    private readonly gauge?: PendingGauge,
-  ) {}
+  constructor(private readonly limits: PendingSendLimits) {}
 
-  static defaults(maxBytesTotal: number, gauge?: PendingGauge): PendingSends {
-    return new PendingSends({ maxSendsPerDevice: MAX_PENDING_SENDS, maxBytesPerDevice: MAX_PENDING_SEND_BYTES, maxBytesTotal }, gauge);
+  static defaults(maxBytesTotal: number): PendingSends {
+    return new PendingSends({ maxSendsPerDevice: MAX_PENDING_SENDS, maxBytesPerDevice: MAX_PENDING_SEND_BYTES, maxBytesTotal });
   }
 
-  /** Bytes pending over the whole process. */
+  /** Bytes pending over the whole process (read by the metrics gauge when scraped). */
   get totalBytes(): number {
     return this.total;
   }
 
   /**
-   * Counts a SEND of `bytes` for the device, or says which budget it would exceed. Each
+   * Counts a SEND of `bytes` for the device (its pendingKey), or says which budget it would exceed. Each
    * SEND taken must be released exactly once, when its answer is known.
    */
-  take(userId: string, deviceId: string, bytes: number): PendingRefusal | undefined {
-    const k = `${userId}\u0000${deviceId}`;
+  take(k: string, bytes: number): PendingRefusal | undefined {
     const d = this.devices.get(k);
     if ((d?.sends ?? 0) >= this.limits.maxSendsPerDevice || (d?.bytes ?? 0) + bytes > this.limits.maxBytesPerDevice) return 'device';
     if (this.total + bytes > this.limits.maxBytesTotal) return 'relay';
@@ -62,16 +59,13 @@ export class PendingSends {
       this.devices.set(k, { sends: 1, bytes });
     }
     this.total += bytes;
-    this.gauge?.set(this.total);
     return undefined;
   }
 
-  release(userId: string, deviceId: string, bytes: number): void {
-    const k = `${userId}\u0000${deviceId}`;
+  release(k: string, bytes: number): void {
     const d = this.devices.get(k);
     if (!d) throw new Error('released a SEND that was not taken');
     this.total -= bytes;
-    this.gauge?.set(this.total);
     if (--d.sends === 0) this.devices.delete(k);
     else d.bytes -= bytes;
   }

@@ -8,7 +8,9 @@
 import WebSocket from 'ws';
 import { systemRandom } from '../../crypto/primitives/random.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
-import { type DeliverFrame, type SendTarget, decodeDeliver, encodeSend } from '../../protocol/envelopes.js';
+import { type DeliverFrame, type SendTarget, encodeSend } from '../../protocol/envelopes.js';
+import { decodeServerFrame } from '../../protocol/frames.js';
+import { FEATURE_STORED_BATCH, type StoredFrame } from '../../protocol/stored-batch.js';
 import type { TestDevice } from '../helpers/device.js';
 
 export type JsonFrame = { type: string; [k: string]: any };
@@ -21,6 +23,8 @@ export interface ConnectOptions {
   readonly auth?: boolean;
   /** ACK the highest delivered sequence once per burst of incoming frames (default false). */
   readonly autoAck?: boolean;
+  /** Ask for STORED answers in STORED_BATCH frames (default false: JSON, as before). */
+  readonly storedBatch?: boolean;
 }
 
 export interface SendOptions {
@@ -32,6 +36,9 @@ export class RawClient {
   readonly json: JsonFrame[] = [];
   readonly delivered: DeliverFrame[] = [];
   readonly received: Received[] = [];
+  /** The answers of each STORED_BATCH frame, in arrival order (each answer is also put in
+   * `json` as the `stored` frame it stands for, so that answer() finds it). */
+  readonly storedBatches: StoredFrame[][] = [];
   closeCode: number | undefined;
   readonly closed: Promise<number>;
   /** Highest sequence this client has ACKed. */
@@ -46,7 +53,15 @@ export class RawClient {
   ) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) {
-        const frame = decodeDeliver(new Uint8Array(data));
+        // The SDK's decoder: DELIVER or STORED_BATCH, anything else throws.
+        const frame = decodeServerFrame(new Uint8Array(data), true);
+        if (frame.type === 'stored_batch') {
+          this.storedBatches.push([...frame.answers]);
+          for (const a of frame.answers) this.json.push({ ...a, recipients: a.recipients.map((r) => ({ ...r })) });
+          this.wake();
+          return;
+        }
+        if (frame.type !== 'deliver') throw new Error(`unexpected binary frame ${frame.type}`);
         this.delivered.push(frame);
         this.received.push({ kind: 'deliver', frame });
         if (this.autoAck) this.scheduleAck();
@@ -84,7 +99,8 @@ export class RawClient {
     if (opts.auth !== false) {
       const nonce = decodeBase64url(String(challenge.nonce));
       if (!nonce) throw new Error('challenge nonce is not base64url');
-      c.sendJson(device.authFrame(nonce, token, wsUrl));
+      const auth = device.authFrame(nonce, token, wsUrl);
+      c.sendJson(opts.storedBatch ? { ...auth, features: [FEATURE_STORED_BATCH] } : auth);
       const r = await c.waitJson((f) => f.type === 'auth_ok' || f.type === 'error');
       if (r.type !== 'auth_ok') throw new Error(`auth failed: ${JSON.stringify(r)}`);
     }

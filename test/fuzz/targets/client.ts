@@ -19,7 +19,9 @@ import {
   encodeDeviceListAnswer,
   encodeKeyCountsAnswer,
 } from '../../../protocol/directory.js';
+import { decodeBase64url } from '../../../protocol/base64url.js';
 import { encodeDeliver } from '../../../protocol/envelopes.js';
+import { encodeStoredBatch } from '../../../protocol/stored-batch.js';
 import { type ServerFrame, decodeServerFrame, encodeServerFrame } from '../../../protocol/frames.js';
 import { seededRandom } from '../../crypto/session-fixtures.js';
 import { type FuzzTarget, defineTarget, must, sameBytes } from '../harness.js';
@@ -50,7 +52,7 @@ const serverFrame = defineTarget({
   inputs: ({ corpus }) => jsonTextFrom(corpus),
   check(input) {
     const f = decodeServerFrame(input);
-    if (f.type === 'deliver') return;
+    if (f.type === 'deliver' || f.type === 'stored_batch') return must(false, 'a text frame decoded as a binary one');
     must(same(decodeServerFrame(encodeServerFrame(f)), f), 'decode(encode(frame)) differs from frame');
   },
 });
@@ -62,12 +64,22 @@ const deliverBinary = defineTarget({
   runs: 30_000,
   setup() {
     const r = seededRandom('fuzz-corpus/server-frame-binary');
-    return { corpus: [encodeDeliver({ seq: 3, envelopeId: r(16), senderUserId: 'bob', senderDeviceId: 'tablet', storedAtMs: 5, expiresAtMs: 6, payload: r(40) }).slice()] };
+    const stored = { id: 7, envelopeId: r(16), duplicate: false, storedAt: 5, expiresAt: 6, recipients: [{ deviceId: 'tablet', seq: 3 }, { deviceId: 'phone', seq: 9 }] };
+    return {
+      corpus: [
+        encodeDeliver({ seq: 3, envelopeId: r(16), senderUserId: 'bob', senderDeviceId: 'tablet', storedAtMs: 5, expiresAtMs: 6, payload: r(40) }).slice(),
+        encodeStoredBatch([stored, { ...stored, id: 8, duplicate: true, recipients: [{ deviceId: 'x', seq: 1 }] }]).slice(),
+      ],
+    };
   },
   inputs: ({ corpus }) => bytesFrom(corpus),
   check(input) {
     const f = decodeServerFrame(input, true);
-    must(f.type === 'deliver', 'a binary frame decoded as something else than DELIVER');
+    must(f.type === 'deliver' || f.type === 'stored_batch', 'a binary frame decoded as something else than DELIVER or STORED_BATCH');
+    if (f.type !== 'stored_batch') return;
+    // What decodes re-encodes to the very same bytes.
+    const again = encodeStoredBatch(f.answers.map((a) => ({ ...a, envelopeId: decodeBase64url(a.envelopeId)! })));
+    must(sameBytes(again, input), 'encode(decode(STORED_BATCH)) differs from the frame');
   },
 });
 

@@ -63,8 +63,9 @@ export const MAX_TOKEN_BYTES = 8 * 1024;
 /** Largest WebSocket message read before the connection is authenticated; a larger one
  * is FRAME_TOO_LARGE and the socket is closed with 4001. The largest legitimate frame
  * before auth is the auth frame: a MAX_TOKEN_BYTES token, a 64-character device id, an
- * origin of up to MAX_ORIGIN_LENGTH (256), a 64-byte signature (86 characters) and ~70
- * bytes of JSON, ~8.7 KiB. 16 KiB leaves about twice that, while an unauthenticated
+ * origin of up to MAX_ORIGIN_LENGTH (256), a 64-byte signature (86 characters), at most
+ * MAX_AUTH_FEATURES names of MAX_FEATURE_NAME_LENGTH (~600 bytes) and ~80 bytes of JSON,
+ * ~9.3 KiB. 16 KiB leaves about twice that, while an unauthenticated
  * peer can no longer make the relay read 1 MiB frames. */
 export const MAX_PREAUTH_FRAME_BYTES = 16 * 1024;
 

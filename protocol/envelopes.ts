@@ -67,13 +67,19 @@ export function sendContent(frame: Uint8Array): Uint8Array {
   return frame.subarray(SEND_CONTENT_OFFSET);
 }
 
-/** Decodes a SEND, copying the envelope id and payloads out of the socket's buffer. */
-export function decodeSend(buf: Uint8Array): SendFrame {
+/**
+ * Decodes a SEND, copying the envelope id and payloads out of the socket's buffer. With
+ * `views`, the caller owns `buf` (a copy it made of the whole frame, which it keeps as it
+ * is) and the envelope id and payloads are views into it: one copy per frame instead of
+ * one per field.
+ */
+export function decodeSend(buf: Uint8Array, opts: { readonly views?: boolean } = {}): SendFrame {
   const r = new BinaryReader(buf);
+  const take = opts.views === true ? (n: number, what: string) => r.bytes(n, what) : (n: number, what: string) => r.copy(n, what);
   if (r.u8('frame type') !== BINARY_FRAME.SEND) throw new ProtocolError('UNKNOWN_FRAME', 'not a SEND frame');
   const id = r.u32('id');
   try {
-    const envelopeId = r.copy(ENVELOPE_ID_BYTES, 'envelopeId');
+    const envelopeId = take(ENVELOPE_ID_BYTES, 'envelopeId');
     const ttlSeconds = r.u32('ttl');
     if (ttlSeconds < MIN_TTL_SECONDS || ttlSeconds > MAX_TTL_SECONDS) {
       throw new ProtocolError('BAD_REQUEST', `ttl must be ${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS} seconds`);
@@ -94,7 +100,7 @@ export function decodeSend(buf: Uint8Array): SendFrame {
       if (len === 0 || len > MAX_ENVELOPE_BYTES) {
         throw new ProtocolError('ENVELOPE_TOO_LARGE', `envelope payload must be 1..${MAX_ENVELOPE_BYTES} bytes`);
       }
-      targets.push({ deviceId, payload: r.copy(len, `targets[${i}].payload`) });
+      targets.push({ deviceId, payload: take(len, `targets[${i}].payload`) });
     }
     r.end('SEND');
     return { type: 'send', id, envelopeId, ttlSeconds, recipientUserId, targets };

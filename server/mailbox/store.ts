@@ -67,7 +67,9 @@ function key(u: string, d: string): string {
 }
 
 function sendKey(it: SendItem): string {
-  return `${it.senderUserId}\u0000${it.senderDeviceId}\u0000${Buffer.from(it.envelopeId).toString('hex')}`;
+  // latin1 maps each byte to one character: a key as exact as hex, from a view (no copy).
+  const id = it.envelopeId;
+  return `${it.senderUserId}\u0000${it.senderDeviceId}\u0000${Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1')}`;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -8,14 +8,14 @@
 import type { WebSocket } from 'uWebSockets.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { CLOSE_CODES, ProtocolError } from '../../protocol/errors.js';
-import { type ClientFrame, type ServerFrame, type ServerFrameType, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
+import { type ClientFrame, type ServerFrame, decodeClientFrame, encodeServerFrame } from '../../protocol/frames.js';
 import { CHALLENGE_BYTES, MAX_FRAME_BYTES, MAX_PREAUTH_FRAME_BYTES, MAX_STORED_PER_BATCH } from '../../protocol/limits.js';
 import { FEATURE_STORED_BATCH, MAX_STORED_BATCH_BYTES, type StoredAnswer, encodeStoredBatch } from '../../protocol/stored-batch.js';
 import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
 import type { Logger } from 'pino';
-import type { RelayMetrics } from '../metrics.js';
+import { type RelayMetrics, boundChildren } from '../metrics.js';
 import { BinaryWriter } from '../../protocol/binary.js';
 import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, sendContent } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
@@ -79,22 +79,21 @@ export class ConnectionManager {
   private readonly deliverWriter = new BinaryWriter(4096);
   /** STORED_BATCH frames likewise; sized for the largest, so it never grows. */
   private readonly storedWriter = new BinaryWriter(MAX_STORED_BATCH_BYTES);
+  /** Counter children bound once (boundChildren): frames are counted per frame. */
+  private readonly framesIn;
+  private readonly framesOut;
+  private readonly errors;
   private readonly sendsIn;
   private readonly deliversOut;
   private readonly storedBatchesOut;
-  /** Counter children bound once: labels() per frame was a measurable share of SEND cost. */
-  private readonly framesOut: (type: ServerFrameType) => { inc(): void };
 
   constructor(private readonly deps: ConnectionDeps) {
-    this.sendsIn = deps.metrics.framesIn.labels({ type: 'send' });
-    this.deliversOut = deps.metrics.framesOut.labels({ type: 'deliver' });
-    this.storedBatchesOut = deps.metrics.framesOut.labels({ type: 'stored_batch' });
-    const out = new Map<ServerFrameType, { inc(): void }>();
-    this.framesOut = (type) => {
-      let c = out.get(type);
-      if (!c) out.set(type, (c = deps.metrics.framesOut.labels({ type })));
-      return c;
-    };
+    this.framesIn = boundChildren(deps.metrics.framesIn, 'type');
+    this.framesOut = boundChildren(deps.metrics.framesOut, 'type');
+    this.errors = boundChildren(deps.metrics.errors, 'code');
+    this.sendsIn = this.framesIn('send');
+    this.deliversOut = this.framesOut('deliver');
+    this.storedBatchesOut = this.framesOut('stored_batch');
   }
 
   newConnectionData(address: string, origins: readonly string[]): ConnectionData {
@@ -153,7 +152,7 @@ export class ConnectionManager {
     if (ud.state !== 'authenticated' && message.byteLength > MAX_PREAUTH_FRAME_BYTES) {
       // Nothing legitimate before auth is this large: a peer that has proved nothing
       // cannot make the relay read (and decode) 1 MiB frames, and is disconnected.
-      this.deps.metrics.framesIn.inc({ type: 'invalid' });
+      this.framesIn('invalid').inc();
       const id = isBinary ? peekSendId(new Uint8Array(message)) : undefined;
       this.sendError(ws, new ProtocolError('FRAME_TOO_LARGE', `frames before authentication are limited to ${MAX_PREAUTH_FRAME_BYTES} bytes`, { id }));
       this.end(ws, CLOSE_CODES.AUTH_FAILED, 'frame too large before authentication');
@@ -168,11 +167,11 @@ export class ConnectionManager {
     try {
       frame = decodeClientFrame(bytes);
     } catch (err) {
-      this.deps.metrics.framesIn.inc({ type: 'invalid' });
+      this.framesIn('invalid').inc();
       this.sendError(ws, err);
       return;
     }
-    this.deps.metrics.framesIn.inc({ type: frame.type });
+    this.framesIn(frame.type).inc();
     switch (frame.type) {
       case 'auth':
         if (ud.state !== 'challenge') {
@@ -208,7 +207,7 @@ export class ConnectionManager {
 
   private onBinary(ws: RelaySocket, ud: ConnectionData, bytes: Uint8Array): void {
     if (bytes.length === 0 || bytes[0] !== BINARY_FRAME.SEND) {
-      this.deps.metrics.framesIn.inc({ type: 'invalid' });
+      this.framesIn('invalid').inc();
       this.sendError(ws, new ProtocolError('UNKNOWN_FRAME', 'unknown binary frame type'));
       return;
     }
@@ -238,17 +237,22 @@ export class ConnectionManager {
       this.sendError(ws, new ProtocolError('RELAY_BUSY', 'the relay holds too many SENDs awaiting their answer; nothing was stored: retry later', { id }));
       return;
     }
+    // One copy of the whole frame (the message buffer is only valid now), from Node's
+    // buffer pool when it is small: the envelope id and payloads are views into it. A copy
+    // per field was an allocation per field, garbage collected per SEND.
+    const own = Buffer.allocUnsafe(size);
+    own.set(bytes);
     let frame: SendFrame;
     try {
-      frame = decodeSend(bytes);
+      frame = decodeSend(own, { views: true });
     } catch (err) {
       this.deps.pending.release(budget, size);
       this.sendError(ws, err);
       return;
     }
     // What "the same SEND" means for idempotency: the recipient and every target's device
-    // and bytes, exactly as framed (hashed now: the message buffer is only valid now).
-    const contentHash = this.deps.backend.sha256(sendContent(bytes));
+    // and bytes, exactly as framed.
+    const contentHash = this.deps.backend.sha256(sendContent(own));
     this.deps.mailbox
       .send({
         senderUserId: userId,
@@ -485,7 +489,7 @@ export class ConnectionManager {
 
   sendError(ws: RelaySocket, err: unknown): void {
     const pe = toProtocolError(err, this.deps.logger);
-    this.deps.metrics.errors.inc({ code: pe.code });
+    this.errors(pe.code).inc();
     const { id, ...rest } = pe.details ?? {};
     this.send(ws, {
       type: 'error',

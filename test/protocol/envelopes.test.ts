@@ -84,3 +84,14 @@ describe('decoded bytes are copies', () => {
     expect(decodedDeliver).toEqual({ type: 'deliver', ...deliver });
   });
 });
+
+describe('decodeSend with views', () => {
+  it('gives views into the frame it was handed, equal to the copies', () => {
+    const send = { id: 6, envelopeId: new Uint8Array(16).fill(3), ttlSeconds: 60, recipientUserId: 'bob', targets: [{ deviceId: 'd1', payload: Uint8Array.of(7, 8) }, { deviceId: 'd2', payload: Uint8Array.of(9) }] };
+    const own = encodeSend(send).slice();
+    const viewed = decodeSend(own, { views: true });
+    expect(viewed).toEqual(decodeSend(own));
+    expect(viewed.envelopeId.buffer).toBe(own.buffer);
+    expect(viewed.targets.map((t) => t.payload.buffer)).toEqual([own.buffer, own.buffer]);
+  });
+});

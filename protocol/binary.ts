@@ -145,6 +145,7 @@ export class BinaryWriter {
   }
 
   str8(s: string): this {
+    if (s.length <= 255 && this.asciiInto(s)) return this;
     // UTF-8 takes at most 3 bytes per UTF-16 unit: encode in place, then write the length.
     this.room(1 + s.length * 3);
     const { written } = encoder.encodeInto(s, this.buf.subarray(this.off + 1));
@@ -152,6 +153,22 @@ export class BinaryWriter {
     this.buf[this.off] = written;
     this.off += 1 + written;
     return this;
+  }
+
+  /** Writes `s` as str8 when it is all ASCII (ids always are): for a few dozen
+   * characters about twice as fast as the encoder call. False, having written nothing
+   * (bytes past the end do not count), otherwise. */
+  private asciiInto(s: string): boolean {
+    this.room(1 + s.length);
+    const at = this.off + 1;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) return false;
+      this.buf[at + i] = c;
+    }
+    this.buf[this.off] = s.length;
+    this.off = at + s.length;
+    return true;
   }
 
   /** The bytes written so far: a view of the writer's buffer, valid until it is written

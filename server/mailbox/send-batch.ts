@@ -14,6 +14,7 @@
  */
 import { ENVELOPE_ID_BYTES } from '../../protocol/limits.js';
 import type { SqlParam } from '../storage/database.js';
+import { mailboxKey } from './key.js';
 
 /** SHA-256: the SEND content hash the relay records for idempotency. */
 export const CONTENT_HASH_BYTES = 32;
@@ -95,13 +96,12 @@ export interface EncodedBatch {
   /** Every parameter but the call's settings (time, channel, node, quota). */
   readonly params: Omit<StoreSendsParams, 'nowMs' | 'channel' | 'node' | 'maxBytes' | 'maxEnvelopes'>;
   readonly targets: readonly BatchTarget[];
+  /** Each mailbox's mailboxKey, by its 0-based position. */
+  readonly mailboxes: readonly string[];
   /** The SEND (index into the caller's items) of each item number the answer names. */
   readonly itemAt: ReadonlyMap<number, number>;
 }
 
-function boxKey(u: string, d: string): string {
-  return `${u}\u0000${d}`;
-}
 
 /**
  * Encodes the SENDs `items[i]` for each i of `indexes`, numbering each envelope within
@@ -128,7 +128,7 @@ export function encodeSendBatch(items: readonly BatchSend[], indexes: readonly n
     const first = t.users.length + 1;
     itemAt.set(first, i);
     it.targets.forEach((target, n) => {
-      const k = boxKey(it.recipientUserId, target.deviceId);
+      const k = mailboxKey(it.recipientUserId, target.deviceId);
       let b = boxes.get(k);
       if (!b) {
         boxes.set(k, (b = { index: boxes.size, count: 0 }));
@@ -182,6 +182,7 @@ export function encodeSendBatch(items: readonly BatchSend[], indexes: readonly n
       payloadLengths: packed ? ints(packed.lengths) : null,
     },
     targets,
+    mailboxes: [...boxes.keys()],
     itemAt,
   };
 }

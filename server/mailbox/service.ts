@@ -19,6 +19,7 @@ import { KeyedBatcher } from '../batching/keyed-batcher.js';
 import { type MailboxNotice, connectedNotice, tailsNotices } from '../fleet/notice.js';
 import { type Notifier, PgNotifier } from '../fleet/notifier.js';
 import type { MailboxStore, Retired, SendItem, SendResult, StoredEnvelope } from './store.js';
+import { mailboxKey } from './key.js';
 import { DeliveryStream, type StreamSink } from './stream.js';
 
 interface Attached {
@@ -34,9 +35,6 @@ interface Ack {
   readonly seq: number;
 }
 
-function key(u: string, d: string): string {
-  return `${u}\u0000${d}`;
-}
 
 export interface MailboxServiceOptions {
   readonly db: Database;
@@ -151,7 +149,9 @@ export class MailboxService {
   private wake(committed: readonly StoredEnvelope[]): void {
     const byStream = new Map<DeliveryStream, StoredEnvelope[]>();
     for (const env of committed) {
-      const stream = this.attached.get(key(env.userId, env.deviceId))?.stream;
+      // One key string per mailbox of the commit, shared by its envelopes: its hash is
+      // computed once, not once per envelope as a key made here would be.
+      const stream = this.attached.get(env.mailbox)?.stream;
       if (!stream) continue;
       const list = byStream.get(stream);
       if (list) list.push(env);
@@ -169,7 +169,7 @@ export class MailboxService {
    * when a newer one for the same device appears (here or on another relay).
    */
   async attach(userId: string, deviceId: string, sink: StreamSink, close: (why: 'replaced' | 'revoked') => void): Promise<DeliveryStream> {
-    const k = key(userId, deviceId);
+    const k = mailboxKey(userId, deviceId);
     // An ACK this relay took for the device but has not yet written (it acked and
     // reconnected at once) is written first, so the stream resumes after it.
     await this.pendingAck.get(k);
@@ -189,14 +189,14 @@ export class MailboxService {
   }
 
   detach(userId: string, deviceId: string, stream: DeliveryStream): void {
-    const k = key(userId, deviceId);
+    const k = mailboxKey(userId, deviceId);
     if (this.attached.get(k)?.stream === stream) this.attached.delete(k);
   }
 
   /** Applies a cumulative ACK from a connection; persisted in the next ACK batch. */
   ack(userId: string, deviceId: string, stream: DeliveryStream, seq: number): void {
     if (!stream.ack(seq)) return;
-    const k = key(userId, deviceId);
+    const k = mailboxKey(userId, deviceId);
     const written: Promise<void> = this.acks.submit({ userId, deviceId, seq }).then(
       () => undefined,
       (err: unknown) => {
@@ -213,21 +213,21 @@ export class MailboxService {
     // Sent by no relay in particular (from inside the revoking transaction, or after it
     // committed): every relay, this one included, closes the device's connection.
     if (n.kind === 'revoked') {
-      this.attached.get(key(n.userId, n.deviceId))?.close('revoked');
+      this.attached.get(mailboxKey(n.userId, n.deviceId))?.close('revoked');
       return;
     }
     if (n.node === this.opts.nodeId) return;
     this.opts.onNotice?.();
     switch (n.kind) {
       case 'tails':
-        for (const [u, d, seq] of n.tails) this.attached.get(key(u, d))?.stream.onTail(seq);
+        for (const [u, d, seq] of n.tails) this.attached.get(mailboxKey(u, d))?.stream.onTail(seq);
         return;
       case 'all':
         this.requestCatchUp('notice');
         return;
       case 'connected': {
         // Only a newer connection elsewhere replaces ours (both relays hear both notices).
-        const a = this.attached.get(key(n.userId, n.deviceId));
+        const a = this.attached.get(mailboxKey(n.userId, n.deviceId));
         if (a && n.at >= a.authAt) a.close('replaced');
         return;
       }

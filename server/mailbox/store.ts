@@ -26,6 +26,7 @@ import {
 } from '../limits.js';
 import { type BatchSend, STORE_SENDS_SQL, type StoreRow, decodeStoreRow, encodeSendBatch, storeSendsArgs } from './send-batch.js';
 import { MAILBOX_CHANNEL } from '../fleet/notice.js';
+import { mailboxKey } from './key.js';
 
 export type SendItem = BatchSend;
 
@@ -42,6 +43,8 @@ export type SendResult =
 export interface StoredEnvelope extends Omit<DeliverFrame, 'type'> {
   readonly userId: string;
   readonly deviceId: string;
+  /** mailboxKey(userId, deviceId). */
+  readonly mailbox: string;
 }
 
 export interface MailboxPosition {
@@ -62,9 +65,6 @@ const RETRYABLE = new Set(['23505', '40P01', '40001']);
 const NO_PARTITION = '23514';
 const MAX_BATCH_RETRIES = 3;
 
-function key(u: string, d: string): string {
-  return `${u}\u0000${d}`;
-}
 
 function sendKey(it: SendItem): string {
   // latin1 maps each byte to one character: a key as exact as hex, from a view (no copy).
@@ -209,6 +209,7 @@ export class MailboxStore {
         committed.push({
           userId: it.recipientUserId,
           deviceId: t.deviceId,
+          mailbox: batch.mailboxes[t.box]!,
           seq,
           envelopeId: it.envelopeId,
           senderUserId: it.senderUserId,
@@ -279,7 +280,7 @@ export class MailboxStore {
     if (acks.length === 0) return;
     const max = new Map<string, { u: string; d: string; s: number }>();
     for (const a of acks) {
-      const k = key(a.userId, a.deviceId);
+      const k = mailboxKey(a.userId, a.deviceId);
       const cur = max.get(k);
       if (!cur || cur.s < a.seq) max.set(k, { u: a.userId, d: a.deviceId, s: a.seq });
     }
@@ -316,7 +317,7 @@ export class MailboxStore {
         WHERE m.next_seq IS NULL OR m.next_seq - 1 > b.t`,
       [boxes.map((b) => b.userId), boxes.map((b) => b.deviceId), boxes.map((b) => b.tail)],
     );
-    return new Map(rows.map((r) => [key(r.user_id, r.device_id), r.next_seq === null ? undefined : Number(r.next_seq) - 1]));
+    return new Map(rows.map((r) => [mailboxKey(r.user_id, r.device_id), r.next_seq === null ? undefined : Number(r.next_seq) - 1]));
   }
 
   /** Envelopes after `afterSeq`, in order, at most `limit`. */
@@ -337,9 +338,11 @@ export class MailboxStore {
       // exact, and the reader announces the gap they leave.
       [userId, deviceId, afterSeq, limit, this.now()],
     );
+    const mailbox = mailboxKey(userId, deviceId);
     return rows.map((r) => ({
       userId,
       deviceId,
+      mailbox,
       seq: Number(r.seq),
       envelopeId: new Uint8Array(r.envelope_id),
       senderUserId: r.sender_user,

@@ -8,12 +8,19 @@ import { ProtocolError } from './errors.js';
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * Integers are read from the bytes directly rather than through a DataView: a reader is
+ * made per frame, and a DataView per frame was an allocation per SEND on the relay.
+ */
 export class BinaryReader {
   private off = 0;
-  private readonly view: DataView;
 
-  constructor(private readonly buf: Uint8Array) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  constructor(private readonly buf: Uint8Array) {}
+
+  /** The big-endian u32 at `at` (bounds already checked). */
+  private u32At(at: number): number {
+    const b = this.buf;
+    return (b[at] as number) * 0x100_0000 + (((b[at + 1] as number) << 16) | ((b[at + 2] as number) << 8) | (b[at + 3] as number));
   }
 
   get remaining(): number {
@@ -31,14 +38,14 @@ export class BinaryReader {
 
   u16(what: string): number {
     this.need(2, what);
-    const v = this.view.getUint16(this.off);
+    const v = ((this.buf[this.off] as number) << 8) | (this.buf[this.off + 1] as number);
     this.off += 2;
     return v;
   }
 
   u32(what: string): number {
     this.need(4, what);
-    const v = this.view.getUint32(this.off);
+    const v = this.u32At(this.off);
     this.off += 4;
     return v;
   }
@@ -46,8 +53,8 @@ export class BinaryReader {
   /** u64 as a JS number; values above 2^53 are refused (sequences and times fit). */
   u64(what: string): number {
     this.need(8, what);
-    const hi = this.view.getUint32(this.off);
-    const lo = this.view.getUint32(this.off + 4);
+    const hi = this.u32At(this.off);
+    const lo = this.u32At(this.off + 4);
     this.off += 8;
     if (hi > 0x1fffff) throw new ProtocolError('BAD_REQUEST', `${what} out of range`);
     return hi * 0x1_0000_0000 + lo;

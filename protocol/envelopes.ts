@@ -52,7 +52,7 @@ export interface DeliverFrame {
 /** The request id of a SEND frame when at least its header is present (to answer it). */
 export function peekSendId(buf: Uint8Array): number | undefined {
   if (buf.length < 5 || buf[0] !== BINARY_FRAME.SEND) return undefined;
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(1);
+  return (buf[1] as number) * 0x100_0000 + (((buf[2] as number) << 16) | ((buf[3] as number) << 8) | (buf[4] as number));
 }
 
 /** Where a SEND's content starts: everything after type, id, envelope id and TTL. */
@@ -75,11 +75,11 @@ export function sendContent(frame: Uint8Array): Uint8Array {
  */
 export function decodeSend(buf: Uint8Array, opts: { readonly views?: boolean } = {}): SendFrame {
   const r = new BinaryReader(buf);
-  const take = opts.views === true ? (n: number, what: string) => r.bytes(n, what) : (n: number, what: string) => r.copy(n, what);
+  const views = opts.views === true;
   if (r.u8('frame type') !== BINARY_FRAME.SEND) throw new ProtocolError('UNKNOWN_FRAME', 'not a SEND frame');
   const id = r.u32('id');
   try {
-    const envelopeId = take(ENVELOPE_ID_BYTES, 'envelopeId');
+    const envelopeId = views ? r.bytes(ENVELOPE_ID_BYTES, 'envelopeId') : r.copy(ENVELOPE_ID_BYTES, 'envelopeId');
     const ttlSeconds = r.u32('ttl');
     if (ttlSeconds < MIN_TTL_SECONDS || ttlSeconds > MAX_TTL_SECONDS) {
       throw new ProtocolError('BAD_REQUEST', `ttl must be ${MIN_TTL_SECONDS}..${MAX_TTL_SECONDS} seconds`);
@@ -91,16 +91,22 @@ export function decodeSend(buf: Uint8Array, opts: { readonly views?: boolean } =
       throw new ProtocolError('TOO_MANY_TARGETS', `at most ${MAX_TARGETS_PER_SEND} targets per SEND`);
     }
     const targets: SendTarget[] = [];
-    const seen = new Set<string>();
+    // Field names are constants (no string built per target of every SEND); the index is
+    // added to the message of a refusal only.
     for (let i = 0; i < count; i++) {
-      const deviceId = r.str8(`targets[${i}].deviceId`, MAX_DEVICE_ID_LENGTH, DEVICE_ID_PATTERN);
-      if (seen.has(deviceId)) throw new ProtocolError('BAD_REQUEST', `target ${deviceId} repeated`);
-      seen.add(deviceId);
-      const len = r.u32(`targets[${i}].length`);
-      if (len === 0 || len > MAX_ENVELOPE_BYTES) {
-        throw new ProtocolError('ENVELOPE_TOO_LARGE', `envelope payload must be 1..${MAX_ENVELOPE_BYTES} bytes`);
+      try {
+        const deviceId = r.str8('deviceId', MAX_DEVICE_ID_LENGTH, DEVICE_ID_PATTERN);
+        // At most 16 targets: a scan is cheaper than a set made per SEND.
+        for (const t of targets) if (t.deviceId === deviceId) throw new ProtocolError('BAD_REQUEST', `target ${deviceId} repeated`);
+        const len = r.u32('length');
+        if (len === 0 || len > MAX_ENVELOPE_BYTES) {
+          throw new ProtocolError('ENVELOPE_TOO_LARGE', `envelope payload must be 1..${MAX_ENVELOPE_BYTES} bytes`);
+        }
+        targets.push({ deviceId, payload: views ? r.bytes(len, 'payload') : r.copy(len, 'payload') });
+      } catch (err) {
+        if (err instanceof ProtocolError) throw new ProtocolError(err.code, `targets[${i}]: ${err.message}`);
+        throw err;
       }
-      targets.push({ deviceId, payload: take(len, `targets[${i}].payload`) });
     }
     r.end('SEND');
     return { type: 'send', id, envelopeId, ttlSeconds, recipientUserId, targets };

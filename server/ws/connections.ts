@@ -15,7 +15,7 @@ import { deviceAuthTranscript } from '../../protocol/transcripts.js';
 import type { TokenVerifier } from '../auth/tokens.js';
 import type { DirectoryStore } from '../directory/store.js';
 import type { Logger } from 'pino';
-import { type RelayMetrics, boundChildren } from '../metrics.js';
+import type { RelayMetrics } from '../metrics.js';
 import { BinaryWriter } from '../../protocol/binary.js';
 import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, sendContent } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
@@ -79,7 +79,7 @@ export class ConnectionManager {
   private readonly deliverWriter = new BinaryWriter(4096);
   /** STORED_BATCH frames likewise; sized for the largest, so it never grows. */
   private readonly storedWriter = new BinaryWriter(MAX_STORED_BATCH_BYTES);
-  /** Counter children bound once (boundChildren): frames are counted per frame. */
+  /** Counts by label value (metrics.ts Tally): frames are counted per frame. */
   private readonly framesIn;
   private readonly framesOut;
   private readonly errors;
@@ -88,9 +88,10 @@ export class ConnectionManager {
   private readonly storedBatchesOut;
 
   constructor(private readonly deps: ConnectionDeps) {
-    this.framesIn = boundChildren(deps.metrics.framesIn, 'type');
-    this.framesOut = boundChildren(deps.metrics.framesOut, 'type');
-    this.errors = boundChildren(deps.metrics.errors, 'code');
+    const { tallies } = deps.metrics;
+    this.framesIn = (type: string) => tallies.framesIn.child(type);
+    this.framesOut = (type: string) => tallies.framesOut.child(type);
+    this.errors = (code: string) => tallies.errors.child(code);
     this.sendsIn = this.framesIn('send');
     this.deliversOut = this.framesOut('deliver');
     this.storedBatchesOut = this.framesOut('stored_batch');
@@ -238,9 +239,12 @@ export class ConnectionManager {
       return;
     }
     // One copy of the whole frame (the message buffer is only valid now), from Node's
-    // buffer pool when it is small: the envelope id and payloads are views into it. A copy
-    // per field was an allocation per field, garbage collected per SEND.
-    const own = Buffer.allocUnsafe(size);
+    // buffer pool when it is under 4 KiB: the envelope id and payloads are views into it.
+    // A copy per field was an allocation per field, garbage collected per SEND. (A view
+    // kept in a stream's live cache holds at most its 8 KiB pool slab.) Seen as a plain
+    // Uint8Array, whose views are cheaper to make than a Buffer's.
+    const pooled = Buffer.allocUnsafe(size);
+    const own = new Uint8Array(pooled.buffer, pooled.byteOffset, size);
     own.set(bytes);
     let frame: SendFrame;
     try {

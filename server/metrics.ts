@@ -86,28 +86,17 @@ export function createMetrics(): RelayMetrics {
   collectDefaultMetrics({ register: registry, prefix: 'hermetic_' });
   let checkpointAge: () => number | undefined = () => undefined;
   let pendingBytes: () => number = () => 0;
-  const framesIn: Counter<'type'> = new Counter({
-    name: 'hermetic_frames_in_total',
-    help: 'WebSocket frames received, by type',
-    labelNames: ['type'],
-    registers: [registry],
-    collect: () => tallies.framesIn.flush(),
-  });
-  const framesOut: Counter<'type'> = new Counter({
-    name: 'hermetic_frames_out_total',
-    help: 'WebSocket frames sent, by type',
-    labelNames: ['type'],
-    registers: [registry],
-    collect: () => tallies.framesOut.flush(),
-  });
-  const errors: Counter<'code'> = new Counter({
-    name: 'hermetic_errors_total',
-    help: 'Errors returned to peers, by code',
-    labelNames: ['code'],
-    registers: [registry],
-    collect: () => tallies.errors.flush(),
-  });
-  const tallies = { framesIn: new Tally(framesIn, 'type'), framesOut: new Tally(framesOut, 'type'), errors: new Tally(errors, 'code') };
+  /** A one-label counter with its Tally, flushed into it on scrape. */
+  const tallied = <L extends string>(name: string, help: string, label: L): [Counter<L>, Tally<L>] => {
+    let tally: Tally<L> | undefined;
+    const counter = new Counter<L>({ name, help, labelNames: [label], registers: [registry], collect: () => tally?.flush() });
+    tally = new Tally(counter, label);
+    return [counter, tally];
+  };
+  const [framesIn, framesInTally] = tallied('hermetic_frames_in_total', 'WebSocket frames received, by type', 'type');
+  const [framesOut, framesOutTally] = tallied('hermetic_frames_out_total', 'WebSocket frames sent, by type', 'type');
+  const [errors, errorsTally] = tallied('hermetic_errors_total', 'Errors returned to peers, by code', 'code');
+  const tallies = { framesIn: framesInTally, framesOut: framesOutTally, errors: errorsTally };
   return {
     logReceiptsAppended: new Counter({ name: 'hermetic_log_receipts_appended_total', help: 'Receipts appended to the receipt log by this relay (resubmissions not counted)', registers: [registry] }),
     logSubmissionsRefused: new Counter({

@@ -21,6 +21,8 @@ import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, se
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { MailboxService } from '../mailbox/service.js';
 import type { SendResult } from '../mailbox/store.js';
+import { writeContentHash } from '../mailbox/content-hash.js';
+import { CONTENT_HASH_BYTES } from '../mailbox/send-batch.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
 import { type PendingSends, pendingKey } from './pending-sends.js';
@@ -238,12 +240,12 @@ export class ConnectionManager {
       this.sendError(ws, new ProtocolError('RELAY_BUSY', 'the relay holds too many SENDs awaiting their answer; nothing was stored: retry later', { id }));
       return;
     }
-    // One copy of the whole frame (the message buffer is only valid now), from Node's
-    // buffer pool when it is under 4 KiB: the envelope id and payloads are views into it.
-    // A copy per field was an allocation per field, garbage collected per SEND. (A view
-    // kept in a stream's live cache holds at most its 8 KiB pool slab.) Seen as a plain
-    // Uint8Array, whose views are cheaper to make than a Buffer's.
-    const pooled = Buffer.allocUnsafe(size);
+    // One copy of the whole frame (the message buffer is only valid now) with room for its
+    // content hash after it, from Node's buffer pool when under 4 KiB: the envelope id,
+    // payloads and hash are views into it. A copy per field was an allocation per field,
+    // garbage collected per SEND. (A view kept in a stream's live cache holds at most its
+    // 8 KiB pool slab.) Seen as a plain Uint8Array, whose views are cheaper to make.
+    const pooled = Buffer.allocUnsafe(size + CONTENT_HASH_BYTES);
     const own = new Uint8Array(pooled.buffer, pooled.byteOffset, size);
     own.set(bytes);
     let frame: SendFrame;
@@ -256,7 +258,8 @@ export class ConnectionManager {
     }
     // What "the same SEND" means for idempotency: the recipient and every target's device
     // and bytes, exactly as framed.
-    const contentHash = this.deps.backend.sha256(sendContent(own));
+    writeContentHash(sendContent(own), pooled, size);
+    const contentHash = new Uint8Array(pooled.buffer, pooled.byteOffset + size, CONTENT_HASH_BYTES);
     this.deps.mailbox
       .send({
         senderUserId: userId,

@@ -65,11 +65,44 @@ const RETRYABLE = new Set(['23505', '40P01', '40001']);
 const NO_PARTITION = '23514';
 const MAX_BATCH_RETRIES = 3;
 
+/** Envelope ids are random: their first 30 bits tell SENDs apart almost always, as a
+ * number (no key string per SEND); SENDs that share them are compared whole (sameSend). */
+function idPrefix(id: Uint8Array): number {
+  return (((id[0] as number) & 0x3f) << 24) | ((id[1] as number) << 16) | ((id[2] as number) << 8) | (id[3] as number);
+}
 
-function sendKey(it: SendItem): string {
-  // latin1 maps each byte to one character: a key as exact as hex, from a view (no copy).
-  const id = it.envelopeId;
-  return `${it.senderUserId}\u0000${it.senderDeviceId}\u0000${Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1')}`;
+/** The same SEND as far as idempotency goes: the same sending device and envelope id. */
+function sameSend(a: SendItem, b: SendItem): boolean {
+  return a.senderUserId === b.senderUserId && a.senderDeviceId === b.senderDeviceId && sameBytes(a.envelopeId, b.envelopeId);
+}
+
+/**
+ * The SENDs of a batch that are first with their sending device and envelope id, and
+ * each later one with the first it repeats.
+ */
+function findRepeats(items: readonly SendItem[]): { firsts: number[]; repeats: Array<[number, number]> } {
+  const latest = new Map<number, number>();
+  /** The previous SEND with the same id prefix (-1: none), and each SEND's first. */
+  const previous = new Int32Array(items.length);
+  const firstOf = new Int32Array(items.length);
+  const firsts: number[] = [];
+  const repeats: Array<[number, number]> = [];
+  for (let i = 0; i < items.length; i++) {
+    const it = items[i]!;
+    const p = idPrefix(it.envelopeId);
+    let j = latest.get(p) ?? -1;
+    previous[i] = j;
+    latest.set(p, i);
+    while (j >= 0 && !sameSend(items[j]!, it)) j = previous[j]!;
+    if (j < 0) {
+      firstOf[i] = i;
+      firsts.push(i);
+    } else {
+      firstOf[i] = firstOf[j]!;
+      repeats.push([i, firstOf[j]!]);
+    }
+  }
+  return { firsts, repeats };
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -155,19 +188,12 @@ export class MailboxStore {
     const nowMs = this.now();
 
     // Resends inside this very batch are answered from the first occurrence.
-    const firstIndex = new Map<string, number>();
-    const repeats: Array<[number, number]> = [];
-    items.forEach((it, i) => {
-      const k = sendKey(it);
-      const first = firstIndex.get(k);
-      if (first === undefined) firstIndex.set(k, i);
-      else repeats.push([i, first]);
-    });
+    const { firsts, repeats } = findRepeats(items);
 
     // The function stores all of the SENDs it is given or none: those it reports
     // (resends, conflicts, device-list mismatches, full mailboxes) are answered and the
     // rest go again.
-    let pending = [...firstIndex.values()];
+    let pending = firsts;
     const committed: StoredEnvelope[] = [];
     while (pending.length > 0) {
       const batch = encodeSendBatch(items, pending, nowMs, this.db.packByteArrays);

@@ -354,6 +354,25 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(await count('user_id = $1 AND send_hash IS NOT NULL', [two.userId])).toBe(1);
   });
 
+  it('repeats in a batch are told apart by sending device and whole envelope id, not by any part of it', async () => {
+    const box = await mailbox();
+    // Ids equal in their first bytes (even all but the last), one id from two senders, and
+    // one SEND three times, the last of them behind others sharing its first bytes.
+    const id = (last: number): Uint8Array => Uint8Array.from({ length: 16 }, (_, i) => (i === 15 ? last : 0xab));
+    const batch = [
+      item(box, 'a', { envelopeId: id(1) }),
+      item(box, 'b', { envelopeId: id(2) }),
+      item(box, 'a from another sender', { envelopeId: id(1), sender: 'sender-2' }),
+      item(box, 'a', { envelopeId: id(1) }),
+      item(box, 'c', { envelopeId: id(3) }),
+      item(box, 'a', { envelopeId: id(1) }),
+      item(box, 'b changed', { envelopeId: id(2) }),
+    ];
+    const { results } = await store.storeBatch(batch);
+    const seqs = results.map((r) => (r.ok ? `${r.duplicate ? 'dup ' : ''}${r.stored[0]!.seq}` : r.error.code));
+    expect(seqs).toEqual(['1', '2', '3', 'dup 1', '4', 'dup 1', 'ENVELOPE_ID_CONFLICT']);
+  });
+
   it('two batches in flight that share envelope ids in opposite orders never deadlock', async () => {
     // One sender reusing two ids for two recipients, first and last in each batch, with
     // enough between them for both transactions to be inside their inserts at once.

@@ -240,17 +240,19 @@ export class ConnectionManager {
       this.sendError(ws, new ProtocolError('RELAY_BUSY', 'the relay holds too many SENDs awaiting their answer; nothing was stored: retry later', { id }));
       return;
     }
-    // One copy of the whole frame (the message buffer is only valid now) with room for its
-    // content hash after it, from Node's buffer pool when under 4 KiB: the envelope id,
-    // payloads and hash are views into it. A copy per field was an allocation per field,
-    // garbage collected per SEND. (A view kept in a stream's live cache holds at most its
-    // 8 KiB pool slab.) Seen as a plain Uint8Array, whose views are cheaper to make.
-    const pooled = Buffer.allocUnsafe(size + CONTENT_HASH_BYTES);
-    const own = new Uint8Array(pooled.buffer, pooled.byteOffset, size);
-    own.set(bytes);
+    // One copy of the whole frame (the message buffer is only valid now), with room for
+    // its content hash after it: the envelope id, payload and hash are views into it, where
+    // a copy per field was an allocation per field, garbage collected per SEND. Not from
+    // Node's buffer pool: an envelope kept in a stream's live cache would keep a whole 8 KiB
+    // slab alive, beyond what the cache counts. A view of one target's payload would keep
+    // the other targets' bytes alive too, so a SEND of several targets is copied apart.
+    const copy = new Uint8Array(size + CONTENT_HASH_BYTES);
+    copy.set(bytes);
+    const own = copy.subarray(0, size);
     let frame: SendFrame;
     try {
       frame = decodeSend(own, { views: true });
+      if (frame.targets.length > 1) frame = separated(frame);
     } catch (err) {
       this.deps.pending.release(budget, size);
       this.sendError(ws, err);
@@ -258,8 +260,8 @@ export class ConnectionManager {
     }
     // What "the same SEND" means for idempotency: the recipient and every target's device
     // and bytes, exactly as framed.
-    writeContentHash(sendContent(own), pooled, size);
-    const contentHash = new Uint8Array(pooled.buffer, pooled.byteOffset + size, CONTENT_HASH_BYTES);
+    const contentHash = copy.subarray(size);
+    writeContentHash(sendContent(own), contentHash);
     this.deps.mailbox
       .send({
         senderUserId: userId,
@@ -512,6 +514,11 @@ export class ConnectionManager {
       this.end(ws, code, reason);
     }
   }
+}
+
+/** A SEND whose envelope id and payloads are copies, holding nothing of its frame. */
+function separated(f: SendFrame): SendFrame {
+  return { ...f, envelopeId: f.envelopeId.slice(), targets: f.targets.map((t) => ({ deviceId: t.deviceId, payload: t.payload.slice() })) };
 }
 
 export function toProtocolError(err: unknown, logger: Logger): ProtocolError {

@@ -13,6 +13,7 @@
  * - Retirement drops whole partitions once they are older than the retirement age,
  *   carrying their unacknowledged, unexpired entries forward first.
  */
+import crypto from 'node:crypto';
 import type { DeliverFrame } from '../../protocol/envelopes.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { type Database, type SqlExecutor, sqlState } from '../storage/database.js';
@@ -25,6 +26,7 @@ import {
   PARTITIONS_PER_RETIREMENT_AGE,
 } from '../limits.js';
 import { type BatchSend, STORE_SENDS_SQL, type StoreRow, decodeStoreRow, encodeSendBatch, storeSendsArgs } from './send-batch.js';
+import { ENVELOPE_ID_BYTES } from '../../protocol/limits.js';
 import { MAILBOX_CHANNEL } from '../fleet/notice.js';
 import { mailboxKey } from './key.js';
 
@@ -65,15 +67,31 @@ const RETRYABLE = new Set(['23505', '40P01', '40001']);
 const NO_PARTITION = '23514';
 const MAX_BATCH_RETRIES = 3;
 
-/** Envelope ids are random: their first 30 bits tell SENDs apart almost always, as a
- * number (no key string per SEND); SENDs that share them are compared whole (sameSend). */
-function idPrefix(id: Uint8Array): number {
-  return (((id[0] as number) & 0x3f) << 24) | ((id[1] as number) << 16) | ((id[2] as number) << 8) | (id[3] as number);
+/** Mixes the hash of an envelope id; per process and unknown to clients, so that ids
+ * chosen to collide (or merely sharing a prefix, as counters and time-ordered ids do)
+ * do not make finding repeats quadratic. */
+const ID_HASH_SEED = crypto.randomBytes(4).readUInt32LE(0) | 1;
+
+function word(id: Uint8Array, at: number): number {
+  return ((id[at] as number) << 24) | ((id[at + 1] as number) << 16) | ((id[at + 2] as number) << 8) | (id[at + 3] as number);
+}
+
+/** A 32-bit hash of all 16 bytes of an envelope id, as a number: no key string per SEND.
+ * SENDs with equal hashes are compared whole (sameSend). */
+function idHash(id: Uint8Array): number {
+  let h = ID_HASH_SEED;
+  for (let at = 0; at < ENVELOPE_ID_BYTES; at += 4) {
+    h = Math.imul(h ^ word(id, at), 0x9e37_79b1);
+    h ^= h >>> 15;
+  }
+  return h;
 }
 
 /** The same SEND as far as idempotency goes: the same sending device and envelope id. */
 function sameSend(a: SendItem, b: SendItem): boolean {
-  return a.senderUserId === b.senderUserId && a.senderDeviceId === b.senderDeviceId && sameBytes(a.envelopeId, b.envelopeId);
+  if (a.senderUserId !== b.senderUserId || a.senderDeviceId !== b.senderDeviceId) return false;
+  for (let i = 0; i < ENVELOPE_ID_BYTES; i++) if (a.envelopeId[i] !== b.envelopeId[i]) return false;
+  return true;
 }
 
 /**
@@ -82,14 +100,14 @@ function sameSend(a: SendItem, b: SendItem): boolean {
  */
 function findRepeats(items: readonly SendItem[]): { firsts: number[]; repeats: Array<[number, number]> } {
   const latest = new Map<number, number>();
-  /** The previous SEND with the same id prefix (-1: none), and each SEND's first. */
+  /** The previous SEND with the same id hash (-1: none), and each SEND's first. */
   const previous = new Int32Array(items.length);
   const firstOf = new Int32Array(items.length);
   const firsts: number[] = [];
   const repeats: Array<[number, number]> = [];
   for (let i = 0; i < items.length; i++) {
     const it = items[i]!;
-    const p = idPrefix(it.envelopeId);
+    const p = idHash(it.envelopeId);
     let j = latest.get(p) ?? -1;
     previous[i] = j;
     latest.set(p, i);

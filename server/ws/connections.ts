@@ -303,19 +303,11 @@ export class ConnectionManager {
    */
   private stored(ws: RelaySocket, ud: ConnectionData, id: number, envelopeId: Uint8Array, r: Extract<SendResult, { ok: true }>): void {
     if (ud.closed) return;
+    const answer: StoredAnswer = { id, envelopeId, duplicate: r.duplicate, storedAt: r.storedAtMs, expiresAt: r.expiresAtMs, recipients: r.stored };
     if (!ud.storedBatch) {
-      this.send(ws, {
-        type: 'stored',
-        id,
-        envelopeId: encodeBase64url(envelopeId),
-        duplicate: r.duplicate,
-        storedAt: r.storedAtMs,
-        expiresAt: r.expiresAtMs,
-        recipients: r.stored,
-      });
+      this.send(ws, jsonStored(answer));
       return;
     }
-    const answer: StoredAnswer = { id, envelopeId, duplicate: r.duplicate, storedAt: r.storedAtMs, expiresAt: r.expiresAtMs, recipients: r.stored };
     const box = ud.outbox;
     if (box.length === 0) queueMicrotask(() => this.flush(ws, ud));
     const last = box[box.length - 1];
@@ -481,11 +473,28 @@ export class ConnectionManager {
       if (typeof f === 'string') {
         ws.send(f, false);
       } else {
-        // The writer's buffer is reused: uWS copies what it is given.
-        ws.send(encodeStoredBatch(f, this.storedWriter), true);
-        this.storedBatchesOut.inc();
+        this.writeStoredBatch(ws, f);
       }
     }
+  }
+
+  /** Writes one STORED_BATCH (the writer's buffer is reused: uWS copies what it is
+   * given). Answers the encoder refuses (none should be: they come from the store) go
+   * out as JSON instead, logged: nothing thrown here could reach a caller. */
+  private writeStoredBatch(ws: RelaySocket, answers: readonly StoredAnswer[]): void {
+    let frame: Uint8Array;
+    try {
+      frame = encodeStoredBatch(answers, this.storedWriter);
+    } catch (err) {
+      this.deps.logger.error({ err: { message: (err as Error).message } }, 'a STORED_BATCH did not encode; answered in JSON');
+      for (const a of answers) {
+        ws.send(encodeServerFrame(jsonStored(a)), false);
+        this.framesOut('stored').inc();
+      }
+      return;
+    }
+    ws.send(frame, true);
+    this.storedBatchesOut.inc();
   }
 
   /** Closes after writing what is queued (an error frame explaining the close). */
@@ -514,6 +523,19 @@ export class ConnectionManager {
       this.end(ws, code, reason);
     }
   }
+}
+
+/** A STORED answer as its JSON frame. */
+function jsonStored(a: StoredAnswer): ServerFrame {
+  return {
+    type: 'stored',
+    id: a.id,
+    envelopeId: encodeBase64url(a.envelopeId),
+    duplicate: a.duplicate,
+    storedAt: a.storedAt,
+    expiresAt: a.expiresAt,
+    recipients: a.recipients,
+  };
 }
 
 /** A SEND whose envelope id and payloads are copies, holding nothing of its frame. */

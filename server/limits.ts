@@ -101,14 +101,19 @@ export const READY_CHECK_TIMEOUT_MS = 2_000;
 /** Mailbox retirement (HERMETIC_RETIREMENT_AGE_S). Envelopes live in time partitions
  * DEFAULT_RETIREMENT_AGE_MS / PARTITIONS_PER_RETIREMENT_AGE wide; a partition whose end
  * is more than the retirement age ago is retired: its unacknowledged, unexpired entries
- * are carried forward and it is dropped whole. So acknowledged or expired ciphertext is
- * gone at most age + width + one tick after its acknowledgement or expiry (defaults:
- * 120 + 60 + 15 s), and the relay's idempotency window is at least the age. Ticks run
- * every width / RETIREMENT_TICKS_PER_PARTITION; partitions are created
- * PARTITIONS_AHEAD widths ahead of the clock. */
+ * are carried forward (the drain), and it is dropped whole once the receipt window
+ * (HERMETIC_RECEIPT_WINDOW_S) has passed since the drain. So acknowledged or expired
+ * ciphertext is gone at most age + width + window + one tick after its acknowledgement
+ * or expiry (defaults: 120 + 60 + 120 + 15 s), a receipt for an acknowledged envelope is
+ * confirmed for at least the window after the acknowledgement, and the relay's
+ * idempotency window is at least the age. Ticks run every width /
+ * RETIREMENT_TICKS_PER_PARTITION; partitions are created PARTITIONS_AHEAD widths ahead
+ * of the clock. */
 export const DEFAULT_RETIREMENT_AGE_MS = 120_000;
 export const MIN_RETIREMENT_AGE_MS = 1_000;
 export const MAX_RETIREMENT_AGE_MS = 7 * 24 * 3600 * 1000;
+export const DEFAULT_RECEIPT_WINDOW_MS = 120_000;
+export const MAX_RECEIPT_WINDOW_MS = 7 * 24 * 3600 * 1000;
 export const PARTITIONS_PER_RETIREMENT_AGE = 2;
 export const RETIREMENT_TICKS_PER_PARTITION = 4;
 export const PARTITIONS_AHEAD = 3;

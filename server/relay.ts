@@ -136,7 +136,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       notifier,
       store: new MailboxStore(db, nodeId, {
         quota: { maxBytes: config.mailboxMaxBytes, maxEnvelopes: config.mailboxMaxEnvelopes },
-        retention: { retirementAgeMs: config.retirementAgeMs },
+        retention: { retirementAgeMs: config.retirementAgeMs, receiptWindowMs: config.receiptWindowMs },
         // NOTIFY from inside the storing transaction only when that is the bus.
         channel: notifier.transactional ? MAILBOX_CHANNEL : null,
       }),

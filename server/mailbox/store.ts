@@ -19,6 +19,7 @@ import { type Database, type SqlExecutor, sqlState } from '../storage/database.j
 import {
   DEFAULT_MAILBOX_MAX_BYTES,
   DEFAULT_MAILBOX_MAX_ENVELOPES,
+  DEFAULT_RECEIPT_WINDOW_MS,
   DEFAULT_RETIREMENT_AGE_MS,
   PARTITION_LOCK_TIMEOUT_MS,
   PARTITIONS_AHEAD,
@@ -84,8 +85,13 @@ export interface MailboxQuota {
 
 /** How long envelope partitions live (HERMETIC_RETIREMENT_AGE_S). */
 export interface Retention {
-  /** A partition is retired once its end is this long ago. */
+  /** A partition is drained (its live entries carried forward) once its end is this
+   * long ago. */
   readonly retirementAgeMs: number;
+  /** A drained partition is dropped once it has been drained this long: receipts for
+   * its acknowledged envelopes are confirmed until then (default
+   * DEFAULT_RECEIPT_WINDOW_MS). */
+  readonly receiptWindowMs?: number;
 }
 
 export interface MailboxStoreOptions {
@@ -114,6 +120,7 @@ export class MailboxStore {
   private readonly now: () => number;
   private readonly quota: MailboxQuota;
   readonly retirementAgeMs: number;
+  readonly receiptWindowMs: number;
   /** Width of one time partition. */
   readonly partitionMs: number;
   private readonly channel: string | null;
@@ -126,6 +133,7 @@ export class MailboxStore {
     this.now = opts.now ?? Date.now;
     this.quota = opts.quota ?? { maxBytes: DEFAULT_MAILBOX_MAX_BYTES, maxEnvelopes: DEFAULT_MAILBOX_MAX_ENVELOPES };
     this.retirementAgeMs = opts.retention?.retirementAgeMs ?? DEFAULT_RETIREMENT_AGE_MS;
+    this.receiptWindowMs = opts.retention?.receiptWindowMs ?? DEFAULT_RECEIPT_WINDOW_MS;
     this.partitionMs = Math.max(1, Math.floor(this.retirementAgeMs / PARTITIONS_PER_RETIREMENT_AGE));
     this.channel = opts.channel === undefined ? MAILBOX_CHANNEL : opts.channel;
   }
@@ -363,29 +371,39 @@ export class MailboxStore {
   }
 
   /**
-   * Retires every partition whose end is more than the retirement age before `nowMs`,
-   * oldest first: its unacknowledged, unexpired entries move to the current partition
-   * (one transaction), then it is dropped (another; a drop that cannot get the table
-   * lock in time is left for the next pass, the partition holding nothing any read
-   * returns meanwhile).
+   * One retirement pass. Every partition whose end is more than the retirement age
+   * before `nowMs` is drained, oldest first: its unacknowledged, unexpired entries move
+   * to the current partition, and the time is recorded, in one transaction. Every
+   * partition drained at least the receipt window before `nowMs` is then dropped (a
+   * drop that cannot get the table lock in time is left for the next pass; the
+   * partition holds nothing any read returns meanwhile).
    */
   async retire(nowMs = this.now()): Promise<Retired> {
     await this.ensurePartitions(nowMs);
-    const old = await this.db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE to_ms <= $1 ORDER BY from_ms', [
+    const old = await this.db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE to_ms <= $1 AND NOT drained ORDER BY from_ms', [
       nowMs - this.retirementAgeMs,
     ]);
     let partitions = 0;
     let carried = 0;
     let expired = 0;
-    let dropping = true;
     for (const { name } of old) {
-      const drained = await this.db.query<{ r_carried: string | number; r_expired: string | number }>(
-        'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
-        [name, nowMs],
-      );
-      carried += Number(drained[0]?.r_carried ?? 0);
-      expired += Number(drained[0]?.r_expired ?? 0);
-      if (!dropping) continue;
+      const drained = await this.db.transaction(async (tx) => {
+        const r = await tx.query<{ r_carried: string | number; r_expired: string | number }>(
+          'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
+          [name, nowMs],
+        );
+        await tx.query('UPDATE envelope_partitions SET drained_at_ms = $2 WHERE name = $1 AND drained AND drained_at_ms IS NULL', [name, nowMs]);
+        return r[0];
+      });
+      carried += Number(drained?.r_carried ?? 0);
+      expired += Number(drained?.r_expired ?? 0);
+    }
+    // Partitions drained before drained_at_ms existed (migrations/0012) get this pass's time.
+    await this.db.query('UPDATE envelope_partitions SET drained_at_ms = $1 WHERE drained AND drained_at_ms IS NULL', [nowMs]);
+    const due = await this.db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE drained AND drained_at_ms <= $1 ORDER BY from_ms', [
+      nowMs - this.receiptWindowMs,
+    ]);
+    for (const { name } of due) {
       try {
         const dropped = await this.db.query<{ ok: boolean }>('SELECT hermetic_drop_partition($1::text, $2::int4) AS ok', [name, PARTITION_LOCK_TIMEOUT_MS]);
         if (dropped[0]?.ok) partitions++;
@@ -395,7 +413,7 @@ export class MailboxStore {
         // statement on the table behind it for up to the lock timeout, and what kept the
         // lock from it (a long transaction) is most likely still there.
         if (sqlState(err) !== '55P03') throw err;
-        dropping = false;
+        break;
       }
     }
     return { partitions, carried, expired };

@@ -67,7 +67,7 @@ DECLARE
   v_stale int;
   v_held_bytes bigint[];
   v_held_count bigint[];
-  v_full int[];
+  v_full int[] := '{}';
   v_full_devices text[];
   v_devices bigint[];
   v_first bigint[];
@@ -79,6 +79,7 @@ DECLARE
   v_probe_from bigint;
   v_probe_to bigint;
   v_box_bytes bigint[];
+  v_ids bytea[];
   -- Widths of the fixed-width parameters (server/mailbox/send-batch.ts): envelope ids
   -- (ENVELOPE_ID_BYTES) and SHA-256 content hashes (CONTENT_HASH_BYTES); and the
   -- longest notice sent as is (PostgreSQL refuses NOTIFY payloads of 8000 bytes).
@@ -111,32 +112,41 @@ BEGIN
   -- 1. Earlier SENDs with the same ids still answering, and their answers. One whose
   --    envelope has expired answers nothing: the SEND is stored anew (v_stale).
   --    One index scan per partition for the whole batch (envelope_id = ANY, on
-  --    envelopes_send, whose first column is the envelope id), then matched to the SENDs
-  --    by sender: a probe per SEND and partition cost more than the append itself.
-  WITH k AS (
-    SELECT k.u, k.d, k.i::int AS i, substring(p_ids FROM (k.i::int - 1) * c_id + 1 FOR c_id) AS id
-      FROM unnest(t_sender_user, t_sender_device, t_count) WITH ORDINALITY AS k(u, d, n, i)
-     WHERE k.n IS NOT NULL
-  ), s AS MATERIALIZED (
-    SELECT e.envelope_id, e.sender_user, e.sender_device, e.send_hash, e.send_devices, e.send_seqs, e.device_id, e.seq, e.expires_at_ms
-      FROM envelopes e
-     WHERE e.envelope_id = ANY (ARRAY(SELECT k.id FROM k))
-       AND e.send_hash IS NOT NULL
-       AND e.slot_ms >= v_probe_from AND e.slot_ms <= v_probe_to
-  )
-  SELECT coalesce(array_agg(k.i) FILTER (WHERE s.expires_at_ms > p_now), '{}'),
-         array_agg((CASE WHEN s.send_hash = substring(p_hashes FROM (k.i - 1) * c_hash + 1 FOR c_hash) THEN 1 ELSE 2 END)::smallint)
-           FILTER (WHERE s.expires_at_ms > p_now),
-         array_agg(coalesce(s.send_devices, ARRAY[s.device_id])::text) FILTER (WHERE s.expires_at_ms > p_now),
-         array_agg(coalesce(s.send_seqs, ARRAY[s.seq])::text) FILTER (WHERE s.expires_at_ms > p_now),
-         array_agg(s.expires_at_ms) FILTER (WHERE s.expires_at_ms > p_now),
-         count(*) FILTER (WHERE s.expires_at_ms <= p_now)
-    INTO v_prior, v_prior_kind, v_prior_devices, v_prior_seqs, v_prior_expires, v_stale
-    FROM k JOIN LATERAL (
-      -- At most one answering row per SEND (the unique index keys one per partition; a
-      -- carried row answers nothing): the newest.
-      SELECT s.* FROM s WHERE s.envelope_id = k.id AND s.sender_user = k.u AND s.sender_device = k.d
-       ORDER BY s.expires_at_ms DESC LIMIT 1) s ON true;
+  --    envelopes_send, whose first column is the envelope id), then, only when one of
+  --    the ids is found (a resend, or another sender's id), matched to the SENDs by
+  --    sender: a probe per SEND and partition cost more than the append itself.
+  v_ids := ARRAY(SELECT substring(p_ids FROM (k.i::int - 1) * c_id + 1 FOR c_id)
+                   FROM unnest(t_count) WITH ORDINALITY AS k(n, i) WHERE k.n IS NOT NULL);
+  v_prior := '{}';
+  v_stale := 0;
+  IF EXISTS (SELECT 1 FROM envelopes e
+              WHERE e.envelope_id = ANY (v_ids) AND e.send_hash IS NOT NULL
+                AND e.slot_ms >= v_probe_from AND e.slot_ms <= v_probe_to) THEN
+    WITH k AS (
+      SELECT k.u, k.d, k.i::int AS i, substring(p_ids FROM (k.i::int - 1) * c_id + 1 FOR c_id) AS id
+        FROM unnest(t_sender_user, t_sender_device, t_count) WITH ORDINALITY AS k(u, d, n, i)
+       WHERE k.n IS NOT NULL
+    ), s AS MATERIALIZED (
+      SELECT e.envelope_id, e.sender_user, e.sender_device, e.send_hash, e.send_devices, e.send_seqs, e.device_id, e.seq, e.expires_at_ms
+        FROM envelopes e
+       WHERE e.envelope_id = ANY (v_ids)
+         AND e.send_hash IS NOT NULL
+         AND e.slot_ms >= v_probe_from AND e.slot_ms <= v_probe_to
+    )
+    SELECT coalesce(array_agg(k.i) FILTER (WHERE s.expires_at_ms > p_now), '{}'),
+           array_agg((CASE WHEN s.send_hash = substring(p_hashes FROM (k.i - 1) * c_hash + 1 FOR c_hash) THEN 1 ELSE 2 END)::smallint)
+             FILTER (WHERE s.expires_at_ms > p_now),
+           array_agg(coalesce(s.send_devices, ARRAY[s.device_id])::text) FILTER (WHERE s.expires_at_ms > p_now),
+           array_agg(coalesce(s.send_seqs, ARRAY[s.seq])::text) FILTER (WHERE s.expires_at_ms > p_now),
+           array_agg(s.expires_at_ms) FILTER (WHERE s.expires_at_ms > p_now),
+           count(*) FILTER (WHERE s.expires_at_ms <= p_now)
+      INTO v_prior, v_prior_kind, v_prior_devices, v_prior_seqs, v_prior_expires, v_stale
+      FROM k JOIN LATERAL (
+        -- At most one answering row per SEND (the unique index keys one per partition; a
+        -- carried row answers nothing): the newest.
+        SELECT s.* FROM s WHERE s.envelope_id = k.id AND s.sender_user = k.u AND s.sender_device = k.d
+         ORDER BY s.expires_at_ms DESC LIMIT 1) s ON true;
+  END IF;
 
   -- 2. Lock the recipients' mailboxes in key order (no deadlock between batches or
   --    relays); they are held until this statement's transaction commits.
@@ -179,21 +189,29 @@ BEGIN
     RETURN;
   END IF;
 
-  -- 3b. Quotas (as in 0009).
+  -- 3b. Quotas (as in 0009). Which SENDs would overfill a mailbox is only worked out
+  --     when the batch as a whole would overfill one.
+  --     Bytes per mailbox, indexed by its position in c_user (t_box numbers them 1..n).
+  SELECT array_agg(z.bytes ORDER BY z.b) INTO v_box_bytes
+    FROM (SELECT t.b, sum(coalesce(t.l, octet_length(t.p)))::bigint AS bytes
+            FROM unnest(t_box, t_payload, t_length) AS t(b, p, l) GROUP BY t.b) z;
   SELECT array_agg(m.in_bytes - coalesce(c.out_bytes, 0) ORDER BY x.j),
          array_agg(m.in_count - coalesce(c.out_count, 0) ORDER BY x.j)
     INTO v_held_bytes, v_held_count
     FROM unnest(c_user, c_device) WITH ORDINALITY AS x(u, d, j)
     JOIN mailboxes m ON m.user_id = x.u AND m.device_id = x.d
     LEFT JOIN mailbox_cursors c ON c.user_id = x.u AND c.device_id = x.d;
-  SELECT coalesce(array_agg(w.f), '{}'), array_agg(w.ds::text)
-    INTO v_full, v_full_devices
-    FROM (SELECT q.f, array_agg(DISTINCT q.d ORDER BY q.d) AS ds
-            FROM (SELECT t.f, t.d, t.b, t.k,
-                         sum(coalesce(t.l, octet_length(t.p))) OVER (PARTITION BY t.b ORDER BY t.k) AS bytes
-                    FROM unnest(t_first, t_device, t_box, t_rank, t_payload, t_length) AS t(f, d, b, k, p, l)) q
-           WHERE v_held_bytes[q.b] + q.bytes > p_max_bytes OR v_held_count[q.b] + q.k + 1 > p_max_count
-           GROUP BY q.f) w;
+  IF EXISTS (SELECT 1 FROM unnest(v_held_bytes, v_held_count, v_box_bytes, c_count) AS h(hb, hc, bb, n)
+              WHERE h.hb + h.bb > p_max_bytes OR h.hc + h.n > p_max_count) THEN
+    SELECT coalesce(array_agg(w.f), '{}'), array_agg(w.ds::text)
+      INTO v_full, v_full_devices
+      FROM (SELECT q.f, array_agg(DISTINCT q.d ORDER BY q.d) AS ds
+              FROM (SELECT t.f, t.d, t.b, t.k,
+                           sum(coalesce(t.l, octet_length(t.p))) OVER (PARTITION BY t.b ORDER BY t.k) AS bytes
+                      FROM unnest(t_first, t_device, t_box, t_rank, t_payload, t_length) AS t(f, d, b, k, p, l)) q
+             WHERE v_held_bytes[q.b] + q.bytes > p_max_bytes OR v_held_count[q.b] + q.k + 1 > p_max_count
+             GROUP BY q.f) w;
+  END IF;
   IF cardinality(v_full) > 0 THEN
     RETURN QUERY
       SELECT 4::smallint, w.f, NULL::bigint, w.ds::text[], NULL::bigint[], NULL::bigint
@@ -211,10 +229,6 @@ BEGIN
        AND s.send_hash IS NOT NULL AND s.expires_at_ms <= p_now
        AND s.slot_ms >= v_probe_from AND s.slot_ms <= v_probe_to;
   END IF;
-  -- Bytes per mailbox, indexed by its position in c_user (t_box numbers them 1..n).
-  SELECT array_agg(z.bytes ORDER BY z.b) INTO v_box_bytes
-    FROM (SELECT t.b, sum(coalesce(t.l, octet_length(t.p)))::bigint AS bytes
-            FROM unnest(t_box, t_payload, t_length) AS t(b, p, l) GROUP BY t.b) z;
   WITH bumped AS (
     UPDATE mailboxes m SET next_seq = m.next_seq + c.n, in_count = m.in_count + c.n, in_bytes = m.in_bytes + v_box_bytes[c.j]
       FROM unnest(c_user, c_device, c_count) WITH ORDINALITY AS c(u, d, n, j)

@@ -125,6 +125,12 @@ export const PARTITIONS_AHEAD = 3;
  * long at each attempt. Short, so such a stall stays within a latency budget; partitions
  * are made PARTITIONS_AHEAD widths ahead, so creation has many ticks to succeed in. */
 export const PARTITION_LOCK_TIMEOUT_MS = 500;
+/** A relay whose clock differs from the database's by more than this makes no envelope
+ * partitions and retires none (ClockSkewError, logged at each retirement tick): a clock
+ * far ahead would otherwise make a partition covering the whole jump, which no relay
+ * could retire until the jump's end, and drain partitions still in use; one far behind
+ * would make partitions in the past. Well under a partition width at the default age. */
+export const MAX_CLOCK_SKEW_MS = 30_000;
 
 /** Per-mailbox quota (HERMETIC_MAILBOX_MAX_ENVELOPES, HERMETIC_MAILBOX_MAX_BYTES): what
  * one device's mailbox may hold stored and not yet acknowledged or expired. Beyond it a

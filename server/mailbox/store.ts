@@ -21,6 +21,7 @@ import {
   DEFAULT_MAILBOX_MAX_ENVELOPES,
   DEFAULT_RECEIPT_WINDOW_MS,
   DEFAULT_RETIREMENT_AGE_MS,
+  MAX_CLOCK_SKEW_MS,
   PARTITION_LOCK_TIMEOUT_MS,
   PARTITIONS_AHEAD,
   PARTITIONS_PER_RETIREMENT_AGE,
@@ -100,6 +101,17 @@ export interface MailboxStoreOptions {
   readonly retention?: Retention;
   /** NOTIFY channel for each commit's notice; null: none (announced on another bus). */
   readonly channel?: string | null;
+  /** Partition upkeep refuses to run when `now` differs from the database's clock by
+   * more than this (default MAX_CLOCK_SKEW_MS; Infinity: never, for injected clocks). */
+  readonly maxClockSkewMs?: number;
+}
+
+/** This relay's clock is too far from the database's to make or retire partitions. */
+export class ClockSkewError extends Error {
+  constructor(readonly skewMs: number) {
+    super(`the relay's clock is ${Math.round(skewMs / 1000)} s ${skewMs > 0 ? 'ahead of' : 'behind'} the database's (at most ${MAX_CLOCK_SKEW_MS / 1000} s allowed): envelope partitions are neither made nor retired until it is corrected`);
+    this.name = 'ClockSkewError';
+  }
 }
 
 /** What one retirement pass did. */
@@ -124,6 +136,7 @@ export class MailboxStore {
   /** Width of one time partition. */
   readonly partitionMs: number;
   private readonly channel: string | null;
+  private readonly maxClockSkewMs: number;
 
   constructor(
     private readonly db: Database,
@@ -136,6 +149,7 @@ export class MailboxStore {
     this.receiptWindowMs = opts.retention?.receiptWindowMs ?? DEFAULT_RECEIPT_WINDOW_MS;
     this.partitionMs = Math.max(1, Math.floor(this.retirementAgeMs / PARTITIONS_PER_RETIREMENT_AGE));
     this.channel = opts.channel === undefined ? MAILBOX_CHANNEL : opts.channel;
+    this.maxClockSkewMs = opts.maxClockSkewMs ?? MAX_CLOCK_SKEW_MS;
   }
 
   /**
@@ -358,16 +372,21 @@ export class MailboxStore {
 
   /**
    * Makes the time partitions covering now and PARTITIONS_AHEAD widths ahead (relays
-   * sharing the database take turns). Returns how many were made.
+   * sharing the database take turns). Returns how many were made. Throws ClockSkewError,
+   * making none, when `nowMs` is too far from the database's clock (checked in the same
+   * statement).
    */
   async ensurePartitions(nowMs = this.now()): Promise<number> {
-    const rows = await this.db.query<{ n: number }>('SELECT hermetic_ensure_partitions($1::int8, $2::int8, $3::int8, $4::int4) AS n', [
-      nowMs,
-      this.partitionMs,
-      this.partitionMs * PARTITIONS_AHEAD,
-      PARTITION_LOCK_TIMEOUT_MS,
-    ]);
-    return Number(rows[0]?.n ?? 0);
+    const rows = await this.db.query<{ n: number | null; db_ms: string | number }>(
+      `SELECT x.db_ms, CASE WHEN abs($1::int8 - x.db_ms) <= $5::int8
+                            THEN hermetic_ensure_partitions($1::int8, $2::int8, $3::int8, $4::int4) END AS n
+         FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8 AS db_ms) x`,
+      [nowMs, this.partitionMs, this.partitionMs * PARTITIONS_AHEAD, PARTITION_LOCK_TIMEOUT_MS, Math.min(this.maxClockSkewMs, Number.MAX_SAFE_INTEGER)],
+    );
+    const r = rows[0];
+    if (!r) throw new Error('no answer from the partition upkeep');
+    if (r.n === null) throw new ClockSkewError(nowMs - Number(r.db_ms));
+    return Number(r.n);
   }
 
   /**

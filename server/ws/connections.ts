@@ -23,6 +23,7 @@ import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
 import type { PendingSends } from './pending-sends.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
+import { ClockSkewError } from '../mailbox/store.js';
 
 export interface ConnectionData {
   readonly challenge: Uint8Array;
@@ -443,6 +444,11 @@ export function toProtocolError(err: unknown, logger: Logger): ProtocolError {
     // rather than once per request.
     logger.debug({ err: { message: err.message } }, 'database unavailable');
     return new ProtocolError('UNAVAILABLE', 'the database is unavailable; retry later');
+  }
+  if (err instanceof ClockSkewError) {
+    // The relay's clock, not the request: the retirement ticks log it too.
+    logger.warn({ err: { message: err.message } }, 'cannot store: clock skew');
+    return new ProtocolError('UNAVAILABLE', 'the relay cannot store now; retry later');
   }
   logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'internal error');
   return new ProtocolError('INTERNAL', 'internal error');

@@ -7,13 +7,15 @@
  * and delete nothing.
  */
 import crypto from 'node:crypto';
+import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { systemRandom } from '../../crypto/primitives/random.js';
 import { DirectoryStore } from '../../server/directory/store.js';
 import { MAILBOX_CHANNEL, decodeNotice } from '../../server/fleet/notice.js';
 import { STORE_SENDS_SQL, encodeSendBatch, storeSendsArgs } from '../../server/mailbox/send-batch.js';
 import { type DeliveryClaim, LogStore } from '../../server/log/store.js';
-import { MailboxStore, type SendItem, type SendResult, removeMailbox } from '../../server/mailbox/store.js';
+import { toProtocolError } from '../../server/ws/connections.js';
+import { ClockSkewError, MailboxStore, type SendItem, type SendResult, removeMailbox } from '../../server/mailbox/store.js';
 import { type Database, sqlState } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { pgMissing } from '../helpers/pg.js';
@@ -41,8 +43,9 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     ({ db, cleanup } = await driver.open());
     await migrate(db, loadMigrations());
     // No receipt window: a drained partition is dropped in the same pass (the window has
-    // its own test below).
-    store = new MailboxStore(db, 'test-node', { now: () => clock, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
+    // its own test below). The clock is the test's, far from the database's: no skew check
+    // (it has its own test too).
+    store = new MailboxStore(db, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
     directory = new DirectoryStore(db);
   });
 
@@ -249,7 +252,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
         return typeof v === 'function' ? v.bind(target) : v;
       },
     });
-    const retiring = new MailboxStore(recording, 'test-node', { now: () => clock, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
+    const retiring = new MailboxStore(recording, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
     clock += 3 * AGE_MS;
     const old = await db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE to_ms <= $1', [clock - AGE_MS]);
     expect(old.length).toBeGreaterThanOrEqual(3);
@@ -503,7 +506,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
   });
 
   it('a drained partition is kept for the receipt window: a receipt for an envelope acknowledged just before the drain is confirmed until the window has passed', async () => {
-    const windowed = new MailboxStore(db, 'test-node', { now: () => clock, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: AGE_MS } });
+    const windowed = new MailboxStore(db, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: AGE_MS } });
     const receipts = new LogStore(db);
     const box = await mailbox();
     // Far ahead of the other tests' clocks (it runs last: partitions are made ahead).
@@ -546,5 +549,20 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(await receipts.unconfirmedDeliveries(claims)).toEqual([0]);
     expect(await count('user_id = $1', [box.userId])).toBe(1);
     expect(await windowed.fetch(box.userId, box.deviceId, 2, 10)).toEqual([]);
+  });
+  it("a relay whose clock is far from the database's makes no partition and retires none", async () => {
+    const catalogue = async (): Promise<string> =>
+      JSON.stringify(await db.query('SELECT name, from_ms, to_ms, drained FROM envelope_partitions ORDER BY from_ms'));
+    const before = await catalogue();
+    for (const offset of [3_600_000, -3_600_000]) {
+      const skewed = new MailboxStore(db, 'skewed-node', { now: () => Date.now() + offset, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
+      const err = await skewed.ensurePartitions().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ClockSkewError);
+      expect(Math.abs((err as ClockSkewError).skewMs - offset)).toBeLessThan(60_000);
+      await expect(skewed.retire()).rejects.toBeInstanceOf(ClockSkewError);
+      // A SEND that needed such a partition is answered UNAVAILABLE, not INTERNAL.
+      expect(toProtocolError(err, pino({ level: 'silent' })).code).toBe('UNAVAILABLE');
+    }
+    expect(await catalogue()).toBe(before);
   });
 });

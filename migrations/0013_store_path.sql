@@ -30,6 +30,9 @@ LANGUAGE sql STABLE AS $$
            WHERE NOT p.drained ORDER BY p.from_ms DESC LIMIT 1)
 $$;
 
+-- Rebuilt with the envelope id first. The rebuild reads every stored envelope and holds
+-- the table meanwhile (a partitioned index cannot be built concurrently): a few seconds
+-- per million envelopes the log holds, during which SENDs wait.
 DROP INDEX envelopes_send;
 CREATE UNIQUE INDEX envelopes_send ON envelopes (envelope_id, sender_user, sender_device, slot_ms) WHERE send_hash IS NOT NULL;
 

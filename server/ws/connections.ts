@@ -22,6 +22,7 @@ import type { MailboxService } from '../mailbox/service.js';
 import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
 import type { PendingSends } from './pending-sends.js';
+import { Deadlines } from './deadlines.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
 
 export interface ConnectionData {
@@ -37,17 +38,15 @@ export interface ConnectionData {
   deviceId: string | undefined;
   closed: boolean;
   authTimer: NodeJS.Timeout | undefined;
-  /** Closes the connection when its token expires, unless a `token` frame renews it. */
-  tokenTimer: NodeJS.Timeout | undefined;
+  /** When the token stops being accepted (its deadline in ConnectionManager's schedule):
+   * the connection is closed then, unless a `token` frame renews it. */
+  tokenValidUntil: number | undefined;
   stream: DeliveryStream | undefined;
   /** Control frames produced in this turn, written together in one corked write. */
   outbox: string[];
 }
 
 export type RelaySocket = WebSocket<ConnectionData>;
-
-/** The longest delay a Node timer takes. */
-const MAX_TIMER_MS = 0x7fff_ffff;
 
 export interface ConnectionDeps {
   readonly verifier: TokenVerifier;
@@ -72,10 +71,13 @@ export class ConnectionManager {
   private readonly deliverWriter = new BinaryWriter(4096);
   private readonly sendsIn;
   private readonly deliversOut;
+  /** Token expiries of every authenticated connection, on one timer. */
+  private readonly tokenExpiry: Deadlines<RelaySocket>;
 
   constructor(private readonly deps: ConnectionDeps) {
     this.sendsIn = deps.metrics.framesIn.labels({ type: 'send' });
     this.deliversOut = deps.metrics.framesOut.labels({ type: 'deliver' });
+    this.tokenExpiry = new Deadlines((ws) => this.onTokenDeadline(ws), deps.now);
   }
 
   newConnectionData(address: string, origins: readonly string[]): ConnectionData {
@@ -89,7 +91,7 @@ export class ConnectionManager {
       deviceId: undefined,
       closed: false,
       authTimer: undefined,
-      tokenTimer: undefined,
+      tokenValidUntil: undefined,
       stream: undefined,
       outbox: [],
     };
@@ -113,7 +115,7 @@ export class ConnectionManager {
     const ud = ws.getUserData();
     ud.closed = true;
     if (ud.authTimer) clearTimeout(ud.authTimer);
-    if (ud.tokenTimer) clearTimeout(ud.tokenTimer);
+    if (ud.tokenValidUntil !== undefined) this.tokenExpiry.delete(ws, ud.tokenValidUntil);
     this.open.delete(ws);
     if (ud.admission) this.deps.admission.closed(ud.admission);
     this.deps.metrics.connectionsOpen.dec();
@@ -339,17 +341,19 @@ export class ConnectionManager {
   /** Closes the connection with TOKEN_EXPIRED once its token is no longer accepted. */
   private armTokenTimer(ws: RelaySocket, validUntilMs: number): void {
     const ud = ws.getUserData();
-    if (ud.tokenTimer) clearTimeout(ud.tokenTimer);
-    const delay = validUntilMs - this.deps.now();
-    // Timers hold at most 2^31 - 1 ms (~24.8 days): a longer token is checked again then.
-    const step = Math.min(Math.max(delay, 0), MAX_TIMER_MS);
-    ud.tokenTimer = setTimeout(() => {
-      ud.tokenTimer = undefined;
-      if (ud.closed) return;
-      if (this.deps.now() < validUntilMs) return this.armTokenTimer(ws, validUntilMs);
-      this.sendError(ws, new ProtocolError('TOKEN_EXPIRED', 'the token expired; connect again with a fresh one, or send a token frame before it expires'));
-      this.end(ws, CLOSE_CODES.AUTH_FAILED, 'token expired');
-    }, step);
+    if (ud.tokenValidUntil !== undefined) this.tokenExpiry.delete(ws, ud.tokenValidUntil);
+    ud.tokenValidUntil = validUntilMs;
+    this.tokenExpiry.add(ws, validUntilMs);
+  }
+
+  private onTokenDeadline(ws: RelaySocket): void {
+    const ud = ws.getUserData();
+    const validUntilMs = ud.tokenValidUntil;
+    ud.tokenValidUntil = undefined;
+    if (ud.closed || validUntilMs === undefined) return;
+    if (this.deps.now() < validUntilMs) return this.armTokenTimer(ws, validUntilMs);
+    this.sendError(ws, new ProtocolError('TOKEN_EXPIRED', 'the token expired; connect again with a fresh one, or send a token frame before it expires'));
+    this.end(ws, CLOSE_CODES.AUTH_FAILED, 'token expired');
   }
 
   private sink(ws: RelaySocket): StreamSink {
@@ -430,6 +434,7 @@ export class ConnectionManager {
   }
 
   closeAll(code: number, reason: string): void {
+    this.tokenExpiry.clear();
     for (const ws of [...this.open]) {
       this.end(ws, code, reason);
     }

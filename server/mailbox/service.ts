@@ -22,6 +22,11 @@ import type { MailboxStore, Retired, SendItem, SendResult, StoredEnvelope } from
 import { DeliveryStream, type StreamSink } from './stream.js';
 
 interface Attached {
+  /** The device, and its key in the attached map (kept: the catch-up scan reads them every
+   * interval, and making them again would allocate per connection per scan). */
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly key: string;
   readonly stream: DeliveryStream;
   readonly authAt: number;
   /** Closes the connection: `replaced` by a newer one, or the device was `revoked`. */
@@ -181,7 +186,7 @@ export class MailboxService {
     }, position, this.now);
     const authAt = this.now();
     this.attached.get(k)?.close('replaced');
-    this.attached.set(k, { stream, authAt, close });
+    this.attached.set(k, { userId, deviceId, key: k, stream, authAt, close });
     // Tell other relays, so that a device has one live connection fleet-wide.
     await this.publish(connectedNotice(this.opts.nodeId, userId, deviceId, authAt), 'connected notice failed');
     stream.pump();
@@ -276,10 +281,10 @@ export class MailboxService {
    * are left alone (but for pumping again one whose backlog read failed).
    */
   async catchUp(): Promise<void> {
-    const connected = this.attached.entries();
+    const connected = this.attached.values();
     try {
       for (;;) {
-        const page: Array<[string, Attached]> = [];
+        const page: Attached[] = [];
         for (let e = connected.next(); !e.done; e = connected.next()) {
           if (page.push(e.value) === CATCHUP_PAGE_SIZE) break;
         }
@@ -291,24 +296,23 @@ export class MailboxService {
     }
   }
 
-  private async catchUpPage(page: ReadonlyArray<[string, Attached]>): Promise<void> {
-    const boxes = page.map(([k, a]) => {
-      const [userId, deviceId] = k.split('\u0000') as [string, string];
-      return { userId, deviceId, tail: a.stream.knownTail };
+  private async catchUpPage(page: readonly Attached[]): Promise<void> {
+    const ahead = await this.opts.store.tailsAhead({
+      userIds: page.map((a) => a.userId),
+      deviceIds: page.map((a) => a.deviceId),
+      tails: page.map((a) => a.stream.knownTail),
     });
-    const ahead = await this.opts.store.tailsAhead(boxes);
     this.opts.onCatchUpPage?.(page.length, ahead.size);
-    for (const [i, [k, a]] of page.entries()) {
-      if (!ahead.has(k)) {
+    for (const a of page) {
+      if (ahead.size === 0 || !ahead.has(a.key)) {
         if (a.stream.stalled) a.stream.pump();
         continue;
       }
-      const tail = ahead.get(k);
+      const tail = ahead.get(a.key);
       if (tail !== undefined) {
-        this.attached.get(k)?.stream.onTail(tail);
-      } else if (this.attached.get(k) === a) {
-        const { userId, deviceId } = boxes[i]!;
-        this.opts.logger.info({ userId, deviceId }, 'closing the connection of a revoked device (its notice was missed)');
+        this.attached.get(a.key)?.stream.onTail(tail);
+      } else if (this.attached.get(a.key) === a) {
+        this.opts.logger.info({ userId: a.userId, deviceId: a.deviceId }, 'closing the connection of a revoked device (its notice was missed)');
         a.close('revoked');
       }
     }

@@ -26,7 +26,8 @@ import { Deadlines } from './deadlines.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
 
 export interface ConnectionData {
-  readonly challenge: Uint8Array;
+  /** Signed once, by the connection's one authentication attempt: dropped when it starts. */
+  challenge: Uint8Array | undefined;
   /** The client address the upgrade came from (see admission.ts addressKey). */
   readonly address: string;
   /** Counted by the admission from open to close. */
@@ -37,6 +38,7 @@ export interface ConnectionData {
   userId: string | undefined;
   deviceId: string | undefined;
   closed: boolean;
+  /** Until authenticated (then cleared and dropped: an idle connection keeps no timer). */
   authTimer: NodeJS.Timeout | undefined;
   /** When the token stops being accepted (its deadline in ConnectionManager's schedule):
    * the connection is closed then, unless a `token` frame renews it. */
@@ -108,7 +110,7 @@ export class ConnectionManager {
         this.end(ws, CLOSE_CODES.AUTH_FAILED, 'auth timeout');
       }
     }, this.deps.authTimeoutMs);
-    this.send(ws, { type: 'challenge', nonce: ud.challenge });
+    if (ud.challenge) this.send(ws, { type: 'challenge', nonce: ud.challenge });
   }
 
   onClose(ws: RelaySocket): void {
@@ -266,7 +268,10 @@ export class ConnectionManager {
 
   private async authenticate(ws: RelaySocket, frame: Extract<ClientFrame, { type: 'auth' }>): Promise<void> {
     const ud = ws.getUserData();
+    const challenge = ud.challenge;
+    ud.challenge = undefined;
     try {
+      if (!challenge) throw new ProtocolError('CHALLENGE_FAILED', 'this connection has no challenge left to sign');
       // The origin the device signed must be this relay's (channel binding): a signature
       // obtained by a relay that forwarded our challenge names that relay instead.
       if (!ud.origins.includes(frame.origin)) {
@@ -278,7 +283,7 @@ export class ConnectionManager {
       // can never bind another user's device, whatever the signature.
       const device = await this.deps.directory.getDevice(userId, frame.deviceId);
       if (!device) throw new ProtocolError('DEVICE_NOT_FOUND', 'no such device for this user');
-      const transcript = deviceAuthTranscript(ud.challenge, userId, frame.deviceId, frame.origin);
+      const transcript = deviceAuthTranscript(challenge, userId, frame.deviceId, frame.origin);
       if (!this.deps.backend.ed25519Verify(frame.signature, transcript, device.identityKey)) {
         throw new ProtocolError('CHALLENGE_FAILED', 'the challenge signature does not verify with the device identity key');
       }
@@ -286,7 +291,8 @@ export class ConnectionManager {
       ud.state = 'authenticated';
       ud.userId = userId;
       ud.deviceId = frame.deviceId;
-      if (ud.authTimer) clearTimeout(ud.authTimer);
+      clearTimeout(ud.authTimer);
+      ud.authTimer = undefined;
       if (ud.admission) this.deps.admission.authenticated(ud.admission);
       this.armTokenTimer(ws, token.validUntilMs);
       this.send(ws, { type: 'auth_ok', userId, deviceId: frame.deviceId, expiresAt: token.expiresAtMs });

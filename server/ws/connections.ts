@@ -18,8 +18,9 @@ import type { RelayMetrics } from '../metrics.js';
 import { BinaryWriter } from '../../protocol/binary.js';
 import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, sendContent } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
-import type { MailboxService } from '../mailbox/service.js';
-import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
+import type { DeviceConnection, MailboxService } from '../mailbox/service.js';
+import type { StoredEnvelope } from '../mailbox/store.js';
+import type { DeliveryStream } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
 import type { PendingSends } from './pending-sends.js';
 import { Deadlines } from './deadlines.js';
@@ -299,11 +300,7 @@ export class ConnectionManager {
       this.deps.logger.debug({ userId, deviceId: frame.deviceId }, 'device authenticated');
       // A newer connection for the same device (on this relay or another) replaces this
       // one; a revocation closes it.
-      ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, this.sink(ws), (why) => {
-        if (ud.closed) return;
-        if (why === 'revoked') this.end(ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
-        else this.end(ws, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
-      });
+      ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, new SocketConnection(this, ws, ud));
       if (ud.closed) {
         this.deps.mailbox.detach(userId, frame.deviceId, ud.stream);
         return;
@@ -362,27 +359,10 @@ export class ConnectionManager {
     this.end(ws, CLOSE_CODES.AUTH_FAILED, 'token expired');
   }
 
-  private sink(ws: RelaySocket): StreamSink {
-    const ud = ws.getUserData();
-    return {
-      deliver: (env) => {
-        ws.send(encodeDeliver(env, this.deliverWriter), true);
-        this.deliversOut.inc();
-      },
-      // Written in place, not queued: they are ordered with the DELIVERs around them.
-      expired: (from, to) => this.sendInStream(ws, ud, { type: 'expired', from, to }),
-      queueEmpty: (through) => this.sendInStream(ws, ud, { type: 'queue_empty', through }),
-      bufferedAmount: () => (ud.closed ? 0 : ws.getBufferedAmount()),
-      isClosed: () => ud.closed,
-      cork: (fn) => {
-        if (ud.closed) return;
-        ws.cork(() => {
-          // Frames queued earlier go first: the connection sees frames in the order made.
-          this.writeOutbox(ws, ud);
-          fn();
-        });
-      },
-    };
+  /** Writes a DELIVER now (SocketConnection). */
+  deliver(ws: RelaySocket, env: StoredEnvelope): void {
+    ws.send(encodeDeliver(env, this.deliverWriter), true);
+    this.deliversOut.inc();
   }
 
   /**
@@ -398,7 +378,7 @@ export class ConnectionManager {
   }
 
   /** Writes a frame now, after what is queued; called inside the stream's cork. */
-  private sendInStream(ws: RelaySocket, ud: ConnectionData, frame: ServerFrame): void {
+  sendInStream(ws: RelaySocket, ud: ConnectionData, frame: ServerFrame): void {
     if (ud.closed) return;
     this.writeOutbox(ws, ud);
     ws.send(encodeServerFrame(frame), false);
@@ -411,7 +391,7 @@ export class ConnectionManager {
   }
 
   /** Writes queued control frames; call inside a cork. */
-  private writeOutbox(ws: RelaySocket, ud: ConnectionData): void {
+  writeOutbox(ws: RelaySocket, ud: ConnectionData): void {
     if (ud.outbox.length === 0) return;
     const frames = ud.outbox;
     ud.outbox = [];
@@ -419,7 +399,7 @@ export class ConnectionManager {
   }
 
   /** Closes after writing what is queued (an error frame explaining the close). */
-  private end(ws: RelaySocket, code: number, reason: string): void {
+  end(ws: RelaySocket, code: number, reason: string): void {
     const ud = ws.getUserData();
     if (ud.closed) return;
     this.flush(ws, ud);
@@ -444,6 +424,55 @@ export class ConnectionManager {
     for (const ws of [...this.open]) {
       this.end(ws, code, reason);
     }
+  }
+}
+
+/**
+ * The socket side of an authenticated device's delivery stream, and how the mailbox
+ * service closes it. One object per connection with its methods on the prototype: a set
+ * of closures made per connection would be kept as long as the connection is open.
+ */
+class SocketConnection implements DeviceConnection {
+  constructor(
+    private readonly manager: ConnectionManager,
+    private readonly ws: RelaySocket,
+    private readonly ud: ConnectionData,
+  ) {}
+
+  deliver(env: StoredEnvelope): void {
+    this.manager.deliver(this.ws, env);
+  }
+
+  // Written in place, not queued: they are ordered with the DELIVERs around them.
+  expired(from: number, to: number): void {
+    this.manager.sendInStream(this.ws, this.ud, { type: 'expired', from, to });
+  }
+
+  queueEmpty(through: number): void {
+    this.manager.sendInStream(this.ws, this.ud, { type: 'queue_empty', through });
+  }
+
+  bufferedAmount(): number {
+    return this.ud.closed ? 0 : this.ws.getBufferedAmount();
+  }
+
+  isClosed(): boolean {
+    return this.ud.closed;
+  }
+
+  cork(fn: () => void): void {
+    if (this.ud.closed) return;
+    this.ws.cork(() => {
+      // Frames queued earlier go first: the connection sees frames in the order made.
+      this.manager.writeOutbox(this.ws, this.ud);
+      fn();
+    });
+  }
+
+  close(why: 'replaced' | 'revoked'): void {
+    if (this.ud.closed) return;
+    if (why === 'revoked') this.manager.end(this.ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
+    else this.manager.end(this.ws, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
   }
 }
 

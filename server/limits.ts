@@ -68,6 +68,16 @@ export const BACKLOG_FETCH_BATCH = 128;
 export const LIVE_CACHE_MAX = 256;
 export const LIVE_CACHE_MAX_BYTES = 1024 * 1024;
 
+/** Deadlines (each connection's token expiry) are grouped by this step, one timer for
+ * all (server/ws/deadlines.ts). Token expiries are whole seconds (JWT `exp`, and the clock
+ * tolerance in seconds), so a group is due exactly when its tokens expire. */
+export const DEADLINE_GRANULARITY_MS = 1_000;
+
+/** Deadline callbacks made in one turn of the event loop: tokens minted together expire
+ * together, and closing 19,000 connections in one turn would hold the loop for a long
+ * time; the rest wait for the next turns. */
+export const DEADLINE_SLICE = 500;
+
 /** Period of the catch-up scan: every connected device's mailbox tail is re-read, so a
  * lost NOTIFY (e.g. a dropped LISTEN connection) delays delivery at most this long. */
 export const CATCHUP_INTERVAL_MS = 5_000;

@@ -192,6 +192,17 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       authTimeoutMs: config.authTimeoutMs,
       now: Date.now,
     });
+    // Every connection keeps the origins it may sign for: the connections of one Host share
+    // one array (the last Host's, memoized) rather than each keeping a copy.
+    let lastHost: string | undefined;
+    let lastOrigins: readonly string[] = [];
+    const originsFor = (host: string): readonly string[] => {
+      if (host !== lastHost) {
+        lastOrigins = acceptedOrigins(config.publicOrigin, host);
+        lastHost = host;
+      }
+      return lastOrigins;
+    };
     const app = newApp();
     app.ws<ConnectionData>('/v1/ws', {
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
@@ -227,7 +238,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
           return;
         }
         res.upgrade(
-          connections.newConnectionData(address, acceptedOrigins(config.publicOrigin, req.getHeader('host'))),
+          connections.newConnectionData(address, originsFor(req.getHeader('host'))),
           req.getHeader('sec-websocket-key'),
           req.getHeader('sec-websocket-protocol'),
           req.getHeader('sec-websocket-extensions'),

@@ -77,6 +77,14 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** What one recipient mailbox may hold (server/limits.ts, config HERMETIC_MAILBOX_*). */
+/** Mailboxes and the tail the caller knows of each, as columns (index i is one mailbox):
+ * the arrays go to the statement as they are. */
+export interface TailsToCompare {
+  readonly userIds: readonly string[];
+  readonly deviceIds: readonly string[];
+  readonly tails: readonly number[];
+}
+
 export interface MailboxQuota {
   /** Payload bytes of the envelopes stored and not yet acknowledged or retired. */
   readonly maxBytes: number;
@@ -327,14 +335,14 @@ export class MailboxStore {
    * revoked), in one statement (the periodic catch-up). The comparison is made here, so
    * that mailboxes without news cost no row.
    */
-  async tailsAhead(boxes: ReadonlyArray<{ userId: string; deviceId: string; tail: number }>): Promise<Map<string, number | undefined>> {
-    if (boxes.length === 0) return new Map();
+  async tailsAhead(boxes: TailsToCompare): Promise<Map<string, number | undefined>> {
+    if (boxes.userIds.length === 0) return new Map();
     const rows = await this.db.query<{ user_id: string; device_id: string; next_seq: string | number | null }>(
       `SELECT b.u AS user_id, b.d AS device_id, m.next_seq
          FROM unnest($1::text[], $2::text[], $3::int8[]) AS b(u, d, t)
          LEFT JOIN mailboxes m ON m.user_id = b.u AND m.device_id = b.d
         WHERE m.next_seq IS NULL OR m.next_seq - 1 > b.t`,
-      [boxes.map((b) => b.userId), boxes.map((b) => b.deviceId), boxes.map((b) => b.tail)],
+      [boxes.userIds, boxes.deviceIds, boxes.tails],
     );
     return new Map(rows.map((r) => [key(r.user_id, r.device_id), r.next_seq === null ? undefined : Number(r.next_seq) - 1]));
   }

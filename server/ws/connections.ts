@@ -18,15 +18,18 @@ import type { RelayMetrics } from '../metrics.js';
 import { BinaryWriter } from '../../protocol/binary.js';
 import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, sendContent } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
-import type { MailboxService } from '../mailbox/service.js';
-import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
+import type { DeviceConnection, MailboxService } from '../mailbox/service.js';
+import type { StoredEnvelope } from '../mailbox/store.js';
+import type { DeliveryStream } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
 import type { PendingSends } from './pending-sends.js';
+import { Deadlines } from './deadlines.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
 import { ClockSkewError } from '../mailbox/store.js';
 
 export interface ConnectionData {
-  readonly challenge: Uint8Array;
+  /** Signed once, by the connection's one authentication attempt: dropped when it starts. */
+  challenge: Uint8Array | undefined;
   /** The client address the upgrade came from (see admission.ts addressKey). */
   readonly address: string;
   /** Counted by the admission from open to close. */
@@ -37,18 +40,17 @@ export interface ConnectionData {
   userId: string | undefined;
   deviceId: string | undefined;
   closed: boolean;
+  /** Until authenticated (then cleared and dropped: an idle connection keeps no timer). */
   authTimer: NodeJS.Timeout | undefined;
-  /** Closes the connection when its token expires, unless a `token` frame renews it. */
-  tokenTimer: NodeJS.Timeout | undefined;
+  /** When the token stops being accepted (its deadline in ConnectionManager's schedule):
+   * the connection is closed then, unless a `token` frame renews it. */
+  tokenValidUntil: number | undefined;
   stream: DeliveryStream | undefined;
   /** Control frames produced in this turn, written together in one corked write. */
   outbox: string[];
 }
 
 export type RelaySocket = WebSocket<ConnectionData>;
-
-/** The longest delay a Node timer takes. */
-const MAX_TIMER_MS = 0x7fff_ffff;
 
 export interface ConnectionDeps {
   readonly verifier: TokenVerifier;
@@ -73,10 +75,13 @@ export class ConnectionManager {
   private readonly deliverWriter = new BinaryWriter(4096);
   private readonly sendsIn;
   private readonly deliversOut;
+  /** Token expiries of every authenticated connection, on one timer. */
+  private readonly tokenExpiry: Deadlines<RelaySocket>;
 
   constructor(private readonly deps: ConnectionDeps) {
     this.sendsIn = deps.metrics.framesIn.labels({ type: 'send' });
     this.deliversOut = deps.metrics.framesOut.labels({ type: 'deliver' });
+    this.tokenExpiry = new Deadlines((ws) => this.onTokenDeadline(ws), deps.now);
   }
 
   newConnectionData(address: string, origins: readonly string[]): ConnectionData {
@@ -90,7 +95,7 @@ export class ConnectionManager {
       deviceId: undefined,
       closed: false,
       authTimer: undefined,
-      tokenTimer: undefined,
+      tokenValidUntil: undefined,
       stream: undefined,
       outbox: [],
     };
@@ -107,14 +112,14 @@ export class ConnectionManager {
         this.end(ws, CLOSE_CODES.AUTH_FAILED, 'auth timeout');
       }
     }, this.deps.authTimeoutMs);
-    this.send(ws, { type: 'challenge', nonce: ud.challenge });
+    if (ud.challenge) this.send(ws, { type: 'challenge', nonce: ud.challenge });
   }
 
   onClose(ws: RelaySocket): void {
     const ud = ws.getUserData();
     ud.closed = true;
     if (ud.authTimer) clearTimeout(ud.authTimer);
-    if (ud.tokenTimer) clearTimeout(ud.tokenTimer);
+    if (ud.tokenValidUntil !== undefined) this.tokenExpiry.delete(ws, ud.tokenValidUntil);
     this.open.delete(ws);
     if (ud.admission) this.deps.admission.closed(ud.admission);
     this.deps.metrics.connectionsOpen.dec();
@@ -265,7 +270,10 @@ export class ConnectionManager {
 
   private async authenticate(ws: RelaySocket, frame: Extract<ClientFrame, { type: 'auth' }>): Promise<void> {
     const ud = ws.getUserData();
+    const challenge = ud.challenge;
+    ud.challenge = undefined;
     try {
+      if (!challenge) throw new ProtocolError('CHALLENGE_FAILED', 'this connection has no challenge left to sign');
       // The origin the device signed must be this relay's (channel binding): a signature
       // obtained by a relay that forwarded our challenge names that relay instead.
       if (!ud.origins.includes(frame.origin)) {
@@ -277,7 +285,7 @@ export class ConnectionManager {
       // can never bind another user's device, whatever the signature.
       const device = await this.deps.directory.getDevice(userId, frame.deviceId);
       if (!device) throw new ProtocolError('DEVICE_NOT_FOUND', 'no such device for this user');
-      const transcript = deviceAuthTranscript(ud.challenge, userId, frame.deviceId, frame.origin);
+      const transcript = deviceAuthTranscript(challenge, userId, frame.deviceId, frame.origin);
       if (!this.deps.backend.ed25519Verify(frame.signature, transcript, device.identityKey)) {
         throw new ProtocolError('CHALLENGE_FAILED', 'the challenge signature does not verify with the device identity key');
       }
@@ -285,18 +293,15 @@ export class ConnectionManager {
       ud.state = 'authenticated';
       ud.userId = userId;
       ud.deviceId = frame.deviceId;
-      if (ud.authTimer) clearTimeout(ud.authTimer);
+      clearTimeout(ud.authTimer);
+      ud.authTimer = undefined;
       if (ud.admission) this.deps.admission.authenticated(ud.admission);
       this.armTokenTimer(ws, token.validUntilMs);
       this.send(ws, { type: 'auth_ok', userId, deviceId: frame.deviceId, expiresAt: token.expiresAtMs });
       this.deps.logger.debug({ userId, deviceId: frame.deviceId }, 'device authenticated');
       // A newer connection for the same device (on this relay or another) replaces this
       // one; a revocation closes it.
-      ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, this.sink(ws), (why) => {
-        if (ud.closed) return;
-        if (why === 'revoked') this.end(ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
-        else this.end(ws, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
-      });
+      ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, new SocketConnection(this, ws, ud));
       if (ud.closed) {
         this.deps.mailbox.detach(userId, frame.deviceId, ud.stream);
         return;
@@ -340,40 +345,25 @@ export class ConnectionManager {
   /** Closes the connection with TOKEN_EXPIRED once its token is no longer accepted. */
   private armTokenTimer(ws: RelaySocket, validUntilMs: number): void {
     const ud = ws.getUserData();
-    if (ud.tokenTimer) clearTimeout(ud.tokenTimer);
-    const delay = validUntilMs - this.deps.now();
-    // Timers hold at most 2^31 - 1 ms (~24.8 days): a longer token is checked again then.
-    const step = Math.min(Math.max(delay, 0), MAX_TIMER_MS);
-    ud.tokenTimer = setTimeout(() => {
-      ud.tokenTimer = undefined;
-      if (ud.closed) return;
-      if (this.deps.now() < validUntilMs) return this.armTokenTimer(ws, validUntilMs);
-      this.sendError(ws, new ProtocolError('TOKEN_EXPIRED', 'the token expired; connect again with a fresh one, or send a token frame before it expires'));
-      this.end(ws, CLOSE_CODES.AUTH_FAILED, 'token expired');
-    }, step);
+    if (ud.tokenValidUntil !== undefined) this.tokenExpiry.delete(ws, ud.tokenValidUntil);
+    ud.tokenValidUntil = validUntilMs;
+    this.tokenExpiry.add(ws, validUntilMs);
   }
 
-  private sink(ws: RelaySocket): StreamSink {
+  private onTokenDeadline(ws: RelaySocket): void {
     const ud = ws.getUserData();
-    return {
-      deliver: (env) => {
-        ws.send(encodeDeliver(env, this.deliverWriter), true);
-        this.deliversOut.inc();
-      },
-      // Written in place, not queued: they are ordered with the DELIVERs around them.
-      expired: (from, to) => this.sendInStream(ws, ud, { type: 'expired', from, to }),
-      queueEmpty: (through) => this.sendInStream(ws, ud, { type: 'queue_empty', through }),
-      bufferedAmount: () => (ud.closed ? 0 : ws.getBufferedAmount()),
-      isClosed: () => ud.closed,
-      cork: (fn) => {
-        if (ud.closed) return;
-        ws.cork(() => {
-          // Frames queued earlier go first: the connection sees frames in the order made.
-          this.writeOutbox(ws, ud);
-          fn();
-        });
-      },
-    };
+    const validUntilMs = ud.tokenValidUntil;
+    ud.tokenValidUntil = undefined;
+    if (ud.closed || validUntilMs === undefined) return;
+    if (this.deps.now() < validUntilMs) return this.armTokenTimer(ws, validUntilMs);
+    this.sendError(ws, new ProtocolError('TOKEN_EXPIRED', 'the token expired; connect again with a fresh one, or send a token frame before it expires'));
+    this.end(ws, CLOSE_CODES.AUTH_FAILED, 'token expired');
+  }
+
+  /** Writes a DELIVER now (SocketConnection). */
+  deliver(ws: RelaySocket, env: StoredEnvelope): void {
+    ws.send(encodeDeliver(env, this.deliverWriter), true);
+    this.deliversOut.inc();
   }
 
   /**
@@ -389,7 +379,7 @@ export class ConnectionManager {
   }
 
   /** Writes a frame now, after what is queued; called inside the stream's cork. */
-  private sendInStream(ws: RelaySocket, ud: ConnectionData, frame: ServerFrame): void {
+  sendInStream(ws: RelaySocket, ud: ConnectionData, frame: ServerFrame): void {
     if (ud.closed) return;
     this.writeOutbox(ws, ud);
     ws.send(encodeServerFrame(frame), false);
@@ -402,7 +392,7 @@ export class ConnectionManager {
   }
 
   /** Writes queued control frames; call inside a cork. */
-  private writeOutbox(ws: RelaySocket, ud: ConnectionData): void {
+  writeOutbox(ws: RelaySocket, ud: ConnectionData): void {
     if (ud.outbox.length === 0) return;
     const frames = ud.outbox;
     ud.outbox = [];
@@ -410,7 +400,7 @@ export class ConnectionManager {
   }
 
   /** Closes after writing what is queued (an error frame explaining the close). */
-  private end(ws: RelaySocket, code: number, reason: string): void {
+  end(ws: RelaySocket, code: number, reason: string): void {
     const ud = ws.getUserData();
     if (ud.closed) return;
     this.flush(ws, ud);
@@ -431,9 +421,59 @@ export class ConnectionManager {
   }
 
   closeAll(code: number, reason: string): void {
+    this.tokenExpiry.clear();
     for (const ws of [...this.open]) {
       this.end(ws, code, reason);
     }
+  }
+}
+
+/**
+ * The socket side of an authenticated device's delivery stream, and how the mailbox
+ * service closes it. One object per connection with its methods on the prototype: a set
+ * of closures made per connection would be kept as long as the connection is open.
+ */
+class SocketConnection implements DeviceConnection {
+  constructor(
+    private readonly manager: ConnectionManager,
+    private readonly ws: RelaySocket,
+    private readonly ud: ConnectionData,
+  ) {}
+
+  deliver(env: StoredEnvelope): void {
+    this.manager.deliver(this.ws, env);
+  }
+
+  // Written in place, not queued: they are ordered with the DELIVERs around them.
+  expired(from: number, to: number): void {
+    this.manager.sendInStream(this.ws, this.ud, { type: 'expired', from, to });
+  }
+
+  queueEmpty(through: number): void {
+    this.manager.sendInStream(this.ws, this.ud, { type: 'queue_empty', through });
+  }
+
+  bufferedAmount(): number {
+    return this.ud.closed ? 0 : this.ws.getBufferedAmount();
+  }
+
+  isClosed(): boolean {
+    return this.ud.closed;
+  }
+
+  cork(fn: () => void): void {
+    if (this.ud.closed) return;
+    this.ws.cork(() => {
+      // Frames queued earlier go first: the connection sees frames in the order made.
+      this.manager.writeOutbox(this.ws, this.ud);
+      fn();
+    });
+  }
+
+  close(why: 'replaced' | 'revoked'): void {
+    if (this.ud.closed) return;
+    if (why === 'revoked') this.manager.end(this.ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
+    else this.manager.end(this.ws, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
   }
 }
 

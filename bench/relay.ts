@@ -23,6 +23,10 @@
  * inserted row), `db_cpu_us_per_envelope` (PostgreSQL CPU per envelope delivered and
  * acknowledged through the relay) and `relay_cpu_us_per_envelope` (the relay process's).
  *
+ * The relay runs as `npm start` runs it: compiled by the project's build into dist/ (at
+ * the start of the run), with the same node flags; `BENCH_RELAY_FROM=source` in the
+ * environment runs it from source through tsx instead (bench/lib/relay-process.ts).
+ *
  * Every phase warms up before it measures. Databases, processes and temporary
  * directories are removed at the end, also on failure or interrupt. Besides the
  * headline numbers each phase reports what explains them: CPU used by the relay, by

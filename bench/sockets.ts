@@ -25,6 +25,10 @@
  *   from just before the first connection instead, and is low when a collection frees
  *   registration's garbage meanwhile).
  * - `max_sockets`: sockets still open after the idle window that answered a ping.
+ * - `idle_gc`: the relay's garbage collections during the idle window, by kind (its
+ *   `hermetic_nodejs_gc_duration_seconds`, one observation per collection or marking
+ *   step): how many, their total time, and how many took over 10 ms; so that a pause can
+ *   be told apart from the scans' own work.
  *
  * Device registration (POST /v1/devices from the holders, spread over them) is setup,
  * not measured.
@@ -49,7 +53,7 @@ import { createIssuer } from './lib/issuer.js';
 import { WorkerProcess } from './lib/load.js';
 import { readOptions } from './lib/options.js';
 import { createDatabase, findPgServer } from './lib/postgres.js';
-import { counterDelta, parseSamples } from './lib/prometheus.js';
+import { type Samples, counterDelta, parseSamples } from './lib/prometheus.js';
 import { fetchMetrics, relayEnv, startRelayChild } from './lib/relay-process.js';
 import type { HolderAnswer, HolderRequest, HolderSetup } from './lib/socket-holder.js';
 import { round, sleep, split } from './relay.js';
@@ -72,6 +76,20 @@ type Holder = WorkerProcess<HolderRequest, HolderAnswer>;
 /** A holder's answer of type `want` to `m`. */
 function ask<T extends HolderAnswer['type']>(holder: Holder, m: HolderRequest, want: T): Promise<Extract<HolderAnswer, { type: T }>> {
   return holder.request<Extract<HolderAnswer, { type: T }>>(m, want);
+}
+
+const GC_SECONDS = 'hermetic_nodejs_gc_duration_seconds';
+
+/** The relay's collections between two scrapes, by kind: "minor 2 (18.1 ms, 1 over 10 ms), ...". */
+function gcSummary(a: Samples, b: Samples): string {
+  const kinds = ['minor', 'major', 'incremental', 'weakcb'].flatMap((kind) => {
+    const n = counterDelta(a, b, `${GC_SECONDS}_count{kind="${kind}"}`);
+    if (n === 0) return [];
+    const ms = 1000 * counterDelta(a, b, `${GC_SECONDS}_sum{kind="${kind}"}`);
+    const over10 = n - counterDelta(a, b, `${GC_SECONDS}_bucket{le="0.01",kind="${kind}"}`);
+    return [`${kind} ${n} (${round(ms, 1)} ms, ${over10} over 10 ms)`];
+  });
+  return kinds.length > 0 ? kinds.join(', ') : 'none';
 }
 
 function rssBytes(pid: number): number {
@@ -146,7 +164,11 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     const failed = connected.reduce((s, c) => s + c.failed, 0);
     log(`connected ${ok} sockets (${failed} failed${failed ? `: ${connected.find((c) => c.firstError)?.firstError}` : ''}) in ${connectSeconds.toFixed(1)} s`);
 
-    // Settle: the last attachments' statements finish; then watch the loop, idle.
+    // Settle: the last attachments' statements finish; then watch the loop, idle. One
+    // scrape first, as a monitoring system would have made long before: the relay's first
+    // /metrics compiles the collectors' code (5-12 ms here, against ~2 ms warm), a cost
+    // paid once per process.
+    await fetchMetrics(relay.baseUrl);
     await sleep(1000);
     const m0 = await fetchMetrics(relay.baseUrl);
     const cpu0 = sampleCpu({ relay: [relay.pid] });
@@ -202,6 +224,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       relay_rss_before_connect_mib: round(rss0 / 2 ** 20, 1),
       idle_catchup_found: counterDelta(a, b, 'hermetic_catchup_mailboxes_found_total'),
       idle_catchup_checked: counterDelta(a, b, 'hermetic_catchup_mailboxes_checked_total'),
+      idle_gc: gcSummary(a, b),
     };
     for (const [k, v] of Object.entries(cpuSplit(cpu0, cpu1))) results[`idle_${k}`] = v;
     return results;

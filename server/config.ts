@@ -24,7 +24,7 @@ import {
 import { relayOrigin } from '../protocol/origin.js';
 import { NoteSigner } from '../crypto/tlog/note.js';
 import type { CorsPolicy } from './http/cors.js';
-import { DEFAULT_RETIREMENT_AGE_MS, DEFAULT_WS_IDLE_TIMEOUT_S, MAX_RETIREMENT_AGE_MS, MAX_WS_IDLE_TIMEOUT_S, MIN_RETIREMENT_AGE_MS, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
+import { DEFAULT_RECEIPT_WINDOW_MS, DEFAULT_RETIREMENT_AGE_MS, MAX_RECEIPT_WINDOW_MS, DEFAULT_WS_IDLE_TIMEOUT_S, MAX_RETIREMENT_AGE_MS, MAX_WS_IDLE_TIMEOUT_S, MIN_RETIREMENT_AGE_MS, MIN_WS_IDLE_TIMEOUT_S } from './limits.js';
 import { DEFAULT_NATS_SUBJECT_PREFIX, MAX_NATS_SUBJECT_PREFIX_LENGTH, NATS_SUBJECT_PREFIX_PATTERN, parseNatsUrl } from './fleet/nats-url.js';
 
 export class ConfigError extends Error {
@@ -56,6 +56,10 @@ export interface Config {
   /** HERMETIC_RETIREMENT_AGE_S: envelope partitions older than this are retired
    * (server/limits.ts, DEFAULT_RETIREMENT_AGE_MS); also the relay's idempotency window. */
   readonly retirementAgeMs: number;
+  /** HERMETIC_RECEIPT_WINDOW_S: a retired partition's acknowledged envelopes are kept
+   * this long after its drain, so that their delivery receipts are still confirmed
+   * (server/limits.ts, DEFAULT_RECEIPT_WINDOW_MS). */
+  readonly receiptWindowMs: number;
   /** Bytes of SEND frames awaiting their answer, over the whole process. */
   readonly maxPendingSendBytes: number;
   readonly httpBodyTimeoutMs: number;
@@ -285,6 +289,7 @@ export function loadConfig(env: Env = process.env): Config {
     mailboxMaxEnvelopes: intVar(env, 'HERMETIC_MAILBOX_MAX_ENVELOPES', DEFAULT_MAILBOX_MAX_ENVELOPES, 1, 1_000_000_000),
     // At least one envelope of the largest size must fit.
     retirementAgeMs: 1000 * intVar(env, 'HERMETIC_RETIREMENT_AGE_S', DEFAULT_RETIREMENT_AGE_MS / 1000, MIN_RETIREMENT_AGE_MS / 1000, MAX_RETIREMENT_AGE_MS / 1000),
+    receiptWindowMs: 1000 * intVar(env, 'HERMETIC_RECEIPT_WINDOW_S', DEFAULT_RECEIPT_WINDOW_MS / 1000, 0, MAX_RECEIPT_WINDOW_MS / 1000),
     mailboxMaxBytes: intVar(env, 'HERMETIC_MAILBOX_MAX_BYTES', DEFAULT_MAILBOX_MAX_BYTES, MAX_ENVELOPE_BYTES, Number.MAX_SAFE_INTEGER),
     // At least one frame of the largest size must fit.
     maxPendingSendBytes: intVar(env, 'HERMETIC_MAX_PENDING_SEND_BYTES', DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL, MAX_FRAME_BYTES, Number.MAX_SAFE_INTEGER),

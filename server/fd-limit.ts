@@ -26,6 +26,25 @@ export function readFdLimit(): number | undefined {
   }
 }
 
+/**
+ * How many descriptors this process has open, for the `process_open_fds` gauge; undefined
+ * where /proc cannot tell. prom-client's own collector lists /proc/self/fd synchronously
+ * on every scrape, one entry per socket: with 19,000 sockets that held the event loop for
+ * ~20 ms each scrape (docs/PERFORMANCE.md, "Idle sockets"). Linux 6.2 and later give the
+ * count as the size of /proc/self/fd, one stat; older kernels give 0, and the listing is
+ * then read on libuv's thread pool, not on the event loop.
+ */
+export async function openFdCount(): Promise<number | undefined> {
+  try {
+    const { size } = await fs.promises.stat('/proc/self/fd');
+    if (size > 0) return size;
+    // Less the descriptor the listing itself held open.
+    return (await fs.promises.readdir('/proc/self/fd')).length - 1;
+  } catch {
+    return undefined;
+  }
+}
+
 export interface ConnectionCap {
   readonly maxConnections: number;
   /** Descriptors kept back from WebSockets. */

@@ -68,6 +68,16 @@ export const BACKLOG_FETCH_BATCH = 128;
 export const LIVE_CACHE_MAX = 256;
 export const LIVE_CACHE_MAX_BYTES = 1024 * 1024;
 
+/** Deadlines (each connection's token expiry) are grouped by this step, one timer for
+ * all (server/ws/deadlines.ts). Token expiries are whole seconds (JWT `exp`, and the clock
+ * tolerance in seconds), so a group is due exactly when its tokens expire. */
+export const DEADLINE_GRANULARITY_MS = 1_000;
+
+/** Deadline callbacks made in one turn of the event loop: tokens minted together expire
+ * together, and closing 19,000 connections in one turn would hold the loop for a long
+ * time; the rest wait for the next turns. */
+export const DEADLINE_SLICE = 500;
+
 /** Period of the catch-up scan: every connected device's mailbox tail is re-read, so a
  * lost NOTIFY (e.g. a dropped LISTEN connection) delays delivery at most this long. */
 export const CATCHUP_INTERVAL_MS = 5_000;
@@ -101,14 +111,19 @@ export const READY_CHECK_TIMEOUT_MS = 2_000;
 /** Mailbox retirement (HERMETIC_RETIREMENT_AGE_S). Envelopes live in time partitions
  * DEFAULT_RETIREMENT_AGE_MS / PARTITIONS_PER_RETIREMENT_AGE wide; a partition whose end
  * is more than the retirement age ago is retired: its unacknowledged, unexpired entries
- * are carried forward and it is dropped whole. So acknowledged or expired ciphertext is
- * gone at most age + width + one tick after its acknowledgement or expiry (defaults:
- * 120 + 60 + 15 s), and the relay's idempotency window is at least the age. Ticks run
- * every width / RETIREMENT_TICKS_PER_PARTITION; partitions are created
- * PARTITIONS_AHEAD widths ahead of the clock. */
+ * are carried forward (the drain), and it is dropped whole once the receipt window
+ * (HERMETIC_RECEIPT_WINDOW_S) has passed since the drain. So acknowledged or expired
+ * ciphertext is gone at most age + width + window + one tick after its acknowledgement
+ * or expiry (defaults: 120 + 60 + 120 + 15 s), a receipt for an acknowledged envelope is
+ * confirmed for at least the window after the acknowledgement, and the relay's
+ * idempotency window is at least the age. Ticks run every width /
+ * RETIREMENT_TICKS_PER_PARTITION; partitions are created PARTITIONS_AHEAD widths ahead
+ * of the clock. */
 export const DEFAULT_RETIREMENT_AGE_MS = 120_000;
 export const MIN_RETIREMENT_AGE_MS = 1_000;
 export const MAX_RETIREMENT_AGE_MS = 7 * 24 * 3600 * 1000;
+export const DEFAULT_RECEIPT_WINDOW_MS = 120_000;
+export const MAX_RECEIPT_WINDOW_MS = 7 * 24 * 3600 * 1000;
 export const PARTITIONS_PER_RETIREMENT_AGE = 2;
 export const RETIREMENT_TICKS_PER_PARTITION = 4;
 export const PARTITIONS_AHEAD = 3;
@@ -120,6 +135,12 @@ export const PARTITIONS_AHEAD = 3;
  * long at each attempt. Short, so such a stall stays within a latency budget; partitions
  * are made PARTITIONS_AHEAD widths ahead, so creation has many ticks to succeed in. */
 export const PARTITION_LOCK_TIMEOUT_MS = 500;
+/** A relay whose clock differs from the database's by more than this makes no envelope
+ * partitions and retires none (ClockSkewError, logged at each retirement tick): a clock
+ * far ahead would otherwise make a partition covering the whole jump, which no relay
+ * could retire until the jump's end, and drain partitions still in use; one far behind
+ * would make partitions in the past. Well under a partition width at the default age. */
+export const MAX_CLOCK_SKEW_MS = 30_000;
 
 /** Per-mailbox quota (HERMETIC_MAILBOX_MAX_ENVELOPES, HERMETIC_MAILBOX_MAX_BYTES): what
  * one device's mailbox may hold stored and not yet acknowledged or expired. Beyond it a

@@ -3,6 +3,7 @@
  * sets (frame types and error codes known in advance), never user or device ids.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { openFdCount } from './fd-limit.js';
 
 export interface RelayMetrics {
   readonly registry: Registry;
@@ -81,9 +82,23 @@ export class Tally<L extends string> {
   }
 }
 
+const OPEN_FDS = 'hermetic_process_open_fds';
+
 export function createMetrics(): RelayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'hermetic_' });
+  // The default collector of this one reads one directory entry per socket, on the event
+  // loop, every scrape: replaced by one that does not (fd-limit.ts openFdCount).
+  registry.removeSingleMetric(OPEN_FDS);
+  new Gauge({
+    name: OPEN_FDS,
+    help: 'Number of open file descriptors.',
+    registers: [registry],
+    async collect() {
+      const n = await openFdCount();
+      if (n !== undefined) this.set(n);
+    },
+  });
   let checkpointAge: () => number | undefined = () => undefined;
   let pendingBytes: () => number = () => 0;
   /** A one-label counter with its Tally, flushed into it on scrape. */

@@ -136,7 +136,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       notifier,
       store: new MailboxStore(db, nodeId, {
         quota: { maxBytes: config.mailboxMaxBytes, maxEnvelopes: config.mailboxMaxEnvelopes },
-        retention: { retirementAgeMs: config.retirementAgeMs },
+        retention: { retirementAgeMs: config.retirementAgeMs, receiptWindowMs: config.receiptWindowMs },
         // NOTIFY from inside the storing transaction only when that is the bus.
         channel: notifier.transactional ? MAILBOX_CHANNEL : null,
       }),
@@ -194,6 +194,17 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       authTimeoutMs: config.authTimeoutMs,
       now: Date.now,
     });
+    // Every connection keeps the origins it may sign for: the connections of one Host share
+    // one array (the last Host's, memoized) rather than each keeping a copy.
+    let lastHost: string | undefined;
+    let lastOrigins: readonly string[] = [];
+    const originsFor = (host: string): readonly string[] => {
+      if (host !== lastHost) {
+        lastOrigins = acceptedOrigins(config.publicOrigin, host);
+        lastHost = host;
+      }
+      return lastOrigins;
+    };
     const app = newApp();
     app.ws<ConnectionData>('/v1/ws', {
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
@@ -229,7 +240,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
           return;
         }
         res.upgrade(
-          connections.newConnectionData(address, acceptedOrigins(config.publicOrigin, req.getHeader('host'))),
+          connections.newConnectionData(address, originsFor(req.getHeader('host'))),
           req.getHeader('sec-websocket-key'),
           req.getHeader('sec-websocket-protocol'),
           req.getHeader('sec-websocket-extensions'),

@@ -81,7 +81,9 @@ export function cpuSplit(a: CpuSample, b: CpuSample): Record<string, number> {
   for (const k of Object.keys(b.groups)) {
     const used = (b.groups[k] ?? 0) - (a.groups[k] ?? 0);
     ours += used;
-    out[`${k}_cpu_pct`] = Math.round((100 * used) / wall);
+    // A tenth of a percent: CPU per unit of work is derived from these, and whole
+    // percents of a 40-60 % share would carry up to 2 % of rounding into it.
+    out[`${k}_cpu_pct`] = Math.round((1000 * used) / wall) / 10;
   }
   out.machine_busy_pct = Math.round((100 * (b.machineBusy - a.machineBusy)) / (b.machineTotal - a.machineTotal));
   // Everything else that ran (the benchmark's own process, the kernel's work for all of

@@ -1,6 +1,6 @@
 /**
- * A relay under benchmark: `hermetic serve` from source as a child process on an
- * ephemeral port, with exactly the relay variables given (none inherited), optionally
+ * A relay under benchmark: `hermetic serve` as `npm start` runs it (compiled into dist/
+ * by `npm run build`'s compiler, see relayEntry) as a child process on an ephemeral port, with exactly the relay variables given (none inherited), optionally
  * with V8's CPU profiler writing a .cpuprofile when it exits. Also the HTTP calls a
  * benchmark needs: device registration and /metrics.
  */
@@ -36,13 +36,41 @@ export interface RelayChildOptions {
   readonly startTimeoutMs?: number;
 }
 
+let built: Promise<string> | undefined;
+
+/**
+ * The compiled CLI, built once per benchmark process with the project's build (tsc,
+ * tsconfig.build.json, into dist/): the code `npm start` runs. Running the sources
+ * through tsx instead measures tsx's output, whose keepNames wraps every function and
+ * class it defines in a naming call, closures made per request included, and costs
+ * the relay CPU and memory that the shipped build does not. With BENCH_RELAY_FROM=source
+ * in the benchmark's environment the relay runs from source through tsx, as before (to
+ * compare the two).
+ */
+export function relayEntry(): Promise<string[]> {
+  if (process.env.BENCH_RELAY_FROM === 'source') return Promise.resolve(['--import', 'tsx', 'server/cli.ts']);
+  built ??= new Promise<string>((resolve, reject) => {
+    const tsc = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    const proc = spawn(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    proc.stderr?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    proc.once('error', reject);
+    proc.once('exit', (code) => {
+      if (code === 0) resolve(path.join(REPO_ROOT, 'dist', 'server', 'cli.js'));
+      else reject(new Error(`building the relay failed (code ${code}):\n${out.slice(-4000)}`));
+    });
+  });
+  return built.then((entry) => [entry]);
+}
+
 export async function startRelayChild(opts: RelayChildOptions): Promise<RelayChild> {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!RELAY_VARS.test(k) && k !== 'NODE_OPTIONS') env[k] = v;
   for (const [k, v] of Object.entries(opts.env)) if (v !== undefined) env[k] = v;
   // The flags `npm start` runs the relay with, so the benchmark measures what ships.
   const nodeArgs = [...RELAY_NODE_FLAGS, ...(opts.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfileDir] : [])];
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'server/cli.ts', 'serve'], {
+  const proc = spawn(process.execPath, [...nodeArgs, ...(await relayEntry()), 'serve'], {
     cwd: REPO_ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -139,7 +167,7 @@ export async function migrateDatabase(databaseUrl: string, dataDir: string): Pro
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!RELAY_VARS.test(k) && k !== 'NODE_OPTIONS') env[k] = v;
   Object.assign(env, { DATABASE_URL: databaseUrl, HERMETIC_DATA_DIR: dataDir, HERMETIC_LOG_LEVEL: 'warn' });
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'server/cli.ts', 'migrate'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...(await relayEntry()), 'migrate'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
   proc.stderr?.setEncoding('utf8').on('data', (d: string) => (out += d));

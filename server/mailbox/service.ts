@@ -20,13 +20,44 @@ import { type MailboxNotice, connectedNotice, tailsNotices } from '../fleet/noti
 import { type Notifier, PgNotifier } from '../fleet/notifier.js';
 import type { MailboxStore, Retired, SendItem, SendResult, StoredEnvelope } from './store.js';
 import { mailboxKey } from './key.js';
-import { DeliveryStream, type StreamSink } from './stream.js';
+import { DeliveryStream, type StreamSink, type StreamSource } from './stream.js';
+
+/** A device's connection as the service sees it: where its stream writes, and how it is closed. */
+export interface DeviceConnection extends StreamSink {
+  /** Closes the connection: `replaced` by a newer one, or the device was `revoked`. */
+  close(why: 'replaced' | 'revoked'): void;
+}
 
 interface Attached {
+  /** The device, and its key in the attached map (kept: the catch-up scan reads them every
+   * interval, and making them again would allocate per connection per scan). */
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly key: string;
   readonly stream: DeliveryStream;
   readonly authAt: number;
-  /** Closes the connection: `replaced` by a newer one, or the device was `revoked`. */
-  readonly close: (why: 'replaced' | 'revoked') => void;
+  readonly connection: DeviceConnection;
+}
+
+/**
+ * A connected device's backlog, read from the store. One object per stream with its
+ * methods on the prototype: closures made per connection are kept as long as it is open.
+ */
+class Backlog implements StreamSource {
+  constructor(
+    private readonly store: MailboxStore,
+    private readonly logger: Logger,
+    private readonly userId: string,
+    private readonly deviceId: string,
+  ) {}
+
+  fetch(afterSeq: number, limit: number): Promise<StoredEnvelope[]> {
+    return this.store.fetch(this.userId, this.deviceId, afterSeq, limit);
+  }
+
+  onError(err: unknown): void {
+    this.logger.error({ err: { message: (err as Error).message }, userId: this.userId, deviceId: this.deviceId }, 'backlog read failed');
+  }
 }
 
 interface Ack {
@@ -165,23 +196,21 @@ export class MailboxService {
   }
 
   /**
-   * Binds a device's delivery stream to a connection. `replace` closes that connection
-   * when a newer one for the same device appears (here or on another relay).
+   * Binds a device's delivery stream to a connection. The connection is closed when a
+   * newer one for the same device appears (here or on another relay), or the device is
+   * revoked.
    */
-  async attach(userId: string, deviceId: string, sink: StreamSink, close: (why: 'replaced' | 'revoked') => void): Promise<DeliveryStream> {
+  async attach(userId: string, deviceId: string, connection: DeviceConnection): Promise<DeliveryStream> {
     const k = mailboxKey(userId, deviceId);
     // An ACK this relay took for the device but has not yet written (it acked and
     // reconnected at once) is written first, so the stream resumes after it.
     await this.pendingAck.get(k);
     const position = await this.opts.store.position(userId, deviceId);
     if (!position) throw new Error(`no mailbox for device ${deviceId}`);
-    const stream = new DeliveryStream(sink, {
-      fetch: (after, limit) => this.opts.store.fetch(userId, deviceId, after, limit),
-      onError: (err) => this.opts.logger.error({ err: { message: (err as Error).message }, userId, deviceId }, 'backlog read failed'),
-    }, position, this.now);
+    const stream = new DeliveryStream(connection, new Backlog(this.opts.store, this.opts.logger, userId, deviceId), position, this.now);
     const authAt = this.now();
-    this.attached.get(k)?.close('replaced');
-    this.attached.set(k, { stream, authAt, close });
+    this.attached.get(k)?.connection.close('replaced');
+    this.attached.set(k, { userId, deviceId, key: k, stream, authAt, connection });
     // Tell other relays, so that a device has one live connection fleet-wide.
     await this.publish(connectedNotice(this.opts.nodeId, userId, deviceId, authAt), 'connected notice failed');
     stream.pump();
@@ -213,7 +242,7 @@ export class MailboxService {
     // Sent by no relay in particular (from inside the revoking transaction, or after it
     // committed): every relay, this one included, closes the device's connection.
     if (n.kind === 'revoked') {
-      this.attached.get(mailboxKey(n.userId, n.deviceId))?.close('revoked');
+      this.attached.get(mailboxKey(n.userId, n.deviceId))?.connection.close('revoked');
       return;
     }
     if (n.node === this.opts.nodeId) return;
@@ -228,7 +257,7 @@ export class MailboxService {
       case 'connected': {
         // Only a newer connection elsewhere replaces ours (both relays hear both notices).
         const a = this.attached.get(mailboxKey(n.userId, n.deviceId));
-        if (a && n.at >= a.authAt) a.close('replaced');
+        if (a && n.at >= a.authAt) a.connection.close('replaced');
         return;
       }
     }
@@ -276,10 +305,10 @@ export class MailboxService {
    * are left alone (but for pumping again one whose backlog read failed).
    */
   async catchUp(): Promise<void> {
-    const connected = this.attached.entries();
+    const connected = this.attached.values();
     try {
       for (;;) {
-        const page: Array<[string, Attached]> = [];
+        const page: Attached[] = [];
         for (let e = connected.next(); !e.done; e = connected.next()) {
           if (page.push(e.value) === CATCHUP_PAGE_SIZE) break;
         }
@@ -291,25 +320,24 @@ export class MailboxService {
     }
   }
 
-  private async catchUpPage(page: ReadonlyArray<[string, Attached]>): Promise<void> {
-    const boxes = page.map(([k, a]) => {
-      const [userId, deviceId] = k.split('\u0000') as [string, string];
-      return { userId, deviceId, tail: a.stream.knownTail };
+  private async catchUpPage(page: readonly Attached[]): Promise<void> {
+    const ahead = await this.opts.store.tailsAhead({
+      userIds: page.map((a) => a.userId),
+      deviceIds: page.map((a) => a.deviceId),
+      tails: page.map((a) => a.stream.knownTail),
     });
-    const ahead = await this.opts.store.tailsAhead(boxes);
     this.opts.onCatchUpPage?.(page.length, ahead.size);
-    for (const [i, [k, a]] of page.entries()) {
-      if (!ahead.has(k)) {
+    for (const a of page) {
+      if (ahead.size === 0 || !ahead.has(a.key)) {
         if (a.stream.stalled) a.stream.pump();
         continue;
       }
-      const tail = ahead.get(k);
+      const tail = ahead.get(a.key);
       if (tail !== undefined) {
-        this.attached.get(k)?.stream.onTail(tail);
-      } else if (this.attached.get(k) === a) {
-        const { userId, deviceId } = boxes[i]!;
-        this.opts.logger.info({ userId, deviceId }, 'closing the connection of a revoked device (its notice was missed)');
-        a.close('revoked');
+        this.attached.get(a.key)?.stream.onTail(tail);
+      } else if (this.attached.get(a.key) === a) {
+        this.opts.logger.info({ userId: a.userId, deviceId: a.deviceId }, 'closing the connection of a revoked device (its notice was missed)');
+        a.connection.close('revoked');
       }
     }
   }

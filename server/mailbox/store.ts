@@ -20,7 +20,9 @@ import { type Database, type SqlExecutor, sqlState } from '../storage/database.j
 import {
   DEFAULT_MAILBOX_MAX_BYTES,
   DEFAULT_MAILBOX_MAX_ENVELOPES,
+  DEFAULT_RECEIPT_WINDOW_MS,
   DEFAULT_RETIREMENT_AGE_MS,
+  MAX_CLOCK_SKEW_MS,
   PARTITION_LOCK_TIMEOUT_MS,
   PARTITIONS_AHEAD,
   PARTITIONS_PER_RETIREMENT_AGE,
@@ -128,6 +130,14 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** What one recipient mailbox may hold (server/limits.ts, config HERMETIC_MAILBOX_*). */
+/** Mailboxes and the tail the caller knows of each, as columns (index i is one mailbox):
+ * the arrays go to the statement as they are. */
+export interface TailsToCompare {
+  readonly userIds: readonly string[];
+  readonly deviceIds: readonly string[];
+  readonly tails: readonly number[];
+}
+
 export interface MailboxQuota {
   /** Payload bytes of the envelopes stored and not yet acknowledged or retired. */
   readonly maxBytes: number;
@@ -137,8 +147,13 @@ export interface MailboxQuota {
 
 /** How long envelope partitions live (HERMETIC_RETIREMENT_AGE_S). */
 export interface Retention {
-  /** A partition is retired once its end is this long ago. */
+  /** A partition is drained (its live entries carried forward) once its end is this
+   * long ago. */
   readonly retirementAgeMs: number;
+  /** A drained partition is dropped once it has been drained this long: receipts for
+   * its acknowledged envelopes are confirmed until then (default
+   * DEFAULT_RECEIPT_WINDOW_MS). */
+  readonly receiptWindowMs?: number;
 }
 
 export interface MailboxStoreOptions {
@@ -147,6 +162,17 @@ export interface MailboxStoreOptions {
   readonly retention?: Retention;
   /** NOTIFY channel for each commit's notice; null: none (announced on another bus). */
   readonly channel?: string | null;
+  /** Partition upkeep refuses to run when `now` differs from the database's clock by
+   * more than this (default MAX_CLOCK_SKEW_MS; Infinity: never, for injected clocks). */
+  readonly maxClockSkewMs?: number;
+}
+
+/** This relay's clock is too far from the database's to make or retire partitions. */
+export class ClockSkewError extends Error {
+  constructor(readonly skewMs: number) {
+    super(`the relay's clock is ${Math.round(skewMs / 1000)} s ${skewMs > 0 ? 'ahead of' : 'behind'} the database's (at most ${MAX_CLOCK_SKEW_MS / 1000} s allowed): envelope partitions are neither made nor retired until it is corrected`);
+    this.name = 'ClockSkewError';
+  }
 }
 
 /** What one retirement pass did. */
@@ -167,9 +193,11 @@ export class MailboxStore {
   private readonly now: () => number;
   private readonly quota: MailboxQuota;
   readonly retirementAgeMs: number;
+  readonly receiptWindowMs: number;
   /** Width of one time partition. */
   readonly partitionMs: number;
   private readonly channel: string | null;
+  private readonly maxClockSkewMs: number;
 
   constructor(
     private readonly db: Database,
@@ -179,8 +207,10 @@ export class MailboxStore {
     this.now = opts.now ?? Date.now;
     this.quota = opts.quota ?? { maxBytes: DEFAULT_MAILBOX_MAX_BYTES, maxEnvelopes: DEFAULT_MAILBOX_MAX_ENVELOPES };
     this.retirementAgeMs = opts.retention?.retirementAgeMs ?? DEFAULT_RETIREMENT_AGE_MS;
+    this.receiptWindowMs = opts.retention?.receiptWindowMs ?? DEFAULT_RECEIPT_WINDOW_MS;
     this.partitionMs = Math.max(1, Math.floor(this.retirementAgeMs / PARTITIONS_PER_RETIREMENT_AGE));
     this.channel = opts.channel === undefined ? MAILBOX_CHANNEL : opts.channel;
+    this.maxClockSkewMs = opts.maxClockSkewMs ?? MAX_CLOCK_SKEW_MS;
   }
 
   /**
@@ -352,14 +382,14 @@ export class MailboxStore {
    * revoked), in one statement (the periodic catch-up). The comparison is made here, so
    * that mailboxes without news cost no row.
    */
-  async tailsAhead(boxes: ReadonlyArray<{ userId: string; deviceId: string; tail: number }>): Promise<Map<string, number | undefined>> {
-    if (boxes.length === 0) return new Map();
+  async tailsAhead(boxes: TailsToCompare): Promise<Map<string, number | undefined>> {
+    if (boxes.userIds.length === 0) return new Map();
     const rows = await this.db.query<{ user_id: string; device_id: string; next_seq: string | number | null }>(
       `SELECT b.u AS user_id, b.d AS device_id, m.next_seq
          FROM unnest($1::text[], $2::text[], $3::int8[]) AS b(u, d, t)
          LEFT JOIN mailboxes m ON m.user_id = b.u AND m.device_id = b.d
         WHERE m.next_seq IS NULL OR m.next_seq - 1 > b.t`,
-      [boxes.map((b) => b.userId), boxes.map((b) => b.deviceId), boxes.map((b) => b.tail)],
+      [boxes.userIds, boxes.deviceIds, boxes.tails],
     );
     return new Map(rows.map((r) => [mailboxKey(r.user_id, r.device_id), r.next_seq === null ? undefined : Number(r.next_seq) - 1]));
   }
@@ -399,42 +429,57 @@ export class MailboxStore {
 
   /**
    * Makes the time partitions covering now and PARTITIONS_AHEAD widths ahead (relays
-   * sharing the database take turns). Returns how many were made.
+   * sharing the database take turns). Returns how many were made. Throws ClockSkewError,
+   * making none, when `nowMs` is too far from the database's clock (checked in the same
+   * statement).
    */
   async ensurePartitions(nowMs = this.now()): Promise<number> {
-    const rows = await this.db.query<{ n: number }>('SELECT hermetic_ensure_partitions($1::int8, $2::int8, $3::int8, $4::int4) AS n', [
-      nowMs,
-      this.partitionMs,
-      this.partitionMs * PARTITIONS_AHEAD,
-      PARTITION_LOCK_TIMEOUT_MS,
-    ]);
-    return Number(rows[0]?.n ?? 0);
+    const rows = await this.db.query<{ n: number | null; db_ms: string | number }>(
+      `SELECT x.db_ms, CASE WHEN abs($1::int8 - x.db_ms) <= $5::int8
+                            THEN hermetic_ensure_partitions($1::int8, $2::int8, $3::int8, $4::int4) END AS n
+         FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8 AS db_ms) x`,
+      [nowMs, this.partitionMs, this.partitionMs * PARTITIONS_AHEAD, PARTITION_LOCK_TIMEOUT_MS, Math.min(this.maxClockSkewMs, Number.MAX_SAFE_INTEGER)],
+    );
+    const r = rows[0];
+    if (!r) throw new Error('no answer from the partition upkeep');
+    if (r.n === null) throw new ClockSkewError(nowMs - Number(r.db_ms));
+    return Number(r.n);
   }
 
   /**
-   * Retires every partition whose end is more than the retirement age before `nowMs`,
-   * oldest first: its unacknowledged, unexpired entries move to the current partition
-   * (one transaction), then it is dropped (another; a drop that cannot get the table
-   * lock in time is left for the next pass, the partition holding nothing any read
-   * returns meanwhile).
+   * One retirement pass. Every partition whose end is more than the retirement age
+   * before `nowMs` is drained, oldest first: its unacknowledged, unexpired entries move
+   * to the current partition, and the time is recorded, in one transaction. Every
+   * partition drained at least the receipt window before `nowMs` is then dropped (a
+   * drop that cannot get the table lock in time is left for the next pass; the
+   * partition holds nothing any read returns meanwhile).
    */
   async retire(nowMs = this.now()): Promise<Retired> {
     await this.ensurePartitions(nowMs);
-    const old = await this.db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE to_ms <= $1 ORDER BY from_ms', [
+    const old = await this.db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE to_ms <= $1 AND NOT drained ORDER BY from_ms', [
       nowMs - this.retirementAgeMs,
     ]);
     let partitions = 0;
     let carried = 0;
     let expired = 0;
-    let dropping = true;
     for (const { name } of old) {
-      const drained = await this.db.query<{ r_carried: string | number; r_expired: string | number }>(
-        'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
-        [name, nowMs],
-      );
-      carried += Number(drained[0]?.r_carried ?? 0);
-      expired += Number(drained[0]?.r_expired ?? 0);
-      if (!dropping) continue;
+      const drained = await this.db.transaction(async (tx) => {
+        const r = await tx.query<{ r_carried: string | number; r_expired: string | number }>(
+          'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
+          [name, nowMs],
+        );
+        await tx.query('UPDATE envelope_partitions SET drained_at_ms = $2 WHERE name = $1 AND drained AND drained_at_ms IS NULL', [name, nowMs]);
+        return r[0];
+      });
+      carried += Number(drained?.r_carried ?? 0);
+      expired += Number(drained?.r_expired ?? 0);
+    }
+    // Partitions drained before drained_at_ms existed (migrations/0012) get this pass's time.
+    await this.db.query('UPDATE envelope_partitions SET drained_at_ms = $1 WHERE drained AND drained_at_ms IS NULL', [nowMs]);
+    const due = await this.db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE drained AND drained_at_ms <= $1 ORDER BY from_ms', [
+      nowMs - this.receiptWindowMs,
+    ]);
+    for (const { name } of due) {
       try {
         const dropped = await this.db.query<{ ok: boolean }>('SELECT hermetic_drop_partition($1::text, $2::int4) AS ok', [name, PARTITION_LOCK_TIMEOUT_MS]);
         if (dropped[0]?.ok) partitions++;
@@ -444,7 +489,7 @@ export class MailboxStore {
         // statement on the table behind it for up to the lock timeout, and what kept the
         // lock from it (a long transaction) is most likely still there.
         if (sqlState(err) !== '55P03') throw err;
-        dropping = false;
+        break;
       }
     }
     return { partitions, carried, expired };

@@ -41,8 +41,9 @@ export class DeliveryStream {
   private backlogDone = false;
   /** Sequences delivered and not yet acknowledged, ascending. */
   private readonly inflight: number[] = [];
-  /** Committed envelopes waiting to be written, by sequence (bounded). */
-  private readonly cache = new Map<number, StoredEnvelope>();
+  /** Committed envelopes waiting to be written, by sequence (bounded); made when needed and
+   * dropped when empty, so that an idle connection keeps no map. */
+  private cache: Map<number, StoredEnvelope> | undefined;
   private cacheBytes = 0;
   private fetching = false;
   private paused = false;
@@ -143,7 +144,7 @@ export class DeliveryStream {
 
   private write(env: StoredEnvelope): void {
     // A fetched row may also have been cached by a live commit meanwhile: drop that copy.
-    if (this.cache.size > 0) this.cacheTake(env.seq);
+    if (this.cache !== undefined) this.cacheTake(env.seq);
     this.sink.deliver(env);
     this.sent = env.seq;
     this.inflight.push(env.seq);
@@ -197,21 +198,23 @@ export class DeliveryStream {
   private announceExpired(from: number, to: number): void {
     this.sink.expired(from, to);
     this.sent = to;
-    for (const s of [...this.cache.keys()]) if (s <= to) this.cacheTake(s);
+    if (this.cache !== undefined) for (const s of [...this.cache.keys()]) if (s <= to) this.cacheTake(s);
   }
 
   /** Keeps an envelope in memory if the cache has room; otherwise it is read again later. */
   private cachePut(env: StoredEnvelope): void {
-    if (this.cache.has(env.seq) || this.cache.size >= LIVE_CACHE_MAX || this.cacheBytes + env.payload.length > LIVE_CACHE_MAX_BYTES) return;
-    this.cache.set(env.seq, env);
+    if (this.cache?.has(env.seq) || (this.cache?.size ?? 0) >= LIVE_CACHE_MAX || this.cacheBytes + env.payload.length > LIVE_CACHE_MAX_BYTES) return;
+    (this.cache ??= new Map()).set(env.seq, env);
     this.cacheBytes += env.payload.length;
   }
 
   private cacheTake(seq: number): StoredEnvelope | undefined {
-    const env = this.cache.get(seq);
-    if (env) {
-      this.cache.delete(seq);
+    const cache = this.cache;
+    const env = cache?.get(seq);
+    if (cache && env) {
+      cache.delete(seq);
       this.cacheBytes -= env.payload.length;
+      if (cache.size === 0) this.cache = undefined;
     }
     return env;
   }

@@ -19,17 +19,20 @@ import type { RelayMetrics } from '../metrics.js';
 import { BinaryWriter } from '../../protocol/binary.js';
 import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, sendContent } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
-import type { MailboxService } from '../mailbox/service.js';
-import type { SendResult } from '../mailbox/store.js';
+import type { DeviceConnection, MailboxService } from '../mailbox/service.js';
+import type { SendResult, StoredEnvelope } from '../mailbox/store.js';
 import { writeContentHash } from '../mailbox/content-hash.js';
 import { CONTENT_HASH_BYTES } from '../mailbox/send-batch.js';
-import type { DeliveryStream, StreamSink } from '../mailbox/stream.js';
+import type { DeliveryStream } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
 import { type PendingSends, pendingKey } from './pending-sends.js';
+import { Deadlines } from './deadlines.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
+import { ClockSkewError } from '../mailbox/store.js';
 
 export interface ConnectionData {
-  readonly challenge: Uint8Array;
+  /** Signed once, by the connection's one authentication attempt: dropped when it starts. */
+  challenge: Uint8Array | undefined;
   /** The client address the upgrade came from (see admission.ts addressKey). */
   readonly address: string;
   /** Counted by the admission from open to close. */
@@ -42,9 +45,11 @@ export interface ConnectionData {
   /** The device's key in the pending SEND budget (pendingKey), once authenticated. */
   pendingKey: string | undefined;
   closed: boolean;
+  /** Until authenticated (then cleared and dropped: an idle connection keeps no timer). */
   authTimer: NodeJS.Timeout | undefined;
-  /** Closes the connection when its token expires, unless a `token` frame renews it. */
-  tokenTimer: NodeJS.Timeout | undefined;
+  /** When the token stops being accepted (its deadline in ConnectionManager's schedule):
+   * the connection is closed then, unless a `token` frame renews it. */
+  tokenValidUntil: number | undefined;
   stream: DeliveryStream | undefined;
   /** The client asked for STORED answers in STORED_BATCH frames (its `auth` features). */
   storedBatch: boolean;
@@ -54,9 +59,6 @@ export interface ConnectionData {
 }
 
 export type RelaySocket = WebSocket<ConnectionData>;
-
-/** The longest delay a Node timer takes. */
-const MAX_TIMER_MS = 0x7fff_ffff;
 
 export interface ConnectionDeps {
   readonly verifier: TokenVerifier;
@@ -88,6 +90,8 @@ export class ConnectionManager {
   private readonly sendsIn;
   private readonly deliversOut;
   private readonly storedBatchesOut;
+  /** Token expiries of every authenticated connection, on one timer. */
+  private readonly tokenExpiry: Deadlines<RelaySocket>;
 
   constructor(private readonly deps: ConnectionDeps) {
     const { tallies } = deps.metrics;
@@ -97,6 +101,7 @@ export class ConnectionManager {
     this.sendsIn = this.framesIn('send');
     this.deliversOut = this.framesOut('deliver');
     this.storedBatchesOut = this.framesOut('stored_batch');
+    this.tokenExpiry = new Deadlines((ws) => this.onTokenDeadline(ws), deps.now);
   }
 
   newConnectionData(address: string, origins: readonly string[]): ConnectionData {
@@ -111,7 +116,7 @@ export class ConnectionManager {
       pendingKey: undefined,
       closed: false,
       authTimer: undefined,
-      tokenTimer: undefined,
+      tokenValidUntil: undefined,
       stream: undefined,
       storedBatch: false,
       outbox: [],
@@ -129,14 +134,14 @@ export class ConnectionManager {
         this.end(ws, CLOSE_CODES.AUTH_FAILED, 'auth timeout');
       }
     }, this.deps.authTimeoutMs);
-    this.send(ws, { type: 'challenge', nonce: ud.challenge });
+    if (ud.challenge) this.send(ws, { type: 'challenge', nonce: ud.challenge });
   }
 
   onClose(ws: RelaySocket): void {
     const ud = ws.getUserData();
     ud.closed = true;
     if (ud.authTimer) clearTimeout(ud.authTimer);
-    if (ud.tokenTimer) clearTimeout(ud.tokenTimer);
+    if (ud.tokenValidUntil !== undefined) this.tokenExpiry.delete(ws, ud.tokenValidUntil);
     this.open.delete(ws);
     if (ud.admission) this.deps.admission.closed(ud.admission);
     this.deps.metrics.connectionsOpen.dec();
@@ -319,7 +324,10 @@ export class ConnectionManager {
 
   private async authenticate(ws: RelaySocket, frame: Extract<ClientFrame, { type: 'auth' }>): Promise<void> {
     const ud = ws.getUserData();
+    const challenge = ud.challenge;
+    ud.challenge = undefined;
     try {
+      if (!challenge) throw new ProtocolError('CHALLENGE_FAILED', 'this connection has no challenge left to sign');
       // The origin the device signed must be this relay's (channel binding): a signature
       // obtained by a relay that forwarded our challenge names that relay instead.
       if (!ud.origins.includes(frame.origin)) {
@@ -331,7 +339,7 @@ export class ConnectionManager {
       // can never bind another user's device, whatever the signature.
       const device = await this.deps.directory.getDevice(userId, frame.deviceId);
       if (!device) throw new ProtocolError('DEVICE_NOT_FOUND', 'no such device for this user');
-      const transcript = deviceAuthTranscript(ud.challenge, userId, frame.deviceId, frame.origin);
+      const transcript = deviceAuthTranscript(challenge, userId, frame.deviceId, frame.origin);
       if (!this.deps.backend.ed25519Verify(frame.signature, transcript, device.identityKey)) {
         throw new ProtocolError('CHALLENGE_FAILED', 'the challenge signature does not verify with the device identity key');
       }
@@ -341,7 +349,8 @@ export class ConnectionManager {
       ud.deviceId = frame.deviceId;
       ud.pendingKey = pendingKey(userId, frame.deviceId);
       ud.storedBatch = frame.features?.includes(FEATURE_STORED_BATCH) === true;
-      if (ud.authTimer) clearTimeout(ud.authTimer);
+      clearTimeout(ud.authTimer);
+      ud.authTimer = undefined;
       if (ud.admission) this.deps.admission.authenticated(ud.admission);
       this.armTokenTimer(ws, token.validUntilMs);
       this.send(ws, {
@@ -355,11 +364,7 @@ export class ConnectionManager {
       this.deps.logger.debug({ userId, deviceId: frame.deviceId }, 'device authenticated');
       // A newer connection for the same device (on this relay or another) replaces this
       // one; a revocation closes it.
-      ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, this.sink(ws), (why) => {
-        if (ud.closed) return;
-        if (why === 'revoked') this.end(ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
-        else this.end(ws, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
-      });
+      ud.stream = await this.deps.mailbox.attach(userId, frame.deviceId, new SocketConnection(this, ws, ud));
       if (ud.closed) {
         this.deps.mailbox.detach(userId, frame.deviceId, ud.stream);
         return;
@@ -403,40 +408,25 @@ export class ConnectionManager {
   /** Closes the connection with TOKEN_EXPIRED once its token is no longer accepted. */
   private armTokenTimer(ws: RelaySocket, validUntilMs: number): void {
     const ud = ws.getUserData();
-    if (ud.tokenTimer) clearTimeout(ud.tokenTimer);
-    const delay = validUntilMs - this.deps.now();
-    // Timers hold at most 2^31 - 1 ms (~24.8 days): a longer token is checked again then.
-    const step = Math.min(Math.max(delay, 0), MAX_TIMER_MS);
-    ud.tokenTimer = setTimeout(() => {
-      ud.tokenTimer = undefined;
-      if (ud.closed) return;
-      if (this.deps.now() < validUntilMs) return this.armTokenTimer(ws, validUntilMs);
-      this.sendError(ws, new ProtocolError('TOKEN_EXPIRED', 'the token expired; connect again with a fresh one, or send a token frame before it expires'));
-      this.end(ws, CLOSE_CODES.AUTH_FAILED, 'token expired');
-    }, step);
+    if (ud.tokenValidUntil !== undefined) this.tokenExpiry.delete(ws, ud.tokenValidUntil);
+    ud.tokenValidUntil = validUntilMs;
+    this.tokenExpiry.add(ws, validUntilMs);
   }
 
-  private sink(ws: RelaySocket): StreamSink {
+  private onTokenDeadline(ws: RelaySocket): void {
     const ud = ws.getUserData();
-    return {
-      deliver: (env) => {
-        ws.send(encodeDeliver(env, this.deliverWriter), true);
-        this.deliversOut.inc();
-      },
-      // Written in place, not queued: they are ordered with the DELIVERs around them.
-      expired: (from, to) => this.sendInStream(ws, ud, { type: 'expired', from, to }),
-      queueEmpty: (through) => this.sendInStream(ws, ud, { type: 'queue_empty', through }),
-      bufferedAmount: () => (ud.closed ? 0 : ws.getBufferedAmount()),
-      isClosed: () => ud.closed,
-      cork: (fn) => {
-        if (ud.closed) return;
-        ws.cork(() => {
-          // Frames queued earlier go first: the connection sees frames in the order made.
-          this.writeOutbox(ws, ud);
-          fn();
-        });
-      },
-    };
+    const validUntilMs = ud.tokenValidUntil;
+    ud.tokenValidUntil = undefined;
+    if (ud.closed || validUntilMs === undefined) return;
+    if (this.deps.now() < validUntilMs) return this.armTokenTimer(ws, validUntilMs);
+    this.sendError(ws, new ProtocolError('TOKEN_EXPIRED', 'the token expired; connect again with a fresh one, or send a token frame before it expires'));
+    this.end(ws, CLOSE_CODES.AUTH_FAILED, 'token expired');
+  }
+
+  /** Writes a DELIVER now (SocketConnection). */
+  deliver(ws: RelaySocket, env: StoredEnvelope): void {
+    ws.send(encodeDeliver(env, this.deliverWriter), true);
+    this.deliversOut.inc();
   }
 
   /**
@@ -452,7 +442,7 @@ export class ConnectionManager {
   }
 
   /** Writes a frame now, after what is queued; called inside the stream's cork. */
-  private sendInStream(ws: RelaySocket, ud: ConnectionData, frame: ServerFrame): void {
+  sendInStream(ws: RelaySocket, ud: ConnectionData, frame: ServerFrame): void {
     if (ud.closed) return;
     this.writeOutbox(ws, ud);
     ws.send(encodeServerFrame(frame), false);
@@ -465,7 +455,7 @@ export class ConnectionManager {
   }
 
   /** Writes queued control frames; call inside a cork. */
-  private writeOutbox(ws: RelaySocket, ud: ConnectionData): void {
+  writeOutbox(ws: RelaySocket, ud: ConnectionData): void {
     if (ud.outbox.length === 0) return;
     const frames = ud.outbox;
     ud.outbox = [];
@@ -498,7 +488,7 @@ export class ConnectionManager {
   }
 
   /** Closes after writing what is queued (an error frame explaining the close). */
-  private end(ws: RelaySocket, code: number, reason: string): void {
+  end(ws: RelaySocket, code: number, reason: string): void {
     const ud = ws.getUserData();
     if (ud.closed) return;
     this.flush(ws, ud);
@@ -519,6 +509,7 @@ export class ConnectionManager {
   }
 
   closeAll(code: number, reason: string): void {
+    this.tokenExpiry.clear();
     for (const ws of [...this.open]) {
       this.end(ws, code, reason);
     }
@@ -543,6 +534,55 @@ function separated(f: SendFrame): SendFrame {
   return { ...f, envelopeId: f.envelopeId.slice(), targets: f.targets.map((t) => ({ deviceId: t.deviceId, payload: t.payload.slice() })) };
 }
 
+/**
+ * The socket side of an authenticated device's delivery stream, and how the mailbox
+ * service closes it. One object per connection with its methods on the prototype: a set
+ * of closures made per connection would be kept as long as the connection is open.
+ */
+class SocketConnection implements DeviceConnection {
+  constructor(
+    private readonly manager: ConnectionManager,
+    private readonly ws: RelaySocket,
+    private readonly ud: ConnectionData,
+  ) {}
+
+  deliver(env: StoredEnvelope): void {
+    this.manager.deliver(this.ws, env);
+  }
+
+  // Written in place, not queued: they are ordered with the DELIVERs around them.
+  expired(from: number, to: number): void {
+    this.manager.sendInStream(this.ws, this.ud, { type: 'expired', from, to });
+  }
+
+  queueEmpty(through: number): void {
+    this.manager.sendInStream(this.ws, this.ud, { type: 'queue_empty', through });
+  }
+
+  bufferedAmount(): number {
+    return this.ud.closed ? 0 : this.ws.getBufferedAmount();
+  }
+
+  isClosed(): boolean {
+    return this.ud.closed;
+  }
+
+  cork(fn: () => void): void {
+    if (this.ud.closed) return;
+    this.ws.cork(() => {
+      // Frames queued earlier go first: the connection sees frames in the order made.
+      this.manager.writeOutbox(this.ws, this.ud);
+      fn();
+    });
+  }
+
+  close(why: 'replaced' | 'revoked'): void {
+    if (this.ud.closed) return;
+    if (why === 'revoked') this.manager.end(this.ws, CLOSE_CODES.DEVICE_REVOKED, 'device revoked');
+    else this.manager.end(this.ws, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
+  }
+}
+
 export function toProtocolError(err: unknown, logger: Logger): ProtocolError {
   if (err instanceof ProtocolError) return err;
   if (err instanceof DatabaseUnavailableError) {
@@ -550,6 +590,11 @@ export function toProtocolError(err: unknown, logger: Logger): ProtocolError {
     // rather than once per request.
     logger.debug({ err: { message: err.message } }, 'database unavailable');
     return new ProtocolError('UNAVAILABLE', 'the database is unavailable; retry later');
+  }
+  if (err instanceof ClockSkewError) {
+    // The relay's clock, not the request: the retirement ticks log it too.
+    logger.warn({ err: { message: err.message } }, 'cannot store: clock skew');
+    return new ProtocolError('UNAVAILABLE', 'the relay cannot store now; retry later');
   }
   logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'internal error');
   return new ProtocolError('INTERNAL', 'internal error');

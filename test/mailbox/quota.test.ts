@@ -38,7 +38,7 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
   beforeAll(async () => {
     ({ db, cleanup } = await driver.open());
     await migrate(db, loadMigrations());
-    store = new MailboxStore(db, 'test-node', { now: () => clock, quota: QUOTA, retention: { retirementAgeMs: AGE_MS } });
+    store = new MailboxStore(db, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, quota: QUOTA, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
     directory = new DirectoryStore(db);
   });
   afterAll(async () => {
@@ -146,7 +146,7 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
   it('the quota is exact when several relays store into one mailbox at once', async () => {
     const bob = await mailbox();
     // Two stores, as two relays would have, writing concurrently.
-    const other = new MailboxStore(db, 'other-node', { now: () => clock, quota: QUOTA, retention: { retirementAgeMs: AGE_MS } });
+    const other = new MailboxStore(db, 'other-node', { now: () => clock, maxClockSkewMs: Infinity, quota: QUOTA, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
     const batches = Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? store : other).storeBatch([item(bob, 1), item(bob, 1)]));
     const outcomes = (await Promise.all(batches)).flatMap((b) => b.results.map(outcome));
     expect(outcomes.filter((o) => o === 'stored')).toHaveLength(QUOTA.maxEnvelopes);

@@ -6,7 +6,7 @@
  *   after the restart the recipient gets every envelope exactly once, at its sequence,
  *   with its bytes;
  * - once acknowledged, the envelopes are gone from the database within the documented
- *   bound (retirement age + a partition width + a tick).
+ *   bound (retirement age + a partition width + the receipt window + a tick).
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,7 +30,7 @@ describe('SIGKILL during retirement on PostgreSQL', () => {
   let world: World;
 
   beforeAll(async () => {
-    world = await World.start(POSTGRES, { env: { HERMETIC_RETIREMENT_AGE_S: '1' } });
+    world = await World.start(POSTGRES, { env: { HERMETIC_RETIREMENT_AGE_S: '1', HERMETIC_RECEIPT_WINDOW_S: '1' } });
   });
 
   afterAll(async () => {
@@ -64,7 +64,8 @@ describe('SIGKILL during retirement on PostgreSQL', () => {
     expect(got.map((d) => text(d.payload))).toEqual(Array.from({ length: COUNT }, (_, i) => `kept ${i}`));
     expect(new Set(got.map((d) => Buffer.from(d.envelopeId).toString('hex'))).size).toBe(COUNT);
 
-    // Gone within age + width + tick (1.5 s + 125 ms); the ACK batch and a pass of slack.
+    // Gone within age + width + receipt window + tick (2.5 s + 125 ms); the ACK batch and
+    // a pass of slack.
     const rows = async (): Promise<number> => {
       const c = new pg.Client({ connectionString: world.db!.url });
       await c.connect();

@@ -7,12 +7,15 @@
  * and delete nothing.
  */
 import crypto from 'node:crypto';
+import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { systemRandom } from '../../crypto/primitives/random.js';
 import { DirectoryStore } from '../../server/directory/store.js';
 import { MAILBOX_CHANNEL, decodeNotice } from '../../server/fleet/notice.js';
 import { STORE_SENDS_SQL, encodeSendBatch, storeSendsArgs } from '../../server/mailbox/send-batch.js';
-import { MailboxStore, type SendItem, type SendResult, removeMailbox } from '../../server/mailbox/store.js';
+import { type DeliveryClaim, LogStore } from '../../server/log/store.js';
+import { toProtocolError } from '../../server/ws/connections.js';
+import { ClockSkewError, MailboxStore, type SendItem, type SendResult, removeMailbox } from '../../server/mailbox/store.js';
 import { type Database, sqlState } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { pgMissing } from '../helpers/pg.js';
@@ -39,7 +42,10 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
   beforeAll(async () => {
     ({ db, cleanup } = await driver.open());
     await migrate(db, loadMigrations());
-    store = new MailboxStore(db, 'test-node', { now: () => clock, retention: { retirementAgeMs: AGE_MS } });
+    // No receipt window: a drained partition is dropped in the same pass (the window has
+    // its own test below). The clock is the test's, far from the database's: no skew check
+    // (it has its own test too).
+    store = new MailboxStore(db, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
     directory = new DirectoryStore(db);
   });
 
@@ -246,7 +252,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
         return typeof v === 'function' ? v.bind(target) : v;
       },
     });
-    const retiring = new MailboxStore(recording, 'test-node', { now: () => clock, retention: { retirementAgeMs: AGE_MS } });
+    const retiring = new MailboxStore(recording, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
     clock += 3 * AGE_MS;
     const old = await db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE to_ms <= $1', [clock - AGE_MS]);
     expect(old.length).toBeGreaterThanOrEqual(3);
@@ -516,5 +522,66 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect((await store.fetch(box.userId, box.deviceId, 3, 10)).map((e) => e.seq)).toEqual([4, 5]);
     expect(await count('user_id = $1', [box.userId])).toBe(5);
     expect(await store.held(box.userId, box.deviceId)).toMatchObject({ envelopes: 2 });
+  });
+
+  it('a drained partition is kept for the receipt window: a receipt for an envelope acknowledged just before the drain is confirmed until the window has passed', async () => {
+    const windowed = new MailboxStore(db, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: AGE_MS } });
+    const receipts = new LogStore(db);
+    const box = await mailbox();
+    // Far ahead of the other tests' clocks (it runs last: partitions are made ahead).
+    clock = T0 + 200 * AGE_MS;
+    await windowed.ensurePartitions();
+    const first = item(box, 'acked');
+    const second = item(box, 'unacked');
+    await store1(first);
+    await store1(second);
+    await windowed.ackBatch([{ ...box, seq: 1 }]);
+    const claim = (it: SendItem, seq: number): DeliveryClaim => ({
+      senderUser: it.senderUserId,
+      senderDevice: it.senderDeviceId,
+      envelopeId: it.envelopeId,
+      recipientUser: box.userId,
+      recipientDevice: box.deviceId,
+      seq,
+    });
+    const claims = [claim(first, 1), claim(second, 2)];
+
+    // Drained: the unacknowledged entry is carried forward, the acknowledged one stays
+    // (unread) with its partition.
+    clock += 2 * AGE_MS;
+    expect((await windowed.retire()).carried).toBeGreaterThanOrEqual(1);
+    expect((await windowed.fetch(box.userId, box.deviceId, 1, 10)).map((e) => e.seq)).toEqual([2]);
+    expect(await receipts.unconfirmedDeliveries(claims)).toEqual([]);
+    await windowed.ackBatch([{ ...box, seq: 2 }]);
+    expect(await store.held(box.userId, box.deviceId)).toEqual({ envelopes: 0, bytes: 0 });
+
+    // Just inside the window: still confirmed.
+    clock += AGE_MS - 1;
+    await windowed.retire();
+    expect(await receipts.unconfirmedDeliveries(claims)).toEqual([]);
+    expect(await count('user_id = $1', [box.userId])).toBe(2);
+
+    // The window over: the drained partition is dropped; the carried entry, acknowledged
+    // later, waits for its own partition's retirement.
+    clock += 1;
+    expect((await windowed.retire()).partitions).toBeGreaterThanOrEqual(1);
+    expect(await receipts.unconfirmedDeliveries(claims)).toEqual([0]);
+    expect(await count('user_id = $1', [box.userId])).toBe(1);
+    expect(await windowed.fetch(box.userId, box.deviceId, 2, 10)).toEqual([]);
+  });
+  it("a relay whose clock is far from the database's makes no partition and retires none", async () => {
+    const catalogue = async (): Promise<string> =>
+      JSON.stringify(await db.query('SELECT name, from_ms, to_ms, drained FROM envelope_partitions ORDER BY from_ms'));
+    const before = await catalogue();
+    for (const offset of [3_600_000, -3_600_000]) {
+      const skewed = new MailboxStore(db, 'skewed-node', { now: () => Date.now() + offset, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
+      const err = await skewed.ensurePartitions().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ClockSkewError);
+      expect(Math.abs((err as ClockSkewError).skewMs - offset)).toBeLessThan(60_000);
+      await expect(skewed.retire()).rejects.toBeInstanceOf(ClockSkewError);
+      // A SEND that needed such a partition is answered UNAVAILABLE, not INTERNAL.
+      expect(toProtocolError(err, pino({ level: 'silent' })).code).toBe('UNAVAILABLE');
+    }
+    expect(await catalogue()).toBe(before);
   });
 });

@@ -3,9 +3,10 @@
  * how client addresses are grouped, how the cap is derived from the descriptor limit,
  * and how slots are taken and given back.
  */
+import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../server/config.js';
-import { connectionCap, parseProcLimits, readFdLimit } from '../../server/fd-limit.js';
+import { connectionCap, openFdCount, parseProcLimits, readFdLimit } from '../../server/fd-limit.js';
 import { DB_LISTEN_CONNECTIONS, FALLBACK_MAX_CONNECTIONS, FD_RESERVE_MARGIN } from '../../server/limits.js';
 import { Admission, addressKey } from '../../server/ws/admission.js';
 
@@ -41,6 +42,19 @@ Max locked memory         8388608              8388608              bytes
     expect(parseProcLimits('Max cpu time unlimited unlimited seconds\n')).toBeUndefined();
     // This process (Linux): the same number the shell reports.
     expect(readFdLimit()).toBeGreaterThan(0);
+  });
+
+  it('counts this process\'s open descriptors (the process_open_fds gauge) without listing them on the event loop', async () => {
+    const before = await openFdCount();
+    // The same count as the listing of /proc/self/fd, less the listing's own descriptor.
+    expect(before).toBe(fs.readdirSync('/proc/self/fd').length - 1);
+    const opened = Array.from({ length: 40 }, () => fs.openSync('/dev/null', 'r'));
+    try {
+      expect(await openFdCount()).toBe(before! + 40);
+    } finally {
+      for (const fd of opened) fs.closeSync(fd);
+    }
+    expect(await openFdCount()).toBe(before);
   });
 
   it('keeps the pool, the LISTEN connection and a margin back from the limit', () => {

@@ -8,6 +8,7 @@ import { AUTH_TIMEOUT_MS } from '../../protocol/limits.js';
 import { ConfigError, DEV_AUDIENCE, DEV_ISSUER, loadConfig } from '../../server/config.js';
 import {
   DEFAULT_MAILBOX_MAX_BYTES,
+  DEFAULT_RECEIPT_WINDOW_MS,
   DEFAULT_RETIREMENT_AGE_MS,
   DEFAULT_MAILBOX_MAX_ENVELOPES,
   DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL,
@@ -51,6 +52,7 @@ describe('loadConfig', () => {
       mailboxMaxEnvelopes: DEFAULT_MAILBOX_MAX_ENVELOPES,
       mailboxMaxBytes: DEFAULT_MAILBOX_MAX_BYTES,
       retirementAgeMs: DEFAULT_RETIREMENT_AGE_MS,
+      receiptWindowMs: DEFAULT_RECEIPT_WINDOW_MS,
       maxPendingSendBytes: DEFAULT_MAX_PENDING_SEND_BYTES_TOTAL,
       httpBodyTimeoutMs: HTTP_BODY_TIMEOUT_MS,
       authTimeoutMs: AUTH_TIMEOUT_MS,
@@ -82,6 +84,7 @@ describe('loadConfig', () => {
       HERMETIC_MAILBOX_MAX_ENVELOPES: '500',
       HERMETIC_MAILBOX_MAX_BYTES: '1000000',
       HERMETIC_RETIREMENT_AGE_S: '300',
+      HERMETIC_RECEIPT_WINDOW_S: '0',
       HERMETIC_MAX_PENDING_SEND_BYTES: '2000000',
       HERMETIC_HTTP_BODY_TIMEOUT_MS: '1500',
       HERMETIC_AUTH_TIMEOUT_MS: '30000',
@@ -116,6 +119,7 @@ describe('loadConfig', () => {
       mailboxMaxEnvelopes: 500,
       mailboxMaxBytes: 1_000_000,
       retirementAgeMs: 300_000,
+      receiptWindowMs: 0,
       maxPendingSendBytes: 2_000_000,
       httpBodyTimeoutMs: 1500,
       authTimeoutMs: 30_000,
@@ -153,7 +157,8 @@ describe('loadConfig', () => {
     ['HERMETIC_MAILBOX_MAX_BYTES', '262143'],
     ['HERMETIC_MAX_PENDING_SEND_BYTES', '1048575'],
     ['HERMETIC_RETIREMENT_AGE_S', '0'],
-  ])('refuses %s=%j, below its minimum', (name, value) => {
+    ['HERMETIC_RECEIPT_WINDOW_S', '604801'],
+  ])('refuses %s=%j, outside its range', (name, value) => {
     expect(configError({ [name]: value }).message).toMatch(new RegExp(`^${name} must be between`));
   });
 

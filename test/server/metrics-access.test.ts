@@ -4,10 +4,11 @@
  * default) and then not on the main port; and in production not at all unless one of
  * the two is configured.
  */
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NoteSigner } from '../../crypto/tlog/note.js';
 import { metricsTokenMatches } from '../../server/http/metrics-route.js';
-import { expectError, request } from '../helpers/http.js';
+import { expectError, metricSample, request } from '../helpers/http.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type TestDatabase, createTestDatabase, describePg } from '../helpers/pg.js';
 import { type RelayProcess, killAllRelays, makeTempDir, startRelay } from '../helpers/relay.js';
@@ -110,7 +111,13 @@ describePg('/metrics access', (server) => {
   it('in development with neither, /metrics stays open on the main port', async () => {
     const relay = await start({});
     expect(listening(relay).metrics).toBe('main');
-    expect((await request(relay.baseUrl, 'GET', '/metrics')).status).toBe(200);
+    const res = await request(relay.baseUrl, 'GET', '/metrics');
+    expect(res.status).toBe(200);
+    // The relay's open descriptors (counted without listing them on its event loop): the
+    // same as its /proc listing, give or take a pool connection opened or closed meanwhile.
+    const fds = metricSample(res.text, 'hermetic_process_open_fds');
+    expect(fds).toBeGreaterThan(0);
+    expect(Math.abs(fds! - fs.readdirSync(`/proc/${relay.pid}/fd`).length)).toBeLessThanOrEqual(3);
     await relay.stop();
   });
 });

@@ -1,0 +1,15 @@
+-- The receipt window: a drained partition is dropped only once it has been drained for
+-- the relay's receipt window (HERMETIC_RECEIPT_WINDOW_S), not at the next pass.
+--
+-- A delivery receipt is confirmed against the stored envelope (server/log/store.ts),
+-- so dropping a partition right after its drain refused the receipts of envelopes
+-- acknowledged just before it. A drained partition holds only entries acknowledged or
+-- expired before its drain (the unacknowledged, unexpired ones were carried out of it),
+-- so keeping it for the window after its drain keeps every acknowledged envelope for at
+-- least the window after its acknowledgement. Reads return nothing from it meanwhile
+-- (all of it is below its mailbox's cursor or expired).
+--
+-- drained_at_ms: the relay's clock when it was drained; set in the drain's transaction
+-- (server/mailbox/store.ts). NULL on a partition drained before this migration: it is
+-- given the time of the next retirement pass.
+ALTER TABLE envelope_partitions ADD COLUMN drained_at_ms bigint;

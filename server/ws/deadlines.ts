@@ -115,9 +115,15 @@ export class Deadlines<T> {
         group.delete(item);
         this.onDue(item);
       }
-      // Every item was called back (iterating a Set visits what is added meanwhile).
-      this.groups.delete(key);
-      this.due.shift();
+      // Every item was called back (iterating a Set visits what is added meanwhile). The
+      // key is removed where it is, not as the first: a callback may have scheduled an
+      // item in an earlier group (a deadline already past), or unscheduled the group's
+      // last other item, which removed the group and its key already (and may have made
+      // a new group for the key since, which must stay).
+      if (this.groups.get(key) === group) {
+        this.groups.delete(key);
+        this.due.splice(insertionIndex(this.due, key), 1);
+      }
     }
     return false;
   }

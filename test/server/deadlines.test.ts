@@ -85,6 +85,55 @@ describe('Deadlines', () => {
     expect(fired).toEqual([t0 + 1_000, t0 + 4_000]);
   });
 
+  it('a callback that unschedules the rest of its own group loses no later group, nor an item added back at that deadline', () => {
+    const fired: string[] = [];
+    const deadlines: Deadlines<string> = new Deadlines<string>((item) => {
+      fired.push(item);
+      // The first of the group called back unschedules the other (its group is then
+      // empty and gone) and schedules a third at the same deadline.
+      if (item === 'a' || item === 'b') {
+        const other = item === 'a' ? 'b' : 'a';
+        deadlines.delete(other, t0 + 1_000);
+        if (!fired.includes('added')) deadlines.add('added', t0 + 1_000);
+      }
+    }, Date.now);
+    deadlines.add('a', t0 + 1_000);
+    deadlines.add('b', t0 + 1_000);
+    deadlines.add('later', t0 + 2_000);
+    vi.advanceTimersByTime(10_000);
+    expect(fired).toHaveLength(3);
+    expect(fired.slice(1)).toEqual(['added', 'later']);
+    expect(deadlines.size).toBe(0);
+  });
+
+  it('a callback that unschedules the last other item of its group loses no later group', () => {
+    const fired: string[] = [];
+    const deadlines: Deadlines<string> = new Deadlines<string>((item) => {
+      fired.push(item);
+      deadlines.delete(item === 'a' ? 'b' : 'a', t0 + 1_000);
+    }, Date.now);
+    deadlines.add('a', t0 + 1_000);
+    deadlines.add('b', t0 + 1_000);
+    deadlines.add('later', t0 + 2_000);
+    vi.advanceTimersByTime(10_000);
+    expect(fired).toHaveLength(2);
+    expect(fired[1]).toBe('later');
+    expect(deadlines.size).toBe(0);
+  });
+
+  it('a callback may schedule an item at a deadline already past: it is called back too, and no group is lost', () => {
+    const fired: string[] = [];
+    const deadlines: Deadlines<string> = new Deadlines<string>((item) => {
+      fired.push(item);
+      if (item === 'a') deadlines.add('past', t0 - 5_000);
+    }, Date.now);
+    deadlines.add('a', t0 + 1_000);
+    deadlines.add('later', t0 + 2_000);
+    vi.advanceTimersByTime(10_000);
+    expect(fired).toEqual(['a', 'past', 'later']);
+    expect(deadlines.size).toBe(0);
+  });
+
   it('a deadline beyond a Node timer\'s range (~24.8 days) still comes, and not before', () => {
     const { deadlines, fired } = schedule();
     deadlines.add('far', t0 + 30 * DAY_MS);

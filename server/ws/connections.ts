@@ -17,16 +17,15 @@ import type { DirectoryStore } from '../directory/store.js';
 import type { Logger } from 'pino';
 import type { RelayMetrics } from '../metrics.js';
 import { BinaryWriter } from '../../protocol/binary.js';
-import { BINARY_FRAME, type SendFrame, decodeSend, encodeDeliver, peekSendId, sendContent } from '../../protocol/envelopes.js';
+import { BINARY_FRAME, type SendFrame, encodeDeliver, peekSendId } from '../../protocol/envelopes.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import type { DeviceConnection, MailboxService } from '../mailbox/service.js';
 import type { SendResult, StoredEnvelope } from '../mailbox/store.js';
-import { writeContentHash } from '../mailbox/content-hash.js';
-import { CONTENT_HASH_BYTES } from '../mailbox/send-batch.js';
 import type { DeliveryStream } from '../mailbox/stream.js';
 import type { Admission, AdmissionTicket } from './admission.js';
 import { type PendingSends, pendingKey } from './pending-sends.js';
 import { Deadlines } from './deadlines.js';
+import { ownSend } from './send-copy.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
 import { ClockSkewError } from '../mailbox/store.js';
 
@@ -245,28 +244,15 @@ export class ConnectionManager {
       this.sendError(ws, new ProtocolError('RELAY_BUSY', 'the relay holds too many SENDs awaiting their answer; nothing was stored: retry later', { id }));
       return;
     }
-    // One copy of the whole frame (the message buffer is only valid now), with room for
-    // its content hash after it: the envelope id, payload and hash are views into it, where
-    // a copy per field was an allocation per field, garbage collected per SEND. Not from
-    // Node's buffer pool: an envelope kept in a stream's live cache would keep a whole 8 KiB
-    // slab alive, beyond what the cache counts. A view of one target's payload would keep
-    // the other targets' bytes alive too, so a SEND of several targets is copied apart.
-    const copy = new Uint8Array(size + CONTENT_HASH_BYTES);
-    copy.set(bytes);
-    const own = copy.subarray(0, size);
     let frame: SendFrame;
+    let contentHash: Uint8Array;
     try {
-      frame = decodeSend(own, { views: true });
-      if (frame.targets.length > 1) frame = separated(frame);
+      ({ frame, contentHash } = ownSend(bytes));
     } catch (err) {
       this.deps.pending.release(budget, size);
       this.sendError(ws, err);
       return;
     }
-    // What "the same SEND" means for idempotency: the recipient and every target's device
-    // and bytes, exactly as framed.
-    const contentHash = copy.subarray(size);
-    writeContentHash(sendContent(own), contentHash);
     this.deps.mailbox
       .send({
         senderUserId: userId,
@@ -527,11 +513,6 @@ function jsonStored(a: StoredAnswer): ServerFrame {
     expiresAt: a.expiresAt,
     recipients: a.recipients,
   };
-}
-
-/** A SEND whose envelope id and payloads are copies, holding nothing of its frame. */
-function separated(f: SendFrame): SendFrame {
-  return { ...f, envelopeId: f.envelopeId.slice(), targets: f.targets.map((t) => ({ deviceId: t.deviceId, payload: t.payload.slice() })) };
 }
 
 /**

@@ -379,6 +379,19 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(seqs).toEqual(['1', '2', '3', 'dup 1', '4', 'dup 1', 'ENVELOPE_ID_CONFLICT']);
   });
 
+  it('an envelope id stored by one sender is new to another: neither a resend of it nor a conflict, and the first still answers its own resend', async () => {
+    const box = await mailbox();
+    const id = systemRandom(16);
+    await store1(item(box, 'same', { envelopeId: id }));
+    const { results } = await store.storeBatch([
+      item(box, 'same', { envelopeId: id, sender: 'sender-2' }),
+      item(box, 'other', { envelopeId: id, sender: 'sender-3' }),
+      item(box, 'same', { envelopeId: id }),
+    ]);
+    const seqs = results.map((r) => (r.ok ? `${r.duplicate ? 'dup ' : ''}${r.stored[0]!.seq}` : r.error.code));
+    expect(seqs).toEqual(['2', '3', 'dup 1']);
+  });
+
   it('two batches in flight that share envelope ids in opposite orders never deadlock', async () => {
     // One sender reusing two ids for two recipients, first and last in each batch, with
     // enough between them for both transactions to be inside their inserts at once.

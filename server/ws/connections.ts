@@ -573,8 +573,10 @@ export function toProtocolError(err: unknown, logger: Logger): ProtocolError {
     return new ProtocolError('UNAVAILABLE', 'the database is unavailable; retry later');
   }
   if (err instanceof ClockSkewError) {
-    // The relay's clock, not the request: the retirement ticks log it too.
-    logger.warn({ err: { message: err.message } }, 'cannot store: clock skew');
+    // The relay's clock, not the request: each retirement tick logs it (a warning), so
+    // the answers do not, at debug only. Every SEND of every batch fails this way while
+    // the clock is off: a warning each was a log line per SEND.
+    logger.debug({ err: { message: err.message } }, 'cannot store: clock skew');
     return new ProtocolError('UNAVAILABLE', 'the relay cannot store now; retry later');
   }
   logger.error({ err: { message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'internal error');

@@ -143,6 +143,21 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
     expect(await store.held(bob.userId, 'd1')).toEqual({ bytes: 0, envelopes: 0 });
   });
 
+  it('envelopes whose slot is not their partition\'s start (as migration 0011 moved the older ones) are found: an ACK credits them, a resend is answered from them', async () => {
+    // A time after every other test's, so that this partition is the newest holding rows.
+    clock = T0 + 1_000 * AGE_MS;
+    await store.ensurePartitions(clock);
+    const bob = await mailbox();
+    const first = item(bob, 10);
+    expect((await send(first)).map(outcome)).toEqual(['stored']);
+    // 0011 put the envelopes stored before it into one partition, [0, then), each with its
+    // stored time as slot_ms: within the partition's range, but not its start.
+    await db.query('UPDATE envelopes SET slot_ms = slot_ms + 1 WHERE user_id = $1', [bob.userId]);
+    expect((await send(first)).map(outcome)).toEqual(['duplicate']);
+    await store.ackBatch([{ userId: bob.userId, deviceId: 'd1', seq: 1 }]);
+    expect(await store.held(bob.userId, 'd1')).toEqual({ bytes: 0, envelopes: 0 });
+  });
+
   it('the quota is exact when several relays store into one mailbox at once', async () => {
     const bob = await mailbox();
     // Two stores, as two relays would have, writing concurrently.

@@ -12,11 +12,14 @@
 --
 -- Both functions are otherwise as in migrations/0011 (see there).
 
--- The slots (partition starts: every row of a partition has its partition's start as
--- slot_ms) between which live envelopes are: from the first partition not drained to the
--- last that holds a row (partitions are made ahead of the clock and are empty until
--- their time comes, or a relay whose clock is ahead writes there). Bounds on slot_ms
--- prune a lookup by key to those partitions. NULL r_to: no partition holds a row.
+-- The slots between which live envelopes are: from the first partition not drained
+-- (its start) to the end of the last that holds a row (its last millisecond): partitions
+-- are made ahead of the clock and are empty until their time comes, or a relay whose
+-- clock is ahead writes there. Bounds on slot_ms prune a lookup by key to those
+-- partitions. NULL r_to: no partition holds a row. A partition is tested for rows over
+-- its whole range, not at its start alone: every row written since migrations/0011 has
+-- its partition's start as slot_ms, but the envelopes 0011 moved into envelopes_0 keep
+-- their stored time.
 -- A row committed before the caller's statement started is seen, so an ACK counting the
 -- envelopes it passes (all delivered, so committed before) or a resend looking for its
 -- first SEND finds it within these bounds.
@@ -24,9 +27,10 @@ CREATE FUNCTION hermetic_live_slots(OUT r_from bigint, OUT r_to bigint)
 LANGUAGE sql STABLE AS $$
   SELECT (SELECT min(p.from_ms) FROM envelope_partitions p WHERE NOT p.drained),
          -- LATERAL ... LIMIT 1: one row looked for per partition, newest first (an EXISTS
-         -- may be planned as a hashed subplan reading every row of the table).
-         (SELECT p.from_ms FROM envelope_partitions p
-            CROSS JOIN LATERAL (SELECT 1 FROM envelopes e WHERE e.slot_ms = p.from_ms LIMIT 1) x
+         -- may be planned as a hashed subplan reading every row of the table); the range
+         -- prunes the scan to that partition.
+         (SELECT p.to_ms - 1 FROM envelope_partitions p
+            CROSS JOIN LATERAL (SELECT 1 FROM envelopes e WHERE e.slot_ms >= p.from_ms AND e.slot_ms < p.to_ms LIMIT 1) x
            WHERE NOT p.drained ORDER BY p.from_ms DESC LIMIT 1)
 $$;
 

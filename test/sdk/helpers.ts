@@ -3,6 +3,7 @@
  * collect what they receive.
  */
 import { WebSocket as NodeWebSocket } from 'ws';
+import { BINARY_FRAME } from '../../protocol/envelopes.js';
 import { type ClientOptions, type Flag, type HermeticClient, type Message, MemoryStore, SdkError, type Transport, type TransportHandlers, type WebSocketConstructor, createClient, webSocketTransport } from '../../client-sdk/node.js';
 import { type TestIssuer, createTestIssuer } from '../helpers/jwt.js';
 import { type RelayOptions, type RelayProcess, makeTempDir, startRelay } from '../helpers/relay.js';
@@ -110,7 +111,8 @@ export function tappedTransport(): TappedTransport {
           onMessage: (data) => {
             if (typeof data === 'string') return handlers.onMessage(data);
             received.push(data.slice());
-            handlers.onMessage(tap.tamper ? tap.tamper(data) : data);
+            // Only DELIVER frames are tampered with (a STORED_BATCH is binary too).
+            handlers.onMessage(tap.tamper && data[0] === BINARY_FRAME.DELIVER ? tap.tamper(data) : data);
           },
         };
         current = wrapped;

@@ -1,5 +1,6 @@
 /**
- * Soak benchmark: `npm run bench -- soak [--json] [--minutes <m>] [--age <s>]`.
+ * Soak benchmark: `npm run bench -- soak [--json] [--minutes <m>] [--age <s>] [--window <s>]`
+ * (`--window`: the receipt window, HERMETIC_RECEIPT_WINDOW_S, default the relay's 120 s).
  *
  * One relay on a fresh PostgreSQL database, driven at full speed by the relay suite's
  * throughput load (online recipients acknowledging as they receive) for `--minutes`
@@ -33,10 +34,11 @@ function log(msg: string): void {
 }
 
 export async function run(args: readonly string[]): Promise<BenchResults> {
-  const { num } = readOptions(args, ['--minutes', '--age', '--quick']);
+  const { num } = readOptions(args, ['--minutes', '--age', '--window', '--quick']);
   const quick = args.includes('--quick');
   const minutes = num('--minutes', quick ? 2 : 10, 1, 24 * 60);
   const ageS = num('--age', 120, 1, 7 * 24 * 3600);
+  const windowS = num('--window', 120, 0, 7 * 24 * 3600);
   const cleanup = new Cleanup();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hermetic-bench-soak-'));
   cleanup.add('remove temporary directory', () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -45,7 +47,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     const issuer = await createIssuer(tmp);
     const db = await createDatabase(server, 'soak');
     cleanup.add(`drop database ${db.name}`, () => db.drop());
-    const { relay } = await startRelayFor(cleanup, tmp, 'relay-soak', { env: { ...issuer.env, HERMETIC_RETIREMENT_AGE_S: String(ageS) }, mint: (u) => issuer.mint(u) }, db.url);
+    const { relay } = await startRelayFor(cleanup, tmp, 'relay-soak', { env: { ...issuer.env, HERMETIC_RETIREMENT_AGE_S: String(ageS), HERMETIC_RECEIPT_WINDOW_S: String(windowS) }, mint: (u) => issuer.mint(u) }, db.url);
     const pairs = await makeDevices(issuer, 'soak-', THROUGHPUT_DEFAULTS.pairs);
     await registerAll(relay, pairs);
     const setups: GeneratorSetup[] = split(pairs, THROUGHPUT_DEFAULTS.generators).map((ps) => ({
@@ -109,6 +111,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       soak_per_minute: rates.join(' '),
       soak_bytes_per_minute: sizes.map((b) => Math.round(b / 1048576)).join(' '),
       retirement_age_s: ageS,
+      receipt_window_s: windowS,
       minutes,
       pairs: THROUGHPUT_DEFAULTS.pairs,
       payload_bytes: PAYLOAD_BYTES,

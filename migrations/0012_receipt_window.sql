@@ -10,6 +10,6 @@
 -- (all of it is below its mailbox's cursor or expired).
 --
 -- drained_at_ms: the relay's clock when it was drained; set in the drain's transaction
--- (server/mailbox/store.ts). NULL on a partition drained before this migration: it is
--- given the time of the next retirement pass.
+-- (server/mailbox/store.ts). NULL on a partition drained before this migration, or by a
+-- relay of an earlier version: it is given the time of the next retirement pass.
 ALTER TABLE envelope_partitions ADD COLUMN drained_at_ms bigint;

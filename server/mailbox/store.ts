@@ -474,7 +474,9 @@ export class MailboxStore {
       carried += Number(drained?.r_carried ?? 0);
       expired += Number(drained?.r_expired ?? 0);
     }
-    // Partitions drained before drained_at_ms existed (migrations/0012) get this pass's time.
+    // A partition drained without its time (before migrations/0012, or by a relay of an
+    // earlier version sharing the database) gets this pass's time, so that it still waits
+    // out the window.
     await this.db.query('UPDATE envelope_partitions SET drained_at_ms = $1 WHERE drained AND drained_at_ms IS NULL', [nowMs]);
     const due = await this.db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE drained AND drained_at_ms <= $1 ORDER BY from_ms', [
       nowMs - this.receiptWindowMs,

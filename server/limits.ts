@@ -135,6 +135,8 @@ export const PARTITIONS_AHEAD = 3;
  * long at each attempt. Short, so such a stall stays within a latency budget; partitions
  * are made PARTITIONS_AHEAD widths ahead, so creation has many ticks to succeed in. */
 export const PARTITION_LOCK_TIMEOUT_MS = 500;
+/** A deferred partition drop reports at most this many of the lock holders in its way. */
+export const MAX_LOCK_HOLDERS_REPORTED = 8;
 /** A relay whose clock differs from the database's by more than this makes no envelope
  * partitions and retires none (ClockSkewError, logged at each retirement tick): a clock
  * far ahead would otherwise make a partition covering the whole jump, which no relay

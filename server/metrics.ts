@@ -213,7 +213,7 @@ export function createMetrics(): RelayMetrics {
     }),
     retired: new Counter({
       name: 'hermetic_retired_total',
-      help: 'Mailbox log retirement: partitions dropped (kind="partition"), unacknowledged entries carried forward (kind="carried"), expired unacknowledged entries dropped (kind="expired")',
+      help: 'Mailbox log retirement: partitions dropped (kind="partition"), unacknowledged entries carried forward (kind="carried"), expired unacknowledged entries dropped (kind="expired"), partition drops left for the next pass because their table lock was not free in time (kind="drop_deferred"), drains that failed and are left for the next pass (kind="drain_failed")',
       labelNames: ['kind'],
       registers: [registry],
     }),

@@ -150,6 +150,8 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         metrics.retired.inc({ kind: 'partition' }, r.partitions);
         metrics.retired.inc({ kind: 'carried' }, r.carried);
         metrics.retired.inc({ kind: 'expired' }, r.expired);
+        if (r.deferred) metrics.retired.inc({ kind: 'drop_deferred' });
+        if (r.drainFailed) metrics.retired.inc({ kind: 'drain_failed' });
       },
       onCatchUpPage: (checked, found) => {
         metrics.catchupChecked.inc(checked);

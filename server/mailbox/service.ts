@@ -83,7 +83,7 @@ export interface MailboxServiceOptions {
   readonly onResubscribed?: () => void;
   /** Told of each catch-up scan that starts, and what asked for it (metrics). */
   readonly onCatchUp?: (reason: CatchUpReason) => void;
-  /** Told of each retirement pass that did something (metrics). */
+  /** Told of each retirement pass that ran (metrics). */
   readonly onRetired?: (retired: Retired) => void;
   /** Told, per statement of a catch-up scan, of the connected mailboxes it compared and of
    * those it found with news or gone, the rows it returned (metrics). */
@@ -359,10 +359,16 @@ export class MailboxService {
   async retire(): Promise<Retired | undefined> {
     try {
       const r = await this.opts.store.retire();
-      if (r.partitions || r.carried || r.expired) {
-        this.opts.logger.info(r, 'envelope partitions retired');
-        this.opts.onRetired?.(r);
+      if (r.drainFailed) {
+        this.opts.logger.warn({ partition: r.drainFailed.partition, err: { message: r.drainFailed.error.message } }, 'envelope partition drain failed');
       }
+      if (r.deferred) {
+        this.opts.logger.warn(r.deferred, 'envelope partition drop deferred: its table lock was not free in time');
+      }
+      if (r.partitions || r.carried || r.expired) {
+        this.opts.logger.info({ partitions: r.partitions, carried: r.carried, expired: r.expired }, 'envelope partitions retired');
+      }
+      this.opts.onRetired?.(r);
       return r;
     } catch (err) {
       this.opts.logger.warn({ err: { message: (err as Error).message } }, 'retirement pass failed');

@@ -23,6 +23,7 @@ import {
   DEFAULT_RECEIPT_WINDOW_MS,
   DEFAULT_RETIREMENT_AGE_MS,
   MAX_CLOCK_SKEW_MS,
+  MAX_LOCK_HOLDERS_REPORTED,
   PARTITION_LOCK_TIMEOUT_MS,
   PARTITIONS_AHEAD,
   PARTITIONS_PER_RETIREMENT_AGE,
@@ -183,6 +184,30 @@ export interface Retired {
   readonly carried: number;
   /** Expired, unacknowledged entries dropped (and credited to their quota). */
   readonly expired: number;
+  /**
+   * Set when a drop could not get its table locks in time and was left for the next
+   * pass: the partition, and the other sessions then holding a lock on it or on the
+   * envelope table (by kind; no statement text).
+   */
+  readonly deferred?: { readonly partition: string; readonly holders: readonly LockHolder[] };
+  /**
+   * Set when a drain failed (a lost connection, a timeout): that partition and the newer
+   * ones are drained by a later pass; the drops of this pass were still made.
+   */
+  readonly drainFailed?: { readonly partition: string; readonly error: Error };
+}
+
+/** A session holding a lock that a partition drop waited for. */
+export interface LockHolder {
+  /** `client backend`, `autovacuum worker`, … (pg_stat_activity.backend_type). */
+  readonly backendType: string;
+  /** `active`, `idle in transaction`, … */
+  readonly state: string | null;
+  /** The table it holds the lock on, and the lock mode. */
+  readonly relation: string;
+  readonly mode: string;
+  /** How long its transaction has been open, in milliseconds. */
+  readonly xactMs: number | null;
 }
 
 function conflictError(): ProtocolError {
@@ -462,17 +487,26 @@ export class MailboxStore {
     let partitions = 0;
     let carried = 0;
     let expired = 0;
+    // A drain that fails stops the drains of this pass (the next ones are newer) but not
+    // the drops below: they need only partitions already drained, and a failing drain
+    // must not keep the log from shrinking.
+    let drainFailed: Retired['drainFailed'];
     for (const { name } of old) {
-      const drained = await this.db.transaction(async (tx) => {
-        const r = await tx.query<{ r_carried: string | number; r_expired: string | number }>(
-          'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
-          [name, nowMs],
-        );
-        await tx.query('UPDATE envelope_partitions SET drained_at_ms = $2 WHERE name = $1 AND drained AND drained_at_ms IS NULL', [name, nowMs]);
-        return r[0];
-      });
-      carried += Number(drained?.r_carried ?? 0);
-      expired += Number(drained?.r_expired ?? 0);
+      try {
+        const drained = await this.db.transaction(async (tx) => {
+          const r = await tx.query<{ r_carried: string | number; r_expired: string | number }>(
+            'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
+            [name, nowMs],
+          );
+          await tx.query('UPDATE envelope_partitions SET drained_at_ms = $2 WHERE name = $1 AND drained AND drained_at_ms IS NULL', [name, nowMs]);
+          return r[0];
+        });
+        carried += Number(drained?.r_carried ?? 0);
+        expired += Number(drained?.r_expired ?? 0);
+      } catch (err) {
+        drainFailed = { partition: name, error: err instanceof Error ? err : new Error(String(err)) };
+        break;
+      }
     }
     // A partition drained without its time (before migrations/0012, or by a relay of an
     // earlier version sharing the database) gets this pass's time, so that it still waits
@@ -481,6 +515,7 @@ export class MailboxStore {
     const due = await this.db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE drained AND drained_at_ms <= $1 ORDER BY from_ms', [
       nowMs - this.receiptWindowMs,
     ]);
+    let deferred: Retired['deferred'];
     for (const { name } of due) {
       try {
         const dropped = await this.db.query<{ ok: boolean }>('SELECT hermetic_drop_partition($1::text, $2::int4) AS ok', [name, PARTITION_LOCK_TIMEOUT_MS]);
@@ -491,10 +526,34 @@ export class MailboxStore {
         // statement on the table behind it for up to the lock timeout, and what kept the
         // lock from it (a long transaction) is most likely still there.
         if (sqlState(err) !== '55P03') throw err;
+        deferred = { partition: name, holders: await this.lockHolders(name) };
         break;
       }
     }
-    return { partitions, carried, expired };
+    return { partitions, carried, expired, ...(deferred && { deferred }), ...(drainFailed && { drainFailed }) };
+  }
+
+  /** The other sessions holding a lock on partition `name` or on the envelope table. */
+  private async lockHolders(name: string): Promise<LockHolder[]> {
+    const rows = await this.db.query<{ backend_type: string; state: string | null; relation: string; mode: string; xact_ms: string | number | null }>(
+      `SELECT a.backend_type, a.state, c.relname AS relation, l.mode,
+              (extract(epoch FROM clock_timestamp() - a.xact_start) * 1000)::int8 AS xact_ms
+         FROM pg_locks l
+         JOIN pg_class c ON c.oid = l.relation
+         JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.granted AND l.pid <> pg_backend_pid() AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND c.relname IN ($1, 'envelopes')
+        ORDER BY a.xact_start NULLS LAST
+        LIMIT $2`,
+      [name, MAX_LOCK_HOLDERS_REPORTED],
+    );
+    return rows.map((r) => ({
+      backendType: r.backend_type,
+      state: r.state,
+      relation: r.relation,
+      mode: r.mode,
+      xactMs: r.xact_ms === null ? null : Number(r.xact_ms),
+    }));
   }
 
   /** What a mailbox holds by the quota's counters (migrations/0009). */

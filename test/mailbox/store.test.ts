@@ -16,7 +16,7 @@ import { STORE_SENDS_SQL, encodeSendBatch, storeSendsArgs } from '../../server/m
 import { type DeliveryClaim, LogStore } from '../../server/log/store.js';
 import { toProtocolError } from '../../server/ws/connections.js';
 import { ClockSkewError, MailboxStore, type SendItem, type SendResult, removeMailbox } from '../../server/mailbox/store.js';
-import { type Database, sqlState } from '../../server/storage/database.js';
+import { type Database, type SqlExecutor, sqlState } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { pgMissing } from '../helpers/pg.js';
 import { STORAGE_DRIVERS, enrolInStore } from '../helpers/storage.js';
@@ -263,6 +263,11 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
       const r = await retiring.retire();
       expect(r.partitions).toBe(0);
       expect(r.carried).toBeGreaterThanOrEqual(4);
+      // The deferred drop is reported with what held the table: this transaction.
+      expect(old.map((p) => p.name)).toContain(r.deferred?.partition);
+      expect(r.deferred?.holders).toContainEqual(
+        expect.objectContaining({ backendType: 'client backend', state: 'idle in transaction', relation: 'envelopes', mode: 'AccessShareLock' }),
+      );
     });
     expect(calls.filter((q) => q.includes('hermetic_drop_partition')).length).toBe(1);
     const undropped = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM envelope_partitions WHERE drained');
@@ -270,6 +275,91 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     // The table free again, the next pass drops them all; nothing was lost.
     expect((await retiring.retire()).partitions).toBeGreaterThanOrEqual(old.length);
     expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['m0', 'm1', 'm2', 'm3']);
+  });
+
+  it('a pass whose drain fails still drops the partitions drained before it, and reports the failure', async () => {
+    const box = await mailbox();
+    clock = T0 + 200 * AGE_MS;
+    for (let k = 0; k < 4; k++) {
+      await store1(item(box, `m${k}`));
+      clock += AGE_MS / 2;
+    }
+    await store.ackBatch([{ ...box, seq: 2 }]);
+    const slots = (await db.query<{ slot_ms: string }>('SELECT DISTINCT slot_ms FROM envelopes WHERE user_id = $1 ORDER BY 1', [box.userId])).map((r) => Number(r.slot_ms));
+    expect(slots.length).toBeGreaterThanOrEqual(2);
+    // The drain of the second partition fails once (a lost connection, a timeout).
+    let failed = false;
+    const failing = new Proxy(db, {
+      get(target, prop) {
+        if (prop === 'transaction') {
+          return <T>(fn: (tx: SqlExecutor) => Promise<T>) =>
+            target.transaction((tx) => {
+              const query = <R extends object>(sql: string, params?: Parameters<SqlExecutor['query']>[1]): Promise<R[]> => {
+                if (!failed && sql.includes('hermetic_drain_partition') && params?.[0] === `envelopes_${slots[1]}`) {
+                  failed = true;
+                  return Promise.reject(new Error('injected drain failure'));
+                }
+                return tx.query<R>(sql, params);
+              };
+              return fn({ ...tx, query });
+            });
+        }
+        const v: unknown = Reflect.get(target, prop);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const retiring = new MailboxStore(failing, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
+    clock += 3 * AGE_MS;
+    const r = await retiring.retire();
+    expect(r.drainFailed?.partition).toBe(`envelopes_${slots[1]}`);
+    expect(r.drainFailed?.error.message).toBe('injected drain failure');
+    expect(r.partitions).toBeGreaterThanOrEqual(1);
+    // The first partition (two acknowledged entries) was drained and dropped in spite of
+    // the second's failure; the second is untouched.
+    const partitions = (await db.query<{ from_ms: string; drained: boolean }>('SELECT from_ms, drained FROM envelope_partitions')).map((r) => [Number(r.from_ms), r.drained]);
+    expect(partitions.map(([f]) => f)).not.toContain(slots[0]);
+    expect(partitions).toContainEqual([slots[1], false]);
+    // The next pass finishes the work; nothing unacknowledged was lost.
+    await retiring.retire();
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['m2', 'm3']);
+    expect(await store.held(box.userId, box.deviceId)).toEqual({ envelopes: 2, bytes: 4 });
+  });
+
+  it('retirement finds every mailbox of a partition, whatever its ids sort like, and carries exactly what each has not acknowledged', async () => {
+    // Ids whose order differs between byte order and the database's collation, users with
+    // several devices (the walk steps over (user, device) pairs), and mailboxes with
+    // nothing acknowledged, some, or everything.
+    const ids = ['Zed', 'zed', 'a_b', 'a-b', 'ab', 'A', '~', 'e', '0', '_'].map((u) => `${u}${++n}`);
+    const boxes: { userId: string; deviceId: string }[] = [];
+    for (const userId of ids) {
+      const first = new TestDevice(userId, 'd1');
+      await enrolInStore(directory, first);
+      await enrolInStore(directory, new TestDevice(userId, 'D2'), first);
+      boxes.push({ userId, deviceId: 'd1' }, { userId, deviceId: 'D2' });
+    }
+    // A SEND addresses every device of its user.
+    const itemFor = (userId: string, label: string): SendItem => {
+      const payload = new TextEncoder().encode(label);
+      return { ...item({ userId }, label), targets: ['d1', 'D2'].map((deviceId) => ({ deviceId, payload })) };
+    };
+    clock = T0 + 400 * AGE_MS;
+    for (let i = 0; i < 5; i++) {
+      const { results } = await store.storeBatch(ids.map((u, k) => itemFor(u, `${k}:${i}`)));
+      expect(results.map((r) => (r.ok ? 'ok' : r.error.code))).toEqual(ids.map(() => 'ok'));
+    }
+    // Mailbox k acknowledges k % 6 of its 5 envelopes (5: all).
+    await store.ackBatch(boxes.map((b, k) => ({ ...b, seq: Math.min(5, k % 6) })).filter((a) => a.seq > 0));
+    clock += 3 * AGE_MS;
+    const r = await store.retire();
+    const expectCarried = boxes.reduce((sum, _b, k) => sum + 5 - Math.min(5, k % 6), 0);
+    expect(r.carried).toBeGreaterThanOrEqual(expectCarried);
+    for (const [k, b] of boxes.entries()) {
+      const acked = Math.min(5, k % 6);
+      const left = await store.fetch(b.userId, b.deviceId, 0, 10);
+      expect(left.map((e) => [e.seq, text(e.payload)])).toEqual(Array.from({ length: 5 - acked }, (_, j) => [acked + j + 1, `${k >> 1}:${acked + j}`]));
+      expect(await count('user_id = $1 AND device_id = $2', [b.userId, b.deviceId])).toBe(5 - acked);
+      expect((await store.held(b.userId, b.deviceId))?.envelopes).toBe(5 - acked);
+    }
   });
 
   it('readers skip expired envelopes before retirement drops them (expiry is exact)', async () => {

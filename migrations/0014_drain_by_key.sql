@@ -1,0 +1,101 @@
+-- Retirement's drain reads a partition by key, not whole.
+--
+-- The drain of migrations/0011 read every row of the partition four times (its
+-- mailboxes, their cursors, the expired entries, the entries to carry), holding the
+-- cursor rows of its mailboxes meanwhile. At full load a partition holds over a million
+-- envelopes (more than a GiB of ciphertext): the drain took longer than the relay's
+-- 10 s answer limit, the relay gave the transaction up (it rolled back), every later
+-- pass tried the same drain first and failed, so no drain and no drop ever happened
+-- again and the log grew without bound; and the ACKs queued behind the cursor rows for
+-- those seconds failed too.
+--
+-- Now the drain walks the partition's mailbox index (user_id, device_id, seq): one
+-- descent per mailbox to find the partition's mailboxes, then, per mailbox, the range
+-- above its cursor (the entries not acknowledged). Its cost follows the partition's
+-- mailboxes and what they have not acknowledged, not its rows: with recipients online
+-- almost everything is below the cursors, and nothing of it is read.
+--
+-- What it does is unchanged (see 0011): the entries still unacknowledged and unexpired
+-- move, in this transaction, to the partition covering p_now (same mailbox, sequence,
+-- ids and times; their send_* columns cleared: a carried entry no longer answers
+-- resends); the expired unacknowledged ones are credited to their quota and go with the
+-- partition; the cursor rows are locked first, in key order ("C"), as the ACK does.
+CREATE OR REPLACE FUNCTION hermetic_drain_partition(p_name text, p_now bigint, OUT r_carried bigint, OUT r_expired bigint)
+LANGUAGE plpgsql
+SET jit = off
+AS $fn$
+DECLARE
+  v_from bigint;
+  v_to bigint;
+  v_slot bigint;
+  v_users text[];
+  v_devices text[];
+BEGIN
+  r_carried := 0;
+  r_expired := 0;
+  PERFORM pg_advisory_xact_lock(hermetic_partition_lock_key());
+  PERFORM hermetic_lock_partition(p_name, true);
+  SELECT from_ms, to_ms INTO v_from, v_to FROM envelope_partitions WHERE name = p_name AND NOT drained;
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+  IF p_now >= v_from AND p_now < v_to THEN
+    RAISE EXCEPTION 'partition % is the current one', p_name;
+  END IF;
+  SELECT from_ms INTO v_slot FROM envelope_partitions WHERE from_ms <= p_now AND to_ms > p_now AND NOT drained;
+  IF v_slot IS NULL THEN
+    RAISE EXCEPTION 'no envelope partition covers %', p_now USING ERRCODE = '23514';
+  END IF;
+  -- The partition's mailboxes: each step finds the next one in the index, past the
+  -- previous (a skip scan), in key order "C" for the locks below.
+  EXECUTE format($q$
+    WITH RECURSIVE boxes(u, d) AS (
+      (SELECT e.user_id, e.device_id FROM %1$I e ORDER BY e.user_id, e.device_id LIMIT 1)
+      UNION ALL
+      SELECT n.user_id, n.device_id FROM boxes b
+       CROSS JOIN LATERAL (SELECT e.user_id, e.device_id FROM %1$I e
+                            WHERE (e.user_id, e.device_id) > (b.u, b.d)
+                            ORDER BY e.user_id, e.device_id LIMIT 1) n
+    )
+    SELECT array_agg(u ORDER BY u COLLATE "C", d COLLATE "C"), array_agg(d ORDER BY u COLLATE "C", d COLLATE "C") FROM boxes$q$, p_name)
+    INTO v_users, v_devices;
+  IF v_users IS NOT NULL THEN
+    INSERT INTO mailbox_cursors (user_id, device_id)
+    SELECT x.u, x.d FROM unnest(v_users, v_devices) WITH ORDINALITY AS x(u, d, i) ORDER BY x.i
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM mailbox_cursors c JOIN unnest(v_users, v_devices) AS x(u, d) ON c.user_id = x.u AND c.device_id = x.d
+      ORDER BY c.user_id COLLATE "C", c.device_id COLLATE "C" FOR UPDATE OF c;
+    -- One statement: `pending` is read once (the rows above each cursor, by the index)
+    -- and both the quota's credit and the move work from it.
+    EXECUTE format($q$
+      WITH pending AS MATERIALIZED (
+        SELECT e.user_id, e.device_id, e.seq, e.expires_at_ms, e.size
+          FROM unnest($1::text[], $2::text[]) AS x(u, d)
+          JOIN mailbox_cursors c ON c.user_id = x.u AND c.device_id = x.d
+         CROSS JOIN LATERAL (SELECT e.user_id, e.device_id, e.seq, e.expires_at_ms, e.size FROM %1$I e
+                              WHERE e.user_id = c.user_id AND e.device_id = c.device_id AND e.seq > c.acked_seq) e
+      ), gone AS (
+        SELECT p.user_id, p.device_id, sum(p.size)::bigint AS b, count(*) AS n
+          FROM pending p WHERE p.expires_at_ms <= $3 GROUP BY p.user_id, p.device_id
+      ), credited AS (
+        UPDATE mailbox_cursors c SET out_bytes = c.out_bytes + g.b, out_count = c.out_count + g.n
+          FROM gone g WHERE c.user_id = g.user_id AND c.device_id = g.device_id
+        RETURNING g.n
+      ), moved AS (
+        DELETE FROM %1$I e USING pending p
+         WHERE e.user_id = p.user_id AND e.device_id = p.device_id AND e.seq = p.seq AND p.expires_at_ms > $3
+        RETURNING e.user_id, e.device_id, e.seq, e.envelope_id, e.sender_user, e.sender_device,
+                  e.stored_at_ms, e.expires_at_ms, e.size, e.payload
+      ), placed AS (
+        INSERT INTO envelopes (slot_ms, user_id, device_id, seq, envelope_id, sender_user, sender_device,
+                               stored_at_ms, expires_at_ms, size, payload)
+        SELECT $4, m.user_id, m.device_id, m.seq, m.envelope_id, m.sender_user, m.sender_device,
+               m.stored_at_ms, m.expires_at_ms, m.size, m.payload FROM moved m
+        RETURNING 1
+      )
+      SELECT (SELECT coalesce(sum(n), 0)::bigint FROM credited), (SELECT count(*) FROM placed)$q$, p_name)
+      INTO r_expired, r_carried USING v_users, v_devices, p_now, v_slot;
+  END IF;
+  UPDATE envelope_partitions SET drained = true WHERE name = p_name;
+END
+$fn$;

@@ -5,6 +5,7 @@
  * benchmark needs: device registration and /metrics.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encodeBase64url } from '../../protocol/base64url.js';
@@ -97,8 +98,11 @@ export async function startRelayChild(opts: RelayChildOptions): Promise<RelayChi
           if (typeof p === 'number') {
             clearTimeout(timer);
             proc.stdout?.off('data', onData);
-            // Keep draining stdout so the relay never blocks on a full pipe.
-            proc.stdout?.resume();
+            // Keep draining stdout so the relay never blocks on a full pipe; with
+            // BENCH_RELAY_LOG, into that file (appended), to read the relay's warnings.
+            const logFile = process.env.BENCH_RELAY_LOG;
+            if (logFile) proc.stdout?.pipe(fs.createWriteStream(logFile, { flags: 'a' }));
+            else proc.stdout?.resume();
             resolve(p);
           }
         } catch {

@@ -25,7 +25,8 @@
  *
  * The relay runs as `npm start` runs it: compiled by the project's build into dist/ (at
  * the start of the run), with the same node flags; `BENCH_RELAY_FROM=source` in the
- * environment runs it from source through tsx instead (bench/lib/relay-process.ts).
+ * environment runs it from source through tsx instead (bench/lib/relay-process.ts), and
+ * `BENCH_RELAY_LOG=<file>` appends the relay's log (JSON lines) to that file.
  *
  * Every phase warms up before it measures. Databases, processes and temporary
  * directories are removed at the end, also on failure or interrupt. Besides the

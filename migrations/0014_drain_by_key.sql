@@ -15,12 +15,24 @@
 -- mailboxes and what they have not acknowledged, not its rows: with recipients online
 -- almost everything is below the cursors, and nothing of it is read.
 --
--- What it does is unchanged (see 0011): the entries still unacknowledged and unexpired
--- move, in this transaction, to the partition covering p_now (same mailbox, sequence,
--- ids and times; their send_* columns cleared: a carried entry no longer answers
--- resends); the expired unacknowledged ones are credited to their quota and go with the
--- partition; the cursor rows are locked first, in key order ("C"), as the ACK does.
-CREATE OR REPLACE FUNCTION hermetic_drain_partition(p_name text, p_now bigint, OUT r_carried bigint, OUT r_expired bigint)
+-- And it carries in steps of bounded size, each its own transaction: a call moves at
+-- most p_max_rows entries and p_max_bytes of payload (at least one entry), and says
+-- whether it is done. Devices offline with full mailboxes make a partition's backlog
+-- large (each device may hold HERMETIC_MAILBOX_MAX_ENVELOPES envelopes): moved in one
+-- transaction it would outrun the answer limit again, and hold the cursor rows (the
+-- ACKs of every mailbox in the partition) for as long. Between steps, readers see each
+-- entry once, in one partition or the other; an ACK between steps credits what it
+-- passes, as in any partition not drained; a batch still writing into the partition
+-- (a relay whose clock is behind) is carried by the next step.
+--
+-- The last step (nothing left to carry) credits the quota of the expired
+-- unacknowledged entries (they go with the partition) and marks it drained. The cursor
+-- rows are locked first at each step, in key order ("C"), as the ACK does. A carried
+-- entry keeps its mailbox, sequence, ids and times; its send_* columns are cleared (it
+-- no longer answers resends).
+DROP FUNCTION hermetic_drain_partition(text, bigint);
+CREATE FUNCTION hermetic_drain_partition(p_name text, p_now bigint, p_max_rows int, p_max_bytes bigint,
+                                         OUT r_carried bigint, OUT r_expired bigint, OUT r_done boolean)
 LANGUAGE plpgsql
 SET jit = off
 AS $fn$
@@ -30,9 +42,14 @@ DECLARE
   v_slot bigint;
   v_users text[];
   v_devices text[];
+  v_candidates bigint;
 BEGIN
   r_carried := 0;
   r_expired := 0;
+  r_done := true;
+  IF p_max_rows < 1 OR p_max_bytes < 1 THEN
+    RAISE EXCEPTION 'a drain step must be allowed at least one entry';
+  END IF;
   PERFORM pg_advisory_xact_lock(hermetic_partition_lock_key());
   PERFORM hermetic_lock_partition(p_name, true);
   SELECT from_ms, to_ms INTO v_from, v_to FROM envelope_partitions WHERE name = p_name AND NOT drained;
@@ -65,25 +82,26 @@ BEGIN
         ON CONFLICT DO NOTHING;
     PERFORM 1 FROM mailbox_cursors c JOIN unnest(v_users, v_devices) AS x(u, d) ON c.user_id = x.u AND c.device_id = x.d
       ORDER BY c.user_id COLLATE "C", c.device_id COLLATE "C" FOR UPDATE OF c;
-    -- One statement: `pending` is read once (the rows above each cursor, by the index)
-    -- and both the quota's credit and the move work from it.
+    -- This step's entries: up to p_max_rows of those above their cursor and not
+    -- expired (by the index, stopping there), cut to p_max_bytes of payload (the first
+    -- always kept). Done when fewer than p_max_rows were found and none was cut.
     EXECUTE format($q$
-      WITH pending AS MATERIALIZED (
-        SELECT e.user_id, e.device_id, e.seq, e.expires_at_ms, e.size
+      WITH candidates AS MATERIALIZED (
+        SELECT e.user_id, e.device_id, e.seq, e.size
           FROM unnest($1::text[], $2::text[]) AS x(u, d)
           JOIN mailbox_cursors c ON c.user_id = x.u AND c.device_id = x.d
-         CROSS JOIN LATERAL (SELECT e.user_id, e.device_id, e.seq, e.expires_at_ms, e.size FROM %1$I e
-                              WHERE e.user_id = c.user_id AND e.device_id = c.device_id AND e.seq > c.acked_seq) e
-      ), gone AS (
-        SELECT p.user_id, p.device_id, sum(p.size)::bigint AS b, count(*) AS n
-          FROM pending p WHERE p.expires_at_ms <= $3 GROUP BY p.user_id, p.device_id
-      ), credited AS (
-        UPDATE mailbox_cursors c SET out_bytes = c.out_bytes + g.b, out_count = c.out_count + g.n
-          FROM gone g WHERE c.user_id = g.user_id AND c.device_id = g.device_id
-        RETURNING g.n
+         CROSS JOIN LATERAL (SELECT e.user_id, e.device_id, e.seq, e.size FROM %1$I e
+                              WHERE e.user_id = c.user_id AND e.device_id = c.device_id
+                                AND e.seq > c.acked_seq AND e.expires_at_ms > $3) e
+         LIMIT $5
+      ), step AS MATERIALIZED (
+        SELECT k.user_id, k.device_id, k.seq FROM (
+          SELECT k.*, row_number() OVER w AS i, sum(k.size) OVER w AS upto
+            FROM candidates k WINDOW w AS (ORDER BY k.user_id, k.device_id, k.seq ROWS UNBOUNDED PRECEDING)) k
+         WHERE k.i = 1 OR k.upto <= $6
       ), moved AS (
-        DELETE FROM %1$I e USING pending p
-         WHERE e.user_id = p.user_id AND e.device_id = p.device_id AND e.seq = p.seq AND p.expires_at_ms > $3
+        DELETE FROM %1$I e USING step s
+         WHERE e.user_id = s.user_id AND e.device_id = s.device_id AND e.seq = s.seq
         RETURNING e.user_id, e.device_id, e.seq, e.envelope_id, e.sender_user, e.sender_device,
                   e.stored_at_ms, e.expires_at_ms, e.size, e.payload
       ), placed AS (
@@ -93,8 +111,29 @@ BEGIN
                m.stored_at_ms, m.expires_at_ms, m.size, m.payload FROM moved m
         RETURNING 1
       )
-      SELECT (SELECT coalesce(sum(n), 0)::bigint FROM credited), (SELECT count(*) FROM placed)$q$, p_name)
-      INTO r_expired, r_carried USING v_users, v_devices, p_now, v_slot;
+      SELECT (SELECT count(*) FROM placed), (SELECT count(*) FROM candidates)$q$, p_name)
+      INTO r_carried, v_candidates USING v_users, v_devices, p_now, v_slot, p_max_rows, p_max_bytes;
+    IF v_candidates >= p_max_rows OR r_carried < v_candidates THEN
+      r_done := false;
+      RETURN;
+    END IF;
+    -- Nothing left to carry: what is above a cursor now is expired.
+    EXECUTE format($q$
+      WITH gone AS (
+        SELECT e.user_id, e.device_id, sum(e.size)::bigint AS b, count(*) AS n
+          FROM unnest($1::text[], $2::text[]) AS x(u, d)
+          JOIN mailbox_cursors c ON c.user_id = x.u AND c.device_id = x.d
+         CROSS JOIN LATERAL (SELECT e.user_id, e.device_id, e.size FROM %1$I e
+                              WHERE e.user_id = c.user_id AND e.device_id = c.device_id
+                                AND e.seq > c.acked_seq AND e.expires_at_ms <= $3) e
+         GROUP BY e.user_id, e.device_id
+      ), credited AS (
+        UPDATE mailbox_cursors c SET out_bytes = c.out_bytes + g.b, out_count = c.out_count + g.n
+          FROM gone g WHERE c.user_id = g.user_id AND c.device_id = g.device_id
+        RETURNING g.n
+      )
+      SELECT coalesce(sum(n), 0)::bigint FROM credited$q$, p_name)
+      INTO r_expired USING v_users, v_devices, p_now;
   END IF;
   UPDATE envelope_partitions SET drained = true WHERE name = p_name;
 END

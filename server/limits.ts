@@ -135,6 +135,16 @@ export const PARTITIONS_AHEAD = 3;
  * long at each attempt. Short, so such a stall stays within a latency budget; partitions
  * are made PARTITIONS_AHEAD widths ahead, so creation has many ticks to succeed in. */
 export const PARTITION_LOCK_TIMEOUT_MS = 500;
+/** Retirement carries a partition's unacknowledged envelopes forward in steps of at most
+ * this many envelopes and this many payload bytes, each its own transaction (one
+ * envelope at least): a step must stay well within the database answer limit
+ * (HERMETIC_DB_TIMEOUT_MS), and holds the cursor rows, the ACKs of the partition's
+ * mailboxes, while it runs. */
+export const MAX_CARRIED_PER_STEP = 20_000;
+export const MAX_CARRIED_BYTES_PER_STEP = 32 * 1024 * 1024;
+/** A retirement pass starts no further drain step after this long; the next pass goes
+ * on where it stopped, after this pass's drops. */
+export const DRAIN_PASS_BUDGET_MS = 5_000;
 /** A deferred partition drop reports at most this many of the lock holders in its way. */
 export const MAX_LOCK_HOLDERS_REPORTED = 8;
 /** A relay whose clock differs from the database's by more than this makes no envelope

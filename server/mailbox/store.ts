@@ -22,6 +22,9 @@ import {
   DEFAULT_MAILBOX_MAX_ENVELOPES,
   DEFAULT_RECEIPT_WINDOW_MS,
   DEFAULT_RETIREMENT_AGE_MS,
+  DRAIN_PASS_BUDGET_MS,
+  MAX_CARRIED_BYTES_PER_STEP,
+  MAX_CARRIED_PER_STEP,
   MAX_CLOCK_SKEW_MS,
   MAX_LOCK_HOLDERS_REPORTED,
   PARTITION_LOCK_TIMEOUT_MS,
@@ -155,6 +158,11 @@ export interface Retention {
    * its acknowledged envelopes are confirmed until then (default
    * DEFAULT_RECEIPT_WINDOW_MS). */
   readonly receiptWindowMs?: number;
+  /** Envelopes and payload bytes carried per drain step, each step its own transaction
+   * (defaults MAX_CARRIED_PER_STEP, MAX_CARRIED_BYTES_PER_STEP). */
+  readonly carryStep?: { readonly rows: number; readonly bytes: number };
+  /** A pass starts no further drain step after this long (default DRAIN_PASS_BUDGET_MS). */
+  readonly drainBudgetMs?: number;
 }
 
 export interface MailboxStoreOptions {
@@ -219,6 +227,8 @@ export class MailboxStore {
   private readonly quota: MailboxQuota;
   readonly retirementAgeMs: number;
   readonly receiptWindowMs: number;
+  private readonly carryStep: { readonly rows: number; readonly bytes: number };
+  private readonly drainBudgetMs: number;
   /** Width of one time partition. */
   readonly partitionMs: number;
   private readonly channel: string | null;
@@ -233,6 +243,8 @@ export class MailboxStore {
     this.quota = opts.quota ?? { maxBytes: DEFAULT_MAILBOX_MAX_BYTES, maxEnvelopes: DEFAULT_MAILBOX_MAX_ENVELOPES };
     this.retirementAgeMs = opts.retention?.retirementAgeMs ?? DEFAULT_RETIREMENT_AGE_MS;
     this.receiptWindowMs = opts.retention?.receiptWindowMs ?? DEFAULT_RECEIPT_WINDOW_MS;
+    this.carryStep = opts.retention?.carryStep ?? { rows: MAX_CARRIED_PER_STEP, bytes: MAX_CARRIED_BYTES_PER_STEP };
+    this.drainBudgetMs = opts.retention?.drainBudgetMs ?? DRAIN_PASS_BUDGET_MS;
     this.partitionMs = Math.max(1, Math.floor(this.retirementAgeMs / PARTITIONS_PER_RETIREMENT_AGE));
     this.channel = opts.channel === undefined ? MAILBOX_CHANNEL : opts.channel;
     this.maxClockSkewMs = opts.maxClockSkewMs ?? MAX_CLOCK_SKEW_MS;
@@ -474,10 +486,13 @@ export class MailboxStore {
   /**
    * One retirement pass. Every partition whose end is more than the retirement age
    * before `nowMs` is drained, oldest first: its unacknowledged, unexpired entries move
-   * to the current partition, and the time is recorded, in one transaction. Every
-   * partition drained at least the receipt window before `nowMs` is then dropped (a
-   * drop that cannot get the table lock in time is left for the next pass; the
-   * partition holds nothing any read returns meanwhile).
+   * to the current partition in steps of bounded size (each a transaction), and the
+   * last step credits the expired ones and records the time. A pass starts no step
+   * after its drain budget; the next one goes on. Every partition drained at least the
+   * receipt window before `nowMs` is then dropped (a drop that cannot get the table
+   * lock in time is left for the next pass and reported in `deferred`; the partition
+   * holds nothing any read returns meanwhile). A drain that fails is reported in
+   * `drainFailed`, not thrown: the drops still run.
    */
   async retire(nowMs = this.now()): Promise<Retired> {
     await this.ensurePartitions(nowMs);
@@ -487,26 +502,36 @@ export class MailboxStore {
     let partitions = 0;
     let carried = 0;
     let expired = 0;
-    // A drain that fails stops the drains of this pass (the next ones are newer) but not
-    // the drops below: they need only partitions already drained, and a failing drain
-    // must not keep the log from shrinking.
+    // Each partition in steps (hermetic_drain_partition carries a bounded number of
+    // entries per transaction), until its last step marks it drained. The pass starts
+    // no step after its budget: the next pass goes on with the same partition. A drain
+    // that fails stops the drains of this pass (the next ones are newer) but not the
+    // drops below: they need only partitions already drained, and a failing drain must
+    // not keep the log from shrinking.
     let drainFailed: Retired['drainFailed'];
-    for (const { name } of old) {
-      try {
-        const drained = await this.db.transaction(async (tx) => {
-          const r = await tx.query<{ r_carried: string | number; r_expired: string | number }>(
-            'SELECT r_carried, r_expired FROM hermetic_drain_partition($1::text, $2::int8)',
-            [name, nowMs],
-          );
-          await tx.query('UPDATE envelope_partitions SET drained_at_ms = $2 WHERE name = $1 AND drained AND drained_at_ms IS NULL', [name, nowMs]);
-          return r[0];
-        });
-        carried += Number(drained?.r_carried ?? 0);
-        expired += Number(drained?.r_expired ?? 0);
-      } catch (err) {
-        drainFailed = { partition: name, error: err instanceof Error ? err : new Error(String(err)) };
-        break;
+    const started = performance.now();
+    const spent = (): boolean => performance.now() - started > this.drainBudgetMs;
+    drains: for (const { name } of old) {
+      for (;;) {
+        try {
+          const step = await this.db.transaction(async (tx) => {
+            const r = await tx.query<{ r_carried: string | number; r_expired: string | number; r_done: boolean }>(
+              'SELECT r_carried, r_expired, r_done FROM hermetic_drain_partition($1::text, $2::int8, $3::int4, $4::int8)',
+              [name, nowMs, this.carryStep.rows, this.carryStep.bytes],
+            );
+            await tx.query('UPDATE envelope_partitions SET drained_at_ms = $2 WHERE name = $1 AND drained AND drained_at_ms IS NULL', [name, nowMs]);
+            return r[0];
+          });
+          carried += Number(step?.r_carried ?? 0);
+          expired += Number(step?.r_expired ?? 0);
+          if (step?.r_done !== false) break;
+        } catch (err) {
+          drainFailed = { partition: name, error: err instanceof Error ? err : new Error(String(err)) };
+          break drains;
+        }
+        if (spent()) break drains;
       }
+      if (spent()) break;
     }
     // A partition drained without its time (before migrations/0012, or by a relay of an
     // earlier version sharing the database) gets this pass's time, so that it still waits

@@ -134,7 +134,7 @@ describe.each(STORAGE_DRIVERS)('mailbox quotas and expiry on $name', (driver) =>
     // Step 1 of retirement only (the drop failing for its table lock, or not yet run):
     // the expired envelopes are credited and stay on disk until the drop.
     const [part] = await db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE from_ms <= $1 AND to_ms > $1', [T0]);
-    const drained = await db.query<{ r_expired: string | number }>('SELECT r_expired FROM hermetic_drain_partition($1::text, $2::int8)', [part!.name, clock]);
+    const drained = await db.query<{ r_expired: string | number }>('SELECT r_expired FROM hermetic_drain_partition($1::text, $2::int8, 1000, 1048576)', [part!.name, clock]);
     expect(Number(drained[0]!.r_expired)).toBe(2);
     expect(await store.held(bob.userId, 'd1')).toEqual({ bytes: 10, envelopes: 1 });
     await store.ackBatch([{ userId: bob.userId, deviceId: 'd1', seq: 3 }]);

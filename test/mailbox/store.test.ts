@@ -96,6 +96,27 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
 
   const text = (p: Uint8Array): string => new TextDecoder().decode(p);
 
+  /** `db`, with `before` called ahead of each drain step (its partition's name) run in a
+   * transaction; an error it returns fails that step. */
+  function onDrainStep(before: (partition: unknown) => Error | undefined): Database {
+    return new Proxy(db, {
+      get(target, prop) {
+        if (prop === 'transaction') {
+          return <T>(fn: (tx: SqlExecutor) => Promise<T>) =>
+            target.transaction((tx) => {
+              const query = <R extends object>(sql: string, params?: Parameters<SqlExecutor['query']>[1]): Promise<R[]> => {
+                const err = sql.includes('hermetic_drain_partition') ? before(params?.[0]) : undefined;
+                return err ? Promise.reject(err) : tx.query<R>(sql, params);
+              };
+              return fn({ ...tx, query });
+            });
+        }
+        const v: unknown = Reflect.get(target, prop);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+  }
+
   it('retirement drops old partitions, carrying forward exactly the unacknowledged, unexpired entries, and credits the quota', async () => {
     const box = await mailbox();
     // seq 1..3 acknowledged, 4 expiring before retirement, 5..6 unacknowledged.
@@ -194,7 +215,7 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     const ahead = behind + 3 * AGE_MS;
     await store.ensurePartitions(ahead);
     const [part] = await db.query<{ name: string }>('SELECT name FROM envelope_partitions WHERE from_ms <= $1 AND to_ms > $1', [behind]);
-    await db.query('SELECT * FROM hermetic_drain_partition($1::text, $2::int8)', [part!.name, ahead]);
+    await db.query('SELECT * FROM hermetic_drain_partition($1::text, $2::int8, 1000, 1048576)', [part!.name, ahead]);
     expect(await store1(item(box, 'late'))).toBe(1);
     const [row] = await db.query<{ slot_ms: string | number; stored_at_ms: string | number }>(
       'SELECT slot_ms, stored_at_ms FROM envelopes WHERE user_id = $1',
@@ -289,24 +310,10 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect(slots.length).toBeGreaterThanOrEqual(2);
     // The drain of the second partition fails once (a lost connection, a timeout).
     let failed = false;
-    const failing = new Proxy(db, {
-      get(target, prop) {
-        if (prop === 'transaction') {
-          return <T>(fn: (tx: SqlExecutor) => Promise<T>) =>
-            target.transaction((tx) => {
-              const query = <R extends object>(sql: string, params?: Parameters<SqlExecutor['query']>[1]): Promise<R[]> => {
-                if (!failed && sql.includes('hermetic_drain_partition') && params?.[0] === `envelopes_${slots[1]}`) {
-                  failed = true;
-                  return Promise.reject(new Error('injected drain failure'));
-                }
-                return tx.query<R>(sql, params);
-              };
-              return fn({ ...tx, query });
-            });
-        }
-        const v: unknown = Reflect.get(target, prop);
-        return typeof v === 'function' ? v.bind(target) : v;
-      },
+    const failing = onDrainStep((partition) => {
+      if (failed || partition !== `envelopes_${slots[1]}`) return undefined;
+      failed = true;
+      return new Error('injected drain failure');
     });
     const retiring = new MailboxStore(failing, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
     clock += 3 * AGE_MS;
@@ -323,6 +330,70 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     await retiring.retire();
     expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['m2', 'm3']);
     expect(await store.held(box.userId, box.deviceId)).toEqual({ envelopes: 2, bytes: 4 });
+  });
+
+  it('a large backlog is carried in bounded steps, one transaction each, across passes: readers see every entry once, the expired are credited once', async () => {
+    const box = await mailbox();
+    clock = T0 + 600 * AGE_MS;
+    // Every partition before this one retired first (other tests leave some, and the
+    // budget below allows one step per pass).
+    await store.retire(clock + AGE_MS);
+    // seq 1-2 acknowledged, 3-5 expiring before the drain, 6-28 kept.
+    for (let i = 1; i <= 2; i++) await store1(item(box, `acked ${i}`));
+    for (let i = 3; i <= 5; i++) await store1(item(box, `expires ${i}`, { ttlSeconds: 1 }));
+    for (let i = 6; i <= 28; i++) await store1(item(box, `kept ${i}`));
+    await store.ackBatch([{ ...box, seq: 2 }]);
+    const [slot] = (await db.query<{ slot_ms: string }>('SELECT DISTINCT slot_ms FROM envelopes WHERE user_id = $1', [box.userId])).map((r) => Number(r.slot_ms));
+    const partition = `envelopes_${slot}`;
+    let steps = 0;
+    const counting = onDrainStep((p) => {
+      if (p === partition) steps++;
+      return undefined;
+    });
+    // Steps of 10 envelopes, and a budget that lets a pass make one step only.
+    const stepping = new MailboxStore(counting, 'test-node', {
+      now: () => clock,
+      maxClockSkewMs: Infinity,
+      retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0, carryStep: { rows: 10, bytes: 1 << 20 }, drainBudgetMs: 0 },
+    });
+    const kept = Array.from({ length: 23 }, (_, i) => `kept ${i + 6}`);
+    const drained = async (): Promise<boolean | undefined> =>
+      (await db.query<{ drained: boolean }>('SELECT drained FROM envelope_partitions WHERE name = $1', [partition]))[0]?.drained;
+    clock += 3 * AGE_MS;
+    for (let pass = 1; pass <= 2; pass++) {
+      await stepping.retire();
+      expect(steps).toBe(pass);
+      expect(await drained()).toBe(false);
+      // Half carried: each entry is read once, in order, from one partition or the other.
+      expect((await store.fetch(box.userId, box.deviceId, 2, 100)).map((e) => text(e.payload))).toEqual(kept);
+      expect(await count('user_id = $1 AND slot_ms = $2', [box.userId, String(slot)])).toBe(28 - 10 * pass);
+      expect(await store.held(box.userId, box.deviceId)).toMatchObject({ envelopes: 26 });
+    }
+    // The third step finds 3 left: done, the expired credited, the partition dropped.
+    await stepping.retire();
+    expect(steps).toBe(3);
+    expect(await drained()).toBeUndefined();
+    expect((await store.fetch(box.userId, box.deviceId, 0, 100)).map((e) => [e.seq, text(e.payload)])).toEqual(kept.map((t, i) => [i + 6, t]));
+    expect(await count('user_id = $1', [box.userId])).toBe(23);
+    expect(await store.held(box.userId, box.deviceId)).toEqual({ envelopes: 23, bytes: kept.reduce((b, t) => b + t.length, 0) });
+    // Carried entries no longer answer resends, and the sequence goes on.
+    expect(await store1(item(box, 'after'))).toBe(29);
+  });
+
+  it('a drain step moves at most its byte budget of payload, and always one entry', async () => {
+    const box = await mailbox();
+    clock = T0 + 700 * AGE_MS;
+    for (let i = 1; i <= 5; i++) await store1(item(box, `big ${i}`));
+    const byteSteps = new MailboxStore(db, 'test-node', {
+      now: () => clock,
+      maxClockSkewMs: Infinity,
+      retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0, carryStep: { rows: 1_000, bytes: 1 } },
+    });
+    clock += 3 * AGE_MS;
+    const r = await byteSteps.retire();
+    expect(r.carried).toBeGreaterThanOrEqual(5);
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['big 1', 'big 2', 'big 3', 'big 4', 'big 5']);
+    expect(await store.held(box.userId, box.deviceId)).toEqual({ envelopes: 5, bytes: 25 });
   });
 
   it('retirement finds every mailbox of a partition, whatever its ids sort like, and carries exactly what each has not acknowledged', async () => {

@@ -100,7 +100,11 @@ export class ConnectionManager {
     this.sendsIn = this.framesIn('send');
     this.deliversOut = this.framesOut('deliver');
     this.storedBatchesOut = this.framesOut('stored_batch');
-    this.tokenExpiry = new Deadlines((ws) => this.onTokenDeadline(ws), deps.now);
+    this.tokenExpiry = new Deadlines(
+      (ws) => this.onTokenDeadline(ws),
+      deps.now,
+      (err) => deps.logger.error({ err: { message: (err as Error).message } }, 'closing a connection whose token expired failed'),
+    );
   }
 
   newConnectionData(address: string, origins: readonly string[]): ConnectionData {

@@ -25,11 +25,13 @@ export class Deadlines<T> {
   /**
    * `onDue(item)` is called at or after the item's deadline, by `now`; an item it adds
    * again (its deadline moved) is kept. Callbacks of one group may be spread over several
-   * turns of the event loop.
+   * turns of the event loop. A callback that throws is reported to `onError` and the
+   * others still run: thrown from the timer, it would end the process.
    */
   constructor(
     private readonly onDue: (item: T) => void,
     private readonly now: () => number,
+    private readonly onError: (err: unknown, item: T) => void = () => undefined,
   ) {}
 
   get size(): number {
@@ -92,7 +94,7 @@ export class Deadlines<T> {
     try {
       more = this.fireSlice();
     } finally {
-      // Once everything due is done (or a callback threw), the timer waits for the next group.
+      // Once everything due is done, the timer waits for the next group.
       if (!more) {
         this.firing = false;
         this.arm();
@@ -113,7 +115,11 @@ export class Deadlines<T> {
         }
         n++;
         group.delete(item);
-        this.onDue(item);
+        try {
+          this.onDue(item);
+        } catch (err) {
+          this.onError(err, item);
+        }
       }
       // Every item was called back (iterating a Set visits what is added meanwhile). The
       // key is removed where it is, not as the first: a callback may have scheduled an

@@ -28,6 +28,29 @@ describe('Deadlines', () => {
     return { deadlines, fired };
   }
 
+  it('a callback that throws is reported, and the other items due are still called back, now and later', () => {
+    const fired: string[] = [];
+    const errors: Array<[string, string]> = [];
+    const deadlines = new Deadlines<string>(
+      (item) => {
+        if (item === 'bad') throw new Error('callback failed');
+        fired.push(item);
+      },
+      Date.now,
+      (err, item) => errors.push([item, (err as Error).message]),
+    );
+    deadlines.add('a', t0 + 1_000);
+    deadlines.add('bad', t0 + 1_000);
+    deadlines.add('c', t0 + 1_000);
+    deadlines.add('later', t0 + 2_000);
+    expect(() => vi.advanceTimersByTime(1_000)).not.toThrow();
+    expect(fired).toEqual(['a', 'c']);
+    expect(errors).toEqual([['bad', 'callback failed']]);
+    vi.advanceTimersByTime(1_000);
+    expect(fired).toEqual(['a', 'c', 'later']);
+    expect(deadlines.size).toBe(0);
+  });
+
   it('calls each item back at its deadline (whole seconds: exactly then), in deadline order, and never before', () => {
     const { deadlines, fired } = schedule();
     deadlines.add('b', t0 + 3_000);

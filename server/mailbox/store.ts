@@ -245,6 +245,13 @@ export class MailboxStore {
     this.receiptWindowMs = opts.retention?.receiptWindowMs ?? DEFAULT_RECEIPT_WINDOW_MS;
     this.carryStep = opts.retention?.carryStep ?? { rows: MAX_CARRIED_PER_STEP, bytes: MAX_CARRIED_BYTES_PER_STEP };
     this.drainBudgetMs = opts.retention?.drainBudgetMs ?? DRAIN_PASS_BUDGET_MS;
+    // hermetic_drain_partition takes the rows as int4 and refuses a step of less than one
+    // entry: a step it refuses would fail every pass, and the log would never shrink.
+    const { rows, bytes } = this.carryStep;
+    if (!Number.isSafeInteger(rows) || rows < 1 || rows > 2 ** 31 - 1 || !Number.isSafeInteger(bytes) || bytes < 1) {
+      throw new RangeError(`a drain step must carry at least one envelope and one byte (rows ${rows}, bytes ${bytes})`);
+    }
+    if (!(this.drainBudgetMs >= 0)) throw new RangeError(`the drain budget must be 0 ms or more (${this.drainBudgetMs})`);
     this.partitionMs = Math.max(1, Math.floor(this.retirementAgeMs / PARTITIONS_PER_RETIREMENT_AGE));
     this.channel = opts.channel === undefined ? MAILBOX_CHANNEL : opts.channel;
     this.maxClockSkewMs = opts.maxClockSkewMs ?? MAX_CLOCK_SKEW_MS;
@@ -551,7 +558,9 @@ export class MailboxStore {
         // statement on the table behind it for up to the lock timeout, and what kept the
         // lock from it (a long transaction) is most likely still there.
         if (sqlState(err) !== '55P03') throw err;
-        deferred = { partition: name, holders: await this.lockHolders(name) };
+        // The report is for the operator: failing to list the holders must not cost the
+        // pass its result (what it carried and dropped, a failed drain).
+        deferred = { partition: name, holders: await this.lockHolders(name).catch(() => []) };
         break;
       }
     }
@@ -567,7 +576,7 @@ export class MailboxStore {
          JOIN pg_class c ON c.oid = l.relation
          JOIN pg_stat_activity a ON a.pid = l.pid
         WHERE l.granted AND l.pid <> pg_backend_pid() AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND c.relname IN ($1, 'envelopes')
+          AND l.relation IN (to_regclass($1), to_regclass('envelopes'))
         ORDER BY a.xact_start NULLS LAST
         LIMIT $2`,
       [name, MAX_LOCK_HOLDERS_REPORTED],

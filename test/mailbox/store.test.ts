@@ -298,6 +298,23 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
     expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['m0', 'm1', 'm2', 'm3']);
   });
 
+  it('refuses drain settings the drain cannot run with', () => {
+    const make = (retention: object): MailboxStore => new MailboxStore(db, 'test-node', { retention: { retirementAgeMs: AGE_MS, ...retention } });
+    for (const carryStep of [
+      { rows: 0, bytes: 1 },
+      { rows: -5, bytes: 1 },
+      { rows: 1.5, bytes: 1 },
+      { rows: 2 ** 31, bytes: 1 },
+      { rows: 1, bytes: 0 },
+      { rows: 1, bytes: -1 },
+      { rows: 1, bytes: Number.NaN },
+    ]) {
+      expect(() => make({ carryStep }), JSON.stringify(carryStep)).toThrow(RangeError);
+    }
+    for (const drainBudgetMs of [-1, Number.NaN]) expect(() => make({ drainBudgetMs }), String(drainBudgetMs)).toThrow(RangeError);
+    expect(() => make({ carryStep: { rows: 1, bytes: 1 }, drainBudgetMs: 0 })).not.toThrow();
+  });
+
   it('a pass whose drain fails still drops the partitions drained before it, and reports the failure', async () => {
     const box = await mailbox();
     clock = T0 + 200 * AGE_MS;
@@ -760,5 +777,34 @@ describe.each(STORAGE_DRIVERS)('MailboxStore on $name', (driver) => {
       expect(lines).toEqual([]);
     }
     expect(await catalogue()).toBe(before);
+  });
+
+  it('a deferred drop whose lock holders cannot be listed is still reported, and the pass still returns what it did', async () => {
+    if (driver.name !== 'pg') return;
+    const box = await mailbox();
+    clock = T0 + 900 * AGE_MS;
+    await store1(item(box, 'kept'));
+    const blind = new Proxy(db, {
+      get(target, prop) {
+        if (prop === 'query') {
+          return (sql: string, params?: [], opts?: object) =>
+            sql.includes('pg_locks') ? Promise.reject(new Error('injected: no lock listing')) : target.query(sql, params, opts);
+        }
+        const v: unknown = Reflect.get(target, prop);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const retiring = new MailboxStore(blind, 'test-node', { now: () => clock, maxClockSkewMs: Infinity, retention: { retirementAgeMs: AGE_MS, receiptWindowMs: 0 } });
+    clock += 3 * AGE_MS;
+    await retiring.ensurePartitions();
+    await db.transaction(async (tx) => {
+      await tx.query('SELECT 1 FROM envelopes LIMIT 1');
+      const r = await retiring.retire();
+      expect(r.carried).toBeGreaterThanOrEqual(1);
+      expect(r.deferred?.partition).toMatch(/^envelopes_/);
+      expect(r.deferred?.holders).toEqual([]);
+    });
+    expect((await store.fetch(box.userId, box.deviceId, 0, 10)).map((e) => text(e.payload))).toEqual(['kept']);
+    expect((await retiring.retire()).deferred).toBeUndefined();
   });
 });

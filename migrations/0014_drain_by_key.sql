@@ -27,7 +27,8 @@
 --
 -- The last step (nothing left to carry) credits the quota of the expired
 -- unacknowledged entries (they go with the partition) and marks it drained. The cursor
--- rows are locked first at each step, in key order ("C"), as the ACK does. A carried
+-- rows of the mailboxes with anything unacknowledged here are locked first at each
+-- step, in key order ("C"), as the ACK does. A carried
 -- entry keeps its mailbox, sequence, ids and times; its send_* columns are cleared (it
 -- no longer answers resends).
 DROP FUNCTION hermetic_drain_partition(text, bigint);
@@ -63,8 +64,13 @@ BEGIN
   IF v_slot IS NULL THEN
     RAISE EXCEPTION 'no envelope partition covers %', p_now USING ERRCODE = '23514';
   END IF;
-  -- The partition's mailboxes: each step finds the next one in the index, past the
-  -- previous (a skip scan), in key order "C" for the locks below.
+  -- The partition's mailboxes that hold an entry above their cursor (or have no cursor
+  -- row: nothing acknowledged): each step of the walk finds the next mailbox in the
+  -- index, past the previous (a skip scan), and one probe above its cursor tells. Read
+  -- without locks: a mailbox with nothing above its cursor stays so (a cursor only moves
+  -- forward, and no batch writes into this partition while its lock is held here), so
+  -- only the others are locked, in key order "C"; with recipients online those are few,
+  -- and the step writes nothing for the rest.
   EXECUTE format($q$
     WITH RECURSIVE boxes(u, d) AS (
       (SELECT e.user_id, e.device_id FROM %1$I e ORDER BY e.user_id, e.device_id LIMIT 1)
@@ -74,7 +80,9 @@ BEGIN
                             WHERE (e.user_id, e.device_id) > (b.u, b.d)
                             ORDER BY e.user_id, e.device_id LIMIT 1) n
     )
-    SELECT array_agg(u ORDER BY u COLLATE "C", d COLLATE "C"), array_agg(d ORDER BY u COLLATE "C", d COLLATE "C") FROM boxes$q$, p_name)
+    SELECT array_agg(b.u ORDER BY b.u COLLATE "C", b.d COLLATE "C"), array_agg(b.d ORDER BY b.u COLLATE "C", b.d COLLATE "C")
+      FROM boxes b LEFT JOIN mailbox_cursors c ON c.user_id = b.u AND c.device_id = b.d
+     WHERE EXISTS (SELECT 1 FROM %1$I e WHERE e.user_id = b.u AND e.device_id = b.d AND e.seq > coalesce(c.acked_seq, 0))$q$, p_name)
     INTO v_users, v_devices;
   IF v_users IS NOT NULL THEN
     INSERT INTO mailbox_cursors (user_id, device_id)

@@ -145,6 +145,10 @@ export const MAX_CARRIED_BYTES_PER_STEP = 32 * 1024 * 1024;
 /** A retirement pass starts no further drain step after this long; the next pass goes
  * on where it stopped, after this pass's drops. */
 export const DRAIN_PASS_BUDGET_MS = 5_000;
+/** A pass whose budget ran out before its drains were done is followed this soon by the
+ * next (not a tick later), so that carrying a large backlog goes on nearly without pause
+ * while each pass still makes its drops. */
+export const RETIREMENT_CATCH_UP_DELAY_MS = 100;
 /** A deferred partition drop reports at most this many of the lock holders in its way. */
 export const MAX_LOCK_HOLDERS_REPORTED = 8;
 /** A relay whose clock differs from the database's by more than this makes no envelope

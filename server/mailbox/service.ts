@@ -12,7 +12,7 @@
  * still unacknowledged.
  */
 import type { Logger } from 'pino';
-import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, CATCHUP_PAGE_SIZE, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, RETIREMENT_TICKS_PER_PARTITION } from '../limits.js';
+import { ACK_BATCH_MAX, ACK_BATCH_MAX_WAIT_MS, CATCHUP_INTERVAL_MS, CATCHUP_PAGE_SIZE, SEND_BATCH_CONCURRENCY, SEND_BATCH_MAX, SEND_PARALLEL_MIN, RETIREMENT_CATCH_UP_DELAY_MS, RETIREMENT_TICKS_PER_PARTITION } from '../limits.js';
 import type { Database } from '../storage/database.js';
 import { Batcher } from '../batching/batcher.js';
 import { KeyedBatcher } from '../batching/keyed-batcher.js';
@@ -342,14 +342,16 @@ export class MailboxService {
     }
   }
 
-  /** Retirement runs every partition width / RETIREMENT_TICKS_PER_PARTITION. */
-  private scheduleRetirement(): void {
+  /** Retirement runs every partition width / RETIREMENT_TICKS_PER_PARTITION, or sooner after
+   * a pass that ran out of drain budget. */
+  private scheduleRetirement(delayMs?: number): void {
     const every = Math.max(1, Math.floor(this.opts.store.partitionMs / RETIREMENT_TICKS_PER_PARTITION));
     this.retireTimer = setTimeout(() => {
-      void this.retire().finally(() => {
-        if (!this.stopped) this.scheduleRetirement();
+      void this.retire().then((r) => {
+        // A pass that ran out of drain budget is followed soon by the next.
+        if (!this.stopped) this.scheduleRetirement(r?.behind ? Math.min(RETIREMENT_CATCH_UP_DELAY_MS, every) : undefined);
       });
-    }, every).unref();
+    }, delayMs ?? every).unref();
   }
 
   /**

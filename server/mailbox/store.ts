@@ -203,6 +203,9 @@ export interface Retired {
    * ones are drained by a later pass; the drops of this pass were still made.
    */
   readonly drainFailed?: { readonly partition: string; readonly error: Error };
+  /** The pass's drain budget ran out with partitions left to drain: the next pass should
+   * come soon (RETIREMENT_CATCH_UP_DELAY_MS), not a tick later. */
+  readonly behind: boolean;
 }
 
 /** A session holding a lock that a partition drop waited for. */
@@ -518,7 +521,8 @@ export class MailboxStore {
     let drainFailed: Retired['drainFailed'];
     const started = performance.now();
     const spent = (): boolean => performance.now() - started > this.drainBudgetMs;
-    drains: for (const { name } of old) {
+    let behind = false;
+    drains: for (const [i, { name }] of old.entries()) {
       for (;;) {
         try {
           const step = await this.db.transaction(async (tx) => {
@@ -536,9 +540,15 @@ export class MailboxStore {
           drainFailed = { partition: name, error: err instanceof Error ? err : new Error(String(err)) };
           break drains;
         }
-        if (spent()) break drains;
+        if (spent()) {
+          behind = true;
+          break drains;
+        }
       }
-      if (spent()) break;
+      if (spent()) {
+        behind = i < old.length - 1;
+        break;
+      }
     }
     // A partition drained without its time (before migrations/0012, or by a relay of an
     // earlier version sharing the database) gets this pass's time, so that it still waits
@@ -564,7 +574,7 @@ export class MailboxStore {
         break;
       }
     }
-    return { partitions, carried, expired, ...(deferred && { deferred }), ...(drainFailed && { drainFailed }) };
+    return { partitions, carried, expired, behind, ...(deferred && { deferred }), ...(drainFailed && { drainFailed }) };
   }
 
   /** The other sessions holding a lock on partition `name` or on the envelope table. */

@@ -31,6 +31,9 @@
 -- step, in key order ("C"), as the ACK does. A carried
 -- entry keeps its mailbox, sequence, ids and times; its send_* columns are cleared (it
 -- no longer answers resends).
+-- The two-argument form goes: a relay of an earlier version still sharing the database
+-- finds it gone, and its retirement passes fail (logged, nothing lost) while the
+-- upgraded relays retire.
 DROP FUNCTION hermetic_drain_partition(text, bigint);
 CREATE FUNCTION hermetic_drain_partition(p_name text, p_now bigint, p_max_rows int, p_max_bytes bigint,
                                          OUT r_carried bigint, OUT r_expired bigint, OUT r_done boolean)

@@ -523,7 +523,8 @@ export class MailboxStore {
     const spent = (): boolean => performance.now() - started > this.drainBudgetMs;
     let behind = false;
     drains: for (const [i, { name }] of old.entries()) {
-      for (;;) {
+      let done = false;
+      while (!done) {
         try {
           const step = await this.db.transaction(async (tx) => {
             const r = await tx.query<{ r_carried: string | number; r_expired: string | number; r_done: boolean }>(
@@ -535,19 +536,15 @@ export class MailboxStore {
           });
           carried += Number(step?.r_carried ?? 0);
           expired += Number(step?.r_expired ?? 0);
-          if (step?.r_done !== false) break;
+          done = step?.r_done !== false;
         } catch (err) {
           drainFailed = { partition: name, error: err instanceof Error ? err : new Error(String(err)) };
           break drains;
         }
         if (spent()) {
-          behind = true;
+          behind = !done || i < old.length - 1;
           break drains;
         }
-      }
-      if (spent()) {
-        behind = i < old.length - 1;
-        break;
       }
     }
     // A partition drained without its time (before migrations/0012, or by a relay of an

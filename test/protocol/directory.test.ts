@@ -9,18 +9,9 @@ import { encodeBase64url } from '../../protocol/base64url.js';
 import { parseJsonObject } from '../../protocol/decode.js';
 import { decodeDeviceEntryRequest, decodeDeviceListAnswer, decodeKeyUpload, encodeDeviceListAnswer } from '../../protocol/directory.js';
 import { ERROR_CODES, ProtocolError } from '../../protocol/errors.js';
+import { codeOf } from '../helpers/protocol-error.js';
 import { MAX_KEYS_PER_UPLOAD } from '../../protocol/limits.js';
 import { deviceAuthTranscript, deviceRegistrationTranscript } from '../../protocol/transcripts.js';
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ProtocolError) return err.code;
-    throw err;
-  }
-  return 'no error';
-}
 
 const key32 = { keyId: 1, publicKey: encodeBase64url(new Uint8Array(32)), signature: encodeBase64url(new Uint8Array(64)) };
 

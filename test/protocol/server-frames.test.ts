@@ -7,6 +7,7 @@ import { fc, test } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
 import { encodeDeliver } from '../../protocol/envelopes.js';
 import { ProtocolError, decodeErrorBody } from '../../protocol/errors.js';
+import { codeOf } from '../helpers/protocol-error.js';
 import { type ServerFrame, decodeServerFrame, encodeServerFrame } from '../../protocol/frames.js';
 import {
   decodeBundleAnswer,
@@ -17,16 +18,6 @@ import {
 } from '../../protocol/directory.js';
 
 const bytes = (n: number, v = 1) => new Uint8Array(n).fill(v);
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ProtocolError) return err.code;
-    throw err;
-  }
-  return 'no error';
-}
 
 const FRAMES: ServerFrame[] = [
   { type: 'challenge', nonce: bytes(32, 7) },

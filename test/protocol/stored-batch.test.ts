@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { BinaryWriter } from '../../protocol/binary.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
 import { ProtocolError } from '../../protocol/errors.js';
+import { codeOf } from '../helpers/protocol-error.js';
 import { decodeServerFrame, encodeClientFrame, decodeClientFrame } from '../../protocol/frames.js';
 import { MAX_DEVICE_ID_LENGTH, MAX_FRAME_BYTES, MAX_STORED_PER_BATCH, MAX_TARGETS_PER_SEND } from '../../protocol/limits.js';
 import {
@@ -18,16 +19,6 @@ import {
   decodeStoredBatch,
   encodeStoredBatch,
 } from '../../protocol/stored-batch.js';
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ProtocolError) return err.code;
-    throw err;
-  }
-  return 'no error';
-}
 
 const answer = (id: number, over: Partial<StoredAnswer> = {}): StoredAnswer => ({
   id,

@@ -20,7 +20,10 @@
  *    directory).
  *
  * From the CPU split of the same run: `pg_raw_db_cpu_us_per_row` (PostgreSQL CPU per raw
- * inserted row), `db_cpu_us_per_envelope` (PostgreSQL CPU per envelope delivered and
+ * inserted row), `pg_keyed_db_cpu_us_per_row` (the same, measured right after it in the
+ * same setting, with each row carrying its idempotency key as the relay stores it: the
+ * content hash, and an entry in the envelope-id index; `keyed_vs_raw` is the floor that
+ * the design's own decisions put under `db_vs_raw`), `db_cpu_us_per_envelope` (PostgreSQL CPU per envelope delivered and
  * acknowledged through the relay) and `relay_cpu_us_per_envelope` (the relay process's).
  *
  * The relay runs as `npm start` runs it: compiled by the project's build into dist/ (at
@@ -352,24 +355,35 @@ async function rawPhase(cleanup: Cleanup, server: PgServer, tmp: string, opts: O
       }
     }
     const best = tries.reduce((a, b) => (b.rowsPerSecond > a.rowsPerSecond ? b : a));
-    await truncate();
-    await checkpoint(server);
-    const c0 = await withClient(db.url, (c) => readCounters(c, db.name));
-    let cpu0 = sampleCpu({});
-    let cpu1 = cpu0;
-    const final = await rawInsertRun(db.url, best.config, {
-      ...rawOpts,
-      seconds: opts.duration,
-      encoding: best.encoding,
-      onWindow: (edge) => {
-        if (edge === 'start') cpu0 = sampleCpu({ client: [process.pid] });
-        else cpu1 = sampleCpu({ client: [process.pid] });
-      },
-    });
-    const c1 = await withClient(db.url, (c) => readCounters(c, db.name));
-    const d = counterDelta(c0, c1);
+    // One measured run from an empty table, right after a checkpoint, with the CPU split of
+    // its counted window.
+    const measure = async (keyed: boolean) => {
+      await truncate();
+      await checkpoint(server);
+      const c0 = await withClient(db.url, (c) => readCounters(c, db.name));
+      let cpu0 = sampleCpu({});
+      let cpu1 = cpu0;
+      const run = await rawInsertRun(db.url, best.config, {
+        ...rawOpts,
+        seconds: opts.duration,
+        encoding: best.encoding,
+        keyed,
+        onWindow: (edge) => {
+          if (edge === 'start') cpu0 = sampleCpu({ client: [process.pid] });
+          else cpu1 = sampleCpu({ client: [process.pid] });
+        },
+      });
+      const c1 = await withClient(db.url, (c) => readCounters(c, db.name));
+      return { run, d: counterDelta(c0, c1), split: cpuSplit(cpu0, cpu1) };
+    };
+    const { run: final, d, split } = await measure(false);
+    // The same rows with their idempotency keys (the design's floor beside the bare insert),
+    // in the same setting.
+    const keyed = await measure(true);
+    log(`pg_raw keyed: batch ${best.config.batch} × ${best.config.connections} connections: ${keyed.run.rowsPerSecond} rows/s`);
     const cpu: BenchResults = {};
-    for (const [k, v] of Object.entries(cpuSplit(cpu0, cpu1))) cpu[`pg_raw_${k}`] = v;
+    for (const [k, v] of Object.entries(split)) cpu[`pg_raw_${k}`] = v;
+    for (const [k, v] of Object.entries(keyed.split)) cpu[`pg_keyed_${k}`] = v;
     log(`pg_raw: payloads as ${best.encoding}, batch ${best.config.batch} × ${best.config.connections} connections: ${final.rowsPerSecond} rows/s`);
     return {
       pg_raw_per_s: final.rowsPerSecond,
@@ -379,6 +393,8 @@ async function rawPhase(cleanup: Cleanup, server: PgServer, tmp: string, opts: O
       pg_raw_commits_per_s: final.commitsPerSecond,
       pg_raw_wal_bytes_per_row: final.rows > 0 ? Math.round(d.walBytes / final.rows) : 0,
       pg_raw_wal_syncs_per_s: Math.round(d.walSyncs / final.seconds),
+      pg_keyed_per_s: keyed.run.rowsPerSecond,
+      pg_keyed_wal_bytes_per_row: keyed.run.rows > 0 ? Math.round(keyed.d.walBytes / keyed.run.rows) : 0,
       ...cpu,
       pg_raw_tries: tries.map((t) => `${t.encoding === 'arrays' ? 'a' : 'c'}${t.config.batch}x${t.config.connections}=${t.rowsPerSecond}`).join(' '),
     };
@@ -520,7 +536,10 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     const rawDb = usPer(out.pg_raw_postgres_cpu_pct, out.pg_raw_per_s);
     const db = usPer(out.relay_postgres_cpu_pct, out.relay_per_s);
     const relay = usPer(out.relay_relay_cpu_pct, out.relay_per_s);
+    const keyedDb = usPer(out.pg_keyed_postgres_cpu_pct, out.pg_keyed_per_s);
     if (rawDb !== undefined) head.pg_raw_db_cpu_us_per_row = rawDb;
+    if (keyedDb !== undefined) head.pg_keyed_db_cpu_us_per_row = keyedDb;
+    if (rawDb !== undefined && keyedDb !== undefined) head.keyed_vs_raw = round(keyedDb / rawDb, 2);
     if (db !== undefined) head.db_cpu_us_per_envelope = db;
     if (relay !== undefined) head.relay_cpu_us_per_envelope = relay;
     if (rawDb !== undefined && db !== undefined) head.db_vs_raw = round(db / rawDb, 2);

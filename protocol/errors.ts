@@ -51,6 +51,13 @@ export const ERROR_CODES = {
   RECEIPT_NOT_PARTY: { http: 403, retry: false },
   RECEIPT_NOT_DELIVERED: { http: 403, retry: false },
   AUDITOR_ONLY: { http: 403, retry: false },
+  TOPIC_NOT_FOUND: { http: 404, retry: false },
+  TOPIC_EXISTS: { http: 409, retry: false },
+  PUBLISH_ID_CONFLICT: { http: 409, retry: false },
+  MESSAGE_TOO_LARGE: { http: 413, retry: false },
+  OFFSET_RETIRED: { http: 410, retry: false },
+  OFFSET_OUT_OF_RANGE: { http: 416, retry: false },
+  TOPIC_EPOCH_CHANGED: { http: 409, retry: false },
   UNAVAILABLE: { http: 503, retry: true },
   INTERNAL: { http: 500, retry: true },
 } as const satisfies Record<string, { http: number; retry: boolean }>;

@@ -117,3 +117,28 @@ export const MAX_STORED_PER_BATCH = 256;
  * names are ignored, so the bounds only keep the frame cheap to read. */
 export const MAX_AUTH_FEATURES = 16;
 export const MAX_FEATURE_NAME_LENGTH = 32;
+
+/** Topic names: lower-case, with dots, dashes and underscores to build hierarchies
+ * ("bank-a.payments"); bounded because they are stored, logged and matched against
+ * access patterns. */
+export const TOPIC_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/;
+export const MAX_TOPIC_NAME_LENGTH = 128;
+
+/** Largest topic message (opaque ciphertext), as for an envelope. */
+export const MAX_TOPIC_MESSAGE_BYTES = MAX_ENVELOPE_BYTES;
+
+/** A publish id (the publisher's idempotency key) and a message's ordering key. */
+export const MAX_PUBLISH_ID_BYTES = 64;
+export const MAX_MESSAGE_KEY_BYTES = 256;
+
+/** Messages one publish batch may carry, and one read may return (and its bytes). */
+export const MAX_PUBLISH_BATCH = 256;
+export const MAX_TOPIC_READ_MESSAGES = 256;
+export const MAX_TOPIC_READ_BYTES = 4 * 1024 * 1024;
+
+/** Bounds of a topic's retention settings: age from one second to a year, size from
+ * 1 MiB to 1 TiB. */
+export const MIN_TOPIC_RETENTION_MS = 1000;
+export const MAX_TOPIC_RETENTION_MS = 365 * 24 * 3600 * 1000;
+export const MIN_TOPIC_RETENTION_BYTES = 1024 * 1024;
+export const MAX_TOPIC_RETENTION_BYTES = 1024 ** 4;

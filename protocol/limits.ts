@@ -118,10 +118,10 @@ export const MAX_STORED_PER_BATCH = 256;
 export const MAX_AUTH_FEATURES = 16;
 export const MAX_FEATURE_NAME_LENGTH = 32;
 
-/** Topic names: lower-case, with dots, dashes and underscores to build hierarchies
- * ("bank-a.payments"); bounded because they are stored, logged and matched against
- * access patterns. */
-export const TOPIC_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/;
+/** Topic names: dot-separated segments of lower-case letters, digits, dashes and
+ * underscores, building hierarchies ("bank-a.payments"); bounded because they are
+ * stored, logged and matched against access patterns. */
+export const TOPIC_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*$/;
 export const MAX_TOPIC_NAME_LENGTH = 128;
 
 /** Largest topic message (opaque ciphertext), as for an envelope. */

@@ -28,6 +28,8 @@ export interface RelayMetrics {
   readonly oneTimePrekeysWithheld: Counter<'kind' | 'reason'>;
   readonly listenReconnects: Counter;
   readonly retired: Counter<'kind'>;
+  readonly topicDenied: Counter<'action' | 'reason'>;
+  readonly topicSlicesRetired: Counter<'kind'>;
   readonly noticesPublished: Counter<'notifier' | 'kind'>;
   readonly noticesReceived: Counter<'notifier' | 'kind'>;
   readonly noticesMalformed: Counter<'notifier'>;
@@ -113,6 +115,18 @@ export function createMetrics(): RelayMetrics {
   const [errors, errorsTally] = tallied('hermetic_errors_total', 'Errors returned to peers, by code', 'code');
   const tallies = { framesIn: framesInTally, framesOut: framesOutTally, errors: errorsTally };
   return {
+    topicDenied: new Counter({
+      name: 'hermetic_topic_denied_total',
+      help: 'Topic requests refused by the topic claim of the token (FORBIDDEN), by action and reason',
+      labelNames: ['action', 'reason'],
+      registers: [registry],
+    }),
+    topicSlicesRetired: new Counter({
+      name: 'hermetic_topic_slices_retired_total',
+      help: 'Topic slices dropped by retention (kind="dropped"), or left for the next pass because their lock was busy (kind="deferred")',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
     logReceiptsAppended: new Counter({ name: 'hermetic_log_receipts_appended_total', help: 'Receipts appended to the receipt log by this relay (resubmissions not counted)', registers: [registry] }),
     logSubmissionsRefused: new Counter({
       name: 'hermetic_log_submissions_refused_total',

@@ -33,6 +33,8 @@ import { Admission, type RefusalReason, addressKey } from './ws/admission.js';
 import { READY_CHECK_TIMEOUT_MS } from './limits.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
+import { TopicService } from './topics/service.js';
+import { TopicStore } from './topics/store.js';
 import { loadLogKey } from './log/log-key.js';
 import { ReceiptLog } from './log/service.js';
 import { MailboxStore } from './mailbox/store.js';
@@ -176,6 +178,14 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       checkpointIntervalMs: config.log.checkpointIntervalMs,
     });
     await receiptLog.start();
+    const topics = new TopicService(new TopicStore(db), {
+      logger,
+      onRetired: (r) => {
+        metrics.topicSlicesRetired.inc({ kind: 'dropped' }, r.dropped);
+        metrics.topicSlicesRetired.inc({ kind: 'deferred' }, r.deferred);
+      },
+    });
+    topics.start();
     const admission = new Admission(
       { maxConnections: cap.maxConnections, maxUnauthenticatedPerAddress: config.maxUnauthenticatedPerAddress },
       metrics.connectionsUnauthenticated,
@@ -268,6 +278,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       metricsHere,
       metricsToken: config.metrics.token,
       log: { log: receiptLog, key: logKey, backend },
+      topics: topics.store,
     });
 
     const main = await listen(app, config.host, config.port);
@@ -304,7 +315,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         for (const l of listeners) uws.us_listen_socket_close(l);
         const grace = new Promise<void>((r) => setTimeout(r, config.shutdownGraceMs).unref());
         // Finish in-flight database writes (queued SENDs are committed and answered).
-        await Promise.race([Promise.allSettled([...inflight, mailbox.stop(), receiptLog.stop()]), grace]);
+        await Promise.race([Promise.allSettled([...inflight, mailbox.stop(), receiptLog.stop(), topics.stop()]), grace]);
         connections.closeAll(CLOSE_CODES.GOING_AWAY, 'relay shutting down');
         await notifier?.close().catch(() => undefined);
         await db.close();

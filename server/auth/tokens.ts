@@ -9,6 +9,7 @@ import { createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify,
 import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_TOKEN_BYTES, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
 import type { AuthConfig } from '../config.js';
+import { TOPICS_CLAIM, type TopicGrants, parseTopicGrants } from '../topics/acl.js';
 
 /** Asymmetric algorithms only: a symmetric key shared with the relay would let the relay
  * mint tokens, and `none` is never acceptable. */
@@ -28,6 +29,8 @@ export interface VerifiedToken {
   readonly validUntilMs: number;
   /** The token carries `"hermetic_auditor": true`. */
   readonly auditor: boolean;
+  /** What the token's `hermetic_topics` claim allows (server/topics/acl.ts). */
+  readonly topics: TopicGrants;
 }
 
 export interface TokenVerifier {
@@ -44,6 +47,7 @@ export function createTokenVerifier(auth: AuthConfig, keySet: JWTVerifyGetKey): 
       let sub: unknown;
       let exp: unknown;
       let auditor = false;
+      let topics: TopicGrants;
       try {
         const { payload } = await jwtVerify(token, keySet, {
           issuer: auth.issuer,
@@ -55,6 +59,7 @@ export function createTokenVerifier(auth: AuthConfig, keySet: JWTVerifyGetKey): 
         sub = payload.sub;
         exp = payload.exp;
         auditor = payload[AUDITOR_CLAIM] === true;
+        topics = parseTopicGrants(payload[TOPICS_CLAIM]);
       } catch (err) {
         throw mapJoseError(err);
       }
@@ -63,7 +68,7 @@ export function createTokenVerifier(auth: AuthConfig, keySet: JWTVerifyGetKey): 
       }
       // jose has checked that exp is a number in the future (within the tolerance).
       const expiresAtMs = Math.floor(Number(exp) * 1000);
-      return { userId: sub, expiresAtMs, validUntilMs: expiresAtMs + auth.clockToleranceSec * 1000, auditor };
+      return { userId: sub, expiresAtMs, validUntilMs: expiresAtMs + auth.clockToleranceSec * 1000, auditor, topics };
     },
   };
 }

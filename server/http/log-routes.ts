@@ -60,7 +60,7 @@ const encoder = new TextEncoder();
 const DECIMAL = /^(?:0|[1-9]\d{0,15})$/;
 
 /** A decimal query parameter in [min, max]; `def` when absent (required when undefined). */
-function intParam(query: URLSearchParams, name: string, min: number, max: number, def?: number): number {
+export function intParam(query: URLSearchParams, name: string, min: number, max: number, def?: number): number {
   const raw = query.get(name);
   if (raw === null) {
     if (def === undefined) throw new ProtocolError('BAD_REQUEST', `${name}: required`);

@@ -6,6 +6,7 @@
  */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Logger } from 'pino';
+import type { TopicGrants } from '../topics/acl.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { type TokenVerifier, bearerToken } from '../auth/tokens.js';
 import { MAX_INFLIGHT_HTTP, MAX_INFLIGHT_HTTP_PER_USER } from '../limits.js';
@@ -42,6 +43,8 @@ export interface Caller {
   readonly userId: string;
   /** The token carries the receipt log's auditor claim (server/auth/tokens.ts). */
   readonly auditor: boolean;
+  /** What the token's topic claim allows (server/topics/acl.ts). */
+  readonly topics: TopicGrants;
 }
 
 export function createRouter(deps: RouterDeps): Router {
@@ -108,12 +111,12 @@ export function createRouter(deps: RouterDeps): Router {
   const authCaller: Router['authCaller'] = async (ex) => {
     const token = bearerToken(ex.info.authorization);
     if (token === undefined) throw new ProtocolError('UNAUTHENTICATED', 'an Authorization: Bearer token is required');
-    const { userId, auditor } = await deps.verifier.verify(token);
+    const { userId, auditor, topics } = await deps.verifier.verify(token);
     // A request that already ended (its body refused while the token was verifying)
     // takes no slot: nothing would give it back.
     if (ex.finished) throw new ProtocolError('UNAVAILABLE', 'request already ended');
     takeUserSlot(ex, userId);
-    return { userId, auditor };
+    return { userId, auditor, topics };
   };
   const authUser: Router['authUser'] = async (ex) => (await authCaller(ex)).userId;
 

@@ -1,6 +1,7 @@
 /**
  * The relay's HTTP surface: health, readiness, metrics (unless served on their own
- * listener), the key directory and the receipt log (log-routes.ts). docs/PROTOCOL.md documents each route.
+ * listener), the key directory, the receipt log (log-routes.ts) and topics
+ * (topic-routes.ts). docs/PROTOCOL.md documents each route.
  */
 import type { TemplatedApp } from 'uWebSockets.js';
 import { encodeBase64url } from '../../protocol/base64url.js';
@@ -21,6 +22,7 @@ import type { KeyCounts } from '../directory/store.js';
 import { decodePathParam } from './context.js';
 import { allowedOrigin, preflightHeaders } from './cors.js';
 import { type LogRouteDeps, registerLogRoutes } from './log-routes.js';
+import { type TopicRouteDeps, registerTopicRoutes } from './topic-routes.js';
 import { metricsHandler, notFound } from './metrics-route.js';
 import { type RouterDeps, createRouter } from './router.js';
 
@@ -34,6 +36,8 @@ export interface RouteDeps extends RouterDeps {
   readonly metricsToken: string | undefined;
   /** The receipt log (log-routes.ts). */
   readonly log: Omit<LogRouteDeps, 'directory' | 'userParam'>;
+  /** Topics (topic-routes.ts). */
+  readonly topics: TopicRouteDeps['topics'];
 }
 
 export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
@@ -118,6 +122,7 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
   );
 
   registerLogRoutes(app, router, { ...deps.log, directory: deps.directory, userParam });
+  registerTopicRoutes(app, router, { topics: deps.topics, metrics: deps.metrics });
 
   // CORS preflight (server/http/cors.ts): answered for allowed origins, before any auth.
   app.options('/*', (res, req) => {

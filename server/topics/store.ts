@@ -155,7 +155,7 @@ export function sliceWidthFor(retentionMs: number | undefined): number {
 
 export function checkTopicName(name: string): void {
   if (name.length > MAX_TOPIC_NAME_LENGTH || !TOPIC_NAME_PATTERN.test(name)) {
-    throw new ProtocolError('BAD_REQUEST', `topic name: 1..${MAX_TOPIC_NAME_LENGTH} of a-z 0-9 . _ -, starting with a letter or digit`);
+    throw new ProtocolError('BAD_REQUEST', `topic name: 1..${MAX_TOPIC_NAME_LENGTH} characters, dot-separated segments of a-z 0-9 _ -, starting with a letter or digit`);
   }
 }
 

@@ -95,7 +95,7 @@ describe.each(STORAGE_DRIVERS)('TopicStore on $name', (driver) => {
     const info = await store.info(name);
     expect(info).toMatchObject({ name, epoch: 1, earliestOffset: 1, nextOffset: 1, retentionMs: 60_000, retentionBytes: MIN_TOPIC_RETENTION_BYTES, sliceMs: 15_000, createdBy: 'owner', createdAtMs: T0 });
     expect((await codeOf(store.create(name, 'other'))).code).toBe('TOPIC_EXISTS');
-    for (const bad of ['', 'Upper', '.dot-first', 'a b', 'x'.repeat(129), 'é']) {
+    for (const bad of ['', 'Upper', '.dot-first', 'a..b', 'a.', '-a', 'a b', 'x'.repeat(129), 'é']) {
       expect((await codeOf(store.create(bad, 'owner'))).code).toBe('BAD_REQUEST');
     }
     expect((await codeOf(store.create('ok-name', 'owner', { retentionMs: 5 }))).code).toBe('BAD_REQUEST');

@@ -1,0 +1,139 @@
+/**
+ * Topic requests and answers on HTTP (docs/PROTOCOL.md, "Topics"): creating a topic, its
+ * description, and a page of its messages. Byte strings are base64url; every field is
+ * checked and bounded before use, on both sides.
+ */
+import { encodeBase64url } from './base64url.js';
+import { type JsonObject, array, asObject, bytesValue, int, optStr, str } from './decode.js';
+import { ProtocolError } from './errors.js';
+import {
+  DEVICE_ID_PATTERN,
+  MAX_DEVICE_ID_LENGTH,
+  MAX_MESSAGE_KEY_BYTES,
+  MAX_PUBLISH_ID_BYTES,
+  MAX_TOPIC_MESSAGE_BYTES,
+  MAX_TOPIC_NAME_LENGTH,
+  MAX_TOPIC_READ_MESSAGES,
+  MAX_TOPIC_RETENTION_BYTES,
+  MAX_TOPIC_RETENTION_MS,
+  MAX_USER_ID_LENGTH,
+  MIN_TOPIC_RETENTION_BYTES,
+  MIN_TOPIC_RETENTION_MS,
+  TOPIC_NAME_PATTERN,
+  USER_ID_PATTERN,
+} from './limits.js';
+
+const MAX_OFFSET = Number.MAX_SAFE_INTEGER;
+const MAX_TIME_MS = Number.MAX_SAFE_INTEGER;
+
+export interface CreateTopicRequest {
+  readonly name: string;
+  readonly retentionMs?: number | undefined;
+  readonly retentionBytes?: number | undefined;
+}
+
+export interface TopicInfoAnswer {
+  readonly name: string;
+  readonly epoch: number;
+  readonly earliestOffset: number;
+  readonly nextOffset: number;
+  readonly retentionMs: number | null;
+  readonly retentionBytes: number | null;
+  readonly sliceMs: number;
+  readonly createdBy: string;
+  readonly createdAt: number;
+}
+
+export interface TopicMessageAnswer {
+  readonly offset: number;
+  readonly publishedAt: number;
+  readonly publisher: { readonly userId: string; readonly deviceId: string };
+  readonly publishId: Uint8Array;
+  readonly key?: Uint8Array | undefined;
+  readonly payload: Uint8Array;
+}
+
+export interface TopicPageAnswer {
+  readonly epoch: number;
+  /** The offset to read from next, and the topic's next offset when read. */
+  readonly next: number;
+  readonly head: number;
+  readonly messages: readonly TopicMessageAnswer[];
+}
+
+export function topicName(value: string, field = 'name'): string {
+  if (value.length === 0 || value.length > MAX_TOPIC_NAME_LENGTH || !TOPIC_NAME_PATTERN.test(value)) {
+    throw new ProtocolError('BAD_REQUEST', `${field}: 1..${MAX_TOPIC_NAME_LENGTH} characters, dot-separated segments of a-z 0-9 _ -`);
+  }
+  return value;
+}
+
+function optInt(o: JsonObject, field: string, min: number, max: number): number | undefined {
+  return o[field] === undefined || o[field] === null ? undefined : int(o, field, min, max);
+}
+
+export function decodeCreateTopicRequest(o: JsonObject): CreateTopicRequest {
+  return {
+    name: topicName(str(o, 'name', { max: MAX_TOPIC_NAME_LENGTH })),
+    retentionMs: optInt(o, 'retentionMs', MIN_TOPIC_RETENTION_MS, MAX_TOPIC_RETENTION_MS),
+    retentionBytes: optInt(o, 'retentionBytes', MIN_TOPIC_RETENTION_BYTES, MAX_TOPIC_RETENTION_BYTES),
+  };
+}
+
+export function encodeTopicInfo(t: TopicInfoAnswer): Record<string, unknown> {
+  return { ...t };
+}
+
+function nullableInt(o: JsonObject, field: string, min: number, max: number): number | null {
+  return o[field] === null ? null : int(o, field, min, max);
+}
+
+export function decodeTopicInfo(o: JsonObject): TopicInfoAnswer {
+  return {
+    name: topicName(str(o, 'name', { max: MAX_TOPIC_NAME_LENGTH })),
+    epoch: int(o, 'epoch', 1, MAX_OFFSET),
+    earliestOffset: int(o, 'earliestOffset', 1, MAX_OFFSET),
+    nextOffset: int(o, 'nextOffset', 1, MAX_OFFSET),
+    retentionMs: nullableInt(o, 'retentionMs', MIN_TOPIC_RETENTION_MS, MAX_TOPIC_RETENTION_MS),
+    retentionBytes: nullableInt(o, 'retentionBytes', MIN_TOPIC_RETENTION_BYTES, MAX_TOPIC_RETENTION_BYTES),
+    sliceMs: int(o, 'sliceMs', 1, MAX_TIME_MS),
+    createdBy: str(o, 'createdBy', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
+    createdAt: int(o, 'createdAt', 0, MAX_TIME_MS),
+  };
+}
+
+export function encodeTopicPage(p: TopicPageAnswer): Record<string, unknown> {
+  return {
+    epoch: p.epoch,
+    next: p.next,
+    head: p.head,
+    messages: p.messages.map((m) => ({
+      offset: m.offset,
+      publishedAt: m.publishedAt,
+      publisher: { userId: m.publisher.userId, deviceId: m.publisher.deviceId },
+      publishId: encodeBase64url(m.publishId),
+      ...(m.key !== undefined ? { key: encodeBase64url(m.key) } : {}),
+      payload: encodeBase64url(m.payload),
+    })),
+  };
+}
+
+export function decodeTopicPage(o: JsonObject): TopicPageAnswer {
+  const messages = array(o, 'messages', MAX_TOPIC_READ_MESSAGES, () => new ProtocolError('BAD_REQUEST', 'messages: too many')).map((v, i) => {
+    const m = asObject(v, `messages[${i}]`);
+    const publisher = asObject(m.publisher, `messages[${i}].publisher`);
+    const key = optStr(m, 'key', { max: Math.ceil((MAX_MESSAGE_KEY_BYTES * 4) / 3) });
+    return {
+      offset: int(m, 'offset', 1, MAX_OFFSET),
+      publishedAt: int(m, 'publishedAt', 0, MAX_TIME_MS),
+      publisher: {
+        userId: str(publisher, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
+        deviceId: str(publisher, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+      },
+      publishId: bytesValue(m.publishId, `messages[${i}].publishId`, { min: 1, max: MAX_PUBLISH_ID_BYTES }),
+      ...(key !== undefined ? { key: bytesValue(key, `messages[${i}].key`, { min: 1, max: MAX_MESSAGE_KEY_BYTES }) } : {}),
+      payload: bytesValue(m.payload, `messages[${i}].payload`, { min: 0, max: MAX_TOPIC_MESSAGE_BYTES }),
+    };
+  });
+  return { epoch: int(o, 'epoch', 1, MAX_OFFSET), next: int(o, 'next', 1, MAX_OFFSET), head: int(o, 'head', 1, MAX_OFFSET), messages };
+}

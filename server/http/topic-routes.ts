@@ -1,0 +1,133 @@
+/**
+ * Topics over HTTP (docs/PROTOCOL.md, "Topics"): create one, describe it, reset it to a
+ * new epoch, and read a page of its messages. Every request is checked against the
+ * token's topic claim (server/topics/acl.ts); a refusal is FORBIDDEN and is counted.
+ */
+import type { TemplatedApp } from 'uWebSockets.js';
+import { parseJsonObject } from '../../protocol/decode.js';
+import { ProtocolError } from '../../protocol/errors.js';
+import { MAX_TOPIC_NAME_LENGTH, MAX_TOPIC_READ_MESSAGES } from '../../protocol/limits.js';
+import { type TopicInfoAnswer, decodeCreateTopicRequest, encodeTopicInfo, encodeTopicPage, topicName } from '../../protocol/topics.js';
+import type { RelayMetrics } from '../metrics.js';
+import { type TopicAction, type TopicGrants, checkTopicAccess } from '../topics/acl.js';
+import type { TopicInfo, TopicStore } from '../topics/store.js';
+import { decodePathParam } from './context.js';
+import { intParam } from './log-routes.js';
+import type { Router } from './router.js';
+
+export interface TopicRouteDeps {
+  readonly topics: TopicStore;
+  readonly metrics: RelayMetrics;
+}
+
+/** Offsets and epochs in a query: positive safe integers. */
+const MAX_POSITION = Number.MAX_SAFE_INTEGER;
+
+export function topicInfoAnswer(t: TopicInfo): TopicInfoAnswer {
+  return {
+    name: t.name,
+    epoch: t.epoch,
+    earliestOffset: t.earliestOffset,
+    nextOffset: t.nextOffset,
+    retentionMs: t.retentionMs,
+    retentionBytes: t.retentionBytes,
+    sliceMs: t.sliceMs,
+    createdBy: t.createdBy,
+    createdAt: t.createdAtMs,
+  };
+}
+
+export function registerTopicRoutes(app: TemplatedApp, router: Router, deps: TopicRouteDeps): void {
+  const { route, authCaller } = router;
+
+  /** Throws FORBIDDEN, counted, unless one of `actions` is granted on `name`. */
+  const guard = (grants: TopicGrants, actions: readonly TopicAction[], name: string): void => {
+    let refusal: unknown;
+    for (const action of actions) {
+      try {
+        checkTopicAccess(grants, action, name);
+        return;
+      } catch (err) {
+        refusal ??= err;
+      }
+    }
+    const details = (refusal as ProtocolError).details ?? {};
+    deps.metrics.topicDenied.inc({ action: String(details.action), reason: String(details.reason) });
+    throw refusal;
+  };
+
+  const nameParam = (raw: string): string => {
+    const name = decodePathParam(raw, 'topic');
+    if (name.length > MAX_TOPIC_NAME_LENGTH) throw new ProtocolError('BAD_REQUEST', 'topic: too long');
+    return topicName(name, 'topic');
+  };
+
+  const found = async (name: string): Promise<TopicInfo> => {
+    const t = await deps.topics.info(name);
+    if (!t) throw new ProtocolError('TOPIC_NOT_FOUND', `no topic ${name}`);
+    return t;
+  };
+
+  app.post(
+    '/v1/topics',
+    route('create_topic', 0, async (ex) => {
+      const [caller, text] = await Promise.all([authCaller(ex), ex.readJsonText()]);
+      const req = decodeCreateTopicRequest(parseJsonObject(text));
+      guard(caller.topics, ['create'], req.name);
+      const t = await deps.topics.create(req.name, caller.userId, { retentionMs: req.retentionMs, retentionBytes: req.retentionBytes });
+      ex.json(201, encodeTopicInfo(topicInfoAnswer(t)));
+    }),
+  );
+
+  app.get(
+    '/v1/topics/:topic',
+    route('topic_info', 1, async (ex) => {
+      const caller = await authCaller(ex);
+      const name = nameParam(ex.info.params[0] ?? '');
+      // Checked before the lookup: whether a topic exists is not told to who may not use it.
+      guard(caller.topics, ['create', 'publish', 'subscribe', 'consume'], name);
+      ex.json(200, encodeTopicInfo(topicInfoAnswer(await found(name))));
+    }),
+  );
+
+  app.post(
+    '/v1/topics/:topic/reset',
+    route('reset_topic', 1, async (ex) => {
+      const caller = await authCaller(ex);
+      ex.refuseBody();
+      const name = nameParam(ex.info.params[0] ?? '');
+      guard(caller.topics, ['create'], name);
+      ex.json(200, encodeTopicInfo(topicInfoAnswer(await deps.topics.reset(name))));
+    }),
+  );
+
+  app.get(
+    '/v1/topics/:topic/messages',
+    route('read_topic', 1, async (ex) => {
+      const caller = await authCaller(ex);
+      const name = nameParam(ex.info.params[0] ?? '');
+      guard(caller.topics, ['subscribe'], name);
+      const query = new URLSearchParams(ex.info.query);
+      const epoch = intParam(query, 'epoch', 1, MAX_POSITION);
+      const from = intParam(query, 'from', 1, MAX_POSITION);
+      const limit = intParam(query, 'limit', 1, MAX_TOPIC_READ_MESSAGES, MAX_TOPIC_READ_MESSAGES);
+      const page = await deps.topics.read(name, epoch, from, { maxMessages: limit });
+      ex.json(
+        200,
+        encodeTopicPage({
+          epoch: page.epoch,
+          next: page.next,
+          head: page.head,
+          messages: page.messages.map((m) => ({
+            offset: m.offset,
+            publishedAt: m.publishedAtMs,
+            publisher: { userId: m.publisherUserId, deviceId: m.publisherDeviceId },
+            publishId: m.publishId,
+            key: m.key,
+            payload: m.payload,
+          })),
+        }),
+      );
+    }),
+  );
+}

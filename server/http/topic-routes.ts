@@ -7,7 +7,7 @@ import type { TemplatedApp } from 'uWebSockets.js';
 import { parseJsonObject } from '../../protocol/decode.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_TOPIC_NAME_LENGTH, MAX_TOPIC_READ_MESSAGES } from '../../protocol/limits.js';
-import { type TopicInfoAnswer, decodeCreateTopicRequest, encodeTopicInfo, encodeTopicPage, topicName } from '../../protocol/topics.js';
+import { decodeCreateTopicRequest, encodeTopicInfo, encodeTopicPage, topicName } from '../../protocol/topics.js';
 import type { RelayMetrics } from '../metrics.js';
 import { type TopicAction, type TopicGrants, checkTopicAccess } from '../topics/acl.js';
 import type { TopicInfo, TopicStore } from '../topics/store.js';
@@ -22,20 +22,6 @@ export interface TopicRouteDeps {
 
 /** Offsets and epochs in a query: positive safe integers. */
 const MAX_POSITION = Number.MAX_SAFE_INTEGER;
-
-export function topicInfoAnswer(t: TopicInfo): TopicInfoAnswer {
-  return {
-    name: t.name,
-    epoch: t.epoch,
-    earliestOffset: t.earliestOffset,
-    nextOffset: t.nextOffset,
-    retentionMs: t.retentionMs,
-    retentionBytes: t.retentionBytes,
-    sliceMs: t.sliceMs,
-    createdBy: t.createdBy,
-    createdAt: t.createdAtMs,
-  };
-}
 
 export function registerTopicRoutes(app: TemplatedApp, router: Router, deps: TopicRouteDeps): void {
   const { route, authCaller } = router;
@@ -75,7 +61,7 @@ export function registerTopicRoutes(app: TemplatedApp, router: Router, deps: Top
       const req = decodeCreateTopicRequest(parseJsonObject(text));
       guard(caller.topics, ['create'], req.name);
       const t = await deps.topics.create(req.name, caller.userId, { retentionMs: req.retentionMs, retentionBytes: req.retentionBytes });
-      ex.json(201, encodeTopicInfo(topicInfoAnswer(t)));
+      ex.json(201, encodeTopicInfo(t));
     }),
   );
 
@@ -86,7 +72,7 @@ export function registerTopicRoutes(app: TemplatedApp, router: Router, deps: Top
       const name = nameParam(ex.info.params[0] ?? '');
       // Checked before the lookup: whether a topic exists is not told to who may not use it.
       guard(caller.topics, ['create', 'publish', 'subscribe', 'consume'], name);
-      ex.json(200, encodeTopicInfo(topicInfoAnswer(await found(name))));
+      ex.json(200, encodeTopicInfo(await found(name)));
     }),
   );
 
@@ -97,7 +83,7 @@ export function registerTopicRoutes(app: TemplatedApp, router: Router, deps: Top
       ex.refuseBody();
       const name = nameParam(ex.info.params[0] ?? '');
       guard(caller.topics, ['create'], name);
-      ex.json(200, encodeTopicInfo(topicInfoAnswer(await deps.topics.reset(name))));
+      ex.json(200, encodeTopicInfo(await deps.topics.reset(name)));
     }),
   );
 

@@ -24,6 +24,7 @@ import {
   MIN_TOPIC_RETENTION_MS,
   TOPIC_NAME_PATTERN,
 } from '../../protocol/limits.js';
+import type { TopicInfoAnswer } from '../../protocol/topics.js';
 import { CONTENT_HASH_BYTES } from '../mailbox/send-batch.js';
 import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
 
@@ -47,19 +48,8 @@ export interface TopicSettings {
   readonly retentionBytes?: number | undefined;
 }
 
-export interface TopicInfo {
-  readonly name: string;
-  readonly epoch: number;
-  /** The first offset still stored (equal to nextOffset when the topic is empty). */
-  readonly earliestOffset: number;
-  /** The offset the next message gets. */
-  readonly nextOffset: number;
-  readonly retentionMs: number | null;
-  readonly retentionBytes: number | null;
-  readonly sliceMs: number;
-  readonly createdBy: string;
-  readonly createdAtMs: number;
-}
+/** A topic's description: the same on the wire (protocol/topics.ts). */
+export type TopicInfo = TopicInfoAnswer;
 
 export interface PublishItem {
   readonly publisherUserId: string;
@@ -143,7 +133,7 @@ function toInfo(r: TopicRow): TopicInfo {
     retentionBytes: nullableNumber(r.retention_bytes),
     sliceMs: Number(r.slice_ms),
     createdBy: r.created_by,
-    createdAtMs: Number(r.created_at_ms),
+    createdAt: Number(r.created_at_ms),
   };
 }
 

@@ -93,7 +93,7 @@ describe.each(STORAGE_DRIVERS)('TopicStore on $name', (driver) => {
   it('creates a topic once, with its settings, and refuses bad names and settings', async () => {
     const name = await topic({ retentionMs: 60_000, retentionBytes: MIN_TOPIC_RETENTION_BYTES });
     const info = await store.info(name);
-    expect(info).toMatchObject({ name, epoch: 1, earliestOffset: 1, nextOffset: 1, retentionMs: 60_000, retentionBytes: MIN_TOPIC_RETENTION_BYTES, sliceMs: 15_000, createdBy: 'owner', createdAtMs: T0 });
+    expect(info).toMatchObject({ name, epoch: 1, earliestOffset: 1, nextOffset: 1, retentionMs: 60_000, retentionBytes: MIN_TOPIC_RETENTION_BYTES, sliceMs: 15_000, createdBy: 'owner', createdAt: T0 });
     expect((await codeOf(store.create(name, 'other'))).code).toBe('TOPIC_EXISTS');
     for (const bad of ['', 'Upper', '.dot-first', 'a..b', 'a.', '-a', 'a b', 'x'.repeat(129), 'é']) {
       expect((await codeOf(store.create(bad, 'owner'))).code).toBe('BAD_REQUEST');

@@ -21,6 +21,14 @@ import {
   USER_ID_PATTERN,
 } from './limits.js';
 import { STORED_BATCH_FRAME, type StoredBatchFrame, decodeStoredBatch } from './stored-batch.js';
+import {
+  TOPIC_CLIENT_DECODERS,
+  TOPIC_SERVER_DECODERS,
+  type TopicClientFrame,
+  type TopicServerFrame,
+  encodeTopicClientFrame,
+  encodeTopicServerFrame,
+} from './topic-frames.js';
 
 /** Client → relay. */
 export type ClientFrame =
@@ -38,7 +46,8 @@ export type ClientFrame =
   | { readonly type: 'token'; readonly token: string }
   | { readonly type: 'ping'; readonly id: number | undefined }
   /** Cumulative: everything up to and including `seq` is processed and may be removed. */
-  | { readonly type: 'ack'; readonly seq: number };
+  | { readonly type: 'ack'; readonly seq: number }
+  | TopicClientFrame;
 
 export interface StoredRecipient {
   readonly deviceId: string;
@@ -73,7 +82,8 @@ export type ServerFrame =
       readonly message: string;
       readonly id?: number | undefined;
       readonly details?: Readonly<Record<string, unknown>> | undefined;
-    };
+    }
+  | TopicServerFrame;
 
 export type ClientFrameType = ClientFrame['type'];
 export type ServerFrameType = ServerFrame['type'];
@@ -107,6 +117,7 @@ const DECODERS: { readonly [T in ClientFrameType]: (o: JsonObject) => Extract<Cl
   token: (o) => ({ type: 'token', token: str(o, 'token', { max: MAX_TOKEN_BYTES }) }),
   ping: (o) => ({ type: 'ping', id: optId(o) }),
   ack: (o) => ({ type: 'ack', seq: int(o, 'seq', 1, Number.MAX_SAFE_INTEGER) }),
+  ...TOPIC_CLIENT_DECODERS,
 };
 
 function isClientFrameType(t: string): t is ClientFrameType {
@@ -192,6 +203,7 @@ const SERVER_DECODERS: { readonly [T in ServerFrameType]: (o: JsonObject) => Ext
       ...(e.details !== undefined ? { details: e.details } : {}),
     };
   },
+  ...TOPIC_SERVER_DECODERS,
 };
 
 function isServerFrameType(t: string): t is ServerFrameType {
@@ -236,6 +248,8 @@ export function encodeServerFrame(f: ServerFrame): string {
     case 'expired':
     case 'error':
       return JSON.stringify(f);
+    default:
+      return encodeTopicServerFrame(f);
   }
 }
 
@@ -277,6 +291,8 @@ export function encodeClientFrame(f: ClientFrame): string {
     case 'ping':
     case 'ack':
       return JSON.stringify(f);
+    default:
+      return encodeTopicClientFrame(f);
   }
 }
 

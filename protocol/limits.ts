@@ -142,3 +142,6 @@ export const MIN_TOPIC_RETENTION_MS = 1000;
 export const MAX_TOPIC_RETENTION_MS = 365 * 24 * 3600 * 1000;
 export const MIN_TOPIC_RETENTION_BYTES = 1024 * 1024;
 export const MAX_TOPIC_RETENTION_BYTES = 1024 ** 4;
+
+/** Topics one connection may be subscribed to at once. */
+export const MAX_SUBSCRIPTIONS_PER_CONNECTION = 64;

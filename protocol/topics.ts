@@ -4,7 +4,7 @@
  * checked and bounded before use, on both sides.
  */
 import { encodeBase64url } from './base64url.js';
-import { type JsonObject, array, asObject, bytesValue, int, optStr, str } from './decode.js';
+import { type JsonObject, array, asObject, bytesValue, int, str } from './decode.js';
 import { ProtocolError } from './errors.js';
 import {
   DEVICE_ID_PATTERN,
@@ -122,7 +122,6 @@ export function decodeTopicPage(o: JsonObject): TopicPageAnswer {
   const messages = array(o, 'messages', MAX_TOPIC_READ_MESSAGES, () => new ProtocolError('BAD_REQUEST', 'messages: too many')).map((v, i) => {
     const m = asObject(v, `messages[${i}]`);
     const publisher = asObject(m.publisher, `messages[${i}].publisher`);
-    const key = optStr(m, 'key', { max: Math.ceil((MAX_MESSAGE_KEY_BYTES * 4) / 3) });
     return {
       offset: int(m, 'offset', 1, MAX_OFFSET),
       publishedAt: int(m, 'publishedAt', 0, MAX_TIME_MS),
@@ -131,8 +130,8 @@ export function decodeTopicPage(o: JsonObject): TopicPageAnswer {
         deviceId: str(publisher, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
       },
       publishId: bytesValue(m.publishId, `messages[${i}].publishId`, { min: 1, max: MAX_PUBLISH_ID_BYTES }),
-      ...(key !== undefined ? { key: bytesValue(key, `messages[${i}].key`, { min: 1, max: MAX_MESSAGE_KEY_BYTES }) } : {}),
-      payload: bytesValue(m.payload, `messages[${i}].payload`, { min: 0, max: MAX_TOPIC_MESSAGE_BYTES }),
+      ...(m.key !== undefined ? { key: bytesValue(m.key, `messages[${i}].key`, { min: 1, max: MAX_MESSAGE_KEY_BYTES }) } : {}),
+      payload: bytesValue(m.payload, `messages[${i}].payload`, { min: 1, max: MAX_TOPIC_MESSAGE_BYTES }),
     };
   });
   return { epoch: int(o, 'epoch', 1, MAX_OFFSET), next: int(o, 'next', 1, MAX_OFFSET), head: int(o, 'head', 1, MAX_OFFSET), messages };

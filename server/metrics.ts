@@ -30,6 +30,7 @@ export interface RelayMetrics {
   readonly retired: Counter<'kind'>;
   readonly topicDenied: Counter<'action' | 'reason'>;
   readonly topicSlicesRetired: Counter<'kind'>;
+  readonly topicSubscriberPauses: Counter;
   readonly noticesPublished: Counter<'notifier' | 'kind'>;
   readonly noticesReceived: Counter<'notifier' | 'kind'>;
   readonly noticesMalformed: Counter<'notifier'>;
@@ -119,6 +120,11 @@ export function createMetrics(): RelayMetrics {
       name: 'hermetic_topic_denied_total',
       help: 'Topic requests refused by the topic claim of the token (FORBIDDEN), by action and reason',
       labelNames: ['action', 'reason'],
+      registers: [registry],
+    }),
+    topicSubscriberPauses: new Counter({
+      name: 'hermetic_topic_subscriber_pauses_total',
+      help: 'Topic subscriptions paused because their socket stopped draining (each resumes from the database on drain)',
       registers: [registry],
     }),
     topicSlicesRetired: new Counter({

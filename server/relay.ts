@@ -33,6 +33,7 @@ import { Admission, type RefusalReason, addressKey } from './ws/admission.js';
 import { READY_CHECK_TIMEOUT_MS } from './limits.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
+import { TopicHub } from './topics/hub.js';
 import { TopicService } from './topics/service.js';
 import { TopicStore } from './topics/store.js';
 import { loadLogKey } from './log/log-key.js';
@@ -193,6 +194,14 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     metrics.connectionsMax.set(cap.maxConnections);
     const pending = PendingSends.defaults(config.maxPendingSendBytes);
     metrics.setPendingSendBytes(() => pending.totalBytes);
+    // uWS's native publish, bound once the app exists (below).
+    let broadcast: (channel: string, text: string) => void = () => undefined;
+    const topicHub = new TopicHub({
+      store: topics.store,
+      logger,
+      broadcast: (channel, text) => broadcast(channel, text),
+      onPaused: () => metrics.topicSubscriberPauses.inc(),
+    });
     const connections = new ConnectionManager({
       verifier,
       directory: store,
@@ -201,6 +210,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       logger,
       random: systemRandom,
       mailbox,
+      topics: topicHub,
       admission,
       pending,
       authTimeoutMs: config.authTimeoutMs,
@@ -218,6 +228,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       return lastOrigins;
     };
     const app = newApp();
+    broadcast = (channel, text) => void app.publish(channel, text, false);
     app.ws<ConnectionData>('/v1/ws', {
       // uWS closes the socket on anything above this; between MAX_FRAME_BYTES and this the
       // relay answers FRAME_TOO_LARGE and keeps the connection.
@@ -278,7 +289,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       metricsHere,
       metricsToken: config.metrics.token,
       log: { log: receiptLog, key: logKey, backend },
-      topics: topics.store,
+      topics: { topics: topics.store, onReset: (topic, epoch) => topicHub.topicReset(topic, epoch) },
     });
 
     const main = await listen(app, config.host, config.port);

@@ -37,7 +37,7 @@ export interface RouteDeps extends RouterDeps {
   /** The receipt log (log-routes.ts). */
   readonly log: Omit<LogRouteDeps, 'directory' | 'userParam'>;
   /** Topics (topic-routes.ts). */
-  readonly topics: TopicRouteDeps['topics'];
+  readonly topics: Omit<TopicRouteDeps, 'metrics'>;
 }
 
 export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
@@ -122,7 +122,7 @@ export function registerRoutes(app: TemplatedApp, deps: RouteDeps): void {
   );
 
   registerLogRoutes(app, router, { ...deps.log, directory: deps.directory, userParam });
-  registerTopicRoutes(app, router, { topics: deps.topics, metrics: deps.metrics });
+  registerTopicRoutes(app, router, { ...deps.topics, metrics: deps.metrics });
 
   // CORS preflight (server/http/cors.ts): answered for allowed origins, before any auth.
   app.options('/*', (res, req) => {

@@ -18,6 +18,8 @@ import type { Router } from './router.js';
 export interface TopicRouteDeps {
   readonly topics: TopicStore;
   readonly metrics: RelayMetrics;
+  /** Told when a topic was reset (its subscribers are ended). */
+  readonly onReset: (topic: string, epoch: number) => void;
 }
 
 /** Offsets and epochs in a query: positive safe integers. */
@@ -83,7 +85,9 @@ export function registerTopicRoutes(app: TemplatedApp, router: Router, deps: Top
       ex.refuseBody();
       const name = nameParam(ex.info.params[0] ?? '');
       guard(caller.topics, ['create'], name);
-      ex.json(200, encodeTopicInfo(await deps.topics.reset(name)));
+      const t = await deps.topics.reset(name);
+      deps.onReset(name, t.epoch);
+      ex.json(200, encodeTopicInfo(t));
     }),
   );
 

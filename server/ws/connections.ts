@@ -28,6 +28,8 @@ import { Deadlines } from './deadlines.js';
 import { ownSend } from './send-copy.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
 import { ClockSkewError } from '../mailbox/store.js';
+import { NO_TOPIC_GRANTS, type TopicAction, type TopicGrants, checkTopicAccess } from '../topics/acl.js';
+import type { TopicHub, TopicPeer } from '../topics/hub.js';
 
 export interface ConnectionData {
   /** Signed once, by the connection's one authentication attempt: dropped when it starts. */
@@ -55,6 +57,10 @@ export interface ConnectionData {
   /** Frames produced in this turn, written together in one corked write: JSON text, or
    * the STORED answers (at most MAX_STORED_PER_BATCH) of one STORED_BATCH frame. */
   outbox: Array<string | StoredAnswer[]>;
+  /** What the token's topic claim allows (renewed with the token). */
+  topicGrants: TopicGrants;
+  /** The connection as the topic hub sees it, once it used topics. */
+  topicPeer: TopicPeer | undefined;
 }
 
 export type RelaySocket = WebSocket<ConnectionData>;
@@ -67,6 +73,7 @@ export interface ConnectionDeps {
   readonly logger: Logger;
   readonly random: (n: number) => Uint8Array;
   readonly mailbox: MailboxService;
+  readonly topics: TopicHub;
   readonly admission: Admission;
   /** SENDs awaiting their answer, per device and in all (pending-sends.ts). */
   readonly pending: PendingSends;
@@ -123,6 +130,8 @@ export class ConnectionManager {
       stream: undefined,
       storedBatch: false,
       outbox: [],
+      topicGrants: NO_TOPIC_GRANTS,
+      topicPeer: undefined,
     };
   }
 
@@ -151,10 +160,13 @@ export class ConnectionManager {
     if (ud.userId !== undefined && ud.deviceId !== undefined && ud.stream) {
       this.deps.mailbox.detach(ud.userId, ud.deviceId, ud.stream);
     }
+    if (ud.topicPeer) this.deps.topics.close(ud.topicPeer);
   }
 
   onDrain(ws: RelaySocket): void {
-    ws.getUserData().stream?.onDrain();
+    const ud = ws.getUserData();
+    ud.stream?.onDrain();
+    if (ud.topicPeer) this.deps.topics.drain(ud.topicPeer);
   }
 
   /** The message buffer is only valid synchronously: it is decoded before any await. */
@@ -213,7 +225,97 @@ export class ConnectionManager {
           this.sendError(ws, err);
         }
         return;
+      case 'publish':
+      case 'subscribe':
+      case 'unsubscribe':
+        this.onTopicFrame(ws, ud, frame);
+        return;
     }
+  }
+
+  /** PUBLISH, SUBSCRIBE and UNSUBSCRIBE (server/topics/hub.ts), each checked against the
+   * token's topic claim; every answer and refusal carries the frame's request id. */
+  private onTopicFrame(ws: RelaySocket, ud: ConnectionData, frame: Extract<ClientFrame, { type: 'publish' | 'subscribe' | 'unsubscribe' }>): void {
+    const refuse = (err: unknown): void => {
+      const pe = toProtocolError(err, this.deps.logger);
+      this.sendError(ws, new ProtocolError(pe.code, pe.message, { ...pe.details, id: frame.id }));
+    };
+    const peer = this.topicPeer(ws, ud);
+    if (!peer || ud.pendingKey === undefined) {
+      refuse(new ProtocolError('UNAUTHENTICATED', 'authenticate before using topics'));
+      return;
+    }
+    if (frame.type === 'unsubscribe') {
+      this.deps.topics.unsubscribe(peer, frame.topic);
+      this.send(ws, { type: 'unsubscribed', id: frame.id, topic: frame.topic });
+      return;
+    }
+    const action: TopicAction = frame.type === 'publish' ? 'publish' : 'subscribe';
+    try {
+      checkTopicAccess(ud.topicGrants, action, frame.topic);
+    } catch (err) {
+      const d = (err as ProtocolError).details ?? {};
+      this.deps.metrics.topicDenied.inc({ action, reason: String(d.reason) });
+      refuse(err);
+      return;
+    }
+    if (frame.type === 'subscribe') {
+      this.deps.topics.subscribe(peer, frame.id, frame.topic, frame.from).catch(refuse);
+      return;
+    }
+    // Held in the device's pending budget, like a SEND, until answered.
+    const budget = ud.pendingKey;
+    const size = frame.payload.byteLength;
+    const refused = this.deps.pending.take(budget, size);
+    if (refused) {
+      refuse(
+        refused === 'device'
+          ? new ProtocolError('RATE_LIMITED', 'too many messages of this device awaiting their answer')
+          : new ProtocolError('RELAY_BUSY', 'the relay holds too many messages awaiting their answer; nothing was stored: retry later'),
+      );
+      return;
+    }
+    this.deps.topics.publish(peer, frame.topic, frame).then(
+      (answer) => {
+        this.deps.pending.release(budget, size);
+        this.send(ws, answer);
+      },
+      (err: unknown) => {
+        this.deps.pending.release(budget, size);
+        refuse(err);
+      },
+    );
+  }
+
+  /** The connection as the topic hub sees it (undefined until authenticated). */
+  private topicPeer(ws: RelaySocket, ud: ConnectionData): TopicPeer | undefined {
+    if (ud.topicPeer) return ud.topicPeer;
+    if (ud.state !== 'authenticated' || ud.userId === undefined || ud.deviceId === undefined) return undefined;
+    const topicMessages = this.framesOut('topic_message');
+    ud.topicPeer = {
+      userId: ud.userId,
+      deviceId: ud.deviceId,
+      get closed() {
+        return ud.closed;
+      },
+      write: (text) => {
+        if (ud.closed) return;
+        this.writeOutbox(ws, ud);
+        ws.send(text, false);
+        topicMessages.inc();
+      },
+      cork: (fn) => {
+        if (!ud.closed) ws.cork(fn);
+      },
+      bufferedAmount: () => (ud.closed ? 0 : ws.getBufferedAmount()),
+      join: (channel) => {
+        if (!ud.closed) ws.subscribe(channel);
+      },
+      leave: (channel) => {
+        if (!ud.closed) ws.unsubscribe(channel);
+      },
+    };
+    return ud.topicPeer;
   }
 
   private onBinary(ws: RelaySocket, ud: ConnectionData, bytes: Uint8Array): void {
@@ -339,6 +441,7 @@ export class ConnectionManager {
       ud.deviceId = frame.deviceId;
       ud.pendingKey = pendingKey(userId, frame.deviceId);
       ud.storedBatch = frame.features?.includes(FEATURE_STORED_BATCH) === true;
+      ud.topicGrants = token.topics;
       clearTimeout(ud.authTimer);
       ud.authTimer = undefined;
       if (ud.admission) this.deps.admission.authenticated(ud.admission);
@@ -389,6 +492,7 @@ export class ConnectionManager {
       if (token.userId !== ud.userId) throw new ProtocolError('TOKEN_INVALID', 'the token names another user than this connection\'s');
       if (ud.closed) return;
       this.armTokenTimer(ws, token.validUntilMs);
+      ud.topicGrants = token.topics;
       this.send(ws, { type: 'token_ok', expiresAt: token.expiresAtMs });
     } catch (err) {
       this.sendError(ws, err);

@@ -106,10 +106,11 @@ export class World {
     return r;
   }
 
-  /** A new user with `devices` registered devices (unique name across the process). */
-  async user(name: string, devices = 1): Promise<TestUser> {
+  /** A new user with `devices` registered devices (unique name across the process),
+   * whose token carries `claims` besides the usual ones. */
+  async user(name: string, devices = 1, claims?: Record<string, unknown>): Promise<TestUser> {
     const userId = `${name}-${++userCounter}`;
-    const token = await this.issuer.mint(userId);
+    const token = await this.issuer.mint(userId, claims ? { claims } : {});
     const user: TestUser = { userId, token, devices: [] };
     for (let i = 0; i < devices; i++) await this.addDevice(user);
     return user;

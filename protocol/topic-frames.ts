@@ -1,0 +1,182 @@
+/**
+ * Topic frames on the WebSocket (docs/PROTOCOL.md, "Topics"): PUBLISH and its answer,
+ * SUBSCRIBE / UNSUBSCRIBE and what a subscription receives. JSON text frames, byte
+ * strings in base64url; decoded once into typed frames by protocol/frames.ts.
+ */
+import { encodeBase64url } from './base64url.js';
+import { type JsonObject, asObject, bool, bytesValue, int, str } from './decode.js';
+import { type ErrorCode, ProtocolError, parseErrorBody } from './errors.js';
+import {
+  DEVICE_ID_PATTERN,
+  MAX_DEVICE_ID_LENGTH,
+  MAX_MESSAGE_KEY_BYTES,
+  MAX_PUBLISH_ID_BYTES,
+  MAX_TOPIC_MESSAGE_BYTES,
+  MAX_TOPIC_NAME_LENGTH,
+  MAX_USER_ID_LENGTH,
+  USER_ID_PATTERN,
+} from './limits.js';
+import { topicName } from './topics.js';
+
+const MAX_REQUEST_ID = 0xffff_ffff;
+const MAX_POSITION = Number.MAX_SAFE_INTEGER;
+const MAX_TIME_MS = Number.MAX_SAFE_INTEGER;
+
+/** Where a subscription starts (server/topics/store.ts StartPoint). */
+export type SubscribeFrom =
+  | { readonly kind: 'earliest' }
+  | { readonly kind: 'latest' }
+  | { readonly kind: 'offset'; readonly epoch: number; readonly offset: number }
+  | { readonly kind: 'time'; readonly atMs: number };
+
+export type TopicClientFrame =
+  | {
+      readonly type: 'publish';
+      readonly id: number;
+      readonly topic: string;
+      readonly publishId: Uint8Array;
+      readonly key?: Uint8Array | undefined;
+      readonly payload: Uint8Array;
+    }
+  | { readonly type: 'subscribe'; readonly id: number; readonly topic: string; readonly from: SubscribeFrom }
+  | { readonly type: 'unsubscribe'; readonly id: number; readonly topic: string };
+
+export type TopicServerFrame =
+  /** Answer to a PUBLISH, sent only after the message is committed. */
+  | { readonly type: 'published'; readonly id: number; readonly topic: string; readonly epoch: number; readonly offset: number; readonly duplicate: boolean; readonly publishedAt: number }
+  /** The subscription starts at (epoch, offset): messages follow in offset order. */
+  | { readonly type: 'subscribed'; readonly id: number; readonly topic: string; readonly epoch: number; readonly offset: number }
+  | { readonly type: 'unsubscribed'; readonly id: number; readonly topic: string }
+  | {
+      readonly type: 'topic_message';
+      readonly topic: string;
+      readonly epoch: number;
+      readonly offset: number;
+      readonly publishedAt: number;
+      readonly publisher: { readonly userId: string; readonly deviceId: string };
+      readonly publishId: Uint8Array;
+      readonly key?: Uint8Array | undefined;
+      readonly payload: Uint8Array;
+    }
+  /** The relay ended a subscription (its offset was retired, the topic was reset, ...):
+   * `code` and `details` say why and where to go on. */
+  | { readonly type: 'subscription_ended'; readonly topic: string; readonly code: ErrorCode; readonly message: string; readonly details?: Readonly<Record<string, unknown>> | undefined };
+
+/** Base64url of n bytes is at most this long. */
+const b64Length = (n: number): number => Math.ceil((n * 4) / 3);
+
+function optBytes(o: JsonObject, field: string, max: number): Uint8Array | undefined {
+  return o[field] === undefined ? undefined : bytesValue(o[field], field, { min: 1, max });
+}
+
+function subscribeFrom(v: unknown): SubscribeFrom {
+  if (v === 'earliest' || v === 'latest') return { kind: v };
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw new ProtocolError('BAD_REQUEST', 'from: "earliest", "latest", {"epoch", "offset"} or {"time"}');
+  }
+  const o = asObject(v, 'from');
+  if (o.time !== undefined) return { kind: 'time', atMs: int(o, 'time', 0, MAX_TIME_MS) };
+  return { kind: 'offset', epoch: int(o, 'epoch', 1, MAX_POSITION), offset: int(o, 'offset', 1, MAX_POSITION) };
+}
+
+const topicField = (o: JsonObject): string => topicName(str(o, 'topic', { max: MAX_TOPIC_NAME_LENGTH }), 'topic');
+
+export const TOPIC_CLIENT_DECODERS: { readonly [T in TopicClientFrame['type']]: (o: JsonObject) => Extract<TopicClientFrame, { type: T }> } = {
+  publish: (o) => {
+    // Its length says whether a payload is too large, before it is decoded.
+    if (typeof o.payload === 'string' && o.payload.length > b64Length(MAX_TOPIC_MESSAGE_BYTES)) {
+      throw new ProtocolError('MESSAGE_TOO_LARGE', `payload over ${MAX_TOPIC_MESSAGE_BYTES} bytes`);
+    }
+    const bytes = bytesValue(o.payload, 'payload', { min: 1, max: MAX_TOPIC_MESSAGE_BYTES });
+    const key = optBytes(o, 'key', MAX_MESSAGE_KEY_BYTES);
+    return {
+      type: 'publish',
+      id: int(o, 'id', 0, MAX_REQUEST_ID),
+      topic: topicField(o),
+      publishId: bytesValue(o.publishId, 'publishId', { min: 1, max: MAX_PUBLISH_ID_BYTES }),
+      ...(key !== undefined ? { key } : {}),
+      payload: bytes,
+    };
+  },
+  subscribe: (o) => ({ type: 'subscribe', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o), from: subscribeFrom(o.from) }),
+  unsubscribe: (o) => ({ type: 'unsubscribe', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o) }),
+};
+
+export const TOPIC_SERVER_DECODERS: { readonly [T in TopicServerFrame['type']]: (o: JsonObject) => Extract<TopicServerFrame, { type: T }> } = {
+  published: (o) => ({
+    type: 'published',
+    id: int(o, 'id', 0, MAX_REQUEST_ID),
+    topic: topicField(o),
+    epoch: int(o, 'epoch', 1, MAX_POSITION),
+    offset: int(o, 'offset', 1, MAX_POSITION),
+    duplicate: bool(o, 'duplicate'),
+    publishedAt: int(o, 'publishedAt', 0, MAX_TIME_MS),
+  }),
+  subscribed: (o) => ({ type: 'subscribed', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o), epoch: int(o, 'epoch', 1, MAX_POSITION), offset: int(o, 'offset', 1, MAX_POSITION) }),
+  unsubscribed: (o) => ({ type: 'unsubscribed', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o) }),
+  topic_message: (o) => {
+    const publisher = asObject(o.publisher, 'publisher');
+    const key = optBytes(o, 'key', MAX_MESSAGE_KEY_BYTES);
+    return {
+      type: 'topic_message',
+      topic: topicField(o),
+      epoch: int(o, 'epoch', 1, MAX_POSITION),
+      offset: int(o, 'offset', 1, MAX_POSITION),
+      publishedAt: int(o, 'publishedAt', 0, MAX_TIME_MS),
+      publisher: {
+        userId: str(publisher, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
+        deviceId: str(publisher, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+      },
+      publishId: bytesValue(o.publishId, 'publishId', { min: 1, max: MAX_PUBLISH_ID_BYTES }),
+      ...(key !== undefined ? { key } : {}),
+      payload: bytesValue(o.payload, 'payload', { min: 1, max: MAX_TOPIC_MESSAGE_BYTES }),
+    };
+  },
+  subscription_ended: (o) => {
+    const e = parseErrorBody(o);
+    if (e === undefined) throw new ProtocolError('BAD_REQUEST', 'subscription_ended: not a well-formed error with a known code');
+    return { type: 'subscription_ended', topic: topicField(o), code: e.code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) };
+  },
+};
+
+export function encodeTopicServerFrame(f: TopicServerFrame): string {
+  switch (f.type) {
+    case 'topic_message':
+      return JSON.stringify({
+        type: f.type,
+        topic: f.topic,
+        epoch: f.epoch,
+        offset: f.offset,
+        publishedAt: f.publishedAt,
+        publisher: { userId: f.publisher.userId, deviceId: f.publisher.deviceId },
+        publishId: encodeBase64url(f.publishId),
+        ...(f.key !== undefined ? { key: encodeBase64url(f.key) } : {}),
+        payload: encodeBase64url(f.payload),
+      });
+    case 'published':
+    case 'subscribed':
+    case 'unsubscribed':
+    case 'subscription_ended':
+      return JSON.stringify(f);
+  }
+}
+
+export function encodeTopicClientFrame(f: TopicClientFrame): string {
+  switch (f.type) {
+    case 'publish':
+      return JSON.stringify({
+        type: f.type,
+        id: f.id,
+        topic: f.topic,
+        publishId: encodeBase64url(f.publishId),
+        ...(f.key !== undefined ? { key: encodeBase64url(f.key) } : {}),
+        payload: encodeBase64url(f.payload),
+      });
+    case 'subscribe': {
+      const from = f.from.kind === 'offset' ? { epoch: f.from.epoch, offset: f.from.offset } : f.from.kind === 'time' ? { time: f.from.atMs } : f.from.kind;
+      return JSON.stringify({ type: f.type, id: f.id, topic: f.topic, from });
+    }
+    case 'unsubscribe':
+      return JSON.stringify(f);
+  }
+}

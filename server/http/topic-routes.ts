@@ -10,7 +10,7 @@ import { MAX_TOPIC_NAME_LENGTH, MAX_TOPIC_READ_MESSAGES } from '../../protocol/l
 import { decodeCreateTopicRequest, encodeTopicInfo, encodeTopicPage, topicName } from '../../protocol/topics.js';
 import type { RelayMetrics } from '../metrics.js';
 import { type TopicAction, type TopicGrants, checkTopicAccess } from '../topics/acl.js';
-import type { TopicInfo, TopicStore } from '../topics/store.js';
+import { type TopicInfo, type TopicStore, wireMessage } from '../topics/store.js';
 import { decodePathParam } from './context.js';
 import { intParam } from './log-routes.js';
 import type { Router } from './router.js';
@@ -102,22 +102,7 @@ export function registerTopicRoutes(app: TemplatedApp, router: Router, deps: Top
       const from = intParam(query, 'from', 1, MAX_POSITION);
       const limit = intParam(query, 'limit', 1, MAX_TOPIC_READ_MESSAGES, MAX_TOPIC_READ_MESSAGES);
       const page = await deps.topics.read(name, epoch, from, { maxMessages: limit });
-      ex.json(
-        200,
-        encodeTopicPage({
-          epoch: page.epoch,
-          next: page.next,
-          head: page.head,
-          messages: page.messages.map((m) => ({
-            offset: m.offset,
-            publishedAt: m.publishedAtMs,
-            publisher: { userId: m.publisherUserId, deviceId: m.publisherDeviceId },
-            publishId: m.publishId,
-            key: m.key,
-            payload: m.payload,
-          })),
-        }),
-      );
+      ex.json(200, encodeTopicPage({ epoch: page.epoch, next: page.next, head: page.head, messages: page.messages.map(wireMessage) }));
     }),
   );
 }

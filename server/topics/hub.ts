@@ -22,7 +22,7 @@ import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_PUBLISH_BATCH, MAX_SUBSCRIPTIONS_PER_CONNECTION } from '../../protocol/limits.js';
 import { type SubscribeFrom, type TopicServerFrame, encodeTopicServerFrame } from '../../protocol/topic-frames.js';
 import { SOCKET_BUFFER_HIGH_WATER } from '../limits.js';
-import type { PublishItem, PublishResult, TopicMessage, TopicStore } from './store.js';
+import { type PublishItem, type PublishResult, type TopicMessage, type TopicStore, wireMessage } from './store.js';
 
 /** Messages and bytes a subscriber reads from the database per page. */
 export const TOPIC_READ_PAGE_MESSAGES = 128;
@@ -91,17 +91,7 @@ interface Channel {
 export const channelOf = (topic: string): string => `topic:${topic}`;
 
 function messageFrame(topic: string, epoch: number, m: TopicMessage): string {
-  return encodeTopicServerFrame({
-    type: 'topic_message',
-    topic,
-    epoch,
-    offset: m.offset,
-    publishedAt: m.publishedAtMs,
-    publisher: { userId: m.publisherUserId, deviceId: m.publisherDeviceId },
-    publishId: m.publishId,
-    key: m.key,
-    payload: m.payload,
-  });
+  return encodeTopicServerFrame({ type: 'topic_message', topic, epoch, ...wireMessage(m) });
 }
 
 export class TopicHub {

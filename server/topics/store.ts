@@ -24,7 +24,7 @@ import {
   MIN_TOPIC_RETENTION_MS,
   TOPIC_NAME_PATTERN,
 } from '../../protocol/limits.js';
-import type { TopicInfoAnswer } from '../../protocol/topics.js';
+import type { TopicInfoAnswer, TopicMessageAnswer } from '../../protocol/topics.js';
 import { CONTENT_HASH_BYTES } from '../mailbox/send-batch.js';
 import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
 
@@ -76,6 +76,18 @@ export interface TopicMessage {
   readonly publishId: Uint8Array;
   readonly key: Uint8Array | undefined;
   readonly payload: Uint8Array;
+}
+
+/** A stored message as the wire carries it (protocol/topics.ts). */
+export function wireMessage(m: TopicMessage): TopicMessageAnswer {
+  return {
+    offset: m.offset,
+    publishedAt: m.publishedAtMs,
+    publisher: { userId: m.publisherUserId, deviceId: m.publisherDeviceId },
+    publishId: m.publishId,
+    key: m.key,
+    payload: m.payload,
+  };
 }
 
 /** Where a subscription starts. */

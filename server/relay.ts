@@ -134,6 +134,30 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       return p;
     };
 
+    const topics = new TopicService(new TopicStore(db), {
+      logger,
+      onRetired: (r) => {
+        metrics.topicSlicesRetired.inc({ kind: 'dropped' }, r.dropped);
+        metrics.topicSlicesRetired.inc({ kind: 'deferred' }, r.deferred);
+      },
+    });
+    topics.start();
+    // Other relays' subscribers of a topic read what this one committed (and hear of resets).
+    const bus = notifier;
+    const topicNotice = (topic: string, epoch: number, head: number): void => {
+      bus.publish({ node: nodeId, kind: 'topic', topic, epoch, head }).catch((err: unknown) => {
+        logger.warn({ topic, err: { message: (err as Error).message } }, 'topic notice not sent (other relays see the messages at their next notice)');
+      });
+    };
+    // uWS's native publish, bound once the app exists (below).
+    let broadcast: (channel: string, text: string) => void = () => undefined;
+    const topicHub = new TopicHub({
+      store: topics.store,
+      logger,
+      broadcast: (channel, text) => broadcast(channel, text),
+      onPaused: () => metrics.topicSubscriberPauses.inc(),
+      onCommitted: (topic, epoch, head) => topicNotice(topic, epoch, head),
+    });
     const mailbox = new MailboxService({
       db,
       notifier,
@@ -147,7 +171,11 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       logger,
       onBatch: (n) => metrics.sendBatchSize.observe(n),
       onNotice: () => metrics.notices.inc(),
-      onResubscribed: () => metrics.listenReconnects.inc(),
+      onTopicNotice: (n) => topicHub.remoteHead(n.topic, n.epoch, n.head),
+      onResubscribed: () => {
+        metrics.listenReconnects.inc();
+        topicHub.refresh();
+      },
       onCatchUp: (reason) => metrics.catchupRuns.inc({ reason }),
       onRetired: (r) => {
         metrics.retired.inc({ kind: 'partition' }, r.partitions);
@@ -179,14 +207,6 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       checkpointIntervalMs: config.log.checkpointIntervalMs,
     });
     await receiptLog.start();
-    const topics = new TopicService(new TopicStore(db), {
-      logger,
-      onRetired: (r) => {
-        metrics.topicSlicesRetired.inc({ kind: 'dropped' }, r.dropped);
-        metrics.topicSlicesRetired.inc({ kind: 'deferred' }, r.deferred);
-      },
-    });
-    topics.start();
     const admission = new Admission(
       { maxConnections: cap.maxConnections, maxUnauthenticatedPerAddress: config.maxUnauthenticatedPerAddress },
       metrics.connectionsUnauthenticated,
@@ -194,14 +214,6 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     metrics.connectionsMax.set(cap.maxConnections);
     const pending = PendingSends.defaults(config.maxPendingSendBytes);
     metrics.setPendingSendBytes(() => pending.totalBytes);
-    // uWS's native publish, bound once the app exists (below).
-    let broadcast: (channel: string, text: string) => void = () => undefined;
-    const topicHub = new TopicHub({
-      store: topics.store,
-      logger,
-      broadcast: (channel, text) => broadcast(channel, text),
-      onPaused: () => metrics.topicSubscriberPauses.inc(),
-    });
     const connections = new ConnectionManager({
       verifier,
       directory: store,
@@ -289,7 +301,13 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       metricsHere,
       metricsToken: config.metrics.token,
       log: { log: receiptLog, key: logKey, backend },
-      topics: { topics: topics.store, onReset: (topic, epoch) => topicHub.topicReset(topic, epoch) },
+      topics: {
+        topics: topics.store,
+        onReset: (topic, epoch) => {
+          topicHub.topicReset(topic, epoch);
+          topicNotice(topic, epoch, 1);
+        },
+      },
     });
 
     const main = await listen(app, config.host, config.port);

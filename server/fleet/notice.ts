@@ -9,13 +9,15 @@
  * - `connected`: a device connected (authenticated) at `at`; an older connection of it
  *   on another relay is closed, so a device has one live connection fleet-wide;
  * - `revoked`: a device left its user's list; every relay, the sender included, closes
- *   its connection (sent with node '', by no relay in particular).
+ *   its connection (sent with node '', by no relay in particular);
+ * - `topic`: a commit to a topic, up to (not including) offset `head` of `epoch`, or a
+ *   reset to `epoch`; every other relay with subscribers of the topic reads it.
  *
  * What arrives is input from the network (or from anyone who can NOTIFY on the
  * database): it is bounded (NOTICE_MAX_BYTES, NOTICE_MAX_TAILS) and checked field by
  * field, and anything else is dropped, never thrown.
  */
-import { DEVICE_ID_PATTERN, MAX_USER_ID_LENGTH, USER_ID_PATTERN } from '../../protocol/limits.js';
+import { DEVICE_ID_PATTERN, MAX_TOPIC_NAME_LENGTH, MAX_USER_ID_LENGTH, TOPIC_NAME_PATTERN, USER_ID_PATTERN } from '../../protocol/limits.js';
 
 /** The PostgreSQL channel of mailbox notices (the store function notifies on it too). */
 export const MAILBOX_CHANNEL = 'hermetic_mailbox';
@@ -36,10 +38,11 @@ export type MailboxNotice =
   | { readonly node: string; readonly kind: 'all' }
   | { readonly node: string; readonly kind: 'connected'; readonly userId: string; readonly deviceId: string; readonly at: number }
   /** A device was revoked: every relay closes its connection (sent with node ''). */
-  | { readonly node: string; readonly kind: 'revoked'; readonly userId: string; readonly deviceId: string };
+  | { readonly node: string; readonly kind: 'revoked'; readonly userId: string; readonly deviceId: string }
+  | { readonly node: string; readonly kind: 'topic'; readonly topic: string; readonly epoch: number; readonly head: number };
 
 export type NoticeKind = MailboxNotice['kind'];
-export const NOTICE_KINDS: readonly NoticeKind[] = ['tails', 'all', 'connected', 'revoked'];
+export const NOTICE_KINDS: readonly NoticeKind[] = ['tails', 'all', 'connected', 'revoked', 'topic'];
 
 export function encodeNotice(n: MailboxNotice): string {
   switch (n.kind) {
@@ -51,6 +54,8 @@ export function encodeNotice(n: MailboxNotice): string {
       return JSON.stringify({ node: n.node, kind: n.kind, userId: n.userId, deviceId: n.deviceId, at: n.at });
     case 'revoked':
       return JSON.stringify({ node: n.node, kind: n.kind, userId: n.userId, deviceId: n.deviceId });
+    case 'topic':
+      return JSON.stringify({ node: n.node, kind: n.kind, topic: n.topic, epoch: n.epoch, head: n.head });
   }
 }
 
@@ -99,6 +104,7 @@ export function tailsNotices(node: string, committed: Iterable<{ readonly userId
 const isSafeNat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 const isUserId = (v: unknown): v is string => typeof v === 'string' && v.length <= MAX_USER_ID_LENGTH && USER_ID_PATTERN.test(v);
 const isDeviceId = (v: unknown): v is string => typeof v === 'string' && DEVICE_ID_PATTERN.test(v);
+const isTopic = (v: unknown): v is string => typeof v === 'string' && v.length <= MAX_TOPIC_NAME_LENGTH && TOPIC_NAME_PATTERN.test(v);
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -118,7 +124,17 @@ export function decodeNotice(payload: string | Uint8Array): MailboxNotice | unde
       if (payload.length > NOTICE_MAX_BYTES) return undefined;
       text = utf8.decode(payload);
     }
-    const v = JSON.parse(text) as { node?: unknown; kind?: unknown; tails?: unknown; userId?: unknown; deviceId?: unknown; at?: unknown } | null;
+    const v = JSON.parse(text) as {
+      node?: unknown;
+      kind?: unknown;
+      tails?: unknown;
+      userId?: unknown;
+      deviceId?: unknown;
+      at?: unknown;
+      topic?: unknown;
+      epoch?: unknown;
+      head?: unknown;
+    } | null;
     if (typeof v !== 'object' || v === null || typeof v.node !== 'string' || v.node.length > NOTICE_MAX_NODE_LENGTH) return undefined;
     if (v.kind === 'all') return { node: v.node, kind: 'all' };
     if (v.kind === 'revoked' && isUserId(v.userId) && isDeviceId(v.deviceId)) {
@@ -126,6 +142,9 @@ export function decodeNotice(payload: string | Uint8Array): MailboxNotice | unde
     }
     if (v.kind === 'connected' && isUserId(v.userId) && isDeviceId(v.deviceId) && isSafeNat(v.at)) {
       return { node: v.node, kind: 'connected', userId: v.userId, deviceId: v.deviceId, at: v.at };
+    }
+    if (v.kind === 'topic' && isTopic(v.topic) && isSafeNat(v.epoch) && v.epoch >= 1 && isSafeNat(v.head) && v.head >= 1) {
+      return { node: v.node, kind: 'topic', topic: v.topic, epoch: v.epoch, head: v.head };
     }
     if (v.kind === 'tails' && Array.isArray(v.tails) && v.tails.length <= NOTICE_MAX_TAILS) {
       const tails = v.tails.filter(

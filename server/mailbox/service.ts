@@ -79,6 +79,8 @@ export interface MailboxServiceOptions {
   readonly onBatch?: (size: number) => void;
   /** Told of each notice heard from another relay (metrics). */
   readonly onNotice?: () => void;
+  /** Topic notices of other relays (server/topics/hub.ts), heard on the same bus. */
+  readonly onTopicNotice?: (n: Extract<MailboxNotice, { kind: 'topic' }>) => void;
   /** Told when the notifier's subscription was lost and is back (metrics). */
   readonly onResubscribed?: () => void;
   /** Told of each catch-up scan that starts, and what asked for it (metrics). */
@@ -260,6 +262,9 @@ export class MailboxService {
         if (a && n.at >= a.authAt) a.connection.close('replaced');
         return;
       }
+      case 'topic':
+        this.opts.onTopicNotice?.(n);
+        return;
     }
   }
 

@@ -186,7 +186,8 @@ export class TopicHub {
     this.deps.onCommitted?.(topic, epoch, head);
     const ch = this.channels.get(topic);
     if (!ch) return;
-    if (epoch !== ch.epoch) return this.resetChannel(ch, epoch);
+    if (epoch > ch.epoch) return this.resetChannel(ch, epoch);
+    if (epoch < ch.epoch) return;
     const first = fresh[0]!.offset;
     if (first === ch.next) {
       this.broadcastFrom(ch, fresh);
@@ -203,12 +204,29 @@ export class TopicHub {
     if (ch && epoch > ch.epoch) this.resetChannel(ch, epoch);
   }
 
+  /** Notices may have been missed (the bus subscription was lost and is back): every
+   * topic with subscribers here reads its head from the database. */
+  refresh(): void {
+    for (const ch of this.channels.values()) {
+      this.deps.store.info(ch.name).then(
+        (info) => {
+          if (this.channels.get(ch.name) !== ch) return;
+          if (!info) return this.endChannel(ch, new ProtocolError('TOPIC_NOT_FOUND', `no topic ${ch.name}`));
+          if (info.epoch > ch.epoch) this.resetChannel(ch, info.epoch);
+          else if (info.epoch === ch.epoch) this.noteHead(ch, info.nextOffset);
+        },
+        (err: unknown) => this.deps.logger.warn({ topic: ch.name, err: { message: (err as Error).message } }, 'a topic head could not be read (read again at the next notice)'),
+      );
+    }
+  }
+
   /** Another relay committed to `topic` up to (not including) `head`. */
   remoteHead(topic: string, epoch: number, head: number): void {
     const ch = this.channels.get(topic);
     if (!ch) return;
-    if (epoch !== ch.epoch) return this.resetChannel(ch, epoch);
-    this.noteHead(ch, head);
+    if (epoch > ch.epoch) return this.resetChannel(ch, epoch);
+    // A notice of an earlier epoch arrived late: nothing to read.
+    if (epoch === ch.epoch) this.noteHead(ch, head);
   }
 
   private noteHead(ch: Channel, head: number): void {

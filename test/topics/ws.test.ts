@@ -14,48 +14,13 @@ import { request } from '../helpers/http.js';
 import { pgMissing } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
 import type { JsonFrame, RawClient } from '../mailbox/raw-client.js';
+import { CLAIMS, messages, payloads, publish, subscribe, waitMessages } from './helpers.js';
 import { DRIVERS, type TestUser, World, driverAvailable, metric } from '../mailbox/world.js';
 
 afterAll(async () => {
   await killAllRelays();
 });
 
-const CLAIMS = { hermetic_topics: { create: ['feeds.>'], publish: ['feeds.>'], subscribe: ['feeds.>'] } };
-
-let requestId = 1000;
-
-/** Publishes `label` (as publish id and payload unless given) and waits for the answer. */
-async function publish(c: RawClient, topic: string, label: string, opts: { id?: string; payload?: Uint8Array; key?: string } = {}): Promise<JsonFrame> {
-  const id = ++requestId;
-  c.sendJson({
-    type: 'publish',
-    id,
-    topic,
-    publishId: encodeBase64url(new TextEncoder().encode(opts.id ?? label)),
-    ...(opts.key ? { key: encodeBase64url(new TextEncoder().encode(opts.key)) } : {}),
-    payload: encodeBase64url(opts.payload ?? new TextEncoder().encode(label)),
-  });
-  return c.waitJson((f) => (f.type === 'published' || f.type === 'error') && f.id === id);
-}
-
-async function subscribe(c: RawClient, topic: string, from: unknown): Promise<JsonFrame> {
-  const id = ++requestId;
-  c.sendJson({ type: 'subscribe', id, topic, from });
-  return c.waitJson((f) => (f.type === 'subscribed' || f.type === 'error') && f.id === id);
-}
-
-function messages(c: RawClient, topic: string): JsonFrame[] {
-  return c.json.filter((f) => f.type === 'topic_message' && f.topic === topic);
-}
-
-function payloads(c: RawClient, topic: string): string[] {
-  return messages(c, topic).map((f) => new TextDecoder().decode(decodeBase64url(String(f.payload))!));
-}
-
-async function waitMessages(c: RawClient, topic: string, n: number, timeoutMs = 30_000): Promise<JsonFrame[]> {
-  await c.until(() => messages(c, topic).length >= n || c.closeCode !== undefined, `${n} messages of ${topic}`, timeoutMs);
-  return messages(c, topic);
-}
 
 describe.each(DRIVERS)('topics on the WebSocket on $name', (driver) => {
   if (!driverAvailable(driver)) {

@@ -33,8 +33,9 @@ export interface TopicPeer {
   readonly userId: string;
   readonly deviceId: string;
   readonly closed: boolean;
-  /** Writes a frame now, after anything the connection has queued. */
-  write(text: string): void;
+  /** Writes a frame (of `type`, for the frame counts) now, after anything the
+   * connection has queued. */
+  write(text: string, type: TopicServerFrame['type']): void;
   /** Runs `fn` with the socket's writes gathered into one. */
   cork(fn: () => void): void;
   bufferedAmount(): number;
@@ -338,7 +339,7 @@ export class TopicHub {
     ch.subs.add(sub);
     if (!mine) this.byPeer.set(peer, (mine = new Map()));
     mine.set(topic, sub);
-    peer.write(encodeTopicServerFrame({ type: 'subscribed', id, topic, epoch: start.epoch, offset: start.offset }));
+    peer.write(encodeTopicServerFrame({ type: 'subscribed', id, topic, epoch: start.epoch, offset: start.offset }), 'subscribed');
     void this.readLoop(ch, sub);
   }
 
@@ -374,7 +375,7 @@ export class TopicHub {
           return;
         }
         sub.peer.cork(() => {
-          for (const m of upTo) sub.peer.write(messageFrame(ch.name, sub.epoch, m));
+          for (const m of upTo) sub.peer.write(messageFrame(ch.name, sub.epoch, m), 'topic_message');
         });
         sub.next = upTo[upTo.length - 1]!.offset + 1;
       }
@@ -429,7 +430,10 @@ export class TopicHub {
     const peer = sub.peer;
     this.remove(sub);
     if (!peer.closed) {
-      peer.write(encodeTopicServerFrame({ type: 'subscription_ended', topic: sub.topic, code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) }));
+      peer.write(
+        encodeTopicServerFrame({ type: 'subscription_ended', topic: sub.topic, code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) }),
+        'subscription_ended',
+      );
     }
   }
 

@@ -291,18 +291,17 @@ export class ConnectionManager {
   private topicPeer(ws: RelaySocket, ud: ConnectionData): TopicPeer | undefined {
     if (ud.topicPeer) return ud.topicPeer;
     if (ud.state !== 'authenticated' || ud.userId === undefined || ud.deviceId === undefined) return undefined;
-    const topicMessages = this.framesOut('topic_message');
     ud.topicPeer = {
       userId: ud.userId,
       deviceId: ud.deviceId,
       get closed() {
         return ud.closed;
       },
-      write: (text) => {
+      write: (text, type) => {
         if (ud.closed) return;
         this.writeOutbox(ws, ud);
         ws.send(text, false);
-        topicMessages.inc();
+        this.framesOut(type).inc();
       },
       cork: (fn) => {
         if (!ud.closed) ws.cork(fn);

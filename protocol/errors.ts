@@ -58,6 +58,9 @@ export const ERROR_CODES = {
   OFFSET_RETIRED: { http: 410, retry: false },
   OFFSET_OUT_OF_RANGE: { http: 416, retry: false },
   TOPIC_EPOCH_CHANGED: { http: 409, retry: false },
+  GROUP_NOT_FOUND: { http: 404, retry: false },
+  GROUP_EXISTS: { http: 409, retry: false },
+  NOT_LEASED: { http: 409, retry: false },
   UNAVAILABLE: { http: 503, retry: true },
   INTERNAL: { http: 500, retry: true },
 } as const satisfies Record<string, { http: number; retry: boolean }>;

@@ -145,3 +145,14 @@ export const MAX_TOPIC_RETENTION_BYTES = 1024 ** 4;
 
 /** Topics one connection may be subscribed to at once. */
 export const MAX_SUBSCRIPTIONS_PER_CONNECTION = 64;
+
+/** Consumer group names: one segment of a-z 0-9 _ -. */
+export const GROUP_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]*$/;
+export const MAX_GROUP_NAME_LENGTH = 64;
+/** Messages one lease call gives a member, and offsets one ack, nack or extend names. */
+export const MAX_GROUP_LEASE = 256;
+export const MAX_GROUP_SETTLE = 256;
+/** A group's visibility timeout (and a lease extension), and its maximum deliveries. */
+export const MIN_VISIBILITY_MS = 1000;
+export const MAX_VISIBILITY_MS = 12 * 3600 * 1000;
+export const MAX_MAX_DELIVERIES = 100;

@@ -16,7 +16,7 @@ import {
   MAX_USER_ID_LENGTH,
   USER_ID_PATTERN,
 } from './limits.js';
-import { topicName } from './topics.js';
+import { type DeadLetterInfo, decodeDeadLetter, topicName } from './topics.js';
 
 const MAX_REQUEST_ID = 0xffff_ffff;
 const MAX_POSITION = Number.MAX_SAFE_INTEGER;
@@ -57,6 +57,7 @@ export type TopicServerFrame =
       readonly publishId: Uint8Array;
       readonly key?: Uint8Array | undefined;
       readonly payload: Uint8Array;
+      readonly deadLetter?: DeadLetterInfo | undefined;
     }
   /** The relay ended a subscription (its offset was retired, the topic was reset, ...):
    * `code` and `details` say why and where to go on. */
@@ -130,6 +131,7 @@ export const TOPIC_SERVER_DECODERS: { readonly [T in TopicServerFrame['type']]: 
       publishId: bytesValue(o.publishId, 'publishId', { min: 1, max: MAX_PUBLISH_ID_BYTES }),
       ...(key !== undefined ? { key } : {}),
       payload: bytesValue(o.payload, 'payload', { min: 1, max: MAX_TOPIC_MESSAGE_BYTES }),
+      ...(o.deadLetter !== undefined ? { deadLetter: decodeDeadLetter(o.deadLetter) } : {}),
     };
   },
   subscription_ended: (o) => {
@@ -152,6 +154,7 @@ export function encodeTopicServerFrame(f: TopicServerFrame): string {
         publishId: encodeBase64url(f.publishId),
         ...(f.key !== undefined ? { key: encodeBase64url(f.key) } : {}),
         payload: encodeBase64url(f.payload),
+        ...(f.deadLetter !== undefined ? { deadLetter: f.deadLetter } : {}),
       });
     case 'published':
     case 'subscribed':

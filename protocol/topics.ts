@@ -8,7 +8,9 @@ import { type JsonObject, array, asObject, bytesValue, int, str } from './decode
 import { ProtocolError } from './errors.js';
 import {
   DEVICE_ID_PATTERN,
+  GROUP_NAME_PATTERN,
   MAX_DEVICE_ID_LENGTH,
+  MAX_GROUP_NAME_LENGTH,
   MAX_MESSAGE_KEY_BYTES,
   MAX_PUBLISH_ID_BYTES,
   MAX_TOPIC_MESSAGE_BYTES,
@@ -44,6 +46,39 @@ export interface TopicInfoAnswer {
   readonly createdAt: number;
 }
 
+/** Where a dead-lettered message came from (on messages of a dead-letter topic). */
+export interface DeadLetterInfo {
+  readonly topic: string;
+  readonly group: string;
+  readonly epoch: number;
+  readonly offset: number;
+  readonly deliveries: number;
+  /** Always `max_deliveries` for now. */
+  readonly reason: string;
+  /** How its last delivery failed: `nack` or `visibility_timeout`. */
+  readonly lastFailure: string;
+}
+
+const DEAD_LETTER_WORD = /^[a-z_]{1,32}$/;
+
+/** Checks a dead-letter record (JSON text from storage, or an object from the wire). */
+export function decodeDeadLetter(v: unknown): DeadLetterInfo {
+  const o = asObject(v, 'deadLetter');
+  return {
+    topic: topicName(str(o, 'topic', { max: MAX_TOPIC_NAME_LENGTH }), 'deadLetter.topic'),
+    group: str(o, 'group', { max: MAX_GROUP_NAME_LENGTH, pattern: GROUP_NAME_PATTERN }),
+    epoch: int(o, 'epoch', 1, MAX_OFFSET),
+    offset: int(o, 'offset', 1, MAX_OFFSET),
+    deliveries: int(o, 'deliveries', 1, MAX_OFFSET),
+    reason: str(o, 'reason', { max: 32, pattern: DEAD_LETTER_WORD }),
+    lastFailure: str(o, 'lastFailure', { max: 32, pattern: DEAD_LETTER_WORD }),
+  };
+}
+
+export function parseDeadLetter(text: string): DeadLetterInfo {
+  return decodeDeadLetter(JSON.parse(text));
+}
+
 export interface TopicMessageAnswer {
   readonly offset: number;
   readonly publishedAt: number;
@@ -51,6 +86,7 @@ export interface TopicMessageAnswer {
   readonly publishId: Uint8Array;
   readonly key?: Uint8Array | undefined;
   readonly payload: Uint8Array;
+  readonly deadLetter?: DeadLetterInfo | undefined;
 }
 
 export interface TopicPageAnswer {
@@ -114,6 +150,7 @@ export function encodeTopicPage(p: TopicPageAnswer): Record<string, unknown> {
       publishId: encodeBase64url(m.publishId),
       ...(m.key !== undefined ? { key: encodeBase64url(m.key) } : {}),
       payload: encodeBase64url(m.payload),
+      ...(m.deadLetter !== undefined ? { deadLetter: m.deadLetter } : {}),
     })),
   };
 }
@@ -132,6 +169,7 @@ export function decodeTopicPage(o: JsonObject): TopicPageAnswer {
       publishId: bytesValue(m.publishId, `messages[${i}].publishId`, { min: 1, max: MAX_PUBLISH_ID_BYTES }),
       ...(m.key !== undefined ? { key: bytesValue(m.key, `messages[${i}].key`, { min: 1, max: MAX_MESSAGE_KEY_BYTES }) } : {}),
       payload: bytesValue(m.payload, `messages[${i}].payload`, { min: 1, max: MAX_TOPIC_MESSAGE_BYTES }),
+      ...(m.deadLetter !== undefined ? { deadLetter: decodeDeadLetter(m.deadLetter) } : {}),
     };
   });
   return { epoch: int(o, 'epoch', 1, MAX_OFFSET), next: int(o, 'next', 1, MAX_OFFSET), head: int(o, 'head', 1, MAX_OFFSET), messages };

@@ -24,7 +24,8 @@ import {
   MIN_TOPIC_RETENTION_MS,
   TOPIC_NAME_PATTERN,
 } from '../../protocol/limits.js';
-import type { TopicInfoAnswer, TopicMessageAnswer } from '../../protocol/topics.js';
+import type { DeadLetterInfo, TopicInfoAnswer, TopicMessageAnswer } from '../../protocol/topics.js';
+import { parseDeadLetter } from '../../protocol/topics.js';
 import { CONTENT_HASH_BYTES } from '../mailbox/send-batch.js';
 import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
 
@@ -69,6 +70,8 @@ export type PublishResult =
   | { readonly kind: 'conflict'; readonly epoch: number; readonly offset: number };
 
 export interface TopicMessage {
+  /** Set on a message a consumer group moved to this (its dead-letter) topic. */
+  readonly deadLetter?: DeadLetterInfo | undefined;
   readonly offset: number;
   readonly publishedAtMs: number;
   readonly publisherUserId: string;
@@ -87,6 +90,7 @@ export function wireMessage(m: TopicMessage): TopicMessageAnswer {
     publishId: m.publishId,
     key: m.key,
     payload: m.payload,
+    ...(m.deadLetter ? { deadLetter: m.deadLetter } : {}),
   };
 }
 
@@ -115,7 +119,7 @@ export interface TopicRetirement {
   readonly deferred: number;
 }
 
-interface TopicRow {
+export interface TopicRow {
   topic_id: string | number;
   name: string;
   epoch: string | number;
@@ -250,84 +254,99 @@ export class TopicStore {
     if (items.length === 0) return [];
     if (items.length > MAX_PUBLISH_BATCH) throw new ProtocolError('BAD_REQUEST', `at most ${MAX_PUBLISH_BATCH} messages per publish batch`);
     items.forEach(checkItem);
-    return this.db.transaction(async (tx) => {
-      const t = await this.requireInfo(name, tx, true);
-      const topicId = Number(t.topic_id);
-      const epoch = Number(t.epoch);
-      const publishedAtMs = Math.max(this.now(), Number(t.last_published_ms));
-      // What this batch's ids already have in the topic, by publisher.
-      const ids = pack(items.map((it) => it.publishId));
-      const earlier = await tx.query<{ publisher_user: string; publish_id: Uint8Array; off: string | number; content_hash: Uint8Array; slot_ms: string | number }>(
-        `SELECT m.publisher_user, m.publish_id, m.off, m.content_hash, m.slot_ms
-           FROM topic_messages m
-          WHERE m.topic_id = $1
-            AND m.publish_id = ANY (ARRAY(SELECT substring($2::bytea FROM o FOR l) FROM unnest($3::int4[], $4::int4[]) AS x(o, l)))`,
-        [topicId, ids.bytes, ids.offsets, ids.lengths],
-      );
-      const known = new Map<string, { offset: number; hash: Uint8Array; atMs: number }>();
-      for (const r of earlier) known.set(`${r.publisher_user}\n${hex(r.publish_id)}`, { offset: Number(r.off), hash: r.content_hash, atMs: Number(r.slot_ms) });
-      const results: PublishResult[] = [];
-      const fresh: PublishItem[] = [];
-      let next = Number(t.next_offset);
-      for (const it of items) {
-        const k = `${it.publisherUserId}\n${hex(it.publishId)}`;
-        const seen = known.get(k);
-        if (seen) {
-          results.push(
-            equalBytes(seen.hash, it.contentHash)
-              ? { kind: 'stored', duplicate: true, epoch, offset: seen.offset, publishedAtMs: seen.atMs }
-              : { kind: 'conflict', epoch, offset: seen.offset },
-          );
-          continue;
-        }
-        known.set(k, { offset: next, hash: it.contentHash, atMs: publishedAtMs });
-        results.push({ kind: 'stored', duplicate: false, epoch, offset: next, publishedAtMs });
-        fresh.push(it);
-        next++;
+    return this.db.transaction(async (tx) => this.publishLocked(tx, await this.requireInfo(name, tx, true), items));
+  }
+
+  /** Locks a topic's row by id, in a transaction (consumer groups dead-lettering). */
+  async lockTopicById(tx: SqlExecutor, topicId: number): Promise<TopicRow> {
+    const [r] = await tx.query<TopicRow>(`SELECT ${TOPIC_COLUMNS} FROM topics WHERE topic_id = $1 FOR UPDATE`, [topicId]);
+    if (!r) throw new ProtocolError('TOPIC_NOT_FOUND', 'the topic is gone');
+    return r;
+  }
+
+  /**
+   * publish() inside a transaction that holds the topic row's lock (`t`, read under it).
+   * `deadLetters[i]`, when given, is what item i records of its dead-lettering (JSON).
+   */
+  async publishLocked(tx: SqlExecutor, t: TopicRow, items: readonly PublishItem[], deadLetters?: readonly (string | null)[]): Promise<PublishResult[]> {
+    const topicId = Number(t.topic_id);
+    const epoch = Number(t.epoch);
+    const publishedAtMs = Math.max(this.now(), Number(t.last_published_ms));
+    // What this batch's ids already have in the topic, by publisher.
+    const ids = pack(items.map((it) => it.publishId));
+    const earlier = await tx.query<{ publisher_user: string; publish_id: Uint8Array; off: string | number; content_hash: Uint8Array; slot_ms: string | number }>(
+      `SELECT m.publisher_user, m.publish_id, m.off, m.content_hash, m.slot_ms
+         FROM topic_messages m
+        WHERE m.topic_id = $1
+          AND m.publish_id = ANY (ARRAY(SELECT substring($2::bytea FROM o FOR l) FROM unnest($3::int4[], $4::int4[]) AS x(o, l)))`,
+      [topicId, ids.bytes, ids.offsets, ids.lengths],
+    );
+    const known = new Map<string, { offset: number; hash: Uint8Array; atMs: number }>();
+    for (const r of earlier) known.set(`${r.publisher_user}\n${hex(r.publish_id)}`, { offset: Number(r.off), hash: r.content_hash, atMs: Number(r.slot_ms) });
+    const results: PublishResult[] = [];
+    const fresh: PublishItem[] = [];
+    const freshDeadLetters: (string | null)[] = [];
+    let next = Number(t.next_offset);
+    items.forEach((it, i) => {
+      const k = `${it.publisherUserId}\n${hex(it.publishId)}`;
+      const seen = known.get(k);
+      if (seen) {
+        results.push(
+          equalBytes(seen.hash, it.contentHash)
+            ? { kind: 'stored', duplicate: true, epoch, offset: seen.offset, publishedAtMs: seen.atMs }
+            : { kind: 'conflict', epoch, offset: seen.offset },
+        );
+        return;
       }
-      if (fresh.length === 0) return results;
-      await tx.query('SELECT hermetic_ensure_topic_slice($1::int8, $2::int8, $3::int8)', [topicId, publishedAtMs, Number(t.slice_ms)]);
-      const payloads = pack(fresh.map((it) => it.payload));
-      const freshIds = pack(fresh.map((it) => it.publishId));
-      const hashes = pack(fresh.map((it) => it.contentHash));
-      const keys = pack(fresh.map((it) => it.key ?? new Uint8Array(0)));
-      const first = next - fresh.length;
-      await tx.query(
-        `INSERT INTO topic_messages (topic_id, slot_ms, off, publisher_user, publisher_device, publish_id, content_hash, msg_key, size, payload)
-         SELECT $1, $2, $3 + x.n - 1, x.u, x.d,
-                substring($6::bytea FROM x.io FOR x.il),
-                substring($9::bytea FROM (x.n::int - 1) * ${CONTENT_HASH_BYTES} + 1 FOR ${CONTENT_HASH_BYTES}),
-                CASE WHEN x.kl = 0 THEN NULL ELSE substring($10::bytea FROM x.ko FOR x.kl) END,
-                x.pl, substring($13::bytea FROM x.po FOR x.pl)
-           FROM unnest($4::text[], $5::text[], $7::int4[], $8::int4[], $11::int4[], $12::int4[], $14::int4[], $15::int4[]) WITH ORDINALITY
-             AS x(u, d, io, il, ko, kl, po, pl, n)`,
-        [
-          topicId,
-          publishedAtMs,
-          first,
-          fresh.map((it) => it.publisherUserId),
-          fresh.map((it) => it.publisherDeviceId),
-          freshIds.bytes,
-          freshIds.offsets,
-          freshIds.lengths,
-          hashes.bytes,
-          keys.bytes,
-          keys.offsets,
-          keys.lengths,
-          payloads.bytes,
-          payloads.offsets,
-          payloads.lengths,
-        ],
-      );
-      const bytes = fresh.reduce((n, it) => n + it.payload.byteLength, 0);
-      await tx.query(
-        `UPDATE topic_slices SET first_offset = coalesce(first_offset, $3), last_offset = $4, bytes = bytes + $5
-          WHERE topic_id = $1 AND from_ms = $2`,
-        [topicId, publishedAtMs - (publishedAtMs % Number(t.slice_ms)), first, next - 1, bytes],
-      );
-      await tx.query('UPDATE topics SET next_offset = $2, last_published_ms = $3 WHERE topic_id = $1', [topicId, next, publishedAtMs]);
-      return results;
+      known.set(k, { offset: next, hash: it.contentHash, atMs: publishedAtMs });
+      results.push({ kind: 'stored', duplicate: false, epoch, offset: next, publishedAtMs });
+      fresh.push(it);
+      freshDeadLetters.push(deadLetters?.[i] ?? null);
+      next++;
     });
+    if (fresh.length === 0) return results;
+    await tx.query('SELECT hermetic_ensure_topic_slice($1::int8, $2::int8, $3::int8)', [topicId, publishedAtMs, Number(t.slice_ms)]);
+    const payloads = pack(fresh.map((it) => it.payload));
+    const freshIds = pack(fresh.map((it) => it.publishId));
+    const hashes = pack(fresh.map((it) => it.contentHash));
+    const keys = pack(fresh.map((it) => it.key ?? new Uint8Array(0)));
+    const first = next - fresh.length;
+    await tx.query(
+      `INSERT INTO topic_messages (topic_id, slot_ms, off, publisher_user, publisher_device, publish_id, content_hash, msg_key, size, payload, dead_letter)
+       SELECT $1, $2, $3 + x.n - 1, x.u, x.d,
+              substring($6::bytea FROM x.io FOR x.il),
+              substring($9::bytea FROM (x.n::int - 1) * ${CONTENT_HASH_BYTES} + 1 FOR ${CONTENT_HASH_BYTES}),
+              CASE WHEN x.kl = 0 THEN NULL ELSE substring($10::bytea FROM x.ko FOR x.kl) END,
+              x.pl, substring($13::bytea FROM x.po FOR x.pl), x.dl
+         FROM unnest($4::text[], $5::text[], $7::int4[], $8::int4[], $11::int4[], $12::int4[], $14::int4[], $15::int4[], $16::text[]) WITH ORDINALITY
+           AS x(u, d, io, il, ko, kl, po, pl, dl, n)`,
+      [
+        topicId,
+        publishedAtMs,
+        first,
+        fresh.map((it) => it.publisherUserId),
+        fresh.map((it) => it.publisherDeviceId),
+        freshIds.bytes,
+        freshIds.offsets,
+        freshIds.lengths,
+        hashes.bytes,
+        keys.bytes,
+        keys.offsets,
+        keys.lengths,
+        payloads.bytes,
+        payloads.offsets,
+        payloads.lengths,
+        freshDeadLetters,
+      ],
+    );
+    const bytes = fresh.reduce((n, it) => n + it.payload.byteLength, 0);
+    await tx.query(
+      `UPDATE topic_slices SET first_offset = coalesce(first_offset, $3), last_offset = $4, bytes = bytes + $5
+        WHERE topic_id = $1 AND from_ms = $2`,
+      [topicId, publishedAtMs - (publishedAtMs % Number(t.slice_ms)), first, next - 1, bytes],
+    );
+    await tx.query('UPDATE topics SET next_offset = $2, last_published_ms = $3 WHERE topic_id = $1', [topicId, next, publishedAtMs]);
+    return results;
   }
 
   /** The epoch and offset a subscription starting at `start` reads from first. */
@@ -384,8 +403,9 @@ export class TopicStore {
       publish_id: Uint8Array;
       msg_key: Uint8Array | null;
       payload: Uint8Array;
+      dead_letter: string | null;
     }>(
-      `SELECT m.off, m.slot_ms, m.publisher_user, m.publisher_device, m.publish_id, m.msg_key, m.payload
+      `SELECT m.off, m.slot_ms, m.publisher_user, m.publisher_device, m.publish_id, m.msg_key, m.payload, m.dead_letter
          FROM topic_messages m
         WHERE m.topic_id = $1 AND m.off >= $2 AND m.off < $3
         ORDER BY m.off
@@ -415,6 +435,7 @@ export class TopicStore {
         publishId: r.publish_id,
         key: r.msg_key ?? undefined,
         payload: r.payload,
+        deadLetter: r.dead_letter === null ? undefined : parseDeadLetter(r.dead_letter),
       });
     }
     return { epoch: t.epoch, messages, next: from + messages.length, head: t.nextOffset };

@@ -1,0 +1,470 @@
+/**
+ * Consumer group storage (migrations/0016): create a group, lease messages to a member
+ * (expired leases and due redeliveries first, then new offsets as one range), and
+ * acknowledge, negatively acknowledge, extend and release them. Every operation is one
+ * transaction; the group row's lock orders the leases of one group, so members on several
+ * relays share a group safely.
+ *
+ * A member is a string the relay makes unique per connection; leases name it. Offsets a
+ * member acknowledges, negatively acknowledges or extends must be leased to it now
+ * (NOT_LEASED otherwise, and nothing changes).
+ */
+import { ProtocolError } from '../../protocol/errors.js';
+import { MAX_GROUP_LEASE, MAX_GROUP_NAME_LENGTH, GROUP_NAME_PATTERN, MAX_GROUP_SETTLE, MAX_MAX_DELIVERIES, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS } from '../../protocol/limits.js';
+import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
+import type { PublishItem, TopicMessage, TopicStore } from './store.js';
+
+export const DEFAULT_VISIBILITY_MS = 30_000;
+export const DEFAULT_MAX_DELIVERIES = 5;
+
+export interface GroupSettings {
+  readonly visibilityMs?: number | undefined;
+  readonly maxDeliveries?: number | undefined;
+  /** Where messages go after maxDeliveries (must exist). */
+  readonly deadLetterTopic: string;
+}
+
+export interface GroupInfo {
+  readonly topic: string;
+  readonly name: string;
+  readonly epoch: number;
+  /** Every offset below this is done (acknowledged, dead-lettered or skipped). */
+  readonly committedOffset: number;
+  /** The first offset never leased. */
+  readonly nextOffset: number;
+  readonly visibilityMs: number;
+  readonly maxDeliveries: number;
+  readonly deadLetterTopic: string;
+  /** Leased and not yet acknowledged, and waiting to be leased again. */
+  readonly inFlight: number;
+  readonly redeliveries: number;
+  readonly skipped: number;
+  readonly deadLettered: number;
+}
+
+export interface LeasedMessage extends TopicMessage {
+  /** This delivery's number (1 for the first). */
+  readonly deliveries: number;
+  readonly leaseUntilMs: number;
+}
+
+export interface Lease {
+  readonly epoch: number;
+  readonly messages: readonly LeasedMessage[];
+  /** Messages moved to the dead-letter topic by this lease call. */
+  readonly deadLettered: number;
+  /** Offsets found retired (by retention) before the group could lease them. */
+  readonly skipped: number;
+  /** The dead-letter topic's new head when this call moved messages there. */
+  readonly deadLetterHead?: { readonly topic: string; readonly epoch: number; readonly head: number } | undefined;
+  /** When something of the group next becomes due (a lease deadline, a delayed
+   * redelivery), if anything is pending; undefined when only new messages can come. */
+  readonly nextDueMs: number | undefined;
+}
+
+interface GroupRow {
+  topic_id: string | number;
+  name: string;
+  epoch: string | number;
+  next_offset: string | number;
+  visibility_ms: number;
+  max_deliveries: number;
+  dead_letter_topic_id: string | number;
+  skipped: string | number;
+  dead_lettered: string | number;
+  t_epoch: string | number;
+  t_next: string | number;
+  t_earliest: string | number;
+}
+
+export function checkGroupName(name: string): void {
+  if (name.length > MAX_GROUP_NAME_LENGTH || !GROUP_NAME_PATTERN.test(name)) {
+    throw new ProtocolError('BAD_REQUEST', `group name: 1..${MAX_GROUP_NAME_LENGTH} of a-z 0-9 _ -, starting with a letter or digit`);
+  }
+}
+
+function bounded(v: number | undefined, min: number, max: number, what: string): void {
+  if (v !== undefined && (!Number.isSafeInteger(v) || v < min || v > max)) throw new ProtocolError('BAD_REQUEST', `${what}: an integer in ${min}..${max}`);
+}
+
+function bitSet(b: Uint8Array, i: number): boolean {
+  return (b[i >> 3]! & (0x80 >> (i & 7))) !== 0;
+}
+
+function setBit(b: Uint8Array, i: number): void {
+  b[i >> 3]! |= 0x80 >> (i & 7);
+}
+
+function checkOffsets(offsets: readonly number[]): void {
+  if (offsets.length === 0 || offsets.length > MAX_GROUP_SETTLE) throw new ProtocolError('BAD_REQUEST', `1..${MAX_GROUP_SETTLE} offsets`);
+  for (const o of offsets) if (!Number.isSafeInteger(o) || o < 1) throw new ProtocolError('BAD_REQUEST', 'offsets: positive integers');
+}
+
+const GROUP_SELECT = `SELECT g.topic_id, g.name, g.epoch, g.next_offset, g.visibility_ms, g.max_deliveries, g.dead_letter_topic_id, g.skipped, g.dead_lettered,
+                             t.epoch AS t_epoch, t.next_offset AS t_next, t.earliest_offset AS t_earliest
+                        FROM consumer_groups g JOIN topics t ON t.topic_id = g.topic_id
+                       WHERE t.name = $1 AND g.name = $2`;
+
+interface LeaseRow {
+  first_off: string | number;
+  last_off: string | number;
+  done: Uint8Array;
+  done_count: number;
+  deadline_ms: string | number;
+}
+
+export class GroupStore {
+  private readonly now: () => number;
+
+  constructor(
+    private readonly db: Database,
+    private readonly topics: TopicStore,
+    opts: { now?: () => number } = {},
+  ) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Creates a group reading `topic` from its earliest stored offset. */
+  async create(topic: string, name: string, createdBy: string, settings: GroupSettings): Promise<GroupInfo> {
+    checkGroupName(name);
+    bounded(settings.visibilityMs, MIN_VISIBILITY_MS, MAX_VISIBILITY_MS, 'visibilityMs');
+    bounded(settings.maxDeliveries, 1, MAX_MAX_DELIVERIES, 'maxDeliveries');
+    const [t] = await this.db.query<{ topic_id: string | number; epoch: string | number; earliest_offset: string | number }>(
+      'SELECT topic_id, epoch, earliest_offset FROM topics WHERE name = $1',
+      [topic],
+    );
+    if (!t) throw new ProtocolError('TOPIC_NOT_FOUND', `no topic ${topic}`);
+    const [dl] = await this.db.query<{ topic_id: string | number }>('SELECT topic_id FROM topics WHERE name = $1', [settings.deadLetterTopic]);
+    if (!dl) throw new ProtocolError('TOPIC_NOT_FOUND', `no dead-letter topic ${settings.deadLetterTopic}`);
+    if (String(dl.topic_id) === String(t.topic_id)) throw new ProtocolError('BAD_REQUEST', 'a topic cannot be its own dead-letter topic');
+    try {
+      await this.db.query(
+        `INSERT INTO consumer_groups (topic_id, name, epoch, next_offset, visibility_ms, max_deliveries, dead_letter_topic_id, created_by, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+        [t.topic_id, name, t.epoch, t.earliest_offset, settings.visibilityMs ?? DEFAULT_VISIBILITY_MS, settings.maxDeliveries ?? DEFAULT_MAX_DELIVERIES, dl.topic_id, createdBy, this.now()],
+      );
+    } catch (err) {
+      if (sqlState(err) === UNIQUE_VIOLATION) throw new ProtocolError('GROUP_EXISTS', `group ${name} of topic ${topic} exists`);
+      throw err;
+    }
+    return (await this.info(topic, name))!;
+  }
+
+  async info(topic: string, name: string): Promise<GroupInfo | undefined> {
+    const [g] = await this.db.query<GroupRow & { dl_name: string; leased: string | number | null; redo: string | number; first_open: string | number | null }>(
+      `SELECT x.*, d.name AS dl_name,
+              (SELECT sum(l.last_off - l.first_off + 1 - l.done_count) FROM group_leases l WHERE l.topic_id = x.topic_id AND l.group_name = x.name) AS leased,
+              (SELECT count(*) FROM group_redeliveries r WHERE r.topic_id = x.topic_id AND r.group_name = x.name) AS redo,
+              least((SELECT min(l.first_off) FROM group_leases l WHERE l.topic_id = x.topic_id AND l.group_name = x.name),
+                    (SELECT min(r.off) FROM group_redeliveries r WHERE r.topic_id = x.topic_id AND r.group_name = x.name)) AS first_open
+         FROM (${GROUP_SELECT}) x JOIN topics d ON d.topic_id = x.dead_letter_topic_id`,
+      [topic, name],
+    );
+    if (!g) return undefined;
+    const next = Number(g.next_offset);
+    // A lease's first offset may be acknowledged already; the bound is conservative.
+    const committed = g.first_open === null ? next : Math.min(next, Number(g.first_open));
+    return {
+      topic,
+      name,
+      epoch: Number(g.epoch),
+      committedOffset: committed,
+      nextOffset: next,
+      visibilityMs: g.visibility_ms,
+      maxDeliveries: g.max_deliveries,
+      deadLetterTopic: g.dl_name,
+      inFlight: Number(g.leased ?? 0),
+      redeliveries: Number(g.redo),
+      skipped: Number(g.skipped),
+      deadLettered: Number(g.dead_lettered),
+    };
+  }
+
+  private async lockGroup(tx: SqlExecutor, topic: string, name: string): Promise<GroupRow> {
+    const [g] = await tx.query<GroupRow>(`${GROUP_SELECT} FOR UPDATE OF g`, [topic, name]);
+    if (!g) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${name} of topic ${topic}`);
+    if (String(g.epoch) !== String(g.t_epoch)) {
+      // The topic was reset: the group starts again in the new epoch.
+      await tx.query('DELETE FROM group_leases WHERE topic_id = $1 AND group_name = $2', [g.topic_id, name]);
+      await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2', [g.topic_id, name]);
+      await tx.query('UPDATE consumer_groups SET epoch = $3, next_offset = $4 WHERE topic_id = $1 AND name = $2', [g.topic_id, name, g.t_epoch, g.t_earliest]);
+      g.epoch = g.t_epoch;
+      g.next_offset = g.t_earliest;
+    }
+    return g;
+  }
+
+  /**
+   * Leases up to `max` messages to `member` for the group's visibility timeout: first
+   * the offsets whose lease expired or that were negatively acknowledged and are due,
+   * then new offsets. An offset that has had the maximum number of deliveries goes to
+   * the dead-letter topic instead.
+   */
+  async lease(topic: string, name: string, member: string, max: number): Promise<Lease> {
+    if (!Number.isSafeInteger(max) || max < 1 || max > MAX_GROUP_LEASE) throw new ProtocolError('BAD_REQUEST', `lease 1..${MAX_GROUP_LEASE} messages`);
+    const now = this.now();
+    return this.db.transaction(async (tx) => {
+      const g = await this.lockGroup(tx, topic, name);
+      const topicId = Number(g.topic_id);
+      const until = now + g.visibility_ms;
+      // Expired leases: their unfinished offsets become redeliveries, due now.
+      const expired = await tx.query<LeaseRow>(
+        'DELETE FROM group_leases WHERE topic_id = $1 AND group_name = $2 AND deadline_ms <= $3 RETURNING first_off, last_off, done, done_count, deadline_ms',
+        [topicId, name, now],
+      );
+      const dueOffsets: number[] = [];
+      for (const l of expired) {
+        const first = Number(l.first_off);
+        for (let o = first; o <= Number(l.last_off); o++) if (!bitSet(l.done, o - first)) dueOffsets.push(o);
+      }
+      if (dueOffsets.length > 0) {
+        await tx.query(
+          `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason)
+           SELECT $1, $2, o, 1, $3, 'visibility_timeout' FROM unnest($4::int8[]) AS o`,
+          [topicId, name, now, dueOffsets],
+        );
+      }
+      // Redeliveries due, and those whose second lease expired.
+      const redo = await tx.query<{ off: string | number; deliveries: number; reason: string; member: string | null; deadline_ms: string | number | null }>(
+        `SELECT off, deliveries, reason, member, deadline_ms FROM group_redeliveries
+          WHERE topic_id = $1 AND group_name = $2 AND available_at_ms <= $3 AND (member IS NULL OR deadline_ms <= $3)
+          ORDER BY off LIMIT $4 FOR UPDATE`,
+        [topicId, name, now, max],
+      );
+      const again: { off: number; deliveries: number }[] = [];
+      const dead: { off: number; deliveries: number; lastFailure: string }[] = [];
+      for (const r of redo) {
+        // Its last delivery failed so: a second lease that expired, or the reason kept.
+        const lastFailure = r.member !== null ? 'visibility_timeout' : r.reason;
+        if (r.deliveries >= g.max_deliveries) dead.push({ off: Number(r.off), deliveries: r.deliveries, lastFailure });
+        else again.push({ off: Number(r.off), deliveries: r.deliveries + 1 });
+      }
+      // New offsets: from where the group is, past what retention took.
+      let start = Number(g.next_offset);
+      let skipped = 0;
+      if (start < Number(g.t_earliest)) {
+        skipped += Number(g.t_earliest) - start;
+        start = Number(g.t_earliest);
+      }
+      const fresh = Math.max(0, Math.min(max - again.length, Number(g.t_next) - start));
+      const wanted = [...again.map((a) => a.off), ...dead.map((d) => d.off)];
+      const rows = await tx.query<{
+        off: string | number;
+        slot_ms: string | number;
+        publisher_user: string;
+        publisher_device: string;
+        publish_id: Uint8Array;
+        content_hash: Uint8Array;
+        msg_key: Uint8Array | null;
+        payload: Uint8Array;
+      }>(
+        `SELECT off, slot_ms, publisher_user, publisher_device, publish_id, content_hash, msg_key, payload FROM topic_messages
+          WHERE topic_id = $1 AND (off = ANY ($2::int8[]) OR (off >= $3 AND off < $4)) ORDER BY off`,
+        [topicId, wanted, start, start + fresh],
+      );
+      const byOffset = new Map(rows.map((r) => [Number(r.off), r]));
+      // Redeliveries whose message retention took: gone for the group.
+      const lost = wanted.filter((o) => !byOffset.has(o));
+      skipped += lost.length;
+      // New offsets retention took between reading the topic row and the messages.
+      let freshFound = 0;
+      while (freshFound < fresh && byOffset.has(start + freshFound)) freshFound++;
+      if (lost.length > 0) await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [topicId, name, lost]);
+      const deadRows = dead.filter((d) => byOffset.has(d.off));
+      let deadLetterHead: Lease['deadLetterHead'];
+      if (deadRows.length > 0) {
+        const dl = await this.topics.lockTopicById(tx, Number(g.dead_letter_topic_id));
+        const items: PublishItem[] = [];
+        const notes: string[] = [];
+        for (const d of deadRows) {
+          const m = byOffset.get(d.off)!;
+          items.push({
+            publisherUserId: m.publisher_user,
+            publisherDeviceId: m.publisher_device,
+            // Idempotent per source message and group.
+            publishId: new TextEncoder().encode(`dl/${topicId}/${String(g.epoch)}/${d.off}/${name}`.slice(0, 64)),
+            contentHash: m.content_hash,
+            key: m.msg_key ?? undefined,
+            payload: m.payload,
+          });
+          notes.push(JSON.stringify({ topic, group: name, epoch: Number(g.epoch), offset: d.off, deliveries: d.deliveries, reason: 'max_deliveries', lastFailure: d.lastFailure }));
+        }
+        const published = await this.topics.publishLocked(tx, dl, items, notes);
+        deadLetterHead = { topic: dl.name, epoch: Number(dl.epoch), head: Math.max(...published.map((p) => p.offset)) + 1 };
+        await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [topicId, name, deadRows.map((d) => d.off)]);
+      }
+      const againFound = again.filter((a) => byOffset.has(a.off));
+      if (againFound.length > 0) {
+        await tx.query(
+          `UPDATE group_redeliveries r SET member = $3, deadline_ms = $4, deliveries = x.d
+             FROM unnest($5::int8[], $6::int4[]) AS x(o, d)
+            WHERE r.topic_id = $1 AND r.group_name = $2 AND r.off = x.o`,
+          [topicId, name, member, until, againFound.map((a) => a.off), againFound.map((a) => a.deliveries)],
+        );
+      }
+      if (freshFound > 0) {
+        await tx.query(
+          'INSERT INTO group_leases (topic_id, group_name, first_off, last_off, member, deadline_ms, done) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+          [topicId, name, start, start + freshFound - 1, member, until, new Uint8Array(Math.ceil(freshFound / 8))],
+        );
+      }
+      const newNext = start + freshFound;
+      if (newNext !== Number(g.next_offset) || skipped > 0 || deadRows.length > 0) {
+        await tx.query('UPDATE consumer_groups SET next_offset = $3, skipped = skipped + $4, dead_lettered = dead_lettered + $5 WHERE topic_id = $1 AND name = $2', [
+          topicId,
+          name,
+          newNext,
+          skipped,
+          deadRows.length,
+        ]);
+      }
+      const [due] = await tx.query<{ at: string | number | null }>(
+        `SELECT least((SELECT min(deadline_ms) FROM group_leases WHERE topic_id = $1 AND group_name = $2),
+                      (SELECT min(CASE WHEN member IS NULL THEN available_at_ms ELSE greatest(available_at_ms, deadline_ms) END)
+                         FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2)) AS at`,
+        [topicId, name],
+      );
+      const deliveriesOf = new Map(againFound.map((a) => [a.off, a.deliveries]));
+      const messages: LeasedMessage[] = [];
+      for (const [off, m] of byOffset) {
+        const isFresh = off >= start && off < start + freshFound;
+        if (!isFresh && !deliveriesOf.has(off)) continue;
+        messages.push({
+          offset: off,
+          publishedAtMs: Number(m.slot_ms),
+          publisherUserId: m.publisher_user,
+          publisherDeviceId: m.publisher_device,
+          publishId: m.publish_id,
+          key: m.msg_key ?? undefined,
+          payload: m.payload,
+          deliveries: isFresh ? 1 : deliveriesOf.get(off)!,
+          leaseUntilMs: until,
+        });
+      }
+      messages.sort((a, b) => a.offset - b.offset);
+      return { epoch: Number(g.epoch), messages, deadLettered: deadRows.length, deadLetterHead, skipped, nextDueMs: due?.at === null || due === undefined ? undefined : Number(due.at) };
+    });
+  }
+
+  /**
+   * Finds where each offset is leased to `member`: a range lease (and its bit) or a
+   * redelivery. Throws NOT_LEASED, changing nothing, when any is not.
+   */
+  private async leased(tx: SqlExecutor, topicId: number, name: string, member: string, offsets: readonly number[]) {
+    const leases = await tx.query<LeaseRow>(
+      `SELECT first_off, last_off, done, done_count, deadline_ms FROM group_leases
+        WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND first_off <= $5 AND last_off >= $4 FOR UPDATE`,
+      [topicId, name, member, Math.min(...offsets), Math.max(...offsets)],
+    );
+    const redo = await tx.query<{ off: string | number }>(
+      'SELECT off FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND off = ANY ($4::int8[]) FOR UPDATE',
+      [topicId, name, member, offsets],
+    );
+    const redoSet = new Set(redo.map((r) => Number(r.off)));
+    const inLease = new Map<LeaseRow, number[]>();
+    const inRedo: number[] = [];
+    const missing: number[] = [];
+    for (const o of new Set(offsets)) {
+      const l = leases.find((x) => Number(x.first_off) <= o && o <= Number(x.last_off) && !bitSet(x.done, o - Number(x.first_off)));
+      if (l) {
+        const list = inLease.get(l) ?? [];
+        list.push(o);
+        inLease.set(l, list);
+      } else if (redoSet.has(o)) inRedo.push(o);
+      else missing.push(o);
+    }
+    if (missing.length > 0) {
+      throw new ProtocolError('NOT_LEASED', `offsets not leased to this member: ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`, { offsets: missing.slice(0, 64) });
+    }
+    return { inLease, inRedo };
+  }
+
+  /** Marks offsets of range leases done; a lease all done is removed. */
+  private async finishInLeases(tx: SqlExecutor, topicId: number, name: string, inLease: Map<LeaseRow, number[]>): Promise<void> {
+    for (const [l, offs] of inLease) {
+      const first = Number(l.first_off);
+      const done = new Uint8Array(l.done);
+      for (const o of offs) setBit(done, o - first);
+      const count = l.done_count + offs.length;
+      if (count >= Number(l.last_off) - first + 1) {
+        await tx.query('DELETE FROM group_leases WHERE topic_id = $1 AND group_name = $2 AND first_off = $3', [topicId, name, first]);
+      } else {
+        await tx.query('UPDATE group_leases SET done = $4, done_count = $5 WHERE topic_id = $1 AND group_name = $2 AND first_off = $3', [topicId, name, first, done, count]);
+      }
+    }
+  }
+
+  private async settle<T>(topic: string, name: string, member: string, offsets: readonly number[], fn: (tx: SqlExecutor, g: GroupRow, found: { inLease: Map<LeaseRow, number[]>; inRedo: number[] }) => Promise<T>): Promise<T> {
+    checkOffsets(offsets);
+    return this.db.transaction(async (tx) => {
+      const g = await this.lockGroup(tx, topic, name);
+      const found = await this.leased(tx, Number(g.topic_id), name, member, offsets);
+      return fn(tx, g, found);
+    });
+  }
+
+  /** Acknowledges offsets leased to `member`: done for the group. */
+  async ack(topic: string, name: string, member: string, offsets: readonly number[]): Promise<void> {
+    await this.settle(topic, name, member, offsets, async (tx, g, { inLease, inRedo }) => {
+      await this.finishInLeases(tx, Number(g.topic_id), name, inLease);
+      if (inRedo.length > 0) await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [g.topic_id, name, inRedo]);
+    });
+  }
+
+  /** Negatively acknowledges offsets leased to `member`: leased again (to any member)
+   * after `delayMs`, this delivery counted. */
+  async nack(topic: string, name: string, member: string, offsets: readonly number[], delayMs = 0): Promise<void> {
+    bounded(delayMs, 0, MAX_VISIBILITY_MS, 'delayMs');
+    const at = this.now() + delayMs;
+    await this.settle(topic, name, member, offsets, async (tx, g, { inLease, inRedo }) => {
+      const topicId = Number(g.topic_id);
+      await this.finishInLeases(tx, topicId, name, inLease);
+      const fromLeases = [...inLease.values()].flat();
+      if (fromLeases.length > 0) {
+        await tx.query(
+          `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason)
+           SELECT $1, $2, o, 1, $3, 'nack' FROM unnest($4::int8[]) AS o`,
+          [topicId, name, at, fromLeases],
+        );
+      }
+      if (inRedo.length > 0) {
+        await tx.query(
+          `UPDATE group_redeliveries SET member = NULL, deadline_ms = NULL, available_at_ms = $3, reason = 'nack'
+            WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($4::int8[])`,
+          [topicId, name, at, inRedo],
+        );
+      }
+    });
+  }
+
+  /** Extends the lease of offsets leased to `member` to `byMs` from now (the range
+   * lease holding an offset is extended whole). Resolves to the new deadline. */
+  async extend(topic: string, name: string, member: string, offsets: readonly number[], byMs: number): Promise<number> {
+    bounded(byMs, MIN_VISIBILITY_MS, MAX_VISIBILITY_MS, 'byMs');
+    const until = this.now() + byMs;
+    await this.settle(topic, name, member, offsets, async (tx, g, { inLease, inRedo }) => {
+      const firsts = [...inLease.keys()].map((l) => Number(l.first_off));
+      if (firsts.length > 0) {
+        await tx.query('UPDATE group_leases SET deadline_ms = $3 WHERE topic_id = $1 AND group_name = $2 AND first_off = ANY ($4::int8[])', [g.topic_id, name, until, firsts]);
+      }
+      if (inRedo.length > 0) {
+        await tx.query('UPDATE group_redeliveries SET deadline_ms = $3 WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($4::int8[])', [g.topic_id, name, until, inRedo]);
+      }
+    });
+    return until;
+  }
+
+  /** A member left: what it holds is due now, for the others. */
+  async release(topic: string, name: string, member: string): Promise<void> {
+    const now = this.now();
+    await this.db.transaction(async (tx) => {
+      const g = await this.lockGroup(tx, topic, name).catch((err: unknown) => {
+        if (err instanceof ProtocolError && err.code === 'GROUP_NOT_FOUND') return undefined;
+        throw err;
+      });
+      if (!g) return;
+      await tx.query('UPDATE group_leases SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4', [g.topic_id, name, member, now]);
+      await tx.query('UPDATE group_redeliveries SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4', [g.topic_id, name, member, now]);
+    });
+  }
+}

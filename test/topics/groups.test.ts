@@ -1,0 +1,237 @@
+/**
+ * GroupStore on both drivers, with an injected clock: members of a group share a topic's
+ * messages (a range lease per call, one row); acknowledged messages are done; a lease
+ * that expires or a negative acknowledgement makes a message due again (to any member),
+ * counted, and past the maximum deliveries it goes to the dead-letter topic with where it
+ * came from; extensions and releases move deadlines; offsets not leased to the caller are
+ * refused whole; retention and resets are reported, never hidden.
+ */
+import crypto from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { ErrorCode } from '../../protocol/errors.js';
+import type { Database } from '../../server/storage/database.js';
+import { loadMigrations, migrate } from '../../server/storage/migrate.js';
+import { GroupStore } from '../../server/topics/groups.js';
+import { type PublishItem, TopicStore } from '../../server/topics/store.js';
+import { pgMissing } from '../helpers/pg.js';
+import { STORAGE_DRIVERS } from '../helpers/storage.js';
+
+const T0 = 1_800_000_000_000;
+const VIS = 10_000;
+
+function message(label: string): PublishItem {
+  const payload = new TextEncoder().encode(label);
+  return { publisherUserId: 'bank-a', publisherDeviceId: 'd1', publishId: payload, contentHash: crypto.createHash('sha256').update(payload).digest(), payload };
+}
+
+async function codeOf(p: Promise<unknown>): Promise<ErrorCode> {
+  try {
+    await p;
+  } catch (err) {
+    const code = (err as { code?: ErrorCode }).code;
+    if (code === undefined) throw err;
+    return code;
+  }
+  throw new Error('expected a rejection');
+}
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
+  if (!driver.available) {
+    pgMissing(`GroupStore on ${driver.name}`);
+    return;
+  }
+
+  let db: Database;
+  let cleanup: () => Promise<void> = async () => undefined;
+  let clock = T0;
+  let topics: TopicStore;
+  let groups: GroupStore;
+  let n = 0;
+
+  beforeAll(async () => {
+    ({ db, cleanup } = await driver.open());
+    await migrate(db, loadMigrations());
+    topics = new TopicStore(db, { now: () => clock });
+    groups = new GroupStore(db, topics, { now: () => clock });
+  });
+
+  afterAll(async () => {
+    await cleanup();
+  });
+
+  beforeEach(() => {
+    clock = T0;
+  });
+
+  /** A topic with `count` messages m0.., its dead-letter topic, and a group on it. */
+  async function setup(count: number, settings: { maxDeliveries?: number; retentionMs?: number } = {}): Promise<{ topic: string; dlq: string; group: string }> {
+    const topic = `pay${++n}`;
+    const dlq = `pay${n}.dead-letter`;
+    await topics.create(topic, 'owner', settings.retentionMs ? { retentionMs: settings.retentionMs } : {});
+    await topics.create(dlq, 'owner');
+    if (count > 0) await topics.publish(topic, Array.from({ length: count }, (_, i) => message(`m${i}`)));
+    await groups.create(topic, 'workers', 'owner', { visibilityMs: VIS, maxDeliveries: settings.maxDeliveries ?? 3, deadLetterTopic: dlq });
+    return { topic, dlq, group: 'workers' };
+  }
+
+  async function leaseRows(topic: string): Promise<number> {
+    const [r] = await db.query<{ n: string | number }>('SELECT count(*) AS n FROM group_leases l JOIN topics t ON t.topic_id = l.topic_id WHERE t.name = $1', [topic]);
+    return Number(r!.n);
+  }
+
+  it('creates a group once, and refuses bad settings', async () => {
+    const { topic, dlq } = await setup(0);
+    expect(await groups.info(topic, 'workers')).toMatchObject({ topic, name: 'workers', epoch: 1, committedOffset: 1, nextOffset: 1, visibilityMs: VIS, maxDeliveries: 3, deadLetterTopic: dlq, inFlight: 0 });
+    expect(await codeOf(groups.create(topic, 'workers', 'x', { deadLetterTopic: dlq }))).toBe('GROUP_EXISTS');
+    expect(await codeOf(groups.create('nope', 'g', 'x', { deadLetterTopic: dlq }))).toBe('TOPIC_NOT_FOUND');
+    expect(await codeOf(groups.create(topic, 'g', 'x', { deadLetterTopic: 'nope' }))).toBe('TOPIC_NOT_FOUND');
+    expect(await codeOf(groups.create(topic, 'g', 'x', { deadLetterTopic: topic }))).toBe('BAD_REQUEST');
+    for (const bad of [{ visibilityMs: 999 }, { visibilityMs: 13 * 3600 * 1000 }, { maxDeliveries: 0 }, { maxDeliveries: 101 }]) {
+      expect(await codeOf(groups.create(topic, 'g', 'x', { deadLetterTopic: dlq, ...bad }))).toBe('BAD_REQUEST');
+    }
+    for (const name of ['', 'A', 'a.b', '-a', 'x'.repeat(65)]) expect(await codeOf(groups.create(topic, name, 'x', { deadLetterTopic: dlq }))).toBe('BAD_REQUEST');
+    expect(await codeOf(groups.lease(topic, 'none', 'm', 1))).toBe('GROUP_NOT_FOUND');
+  });
+
+  it('leases each message to one member, a range per call in one row; acknowledged messages are done', async () => {
+    const { topic, group } = await setup(10);
+    const a = await groups.lease(topic, group, 'A', 4);
+    const b = await groups.lease(topic, group, 'B', 4);
+    expect(a.messages.map((m) => m.offset)).toEqual([1, 2, 3, 4]);
+    expect(b.messages.map((m) => m.offset)).toEqual([5, 6, 7, 8]);
+    expect(a.messages.map((m) => [text(m.payload), m.deliveries, m.leaseUntilMs])).toEqual([1, 2, 3, 4].map((o) => [`m${o - 1}`, 1, T0 + VIS]));
+    expect(await leaseRows(topic)).toBe(2);
+    await groups.ack(topic, group, 'A', [1, 2, 3, 4]);
+    await groups.ack(topic, group, 'B', [5, 7]);
+    expect(await leaseRows(topic)).toBe(1);
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 5, nextOffset: 9, inFlight: 2, redeliveries: 0 });
+    const c = await groups.lease(topic, group, 'C', 10);
+    expect(c.messages.map((m) => m.offset)).toEqual([9, 10]);
+    expect(c.nextDueMs).toBe(T0 + VIS);
+    expect((await groups.lease(topic, group, 'C', 10)).messages).toEqual([]);
+  });
+
+  it('makes a message due again when its lease expires, to any member, counting the delivery', async () => {
+    const { topic, group } = await setup(5);
+    await groups.lease(topic, group, 'A', 5);
+    await groups.ack(topic, group, 'A', [1, 2]);
+    clock += VIS - 1;
+    expect((await groups.lease(topic, group, 'B', 5)).messages).toEqual([]);
+    clock += 1;
+    const again = await groups.lease(topic, group, 'B', 5);
+    expect(again.messages.map((m) => [m.offset, m.deliveries])).toEqual([
+      [3, 2],
+      [4, 2],
+      [5, 2],
+    ]);
+    // A's lease is over: its late acknowledgement is refused, and nothing changes.
+    expect(await codeOf(groups.ack(topic, group, 'A', [3]))).toBe('NOT_LEASED');
+    await groups.ack(topic, group, 'B', [3, 4, 5]);
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 6, inFlight: 0, redeliveries: 0 });
+  });
+
+  it('refuses offsets not leased to the caller whole, changing nothing', async () => {
+    const { topic, group } = await setup(4);
+    await groups.lease(topic, group, 'A', 2);
+    await groups.lease(topic, group, 'B', 2);
+    expect(await codeOf(groups.ack(topic, group, 'A', [1, 3]))).toBe('NOT_LEASED');
+    expect(await codeOf(groups.nack(topic, group, 'A', [2, 99]))).toBe('NOT_LEASED');
+    expect(await codeOf(groups.extend(topic, group, 'B', [1], 5000))).toBe('NOT_LEASED');
+    expect(await codeOf(groups.ack(topic, group, 'A', []))).toBe('BAD_REQUEST');
+    expect(await codeOf(groups.ack(topic, group, 'A', [0]))).toBe('BAD_REQUEST');
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 1, inFlight: 4, redeliveries: 0 });
+    await groups.ack(topic, group, 'A', [1, 2]);
+    // Twice: the second is not leased any more.
+    expect(await codeOf(groups.ack(topic, group, 'A', [1]))).toBe('NOT_LEASED');
+  });
+
+  it('redelivers a negatively acknowledged message after its delay, and dead-letters it after the maximum deliveries', async () => {
+    const { topic, dlq, group } = await setup(3, { maxDeliveries: 2 });
+    await groups.lease(topic, group, 'A', 3);
+    await groups.ack(topic, group, 'A', [1, 3]);
+    await groups.nack(topic, group, 'A', [2], 5000);
+    expect((await groups.lease(topic, group, 'B', 5)).messages).toEqual([]);
+    clock += 5000;
+    const second = await groups.lease(topic, group, 'B', 5);
+    expect(second.messages.map((m) => [m.offset, m.deliveries, text(m.payload)])).toEqual([[2, 2, 'm1']]);
+    await groups.nack(topic, group, 'B', [2]);
+    const third = await groups.lease(topic, group, 'C', 5);
+    expect(third.messages).toEqual([]);
+    expect(third.deadLettered).toBe(1);
+    expect(third.deadLetterHead).toEqual({ topic: dlq, epoch: 1, head: 2 });
+    const dead = await topics.read(dlq, 1, 1);
+    expect(dead.messages.map((m) => [text(m.payload), m.publisherUserId, m.deadLetter])).toEqual([
+      ['m1', 'bank-a', { topic, group, epoch: 1, offset: 2, deliveries: 2, reason: 'max_deliveries', lastFailure: 'nack' }],
+    ]);
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 4, deadLettered: 1, redeliveries: 0, inFlight: 0 });
+  });
+
+  it('dead-letters a message whose leases keep expiring, saying so', async () => {
+    const { topic, dlq, group } = await setup(1, { maxDeliveries: 1 });
+    await groups.lease(topic, group, 'A', 1);
+    clock += VIS;
+    expect((await groups.lease(topic, group, 'B', 1)).deadLettered).toBe(1);
+    expect((await topics.read(dlq, 1, 1)).messages[0]!.deadLetter).toMatchObject({ offset: 1, deliveries: 1, lastFailure: 'visibility_timeout' });
+  });
+
+  it('extends a lease past its deadline, and hands a departed member\'s messages to the others at once', async () => {
+    const { topic, group } = await setup(4);
+    await groups.lease(topic, group, 'A', 2);
+    await groups.lease(topic, group, 'B', 2);
+    clock += VIS / 2;
+    expect(await groups.extend(topic, group, 'A', [1], VIS)).toBe(clock + VIS);
+    clock = T0 + VIS;
+    // A's lease was extended; B's expired.
+    const c = await groups.lease(topic, group, 'C', 10);
+    expect(c.messages.map((m) => m.offset)).toEqual([3, 4]);
+    await groups.release(topic, group, 'A');
+    const d = await groups.lease(topic, group, 'D', 10);
+    expect(d.messages.map((m) => [m.offset, m.deliveries])).toEqual([
+      [1, 2],
+      [2, 2],
+    ]);
+  });
+
+  it('reports messages retention took before the group leased them', async () => {
+    const { topic, group } = await setup(0, { retentionMs: 4000 });
+    await topics.publish(topic, [message('old1'), message('old2')]);
+    clock += 10_000;
+    await topics.publish(topic, [message('new')]);
+    await topics.retire();
+    const l = await groups.lease(topic, group, 'A', 10);
+    expect(l.skipped).toBe(2);
+    expect(l.messages.map((m) => text(m.payload))).toEqual(['new']);
+    expect(await groups.info(topic, group)).toMatchObject({ skipped: 2 });
+  });
+
+  it('starts again at offset 1 when the topic is reset', async () => {
+    const { topic, group } = await setup(3);
+    await groups.lease(topic, group, 'A', 2);
+    await topics.reset(topic);
+    await topics.publish(topic, [message('fresh')]);
+    const l = await groups.lease(topic, group, 'A', 5);
+    expect(l.epoch).toBe(2);
+    expect(l.messages.map((m) => [m.offset, text(m.payload)])).toEqual([[1, 'fresh']]);
+    expect(await codeOf(groups.ack(topic, group, 'A', [2]))).toBe('NOT_LEASED');
+  });
+
+  it('gives every message to exactly one of several concurrent members', async () => {
+    const { topic, group } = await setup(120);
+    const seen: number[] = [];
+    await Promise.all(
+      ['A', 'B', 'C'].map(async (member) => {
+        for (;;) {
+          const l = await groups.lease(topic, group, member, 7);
+          if (l.messages.length === 0) return;
+          seen.push(...l.messages.map((m) => m.offset));
+          await groups.ack(topic, group, member, l.messages.map((m) => m.offset));
+        }
+      }),
+    );
+    expect(seen.sort((x, y) => x - y)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1));
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 121, inFlight: 0 });
+    expect(await leaseRows(topic)).toBe(0);
+  });
+});

@@ -58,6 +58,8 @@ CREATE TABLE group_redeliveries (
   deadline_ms     bigint,
   -- Why it is here: 'nack' or 'visibility_timeout'.
   reason          text   NOT NULL,
+  -- The member whose delivery failed: the next goes to another member when one asks.
+  last_member     text,
   PRIMARY KEY (topic_id, group_name, off),
   FOREIGN KEY (topic_id, group_name) REFERENCES consumer_groups (topic_id, name) ON DELETE CASCADE
 );

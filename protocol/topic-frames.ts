@@ -4,11 +4,17 @@
  * strings in base64url; decoded once into typed frames by protocol/frames.ts.
  */
 import { encodeBase64url } from './base64url.js';
-import { type JsonObject, asObject, bool, bytesValue, int, str } from './decode.js';
+import { type JsonObject, array, asObject, bool, bytesValue, int, str } from './decode.js';
 import { type ErrorCode, ProtocolError, parseErrorBody } from './errors.js';
 import {
   DEVICE_ID_PATTERN,
+  GROUP_NAME_PATTERN,
   MAX_DEVICE_ID_LENGTH,
+  MAX_GROUP_LEASE,
+  MAX_GROUP_NAME_LENGTH,
+  MAX_GROUP_SETTLE,
+  MAX_VISIBILITY_MS,
+  MIN_VISIBILITY_MS,
   MAX_MESSAGE_KEY_BYTES,
   MAX_PUBLISH_ID_BYTES,
   MAX_TOPIC_MESSAGE_BYTES,
@@ -39,7 +45,26 @@ export type TopicClientFrame =
       readonly payload: Uint8Array;
     }
   | { readonly type: 'subscribe'; readonly id: number; readonly topic: string; readonly from: SubscribeFrom }
-  | { readonly type: 'unsubscribe'; readonly id: number; readonly topic: string };
+  | { readonly type: 'unsubscribe'; readonly id: number; readonly topic: string }
+  /** Joins consumer group `group` of `topic`: at most `prefetch` messages leased to this
+   * connection and not yet settled at a time. */
+  | { readonly type: 'consume'; readonly id: number; readonly topic: string; readonly group: string; readonly prefetch: number }
+  | {
+      readonly type: 'settle';
+      readonly id: number;
+      readonly topic: string;
+      readonly group: string;
+      readonly action: SettleAction;
+      readonly offsets: readonly number[];
+      /** nack: leased again after this long (0 by default). */
+      readonly delayMs?: number | undefined;
+      /** extend: the leases run this long from now. */
+      readonly byMs?: number | undefined;
+    }
+  | { readonly type: 'stop'; readonly id: number; readonly topic: string; readonly group: string };
+
+export type SettleAction = 'ack' | 'nack' | 'extend';
+export const DEFAULT_PREFETCH = 16;
 
 export type TopicServerFrame =
   /** Answer to a PUBLISH, sent only after the message is committed. */
@@ -59,9 +84,35 @@ export type TopicServerFrame =
       readonly payload: Uint8Array;
       readonly deadLetter?: DeadLetterInfo | undefined;
     }
-  /** The relay ended a subscription (its offset was retired, the topic was reset, ...):
-   * `code` and `details` say why and where to go on. */
-  | { readonly type: 'subscription_ended'; readonly topic: string; readonly code: ErrorCode; readonly message: string; readonly details?: Readonly<Record<string, unknown>> | undefined };
+  /** The relay ended a subscription (its offset was retired, the topic was reset, ...),
+   * or, with `group`, a connection's membership of a consumer group: `code` and
+   * `details` say why and where to go on. */
+  | {
+      readonly type: 'subscription_ended';
+      readonly topic: string;
+      readonly group?: string | undefined;
+      readonly code: ErrorCode;
+      readonly message: string;
+      readonly details?: Readonly<Record<string, unknown>> | undefined;
+    }
+  | { readonly type: 'consuming'; readonly id: number; readonly topic: string; readonly group: string }
+  /** A message leased to this connection until `leaseUntil`: settle it before then. */
+  | {
+      readonly type: 'leased';
+      readonly topic: string;
+      readonly group: string;
+      readonly epoch: number;
+      readonly offset: number;
+      readonly deliveries: number;
+      readonly leaseUntil: number;
+      readonly publishedAt: number;
+      readonly publisher: { readonly userId: string; readonly deviceId: string };
+      readonly publishId: Uint8Array;
+      readonly key?: Uint8Array | undefined;
+      readonly payload: Uint8Array;
+    }
+  | { readonly type: 'settled'; readonly id: number; readonly topic: string; readonly group: string; readonly action: SettleAction; readonly leaseUntil?: number | undefined }
+  | { readonly type: 'stopped'; readonly id: number; readonly topic: string; readonly group: string };
 
 /** Base64url of n bytes is at most this long. */
 const b64Length = (n: number): number => Math.ceil((n * 4) / 3);
@@ -81,6 +132,41 @@ function subscribeFrom(v: unknown): SubscribeFrom {
 }
 
 const topicField = (o: JsonObject): string => topicName(str(o, 'topic', { max: MAX_TOPIC_NAME_LENGTH }), 'topic');
+const groupField = (o: JsonObject): string => str(o, 'group', { max: MAX_GROUP_NAME_LENGTH, pattern: GROUP_NAME_PATTERN });
+const SETTLE_ACTIONS: readonly SettleAction[] = ['ack', 'nack', 'extend'];
+
+function settleAction(v: unknown): SettleAction {
+  if (typeof v === 'string' && (SETTLE_ACTIONS as readonly string[]).includes(v)) return v as SettleAction;
+  throw new ProtocolError('BAD_REQUEST', 'action: "ack", "nack" or "extend"');
+}
+
+function offsetList(o: JsonObject): number[] {
+  const list = array(o, 'offsets', MAX_GROUP_SETTLE, () => new ProtocolError('BAD_REQUEST', `offsets: at most ${MAX_GROUP_SETTLE}`));
+  if (list.length === 0) throw new ProtocolError('BAD_REQUEST', 'offsets: at least one');
+  return list.map((v, i) => {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new ProtocolError('BAD_REQUEST', `offsets[${i}]: a positive integer`);
+    return v;
+  });
+}
+
+/** A message as a `topic_message` and a `leased` frame carry it. */
+function messageFields(o: JsonObject) {
+  const publisher = asObject(o.publisher, 'publisher');
+  const key = optBytes(o, 'key', MAX_MESSAGE_KEY_BYTES);
+  return {
+    topic: topicField(o),
+    epoch: int(o, 'epoch', 1, MAX_POSITION),
+    offset: int(o, 'offset', 1, MAX_POSITION),
+    publishedAt: int(o, 'publishedAt', 0, MAX_TIME_MS),
+    publisher: {
+      userId: str(publisher, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
+      deviceId: str(publisher, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    },
+    publishId: bytesValue(o.publishId, 'publishId', { min: 1, max: MAX_PUBLISH_ID_BYTES }),
+    ...(key !== undefined ? { key } : {}),
+    payload: bytesValue(o.payload, 'payload', { min: 1, max: MAX_TOPIC_MESSAGE_BYTES }),
+  };
+}
 
 export const TOPIC_CLIENT_DECODERS: { readonly [T in TopicClientFrame['type']]: (o: JsonObject) => Extract<TopicClientFrame, { type: T }> } = {
   publish: (o) => {
@@ -101,6 +187,27 @@ export const TOPIC_CLIENT_DECODERS: { readonly [T in TopicClientFrame['type']]: 
   },
   subscribe: (o) => ({ type: 'subscribe', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o), from: subscribeFrom(o.from) }),
   unsubscribe: (o) => ({ type: 'unsubscribe', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o) }),
+  consume: (o) => ({
+    type: 'consume',
+    id: int(o, 'id', 0, MAX_REQUEST_ID),
+    topic: topicField(o),
+    group: groupField(o),
+    prefetch: o.prefetch === undefined ? DEFAULT_PREFETCH : int(o, 'prefetch', 1, MAX_GROUP_LEASE),
+  }),
+  settle: (o) => {
+    const action = settleAction(o.action);
+    return {
+      type: 'settle',
+      id: int(o, 'id', 0, MAX_REQUEST_ID),
+      topic: topicField(o),
+      group: groupField(o),
+      action,
+      offsets: offsetList(o),
+      ...(action === 'nack' && o.delayMs !== undefined ? { delayMs: int(o, 'delayMs', 0, MAX_VISIBILITY_MS) } : {}),
+      ...(action === 'extend' ? { byMs: int(o, 'byMs', MIN_VISIBILITY_MS, MAX_VISIBILITY_MS) } : {}),
+    };
+  },
+  stop: (o) => ({ type: 'stop', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o), group: groupField(o) }),
 };
 
 export const TOPIC_SERVER_DECODERS: { readonly [T in TopicServerFrame['type']]: (o: JsonObject) => Extract<TopicServerFrame, { type: T }> } = {
@@ -115,51 +222,63 @@ export const TOPIC_SERVER_DECODERS: { readonly [T in TopicServerFrame['type']]: 
   }),
   subscribed: (o) => ({ type: 'subscribed', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o), epoch: int(o, 'epoch', 1, MAX_POSITION), offset: int(o, 'offset', 1, MAX_POSITION) }),
   unsubscribed: (o) => ({ type: 'unsubscribed', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o) }),
-  topic_message: (o) => {
-    const publisher = asObject(o.publisher, 'publisher');
-    const key = optBytes(o, 'key', MAX_MESSAGE_KEY_BYTES);
+  topic_message: (o) => ({
+    type: 'topic_message',
+    ...messageFields(o),
+    ...(o.deadLetter !== undefined ? { deadLetter: decodeDeadLetter(o.deadLetter) } : {}),
+  }),
+  leased: (o) => ({
+    type: 'leased',
+    ...messageFields(o),
+    group: groupField(o),
+    deliveries: int(o, 'deliveries', 1, MAX_POSITION),
+    leaseUntil: int(o, 'leaseUntil', 0, MAX_TIME_MS),
+  }),
+  consuming: (o) => ({ type: 'consuming', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o), group: groupField(o) }),
+  settled: (o) => {
+    const action = settleAction(o.action);
     return {
-      type: 'topic_message',
+      type: 'settled',
+      id: int(o, 'id', 0, MAX_REQUEST_ID),
       topic: topicField(o),
-      epoch: int(o, 'epoch', 1, MAX_POSITION),
-      offset: int(o, 'offset', 1, MAX_POSITION),
-      publishedAt: int(o, 'publishedAt', 0, MAX_TIME_MS),
-      publisher: {
-        userId: str(publisher, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
-        deviceId: str(publisher, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
-      },
-      publishId: bytesValue(o.publishId, 'publishId', { min: 1, max: MAX_PUBLISH_ID_BYTES }),
-      ...(key !== undefined ? { key } : {}),
-      payload: bytesValue(o.payload, 'payload', { min: 1, max: MAX_TOPIC_MESSAGE_BYTES }),
-      ...(o.deadLetter !== undefined ? { deadLetter: decodeDeadLetter(o.deadLetter) } : {}),
+      group: groupField(o),
+      action,
+      ...(o.leaseUntil !== undefined ? { leaseUntil: int(o, 'leaseUntil', 0, MAX_TIME_MS) } : {}),
     };
   },
+  stopped: (o) => ({ type: 'stopped', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o), group: groupField(o) }),
   subscription_ended: (o) => {
     const e = parseErrorBody(o);
     if (e === undefined) throw new ProtocolError('BAD_REQUEST', 'subscription_ended: not a well-formed error with a known code');
-    return { type: 'subscription_ended', topic: topicField(o), code: e.code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) };
+    return {
+      type: 'subscription_ended',
+      topic: topicField(o),
+      ...(o.group !== undefined ? { group: groupField(o) } : {}),
+      code: e.code,
+      message: e.message,
+      ...(e.details !== undefined ? { details: e.details } : {}),
+    };
   },
 };
 
 export function encodeTopicServerFrame(f: TopicServerFrame): string {
   switch (f.type) {
     case 'topic_message':
+    case 'leased':
       return JSON.stringify({
-        type: f.type,
-        topic: f.topic,
-        epoch: f.epoch,
-        offset: f.offset,
-        publishedAt: f.publishedAt,
+        ...f,
         publisher: { userId: f.publisher.userId, deviceId: f.publisher.deviceId },
         publishId: encodeBase64url(f.publishId),
         ...(f.key !== undefined ? { key: encodeBase64url(f.key) } : {}),
         payload: encodeBase64url(f.payload),
-        ...(f.deadLetter !== undefined ? { deadLetter: f.deadLetter } : {}),
       });
     case 'published':
     case 'subscribed':
     case 'unsubscribed':
     case 'subscription_ended':
+    case 'consuming':
+    case 'settled':
+    case 'stopped':
       return JSON.stringify(f);
   }
 }
@@ -180,6 +299,9 @@ export function encodeTopicClientFrame(f: TopicClientFrame): string {
       return JSON.stringify({ type: f.type, id: f.id, topic: f.topic, from });
     }
     case 'unsubscribe':
+    case 'consume':
+    case 'settle':
+    case 'stop':
       return JSON.stringify(f);
   }
 }

@@ -11,6 +11,9 @@ import {
   GROUP_NAME_PATTERN,
   MAX_DEVICE_ID_LENGTH,
   MAX_GROUP_NAME_LENGTH,
+  MAX_MAX_DELIVERIES,
+  MAX_VISIBILITY_MS,
+  MIN_VISIBILITY_MS,
   MAX_MESSAGE_KEY_BYTES,
   MAX_PUBLISH_ID_BYTES,
   MAX_TOPIC_MESSAGE_BYTES,
@@ -106,6 +109,29 @@ export function topicName(value: string, field = 'name'): string {
 
 function optInt(o: JsonObject, field: string, min: number, max: number): number | undefined {
   return o[field] === undefined || o[field] === null ? undefined : int(o, field, min, max);
+}
+
+export interface CreateGroupRequest {
+  readonly name: string;
+  readonly visibilityMs?: number | undefined;
+  readonly maxDeliveries?: number | undefined;
+  readonly deadLetterTopic: string;
+}
+
+export function groupName(value: string, field = 'group'): string {
+  if (value.length === 0 || value.length > MAX_GROUP_NAME_LENGTH || !GROUP_NAME_PATTERN.test(value)) {
+    throw new ProtocolError('BAD_REQUEST', `${field}: 1..${MAX_GROUP_NAME_LENGTH} of a-z 0-9 _ -, starting with a letter or digit`);
+  }
+  return value;
+}
+
+export function decodeCreateGroupRequest(o: JsonObject): CreateGroupRequest {
+  return {
+    name: groupName(str(o, 'name', { max: MAX_GROUP_NAME_LENGTH }), 'name'),
+    visibilityMs: optInt(o, 'visibilityMs', MIN_VISIBILITY_MS, MAX_VISIBILITY_MS),
+    maxDeliveries: optInt(o, 'maxDeliveries', 1, MAX_MAX_DELIVERIES),
+    deadLetterTopic: topicName(str(o, 'deadLetterTopic', { max: MAX_TOPIC_NAME_LENGTH }), 'deadLetterTopic'),
+  };
 }
 
 export function decodeCreateTopicRequest(o: JsonObject): CreateTopicRequest {

@@ -31,6 +31,8 @@ export interface RelayMetrics {
   readonly topicDenied: Counter<'action' | 'reason'>;
   readonly topicSlicesRetired: Counter<'kind'>;
   readonly topicSubscriberPauses: Counter;
+  readonly groupDeadLettered: Counter;
+  readonly groupSkipped: Counter;
   readonly noticesPublished: Counter<'notifier' | 'kind'>;
   readonly noticesReceived: Counter<'notifier' | 'kind'>;
   readonly noticesMalformed: Counter<'notifier'>;
@@ -120,6 +122,16 @@ export function createMetrics(): RelayMetrics {
       name: 'hermetic_topic_denied_total',
       help: 'Topic requests refused by the topic claim of the token (FORBIDDEN), by action and reason',
       labelNames: ['action', 'reason'],
+      registers: [registry],
+    }),
+    groupDeadLettered: new Counter({
+      name: 'hermetic_group_dead_lettered_total',
+      help: 'Messages consumer groups moved to their dead-letter topic after the maximum deliveries',
+      registers: [registry],
+    }),
+    groupSkipped: new Counter({
+      name: 'hermetic_group_skipped_total',
+      help: 'Messages retention removed before a consumer group leased them (each group counts its own)',
       registers: [registry],
     }),
     topicSubscriberPauses: new Counter({

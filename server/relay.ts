@@ -33,6 +33,8 @@ import { Admission, type RefusalReason, addressKey } from './ws/admission.js';
 import { READY_CHECK_TIMEOUT_MS } from './limits.js';
 import { type ConnectionData, ConnectionManager } from './ws/connections.js';
 import { MailboxService } from './mailbox/service.js';
+import { ConsumerHub } from './topics/consumers.js';
+import { GroupStore } from './topics/groups.js';
 import { TopicHub } from './topics/hub.js';
 import { TopicService } from './topics/service.js';
 import { TopicStore } from './topics/store.js';
@@ -157,6 +159,20 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       broadcast: (channel, text) => broadcast(channel, text),
       onPaused: () => metrics.topicSubscriberPauses.inc(),
       onCommitted: (topic, epoch, head) => topicNotice(topic, epoch, head),
+      onHead: (topic) => consumers.topicHead(topic),
+    });
+    const groups = new GroupStore(db, topics.store);
+    const consumers = new ConsumerHub({
+      groups,
+      logger,
+      nodeId,
+      onDeadLettered: (h, count) => {
+        metrics.groupDeadLettered.inc(count);
+        // Its subscribers here and elsewhere read it like any commit.
+        topicHub.remoteHead(h.topic, h.epoch, h.head);
+        topicNotice(h.topic, h.epoch, h.head);
+      },
+      onSkipped: (count) => metrics.groupSkipped.inc(count),
     });
     const mailbox = new MailboxService({
       db,
@@ -223,6 +239,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       random: systemRandom,
       mailbox,
       topics: topicHub,
+      consumers,
       admission,
       pending,
       authTimeoutMs: config.authTimeoutMs,
@@ -303,6 +320,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       log: { log: receiptLog, key: logKey, backend },
       topics: {
         topics: topics.store,
+        groups,
         onReset: (topic, epoch) => {
           topicHub.topicReset(topic, epoch);
           topicNotice(topic, epoch, 1);
@@ -345,6 +363,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         const grace = new Promise<void>((r) => setTimeout(r, config.shutdownGraceMs).unref());
         // Finish in-flight database writes (queued SENDs are committed and answered).
         await Promise.race([Promise.allSettled([...inflight, mailbox.stop(), receiptLog.stop(), topics.stop()]), grace]);
+        consumers.stopAll();
         connections.closeAll(CLOSE_CODES.GOING_AWAY, 'relay shutting down');
         await notifier?.close().catch(() => undefined);
         await db.close();

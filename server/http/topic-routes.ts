@@ -7,9 +7,10 @@ import type { TemplatedApp } from 'uWebSockets.js';
 import { parseJsonObject } from '../../protocol/decode.js';
 import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_TOPIC_NAME_LENGTH, MAX_TOPIC_READ_MESSAGES } from '../../protocol/limits.js';
-import { decodeCreateTopicRequest, encodeTopicInfo, encodeTopicPage, topicName } from '../../protocol/topics.js';
+import { decodeCreateGroupRequest, decodeCreateTopicRequest, encodeTopicInfo, encodeTopicPage, groupName, topicName } from '../../protocol/topics.js';
 import type { RelayMetrics } from '../metrics.js';
 import { type TopicAction, type TopicGrants, checkTopicAccess } from '../topics/acl.js';
+import type { GroupStore } from '../topics/groups.js';
 import { type TopicInfo, type TopicStore, wireMessage } from '../topics/store.js';
 import { decodePathParam } from './context.js';
 import { intParam } from './log-routes.js';
@@ -17,6 +18,7 @@ import type { Router } from './router.js';
 
 export interface TopicRouteDeps {
   readonly topics: TopicStore;
+  readonly groups: GroupStore;
   readonly metrics: RelayMetrics;
   /** Told when a topic was reset (its subscribers are ended). */
   readonly onReset: (topic: string, epoch: number) => void;
@@ -103,6 +105,34 @@ export function registerTopicRoutes(app: TemplatedApp, router: Router, deps: Top
       const limit = intParam(query, 'limit', 1, MAX_TOPIC_READ_MESSAGES, MAX_TOPIC_READ_MESSAGES);
       const page = await deps.topics.read(name, epoch, from, { maxMessages: limit });
       ex.json(200, encodeTopicPage({ epoch: page.epoch, next: page.next, head: page.head, messages: page.messages.map(wireMessage) }));
+    }),
+  );
+
+  app.post(
+    '/v1/topics/:topic/groups',
+    route('create_group', 1, async (ex) => {
+      const [caller, text] = await Promise.all([authCaller(ex), ex.readJsonText()]);
+      const topic = nameParam(ex.info.params[0] ?? '');
+      const req = decodeCreateGroupRequest(parseJsonObject(text));
+      guard(caller.topics, ['consume'], topic);
+      // The relay publishes into the dead-letter topic for the group: its creator must be
+      // allowed to.
+      guard(caller.topics, ['publish'], req.deadLetterTopic);
+      const g = await deps.groups.create(topic, req.name, caller.userId, req);
+      ex.json(201, g);
+    }),
+  );
+
+  app.get(
+    '/v1/topics/:topic/groups/:group',
+    route('group_info', 2, async (ex) => {
+      const caller = await authCaller(ex);
+      const topic = nameParam(ex.info.params[0] ?? '');
+      const name = groupName(decodePathParam(ex.info.params[1] ?? '', 'group'));
+      guard(caller.topics, ['consume'], topic);
+      const g = await deps.groups.info(topic, name);
+      if (!g) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${name} of topic ${topic}`);
+      ex.json(200, g);
     }),
   );
 }

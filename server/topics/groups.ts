@@ -10,7 +10,8 @@
  * (NOT_LEASED otherwise, and nothing changes).
  */
 import { ProtocolError } from '../../protocol/errors.js';
-import { MAX_GROUP_LEASE, MAX_GROUP_NAME_LENGTH, GROUP_NAME_PATTERN, MAX_GROUP_SETTLE, MAX_MAX_DELIVERIES, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS } from '../../protocol/limits.js';
+import { MAX_GROUP_LEASE, MAX_GROUP_SETTLE, MAX_MAX_DELIVERIES, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS } from '../../protocol/limits.js';
+import { groupName } from '../../protocol/topics.js';
 import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
 import type { PublishItem, TopicMessage, TopicStore } from './store.js';
 
@@ -77,12 +78,6 @@ interface GroupRow {
   t_earliest: string | number;
 }
 
-export function checkGroupName(name: string): void {
-  if (name.length > MAX_GROUP_NAME_LENGTH || !GROUP_NAME_PATTERN.test(name)) {
-    throw new ProtocolError('BAD_REQUEST', `group name: 1..${MAX_GROUP_NAME_LENGTH} of a-z 0-9 _ -, starting with a letter or digit`);
-  }
-}
-
 function bounded(v: number | undefined, min: number, max: number, what: string): void {
   if (v !== undefined && (!Number.isSafeInteger(v) || v < min || v > max)) throw new ProtocolError('BAD_REQUEST', `${what}: an integer in ${min}..${max}`);
 }
@@ -126,7 +121,7 @@ export class GroupStore {
 
   /** Creates a group reading `topic` from its earliest stored offset. */
   async create(topic: string, name: string, createdBy: string, settings: GroupSettings): Promise<GroupInfo> {
-    checkGroupName(name);
+    groupName(name, 'group name');
     bounded(settings.visibilityMs, MIN_VISIBILITY_MS, MAX_VISIBILITY_MS, 'visibilityMs');
     bounded(settings.maxDeliveries, 1, MAX_MAX_DELIVERIES, 'maxDeliveries');
     const [t] = await this.db.query<{ topic_id: string | number; epoch: string | number; earliest_offset: string | number }>(
@@ -198,9 +193,10 @@ export class GroupStore {
    * Leases up to `max` messages to `member` for the group's visibility timeout: first
    * the offsets whose lease expired or that were negatively acknowledged and are due,
    * then new offsets. An offset that has had the maximum number of deliveries goes to
-   * the dead-letter topic instead.
+   * the dead-letter topic instead. With `avoidOwnFailures` (other members are there to
+   * take them), the offsets whose last delivery to this member failed are left to them.
    */
-  async lease(topic: string, name: string, member: string, max: number): Promise<Lease> {
+  async lease(topic: string, name: string, member: string, max: number, opts: { avoidOwnFailures?: boolean } = {}): Promise<Lease> {
     if (!Number.isSafeInteger(max) || max < 1 || max > MAX_GROUP_LEASE) throw new ProtocolError('BAD_REQUEST', `lease 1..${MAX_GROUP_LEASE} messages`);
     const now = this.now();
     return this.db.transaction(async (tx) => {
@@ -208,28 +204,34 @@ export class GroupStore {
       const topicId = Number(g.topic_id);
       const until = now + g.visibility_ms;
       // Expired leases: their unfinished offsets become redeliveries, due now.
-      const expired = await tx.query<LeaseRow>(
-        'DELETE FROM group_leases WHERE topic_id = $1 AND group_name = $2 AND deadline_ms <= $3 RETURNING first_off, last_off, done, done_count, deadline_ms',
+      const expired = await tx.query<LeaseRow & { member: string }>(
+        'DELETE FROM group_leases WHERE topic_id = $1 AND group_name = $2 AND deadline_ms <= $3 RETURNING first_off, last_off, done, done_count, deadline_ms, member',
         [topicId, name, now],
       );
       const dueOffsets: number[] = [];
+      const dueMembers: string[] = [];
       for (const l of expired) {
         const first = Number(l.first_off);
-        for (let o = first; o <= Number(l.last_off); o++) if (!bitSet(l.done, o - first)) dueOffsets.push(o);
+        for (let o = first; o <= Number(l.last_off); o++) {
+          if (bitSet(l.done, o - first)) continue;
+          dueOffsets.push(o);
+          dueMembers.push(l.member);
+        }
       }
       if (dueOffsets.length > 0) {
         await tx.query(
-          `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason)
-           SELECT $1, $2, o, 1, $3, 'visibility_timeout' FROM unnest($4::int8[]) AS o`,
-          [topicId, name, now, dueOffsets],
+          `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason, last_member)
+           SELECT $1, $2, o, 1, $3, 'visibility_timeout', m FROM unnest($4::int8[], $5::text[]) AS x(o, m)`,
+          [topicId, name, now, dueOffsets, dueMembers],
         );
       }
       // Redeliveries due, and those whose second lease expired.
       const redo = await tx.query<{ off: string | number; deliveries: number; reason: string; member: string | null; deadline_ms: string | number | null }>(
         `SELECT off, deliveries, reason, member, deadline_ms FROM group_redeliveries
           WHERE topic_id = $1 AND group_name = $2 AND available_at_ms <= $3 AND (member IS NULL OR deadline_ms <= $3)
+            AND (NOT $5::boolean OR coalesce(member, last_member, '') <> $6)
           ORDER BY off LIMIT $4 FOR UPDATE`,
-        [topicId, name, now, max],
+        [topicId, name, now, max, opts.avoidOwnFailures === true, member],
       );
       const again: { off: number; deliveries: number }[] = [];
       const dead: { off: number; deliveries: number; lastFailure: string }[] = [];
@@ -296,7 +298,7 @@ export class GroupStore {
       const againFound = again.filter((a) => byOffset.has(a.off));
       if (againFound.length > 0) {
         await tx.query(
-          `UPDATE group_redeliveries r SET member = $3, deadline_ms = $4, deliveries = x.d
+          `UPDATE group_redeliveries r SET member = $3, deadline_ms = $4, deliveries = x.d, last_member = $3
              FROM unnest($5::int8[], $6::int4[]) AS x(o, d)
             WHERE r.topic_id = $1 AND r.group_name = $2 AND r.off = x.o`,
           [topicId, name, member, until, againFound.map((a) => a.off), againFound.map((a) => a.deliveries)],
@@ -422,9 +424,9 @@ export class GroupStore {
       const fromLeases = [...inLease.values()].flat();
       if (fromLeases.length > 0) {
         await tx.query(
-          `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason)
-           SELECT $1, $2, o, 1, $3, 'nack' FROM unnest($4::int8[]) AS o`,
-          [topicId, name, at, fromLeases],
+          `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason, last_member)
+           SELECT $1, $2, o, 1, $3, 'nack', $5 FROM unnest($4::int8[]) AS o`,
+          [topicId, name, at, fromLeases, member],
         );
       }
       if (inRedo.length > 0) {

@@ -50,6 +50,8 @@ export interface TopicHubDeps {
   readonly broadcast: (channel: string, text: string) => void;
   /** Told of each commit (to tell other relays: their subscribers read it). */
   readonly onCommitted?: (topic: string, epoch: number, head: number) => void;
+  /** Told of every commit to a topic this relay hears of (its own and others'). */
+  readonly onHead?: (topic: string) => void;
   /** Told each time a live subscriber is paused because its socket stopped draining. */
   readonly onPaused?: () => void;
 }
@@ -185,6 +187,7 @@ export class TopicHub {
     if (fresh.length === 0) return;
     const head = fresh[fresh.length - 1]!.offset + 1;
     this.deps.onCommitted?.(topic, epoch, head);
+    this.deps.onHead?.(topic);
     const ch = this.channels.get(topic);
     if (!ch) return;
     if (epoch > ch.epoch) return this.resetChannel(ch, epoch);
@@ -223,6 +226,7 @@ export class TopicHub {
 
   /** Another relay committed to `topic` up to (not including) `head`. */
   remoteHead(topic: string, epoch: number, head: number): void {
+    this.deps.onHead?.(topic);
     const ch = this.channels.get(topic);
     if (!ch) return;
     if (epoch > ch.epoch) return this.resetChannel(ch, epoch);

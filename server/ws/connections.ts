@@ -29,6 +29,7 @@ import { ownSend } from './send-copy.js';
 import { DatabaseUnavailableError } from '../storage/database.js';
 import { ClockSkewError } from '../mailbox/store.js';
 import { NO_TOPIC_GRANTS, type TopicAction, type TopicGrants, checkTopicAccess } from '../topics/acl.js';
+import type { ConsumerHub } from '../topics/consumers.js';
 import type { TopicHub, TopicPeer } from '../topics/hub.js';
 
 export interface ConnectionData {
@@ -74,6 +75,7 @@ export interface ConnectionDeps {
   readonly random: (n: number) => Uint8Array;
   readonly mailbox: MailboxService;
   readonly topics: TopicHub;
+  readonly consumers: ConsumerHub;
   readonly admission: Admission;
   /** SENDs awaiting their answer, per device and in all (pending-sends.ts). */
   readonly pending: PendingSends;
@@ -160,13 +162,19 @@ export class ConnectionManager {
     if (ud.userId !== undefined && ud.deviceId !== undefined && ud.stream) {
       this.deps.mailbox.detach(ud.userId, ud.deviceId, ud.stream);
     }
-    if (ud.topicPeer) this.deps.topics.close(ud.topicPeer);
+    if (ud.topicPeer) {
+      this.deps.topics.close(ud.topicPeer);
+      this.deps.consumers.close(ud.topicPeer);
+    }
   }
 
   onDrain(ws: RelaySocket): void {
     const ud = ws.getUserData();
     ud.stream?.onDrain();
-    if (ud.topicPeer) this.deps.topics.drain(ud.topicPeer);
+    if (ud.topicPeer) {
+      this.deps.topics.drain(ud.topicPeer);
+      this.deps.consumers.drain(ud.topicPeer);
+    }
   }
 
   /** The message buffer is only valid synchronously: it is decoded before any await. */
@@ -228,14 +236,18 @@ export class ConnectionManager {
       case 'publish':
       case 'subscribe':
       case 'unsubscribe':
+      case 'consume':
+      case 'settle':
+      case 'stop':
         this.onTopicFrame(ws, ud, frame);
         return;
     }
   }
 
-  /** PUBLISH, SUBSCRIBE and UNSUBSCRIBE (server/topics/hub.ts), each checked against the
-   * token's topic claim; every answer and refusal carries the frame's request id. */
-  private onTopicFrame(ws: RelaySocket, ud: ConnectionData, frame: Extract<ClientFrame, { type: 'publish' | 'subscribe' | 'unsubscribe' }>): void {
+  /** Topic frames (server/topics/hub.ts) and consumer group frames
+   * (server/topics/consumers.ts), each checked against the token's topic claim; every
+   * answer and refusal carries the frame's request id. */
+  private onTopicFrame(ws: RelaySocket, ud: ConnectionData, frame: Extract<ClientFrame, { type: 'publish' | 'subscribe' | 'unsubscribe' | 'consume' | 'settle' | 'stop' }>): void {
     const refuse = (err: unknown): void => {
       const pe = toProtocolError(err, this.deps.logger);
       this.sendError(ws, new ProtocolError(pe.code, pe.message, { ...pe.details, id: frame.id }));
@@ -250,7 +262,14 @@ export class ConnectionManager {
       this.send(ws, { type: 'unsubscribed', id: frame.id, topic: frame.topic });
       return;
     }
-    const action: TopicAction = frame.type === 'publish' ? 'publish' : 'subscribe';
+    if (frame.type === 'stop') {
+      this.deps.consumers.stop(peer, frame.topic, frame.group).then(
+        () => this.send(ws, { type: 'stopped', id: frame.id, topic: frame.topic, group: frame.group }),
+        refuse,
+      );
+      return;
+    }
+    const action: TopicAction = frame.type === 'publish' ? 'publish' : frame.type === 'subscribe' ? 'subscribe' : 'consume';
     try {
       checkTopicAccess(ud.topicGrants, action, frame.topic);
     } catch (err) {
@@ -261,6 +280,16 @@ export class ConnectionManager {
     }
     if (frame.type === 'subscribe') {
       this.deps.topics.subscribe(peer, frame.id, frame.topic, frame.from).catch(refuse);
+      return;
+    }
+    if (frame.type === 'consume') {
+      this.deps.consumers.consume(peer, frame.id, frame.topic, frame.group, frame.prefetch).catch(refuse);
+      return;
+    }
+    if (frame.type === 'settle') {
+      this.deps.consumers
+        .settle(peer, frame.id, frame.topic, frame.group, frame.action, frame.offsets, { delayMs: frame.delayMs, byMs: frame.byMs })
+        .then((answer) => this.send(ws, answer), refuse);
       return;
     }
     // Held in the device's pending budget, like a SEND, until answered.

@@ -132,6 +132,23 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 6, inFlight: 0, redeliveries: 0 });
   });
 
+  it('leaves a failed message to another member when asked to, and gives it back to the same one otherwise', async () => {
+    const { topic, group } = await setup(2);
+    await groups.lease(topic, group, 'A', 1);
+    await groups.lease(topic, group, 'B', 1);
+    await groups.nack(topic, group, 'B', [2]);
+    clock += VIS;
+    // 1 expired at A, 2 was refused by B: each goes to the other one.
+    expect((await groups.lease(topic, group, 'A', 5, { avoidOwnFailures: true })).messages.map((m) => m.offset)).toEqual([2]);
+    expect((await groups.lease(topic, group, 'B', 5, { avoidOwnFailures: true })).messages.map((m) => m.offset)).toEqual([1]);
+    clock += VIS;
+    // Alone, a member gets its own failures again.
+    expect((await groups.lease(topic, group, 'A', 5)).messages.map((m) => [m.offset, m.deliveries])).toEqual([
+      [1, 3],
+      [2, 3],
+    ]);
+  });
+
   it('refuses offsets not leased to the caller whole, changing nothing', async () => {
     const { topic, group } = await setup(4);
     await groups.lease(topic, group, 'A', 2);

@@ -6,7 +6,7 @@ import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import type { JsonFrame, RawClient } from '../mailbox/raw-client.js';
 
 /** A token claim granting everything on the `feeds.` topics. */
-export const CLAIMS = { hermetic_topics: { create: ['feeds.>'], publish: ['feeds.>'], subscribe: ['feeds.>'] } };
+export const CLAIMS = { hermetic_topics: { create: ['feeds.>'], publish: ['feeds.>'], subscribe: ['feeds.>'], consume: ['feeds.>'] } };
 
 let requestId = 1000;
 
@@ -43,3 +43,21 @@ export async function waitMessages(c: RawClient, topic: string, n: number, timeo
   return messages(c, topic);
 }
 
+
+/** Joins a consumer group and waits for the answer. */
+export async function consume(c: RawClient, topic: string, group: string, prefetch?: number): Promise<JsonFrame> {
+  const id = ++requestId;
+  c.sendJson({ type: 'consume', id, topic, group, ...(prefetch !== undefined ? { prefetch } : {}) });
+  return c.waitJson((f) => (f.type === 'consuming' || f.type === 'error') && f.id === id);
+}
+
+/** Settles offsets of a group and waits for the answer. */
+export async function settle(c: RawClient, topic: string, group: string, action: 'ack' | 'nack' | 'extend', offsets: number[], extra: Record<string, unknown> = {}): Promise<JsonFrame> {
+  const id = ++requestId;
+  c.sendJson({ type: 'settle', id, topic, group, action, offsets, ...extra });
+  return c.waitJson((f) => (f.type === 'settled' || f.type === 'error') && f.id === id);
+}
+
+export function leased(c: RawClient, topic: string): JsonFrame[] {
+  return c.json.filter((f) => f.type === 'leased' && f.topic === topic);
+}

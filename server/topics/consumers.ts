@@ -1,0 +1,256 @@
+/**
+ * Consumer groups on one relay's connections (server/topics/groups.ts holds the state).
+ * A connection joins a group with a prefetch: the most messages leased to it and not yet
+ * settled. The relay leases for its members one call at a time per group, round robin,
+ * each call for what the member has room for; when nothing is leasable it waits for the
+ * topic's next commit (on any relay) or for the group's next due time (a lease deadline,
+ * a delayed redelivery). A member whose socket stops draining gets nothing more until
+ * it drains; one that leaves has its leases released to the others at once.
+ */
+import type { Logger } from 'pino';
+import { ProtocolError } from '../../protocol/errors.js';
+import { type SettleAction, type TopicServerFrame, encodeTopicServerFrame } from '../../protocol/topic-frames.js';
+import { SOCKET_BUFFER_HIGH_WATER } from '../limits.js';
+import type { GroupStore, Lease } from './groups.js';
+import type { TopicPeer } from './hub.js';
+import { wireMessage } from './store.js';
+
+/** Groups one connection may consume from at once. */
+export const MAX_CONSUMES_PER_CONNECTION = 16;
+
+interface Member {
+  readonly peer: TopicPeer;
+  /** Unique per connection and relay: what the group's leases name. */
+  readonly id: string;
+  readonly prefetch: number;
+  /** Offsets leased to this member and not yet settled, with their lease deadlines
+   * (past it the lease is the group's again, and stops taking the member's room). */
+  readonly outstanding: Map<number, number>;
+}
+
+interface GroupState {
+  readonly topic: string;
+  readonly group: string;
+  readonly members: Member[];
+  /** The member served first at the next lease (round robin). */
+  turn: number;
+  leasing: boolean;
+  /** Something happened while a lease call ran: lease again after it. */
+  again: boolean;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export interface ConsumerHubDeps {
+  readonly groups: GroupStore;
+  readonly logger: Logger;
+  /** This relay's node id: member ids are unique across relays. */
+  readonly nodeId: string;
+  /** Told when a lease moved messages to a dead-letter topic (its subscribers read them). */
+  readonly onDeadLettered: (head: NonNullable<Lease['deadLetterHead']>, count: number) => void;
+  readonly onSkipped?: (count: number) => void;
+}
+
+const keyOf = (topic: string, group: string): string => `${topic}\n${group}`;
+
+export class ConsumerHub {
+  private readonly states = new Map<string, GroupState>();
+  private readonly byPeer = new Map<TopicPeer, Map<string, Member>>();
+  private serial = 0;
+
+  constructor(private readonly deps: ConsumerHubDeps) {}
+
+  /** Joins `peer` to the group; answers `consuming`, then `leased` frames. */
+  async consume(peer: TopicPeer, id: number, topic: string, group: string, prefetch: number): Promise<void> {
+    const k = keyOf(topic, group);
+    const mine = this.byPeer.get(peer);
+    if (mine?.has(k)) throw new ProtocolError('BAD_REQUEST', `already consuming ${group} of ${topic} on this connection`);
+    if (mine && mine.size >= MAX_CONSUMES_PER_CONNECTION) throw new ProtocolError('BAD_REQUEST', `at most ${MAX_CONSUMES_PER_CONNECTION} groups per connection`);
+    // The group must exist: said now, not at the first lease.
+    if (!(await this.deps.groups.info(topic, group))) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${group} of topic ${topic}`);
+    if (peer.closed || this.byPeer.get(peer)?.has(k)) return;
+    const member: Member = { peer, id: `${this.deps.nodeId}/${++this.serial}/${peer.userId}/${peer.deviceId}`, prefetch, outstanding: new Map() };
+    let st = this.states.get(k);
+    if (!st) this.states.set(k, (st = { topic, group, members: [], turn: 0, leasing: false, again: false, timer: undefined }));
+    st.members.push(member);
+    let m = this.byPeer.get(peer);
+    if (!m) this.byPeer.set(peer, (m = new Map()));
+    m.set(k, member);
+    peer.write(encodeTopicServerFrame({ type: 'consuming', id, topic, group }), 'consuming');
+    this.pump(st);
+  }
+
+  /** Acknowledges, negatively acknowledges or extends offsets leased to `peer`. */
+  async settle(peer: TopicPeer, id: number, topic: string, group: string, action: SettleAction, offsets: readonly number[], opts: { delayMs?: number | undefined; byMs?: number | undefined }): Promise<TopicServerFrame> {
+    const member = this.byPeer.get(peer)?.get(keyOf(topic, group));
+    if (!member) throw new ProtocolError('NOT_LEASED', `this connection is not consuming ${group} of ${topic}`);
+    let leaseUntil: number | undefined;
+    if (action === 'ack') await this.deps.groups.ack(topic, group, member.id, offsets);
+    else if (action === 'nack') await this.deps.groups.nack(topic, group, member.id, offsets, opts.delayMs ?? 0);
+    else {
+      const until = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0);
+      for (const o of offsets) if (member.outstanding.has(o)) member.outstanding.set(o, until);
+      leaseUntil = until;
+    }
+    if (action !== 'extend') {
+      for (const o of offsets) member.outstanding.delete(o);
+      const st = this.states.get(keyOf(topic, group));
+      if (st) this.pump(st);
+    }
+    return { type: 'settled', id, topic, group, action, ...(leaseUntil !== undefined ? { leaseUntil } : {}) };
+  }
+
+  /** Leaves the group: what the member holds goes to the others at once. */
+  async stop(peer: TopicPeer, topic: string, group: string): Promise<void> {
+    const member = this.byPeer.get(peer)?.get(keyOf(topic, group));
+    if (member) await this.leave(member, topic, group);
+  }
+
+  /** The peer's connection closed. */
+  close(peer: TopicPeer): void {
+    const mine = this.byPeer.get(peer);
+    if (!mine) return;
+    for (const [k, member] of [...mine]) {
+      const [topic, group] = k.split('\n') as [string, string];
+      void this.leave(member, topic, group);
+    }
+  }
+
+  private async leave(member: Member, topic: string, group: string): Promise<void> {
+    const k = keyOf(topic, group);
+    const mine = this.byPeer.get(member.peer);
+    mine?.delete(k);
+    if (mine?.size === 0) this.byPeer.delete(member.peer);
+    const st = this.states.get(k);
+    if (st) {
+      const i = st.members.indexOf(member);
+      if (i >= 0) st.members.splice(i, 1);
+      if (st.members.length === 0) {
+        if (st.timer) clearTimeout(st.timer);
+        this.states.delete(k);
+      }
+    }
+    await this.deps.groups.release(topic, group, member.id).catch((err: unknown) => {
+      // Its leases then expire by themselves.
+      this.deps.logger.warn({ topic, group, err: { message: (err as Error).message } }, 'releasing a departed member\'s leases failed (they expire with their visibility timeout)');
+    });
+  }
+
+  /** The peer's socket drained: groups it waits on lease again. */
+  drain(peer: TopicPeer): void {
+    const mine = this.byPeer.get(peer);
+    if (!mine) return;
+    for (const k of mine.keys()) {
+      const st = this.states.get(k);
+      if (st) this.pump(st);
+    }
+  }
+
+  /** Something was committed to `topic` (on this relay or another). */
+  topicHead(topic: string): void {
+    for (const st of this.states.values()) if (st.topic === topic) this.pump(st);
+  }
+
+  /** Leases for the group's members while any has room and something is leasable. */
+  private pump(st: GroupState): void {
+    if (st.leasing) {
+      st.again = true;
+      return;
+    }
+    st.leasing = true;
+    st.again = false;
+    void this.leaseLoop(st).finally(() => {
+      st.leasing = false;
+      if (st.again && this.states.get(keyOf(st.topic, st.group)) === st) this.pump(st);
+    });
+  }
+
+  private async leaseLoop(st: GroupState): Promise<void> {
+    for (;;) {
+      if (this.states.get(keyOf(st.topic, st.group)) !== st) return;
+      const member = this.nextMember(st);
+      if (!member) return;
+      let lease: Lease;
+      try {
+        lease = await this.deps.groups.lease(st.topic, st.group, member.id, member.prefetch - member.outstanding.size, { avoidOwnFailures: st.members.length > 1 });
+      } catch (err) {
+        if (err instanceof ProtocolError && (err.code === 'GROUP_NOT_FOUND' || err.code === 'TOPIC_NOT_FOUND')) return this.endGroup(st, err);
+        this.deps.logger.warn({ topic: st.topic, group: st.group, err: { message: (err as Error).message } }, 'leasing for a consumer group failed (tried again shortly)');
+        this.wakeAt(st, Date.now() + 1000);
+        return;
+      }
+      if (lease.deadLetterHead) this.deps.onDeadLettered(lease.deadLetterHead, lease.deadLettered);
+      if (lease.skipped > 0) this.deps.onSkipped?.(lease.skipped);
+      if (lease.messages.length > 0) {
+        if (member.peer.closed || !st.members.includes(member)) {
+          // Gone meanwhile: its new leases go to the others.
+          await this.deps.groups.release(st.topic, st.group, member.id).catch(() => undefined);
+          continue;
+        }
+        member.peer.cork(() => {
+          for (const m of lease.messages) {
+            member.outstanding.set(m.offset, m.leaseUntilMs);
+            const frame = encodeTopicServerFrame({
+              type: 'leased',
+              topic: st.topic,
+              group: st.group,
+              epoch: lease.epoch,
+              deliveries: m.deliveries,
+              leaseUntil: m.leaseUntilMs,
+              ...wireMessage(m),
+            });
+            member.peer.write(frame, 'leased');
+          }
+        });
+        continue;
+      }
+      if (lease.deadLettered > 0 || lease.skipped > 0) continue;
+      // Nothing leasable now: the next commit to the topic, or the next due time, wakes it.
+      if (lease.nextDueMs !== undefined) this.wakeAt(st, lease.nextDueMs);
+      return;
+    }
+  }
+
+  /** The next member, round robin, with room and a socket that drains. */
+  private nextMember(st: GroupState): Member | undefined {
+    const n = st.members.length;
+    const now = Date.now();
+    for (let i = 0; i < n; i++) {
+      const m = st.members[(st.turn + i) % n]!;
+      for (const [o, until] of m.outstanding) if (until <= now) m.outstanding.delete(o);
+      if (m.peer.closed || m.outstanding.size >= m.prefetch || m.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) continue;
+      st.turn = (st.turn + i + 1) % n;
+      return m;
+    }
+    return undefined;
+  }
+
+  private wakeAt(st: GroupState, atMs: number): void {
+    if (st.timer) clearTimeout(st.timer);
+    st.timer = setTimeout(
+      () => {
+        st.timer = undefined;
+        this.pump(st);
+      },
+      Math.max(0, atMs - Date.now()) + 5,
+    );
+    st.timer.unref();
+  }
+
+  private endGroup(st: GroupState, err: ProtocolError): void {
+    for (const m of [...st.members]) {
+      const mine = this.byPeer.get(m.peer);
+      mine?.delete(keyOf(st.topic, st.group));
+      if (mine?.size === 0) this.byPeer.delete(m.peer);
+      if (!m.peer.closed) {
+        m.peer.write(encodeTopicServerFrame({ type: 'subscription_ended', topic: st.topic, group: st.group, code: err.code, message: err.message }), 'subscription_ended');
+      }
+    }
+    if (st.timer) clearTimeout(st.timer);
+    this.states.delete(keyOf(st.topic, st.group));
+  }
+
+  /** Stops every timer (shutdown). */
+  stopAll(): void {
+    for (const st of this.states.values()) if (st.timer) clearTimeout(st.timer);
+  }
+}

@@ -107,7 +107,7 @@ describe('decodeClientFrame', () => {
   });
 
   it('answers UNKNOWN_FRAME for a type it does not know, including inherited property names', () => {
-    for (const type of ['consume', 'challenge', 'pong', '__proto__', 'constructor', 'hasOwnProperty']) {
+    for (const type of ['lease', 'challenge', 'pong', '__proto__', 'constructor', 'hasOwnProperty']) {
       expect(decodeError(JSON.stringify({ type })).code, type).toBe('UNKNOWN_FRAME');
     }
   });

@@ -21,6 +21,11 @@ describe('topic frames', () => {
       { type: 'subscribe', id: 5, topic: 'a.b', from: { kind: 'offset', epoch: 2, offset: 9 } },
       { type: 'subscribe', id: 6, topic: 'a.b', from: { kind: 'time', atMs: 1_800_000_000_000 } },
       { type: 'unsubscribe', id: 7, topic: 'a.b' },
+      { type: 'consume', id: 8, topic: 'a.b', group: 'workers', prefetch: 16 },
+      { type: 'settle', id: 9, topic: 'a.b', group: 'workers', action: 'ack', offsets: [1, 2, 3] },
+      { type: 'settle', id: 10, topic: 'a.b', group: 'workers', action: 'nack', offsets: [4], delayMs: 500 },
+      { type: 'settle', id: 11, topic: 'a.b', group: 'workers', action: 'extend', offsets: [5], byMs: 60_000 },
+      { type: 'stop', id: 12, topic: 'a.b', group: 'workers' },
     ];
     for (const f of frames) expect(decodeClientFrame(encodeClientFrame(f))).toEqual(f);
   });
@@ -33,6 +38,22 @@ describe('topic frames', () => {
       { type: 'topic_message', topic: 't', epoch: 1, offset: 7, publishedAt: 9, publisher: { userId: 'alice', deviceId: 'd1' }, publishId: bytes(4), key: bytes(2), payload: bytes(50) },
       { type: 'topic_message', topic: 't', epoch: 1, offset: 8, publishedAt: 9, publisher: { userId: 'alice', deviceId: 'd1' }, publishId: bytes(4), payload: bytes(1) },
       { type: 'subscription_ended', topic: 't', code: 'OFFSET_RETIRED', message: 'gone', details: { epoch: 1, earliest: 40 } },
+      { type: 'subscription_ended', topic: 't', group: 'g', code: 'GROUP_NOT_FOUND', message: 'gone' },
+      { type: 'consuming', id: 4, topic: 't', group: 'g' },
+      { type: 'leased', topic: 't', group: 'g', epoch: 1, offset: 3, deliveries: 2, leaseUntil: 99, publishedAt: 9, publisher: { userId: 'alice', deviceId: 'd1' }, publishId: bytes(4), payload: bytes(5) },
+      { type: 'settled', id: 5, topic: 't', group: 'g', action: 'extend', leaseUntil: 77 },
+      { type: 'stopped', id: 6, topic: 't', group: 'g' },
+      {
+        type: 'topic_message',
+        topic: 't.dead-letter',
+        epoch: 1,
+        offset: 1,
+        publishedAt: 9,
+        publisher: { userId: 'alice', deviceId: 'd1' },
+        publishId: bytes(4),
+        payload: bytes(5),
+        deadLetter: { topic: 't', group: 'g', epoch: 1, offset: 3, deliveries: 5, reason: 'max_deliveries', lastFailure: 'nack' },
+      },
     ];
     for (const f of frames) expect(decodeServerFrame(encodeServerFrame(f))).toEqual(f);
   });

@@ -23,6 +23,8 @@ CREATE TABLE consumer_groups (
   visibility_ms        int    NOT NULL CHECK (visibility_ms > 0),
   max_deliveries       int    NOT NULL CHECK (max_deliveries > 0),
   dead_letter_topic_id bigint NOT NULL REFERENCES topics (topic_id),
+  -- Messages with one key go to one member at a time, in offset order.
+  ordered_by_key       boolean NOT NULL DEFAULT false,
   -- Offsets retired by the topic's retention before the group leased them.
   skipped              bigint NOT NULL DEFAULT 0,
   dead_lettered        bigint NOT NULL DEFAULT 0,
@@ -56,7 +58,8 @@ CREATE TABLE group_redeliveries (
   -- While leased again: to whom, until when.
   member          text,
   deadline_ms     bigint,
-  -- Why it is here: 'nack' or 'visibility_timeout'.
+  -- Why it is here: 'nack', 'visibility_timeout', or 'blocked' (an ordered group's new
+  -- message whose key had an earlier message leased: not delivered yet).
   reason          text   NOT NULL,
   -- The member whose delivery failed: the next goes to another member when one asks.
   last_member     text,

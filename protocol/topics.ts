@@ -4,7 +4,7 @@
  * checked and bounded before use, on both sides.
  */
 import { encodeBase64url } from './base64url.js';
-import { type JsonObject, array, asObject, bytesValue, int, str } from './decode.js';
+import { type JsonObject, array, asObject, bool, bytesValue, int, str } from './decode.js';
 import { ProtocolError } from './errors.js';
 import {
   DEVICE_ID_PATTERN,
@@ -116,6 +116,7 @@ export interface CreateGroupRequest {
   readonly visibilityMs?: number | undefined;
   readonly maxDeliveries?: number | undefined;
   readonly deadLetterTopic: string;
+  readonly orderedByKey?: boolean | undefined;
 }
 
 export function groupName(value: string, field = 'group'): string {
@@ -131,6 +132,7 @@ export function decodeCreateGroupRequest(o: JsonObject): CreateGroupRequest {
     visibilityMs: optInt(o, 'visibilityMs', MIN_VISIBILITY_MS, MAX_VISIBILITY_MS),
     maxDeliveries: optInt(o, 'maxDeliveries', 1, MAX_MAX_DELIVERIES),
     deadLetterTopic: topicName(str(o, 'deadLetterTopic', { max: MAX_TOPIC_NAME_LENGTH }), 'deadLetterTopic'),
+    ...(o.orderedByKey !== undefined ? { orderedByKey: bool(o, 'orderedByKey') } : {}),
   };
 }
 

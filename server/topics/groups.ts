@@ -23,6 +23,8 @@ export interface GroupSettings {
   readonly maxDeliveries?: number | undefined;
   /** Where messages go after maxDeliveries (must exist). */
   readonly deadLetterTopic: string;
+  /** Messages with one key go to one member at a time, in order. */
+  readonly orderedByKey?: boolean | undefined;
 }
 
 export interface GroupInfo {
@@ -36,6 +38,7 @@ export interface GroupInfo {
   readonly visibilityMs: number;
   readonly maxDeliveries: number;
   readonly deadLetterTopic: string;
+  readonly orderedByKey: boolean;
   /** Leased and not yet acknowledged, and waiting to be leased again. */
   readonly inFlight: number;
   readonly redeliveries: number;
@@ -64,6 +67,7 @@ export interface Lease {
 }
 
 interface GroupRow {
+  ordered_by_key: boolean;
   topic_id: string | number;
   name: string;
   epoch: string | number;
@@ -95,10 +99,46 @@ function checkOffsets(offsets: readonly number[]): void {
   for (const o of offsets) if (!Number.isSafeInteger(o) || o < 1) throw new ProtocolError('BAD_REQUEST', 'offsets: positive integers');
 }
 
-const GROUP_SELECT = `SELECT g.topic_id, g.name, g.epoch, g.next_offset, g.visibility_ms, g.max_deliveries, g.dead_letter_topic_id, g.skipped, g.dead_lettered,
+const GROUP_SELECT = `SELECT g.ordered_by_key, g.topic_id, g.name, g.epoch, g.next_offset, g.visibility_ms, g.max_deliveries, g.dead_letter_topic_id, g.skipped, g.dead_lettered,
                              t.epoch AS t_epoch, t.next_offset AS t_next, t.earliest_offset AS t_earliest
                         FROM consumer_groups g JOIN topics t ON t.topic_id = g.topic_id
                        WHERE t.name = $1 AND g.name = $2`;
+
+interface MessageRow {
+  off: string | number;
+  slot_ms: string | number;
+  publisher_user: string;
+  publisher_device: string;
+  publish_id: Uint8Array;
+  content_hash: Uint8Array;
+  msg_key: Uint8Array | null;
+  payload: Uint8Array;
+}
+
+interface DueRow {
+  off: string | number;
+  deliveries: number;
+  reason: string;
+  member: string | null;
+  last_member: string | null;
+  msg_key: Uint8Array | null;
+}
+
+/** What one lease call does: offsets leased again, dead-lettered, newly leased, parked
+ * (ordered groups), and where the group's next offset goes. */
+interface Plan {
+  readonly again: { off: number; deliveries: number }[];
+  readonly dead: { off: number; deliveries: number; lastFailure: string }[];
+  readonly fresh: number[];
+  readonly parked: number[];
+  readonly end: number;
+}
+
+/** An ordered group looks this far ahead for messages whose key is free (at most this
+ * factor times what it leases, and at most MAX_ORDERED_SCAN), and at most that many
+ * due redeliveries. */
+const ORDERED_SCAN_FACTOR = 4;
+const MAX_ORDERED_SCAN = 1024;
 
 interface LeaseRow {
   first_off: string | number;
@@ -134,9 +174,20 @@ export class GroupStore {
     if (String(dl.topic_id) === String(t.topic_id)) throw new ProtocolError('BAD_REQUEST', 'a topic cannot be its own dead-letter topic');
     try {
       await this.db.query(
-        `INSERT INTO consumer_groups (topic_id, name, epoch, next_offset, visibility_ms, max_deliveries, dead_letter_topic_id, created_by, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-        [t.topic_id, name, t.epoch, t.earliest_offset, settings.visibilityMs ?? DEFAULT_VISIBILITY_MS, settings.maxDeliveries ?? DEFAULT_MAX_DELIVERIES, dl.topic_id, createdBy, this.now()],
+        `INSERT INTO consumer_groups (topic_id, name, epoch, next_offset, visibility_ms, max_deliveries, dead_letter_topic_id, created_by, created_at_ms, ordered_by_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+        [
+          t.topic_id,
+          name,
+          t.epoch,
+          t.earliest_offset,
+          settings.visibilityMs ?? DEFAULT_VISIBILITY_MS,
+          settings.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,
+          dl.topic_id,
+          createdBy,
+          this.now(),
+          settings.orderedByKey === true,
+        ],
       );
     } catch (err) {
       if (sqlState(err) === UNIQUE_VIOLATION) throw new ProtocolError('GROUP_EXISTS', `group ${name} of topic ${topic} exists`);
@@ -168,6 +219,7 @@ export class GroupStore {
       visibilityMs: g.visibility_ms,
       maxDeliveries: g.max_deliveries,
       deadLetterTopic: g.dl_name,
+      orderedByKey: g.ordered_by_key,
       inFlight: Number(g.leased ?? 0),
       redeliveries: Number(g.redo),
       skipped: Number(g.skipped),
@@ -195,6 +247,8 @@ export class GroupStore {
    * then new offsets. An offset that has had the maximum number of deliveries goes to
    * the dead-letter topic instead. With `avoidOwnFailures` (other members are there to
    * take them), the offsets whose last delivery to this member failed are left to them.
+   * In a group ordered by key, a message is leased only while no earlier message with
+   * its key is leased or due again; new ones that must wait are parked as due (in order).
    */
   async lease(topic: string, name: string, member: string, max: number, opts: { avoidOwnFailures?: boolean } = {}): Promise<Lease> {
     if (!Number.isSafeInteger(max) || max < 1 || max > MAX_GROUP_LEASE) throw new ProtocolError('BAD_REQUEST', `lease 1..${MAX_GROUP_LEASE} messages`);
@@ -203,98 +257,33 @@ export class GroupStore {
       const g = await this.lockGroup(tx, topic, name);
       const topicId = Number(g.topic_id);
       const until = now + g.visibility_ms;
-      // Expired leases: their unfinished offsets become redeliveries, due now.
-      const expired = await tx.query<LeaseRow & { member: string }>(
-        'DELETE FROM group_leases WHERE topic_id = $1 AND group_name = $2 AND deadline_ms <= $3 RETURNING first_off, last_off, done, done_count, deadline_ms, member',
-        [topicId, name, now],
-      );
-      const dueOffsets: number[] = [];
-      const dueMembers: string[] = [];
-      for (const l of expired) {
-        const first = Number(l.first_off);
-        for (let o = first; o <= Number(l.last_off); o++) {
-          if (bitSet(l.done, o - first)) continue;
-          dueOffsets.push(o);
-          dueMembers.push(l.member);
-        }
-      }
-      if (dueOffsets.length > 0) {
-        await tx.query(
-          `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason, last_member)
-           SELECT $1, $2, o, 1, $3, 'visibility_timeout', m FROM unnest($4::int8[], $5::text[]) AS x(o, m)`,
-          [topicId, name, now, dueOffsets, dueMembers],
-        );
-      }
-      // Redeliveries due, and those whose second lease expired.
-      const redo = await tx.query<{ off: string | number; deliveries: number; reason: string; member: string | null; deadline_ms: string | number | null }>(
-        `SELECT off, deliveries, reason, member, deadline_ms FROM group_redeliveries
-          WHERE topic_id = $1 AND group_name = $2 AND available_at_ms <= $3 AND (member IS NULL OR deadline_ms <= $3)
-            AND (NOT $5::boolean OR coalesce(member, last_member, '') <> $6)
-          ORDER BY off LIMIT $4 FOR UPDATE`,
-        [topicId, name, now, max, opts.avoidOwnFailures === true, member],
-      );
-      const again: { off: number; deliveries: number }[] = [];
-      const dead: { off: number; deliveries: number; lastFailure: string }[] = [];
-      for (const r of redo) {
-        // Its last delivery failed so: a second lease that expired, or the reason kept.
-        const lastFailure = r.member !== null ? 'visibility_timeout' : r.reason;
-        if (r.deliveries >= g.max_deliveries) dead.push({ off: Number(r.off), deliveries: r.deliveries, lastFailure });
-        else again.push({ off: Number(r.off), deliveries: r.deliveries + 1 });
-      }
-      // New offsets: from where the group is, past what retention took.
+      await this.expireLeases(tx, topicId, name, now);
+      const avoid = opts.avoidOwnFailures === true ? member : undefined;
+      // Where new offsets start: past what retention took.
       let start = Number(g.next_offset);
       let skipped = 0;
       if (start < Number(g.t_earliest)) {
         skipped += Number(g.t_earliest) - start;
         start = Number(g.t_earliest);
       }
-      const fresh = Math.max(0, Math.min(max - again.length, Number(g.t_next) - start));
-      const wanted = [...again.map((a) => a.off), ...dead.map((d) => d.off)];
-      const rows = await tx.query<{
-        off: string | number;
-        slot_ms: string | number;
-        publisher_user: string;
-        publisher_device: string;
-        publish_id: Uint8Array;
-        content_hash: Uint8Array;
-        msg_key: Uint8Array | null;
-        payload: Uint8Array;
-      }>(
+      const plan = g.ordered_by_key
+        ? await this.planOrdered(tx, g, now, max, start, avoid)
+        : await this.planUnordered(tx, g, now, max, start, avoid);
+      const { again, dead, fresh, parked, end } = plan;
+      const wanted = [...again.map((a) => a.off), ...dead.map((d) => d.off), ...fresh];
+      const rows = await tx.query<MessageRow>(
         `SELECT off, slot_ms, publisher_user, publisher_device, publish_id, content_hash, msg_key, payload FROM topic_messages
-          WHERE topic_id = $1 AND (off = ANY ($2::int8[]) OR (off >= $3 AND off < $4)) ORDER BY off`,
-        [topicId, wanted, start, start + fresh],
+          WHERE topic_id = $1 AND off = ANY ($2::int8[]) ORDER BY off`,
+        [topicId, wanted],
       );
       const byOffset = new Map(rows.map((r) => [Number(r.off), r]));
-      // Redeliveries whose message retention took: gone for the group.
-      const lost = wanted.filter((o) => !byOffset.has(o));
-      skipped += lost.length;
-      // New offsets retention took between reading the topic row and the messages.
-      let freshFound = 0;
-      while (freshFound < fresh && byOffset.has(start + freshFound)) freshFound++;
-      if (lost.length > 0) await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [topicId, name, lost]);
+      // Messages retention took meanwhile: gone for the group.
+      const lostDue = [...again, ...dead].map((x) => x.off).filter((o) => !byOffset.has(o));
+      const lostFresh = fresh.filter((o) => !byOffset.has(o));
+      skipped += lostDue.length + lostFresh.length;
+      if (lostDue.length > 0) await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [topicId, name, lostDue]);
       const deadRows = dead.filter((d) => byOffset.has(d.off));
-      let deadLetterHead: Lease['deadLetterHead'];
-      if (deadRows.length > 0) {
-        const dl = await this.topics.lockTopicById(tx, Number(g.dead_letter_topic_id));
-        const items: PublishItem[] = [];
-        const notes: string[] = [];
-        for (const d of deadRows) {
-          const m = byOffset.get(d.off)!;
-          items.push({
-            publisherUserId: m.publisher_user,
-            publisherDeviceId: m.publisher_device,
-            // Idempotent per source message and group.
-            publishId: new TextEncoder().encode(`dl/${topicId}/${String(g.epoch)}/${d.off}/${name}`.slice(0, 64)),
-            contentHash: m.content_hash,
-            key: m.msg_key ?? undefined,
-            payload: m.payload,
-          });
-          notes.push(JSON.stringify({ topic, group: name, epoch: Number(g.epoch), offset: d.off, deliveries: d.deliveries, reason: 'max_deliveries', lastFailure: d.lastFailure }));
-        }
-        const published = await this.topics.publishLocked(tx, dl, items, notes);
-        deadLetterHead = { topic: dl.name, epoch: Number(dl.epoch), head: Math.max(...published.map((p) => p.offset)) + 1 };
-        await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [topicId, name, deadRows.map((d) => d.off)]);
-      }
+      const deadLetterHead = deadRows.length > 0 ? await this.deadLetter(tx, g, topic, deadRows, byOffset) : undefined;
       const againFound = again.filter((a) => byOffset.has(a.off));
       if (againFound.length > 0) {
         await tx.query(
@@ -304,18 +293,35 @@ export class GroupStore {
           [topicId, name, member, until, againFound.map((a) => a.off), againFound.map((a) => a.deliveries)],
         );
       }
-      if (freshFound > 0) {
+      if (parked.length > 0) {
         await tx.query(
-          'INSERT INTO group_leases (topic_id, group_name, first_off, last_off, member, deadline_ms, done) VALUES ($1, $2, $3, $4, $5, $6, $7)',
-          [topicId, name, start, start + freshFound - 1, member, until, new Uint8Array(Math.ceil(freshFound / 8))],
+          `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason)
+           SELECT $1, $2, o, 0, $3, 'blocked' FROM unnest($4::int8[]) AS o`,
+          [topicId, name, now, parked],
         );
       }
-      const newNext = start + freshFound;
-      if (newNext !== Number(g.next_offset) || skipped > 0 || deadRows.length > 0) {
+      const freshFound = fresh.filter((o) => byOffset.has(o));
+      if (freshFound.length > 0) {
+        // One row for the window: what is not leased in it (parked, or gone) is done here.
+        const width = end - start;
+        const done = new Uint8Array(Math.ceil(width / 8));
+        const leasedSet = new Set(freshFound);
+        let doneCount = 0;
+        for (let o = start; o < end; o++) {
+          if (leasedSet.has(o)) continue;
+          setBit(done, o - start);
+          doneCount++;
+        }
+        await tx.query(
+          'INSERT INTO group_leases (topic_id, group_name, first_off, last_off, member, deadline_ms, done, done_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
+          [topicId, name, start, end - 1, member, until, done, doneCount],
+        );
+      }
+      if (end !== Number(g.next_offset) || skipped > 0 || deadRows.length > 0) {
         await tx.query('UPDATE consumer_groups SET next_offset = $3, skipped = skipped + $4, dead_lettered = dead_lettered + $5 WHERE topic_id = $1 AND name = $2', [
           topicId,
           name,
-          newNext,
+          end,
           skipped,
           deadRows.length,
         ]);
@@ -326,11 +332,10 @@ export class GroupStore {
                          FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2)) AS at`,
         [topicId, name],
       );
-      const deliveriesOf = new Map(againFound.map((a) => [a.off, a.deliveries]));
+      const deliveriesOf = new Map<number, number>([...freshFound.map((o) => [o, 1] as const), ...againFound.map((a) => [a.off, a.deliveries] as const)]);
       const messages: LeasedMessage[] = [];
-      for (const [off, m] of byOffset) {
-        const isFresh = off >= start && off < start + freshFound;
-        if (!isFresh && !deliveriesOf.has(off)) continue;
+      for (const [off, deliveries] of deliveriesOf) {
+        const m = byOffset.get(off)!;
         messages.push({
           offset: off,
           publishedAtMs: Number(m.slot_ms),
@@ -339,13 +344,147 @@ export class GroupStore {
           publishId: m.publish_id,
           key: m.msg_key ?? undefined,
           payload: m.payload,
-          deliveries: isFresh ? 1 : deliveriesOf.get(off)!,
+          deliveries,
           leaseUntilMs: until,
         });
       }
       messages.sort((a, b) => a.offset - b.offset);
-      return { epoch: Number(g.epoch), messages, deadLettered: deadRows.length, deadLetterHead, skipped, nextDueMs: due?.at === null || due === undefined ? undefined : Number(due.at) };
+      const nextDueMs = due?.at === null || due === undefined ? undefined : Number(due.at);
+      return { epoch: Number(g.epoch), messages, deadLettered: deadRows.length, deadLetterHead, skipped, nextDueMs };
     });
+  }
+
+  /** Expired leases: their unfinished offsets become redeliveries, due now. */
+  private async expireLeases(tx: SqlExecutor, topicId: number, name: string, now: number): Promise<void> {
+    const expired = await tx.query<LeaseRow & { member: string }>(
+      'DELETE FROM group_leases WHERE topic_id = $1 AND group_name = $2 AND deadline_ms <= $3 RETURNING first_off, last_off, done, done_count, deadline_ms, member',
+      [topicId, name, now],
+    );
+    const offsets: number[] = [];
+    const members: string[] = [];
+    for (const l of expired) {
+      const first = Number(l.first_off);
+      for (let o = first; o <= Number(l.last_off); o++) {
+        if (bitSet(l.done, o - first)) continue;
+        offsets.push(o);
+        members.push(l.member);
+      }
+    }
+    if (offsets.length === 0) return;
+    await tx.query(
+      `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason, last_member)
+       SELECT $1, $2, o, 1, $3, 'visibility_timeout', m FROM unnest($4::int8[], $5::text[]) AS x(o, m)`,
+      [topicId, name, now, offsets, members],
+    );
+  }
+
+  /** Redeliveries due now (and those whose second lease expired), oldest first. */
+  private dueRedeliveries(tx: SqlExecutor, topicId: number, name: string, now: number, limit: number, avoid: string | undefined): Promise<DueRow[]> {
+    return tx.query<DueRow>(
+      `SELECT r.off, r.deliveries, r.reason, r.member, r.last_member, m.msg_key
+         FROM group_redeliveries r LEFT JOIN topic_messages m ON m.topic_id = r.topic_id AND m.off = r.off
+        WHERE r.topic_id = $1 AND r.group_name = $2 AND r.available_at_ms <= $3 AND (r.member IS NULL OR r.deadline_ms <= $3)
+          AND ($5::text IS NULL OR coalesce(r.member, r.last_member, '') <> $5)
+        ORDER BY r.off LIMIT $4 FOR UPDATE OF r`,
+      [topicId, name, now, limit, avoid ?? null],
+    );
+  }
+
+  /** Sorts due redeliveries into those leased again and those past the maximum. */
+  private sortDue(g: GroupRow, r: DueRow, again: Plan['again'], dead: Plan['dead']): void {
+    // Its last delivery failed so: a second lease that expired, or the reason kept.
+    const lastFailure = r.member !== null ? 'visibility_timeout' : r.reason;
+    if (r.deliveries >= g.max_deliveries) dead.push({ off: Number(r.off), deliveries: r.deliveries, lastFailure });
+    else again.push({ off: Number(r.off), deliveries: r.deliveries + 1 });
+  }
+
+  private async planUnordered(tx: SqlExecutor, g: GroupRow, now: number, max: number, start: number, avoid: string | undefined): Promise<Plan> {
+    const again: Plan['again'] = [];
+    const dead: Plan['dead'] = [];
+    for (const r of await this.dueRedeliveries(tx, Number(g.topic_id), g.name, now, max, avoid)) this.sortDue(g, r, again, dead);
+    const n = Math.max(0, Math.min(max - again.length, Number(g.t_next) - start));
+    const fresh = Array.from({ length: n }, (_, i) => start + i);
+    return { again, dead, fresh, parked: [], end: start + n };
+  }
+
+  /**
+   * Per-key order: keys with a message leased now are busy; due redeliveries are taken
+   * oldest first, each blocking its key for what follows; new offsets are scanned in a
+   * window, leased when their key is free and parked (due, in order) when it is not.
+   */
+  private async planOrdered(tx: SqlExecutor, g: GroupRow, now: number, max: number, start: number, avoid: string | undefined): Promise<Plan> {
+    const topicId = Number(g.topic_id);
+    const keyHex = (k: Uint8Array | null): string | undefined => (k === null ? undefined : Buffer.from(k).toString('hex'));
+    // Keys leased now: undone offsets of range leases, and redeliveries leased again.
+    const leases = await tx.query<LeaseRow>('SELECT first_off, last_off, done, done_count, deadline_ms FROM group_leases WHERE topic_id = $1 AND group_name = $2', [topicId, g.name]);
+    const inFlight: number[] = [];
+    for (const l of leases) {
+      const first = Number(l.first_off);
+      for (let o = first; o <= Number(l.last_off); o++) if (!bitSet(l.done, o - first)) inFlight.push(o);
+    }
+    const busyRows = await tx.query<{ msg_key: Uint8Array | null }>(
+      `SELECT m.msg_key FROM topic_messages m
+        WHERE m.topic_id = $1 AND m.msg_key IS NOT NULL
+          AND (m.off = ANY ($2::int8[])
+               OR m.off IN (SELECT r.off FROM group_redeliveries r WHERE r.topic_id = $1 AND r.group_name = $3 AND r.member IS NOT NULL AND r.deadline_ms > $4))`,
+      [topicId, inFlight, g.name, now],
+    );
+    const blocked = new Set(busyRows.map((r) => keyHex(r.msg_key)!));
+    const again: Plan['again'] = [];
+    const dead: Plan['dead'] = [];
+    // Every due redelivery, in order (a skipped one still blocks its key).
+    for (const r of await this.dueRedeliveries(tx, topicId, g.name, now, MAX_ORDERED_SCAN, undefined)) {
+      const k = keyHex(r.msg_key);
+      const mine = avoid !== undefined && (r.member ?? r.last_member) === avoid;
+      if (again.length < max && !mine && (k === undefined || !blocked.has(k))) this.sortDue(g, r, again, dead);
+      if (k !== undefined) blocked.add(k);
+    }
+    // New offsets in a window: leased while there is room and the key is free.
+    const fresh: number[] = [];
+    const parked: number[] = [];
+    let end = start;
+    if (again.length < max) {
+      const windowEnd = Math.min(Number(g.t_next), start + Math.min(MAX_ORDERED_SCAN, max * ORDERED_SCAN_FACTOR));
+      const window = await tx.query<{ off: string | number; msg_key: Uint8Array | null }>(
+        'SELECT off, msg_key FROM topic_messages WHERE topic_id = $1 AND off >= $2 AND off < $3 ORDER BY off',
+        [topicId, start, windowEnd],
+      );
+      for (const w of window) {
+        if (again.length + fresh.length >= max) break;
+        const off = Number(w.off);
+        const k = keyHex(w.msg_key);
+        if (k !== undefined && blocked.has(k)) parked.push(off);
+        else fresh.push(off);
+        if (k !== undefined) blocked.add(k);
+        end = off + 1;
+      }
+      if (window.length === 0 || (fresh.length === 0 && parked.length === 0)) end = start;
+    }
+    return { again, dead, fresh, parked, end };
+  }
+
+  /** Publishes dead messages to the group's dead-letter topic; its new head. */
+  private async deadLetter(tx: SqlExecutor, g: GroupRow, topic: string, deadRows: Plan['dead'], byOffset: Map<number, MessageRow>): Promise<NonNullable<Lease['deadLetterHead']>> {
+    const topicId = Number(g.topic_id);
+    const dl = await this.topics.lockTopicById(tx, Number(g.dead_letter_topic_id));
+    const items: PublishItem[] = [];
+    const notes: string[] = [];
+    for (const d of deadRows) {
+      const m = byOffset.get(d.off)!;
+      items.push({
+        publisherUserId: m.publisher_user,
+        publisherDeviceId: m.publisher_device,
+        // Idempotent per source message and group.
+        publishId: new TextEncoder().encode(`dl/${topicId}/${String(g.epoch)}/${d.off}/${g.name}`.slice(0, 64)),
+        contentHash: m.content_hash,
+        key: m.msg_key ?? undefined,
+        payload: m.payload,
+      });
+      notes.push(JSON.stringify({ topic, group: g.name, epoch: Number(g.epoch), offset: d.off, deliveries: d.deliveries, reason: 'max_deliveries', lastFailure: d.lastFailure }));
+    }
+    const published = await this.topics.publishLocked(tx, dl, items, notes);
+    await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [topicId, g.name, deadRows.map((d) => d.off)]);
+    return { topic: dl.name, epoch: Number(dl.epoch), head: Math.max(...published.map((p) => p.offset)) + 1 };
   }
 
   /**

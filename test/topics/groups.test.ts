@@ -19,9 +19,16 @@ import { STORAGE_DRIVERS } from '../helpers/storage.js';
 const T0 = 1_800_000_000_000;
 const VIS = 10_000;
 
-function message(label: string): PublishItem {
+function message(label: string, key?: string): PublishItem {
   const payload = new TextEncoder().encode(label);
-  return { publisherUserId: 'bank-a', publisherDeviceId: 'd1', publishId: payload, contentHash: crypto.createHash('sha256').update(payload).digest(), payload };
+  return {
+    publisherUserId: 'bank-a',
+    publisherDeviceId: 'd1',
+    publishId: payload,
+    contentHash: crypto.createHash('sha256').update(payload).digest(),
+    payload,
+    ...(key !== undefined ? { key: new TextEncoder().encode(key) } : {}),
+  };
 }
 
 async function codeOf(p: Promise<unknown>): Promise<ErrorCode> {
@@ -66,13 +73,13 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
   });
 
   /** A topic with `count` messages m0.., its dead-letter topic, and a group on it. */
-  async function setup(count: number, settings: { maxDeliveries?: number; retentionMs?: number } = {}): Promise<{ topic: string; dlq: string; group: string }> {
+  async function setup(count: number, settings: { maxDeliveries?: number; retentionMs?: number; orderedByKey?: boolean } = {}): Promise<{ topic: string; dlq: string; group: string }> {
     const topic = `pay${++n}`;
     const dlq = `pay${n}.dead-letter`;
     await topics.create(topic, 'owner', settings.retentionMs ? { retentionMs: settings.retentionMs } : {});
     await topics.create(dlq, 'owner');
     if (count > 0) await topics.publish(topic, Array.from({ length: count }, (_, i) => message(`m${i}`)));
-    await groups.create(topic, 'workers', 'owner', { visibilityMs: VIS, maxDeliveries: settings.maxDeliveries ?? 3, deadLetterTopic: dlq });
+    await groups.create(topic, 'workers', 'owner', { visibilityMs: VIS, maxDeliveries: settings.maxDeliveries ?? 3, deadLetterTopic: dlq, orderedByKey: settings.orderedByKey });
     return { topic, dlq, group: 'workers' };
   }
 
@@ -250,5 +257,75 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(seen.sort((x, y) => x - y)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1));
     expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 121, inFlight: 0 });
     expect(await leaseRows(topic)).toBe(0);
+  });
+
+  describe('ordered by key', () => {
+    const offsets = (l: { messages: readonly { offset: number }[] }): number[] => l.messages.map((m) => m.offset);
+
+    it('leases a key\'s next message only once its earlier one is done, other keys meanwhile', async () => {
+      const { topic, group } = await setup(0, { orderedByKey: true });
+      // 1 a1(K1) 2 b1(K2) 3 a2(K1) 4 c1(no key) 5 b2(K2) 6 a3(K1)
+      await topics.publish(topic, [message('a1', 'K1'), message('b1', 'K2'), message('a2', 'K1'), message('c1'), message('b2', 'K2'), message('a3', 'K1')]);
+      expect(await groups.info(topic, group)).toMatchObject({ orderedByKey: true });
+      expect(offsets(await groups.lease(topic, group, 'A', 10))).toEqual([1, 2, 4]);
+      expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([]);
+      await groups.ack(topic, group, 'A', [1]);
+      expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([3]);
+      await groups.ack(topic, group, 'A', [2, 4]);
+      expect(offsets(await groups.lease(topic, group, 'A', 10))).toEqual([5]);
+      await groups.ack(topic, group, 'B', [3]);
+      expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([6]);
+      await groups.ack(topic, group, 'A', [5]);
+      await groups.ack(topic, group, 'B', [6]);
+      expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 7, inFlight: 0, redeliveries: 0 });
+    });
+
+    it('keeps the order through a negative acknowledgement and an expired lease', async () => {
+      const { topic, group } = await setup(0, { orderedByKey: true });
+      await topics.publish(topic, [message('k1', 'K'), message('k2', 'K'), message('k3', 'K')]);
+      expect(offsets(await groups.lease(topic, group, 'A', 10))).toEqual([1]);
+      await groups.nack(topic, group, 'A', [1]);
+      const again = await groups.lease(topic, group, 'B', 10);
+      expect(again.messages.map((m) => [m.offset, m.deliveries])).toEqual([[1, 2]]);
+      clock += VIS;
+      // B's lease expired: 1 is due again, and still before 2.
+      expect(offsets(await groups.lease(topic, group, 'C', 10, { avoidOwnFailures: true }))).toEqual([1]);
+      await groups.ack(topic, group, 'C', [1]);
+      expect(offsets(await groups.lease(topic, group, 'C', 10))).toEqual([2]);
+    });
+
+    it('gives each key\'s messages in order, once each, to concurrent members', async () => {
+      const { topic, group } = await setup(0, { orderedByKey: true });
+      const keys = ['K0', 'K1', 'K2', 'K3', 'K4'];
+      await topics.publish(topic, Array.from({ length: 100 }, (_, i) => message(`m${i}`, keys[(i * 7) % 5])));
+      const byKey = new Map<string, number[]>();
+      const inFlight = new Set<string>();
+      await Promise.all(
+        ['A', 'B', 'C'].map(async (member) => {
+          for (let idle = 0; idle < 20; ) {
+            const l = await groups.lease(topic, group, member, 3);
+            if (l.messages.length === 0) {
+              idle++;
+              await new Promise((r) => setImmediate(r));
+              continue;
+            }
+            idle = 0;
+            for (const m of l.messages) {
+              const k = new TextDecoder().decode(m.key!);
+              expect(inFlight.has(k), `key ${k} leased twice at once`).toBe(false);
+              inFlight.add(k);
+              byKey.set(k, [...(byKey.get(k) ?? []), m.offset]);
+            }
+            await groups.ack(topic, group, member, l.messages.map((m) => m.offset));
+            // Free again only once acknowledged: no other member may hold it meanwhile.
+            for (const m of l.messages) inFlight.delete(new TextDecoder().decode(m.key!));
+          }
+        }),
+      );
+      const all = [...byKey.values()].flat().sort((x, y) => x - y);
+      expect(all).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+      for (const [k, offs] of byKey) expect(offs, k).toEqual([...offs].sort((x, y) => x - y));
+      expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 101, inFlight: 0, redeliveries: 0 });
+    });
   });
 });

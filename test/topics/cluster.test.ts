@@ -9,7 +9,7 @@ import { BUSES } from '../helpers/buses.js';
 import { request } from '../helpers/http.js';
 import { killAllRelays } from '../helpers/relay.js';
 import { POSTGRES, World, metric } from '../mailbox/world.js';
-import { CLAIMS, messages, payloads, publish, subscribe, waitMessages } from './helpers.js';
+import { CLAIMS, consume, leased, messages, payloads, publish, settle, subscribe, waitMessages } from './helpers.js';
 
 afterAll(async () => {
   await killAllRelays();
@@ -95,5 +95,40 @@ for (const bus of BUSES) describe(`topics on two relays, notices over ${bus.name
     expect(reset.status, reset.text).toBe(200);
     const ended = await sub.waitJson((f) => f.type === 'subscription_ended' && f.topic === name);
     expect(ended).toMatchObject({ code: 'TOPIC_EPOCH_CHANGED', details: { epoch: 2 } });
+  });
+
+  it('shares a consumer group between members on both relays, woken by commits on either', async () => {
+    const { name, owner } = await topic();
+    const dlq = `${name}.dead-letter`;
+    await request(world.relay.baseUrl, 'POST', '/v1/topics', { token: owner.token, json: { name: dlq } });
+    const g = await request(world.relays[1]!.baseUrl, 'POST', `/v1/topics/${name}/groups`, { token: owner.token, json: { name: 'workers', deadLetterTopic: dlq } });
+    expect(g.status, g.text).toBe(201);
+    const members = [
+      await world.connect(await world.user('ma', 1, CLAIMS), undefined, { relay: 0 }),
+      await world.connect(await world.user('mb', 1, CLAIMS), undefined, { relay: 1 }),
+    ];
+    for (const m of members) expect(await consume(m, name, 'workers', 3)).toMatchObject({ type: 'consuming' });
+    const acked: number[][] = [[], []];
+    let stop = false;
+    const workers = members.map(async (m, i) => {
+      let seen = 0;
+      while (!stop) {
+        await m.until(() => leased(m, name).length > seen || stop, 'leases', 30_000).catch(() => undefined);
+        const fresh = leased(m, name).slice(seen);
+        seen += fresh.length;
+        if (fresh.length === 0) continue;
+        const offsets = fresh.map((f) => Number(f.offset));
+        expect(await settle(m, name, 'workers', 'ack', offsets)).toMatchObject({ type: 'settled' });
+        acked[i]!.push(...offsets);
+      }
+    });
+    // Published through relay A only: members on B are woken by the bus.
+    const pub = await world.connect(await world.user('p', 1, CLAIMS), undefined, { relay: 0 });
+    for (let i = 0; i < 30; i++) await publish(pub, name, `job-${i}`);
+    await members[0]!.until(() => acked[0]!.length + acked[1]!.length >= 30, 'every job acknowledged', 30_000);
+    stop = true;
+    await Promise.all(workers);
+    expect([...acked[0]!, ...acked[1]!].sort((x, y) => x - y)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    expect(acked[1]!.length, 'the member on relay B worked').toBeGreaterThan(0);
   });
 });

@@ -166,6 +166,45 @@ describe.each(DRIVERS)('consumer groups on $name', (driver) => {
     expect(await settle(slow, topic, 'workers', 'ack', [1])).toMatchObject({ type: 'settled' });
   });
 
+  it('keeps each key in order when members come and go', async () => {
+    const { topic } = await setup({ orderedByKey: true });
+    const pub = await member();
+    const keys = ['K0', 'K1', 'K2'];
+    for (let i = 0; i < 30; i++) await publish(pub, topic, `m${i}`, { key: keys[i % 3] });
+    /** Every acknowledgement, in the order they were answered: [key, offset]. */
+    const log: Array<[string, number]> = [];
+    const run = (c: RawClient, limit: number): Promise<void> =>
+      (async () => {
+        let seen = 0;
+        while (log.length < 30 && c.closeCode === undefined) {
+          await c.until(() => leased(c, topic).length > seen || log.length >= 30 || c.closeCode !== undefined, 'leases', 30_000).catch(() => undefined);
+          const fresh = leased(c, topic).slice(seen);
+          seen += fresh.length;
+          for (const f of fresh) {
+            if (seen > limit) return; // this member stops working (and is killed)
+            const r = await settle(c, topic, 'workers', 'ack', [Number(f.offset)]);
+            if (r.type === 'settled') log.push([new TextDecoder().decode(decodeBase64url(String(f.key))!), Number(f.offset)]);
+          }
+        }
+      })();
+    const a = await member();
+    const b = await member();
+    await consume(a, topic, 'workers', 2);
+    await consume(b, topic, 'workers', 2);
+    // A stops after a few messages, holding its leases, and is killed; C joins.
+    await run(a, 4);
+    const rb = run(b, 1000);
+    a.terminate();
+    const c = await member();
+    await consume(c, topic, 'workers', 2);
+    await Promise.all([rb, run(c, 1000)]);
+    expect(log.map(([, o]) => o).sort((x, y) => x - y)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    for (const k of keys) {
+      const order = log.filter(([key]) => key === k).map(([, o]) => o);
+      expect(order, k).toEqual([...order].sort((x, y) => x - y));
+    }
+  });
+
   it('refuses bad consumer requests with their codes', async () => {
     const { topic, dlq } = await setup();
     const a = await member();

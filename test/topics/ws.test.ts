@@ -218,4 +218,24 @@ describe.each(DRIVERS)('topics on the WebSocket on $name', (driver) => {
     await waitMessages(s, t, 2);
     expect(payloads(s, t)).toEqual(['before', 'after']);
   });
+
+  it('retires old messages on its own, and tells a subscriber asking for them where to go on', async () => {
+    const t = await topic({ retentionMs: 1000 });
+    const a = await world.connect(alice);
+    await publish(a, t, 'old-1');
+    await publish(a, t, 'old-2');
+    // The relay's retirement pass (every 5 s) drops the slices once older than 1 s.
+    const deadline = Date.now() + 20_000;
+    let info: JsonFrame = {} as JsonFrame;
+    while (Date.now() < deadline) {
+      info = (await request(world.relay.baseUrl, 'GET', `/v1/topics/${t}`, { token: alice.token })).body;
+      if (info.earliestOffset === 3) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(info).toMatchObject({ earliestOffset: 3, nextOffset: 3 });
+    const s = await subscriber();
+    expect(await subscribe(s, t, { epoch: 1, offset: 1 })).toMatchObject({ type: 'error', code: 'OFFSET_RETIRED', details: { epoch: 1, earliest: 3 } });
+    expect(await subscribe(s, t, 'earliest')).toMatchObject({ type: 'subscribed', offset: 3 });
+    expect(await metric(world.relay, 'hermetic_topic_slices_retired_total{kind="dropped"}')).toBeGreaterThanOrEqual(1);
+  });
 });

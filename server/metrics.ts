@@ -38,8 +38,13 @@ export interface RelayMetrics {
   readonly noticesMalformed: Counter<'notifier'>;
   readonly notifierResubscriptions: Counter<'notifier'>;
   readonly pendingSendBytes: Gauge;
+  readonly topicSubscriptions: Gauge;
+  readonly topicPendingPublishes: Gauge;
   /** Where the pending SEND bytes are read from when scraped (not set per SEND). */
   setPendingSendBytes(source: () => number): void;
+  /** Where the topic gauges are read from when scraped: open subscriptions and
+   * publishes awaiting their commit on this relay. */
+  setTopicGauges(source: () => { subscriptions: number; pendingPublishes: number }): void;
   readonly logReceiptsAppended: Counter;
   readonly logSubmissionsRefused: Counter<'code'>;
   readonly logTreeSize: Gauge;
@@ -106,6 +111,7 @@ export function createMetrics(): RelayMetrics {
   });
   let checkpointAge: () => number | undefined = () => undefined;
   let pendingBytes: () => number = () => 0;
+  let topicGauges: () => { subscriptions: number; pendingPublishes: number } = () => ({ subscriptions: 0, pendingPublishes: 0 });
   /** A one-label counter with its Tally, flushed into it on scrape. */
   const tallied = <L extends string>(name: string, help: string, label: L): [Counter<L>, Tally<L>] => {
     let tally: Tally<L> | undefined;
@@ -260,6 +266,25 @@ export function createMetrics(): RelayMetrics {
     setPendingSendBytes: (source) => {
       pendingBytes = source;
     },
+    setTopicGauges: (source) => {
+      topicGauges = source;
+    },
+    topicSubscriptions: new Gauge({
+      name: 'hermetic_topic_subscriptions',
+      help: 'Topic subscriptions open on this relay',
+      registers: [registry],
+      collect() {
+        this.set(topicGauges().subscriptions);
+      },
+    }),
+    topicPendingPublishes: new Gauge({
+      name: 'hermetic_topic_pending_publishes',
+      help: 'Topic publishes on this relay queued or being committed',
+      registers: [registry],
+      collect() {
+        this.set(topicGauges().pendingPublishes);
+      },
+    }),
     httpRequests: new Counter({ name: 'hermetic_http_requests_total', help: 'HTTP requests, by route and status', labelNames: ['route', 'status'], registers: [registry] }),
     httpInFlight: new Gauge({ name: 'hermetic_http_requests_in_flight', help: 'HTTP requests being handled (at most MAX_INFLIGHT_HTTP)', registers: [registry] }),
   };

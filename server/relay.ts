@@ -161,6 +161,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       onCommitted: (topic, epoch, head) => topicNotice(topic, epoch, head),
       onHead: (topic) => consumers.topicHead(topic),
     });
+    metrics.setTopicGauges(() => ({ subscriptions: topicHub.subscriptions, pendingPublishes: topicHub.pendingPublishes }));
     const groups = new GroupStore(db, topics.store);
     const consumers = new ConsumerHub({
       groups,
@@ -362,7 +363,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         for (const l of listeners) uws.us_listen_socket_close(l);
         const grace = new Promise<void>((r) => setTimeout(r, config.shutdownGraceMs).unref());
         // Finish in-flight database writes (queued SENDs are committed and answered).
-        await Promise.race([Promise.allSettled([...inflight, mailbox.stop(), receiptLog.stop(), topics.stop()]), grace]);
+        await Promise.race([Promise.allSettled([...inflight, mailbox.stop(), receiptLog.stop(), topics.stop(), topicHub.drained()]), grace]);
         consumers.stopAll();
         connections.closeAll(CLOSE_CODES.GOING_AWAY, 'relay shutting down');
         await notifier?.close().catch(() => undefined);

@@ -65,6 +65,8 @@ export const MAX_PUBLISH_BATCH_BYTES = 1024 * 1024;
 interface PublishQueue {
   readonly items: Array<{ readonly item: PublishItem; readonly resolve: (r: PublishResult) => void; readonly reject: (e: unknown) => void }>;
   running: boolean;
+  /** Settles when the queue's current run ends. */
+  idle: Promise<void>;
 }
 
 interface Subscription {
@@ -116,9 +118,9 @@ export class TopicHub {
     };
     const r = await new Promise<PublishResult>((resolve, reject) => {
       let q = this.queues.get(topic);
-      if (!q) this.queues.set(topic, (q = { items: [], running: false }));
+      if (!q) this.queues.set(topic, (q = { items: [], running: false, idle: Promise.resolve() }));
       q.items.push({ item, resolve, reject });
-      if (!q.running) void this.runQueue(topic, q);
+      if (!q.running) q.idle = this.runQueue(topic, q);
     });
     if (r.kind === 'conflict') {
       throw new ProtocolError('PUBLISH_ID_CONFLICT', 'this publish id was used with other content; the original is kept', { offset: r.offset, epoch: r.epoch });
@@ -463,5 +465,10 @@ export class TopicHub {
     let n = 0;
     for (const q of this.queues.values()) n += q.items.length + (q.running ? 1 : 0);
     return n;
+  }
+
+  /** Resolves once no publish is queued or being committed. */
+  async drained(): Promise<void> {
+    while (this.queues.size > 0) await Promise.all([...this.queues.values()].map((q) => q.idle));
   }
 }

@@ -235,7 +235,9 @@ describe.each(DRIVERS)('topics on the WebSocket on $name', (driver) => {
     expect(info).toMatchObject({ earliestOffset: 3, nextOffset: 3 });
     const s = await subscriber();
     expect(await subscribe(s, t, { epoch: 1, offset: 1 })).toMatchObject({ type: 'error', code: 'OFFSET_RETIRED', details: { epoch: 1, earliest: 3 } });
+    const open = (await metric(world.relay, 'hermetic_topic_subscriptions')) ?? 0;
     expect(await subscribe(s, t, 'earliest')).toMatchObject({ type: 'subscribed', offset: 3 });
+    expect(await metric(world.relay, 'hermetic_topic_subscriptions')).toBe(open + 1);
     expect(await metric(world.relay, 'hermetic_topic_slices_retired_total{kind="dropped"}')).toBeGreaterThanOrEqual(1);
   });
 });

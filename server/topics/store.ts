@@ -385,12 +385,20 @@ export class TopicStore {
       msg_key: Uint8Array | null;
       payload: Uint8Array;
     }>(
+      // The page's last offset is found from the sizes alone (the first message, then
+      // each while the running total fits), so only the payloads it holds are read.
       `SELECT m.off, m.slot_ms, m.publisher_user, m.publisher_device, m.publish_id, m.msg_key, m.payload
          FROM topic_messages m
-        WHERE m.topic_id = $1 AND m.off >= $2 AND m.off < $3
-        ORDER BY m.off
-        LIMIT $4`,
-      [row.topic_id, from, t.nextOffset, maxMessages],
+        WHERE m.topic_id = $1 AND m.off >= $2
+          AND m.off <= (SELECT max(c.off)
+                          FROM (SELECT off, sum(size) OVER (ORDER BY off ROWS UNBOUNDED PRECEDING) AS running
+                                  FROM topic_messages
+                                 WHERE topic_id = $1 AND off >= $2 AND off < $3
+                                 ORDER BY off
+                                 LIMIT $4) c
+                         WHERE c.off = $2 OR c.running <= $5)
+        ORDER BY m.off`,
+      [row.topic_id, from, t.nextOffset, maxMessages, maxBytes],
     );
     // Offsets are gap-free, so a first row past `from` means the slice holding `from` was
     // dropped (or the topic reset) after the topic row was read.

@@ -98,6 +98,10 @@ function messageFrame(topic: string, epoch: number, m: TopicMessage): string {
 export class TopicHub {
   private readonly channels = new Map<string, Channel>();
   private readonly byPeer = new Map<TopicPeer, Map<string, Subscription>>();
+  /** Topics a peer's SUBSCRIBE is starting (between the frame and its answer): counted
+   * with its subscriptions, so that one sent before another is answered is checked
+   * against it too. */
+  private readonly starting = new Map<TopicPeer, Set<string>>();
   private readonly queues = new Map<string, PublishQueue>();
 
   constructor(private readonly deps: TopicHubDeps) {}
@@ -311,13 +315,25 @@ export class TopicHub {
 
   /** Starts a subscription: answers `subscribed`, then the backlog, then live messages. */
   async subscribe(peer: TopicPeer, id: number, topic: string, from: SubscribeFrom): Promise<void> {
-    let mine = this.byPeer.get(peer);
-    if (mine?.has(topic)) throw new ProtocolError('BAD_REQUEST', `already subscribed to ${topic} on this connection`);
-    if (mine && mine.size >= MAX_SUBSCRIPTIONS_PER_CONNECTION) throw new ProtocolError('BAD_REQUEST', `at most ${MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection`);
+    const mine = this.byPeer.get(peer);
+    let starting = this.starting.get(peer);
+    if (mine?.has(topic) || starting?.has(topic)) throw new ProtocolError('BAD_REQUEST', `already subscribed to ${topic} on this connection`);
+    if ((mine?.size ?? 0) + (starting?.size ?? 0) >= MAX_SUBSCRIPTIONS_PER_CONNECTION) {
+      throw new ProtocolError('BAD_REQUEST', `at most ${MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection`);
+    }
+    if (!starting) this.starting.set(peer, (starting = new Set()));
+    starting.add(topic);
+    try {
+      await this.start(peer, id, topic, from);
+    } finally {
+      starting.delete(topic);
+      if (starting.size === 0 && this.starting.get(peer) === starting) this.starting.delete(peer);
+    }
+  }
+
+  private async start(peer: TopicPeer, id: number, topic: string, from: SubscribeFrom): Promise<void> {
     const start = await this.deps.store.resolve(topic, from);
     if (peer.closed) return;
-    mine = this.byPeer.get(peer);
-    if (mine?.has(topic)) throw new ProtocolError('BAD_REQUEST', `already subscribed to ${topic} on this connection`);
     let ch = this.channels.get(topic);
     // A channel of an earlier epoch: its subscribers have not heard of the reset yet.
     if (ch && start.epoch > ch.epoch) {
@@ -337,6 +353,7 @@ export class TopicHub {
     if (start.epoch !== ch.epoch) throw new ProtocolError('TOPIC_EPOCH_CHANGED', `topic ${topic} was reset while subscribing`, { epoch: ch.epoch, earliest: 1 });
     const sub: Subscription = { peer, topic, epoch: start.epoch, next: start.offset, state: 'reading' };
     ch.subs.add(sub);
+    let mine = this.byPeer.get(peer);
     if (!mine) this.byPeer.set(peer, (mine = new Map()));
     mine.set(topic, sub);
     peer.write(encodeTopicServerFrame({ type: 'subscribed', id, topic, epoch: start.epoch, offset: start.offset }), 'subscribed');

@@ -291,13 +291,7 @@ export class TopicHub {
     if (ch.next > ch.knownHead) ch.knownHead = ch.next;
     for (const sub of ch.subs) {
       if (sub.state === 'live') {
-        if (sub.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) {
-          // Out of the channel; on drain it reads on from where the channel was.
-          sub.peer.leave(channel);
-          sub.next = ch.next;
-          sub.state = 'paused';
-          this.deps.onPaused?.();
-        }
+        if (sub.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) this.pauseLive(sub.peer);
       } else if (sub.state === 'waiting') {
         if (sub.next === ch.next) this.goLive(ch, sub);
         else if (sub.next < ch.next) {
@@ -305,6 +299,24 @@ export class TopicHub {
           void this.readLoop(ch, sub);
         }
       }
+    }
+  }
+
+  /**
+   * The peer's socket stopped draining: every live subscription of it leaves its channel
+   * (on drain each reads on from where its channel was). All of them, not only the one
+   * whose broadcast crossed the mark: each channel still joined would add a commit's
+   * worth to the socket before its own check, and past the socket's backpressure limit
+   * uWS closes the connection.
+   */
+  private pauseLive(peer: TopicPeer): void {
+    for (const sub of this.byPeer.get(peer)?.values() ?? []) {
+      if (sub.state !== 'live') continue;
+      const ch = this.channels.get(sub.topic);
+      sub.peer.leave(channelOf(sub.topic));
+      if (ch) sub.next = ch.next;
+      sub.state = 'paused';
+      this.deps.onPaused?.();
     }
   }
 
@@ -382,6 +394,13 @@ export class TopicHub {
           maxBytes: TOPIC_READ_PAGE_BYTES,
         });
         if (sub.state !== 'reading' || sub.peer.closed) return;
+        // Checked again: other subscriptions of this socket may have written their pages
+        // meanwhile. Paused before writing, the page is read again on drain.
+        if (sub.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) {
+          sub.state = 'paused';
+          this.deps.onPaused?.();
+          return;
+        }
         // Only up to the channel's next: what lies beyond it the channel broadcasts.
         const upTo = page.messages.filter((m) => m.offset < ch.next);
         if (upTo.length === 0) {

@@ -1,11 +1,13 @@
 /**
  * Subscriptions started together on one connection, through a real relay: a second
  * SUBSCRIBE to a topic sent before the first is answered is refused like one sent after
- * (no second subscription, no message twice), and the per-connection bound holds
- * however many arrive at once.
+ * (no second subscription, no message twice), the per-connection bound holds however
+ * many arrive at once, and a subscriber catching up on many topics at once is paused,
+ * not disconnected, when its socket stops draining.
  */
+import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_SUBSCRIPTIONS_PER_CONNECTION } from '../../protocol/limits.js';
+import { MAX_SUBSCRIPTIONS_PER_CONNECTION, MAX_TOPIC_MESSAGE_BYTES } from '../../protocol/limits.js';
 import { request } from '../helpers/http.js';
 import { pgMissing } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
@@ -84,4 +86,30 @@ describe.each(DRIVERS)('subscriptions started together on $name', (driver) => {
     expect(s.json.filter((f) => f.type === 'subscribed')).toHaveLength(MAX_SUBSCRIPTIONS_PER_CONNECTION);
     expect(s.json.filter((f) => f.type === 'error' && Number(f.id) >= 100).map((f) => f.code)).toEqual(['BAD_REQUEST', 'BAD_REQUEST', 'BAD_REQUEST', 'BAD_REQUEST']);
   }, 60_000);
+
+  it('pauses, not disconnects, a subscriber catching up on many topics whose socket stops draining', async () => {
+    const a = await world.connect(alice);
+    const names: string[] = [];
+    const perTopic = 8;
+    for (let i = 0; i < 8; i++) {
+      const t = await topic();
+      names.push(t);
+      await Promise.all(
+        Array.from({ length: perTopic }, (_, k) => {
+          const p = new Uint8Array(MAX_TOPIC_MESSAGE_BYTES);
+          crypto.randomFillSync(p);
+          return publish(a, t, `big-${k}`, { payload: p });
+        }),
+      );
+    }
+    const s = await world.connect(await world.user('slow', 1, CLAIMS));
+    s.pause();
+    names.forEach((t, i) => s.sendJson({ type: 'subscribe', id: 200 + i, topic: t, from: 'earliest' }));
+    await new Promise((r) => setTimeout(r, 2000));
+    s.resume();
+    for (const t of names) await waitMessages(s, t, perTopic, 60_000);
+    expect(s.closeCode).toBeUndefined();
+    for (const t of names) expect(messages(s, t).map((f) => f.offset)).toEqual(Array.from({ length: perTopic }, (_, i) => i + 1));
+    await world.expectRelaysUp();
+  }, 120_000);
 });

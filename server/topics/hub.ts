@@ -102,6 +102,10 @@ export class TopicHub {
    * with its subscriptions, so that one sent before another is answered is checked
    * against it too. */
   private readonly starting = new Map<TopicPeer, Set<string>>();
+  /** Topics without a channel here whose first subscriptions are starting, with the
+   * latest commit heard of meanwhile: the head a new channel reads may predate it, and
+   * its notice would otherwise be lost with no channel to take it. */
+  private readonly opening = new Map<string, { count: number; epoch: number; head: number }>();
   private readonly queues = new Map<string, PublishQueue>();
 
   constructor(private readonly deps: TopicHubDeps) {}
@@ -190,7 +194,7 @@ export class TopicHub {
     const head = fresh[fresh.length - 1]!.offset + 1;
     this.deps.onCommitted?.(topic, epoch, head);
     const ch = this.channels.get(topic);
-    if (!ch) return;
+    if (!ch) return this.heardWhileOpening(topic, epoch, head);
     if (epoch > ch.epoch) return this.resetChannel(ch, epoch);
     if (epoch < ch.epoch) return;
     const first = fresh[0]!.offset;
@@ -206,7 +210,17 @@ export class TopicHub {
   /** The topic was reset to `epoch` (here or by another relay): its subscribers are told. */
   topicReset(topic: string, epoch: number): void {
     const ch = this.channels.get(topic);
-    if (ch && epoch > ch.epoch) this.resetChannel(ch, epoch);
+    if (!ch) this.heardWhileOpening(topic, epoch, 1);
+    else if (epoch > ch.epoch) this.resetChannel(ch, epoch);
+  }
+
+  private heardWhileOpening(topic: string, epoch: number, head: number): void {
+    const o = this.opening.get(topic);
+    if (!o) return;
+    if (epoch > o.epoch) {
+      o.epoch = epoch;
+      o.head = head;
+    } else if (epoch === o.epoch && head > o.head) o.head = head;
   }
 
   /** Notices may have been missed (the bus subscription was lost and is back): every
@@ -228,7 +242,7 @@ export class TopicHub {
   /** Another relay committed to `topic` up to (not including) `head`. */
   remoteHead(topic: string, epoch: number, head: number): void {
     const ch = this.channels.get(topic);
-    if (!ch) return;
+    if (!ch) return this.heardWhileOpening(topic, epoch, head);
     if (epoch > ch.epoch) return this.resetChannel(ch, epoch);
     // A notice of an earlier epoch arrived late: nothing to read.
     if (epoch === ch.epoch) this.noteHead(ch, head);
@@ -335,11 +349,15 @@ export class TopicHub {
     }
     if (!starting) this.starting.set(peer, (starting = new Set()));
     starting.add(topic);
+    let opening = this.opening.get(topic);
+    if (!opening) this.opening.set(topic, (opening = { count: 0, epoch: 0, head: 0 }));
+    opening.count++;
     try {
       await this.start(peer, id, topic, from);
     } finally {
       starting.delete(topic);
       if (starting.size === 0 && this.starting.get(peer) === starting) this.starting.delete(peer);
+      if (--opening.count === 0 && this.opening.get(topic) === opening) this.opening.delete(topic);
     }
   }
 
@@ -360,9 +378,21 @@ export class TopicHub {
       if (!ch) {
         ch = { name: topic, epoch: info.epoch, next: info.nextOffset, subs: new Set(), early: new Map(), knownHead: info.nextOffset, fetching: false };
         this.channels.set(topic, ch);
+        // What was committed or reset while the head was read (a commit's own notice
+        // found no channel here then).
+        const heard = this.opening.get(topic);
+        if (heard && heard.epoch > ch.epoch) {
+          this.channels.delete(topic);
+          throw new ProtocolError('TOPIC_EPOCH_CHANGED', `topic ${topic} was reset while subscribing`, { epoch: heard.epoch, earliest: 1 });
+        }
+        if (heard && heard.epoch === ch.epoch) this.noteHead(ch, heard.head);
       }
     }
-    if (start.epoch !== ch.epoch) throw new ProtocolError('TOPIC_EPOCH_CHANGED', `topic ${topic} was reset while subscribing`, { epoch: ch.epoch, earliest: 1 });
+    if (start.epoch !== ch.epoch) {
+      // Not left behind without subscribers (it would be read for at every notice).
+      if (ch.subs.size === 0) this.channels.delete(topic);
+      throw new ProtocolError('TOPIC_EPOCH_CHANGED', `topic ${topic} was reset while subscribing`, { epoch: ch.epoch, earliest: 1 });
+    }
     const sub: Subscription = { peer, topic, epoch: start.epoch, next: start.offset, state: 'reading' };
     ch.subs.add(sub);
     let mine = this.byPeer.get(peer);

@@ -197,12 +197,16 @@ export class TopicHub {
     if (!ch) return this.heardWhileOpening(topic, epoch, head);
     if (epoch > ch.epoch) return this.resetChannel(ch, epoch);
     if (epoch < ch.epoch) return;
-    const first = fresh[0]!.offset;
+    // A read for another relay's notice may have broadcast the start of this commit
+    // already (a page ends where its bytes do): only the rest is new.
+    const ahead = fresh.filter((m) => m.offset >= ch.next);
+    if (ahead.length === 0) return;
+    const first = ahead[0]!.offset;
     if (first === ch.next) {
-      this.broadcastFrom(ch, fresh);
+      this.broadcastFrom(ch, ahead);
       this.flushEarly(ch);
-    } else if (first > ch.next) {
-      ch.early.set(first, fresh);
+    } else {
+      ch.early.set(first, ahead);
       this.noteHead(ch, first);
     }
   }

@@ -428,14 +428,20 @@ export class TopicStore {
     return { epoch: t.epoch, messages, next: from + messages.length, head: t.nextOffset };
   }
 
-  /** Drops every slice, bumps the epoch and starts offsets again at 1. */
+  /** Drops every slice, bumps the epoch and starts offsets again at 1. UNAVAILABLE (and
+   * nothing changed) when a slice stays locked by a reader for TOPIC_SLICE_LOCK_TIMEOUT_MS. */
   async reset(name: string): Promise<TopicInfo> {
-    await this.db.transaction(async (tx) => {
-      const t = await this.requireInfo(name, tx, true);
-      const slices = await tx.query<{ from_ms: string | number }>('SELECT from_ms FROM topic_slices WHERE topic_id = $1', [t.topic_id]);
-      for (const s of slices) await tx.query('SELECT hermetic_drop_topic_slice($1::int8, $2::int8, $3::int4)', [t.topic_id, s.from_ms, TOPIC_SLICE_LOCK_TIMEOUT_MS]);
-      await tx.query('UPDATE topics SET epoch = epoch + 1, next_offset = 1, earliest_offset = 1 WHERE topic_id = $1', [t.topic_id]);
-    });
+    try {
+      await this.db.transaction(async (tx) => {
+        const t = await this.requireInfo(name, tx, true);
+        const slices = await tx.query<{ from_ms: string | number }>('SELECT from_ms FROM topic_slices WHERE topic_id = $1', [t.topic_id]);
+        for (const s of slices) await tx.query('SELECT hermetic_drop_topic_slice($1::int8, $2::int8, $3::int4)', [t.topic_id, s.from_ms, TOPIC_SLICE_LOCK_TIMEOUT_MS]);
+        await tx.query('UPDATE topics SET epoch = epoch + 1, next_offset = 1, earliest_offset = 1 WHERE topic_id = $1', [t.topic_id]);
+      });
+    } catch (err) {
+      if (sqlState(err) === LOCK_NOT_AVAILABLE) throw new ProtocolError('UNAVAILABLE', `topic ${name} is being read; nothing was reset: reset again`);
+      throw err;
+    }
     return (await this.info(name))!;
   }
 

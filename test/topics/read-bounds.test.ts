@@ -2,6 +2,7 @@
  * A topic read fetches from the database only the messages its page holds: the byte
  * bound is applied before the payloads are read, not after, so a page of large messages
  * does not pull MAX_TOPIC_READ_MESSAGES payloads into the relay to keep four of them.
+ * And a reset that cannot take a slice's lock from a reader says so with a code.
  */
 import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -73,5 +74,32 @@ describe.each(STORAGE_DRIVERS)('topic reads on $name', (driver) => {
     const one = await reader.read('reads.big', 1, 7, { maxBytes: 1 });
     expect(one.messages.map((m) => m.offset)).toEqual([7]);
     expect(fetched).toBe(MAX_TOPIC_MESSAGE_BYTES);
+  });
+
+  it.skipIf(driver.name !== 'pg')('answers UNAVAILABLE, changing nothing, when a reader holds a slice past the lock timeout', async () => {
+    const store = new TopicStore(db);
+    await store.create('reads.held', 'owner');
+    await store.publish('reads.held', [big('h1')]);
+    let release: () => void = () => undefined;
+    let holding: () => void = () => undefined;
+    const held = new Promise<void>((r) => (holding = r));
+    const reader = db.transaction(async (tx) => {
+      await tx.query("SELECT count(*) FROM topic_messages WHERE topic_id = (SELECT topic_id FROM topics WHERE name = 'reads.held')");
+      holding();
+      await new Promise<void>((r) => (release = r));
+    });
+    await held;
+    let code: string | undefined;
+    try {
+      await store.reset('reads.held');
+    } catch (err) {
+      code = (err as { code?: string }).code;
+    } finally {
+      release();
+      await reader;
+    }
+    expect(code).toBe('UNAVAILABLE');
+    expect(await store.info('reads.held')).toMatchObject({ epoch: 1, nextOffset: 2, earliestOffset: 1 });
+    expect((await store.reset('reads.held')).epoch).toBe(2);
   });
 });

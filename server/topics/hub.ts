@@ -101,7 +101,7 @@ export class TopicHub {
   /** Topics a peer's SUBSCRIBE is starting (between the frame and its answer): counted
    * with its subscriptions, so that one sent before another is answered is checked
    * against it too. */
-  private readonly starting = new Map<TopicPeer, Set<string>>();
+  private readonly starting = new Map<TopicPeer, Map<string, Promise<void>>>();
   /** Topics without a channel here whose first subscriptions are starting, with the
    * latest commit heard of meanwhile: the head a new channel reads may predate it, and
    * its notice would otherwise be lost with no channel to take it. */
@@ -351,13 +351,20 @@ export class TopicHub {
     if ((mine?.size ?? 0) + (starting?.size ?? 0) >= MAX_SUBSCRIPTIONS_PER_CONNECTION) {
       throw new ProtocolError('BAD_REQUEST', `at most ${MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection`);
     }
-    if (!starting) this.starting.set(peer, (starting = new Set()));
-    starting.add(topic);
+    if (!starting) this.starting.set(peer, (starting = new Map()));
     let opening = this.opening.get(topic);
     if (!opening) this.opening.set(topic, (opening = { count: 0, epoch: 0, head: 0 }));
     opening.count++;
+    const started = this.start(peer, id, topic, from);
+    starting.set(
+      topic,
+      started.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
     try {
-      await this.start(peer, id, topic, from);
+      await started;
     } finally {
       starting.delete(topic);
       if (starting.size === 0 && this.starting.get(peer) === starting) this.starting.delete(peer);
@@ -469,7 +476,10 @@ export class TopicHub {
     }
   }
 
-  unsubscribe(peer: TopicPeer, topic: string): boolean {
+  /** Ends the peer's subscription to `topic`, once a SUBSCRIBE to it sent before is
+   * answered (so that it does not start after the UNSUBSCRIBE was). */
+  async unsubscribe(peer: TopicPeer, topic: string): Promise<boolean> {
+    await this.starting.get(peer)?.get(topic);
     const sub = this.byPeer.get(peer)?.get(topic);
     if (!sub) return false;
     this.remove(sub);

@@ -1,9 +1,10 @@
 /**
  * Subscriptions started together on one connection, through a real relay: a second
  * SUBSCRIBE to a topic sent before the first is answered is refused like one sent after
- * (no second subscription, no message twice), the per-connection bound holds however
- * many arrive at once, and a subscriber catching up on many topics at once is paused,
- * not disconnected, when its socket stops draining.
+ * (no second subscription, no message twice), an UNSUBSCRIBE sent before the SUBSCRIBE
+ * was answered ends it, the per-connection bound holds however many arrive at once, and
+ * a subscriber catching up on many topics at once is paused, not disconnected, when its
+ * socket stops draining.
  */
 import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import { MAX_SUBSCRIPTIONS_PER_CONNECTION, MAX_TOPIC_MESSAGE_BYTES } from '../..
 import { request } from '../helpers/http.js';
 import { pgMissing } from '../helpers/pg.js';
 import { killAllRelays } from '../helpers/relay.js';
+import type { RawClient } from '../mailbox/raw-client.js';
 import { CLAIMS, messages, publish, waitMessages } from './helpers.js';
 import { DRIVERS, type TestUser, World, driverAvailable } from '../mailbox/world.js';
 
@@ -44,15 +46,21 @@ describe.each(DRIVERS)('subscriptions started together on $name', (driver) => {
     return name;
   }
 
+  /** `count` fresh topics, each with `backlog` messages published by `a`. */
+  async function topicsWith(a: RawClient, count: number, backlog: number): Promise<string[]> {
+    const names: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const t = await topic();
+      names.push(t);
+      for (let k = 0; k < backlog; k++) await publish(a, t, `m${k}`);
+    }
+    return names;
+  }
+
   it('refuses a second SUBSCRIBE to a topic sent before the first was answered', async () => {
     const a = await world.connect(alice);
     const s = await world.connect(await world.user('sub', 1, CLAIMS));
-    const names: string[] = [];
-    for (let i = 0; i < 8; i++) {
-      const t = await topic();
-      names.push(t);
-      for (let k = 0; k < 3; k++) await publish(a, t, `m${k}`);
-    }
+    const names = await topicsWith(a, 8, 3);
     // Two SUBSCRIBEs per topic, all sent at once.
     names.forEach((t, i) => {
       s.sendJson({ type: 'subscribe', id: 10 + 2 * i, topic: t, from: 'earliest' });
@@ -75,6 +83,25 @@ describe.each(DRIVERS)('subscriptions started together on $name', (driver) => {
     await s.ping();
     expect(messages(s, names[0]!)).toHaveLength(4);
     await world.expectRelaysUp();
+  });
+
+  it('ends a subscription whose UNSUBSCRIBE was sent before its SUBSCRIBE was answered', async () => {
+    const a = await world.connect(alice);
+    const s = await world.connect(await world.user('undecided', 1, CLAIMS));
+    const names = await topicsWith(a, 8, 1);
+    names.forEach((t, i) => {
+      s.sendJson({ type: 'subscribe', id: 300 + 2 * i, topic: t, from: 'earliest' });
+      s.sendJson({ type: 'unsubscribe', id: 301 + 2 * i, topic: t });
+    });
+    await s.until(() => s.json.filter((f) => f.type === 'unsubscribed' && Number(f.id) >= 300).length === names.length, 'every unsubscribe answered');
+    for (const t of names) await publish(a, t, 'm1');
+    await s.ping();
+    for (const [i, t] of names.entries()) {
+      const at = (id: number): number => s.json.findIndex((f) => f.id === id);
+      expect(at(300 + 2 * i), t).toBeLessThan(at(301 + 2 * i));
+      // Nothing of the topic after its UNSUBSCRIBE was answered.
+      expect(s.json.slice(at(301 + 2 * i)).filter((f) => f.type === 'topic_message' && f.topic === t), t).toEqual([]);
+    }
   });
 
   it(`keeps to ${MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection when they arrive at once`, async () => {

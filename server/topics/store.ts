@@ -376,6 +376,14 @@ export class TopicStore {
     const row = await this.requireInfo(name);
     const t = toInfo(row);
     this.checkPosition(t, epoch, from);
+    // The start of the slice holding `from` (publish times never decrease with offsets),
+    // passed as a value so that the planner leaves out every older slice: a topic kept
+    // for months has thousands, each otherwise opened and locked by every read.
+    const [slice] = await this.db.query<{ from_ms: string | number | null }>(
+      'SELECT max(from_ms) AS from_ms FROM topic_slices WHERE topic_id = $1 AND first_offset <= $2',
+      [row.topic_id, from],
+    );
+    const sinceMs = Number(slice?.from_ms ?? 0);
     const rows = await this.db.query<{
       off: string | number;
       slot_ms: string | number;
@@ -389,16 +397,16 @@ export class TopicStore {
       // each while the running total fits), so only the payloads it holds are read.
       `SELECT m.off, m.slot_ms, m.publisher_user, m.publisher_device, m.publish_id, m.msg_key, m.payload
          FROM topic_messages m
-        WHERE m.topic_id = $1 AND m.off >= $2
+        WHERE m.topic_id = $1 AND m.slot_ms >= $6 AND m.off >= $2
           AND m.off <= (SELECT max(c.off)
                           FROM (SELECT off, sum(size) OVER (ORDER BY off ROWS UNBOUNDED PRECEDING) AS running
                                   FROM topic_messages
-                                 WHERE topic_id = $1 AND off >= $2 AND off < $3
+                                 WHERE topic_id = $1 AND slot_ms >= $6 AND off >= $2 AND off < $3
                                  ORDER BY off
                                  LIMIT $4) c
                          WHERE c.off = $2 OR c.running <= $5)
         ORDER BY m.off`,
-      [row.topic_id, from, t.nextOffset, maxMessages, maxBytes],
+      [row.topic_id, from, t.nextOffset, maxMessages, maxBytes, sinceMs],
     );
     // Offsets are gap-free, so a first row past `from` means the slice holding `from` was
     // dropped (or the topic reset) after the topic row was read.

@@ -63,6 +63,8 @@ export const MAX_PUBLISH_BATCH_BYTES = 1024 * 1024;
 interface PublishQueue {
   readonly items: Array<{ readonly item: PublishItem; readonly resolve: (r: PublishResult) => void; readonly reject: (e: unknown) => void }>;
   running: boolean;
+  /** The commit loop while it runs. */
+  done?: Promise<void>;
 }
 
 interface Subscription {
@@ -124,7 +126,7 @@ export class TopicHub {
       let q = this.queues.get(topic);
       if (!q) this.queues.set(topic, (q = { items: [], running: false }));
       q.items.push({ item, resolve, reject });
-      if (!q.running) void this.runQueue(topic, q);
+      if (!q.running) q.done = this.runQueue(topic, q);
     });
     if (r.kind === 'conflict') {
       throw new ProtocolError('PUBLISH_ID_CONFLICT', 'this publish id was used with other content; the original is kept', { offset: r.offset, epoch: r.epoch });
@@ -534,7 +536,17 @@ export class TopicHub {
     return n;
   }
 
-  /** Publishes queued or being committed (shutdown waits for them). */
+  /** Resolves once every publish queued now (and any queued meanwhile) is committed and
+   * answered, or refused: shutdown waits for it. */
+  async settle(): Promise<void> {
+    for (;;) {
+      const running = [...this.queues.values()].map((q) => q.done);
+      if (running.length === 0) return;
+      await Promise.allSettled(running);
+    }
+  }
+
+  /** Publishes queued or being committed. */
   get pendingPublishes(): number {
     let n = 0;
     for (const q of this.queues.values()) n += q.items.length + (q.running ? 1 : 0);

@@ -362,8 +362,9 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         draining = true;
         for (const l of listeners) uws.us_listen_socket_close(l);
         const grace = new Promise<void>((r) => setTimeout(r, config.shutdownGraceMs).unref());
-        // Finish in-flight database writes (queued SENDs are committed and answered).
-        await Promise.race([Promise.allSettled([...inflight, mailbox.stop(), receiptLog.stop(), topics.stop(), topicHub.drained()]), grace]);
+        // Finish in-flight database writes (queued SENDs and topic publishes are committed
+        // and answered).
+        await Promise.race([Promise.allSettled([...inflight, mailbox.stop(), receiptLog.stop(), topics.stop(), topicHub.settle()]), grace]);
         consumers.stopAll();
         connections.closeAll(CLOSE_CODES.GOING_AWAY, 'relay shutting down');
         await notifier?.close().catch(() => undefined);

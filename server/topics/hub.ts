@@ -65,8 +65,8 @@ export const MAX_PUBLISH_BATCH_BYTES = 1024 * 1024;
 interface PublishQueue {
   readonly items: Array<{ readonly item: PublishItem; readonly resolve: (r: PublishResult) => void; readonly reject: (e: unknown) => void }>;
   running: boolean;
-  /** Settles when the queue's current run ends. */
-  idle: Promise<void>;
+  /** The commit loop while it runs. */
+  done?: Promise<void>;
 }
 
 interface Subscription {
@@ -102,6 +102,14 @@ function messageFrame(topic: string, epoch: number, m: TopicMessage): string {
 export class TopicHub {
   private readonly channels = new Map<string, Channel>();
   private readonly byPeer = new Map<TopicPeer, Map<string, Subscription>>();
+  /** Topics a peer's SUBSCRIBE is starting (between the frame and its answer): counted
+   * with its subscriptions, so that one sent before another is answered is checked
+   * against it too. */
+  private readonly starting = new Map<TopicPeer, Map<string, Promise<void>>>();
+  /** Topics without a channel here whose first subscriptions are starting, with the
+   * latest commit heard of meanwhile: the head a new channel reads may predate it, and
+   * its notice would otherwise be lost with no channel to take it. */
+  private readonly opening = new Map<string, { count: number; epoch: number; head: number }>();
   private readonly queues = new Map<string, PublishQueue>();
 
   constructor(private readonly deps: TopicHubDeps) {}
@@ -118,9 +126,9 @@ export class TopicHub {
     };
     const r = await new Promise<PublishResult>((resolve, reject) => {
       let q = this.queues.get(topic);
-      if (!q) this.queues.set(topic, (q = { items: [], running: false, idle: Promise.resolve() }));
+      if (!q) this.queues.set(topic, (q = { items: [], running: false }));
       q.items.push({ item, resolve, reject });
-      if (!q.running) q.idle = this.runQueue(topic, q);
+      if (!q.running) q.done = this.runQueue(topic, q);
     });
     if (r.kind === 'conflict') {
       throw new ProtocolError('PUBLISH_ID_CONFLICT', 'this publish id was used with other content; the original is kept', { offset: r.offset, epoch: r.epoch });
@@ -191,15 +199,19 @@ export class TopicHub {
     this.deps.onCommitted?.(topic, epoch, head);
     this.deps.onHead?.(topic);
     const ch = this.channels.get(topic);
-    if (!ch) return;
+    if (!ch) return this.heardWhileOpening(topic, epoch, head);
     if (epoch > ch.epoch) return this.resetChannel(ch, epoch);
     if (epoch < ch.epoch) return;
-    const first = fresh[0]!.offset;
+    // A read for another relay's notice may have broadcast the start of this commit
+    // already (a page ends where its bytes do): only the rest is new.
+    const ahead = fresh.filter((m) => m.offset >= ch.next);
+    if (ahead.length === 0) return;
+    const first = ahead[0]!.offset;
     if (first === ch.next) {
-      this.broadcastFrom(ch, fresh);
+      this.broadcastFrom(ch, ahead);
       this.flushEarly(ch);
-    } else if (first > ch.next) {
-      ch.early.set(first, fresh);
+    } else {
+      ch.early.set(first, ahead);
       this.noteHead(ch, first);
     }
   }
@@ -207,7 +219,17 @@ export class TopicHub {
   /** The topic was reset to `epoch` (here or by another relay): its subscribers are told. */
   topicReset(topic: string, epoch: number): void {
     const ch = this.channels.get(topic);
-    if (ch && epoch > ch.epoch) this.resetChannel(ch, epoch);
+    if (!ch) this.heardWhileOpening(topic, epoch, 1);
+    else if (epoch > ch.epoch) this.resetChannel(ch, epoch);
+  }
+
+  private heardWhileOpening(topic: string, epoch: number, head: number): void {
+    const o = this.opening.get(topic);
+    if (!o) return;
+    if (epoch > o.epoch) {
+      o.epoch = epoch;
+      o.head = head;
+    } else if (epoch === o.epoch && head > o.head) o.head = head;
   }
 
   /** Notices may have been missed (the bus subscription was lost and is back): every
@@ -230,7 +252,7 @@ export class TopicHub {
   remoteHead(topic: string, epoch: number, head: number): void {
     this.deps.onHead?.(topic);
     const ch = this.channels.get(topic);
-    if (!ch) return;
+    if (!ch) return this.heardWhileOpening(topic, epoch, head);
     if (epoch > ch.epoch) return this.resetChannel(ch, epoch);
     // A notice of an earlier epoch arrived late: nothing to read.
     if (epoch === ch.epoch) this.noteHead(ch, head);
@@ -293,13 +315,7 @@ export class TopicHub {
     if (ch.next > ch.knownHead) ch.knownHead = ch.next;
     for (const sub of ch.subs) {
       if (sub.state === 'live') {
-        if (sub.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) {
-          // Out of the channel; on drain it reads on from where the channel was.
-          sub.peer.leave(channel);
-          sub.next = ch.next;
-          sub.state = 'paused';
-          this.deps.onPaused?.();
-        }
+        if (sub.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) this.pauseLive(sub.peer);
       } else if (sub.state === 'waiting') {
         if (sub.next === ch.next) this.goLive(ch, sub);
         else if (sub.next < ch.next) {
@@ -310,6 +326,24 @@ export class TopicHub {
     }
   }
 
+  /**
+   * The peer's socket stopped draining: every live subscription of it leaves its channel
+   * (on drain each reads on from where its channel was). All of them, not only the one
+   * whose broadcast crossed the mark: each channel still joined would add a commit's
+   * worth to the socket before its own check, and past the socket's backpressure limit
+   * uWS closes the connection.
+   */
+  private pauseLive(peer: TopicPeer): void {
+    for (const sub of this.byPeer.get(peer)?.values() ?? []) {
+      if (sub.state !== 'live') continue;
+      const ch = this.channels.get(sub.topic);
+      sub.peer.leave(channelOf(sub.topic));
+      if (ch) sub.next = ch.next;
+      sub.state = 'paused';
+      this.deps.onPaused?.();
+    }
+  }
+
   private goLive(ch: Channel, sub: Subscription): void {
     sub.state = 'live';
     sub.peer.join(channelOf(ch.name));
@@ -317,13 +351,36 @@ export class TopicHub {
 
   /** Starts a subscription: answers `subscribed`, then the backlog, then live messages. */
   async subscribe(peer: TopicPeer, id: number, topic: string, from: SubscribeFrom): Promise<void> {
-    let mine = this.byPeer.get(peer);
-    if (mine?.has(topic)) throw new ProtocolError('BAD_REQUEST', `already subscribed to ${topic} on this connection`);
-    if (mine && mine.size >= MAX_SUBSCRIPTIONS_PER_CONNECTION) throw new ProtocolError('BAD_REQUEST', `at most ${MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection`);
+    const mine = this.byPeer.get(peer);
+    let starting = this.starting.get(peer);
+    if (mine?.has(topic) || starting?.has(topic)) throw new ProtocolError('BAD_REQUEST', `already subscribed to ${topic} on this connection`);
+    if ((mine?.size ?? 0) + (starting?.size ?? 0) >= MAX_SUBSCRIPTIONS_PER_CONNECTION) {
+      throw new ProtocolError('BAD_REQUEST', `at most ${MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions per connection`);
+    }
+    if (!starting) this.starting.set(peer, (starting = new Map()));
+    let opening = this.opening.get(topic);
+    if (!opening) this.opening.set(topic, (opening = { count: 0, epoch: 0, head: 0 }));
+    opening.count++;
+    const started = this.start(peer, id, topic, from);
+    starting.set(
+      topic,
+      started.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+    try {
+      await started;
+    } finally {
+      starting.delete(topic);
+      if (starting.size === 0 && this.starting.get(peer) === starting) this.starting.delete(peer);
+      if (--opening.count === 0 && this.opening.get(topic) === opening) this.opening.delete(topic);
+    }
+  }
+
+  private async start(peer: TopicPeer, id: number, topic: string, from: SubscribeFrom): Promise<void> {
     const start = await this.deps.store.resolve(topic, from);
     if (peer.closed) return;
-    mine = this.byPeer.get(peer);
-    if (mine?.has(topic)) throw new ProtocolError('BAD_REQUEST', `already subscribed to ${topic} on this connection`);
     let ch = this.channels.get(topic);
     // A channel of an earlier epoch: its subscribers have not heard of the reset yet.
     if (ch && start.epoch > ch.epoch) {
@@ -338,11 +395,24 @@ export class TopicHub {
       if (!ch) {
         ch = { name: topic, epoch: info.epoch, next: info.nextOffset, subs: new Set(), early: new Map(), knownHead: info.nextOffset, fetching: false };
         this.channels.set(topic, ch);
+        // What was committed or reset while the head was read (a commit's own notice
+        // found no channel here then).
+        const heard = this.opening.get(topic);
+        if (heard && heard.epoch > ch.epoch) {
+          this.channels.delete(topic);
+          throw new ProtocolError('TOPIC_EPOCH_CHANGED', `topic ${topic} was reset while subscribing`, { epoch: heard.epoch, earliest: 1 });
+        }
+        if (heard && heard.epoch === ch.epoch) this.noteHead(ch, heard.head);
       }
     }
-    if (start.epoch !== ch.epoch) throw new ProtocolError('TOPIC_EPOCH_CHANGED', `topic ${topic} was reset while subscribing`, { epoch: ch.epoch, earliest: 1 });
+    if (start.epoch !== ch.epoch) {
+      // Not left behind without subscribers (it would be read for at every notice).
+      if (ch.subs.size === 0) this.channels.delete(topic);
+      throw new ProtocolError('TOPIC_EPOCH_CHANGED', `topic ${topic} was reset while subscribing`, { epoch: ch.epoch, earliest: 1 });
+    }
     const sub: Subscription = { peer, topic, epoch: start.epoch, next: start.offset, state: 'reading' };
     ch.subs.add(sub);
+    let mine = this.byPeer.get(peer);
     if (!mine) this.byPeer.set(peer, (mine = new Map()));
     mine.set(topic, sub);
     peer.write(encodeTopicServerFrame({ type: 'subscribed', id, topic, epoch: start.epoch, offset: start.offset }), 'subscribed');
@@ -371,6 +441,13 @@ export class TopicHub {
           maxBytes: TOPIC_READ_PAGE_BYTES,
         });
         if (sub.state !== 'reading' || sub.peer.closed) return;
+        // Checked again: other subscriptions of this socket may have written their pages
+        // meanwhile. Paused before writing, the page is read again on drain.
+        if (sub.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) {
+          sub.state = 'paused';
+          this.deps.onPaused?.();
+          return;
+        }
         // Only up to the channel's next: what lies beyond it the channel broadcasts.
         const upTo = page.messages.filter((m) => m.offset < ch.next);
         if (upTo.length === 0) {
@@ -405,7 +482,10 @@ export class TopicHub {
     }
   }
 
-  unsubscribe(peer: TopicPeer, topic: string): boolean {
+  /** Ends the peer's subscription to `topic`, once a SUBSCRIBE to it sent before is
+   * answered (so that it does not start after the UNSUBSCRIBE was). */
+  async unsubscribe(peer: TopicPeer, topic: string): Promise<boolean> {
+    await this.starting.get(peer)?.get(topic);
     const sub = this.byPeer.get(peer)?.get(topic);
     if (!sub) return false;
     this.remove(sub);
@@ -460,15 +540,20 @@ export class TopicHub {
     return n;
   }
 
-  /** Publishes queued or being committed (shutdown waits for them). */
+  /** Resolves once every publish queued now (and any queued meanwhile) is committed and
+   * answered, or refused: shutdown waits for it. */
+  async settle(): Promise<void> {
+    for (;;) {
+      const running = [...this.queues.values()].map((q) => q.done);
+      if (running.length === 0) return;
+      await Promise.allSettled(running);
+    }
+  }
+
+  /** Publishes queued or being committed. */
   get pendingPublishes(): number {
     let n = 0;
     for (const q of this.queues.values()) n += q.items.length + (q.running ? 1 : 0);
     return n;
-  }
-
-  /** Resolves once no publish is queued or being committed. */
-  async drained(): Promise<void> {
-    while (this.queues.size > 0) await Promise.all([...this.queues.values()].map((q) => q.idle));
   }
 }

@@ -395,6 +395,14 @@ export class TopicStore {
     const row = await this.requireInfo(name);
     const t = toInfo(row);
     this.checkPosition(t, epoch, from);
+    // The start of the slice holding `from` (publish times never decrease with offsets),
+    // passed as a value so that the planner leaves out every older slice: a topic kept
+    // for months has thousands, each otherwise opened and locked by every read.
+    const [slice] = await this.db.query<{ from_ms: string | number | null }>(
+      'SELECT max(from_ms) AS from_ms FROM topic_slices WHERE topic_id = $1 AND first_offset <= $2',
+      [row.topic_id, from],
+    );
+    const sinceMs = Number(slice?.from_ms ?? 0);
     const rows = await this.db.query<{
       off: string | number;
       slot_ms: string | number;
@@ -405,12 +413,20 @@ export class TopicStore {
       payload: Uint8Array;
       dead_letter: string | null;
     }>(
+      // The page's last offset is found from the sizes alone (the first message, then
+      // each while the running total fits), so only the payloads it holds are read.
       `SELECT m.off, m.slot_ms, m.publisher_user, m.publisher_device, m.publish_id, m.msg_key, m.payload, m.dead_letter
          FROM topic_messages m
-        WHERE m.topic_id = $1 AND m.off >= $2 AND m.off < $3
-        ORDER BY m.off
-        LIMIT $4`,
-      [row.topic_id, from, t.nextOffset, maxMessages],
+        WHERE m.topic_id = $1 AND m.slot_ms >= $6 AND m.off >= $2
+          AND m.off <= (SELECT max(c.off)
+                          FROM (SELECT off, sum(size) OVER (ORDER BY off ROWS UNBOUNDED PRECEDING) AS running
+                                  FROM topic_messages
+                                 WHERE topic_id = $1 AND slot_ms >= $6 AND off >= $2 AND off < $3
+                                 ORDER BY off
+                                 LIMIT $4) c
+                         WHERE c.off = $2 OR c.running <= $5)
+        ORDER BY m.off`,
+      [row.topic_id, from, t.nextOffset, maxMessages, maxBytes, sinceMs],
     );
     // Offsets are gap-free, so a first row past `from` means the slice holding `from` was
     // dropped (or the topic reset) after the topic row was read.
@@ -441,14 +457,20 @@ export class TopicStore {
     return { epoch: t.epoch, messages, next: from + messages.length, head: t.nextOffset };
   }
 
-  /** Drops every slice, bumps the epoch and starts offsets again at 1. */
+  /** Drops every slice, bumps the epoch and starts offsets again at 1. UNAVAILABLE (and
+   * nothing changed) when a slice stays locked by a reader for TOPIC_SLICE_LOCK_TIMEOUT_MS. */
   async reset(name: string): Promise<TopicInfo> {
-    await this.db.transaction(async (tx) => {
-      const t = await this.requireInfo(name, tx, true);
-      const slices = await tx.query<{ from_ms: string | number }>('SELECT from_ms FROM topic_slices WHERE topic_id = $1', [t.topic_id]);
-      for (const s of slices) await tx.query('SELECT hermetic_drop_topic_slice($1::int8, $2::int8, $3::int4)', [t.topic_id, s.from_ms, TOPIC_SLICE_LOCK_TIMEOUT_MS]);
-      await tx.query('UPDATE topics SET epoch = epoch + 1, next_offset = 1, earliest_offset = 1 WHERE topic_id = $1', [t.topic_id]);
-    });
+    try {
+      await this.db.transaction(async (tx) => {
+        const t = await this.requireInfo(name, tx, true);
+        const slices = await tx.query<{ from_ms: string | number }>('SELECT from_ms FROM topic_slices WHERE topic_id = $1', [t.topic_id]);
+        for (const s of slices) await tx.query('SELECT hermetic_drop_topic_slice($1::int8, $2::int8, $3::int4)', [t.topic_id, s.from_ms, TOPIC_SLICE_LOCK_TIMEOUT_MS]);
+        await tx.query('UPDATE topics SET epoch = epoch + 1, next_offset = 1, earliest_offset = 1 WHERE topic_id = $1', [t.topic_id]);
+      });
+    } catch (err) {
+      if (sqlState(err) === LOCK_NOT_AVAILABLE) throw new ProtocolError('UNAVAILABLE', `topic ${name} is being read; nothing was reset: reset again`);
+      throw err;
+    }
     return (await this.info(name))!;
   }
 

@@ -258,8 +258,7 @@ export class ConnectionManager {
       return;
     }
     if (frame.type === 'unsubscribe') {
-      this.deps.topics.unsubscribe(peer, frame.topic);
-      this.send(ws, { type: 'unsubscribed', id: frame.id, topic: frame.topic });
+      this.deps.topics.unsubscribe(peer, frame.topic).then(() => this.send(ws, { type: 'unsubscribed', id: frame.id, topic: frame.topic }), refuse);
       return;
     }
     if (frame.type === 'stop') {

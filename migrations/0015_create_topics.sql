@@ -33,6 +33,8 @@ CREATE TABLE topics (
   created_by        text    NOT NULL,
   created_at_ms     bigint  NOT NULL
 );
+-- Topics per creator are bounded (hermetic_create_topic).
+CREATE INDEX topics_created_by ON topics (created_by);
 
 -- The slices of each topic, [from_ms, to_ms) aligned to the topic's slice width. The
 -- offsets and bytes they hold are kept by the publishes that write them (one row update
@@ -70,23 +72,34 @@ CREATE INDEX topic_messages_publish ON topic_messages (topic_id, publish_id);
 CREATE FUNCTION hermetic_topic_table(p_topic_id bigint) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT 'topic_' || p_topic_id $$;
 CREATE FUNCTION hermetic_topic_slice_table(p_topic_id bigint, p_from_ms bigint) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT 'topic_' || p_topic_id || '_' || p_from_ms $$;
 
--- Creates a topic and its partition. Raises 23505 (unique violation) when the name is taken.
-CREATE FUNCTION hermetic_create_topic(p_name text, p_created_by text, p_retention_ms bigint, p_retention_bytes bigint, p_slice_ms bigint, p_now bigint)
+-- Creates a topic and its partition. Raises 23505 (unique violation) when the name is
+-- taken, HM001 when its creator has p_max_per_creator topics already. The partition is
+-- made apart and then attached, which locks the parent table only against other schema
+-- changes (creating it as a partition would lock every topic's reads and writes); the
+-- attach waits at most p_lock_timeout_ms (55P03 beyond it).
+CREATE FUNCTION hermetic_create_topic(p_name text, p_created_by text, p_retention_ms bigint, p_retention_bytes bigint, p_slice_ms bigint, p_now bigint,
+                                      p_max_per_creator int, p_lock_timeout_ms int)
 RETURNS bigint
 LANGUAGE plpgsql AS $fn$
 DECLARE
   v_id bigint;
 BEGIN
+  IF (SELECT count(*) FROM topics WHERE created_by = p_created_by) >= p_max_per_creator THEN
+    RAISE EXCEPTION 'too many topics created by this user' USING ERRCODE = 'HM001';
+  END IF;
   INSERT INTO topics (name, retention_ms, retention_bytes, slice_ms, created_by, created_at_ms)
   VALUES (p_name, p_retention_ms, p_retention_bytes, p_slice_ms, p_created_by, p_now)
   RETURNING topic_id INTO v_id;
-  EXECUTE format('CREATE TABLE %I PARTITION OF topic_messages FOR VALUES IN (%s) PARTITION BY RANGE (slot_ms)', hermetic_topic_table(v_id), v_id);
+  PERFORM set_config('lock_timeout', p_lock_timeout_ms::text, true);
+  EXECUTE format('CREATE TABLE %I (LIKE topic_messages INCLUDING DEFAULTS INCLUDING CONSTRAINTS) PARTITION BY RANGE (slot_ms)', hermetic_topic_table(v_id));
+  EXECUTE format('ALTER TABLE topic_messages ATTACH PARTITION %I FOR VALUES IN (%s)', hermetic_topic_table(v_id), v_id);
   RETURN v_id;
 END
 $fn$;
 
 -- Makes sure the slice covering p_slot_ms exists (the caller holds the topic row's lock,
--- so two publishers never create it together).
+-- so two publishers never create it together). Made apart and attached, as above: the
+-- topic's readers and writers go on meanwhile.
 CREATE FUNCTION hermetic_ensure_topic_slice(p_topic_id bigint, p_slot_ms bigint, p_slice_ms bigint) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -95,8 +108,9 @@ BEGIN
   IF EXISTS (SELECT 1 FROM topic_slices WHERE topic_id = p_topic_id AND from_ms = v_from) THEN
     RETURN;
   END IF;
-  EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%s) TO (%s)',
-                 hermetic_topic_slice_table(p_topic_id, v_from), hermetic_topic_table(p_topic_id), v_from, v_from + p_slice_ms);
+  EXECUTE format('CREATE TABLE %I (LIKE topic_messages INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', hermetic_topic_slice_table(p_topic_id, v_from));
+  EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%s) TO (%s)',
+                 hermetic_topic_table(p_topic_id), hermetic_topic_slice_table(p_topic_id, v_from), v_from, v_from + p_slice_ms);
   INSERT INTO topic_slices (topic_id, from_ms, to_ms) VALUES (p_topic_id, v_from, v_from + p_slice_ms);
 END
 $fn$;

@@ -53,6 +53,7 @@ export const ERROR_CODES = {
   AUDITOR_ONLY: { http: 403, retry: false },
   TOPIC_NOT_FOUND: { http: 404, retry: false },
   TOPIC_EXISTS: { http: 409, retry: false },
+  TOO_MANY_TOPICS: { http: 409, retry: false },
   PUBLISH_ID_CONFLICT: { http: 409, retry: false },
   MESSAGE_TOO_LARGE: { http: 413, retry: false },
   OFFSET_RETIRED: { http: 410, retry: false },

@@ -146,10 +146,22 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
     topics.start();
     // Other relays' subscribers of a topic read what this one committed (and hear of resets).
     const bus = notifier;
+    // One notice per topic per turn of the event loop, however many commits it had (on
+    // NOTIFY, each notice is a statement and serialises commits).
+    const heads = new Map<string, { epoch: number; head: number }>();
     const topicNotice = (topic: string, epoch: number, head: number): void => {
-      bus.publish({ node: nodeId, kind: 'topic', topic, epoch, head }).catch((err: unknown) => {
-        logger.warn({ topic, err: { message: (err as Error).message } }, 'topic notice not sent (other relays see the messages at their next notice)');
-      });
+      const h = heads.get(topic);
+      if (h && (h.epoch > epoch || (h.epoch === epoch && h.head >= head))) return;
+      if (heads.size === 0) setImmediate(sendTopicNotices);
+      heads.set(topic, { epoch, head });
+    };
+    const sendTopicNotices = (): void => {
+      for (const [topic, { epoch, head }] of heads) {
+        bus.publish({ node: nodeId, kind: 'topic', topic, epoch, head }).catch((err: unknown) => {
+          logger.warn({ topic, err: { message: (err as Error).message } }, 'topic notice not sent (other relays see the messages at their next notice)');
+        });
+      }
+      heads.clear();
     };
     // uWS's native publish, bound once the app exists (below).
     let broadcast: (channel: string, text: string) => void = () => undefined;

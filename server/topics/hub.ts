@@ -58,6 +58,9 @@ export interface TopicHubDeps {
 
 export type PublishAnswer = Extract<TopicServerFrame, { type: 'published' }>;
 
+/** Commits of this relay a channel keeps while it reads a gap before them. */
+export const MAX_EARLY_COMMITS = 64;
+
 /** Payload bytes one publish commit carries past its first message: what one commit
  * broadcasts in one turn stays well inside a socket's backpressure limit. */
 export const MAX_PUBLISH_BATCH_BYTES = 1024 * 1024;
@@ -211,8 +214,14 @@ export class TopicHub {
       this.broadcastFrom(ch, ahead);
       this.flushEarly(ch);
     } else {
-      ch.early.set(first, ahead);
-      this.noteHead(ch, first);
+      // Kept to broadcast without reading it back, up to a bound: past it (reads failing
+      // while commits go on) the gap read fetches these too.
+      if (ch.early.size < MAX_EARLY_COMMITS) {
+        ch.early.set(first, ahead);
+        this.noteHead(ch, first);
+      } else {
+        this.noteHead(ch, ahead[ahead.length - 1]!.offset + 1);
+      }
     }
   }
 

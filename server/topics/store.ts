@@ -30,9 +30,21 @@ import { CONTENT_HASH_BYTES } from '../mailbox/send-batch.js';
 import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
 
 /** A topic's slices are a quarter of its retention age wide (so at most a quarter more
- * than the age is kept), within these bounds; one hour without an age limit. */
+ * than the age is kept), within these bounds (a topic keeps at most about 5 slices for an
+ * age up to 28 days, 57 for a year); a day without an age limit. */
 export const MIN_TOPIC_SLICE_MS = 1000;
-export const MAX_TOPIC_SLICE_MS = 3_600_000;
+export const MAX_TOPIC_SLICE_MS = 7 * 86_400_000;
+export const UNAGED_TOPIC_SLICE_MS = 86_400_000;
+
+/** Topics one user may have created. */
+export const MAX_TOPICS_PER_CREATOR = 1000;
+
+/** A publish id answers a repeat for this long at most (and while its message is
+ * stored): the lookup reads only the slices of that window. */
+export const MAX_IDEMPOTENCY_WINDOW_MS = 7 * 86_400_000;
+
+/** SQLSTATE of hermetic_create_topic's per-creator bound (migrations/0015). */
+const TOO_MANY_TOPICS_STATE = 'HM001';
 const SLICES_PER_RETENTION_AGE = 4;
 
 /** How long a retirement pass waits for the table lock that dropping a slice takes;
@@ -155,7 +167,7 @@ function toInfo(r: TopicRow): TopicInfo {
 
 /** The slice width for a retention age (see MIN_TOPIC_SLICE_MS). */
 export function sliceWidthFor(retentionMs: number | undefined): number {
-  if (retentionMs === undefined) return MAX_TOPIC_SLICE_MS;
+  if (retentionMs === undefined) return UNAGED_TOPIC_SLICE_MS;
   return Math.min(MAX_TOPIC_SLICE_MS, Math.max(MIN_TOPIC_SLICE_MS, Math.ceil(retentionMs / SLICES_PER_RETENTION_AGE)));
 }
 
@@ -207,11 +219,14 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 export class TopicStore {
   private readonly now: () => number;
 
+  private readonly maxTopicsPerCreator: number;
+
   constructor(
     private readonly db: Database,
-    opts: { now?: () => number } = {},
+    opts: { now?: () => number; maxTopicsPerCreator?: number } = {},
   ) {
     this.now = opts.now ?? Date.now;
+    this.maxTopicsPerCreator = opts.maxTopicsPerCreator ?? MAX_TOPICS_PER_CREATOR;
   }
 
   /** Creates a topic. TOPIC_EXISTS when the name is taken. */
@@ -219,16 +234,21 @@ export class TopicStore {
     checkTopicName(name);
     checkSettings(settings);
     try {
-      await this.db.query('SELECT hermetic_create_topic($1::text, $2::text, $3::int8, $4::int8, $5::int8, $6::int8)', [
+      await this.db.query('SELECT hermetic_create_topic($1::text, $2::text, $3::int8, $4::int8, $5::int8, $6::int8, $7::int4, $8::int4)', [
         name,
         createdBy,
         settings.retentionMs ?? null,
         settings.retentionBytes ?? null,
         sliceWidthFor(settings.retentionMs),
         this.now(),
+        this.maxTopicsPerCreator,
+        TOPIC_SLICE_LOCK_TIMEOUT_MS,
       ]);
     } catch (err) {
-      if (sqlState(err) === UNIQUE_VIOLATION) throw new ProtocolError('TOPIC_EXISTS', `topic ${name} exists`);
+      const state = sqlState(err);
+      if (state === UNIQUE_VIOLATION) throw new ProtocolError('TOPIC_EXISTS', `topic ${name} exists`);
+      if (state === TOO_MANY_TOPICS_STATE) throw new ProtocolError('TOO_MANY_TOPICS', `at most ${this.maxTopicsPerCreator} topics per user`);
+      if (state === LOCK_NOT_AVAILABLE) throw new ProtocolError('UNAVAILABLE', 'the topic table is busy; try again');
       throw err;
     }
     return (await this.info(name))!;
@@ -277,9 +297,9 @@ export class TopicStore {
     const earlier = await tx.query<{ publisher_user: string; publish_id: Uint8Array; off: string | number; content_hash: Uint8Array; slot_ms: string | number }>(
       `SELECT m.publisher_user, m.publish_id, m.off, m.content_hash, m.slot_ms
          FROM topic_messages m
-        WHERE m.topic_id = $1
+        WHERE m.topic_id = $1 AND m.slot_ms >= $5
           AND m.publish_id = ANY (ARRAY(SELECT substring($2::bytea FROM o FOR l) FROM unnest($3::int4[], $4::int4[]) AS x(o, l)))`,
-      [topicId, ids.bytes, ids.offsets, ids.lengths],
+      [topicId, ids.bytes, ids.offsets, ids.lengths, publishedAtMs - MAX_IDEMPOTENCY_WINDOW_MS],
     );
     const known = new Map<string, { offset: number; hash: Uint8Array; atMs: number }>();
     for (const r of earlier) known.set(`${r.publisher_user}\n${hex(r.publish_id)}`, { offset: Number(r.off), hash: r.content_hash, atMs: Number(r.slot_ms) });

@@ -10,7 +10,7 @@ import type { ErrorCode } from '../../protocol/errors.js';
 import { MAX_PUBLISH_BATCH, MAX_TOPIC_MESSAGE_BYTES, MIN_TOPIC_RETENTION_BYTES } from '../../protocol/limits.js';
 import { type Database } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
-import { type PublishItem, type PublishResult, TopicStore, sliceWidthFor } from '../../server/topics/store.js';
+import { MAX_IDEMPOTENCY_WINDOW_MS, type PublishItem, type PublishResult, TopicStore, sliceWidthFor } from '../../server/topics/store.js';
 import { pgMissing } from '../helpers/pg.js';
 import { STORAGE_DRIVERS } from '../helpers/storage.js';
 
@@ -102,6 +102,24 @@ describe.each(STORAGE_DRIVERS)('TopicStore on $name', (driver) => {
     expect((await codeOf(store.create('ok-name', 'owner', { retentionBytes: 1.5 }))).code).toBe('BAD_REQUEST');
     expect(await store.info('ok-name')).toBeUndefined();
     expect(await store.info('never')).toBeUndefined();
+  });
+
+  it('bounds the topics one user creates', async () => {
+    const capped = new TopicStore(db, { now: () => clock, maxTopicsPerCreator: 2 });
+    await capped.create('cap.a', 'prolific');
+    await capped.create('cap.b', 'prolific');
+    expect((await codeOf(capped.create('cap.c', 'prolific'))).code).toBe('TOO_MANY_TOPICS');
+    expect(await capped.info('cap.c')).toBeUndefined();
+    await capped.create('cap.c', 'someone-else');
+  });
+
+  it('answers a repeated publish id only within the idempotency window', async () => {
+    const name = await topic({});
+    await store.publish(name, [message('once')]);
+    clock += MAX_IDEMPOTENCY_WINDOW_MS - 1;
+    expect(await store.publish(name, [message('once')])).toMatchObject([{ duplicate: true, offset: 1 }]);
+    clock += 2;
+    expect(await store.publish(name, [message('once')])).toMatchObject([{ duplicate: false, offset: 2 }]);
   });
 
   it('gives offsets 1, 2, 3 ... across batches and reads them back in order', async () => {

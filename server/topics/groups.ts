@@ -415,7 +415,9 @@ export class GroupStore {
   private async planOrdered(tx: SqlExecutor, g: GroupRow, now: number, max: number, start: number, avoid: string | undefined): Promise<Plan> {
     const topicId = Number(g.topic_id);
     const keyHex = (k: Uint8Array | null): string | undefined => (k === null ? undefined : Buffer.from(k).toString('hex'));
-    // Keys leased now: undone offsets of range leases, and redeliveries leased again.
+    // Keys held now: undone offsets of range leases, redeliveries leased again, and
+    // redeliveries not due yet (a negative acknowledgement's delay): each is its key's
+    // earliest message not done, so nothing later of that key may go before it.
     const leases = await tx.query<LeaseRow>('SELECT first_off, last_off, done, done_count, deadline_ms FROM group_leases WHERE topic_id = $1 AND group_name = $2', [topicId, g.name]);
     const inFlight: number[] = [];
     for (const l of leases) {
@@ -426,7 +428,8 @@ export class GroupStore {
       `SELECT m.msg_key FROM topic_messages m
         WHERE m.topic_id = $1 AND m.msg_key IS NOT NULL
           AND (m.off = ANY ($2::int8[])
-               OR m.off IN (SELECT r.off FROM group_redeliveries r WHERE r.topic_id = $1 AND r.group_name = $3 AND r.member IS NOT NULL AND r.deadline_ms > $4))`,
+               OR m.off IN (SELECT r.off FROM group_redeliveries r WHERE r.topic_id = $1 AND r.group_name = $3
+                                  AND (r.available_at_ms > $4 OR (r.member IS NOT NULL AND r.deadline_ms > $4))))`,
       [topicId, inFlight, g.name, now],
     );
     const blocked = new Set(busyRows.map((r) => keyHex(r.msg_key)!));

@@ -294,6 +294,18 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
       expect(offsets(await groups.lease(topic, group, 'C', 10))).toEqual([2]);
     });
 
+    it('holds a key back while its earlier message waits out a negative acknowledgement\'s delay', async () => {
+      const { topic, group } = await setup(0, { orderedByKey: true });
+      await topics.publish(topic, [message('k1', 'K'), message('k2', 'K')]);
+      expect(offsets(await groups.lease(topic, group, 'A', 10))).toEqual([1]);
+      await groups.nack(topic, group, 'A', [1], 5000);
+      expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([]);
+      clock += 5000;
+      expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([1]);
+      await groups.ack(topic, group, 'B', [1]);
+      expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([2]);
+    });
+
     it('gives each key\'s messages in order, once each, to concurrent members', async () => {
       const { topic, group } = await setup(0, { orderedByKey: true });
       const keys = ['K0', 'K1', 'K2', 'K3', 'K4'];

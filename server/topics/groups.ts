@@ -9,6 +9,7 @@
  * member acknowledges, negatively acknowledges or extends must be leased to it now
  * (NOT_LEASED otherwise, and nothing changes).
  */
+import { createHash } from 'node:crypto';
 import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_GROUP_LEASE, MAX_GROUP_SETTLE, MAX_MAX_DELIVERIES, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS } from '../../protocol/limits.js';
 import { groupName } from '../../protocol/topics.js';
@@ -146,6 +147,17 @@ interface LeaseRow {
   done: Uint8Array;
   done_count: number;
   deadline_ms: string | number;
+}
+
+/**
+ * The publish id of a message's dead-letter copy: one per source message and group, so
+ * dead-lettering is idempotent. A digest keeps it within MAX_PUBLISH_ID_BYTES whatever
+ * the lengths (cutting the text would let two groups whose long names share a prefix
+ * take one id, and the second group's copy be dropped as a duplicate).
+ */
+function deadLetterId(topicId: number, epoch: number, offset: number, group: string): Uint8Array {
+  const digest = createHash('sha256').update(`${topicId}/${epoch}/${offset}/${group}`).digest('base64url');
+  return new TextEncoder().encode(`dl/${digest}`);
 }
 
 export class GroupStore {
@@ -477,8 +489,7 @@ export class GroupStore {
       items.push({
         publisherUserId: m.publisher_user,
         publisherDeviceId: m.publisher_device,
-        // Idempotent per source message and group.
-        publishId: new TextEncoder().encode(`dl/${topicId}/${String(g.epoch)}/${d.off}/${g.name}`.slice(0, 64)),
+        publishId: deadLetterId(topicId, Number(g.epoch), d.off, g.name),
         contentHash: m.content_hash,
         key: m.msg_key ?? undefined,
         payload: m.payload,

@@ -259,6 +259,19 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(await leaseRows(topic)).toBe(0);
   });
 
+  it('dead-letters the same offset once per group, even for long group names sharing a prefix', async () => {
+    const { topic, dlq } = await setup(1);
+    const long = (last: string): string => `${'g'.repeat(60)}-${last}`.slice(0, 64);
+    for (const name of [long('a'), long('b')]) {
+      await groups.create(topic, name, 'owner', { visibilityMs: VIS, maxDeliveries: 1, deadLetterTopic: dlq });
+      await groups.lease(topic, name, 'A', 1);
+      await groups.nack(topic, name, 'A', [1]);
+      expect((await groups.lease(topic, name, 'B', 1)).deadLettered).toBe(1);
+    }
+    const dead = await topics.read(dlq, 1, 1);
+    expect(dead.messages.map((m) => m.deadLetter?.group)).toEqual([long('a'), long('b')]);
+  });
+
   describe('ordered by key', () => {
     const offsets = (l: { messages: readonly { offset: number }[] }): number[] => l.messages.map((m) => m.offset);
 

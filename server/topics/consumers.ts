@@ -62,12 +62,12 @@ export class ConsumerHub {
   /** Joins `peer` to the group; answers `consuming`, then `leased` frames. */
   async consume(peer: TopicPeer, id: number, topic: string, group: string, prefetch: number): Promise<void> {
     const k = keyOf(topic, group);
-    const mine = this.byPeer.get(peer);
-    if (mine?.has(k)) throw new ProtocolError('BAD_REQUEST', `already consuming ${group} of ${topic} on this connection`);
-    if (mine && mine.size >= MAX_CONSUMES_PER_CONNECTION) throw new ProtocolError('BAD_REQUEST', `at most ${MAX_CONSUMES_PER_CONNECTION} groups per connection`);
+    this.checkRoom(peer, topic, group);
     // The group must exist: said now, not at the first lease.
     if (!(await this.deps.groups.info(topic, group))) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${group} of topic ${topic}`);
-    if (peer.closed || this.byPeer.get(peer)?.has(k)) return;
+    if (peer.closed) return;
+    // Again: other consume requests of this connection may have joined meanwhile.
+    this.checkRoom(peer, topic, group);
     const member: Member = { peer, id: `${this.deps.nodeId}/${++this.serial}/${peer.userId}/${peer.deviceId}`, prefetch, outstanding: new Map() };
     let st = this.states.get(k);
     if (!st) this.states.set(k, (st = { topic, group, members: [], turn: 0, leasing: false, again: false, timer: undefined }));
@@ -77,6 +77,13 @@ export class ConsumerHub {
     m.set(k, member);
     peer.write(encodeTopicServerFrame({ type: 'consuming', id, topic, group }), 'consuming');
     this.pump(st);
+  }
+
+  /** Throws BAD_REQUEST when `peer` consumes the group already, or its most groups. */
+  private checkRoom(peer: TopicPeer, topic: string, group: string): void {
+    const mine = this.byPeer.get(peer);
+    if (mine?.has(keyOf(topic, group))) throw new ProtocolError('BAD_REQUEST', `already consuming ${group} of ${topic} on this connection`);
+    if (mine && mine.size >= MAX_CONSUMES_PER_CONNECTION) throw new ProtocolError('BAD_REQUEST', `at most ${MAX_CONSUMES_PER_CONNECTION} groups per connection`);
   }
 
   /** Acknowledges, negatively acknowledges or extends offsets leased to `peer`. */

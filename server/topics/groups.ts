@@ -137,7 +137,8 @@ interface Plan {
 
 /** An ordered group looks this far ahead for messages whose key is free (at most this
  * factor times what it leases, and at most MAX_ORDERED_SCAN), and at most that many
- * due redeliveries. */
+ * due redeliveries; while that many are due, it leases no new offsets (so it parks at
+ * most about 2 × MAX_ORDERED_SCAN messages). */
 const ORDERED_SCAN_FACTOR = 4;
 const MAX_ORDERED_SCAN = 1024;
 
@@ -448,17 +449,21 @@ export class GroupStore {
     const again: Plan['again'] = [];
     const dead: Plan['dead'] = [];
     // Every due redelivery, in order (a skipped one still blocks its key).
-    for (const r of await this.dueRedeliveries(tx, topicId, g.name, now, MAX_ORDERED_SCAN, undefined)) {
+    const due = await this.dueRedeliveries(tx, topicId, g.name, now, MAX_ORDERED_SCAN, undefined);
+    for (const r of due) {
       const k = keyHex(r.msg_key);
       const mine = avoid !== undefined && (r.member ?? r.last_member) === avoid;
       if (again.length < max && !mine && (k === undefined || !blocked.has(k))) this.sortDue(g, r, again, dead);
       if (k !== undefined) blocked.add(k);
     }
-    // New offsets in a window: leased while there is room and the key is free.
+    // New offsets in a window: leased while there is room and the key is free. Not while
+    // due redeliveries fill the scan: the keys of those past it are unknown (a new message
+    // could go before an earlier one of its key), and parking more would grow them
+    // without bound behind a hot key.
     const fresh: number[] = [];
     const parked: number[] = [];
     let end = start;
-    if (again.length < max) {
+    if (again.length < max && due.length < MAX_ORDERED_SCAN) {
       const windowEnd = Math.min(Number(g.t_next), start + Math.min(MAX_ORDERED_SCAN, max * ORDERED_SCAN_FACTOR));
       const window = await tx.query<{ off: string | number; msg_key: Uint8Array | null }>(
         'SELECT off, msg_key FROM topic_messages WHERE topic_id = $1 AND off >= $2 AND off < $3 ORDER BY off',

@@ -319,6 +319,26 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
       expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([2]);
     });
 
+    it('keeps a key\'s order, and its parked messages bounded, behind a hot key\'s backlog', async () => {
+      const { topic, group } = await setup(0, { orderedByKey: true });
+      await topics.publish(topic, [message('h0', 'H')]);
+      expect(offsets(await groups.lease(topic, group, 'A', 1))).toEqual([1]);
+      // H is busy; 1,100 more of H, then one of K.
+      for (let i = 0; i < 1100; i += 220) await topics.publish(topic, Array.from({ length: 220 }, (_, j) => message(`h${i + j + 1}`, 'H')));
+      await topics.publish(topic, [message('k0', 'K')]);
+      const kLeased: number[] = [];
+      for (let i = 1; i <= 4; i++) {
+        const l = await groups.lease(topic, group, 'B', 256);
+        const ks = l.messages.filter((m) => text(m.key!) === 'K').map((m) => m.offset);
+        kLeased.push(...ks);
+        // K fails each time: its first message stays K's earliest not done.
+        if (ks.length > 0) await groups.nack(topic, group, 'B', ks);
+        await topics.publish(topic, [message(`k${i}`, 'K')]);
+      }
+      expect(new Set(kLeased).size, `K leased out of order: ${kLeased.join(', ')}`).toBeLessThanOrEqual(1);
+      expect((await groups.info(topic, group))!.redeliveries).toBeLessThanOrEqual(2048);
+    });
+
     it('gives each key\'s messages in order, once each, to concurrent members', async () => {
       const { topic, group } = await setup(0, { orderedByKey: true });
       const keys = ['K0', 'K1', 'K2', 'K3', 'K4'];

@@ -87,14 +87,15 @@ export class ConsumerHub {
   }
 
   /** Acknowledges, negatively acknowledges or extends offsets leased to `peer`. */
-  async settle(peer: TopicPeer, id: number, topic: string, group: string, action: SettleAction, offsets: readonly number[], opts: { delayMs?: number | undefined; byMs?: number | undefined }): Promise<TopicServerFrame> {
+  async settle(peer: TopicPeer, id: number, topic: string, group: string, action: SettleAction, offsets: readonly number[], opts: { epoch?: number | undefined; delayMs?: number | undefined; byMs?: number | undefined }): Promise<TopicServerFrame> {
     const member = this.byPeer.get(peer)?.get(keyOf(topic, group));
     if (!member) throw new ProtocolError('NOT_LEASED', `this connection is not consuming ${group} of ${topic}`);
     let leaseUntil: number | undefined;
-    if (action === 'ack') await this.deps.groups.ack(topic, group, member.id, offsets);
-    else if (action === 'nack') await this.deps.groups.nack(topic, group, member.id, offsets, opts.delayMs ?? 0);
+    const at = { epoch: opts.epoch };
+    if (action === 'ack') await this.deps.groups.ack(topic, group, member.id, offsets, at);
+    else if (action === 'nack') await this.deps.groups.nack(topic, group, member.id, offsets, opts.delayMs ?? 0, at);
     else {
-      const until = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0);
+      const until = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0, at);
       for (const o of offsets) if (member.outstanding.has(o)) member.outstanding.set(o, until);
       leaseUntil = until;
     }

@@ -142,6 +142,11 @@ interface Plan {
 const ORDERED_SCAN_FACTOR = 4;
 const MAX_ORDERED_SCAN = 1024;
 
+export interface SettleOptions {
+  /** The epoch the offsets were leased in: refused (NOT_LEASED) if the topic's is another. */
+  readonly epoch?: number | undefined;
+}
+
 interface LeaseRow {
   first_off: string | number;
   last_off: string | number;
@@ -554,18 +559,30 @@ export class GroupStore {
     }
   }
 
-  private async settle<T>(topic: string, name: string, member: string, offsets: readonly number[], fn: (tx: SqlExecutor, g: GroupRow, found: { inLease: Map<LeaseRow, number[]>; inRedo: number[] }) => Promise<T>): Promise<T> {
+  private async settle<T>(
+    topic: string,
+    name: string,
+    member: string,
+    offsets: readonly number[],
+    opts: SettleOptions,
+    fn: (tx: SqlExecutor, g: GroupRow, found: { inLease: Map<LeaseRow, number[]>; inRedo: number[] }) => Promise<T>,
+  ): Promise<T> {
     checkOffsets(offsets);
+    bounded(opts.epoch, 1, Number.MAX_SAFE_INTEGER, 'epoch');
     return this.db.transaction(async (tx) => {
       const g = await this.lockGroup(tx, topic, name);
+      // Offsets of an epoch the topic has left are not the same offsets of the new one.
+      if (opts.epoch !== undefined && opts.epoch !== Number(g.epoch)) {
+        throw new ProtocolError('NOT_LEASED', `offsets of epoch ${opts.epoch}: the topic is at epoch ${String(g.epoch)}`, { epoch: Number(g.epoch) });
+      }
       const found = await this.leased(tx, Number(g.topic_id), name, member, offsets);
       return fn(tx, g, found);
     });
   }
 
   /** Acknowledges offsets leased to `member`: done for the group. */
-  async ack(topic: string, name: string, member: string, offsets: readonly number[]): Promise<void> {
-    await this.settle(topic, name, member, offsets, async (tx, g, { inLease, inRedo }) => {
+  async ack(topic: string, name: string, member: string, offsets: readonly number[], opts: SettleOptions = {}): Promise<void> {
+    await this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
       await this.finishInLeases(tx, Number(g.topic_id), name, inLease);
       if (inRedo.length > 0) await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [g.topic_id, name, inRedo]);
     });
@@ -573,10 +590,10 @@ export class GroupStore {
 
   /** Negatively acknowledges offsets leased to `member`: leased again (to any member)
    * after `delayMs`, this delivery counted. */
-  async nack(topic: string, name: string, member: string, offsets: readonly number[], delayMs = 0): Promise<void> {
+  async nack(topic: string, name: string, member: string, offsets: readonly number[], delayMs = 0, opts: SettleOptions = {}): Promise<void> {
     bounded(delayMs, 0, MAX_VISIBILITY_MS, 'delayMs');
     const at = this.now() + delayMs;
-    await this.settle(topic, name, member, offsets, async (tx, g, { inLease, inRedo }) => {
+    await this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
       const topicId = Number(g.topic_id);
       await this.finishInLeases(tx, topicId, name, inLease);
       const fromLeases = [...inLease.values()].flat();
@@ -599,10 +616,10 @@ export class GroupStore {
 
   /** Extends the lease of offsets leased to `member` to `byMs` from now (the range
    * lease holding an offset is extended whole). Resolves to the new deadline. */
-  async extend(topic: string, name: string, member: string, offsets: readonly number[], byMs: number): Promise<number> {
+  async extend(topic: string, name: string, member: string, offsets: readonly number[], byMs: number, opts: SettleOptions = {}): Promise<number> {
     bounded(byMs, MIN_VISIBILITY_MS, MAX_VISIBILITY_MS, 'byMs');
     const until = this.now() + byMs;
-    await this.settle(topic, name, member, offsets, async (tx, g, { inLease, inRedo }) => {
+    await this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
       const firsts = [...inLease.keys()].map((l) => Number(l.first_off));
       if (firsts.length > 0) {
         await tx.query('UPDATE group_leases SET deadline_ms = $3 WHERE topic_id = $1 AND group_name = $2 AND first_off = ANY ($4::int8[])', [g.topic_id, name, until, firsts]);

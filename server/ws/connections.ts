@@ -288,7 +288,7 @@ export class ConnectionManager {
     }
     if (frame.type === 'settle') {
       this.deps.consumers
-        .settle(peer, frame.id, frame.topic, frame.group, frame.action, frame.offsets, { delayMs: frame.delayMs, byMs: frame.byMs })
+        .settle(peer, frame.id, frame.topic, frame.group, frame.action, frame.offsets, { epoch: frame.epoch, delayMs: frame.delayMs, byMs: frame.byMs })
         .then((answer) => this.send(ws, answer), refuse);
       return;
     }

@@ -241,6 +241,21 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(await codeOf(groups.ack(topic, group, 'A', [2]))).toBe('NOT_LEASED');
   });
 
+  it('refuses offsets of an old epoch, even when the same offsets of the new one are leased to the member', async () => {
+    const { topic, group } = await setup(3);
+    await groups.lease(topic, group, 'A', 3);
+    await topics.reset(topic);
+    await topics.publish(topic, [message('n1'), message('n2'), message('n3')]);
+    expect((await groups.lease(topic, group, 'A', 3)).messages.map((m) => m.offset)).toEqual([1, 2, 3]);
+    // A finishes offset 2 of epoch 1: not offset 2 of epoch 2, which it has not processed.
+    expect(await codeOf(groups.ack(topic, group, 'A', [2], { epoch: 1 }))).toBe('NOT_LEASED');
+    expect(await codeOf(groups.nack(topic, group, 'A', [2], 0, { epoch: 1 }))).toBe('NOT_LEASED');
+    expect(await codeOf(groups.extend(topic, group, 'A', [2], VIS, { epoch: 1 }))).toBe('NOT_LEASED');
+    expect(await groups.info(topic, group)).toMatchObject({ epoch: 2, inFlight: 3 });
+    await groups.ack(topic, group, 'A', [1, 2, 3], { epoch: 2 });
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 4, inFlight: 0 });
+  });
+
   it('gives every message to exactly one of several concurrent members', async () => {
     const { topic, group } = await setup(120);
     const seen: number[] = [];

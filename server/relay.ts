@@ -173,6 +173,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         topicNotice(h.topic, h.epoch, h.head);
       },
       onSkipped: (count) => metrics.groupSkipped.inc(count),
+      onReleased: (topic, epoch, head) => topicNotice(topic, epoch, head),
     });
     const mailbox = new MailboxService({
       db,

@@ -48,6 +48,9 @@ export interface ConsumerHubDeps {
   /** Told when a lease moved messages to a dead-letter topic (its subscribers read them). */
   readonly onDeadLettered: (head: NonNullable<Lease['deadLetterHead']>, count: number) => void;
   readonly onSkipped?: (count: number) => void;
+  /** Told when a departed member's leases were made due: the group's members on other
+   * relays lease them (a topic notice wakes them). */
+  readonly onReleased?: (topic: string, epoch: number, head: number) => void;
 }
 
 const keyOf = (topic: string, group: string): string => `${topic}\n${group}`;
@@ -137,10 +140,24 @@ export class ConsumerHub {
         this.states.delete(k);
       }
     }
-    await this.deps.groups.release(topic, group, member.id).catch((err: unknown) => {
+    await this.release(topic, group, member.id);
+  }
+
+  /** Makes a departed member's leases due, and wakes the group's other members: here at
+   * once, on other relays through a topic notice. */
+  private async release(topic: string, group: string, memberId: string): Promise<void> {
+    let released: Awaited<ReturnType<GroupStore['release']>>;
+    try {
+      released = await this.deps.groups.release(topic, group, memberId);
+    } catch (err) {
       // Its leases then expire by themselves.
       this.deps.logger.warn({ topic, group, err: { message: (err as Error).message } }, 'releasing a departed member\'s leases failed (they expire with their visibility timeout)');
-    });
+      return;
+    }
+    if (!released) return;
+    const st = this.states.get(keyOf(topic, group));
+    if (st) this.pump(st);
+    this.deps.onReleased?.(topic, released.epoch, released.head);
   }
 
   /** The peer's socket drained: groups it waits on lease again. */
@@ -191,7 +208,7 @@ export class ConsumerHub {
       if (lease.messages.length > 0) {
         if (member.peer.closed || !st.members.includes(member)) {
           // Gone meanwhile: its new leases go to the others.
-          await this.deps.groups.release(st.topic, st.group, member.id).catch(() => undefined);
+          await this.release(st.topic, st.group, member.id);
           continue;
         }
         member.peer.cork(() => {

@@ -631,17 +631,19 @@ export class GroupStore {
     return until;
   }
 
-  /** A member left: what it holds is due now, for the others. */
-  async release(topic: string, name: string, member: string): Promise<void> {
+  /** A member left: what it holds is due now, for the others. Resolves to the topic's
+   * epoch and head when it held something (the others' relays are told), else undefined. */
+  async release(topic: string, name: string, member: string): Promise<{ readonly epoch: number; readonly head: number } | undefined> {
     const now = this.now();
-    await this.db.transaction(async (tx) => {
+    return this.db.transaction(async (tx) => {
       const g = await this.lockGroup(tx, topic, name).catch((err: unknown) => {
         if (err instanceof ProtocolError && err.code === 'GROUP_NOT_FOUND') return undefined;
         throw err;
       });
-      if (!g) return;
-      await tx.query('UPDATE group_leases SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4', [g.topic_id, name, member, now]);
-      await tx.query('UPDATE group_redeliveries SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4', [g.topic_id, name, member, now]);
+      if (!g) return undefined;
+      const ranges = await tx.query('UPDATE group_leases SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4 RETURNING first_off', [g.topic_id, name, member, now]);
+      const again = await tx.query('UPDATE group_redeliveries SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4 RETURNING off', [g.topic_id, name, member, now]);
+      return ranges.length + again.length > 0 ? { epoch: Number(g.epoch), head: Number(g.t_next) } : undefined;
     });
   }
 }

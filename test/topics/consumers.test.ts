@@ -140,6 +140,18 @@ describe.each(DRIVERS)('consumer groups on $name', (driver) => {
     ]);
   });
 
+  // PGlite answers each transaction before the next frame is read: nothing piles up there.
+  it.skipIf(!driver.needsPg)('holds settle requests awaiting their answer in the device\'s pending budget', async () => {
+    const { topic } = await setup();
+    const a = await member();
+    await consume(a, topic, 'workers', 1);
+    // Each is a transaction on the group's row: pipelined, they would queue without bound.
+    for (let i = 0; i < 3000; i++) a.sendJson({ type: 'settle', id: 900_000 + i, topic, group: 'workers', action: 'ack', offsets: [7] });
+    await a.until(() => a.json.filter((f) => f.type === 'error' && Number(f.id) >= 900_000).length === 3000, 'every answer', 30_000);
+    const codes = new Set(a.json.filter((f) => f.type === 'error' && Number(f.id) >= 900_000).map((f) => f.code));
+    expect([...codes].sort()).toEqual(['NOT_LEASED', 'RATE_LIMITED']);
+  });
+
   it('redelivers a negatively acknowledged message, then dead-letters it to the subscribers of the dead-letter topic', async () => {
     const { topic, dlq } = await setup({ maxDeliveries: 2 });
     const pub = await member();

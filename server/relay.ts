@@ -159,7 +159,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       broadcast: (channel, text) => broadcast(channel, text),
       onPaused: () => metrics.topicSubscriberPauses.inc(),
       onCommitted: (topic, epoch, head) => topicNotice(topic, epoch, head),
-      onHead: (topic) => consumers.topicHead(topic),
+      onHead: (topic, epoch) => consumers.topicHead(topic, epoch),
     });
     const groups = new GroupStore(db, topics.store);
     const consumers = new ConsumerHub({
@@ -324,6 +324,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         groups,
         onReset: (topic, epoch) => {
           topicHub.topicReset(topic, epoch);
+          consumers.topicHead(topic, epoch);
           topicNotice(topic, epoch, 1);
         },
       },

@@ -32,6 +32,9 @@ interface GroupState {
   readonly topic: string;
   readonly group: string;
   readonly members: Member[];
+  /** The topic's epoch as last heard of: a newer one means the topic was reset, and the
+   * leases of the old epoch (the members' outstanding offsets) are gone. */
+  epoch: number | undefined;
   /** The member served first at the next lease (round robin). */
   turn: number;
   leasing: boolean;
@@ -73,7 +76,7 @@ export class ConsumerHub {
     this.checkRoom(peer, topic, group);
     const member: Member = { peer, id: `${this.deps.nodeId}/${++this.serial}/${peer.userId}/${peer.deviceId}`, prefetch, outstanding: new Map() };
     let st = this.states.get(k);
-    if (!st) this.states.set(k, (st = { topic, group, members: [], turn: 0, leasing: false, again: false, timer: undefined }));
+    if (!st) this.states.set(k, (st = { topic, group, members: [], epoch: undefined, turn: 0, leasing: false, again: false, timer: undefined }));
     st.members.push(member);
     let m = this.byPeer.get(peer);
     if (!m) this.byPeer.set(peer, (m = new Map()));
@@ -170,9 +173,19 @@ export class ConsumerHub {
     }
   }
 
-  /** Something was committed to `topic` (on this relay or another). */
-  topicHead(topic: string): void {
-    for (const st of this.states.values()) if (st.topic === topic) this.pump(st);
+  /** Something was committed to `topic`, or it was reset to `epoch` (on this relay or another). */
+  topicHead(topic: string, epoch: number): void {
+    for (const st of this.states.values()) {
+      if (st.topic !== topic) continue;
+      this.noteEpoch(st, epoch);
+      this.pump(st);
+    }
+  }
+
+  /** At a newer epoch, the old one's leases no longer take the members' room. */
+  private noteEpoch(st: GroupState, epoch: number): void {
+    if (st.epoch !== undefined && epoch > st.epoch) for (const m of st.members) m.outstanding.clear();
+    if (st.epoch === undefined || epoch > st.epoch) st.epoch = epoch;
   }
 
   /** Leases for the group's members while any has room and something is leasable. */
@@ -203,6 +216,7 @@ export class ConsumerHub {
         this.wakeAt(st, Date.now() + 1000);
         return;
       }
+      this.noteEpoch(st, lease.epoch);
       if (lease.deadLetterHead) this.deps.onDeadLettered(lease.deadLetterHead, lease.deadLettered);
       if (lease.skipped > 0) this.deps.onSkipped?.(lease.skipped);
       if (lease.messages.length > 0) {

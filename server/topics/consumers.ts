@@ -101,9 +101,10 @@ export class ConsumerHub {
     if (action === 'ack') await this.deps.groups.ack(topic, group, member.id, offsets, at);
     else if (action === 'nack') await this.deps.groups.nack(topic, group, member.id, offsets, opts.delayMs ?? 0, at);
     else {
-      const until = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0, at);
-      for (const o of offsets) if (member.outstanding.has(o)) member.outstanding.set(o, until);
-      leaseUntil = until;
+      const extended = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0, at);
+      // The whole range each offset came in: all of it keeps taking the member's room.
+      for (const o of extended.offsets) if (member.outstanding.has(o)) member.outstanding.set(o, extended.leaseUntilMs);
+      leaseUntil = extended.leaseUntilMs;
     }
     if (action !== 'extend') {
       for (const o of offsets) member.outstanding.delete(o);

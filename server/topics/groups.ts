@@ -615,11 +615,17 @@ export class GroupStore {
   }
 
   /** Extends the lease of offsets leased to `member` to `byMs` from now (the range
-   * lease holding an offset is extended whole). Resolves to the new deadline. */
-  async extend(topic: string, name: string, member: string, offsets: readonly number[], byMs: number, opts: SettleOptions = {}): Promise<number> {
+   * lease holding an offset is extended whole). Resolves to the new deadline and every
+   * offset it now holds (the named ones and the rest of their ranges). */
+  async extend(topic: string, name: string, member: string, offsets: readonly number[], byMs: number, opts: SettleOptions = {}): Promise<{ readonly leaseUntilMs: number; readonly offsets: readonly number[] }> {
     bounded(byMs, MIN_VISIBILITY_MS, MAX_VISIBILITY_MS, 'byMs');
     const until = this.now() + byMs;
-    await this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
+    return this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
+      const extended = [...inRedo];
+      for (const l of inLease.keys()) {
+        const first = Number(l.first_off);
+        for (let o = first; o <= Number(l.last_off); o++) if (!bitSet(l.done, o - first)) extended.push(o);
+      }
       const firsts = [...inLease.keys()].map((l) => Number(l.first_off));
       if (firsts.length > 0) {
         await tx.query('UPDATE group_leases SET deadline_ms = $3 WHERE topic_id = $1 AND group_name = $2 AND first_off = ANY ($4::int8[])', [g.topic_id, name, until, firsts]);
@@ -627,8 +633,8 @@ export class GroupStore {
       if (inRedo.length > 0) {
         await tx.query('UPDATE group_redeliveries SET deadline_ms = $3 WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($4::int8[])', [g.topic_id, name, until, inRedo]);
       }
+      return { leaseUntilMs: until, offsets: extended };
     });
-    return until;
   }
 
   /** A member left: what it holds is due now, for the others. Resolves to the topic's

@@ -56,6 +56,9 @@ export type TopicClientFrame =
       readonly group: string;
       readonly action: SettleAction;
       readonly offsets: readonly number[];
+      /** The epoch the offsets were leased in (their `leased` frames'): after a reset of
+       * the topic, offsets of the old epoch are refused, not taken for the new one's. */
+      readonly epoch?: number | undefined;
       /** nack: leased again after this long (0 by default). */
       readonly delayMs?: number | undefined;
       /** extend: the leases run this long from now. */
@@ -203,6 +206,7 @@ export const TOPIC_CLIENT_DECODERS: { readonly [T in TopicClientFrame['type']]: 
       group: groupField(o),
       action,
       offsets: offsetList(o),
+      ...(o.epoch !== undefined ? { epoch: int(o, 'epoch', 1, MAX_POSITION) } : {}),
       ...(action === 'nack' && o.delayMs !== undefined ? { delayMs: int(o, 'delayMs', 0, MAX_VISIBILITY_MS) } : {}),
       ...(action === 'extend' ? { byMs: int(o, 'byMs', MIN_VISIBILITY_MS, MAX_VISIBILITY_MS) } : {}),
     };

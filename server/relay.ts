@@ -171,7 +171,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
       broadcast: (channel, text) => broadcast(channel, text),
       onPaused: () => metrics.topicSubscriberPauses.inc(),
       onCommitted: (topic, epoch, head) => topicNotice(topic, epoch, head),
-      onHead: (topic) => consumers.topicHead(topic),
+      onHead: (topic, epoch) => consumers.topicHead(topic, epoch),
     });
     metrics.setTopicGauges(() => ({ subscriptions: topicHub.subscriptions, pendingPublishes: topicHub.pendingPublishes }));
     const groups = new GroupStore(db, topics.store);
@@ -186,6 +186,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         topicNotice(h.topic, h.epoch, h.head);
       },
       onSkipped: (count) => metrics.groupSkipped.inc(count),
+      onReleased: (topic, epoch, head) => topicNotice(topic, epoch, head),
     });
     const mailbox = new MailboxService({
       db,
@@ -336,6 +337,7 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
         groups,
         onReset: (topic, epoch) => {
           topicHub.topicReset(topic, epoch);
+          consumers.topicHead(topic, epoch);
           topicNotice(topic, epoch, 1);
         },
       },

@@ -32,6 +32,9 @@ interface GroupState {
   readonly topic: string;
   readonly group: string;
   readonly members: Member[];
+  /** The topic's epoch as last heard of: a newer one means the topic was reset, and the
+   * leases of the old epoch (the members' outstanding offsets) are gone. */
+  epoch: number | undefined;
   /** The member served first at the next lease (round robin). */
   turn: number;
   leasing: boolean;
@@ -48,6 +51,9 @@ export interface ConsumerHubDeps {
   /** Told when a lease moved messages to a dead-letter topic (its subscribers read them). */
   readonly onDeadLettered: (head: NonNullable<Lease['deadLetterHead']>, count: number) => void;
   readonly onSkipped?: (count: number) => void;
+  /** Told when a departed member's leases were made due: the group's members on other
+   * relays lease them (a topic notice wakes them). */
+  readonly onReleased?: (topic: string, epoch: number, head: number) => void;
 }
 
 const keyOf = (topic: string, group: string): string => `${topic}\n${group}`;
@@ -62,15 +68,15 @@ export class ConsumerHub {
   /** Joins `peer` to the group; answers `consuming`, then `leased` frames. */
   async consume(peer: TopicPeer, id: number, topic: string, group: string, prefetch: number): Promise<void> {
     const k = keyOf(topic, group);
-    const mine = this.byPeer.get(peer);
-    if (mine?.has(k)) throw new ProtocolError('BAD_REQUEST', `already consuming ${group} of ${topic} on this connection`);
-    if (mine && mine.size >= MAX_CONSUMES_PER_CONNECTION) throw new ProtocolError('BAD_REQUEST', `at most ${MAX_CONSUMES_PER_CONNECTION} groups per connection`);
+    this.checkRoom(peer, topic, group);
     // The group must exist: said now, not at the first lease.
     if (!(await this.deps.groups.info(topic, group))) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${group} of topic ${topic}`);
-    if (peer.closed || this.byPeer.get(peer)?.has(k)) return;
+    if (peer.closed) return;
+    // Again: other consume requests of this connection may have joined meanwhile.
+    this.checkRoom(peer, topic, group);
     const member: Member = { peer, id: `${this.deps.nodeId}/${++this.serial}/${peer.userId}/${peer.deviceId}`, prefetch, outstanding: new Map() };
     let st = this.states.get(k);
-    if (!st) this.states.set(k, (st = { topic, group, members: [], turn: 0, leasing: false, again: false, timer: undefined }));
+    if (!st) this.states.set(k, (st = { topic, group, members: [], epoch: undefined, turn: 0, leasing: false, again: false, timer: undefined }));
     st.members.push(member);
     let m = this.byPeer.get(peer);
     if (!m) this.byPeer.set(peer, (m = new Map()));
@@ -79,17 +85,26 @@ export class ConsumerHub {
     this.pump(st);
   }
 
+  /** Throws BAD_REQUEST when `peer` consumes the group already, or its most groups. */
+  private checkRoom(peer: TopicPeer, topic: string, group: string): void {
+    const mine = this.byPeer.get(peer);
+    if (mine?.has(keyOf(topic, group))) throw new ProtocolError('BAD_REQUEST', `already consuming ${group} of ${topic} on this connection`);
+    if (mine && mine.size >= MAX_CONSUMES_PER_CONNECTION) throw new ProtocolError('BAD_REQUEST', `at most ${MAX_CONSUMES_PER_CONNECTION} groups per connection`);
+  }
+
   /** Acknowledges, negatively acknowledges or extends offsets leased to `peer`. */
-  async settle(peer: TopicPeer, id: number, topic: string, group: string, action: SettleAction, offsets: readonly number[], opts: { delayMs?: number | undefined; byMs?: number | undefined }): Promise<TopicServerFrame> {
+  async settle(peer: TopicPeer, id: number, topic: string, group: string, action: SettleAction, offsets: readonly number[], opts: { epoch?: number | undefined; delayMs?: number | undefined; byMs?: number | undefined }): Promise<TopicServerFrame> {
     const member = this.byPeer.get(peer)?.get(keyOf(topic, group));
     if (!member) throw new ProtocolError('NOT_LEASED', `this connection is not consuming ${group} of ${topic}`);
     let leaseUntil: number | undefined;
-    if (action === 'ack') await this.deps.groups.ack(topic, group, member.id, offsets);
-    else if (action === 'nack') await this.deps.groups.nack(topic, group, member.id, offsets, opts.delayMs ?? 0);
+    const at = { epoch: opts.epoch };
+    if (action === 'ack') await this.deps.groups.ack(topic, group, member.id, offsets, at);
+    else if (action === 'nack') await this.deps.groups.nack(topic, group, member.id, offsets, opts.delayMs ?? 0, at);
     else {
-      const until = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0);
-      for (const o of offsets) if (member.outstanding.has(o)) member.outstanding.set(o, until);
-      leaseUntil = until;
+      const extended = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0, at);
+      // The whole range each offset came in: all of it keeps taking the member's room.
+      for (const o of extended.offsets) if (member.outstanding.has(o)) member.outstanding.set(o, extended.leaseUntilMs);
+      leaseUntil = extended.leaseUntilMs;
     }
     if (action !== 'extend') {
       for (const o of offsets) member.outstanding.delete(o);
@@ -129,10 +144,24 @@ export class ConsumerHub {
         this.states.delete(k);
       }
     }
-    await this.deps.groups.release(topic, group, member.id).catch((err: unknown) => {
+    await this.release(topic, group, member.id);
+  }
+
+  /** Makes a departed member's leases due, and wakes the group's other members: here at
+   * once, on other relays through a topic notice. */
+  private async release(topic: string, group: string, memberId: string): Promise<void> {
+    let released: Awaited<ReturnType<GroupStore['release']>>;
+    try {
+      released = await this.deps.groups.release(topic, group, memberId);
+    } catch (err) {
       // Its leases then expire by themselves.
       this.deps.logger.warn({ topic, group, err: { message: (err as Error).message } }, 'releasing a departed member\'s leases failed (they expire with their visibility timeout)');
-    });
+      return;
+    }
+    if (!released) return;
+    const st = this.states.get(keyOf(topic, group));
+    if (st) this.pump(st);
+    this.deps.onReleased?.(topic, released.epoch, released.head);
   }
 
   /** The peer's socket drained: groups it waits on lease again. */
@@ -145,9 +174,19 @@ export class ConsumerHub {
     }
   }
 
-  /** Something was committed to `topic` (on this relay or another). */
-  topicHead(topic: string): void {
-    for (const st of this.states.values()) if (st.topic === topic) this.pump(st);
+  /** Something was committed to `topic`, or it was reset to `epoch` (on this relay or another). */
+  topicHead(topic: string, epoch: number): void {
+    for (const st of this.states.values()) {
+      if (st.topic !== topic) continue;
+      this.noteEpoch(st, epoch);
+      this.pump(st);
+    }
+  }
+
+  /** At a newer epoch, the old one's leases no longer take the members' room. */
+  private noteEpoch(st: GroupState, epoch: number): void {
+    if (st.epoch !== undefined && epoch > st.epoch) for (const m of st.members) m.outstanding.clear();
+    if (st.epoch === undefined || epoch > st.epoch) st.epoch = epoch;
   }
 
   /** Leases for the group's members while any has room and something is leasable. */
@@ -178,12 +217,13 @@ export class ConsumerHub {
         this.wakeAt(st, Date.now() + 1000);
         return;
       }
+      this.noteEpoch(st, lease.epoch);
       if (lease.deadLetterHead) this.deps.onDeadLettered(lease.deadLetterHead, lease.deadLettered);
       if (lease.skipped > 0) this.deps.onSkipped?.(lease.skipped);
       if (lease.messages.length > 0) {
         if (member.peer.closed || !st.members.includes(member)) {
           // Gone meanwhile: its new leases go to the others.
-          await this.deps.groups.release(st.topic, st.group, member.id).catch(() => undefined);
+          await this.release(st.topic, st.group, member.id);
           continue;
         }
         member.peer.cork(() => {

@@ -9,6 +9,7 @@
  * member acknowledges, negatively acknowledges or extends must be leased to it now
  * (NOT_LEASED otherwise, and nothing changes).
  */
+import { createHash } from 'node:crypto';
 import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_GROUP_LEASE, MAX_GROUP_SETTLE, MAX_MAX_DELIVERIES, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS } from '../../protocol/limits.js';
 import { groupName } from '../../protocol/topics.js';
@@ -136,9 +137,15 @@ interface Plan {
 
 /** An ordered group looks this far ahead for messages whose key is free (at most this
  * factor times what it leases, and at most MAX_ORDERED_SCAN), and at most that many
- * due redeliveries. */
+ * due redeliveries; while that many are due, it leases no new offsets (so it parks at
+ * most about 2 × MAX_ORDERED_SCAN messages). */
 const ORDERED_SCAN_FACTOR = 4;
 const MAX_ORDERED_SCAN = 1024;
+
+export interface SettleOptions {
+  /** The epoch the offsets were leased in: refused (NOT_LEASED) if the topic's is another. */
+  readonly epoch?: number | undefined;
+}
 
 interface LeaseRow {
   first_off: string | number;
@@ -146,6 +153,17 @@ interface LeaseRow {
   done: Uint8Array;
   done_count: number;
   deadline_ms: string | number;
+}
+
+/**
+ * The publish id of a message's dead-letter copy: one per source message and group, so
+ * dead-lettering is idempotent. A digest keeps it within MAX_PUBLISH_ID_BYTES whatever
+ * the lengths (cutting the text would let two groups whose long names share a prefix
+ * take one id, and the second group's copy be dropped as a duplicate).
+ */
+function deadLetterId(topicId: number, epoch: number, offset: number, group: string): Uint8Array {
+  const digest = createHash('sha256').update(`${topicId}/${epoch}/${offset}/${group}`).digest('base64url');
+  return new TextEncoder().encode(`dl/${digest}`);
 }
 
 export class GroupStore {
@@ -415,7 +433,9 @@ export class GroupStore {
   private async planOrdered(tx: SqlExecutor, g: GroupRow, now: number, max: number, start: number, avoid: string | undefined): Promise<Plan> {
     const topicId = Number(g.topic_id);
     const keyHex = (k: Uint8Array | null): string | undefined => (k === null ? undefined : Buffer.from(k).toString('hex'));
-    // Keys leased now: undone offsets of range leases, and redeliveries leased again.
+    // Keys held now: undone offsets of range leases, redeliveries leased again, and
+    // redeliveries not due yet (a negative acknowledgement's delay): each is its key's
+    // earliest message not done, so nothing later of that key may go before it.
     const leases = await tx.query<LeaseRow>('SELECT first_off, last_off, done, done_count, deadline_ms FROM group_leases WHERE topic_id = $1 AND group_name = $2', [topicId, g.name]);
     const inFlight: number[] = [];
     for (const l of leases) {
@@ -426,24 +446,29 @@ export class GroupStore {
       `SELECT m.msg_key FROM topic_messages m
         WHERE m.topic_id = $1 AND m.msg_key IS NOT NULL
           AND (m.off = ANY ($2::int8[])
-               OR m.off IN (SELECT r.off FROM group_redeliveries r WHERE r.topic_id = $1 AND r.group_name = $3 AND r.member IS NOT NULL AND r.deadline_ms > $4))`,
+               OR m.off IN (SELECT r.off FROM group_redeliveries r WHERE r.topic_id = $1 AND r.group_name = $3
+                                  AND (r.available_at_ms > $4 OR (r.member IS NOT NULL AND r.deadline_ms > $4))))`,
       [topicId, inFlight, g.name, now],
     );
     const blocked = new Set(busyRows.map((r) => keyHex(r.msg_key)!));
     const again: Plan['again'] = [];
     const dead: Plan['dead'] = [];
     // Every due redelivery, in order (a skipped one still blocks its key).
-    for (const r of await this.dueRedeliveries(tx, topicId, g.name, now, MAX_ORDERED_SCAN, undefined)) {
+    const due = await this.dueRedeliveries(tx, topicId, g.name, now, MAX_ORDERED_SCAN, undefined);
+    for (const r of due) {
       const k = keyHex(r.msg_key);
       const mine = avoid !== undefined && (r.member ?? r.last_member) === avoid;
       if (again.length < max && !mine && (k === undefined || !blocked.has(k))) this.sortDue(g, r, again, dead);
       if (k !== undefined) blocked.add(k);
     }
-    // New offsets in a window: leased while there is room and the key is free.
+    // New offsets in a window: leased while there is room and the key is free. Not while
+    // due redeliveries fill the scan: the keys of those past it are unknown (a new message
+    // could go before an earlier one of its key), and parking more would grow them
+    // without bound behind a hot key.
     const fresh: number[] = [];
     const parked: number[] = [];
     let end = start;
-    if (again.length < max) {
+    if (again.length < max && due.length < MAX_ORDERED_SCAN) {
       const windowEnd = Math.min(Number(g.t_next), start + Math.min(MAX_ORDERED_SCAN, max * ORDERED_SCAN_FACTOR));
       const window = await tx.query<{ off: string | number; msg_key: Uint8Array | null }>(
         'SELECT off, msg_key FROM topic_messages WHERE topic_id = $1 AND off >= $2 AND off < $3 ORDER BY off',
@@ -474,8 +499,7 @@ export class GroupStore {
       items.push({
         publisherUserId: m.publisher_user,
         publisherDeviceId: m.publisher_device,
-        // Idempotent per source message and group.
-        publishId: new TextEncoder().encode(`dl/${topicId}/${String(g.epoch)}/${d.off}/${g.name}`.slice(0, 64)),
+        publishId: deadLetterId(topicId, Number(g.epoch), d.off, g.name),
         contentHash: m.content_hash,
         key: m.msg_key ?? undefined,
         payload: m.payload,
@@ -535,18 +559,30 @@ export class GroupStore {
     }
   }
 
-  private async settle<T>(topic: string, name: string, member: string, offsets: readonly number[], fn: (tx: SqlExecutor, g: GroupRow, found: { inLease: Map<LeaseRow, number[]>; inRedo: number[] }) => Promise<T>): Promise<T> {
+  private async settle<T>(
+    topic: string,
+    name: string,
+    member: string,
+    offsets: readonly number[],
+    opts: SettleOptions,
+    fn: (tx: SqlExecutor, g: GroupRow, found: { inLease: Map<LeaseRow, number[]>; inRedo: number[] }) => Promise<T>,
+  ): Promise<T> {
     checkOffsets(offsets);
+    bounded(opts.epoch, 1, Number.MAX_SAFE_INTEGER, 'epoch');
     return this.db.transaction(async (tx) => {
       const g = await this.lockGroup(tx, topic, name);
+      // Offsets of an epoch the topic has left are not the same offsets of the new one.
+      if (opts.epoch !== undefined && opts.epoch !== Number(g.epoch)) {
+        throw new ProtocolError('NOT_LEASED', `offsets of epoch ${opts.epoch}: the topic is at epoch ${String(g.epoch)}`, { epoch: Number(g.epoch) });
+      }
       const found = await this.leased(tx, Number(g.topic_id), name, member, offsets);
       return fn(tx, g, found);
     });
   }
 
   /** Acknowledges offsets leased to `member`: done for the group. */
-  async ack(topic: string, name: string, member: string, offsets: readonly number[]): Promise<void> {
-    await this.settle(topic, name, member, offsets, async (tx, g, { inLease, inRedo }) => {
+  async ack(topic: string, name: string, member: string, offsets: readonly number[], opts: SettleOptions = {}): Promise<void> {
+    await this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
       await this.finishInLeases(tx, Number(g.topic_id), name, inLease);
       if (inRedo.length > 0) await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [g.topic_id, name, inRedo]);
     });
@@ -554,10 +590,10 @@ export class GroupStore {
 
   /** Negatively acknowledges offsets leased to `member`: leased again (to any member)
    * after `delayMs`, this delivery counted. */
-  async nack(topic: string, name: string, member: string, offsets: readonly number[], delayMs = 0): Promise<void> {
+  async nack(topic: string, name: string, member: string, offsets: readonly number[], delayMs = 0, opts: SettleOptions = {}): Promise<void> {
     bounded(delayMs, 0, MAX_VISIBILITY_MS, 'delayMs');
     const at = this.now() + delayMs;
-    await this.settle(topic, name, member, offsets, async (tx, g, { inLease, inRedo }) => {
+    await this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
       const topicId = Number(g.topic_id);
       await this.finishInLeases(tx, topicId, name, inLease);
       const fromLeases = [...inLease.values()].flat();
@@ -579,11 +615,17 @@ export class GroupStore {
   }
 
   /** Extends the lease of offsets leased to `member` to `byMs` from now (the range
-   * lease holding an offset is extended whole). Resolves to the new deadline. */
-  async extend(topic: string, name: string, member: string, offsets: readonly number[], byMs: number): Promise<number> {
+   * lease holding an offset is extended whole). Resolves to the new deadline and every
+   * offset it now holds (the named ones and the rest of their ranges). */
+  async extend(topic: string, name: string, member: string, offsets: readonly number[], byMs: number, opts: SettleOptions = {}): Promise<{ readonly leaseUntilMs: number; readonly offsets: readonly number[] }> {
     bounded(byMs, MIN_VISIBILITY_MS, MAX_VISIBILITY_MS, 'byMs');
     const until = this.now() + byMs;
-    await this.settle(topic, name, member, offsets, async (tx, g, { inLease, inRedo }) => {
+    return this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
+      const extended = [...inRedo];
+      for (const l of inLease.keys()) {
+        const first = Number(l.first_off);
+        for (let o = first; o <= Number(l.last_off); o++) if (!bitSet(l.done, o - first)) extended.push(o);
+      }
       const firsts = [...inLease.keys()].map((l) => Number(l.first_off));
       if (firsts.length > 0) {
         await tx.query('UPDATE group_leases SET deadline_ms = $3 WHERE topic_id = $1 AND group_name = $2 AND first_off = ANY ($4::int8[])', [g.topic_id, name, until, firsts]);
@@ -591,21 +633,23 @@ export class GroupStore {
       if (inRedo.length > 0) {
         await tx.query('UPDATE group_redeliveries SET deadline_ms = $3 WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($4::int8[])', [g.topic_id, name, until, inRedo]);
       }
+      return { leaseUntilMs: until, offsets: extended };
     });
-    return until;
   }
 
-  /** A member left: what it holds is due now, for the others. */
-  async release(topic: string, name: string, member: string): Promise<void> {
+  /** A member left: what it holds is due now, for the others. Resolves to the topic's
+   * epoch and head when it held something (the others' relays are told), else undefined. */
+  async release(topic: string, name: string, member: string): Promise<{ readonly epoch: number; readonly head: number } | undefined> {
     const now = this.now();
-    await this.db.transaction(async (tx) => {
+    return this.db.transaction(async (tx) => {
       const g = await this.lockGroup(tx, topic, name).catch((err: unknown) => {
         if (err instanceof ProtocolError && err.code === 'GROUP_NOT_FOUND') return undefined;
         throw err;
       });
-      if (!g) return;
-      await tx.query('UPDATE group_leases SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4', [g.topic_id, name, member, now]);
-      await tx.query('UPDATE group_redeliveries SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4', [g.topic_id, name, member, now]);
+      if (!g) return undefined;
+      const ranges = await tx.query('UPDATE group_leases SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4 RETURNING first_off', [g.topic_id, name, member, now]);
+      const again = await tx.query('UPDATE group_redeliveries SET deadline_ms = $4 WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND deadline_ms > $4 RETURNING off', [g.topic_id, name, member, now]);
+      return ranges.length + again.length > 0 ? { epoch: Number(g.epoch), head: Number(g.t_next) } : undefined;
     });
   }
 }

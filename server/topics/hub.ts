@@ -51,7 +51,7 @@ export interface TopicHubDeps {
   /** Told of each commit (to tell other relays: their subscribers read it). */
   readonly onCommitted?: (topic: string, epoch: number, head: number) => void;
   /** Told of every commit to a topic this relay hears of (its own and others'). */
-  readonly onHead?: (topic: string) => void;
+  readonly onHead?: (topic: string, epoch: number) => void;
   /** Told each time a live subscriber is paused because its socket stopped draining. */
   readonly onPaused?: () => void;
 }
@@ -200,7 +200,7 @@ export class TopicHub {
     if (fresh.length === 0) return;
     const head = fresh[fresh.length - 1]!.offset + 1;
     this.deps.onCommitted?.(topic, epoch, head);
-    this.deps.onHead?.(topic);
+    this.deps.onHead?.(topic, epoch);
     const ch = this.channels.get(topic);
     if (!ch) return this.heardWhileOpening(topic, epoch, head);
     if (epoch > ch.epoch) return this.resetChannel(ch, epoch);
@@ -259,7 +259,7 @@ export class TopicHub {
 
   /** Another relay committed to `topic` up to (not including) `head`. */
   remoteHead(topic: string, epoch: number, head: number): void {
-    this.deps.onHead?.(topic);
+    this.deps.onHead?.(topic, epoch);
     const ch = this.channels.get(topic);
     if (!ch) return this.heardWhileOpening(topic, epoch, head);
     if (epoch > ch.epoch) return this.resetChannel(ch, epoch);

@@ -281,38 +281,36 @@ export class ConnectionManager {
       this.deps.topics.subscribe(peer, frame.id, frame.topic, frame.from).catch(refuse);
       return;
     }
-    if (frame.type === 'consume') {
-      this.deps.consumers.consume(peer, frame.id, frame.topic, frame.group, frame.prefetch).catch(refuse);
-      return;
-    }
-    if (frame.type === 'settle') {
-      this.deps.consumers
-        .settle(peer, frame.id, frame.topic, frame.group, frame.action, frame.offsets, { delayMs: frame.delayMs, byMs: frame.byMs })
-        .then((answer) => this.send(ws, answer), refuse);
-      return;
-    }
-    // Held in the device's pending budget, like a SEND, until answered.
+    // Held in the device's pending budget, like a SEND, until answered: each is a database
+    // transaction, and a peer that pipelines them must not queue them without bound.
     const budget = ud.pendingKey;
-    const size = frame.payload.byteLength;
+    const size = frame.type === 'publish' ? frame.payload.byteLength : 0;
     const refused = this.deps.pending.take(budget, size);
     if (refused) {
       refuse(
         refused === 'device'
-          ? new ProtocolError('RATE_LIMITED', 'too many messages of this device awaiting their answer')
+          ? new ProtocolError('RATE_LIMITED', 'too many requests of this device awaiting their answer')
           : new ProtocolError('RELAY_BUSY', 'the relay holds too many messages awaiting their answer; nothing was stored: retry later'),
       );
       return;
     }
-    this.deps.topics.publish(peer, frame.topic, frame).then(
-      (answer) => {
-        this.deps.pending.release(budget, size);
-        this.send(ws, answer);
-      },
-      (err: unknown) => {
-        this.deps.pending.release(budget, size);
-        refuse(err);
-      },
-    );
+    const answered = (answer: ServerFrame | undefined): void => {
+      this.deps.pending.release(budget, size);
+      if (answer) this.send(ws, answer);
+    };
+    const failed = (err: unknown): void => {
+      this.deps.pending.release(budget, size);
+      refuse(err);
+    };
+    if (frame.type === 'consume') {
+      this.deps.consumers.consume(peer, frame.id, frame.topic, frame.group, frame.prefetch).then(() => answered(undefined), failed);
+    } else if (frame.type === 'settle') {
+      this.deps.consumers
+        .settle(peer, frame.id, frame.topic, frame.group, frame.action, frame.offsets, { epoch: frame.epoch, delayMs: frame.delayMs, byMs: frame.byMs })
+        .then(answered, failed);
+    } else {
+      this.deps.topics.publish(peer, frame.topic, frame).then(answered, failed);
+    }
   }
 
   /** The connection as the topic hub sees it (undefined until authenticated). */

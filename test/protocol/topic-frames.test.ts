@@ -23,6 +23,7 @@ describe('topic frames', () => {
       { type: 'unsubscribe', id: 7, topic: 'a.b' },
       { type: 'consume', id: 8, topic: 'a.b', group: 'workers', prefetch: 16 },
       { type: 'settle', id: 9, topic: 'a.b', group: 'workers', action: 'ack', offsets: [1, 2, 3] },
+      { type: 'settle', id: 12, topic: 'a.b', group: 'workers', action: 'ack', offsets: [7], epoch: 2 },
       { type: 'settle', id: 10, topic: 'a.b', group: 'workers', action: 'nack', offsets: [4], delayMs: 500 },
       { type: 'settle', id: 11, topic: 'a.b', group: 'workers', action: 'extend', offsets: [5], byMs: 60_000 },
       { type: 'stop', id: 12, topic: 'a.b', group: 'workers' },

@@ -121,6 +121,37 @@ describe.each(DRIVERS)('consumer groups on $name', (driver) => {
     ]);
   });
 
+  it('gives a departed member\'s leased messages at once to a member already waiting', async () => {
+    const { topic } = await setup({ visibilityMs: 60_000 });
+    const pub = await member();
+    const a = await member();
+    await consume(a, topic, 'workers', 10);
+    for (let i = 0; i < 3; i++) await publish(pub, topic, `job-${i}`);
+    await a.until(() => leased(a, topic).length === 3, '3 leases');
+    const b = await member();
+    await consume(b, topic, 'workers', 10);
+    a.terminate();
+    // Long before A's leases would expire (60 s).
+    await b.until(() => leased(b, topic).length === 3, 'the departed member\'s 3 leases', 5_000);
+    expect(leased(b, topic).map((f) => [f.offset, f.deliveries])).toEqual([
+      [1, 2],
+      [2, 2],
+      [3, 2],
+    ]);
+  });
+
+  // PGlite answers each transaction before the next frame is read: nothing piles up there.
+  it.skipIf(!driver.needsPg)('holds settle requests awaiting their answer in the device\'s pending budget', async () => {
+    const { topic } = await setup();
+    const a = await member();
+    await consume(a, topic, 'workers', 1);
+    // Each is a transaction on the group's row: pipelined, they would queue without bound.
+    for (let i = 0; i < 3000; i++) a.sendJson({ type: 'settle', id: 900_000 + i, topic, group: 'workers', action: 'ack', offsets: [7] });
+    await a.until(() => a.json.filter((f) => f.type === 'error' && Number(f.id) >= 900_000).length === 3000, 'every answer', 30_000);
+    const codes = new Set(a.json.filter((f) => f.type === 'error' && Number(f.id) >= 900_000).map((f) => f.code));
+    expect([...codes].sort()).toEqual(['NOT_LEASED', 'RATE_LIMITED']);
+  });
+
   it('redelivers a negatively acknowledged message, then dead-letters it to the subscribers of the dead-letter topic', async () => {
     const { topic, dlq } = await setup({ maxDeliveries: 2 });
     const pub = await member();

@@ -205,7 +205,8 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     await groups.lease(topic, group, 'A', 2);
     await groups.lease(topic, group, 'B', 2);
     clock += VIS / 2;
-    expect(await groups.extend(topic, group, 'A', [1], VIS)).toBe(clock + VIS);
+    // The range 1..2 is extended whole.
+    expect(await groups.extend(topic, group, 'A', [1], VIS)).toEqual({ leaseUntilMs: clock + VIS, offsets: [1, 2] });
     clock = T0 + VIS;
     // A's lease was extended; B's expired.
     const c = await groups.lease(topic, group, 'C', 10);
@@ -241,6 +242,21 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(await codeOf(groups.ack(topic, group, 'A', [2]))).toBe('NOT_LEASED');
   });
 
+  it('refuses offsets of an old epoch, even when the same offsets of the new one are leased to the member', async () => {
+    const { topic, group } = await setup(3);
+    await groups.lease(topic, group, 'A', 3);
+    await topics.reset(topic);
+    await topics.publish(topic, [message('n1'), message('n2'), message('n3')]);
+    expect((await groups.lease(topic, group, 'A', 3)).messages.map((m) => m.offset)).toEqual([1, 2, 3]);
+    // A finishes offset 2 of epoch 1: not offset 2 of epoch 2, which it has not processed.
+    expect(await codeOf(groups.ack(topic, group, 'A', [2], { epoch: 1 }))).toBe('NOT_LEASED');
+    expect(await codeOf(groups.nack(topic, group, 'A', [2], 0, { epoch: 1 }))).toBe('NOT_LEASED');
+    expect(await codeOf(groups.extend(topic, group, 'A', [2], VIS, { epoch: 1 }))).toBe('NOT_LEASED');
+    expect(await groups.info(topic, group)).toMatchObject({ epoch: 2, inFlight: 3 });
+    await groups.ack(topic, group, 'A', [1, 2, 3], { epoch: 2 });
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 4, inFlight: 0 });
+  });
+
   it('gives every message to exactly one of several concurrent members', async () => {
     const { topic, group } = await setup(120);
     const seen: number[] = [];
@@ -257,6 +273,19 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(seen.sort((x, y) => x - y)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1));
     expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 121, inFlight: 0 });
     expect(await leaseRows(topic)).toBe(0);
+  });
+
+  it('dead-letters the same offset once per group, even for long group names sharing a prefix', async () => {
+    const { topic, dlq } = await setup(1);
+    const long = (last: string): string => `${'g'.repeat(60)}-${last}`.slice(0, 64);
+    for (const name of [long('a'), long('b')]) {
+      await groups.create(topic, name, 'owner', { visibilityMs: VIS, maxDeliveries: 1, deadLetterTopic: dlq });
+      await groups.lease(topic, name, 'A', 1);
+      await groups.nack(topic, name, 'A', [1]);
+      expect((await groups.lease(topic, name, 'B', 1)).deadLettered).toBe(1);
+    }
+    const dead = await topics.read(dlq, 1, 1);
+    expect(dead.messages.map((m) => m.deadLetter?.group)).toEqual([long('a'), long('b')]);
   });
 
   describe('ordered by key', () => {
@@ -292,6 +321,38 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
       expect(offsets(await groups.lease(topic, group, 'C', 10, { avoidOwnFailures: true }))).toEqual([1]);
       await groups.ack(topic, group, 'C', [1]);
       expect(offsets(await groups.lease(topic, group, 'C', 10))).toEqual([2]);
+    });
+
+    it('holds a key back while its earlier message waits out a negative acknowledgement\'s delay', async () => {
+      const { topic, group } = await setup(0, { orderedByKey: true });
+      await topics.publish(topic, [message('k1', 'K'), message('k2', 'K')]);
+      expect(offsets(await groups.lease(topic, group, 'A', 10))).toEqual([1]);
+      await groups.nack(topic, group, 'A', [1], 5000);
+      expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([]);
+      clock += 5000;
+      expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([1]);
+      await groups.ack(topic, group, 'B', [1]);
+      expect(offsets(await groups.lease(topic, group, 'B', 10))).toEqual([2]);
+    });
+
+    it('keeps a key\'s order, and its parked messages bounded, behind a hot key\'s backlog', async () => {
+      const { topic, group } = await setup(0, { orderedByKey: true });
+      await topics.publish(topic, [message('h0', 'H')]);
+      expect(offsets(await groups.lease(topic, group, 'A', 1))).toEqual([1]);
+      // H is busy; 1,100 more of H, then one of K.
+      for (let i = 0; i < 1100; i += 220) await topics.publish(topic, Array.from({ length: 220 }, (_, j) => message(`h${i + j + 1}`, 'H')));
+      await topics.publish(topic, [message('k0', 'K')]);
+      const kLeased: number[] = [];
+      for (let i = 1; i <= 4; i++) {
+        const l = await groups.lease(topic, group, 'B', 256);
+        const ks = l.messages.filter((m) => text(m.key!) === 'K').map((m) => m.offset);
+        kLeased.push(...ks);
+        // K fails each time: its first message stays K's earliest not done.
+        if (ks.length > 0) await groups.nack(topic, group, 'B', ks);
+        await topics.publish(topic, [message(`k${i}`, 'K')]);
+      }
+      expect(new Set(kLeased).size, `K leased out of order: ${kLeased.join(', ')}`).toBeLessThanOrEqual(1);
+      expect((await groups.info(topic, group))!.redeliveries).toBeLessThanOrEqual(2048);
     });
 
     it('gives each key\'s messages in order, once each, to concurrent members', async () => {

@@ -141,7 +141,10 @@ describe.each(DRIVERS)('consumer groups on $name', (driver) => {
   });
 
   // PGlite answers each transaction before the next frame is read: nothing piles up there.
-  it.skipIf(!driver.needsPg)('holds settle requests awaiting their answer in the device\'s pending budget', async () => {
+  // Needs settles to queue behind a slow database: PostgreSQL only (PGlite answers in
+  // process, one at a time).
+  const onServer = driver.needsPg ? it : undefined;
+  onServer?.('holds settle requests awaiting their answer in the device\'s pending budget', async () => {
     const { topic } = await setup();
     const a = await member();
     await consume(a, topic, 'workers', 1);

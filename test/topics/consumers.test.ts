@@ -140,9 +140,8 @@ describe.each(DRIVERS)('consumer groups on $name', (driver) => {
     ]);
   });
 
-  // PGlite answers each transaction before the next frame is read: nothing piles up there.
-  // Needs settles to queue behind a slow database: PostgreSQL only (PGlite answers in
-  // process, one at a time).
+  // Needs settles to queue behind a slow database: PostgreSQL only (PGlite answers each
+  // transaction before the next frame is read, so nothing piles up there).
   const onServer = driver.needsPg ? it : undefined;
   onServer?.('holds settle requests awaiting their answer in the device\'s pending budget', async () => {
     const { topic } = await setup();

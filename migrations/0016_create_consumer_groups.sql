@@ -67,6 +67,9 @@ CREATE TABLE group_redeliveries (
   FOREIGN KEY (topic_id, group_name) REFERENCES consumer_groups (topic_id, name) ON DELETE CASCADE
 );
 
+-- Due redeliveries are found by time.
+CREATE INDEX group_redeliveries_due ON group_redeliveries (topic_id, group_name, available_at_ms);
+
 -- A dead-lettered message keeps where it came from: the source topic, epoch and offset,
 -- the group, the delivery count and the reason (JSON text). NULL for other messages.
 ALTER TABLE topic_messages ADD COLUMN dead_letter text;

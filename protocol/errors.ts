@@ -61,6 +61,7 @@ export const ERROR_CODES = {
   TOPIC_EPOCH_CHANGED: { http: 409, retry: false },
   GROUP_NOT_FOUND: { http: 404, retry: false },
   GROUP_EXISTS: { http: 409, retry: false },
+  TOO_MANY_GROUPS: { http: 409, retry: false },
   NOT_LEASED: { http: 409, retry: false },
   UNAVAILABLE: { http: 503, retry: true },
   INTERNAL: { http: 500, retry: true },

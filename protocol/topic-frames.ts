@@ -136,6 +136,14 @@ function subscribeFrom(v: unknown): SubscribeFrom {
 
 const topicField = (o: JsonObject): string => topicName(str(o, 'topic', { max: MAX_TOPIC_NAME_LENGTH }), 'topic');
 const groupField = (o: JsonObject): string => str(o, 'group', { max: MAX_GROUP_NAME_LENGTH, pattern: GROUP_NAME_PATTERN });
+/** A publish id as a client may send it: not starting with a zero byte (the relay's own,
+ * for dead-letter copies). */
+function clientPublishId(o: JsonObject): Uint8Array {
+  const id = bytesValue(o.publishId, 'publishId', { min: 1, max: MAX_PUBLISH_ID_BYTES });
+  if (id[0] === 0) throw new ProtocolError('BAD_REQUEST', 'publishId: ids starting with a zero byte are the relay\'s');
+  return id;
+}
+
 const SETTLE_ACTIONS: readonly SettleAction[] = ['ack', 'nack', 'extend'];
 
 function settleAction(v: unknown): SettleAction {
@@ -183,7 +191,7 @@ export const TOPIC_CLIENT_DECODERS: { readonly [T in TopicClientFrame['type']]: 
       type: 'publish',
       id: int(o, 'id', 0, MAX_REQUEST_ID),
       topic: topicField(o),
-      publishId: bytesValue(o.publishId, 'publishId', { min: 1, max: MAX_PUBLISH_ID_BYTES }),
+      publishId: clientPublishId(o),
       ...(key !== undefined ? { key } : {}),
       payload: bytes,
     };

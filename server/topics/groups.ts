@@ -14,7 +14,7 @@ import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_GROUP_LEASE, MAX_GROUP_SETTLE, MAX_MAX_DELIVERIES, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS } from '../../protocol/limits.js';
 import { groupName } from '../../protocol/topics.js';
 import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
-import type { PublishItem, TopicMessage, TopicStore } from './store.js';
+import { type PublishItem, RELAY_PUBLISH_ID_PREFIX, type TopicMessage, type TopicStore } from './store.js';
 
 export const DEFAULT_VISIBILITY_MS = 30_000;
 export const DEFAULT_MAX_DELIVERIES = 5;
@@ -40,8 +40,9 @@ export interface GroupInfo {
   readonly maxDeliveries: number;
   readonly deadLetterTopic: string;
   readonly orderedByKey: boolean;
-  /** Leased and not yet acknowledged, and waiting to be leased again. */
+  /** Messages of open range leases not yet settled. */
   readonly inFlight: number;
+  /** Messages waiting to be leased again, or leased again. */
   readonly redeliveries: number;
   readonly skipped: number;
   readonly deadLettered: number;
@@ -142,6 +143,12 @@ interface Plan {
 const ORDERED_SCAN_FACTOR = 4;
 const MAX_ORDERED_SCAN = 1024;
 
+/** Messages of a group waiting to be leased again past which it leases nothing new. */
+export const MAX_GROUP_REDELIVERIES = 10_000;
+
+/** Consumer groups one topic may have. */
+export const MAX_GROUPS_PER_TOPIC = 64;
+
 export interface SettleOptions {
   /** The epoch the offsets were leased in: refused (NOT_LEASED) if the topic's is another. */
   readonly epoch?: number | undefined;
@@ -163,7 +170,13 @@ interface LeaseRow {
  */
 function deadLetterId(topicId: number, epoch: number, offset: number, group: string): Uint8Array {
   const digest = createHash('sha256').update(`${topicId}/${epoch}/${offset}/${group}`).digest('base64url');
-  return new TextEncoder().encode(`dl/${digest}`);
+  // Under the relay's reserved first byte: no client can publish this id first (and so
+  // make the copy a conflict, dropped).
+  const text = new TextEncoder().encode(`dl/${digest}`);
+  const id = new Uint8Array(1 + text.length);
+  id[0] = RELAY_PUBLISH_ID_PREFIX;
+  id.set(text, 1);
+  return id;
 }
 
 export class GroupStore {
@@ -190,6 +203,8 @@ export class GroupStore {
     const [dl] = await this.db.query<{ topic_id: string | number }>('SELECT topic_id FROM topics WHERE name = $1', [settings.deadLetterTopic]);
     if (!dl) throw new ProtocolError('TOPIC_NOT_FOUND', `no dead-letter topic ${settings.deadLetterTopic}`);
     if (String(dl.topic_id) === String(t.topic_id)) throw new ProtocolError('BAD_REQUEST', 'a topic cannot be its own dead-letter topic');
+    const [count] = await this.db.query<{ n: string | number }>('SELECT count(*) AS n FROM consumer_groups WHERE topic_id = $1', [t.topic_id]);
+    if (Number(count?.n ?? 0) >= MAX_GROUPS_PER_TOPIC) throw new ProtocolError('TOO_MANY_GROUPS', `at most ${MAX_GROUPS_PER_TOPIC} consumer groups per topic`);
     try {
       await this.db.query(
         `INSERT INTO consumer_groups (topic_id, name, epoch, next_offset, visibility_ms, max_deliveries, dead_letter_topic_id, created_by, created_at_ms, ordered_by_key)
@@ -420,7 +435,14 @@ export class GroupStore {
     const again: Plan['again'] = [];
     const dead: Plan['dead'] = [];
     for (const r of await this.dueRedeliveries(tx, Number(g.topic_id), g.name, now, max, avoid)) this.sortDue(g, r, again, dead);
-    const n = Math.max(0, Math.min(max - again.length, Number(g.t_next) - start));
+    // Past MAX_GROUP_REDELIVERIES messages waiting to come again, nothing new is leased:
+    // what fails keeps the group's rows (and each lease call) bounded.
+    const [backlog] = await tx.query<{ n: string | number }>(
+      'SELECT count(*) AS n FROM (SELECT 1 FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 LIMIT $3) x',
+      [g.topic_id, g.name, MAX_GROUP_REDELIVERIES],
+    );
+    const room = Number(backlog?.n ?? 0) >= MAX_GROUP_REDELIVERIES ? 0 : max - again.length;
+    const n = Math.max(0, Math.min(room, Number(g.t_next) - start));
     const fresh = Array.from({ length: n }, (_, i) => start + i);
     return { again, dead, fresh, parked: [], end: start + n };
   }

@@ -43,6 +43,10 @@ export const MAX_TOPICS_PER_CREATOR = 1000;
  * stored): the lookup reads only the slices of that window. */
 export const MAX_IDEMPOTENCY_WINDOW_MS = 7 * 86_400_000;
 
+/** Publish ids that start with this byte are the relay's own (dead-letter copies):
+ * clients may not use them. */
+export const RELAY_PUBLISH_ID_PREFIX = 0;
+
 /** SQLSTATE of hermetic_create_topic's per-creator bound (migrations/0015). */
 const TOO_MANY_TOPICS_STATE = 'HM001';
 const SLICES_PER_RETENTION_AGE = 4;
@@ -187,6 +191,7 @@ function checkSettings(s: TopicSettings): void {
 
 function checkItem(it: PublishItem, i: number): void {
   if (it.publishId.byteLength < 1 || it.publishId.byteLength > MAX_PUBLISH_ID_BYTES) throw new ProtocolError('BAD_REQUEST', `message ${i}: publish id of 1..${MAX_PUBLISH_ID_BYTES} bytes`);
+  if (it.publishId[0] === RELAY_PUBLISH_ID_PREFIX) throw new ProtocolError('BAD_REQUEST', `message ${i}: publish ids starting with a zero byte are the relay's`);
   if (it.contentHash.byteLength !== CONTENT_HASH_BYTES) throw new ProtocolError('BAD_REQUEST', `message ${i}: content hash of ${CONTENT_HASH_BYTES} bytes`);
   if (it.key !== undefined && (it.key.byteLength < 1 || it.key.byteLength > MAX_MESSAGE_KEY_BYTES)) throw new ProtocolError('BAD_REQUEST', `message ${i}: key of 1..${MAX_MESSAGE_KEY_BYTES} bytes`);
   if (it.payload.byteLength > MAX_TOPIC_MESSAGE_BYTES) throw new ProtocolError('MESSAGE_TOO_LARGE', `message ${i}: over ${MAX_TOPIC_MESSAGE_BYTES} bytes`);

@@ -70,6 +70,7 @@ describe('topic frames', () => {
       { payload: 'not base64!' },
       { publishId: encodeBase64url(bytes(MAX_PUBLISH_ID_BYTES + 1)) },
       { publishId: '' },
+      { publishId: encodeBase64url(new Uint8Array([0, 1, 2])) },
       { key: encodeBase64url(bytes(MAX_MESSAGE_KEY_BYTES + 1)) },
       { key: '' },
       { topic: 'Upper' },

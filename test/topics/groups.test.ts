@@ -11,7 +11,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ErrorCode } from '../../protocol/errors.js';
 import type { Database } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
-import { GroupStore } from '../../server/topics/groups.js';
+import { GroupStore, MAX_GROUPS_PER_TOPIC, MAX_GROUP_REDELIVERIES } from '../../server/topics/groups.js';
 import { type PublishItem, TopicStore } from '../../server/topics/store.js';
 import { pgMissing } from '../helpers/pg.js';
 import { STORAGE_DRIVERS } from '../helpers/storage.js';
@@ -87,6 +87,27 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     const [r] = await db.query<{ n: string | number }>('SELECT count(*) AS n FROM group_leases l JOIN topics t ON t.topic_id = l.topic_id WHERE t.name = $1', [topic]);
     return Number(r!.n);
   }
+
+  it('bounds the groups of a topic', async () => {
+    const { topic, dlq } = await setup(0);
+    for (let i = 1; i < MAX_GROUPS_PER_TOPIC; i++) await groups.create(topic, `g${i}`, 'owner', { deadLetterTopic: dlq });
+    expect(await codeOf(groups.create(topic, 'one-more', 'owner', { deadLetterTopic: dlq }))).toBe('TOO_MANY_GROUPS');
+  });
+
+  it('leases nothing new while the group\'s failed messages fill their bound', async () => {
+    const { topic, group } = await setup(3);
+    await groups.lease(topic, group, 'A', 1);
+    // Fill the group's redeliveries up to the bound (as failures would).
+    const [t] = await db.query<{ topic_id: string | number }>('SELECT topic_id FROM topics WHERE name = $1', [topic]);
+    await db.query(
+      `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason)
+       SELECT $1, $2, 1000000 + g, 1, $3, 'nack' FROM generate_series(1, $4::int) AS g`,
+      [t!.topic_id, group, T0 + 3_600_000, MAX_GROUP_REDELIVERIES],
+    );
+    expect((await groups.lease(topic, group, 'B', 5)).messages).toEqual([]);
+    await db.query('DELETE FROM group_redeliveries WHERE off > 1000000');
+    expect((await groups.lease(topic, group, 'B', 5)).messages.map((m) => m.offset)).toEqual([2, 3]);
+  });
 
   it('creates a group once, and refuses bad settings', async () => {
     const { topic, dlq } = await setup(0);

@@ -210,6 +210,8 @@ describe.each(STORAGE_DRIVERS)('TopicStore on $name', (driver) => {
     expect((await codeOf(store.publish(name, [message('x', { id: '' })]))).code).toBe('BAD_REQUEST');
     expect((await codeOf(store.publish(name, [message('x', { id: 'i'.repeat(65) })]))).code).toBe('BAD_REQUEST');
     expect((await codeOf(store.publish(name, [message('x', { key: '' })]))).code).toBe('BAD_REQUEST');
+    // Ids starting with a zero byte are the relay's (dead-letter copies).
+    expect((await codeOf(store.publish(name, [{ ...message('x'), publishId: new Uint8Array([0, 100]) }]))).code).toBe('BAD_REQUEST');
     expect((await codeOf(store.publish(name, [{ ...message('x'), contentHash: new Uint8Array(31) }]))).code).toBe('BAD_REQUEST');
     const many = Array.from({ length: MAX_PUBLISH_BATCH + 1 }, (_, i) => message(`m${i}`));
     expect((await codeOf(store.publish(name, many))).code).toBe('BAD_REQUEST');

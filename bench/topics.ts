@@ -97,8 +97,9 @@ function parseOptions(args: readonly string[]): Options {
     window: num('--window', 64, 1, 1024),
     topics: num('--topics', 4, 1, 64),
     subscribers: num('--subscribers', 100, 1, 8000),
-    // Near what one topic with 100 subscribers takes on a 2-core machine (8,000/s were
-    // taken): beyond it, the publishers are held back by their window (fanout_skipped).
+    // Above what one topic with 100 subscribers takes on a 2-core machine (about 9,000/s,
+    // docs/PERFORMANCE.md): the publishers are held back by their window (fanout_skipped),
+    // so the deliveries measure the relay and its clients, not the offered rate.
     fanoutRate: num('--fanout-rate', 10_000, 1, 100_000),
     fanoutPublishers: 2,
     latencyRate: 2000,

@@ -49,11 +49,11 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { systemRandom } from '../crypto/primitives/index.js';
 import { Cleanup } from './lib/cleanup.js';
+import { loadAverage } from './lib/machine.js';
 import { type CpuSample, cpuSplit, sampleCpu } from './lib/cpu.js';
 import { printProfile, summarizeProfile } from './lib/cpu-profile.js';
 import type { BenchDevice } from './lib/device-socket.js';
@@ -504,13 +504,12 @@ export function sourceVersion(): { commit: string; relayModified: boolean } {
 export async function run(args: readonly string[]): Promise<BenchResults> {
   const opts = parseOptions(args);
   const cleanup = new Cleanup();
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hermetic-bench-relay-'));
-  cleanup.add('remove temporary directory', () => fs.rmSync(tmp, { recursive: true, force: true }));
+  const tmp = cleanup.tempDir('relay');
   try {
     const needPg = opts.phases.has('pg_raw') || opts.phases.has('relay') || opts.phases.has('latency');
     const server = needPg ? await findPgServer() : undefined;
     const issuer = await createIssuer(tmp);
-    const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+    const load = loadAverage();
     log(`load average before: ${load}`);
 
     const out: BenchResults = {};
@@ -558,7 +557,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       send_window: opts.window,
       ack_every: opts.ackEvery,
       load_avg_before: load,
-      load_avg_after: os.loadavg().map((l) => l.toFixed(2)).join(' '),
+      load_avg_after: loadAverage(),
     };
     if (server) {
       tail.postgres = settings.server_version ?? 'unknown';

@@ -15,7 +15,7 @@ export interface BenchSuite {
   run(args: readonly string[]): Promise<BenchResults>;
 }
 
-const SUITES = ['crypto', 'relay', 'sdk', 'audit', 'soak', 'sockets', 'carry'] as const;
+const SUITES = ['crypto', 'relay', 'sdk', 'audit', 'soak', 'sockets', 'carry', 'topics'] as const;
 type SuiteName = (typeof SUITES)[number];
 
 function isSuite(s: string | undefined): s is SuiteName {

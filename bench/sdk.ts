@@ -41,9 +41,9 @@
  *                      file) under node --cpu-prof and print their self time in the window
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Cleanup } from './lib/cleanup.js';
+import { loadAverage } from './lib/machine.js';
 import { cpuSplit, sampleCpu } from './lib/cpu.js';
 import { type ProfileEntry, type ProfileSummary, printProfile, summarizeProfile } from './lib/cpu-profile.js';
 import { type BenchIssuer, createIssuer } from './lib/issuer.js';
@@ -298,8 +298,7 @@ async function sdkPhases(cleanup: Cleanup, server: PgServer, tmp: string, issuer
 export async function receiptsOnOff(args: readonly string[], rounds: number): Promise<BenchResults> {
   const opts = parseOptions(args);
   const cleanup = new Cleanup();
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hermetic-bench-receipts-'));
-  cleanup.add('remove temporary directory', () => fs.rmSync(tmp, { recursive: true, force: true }));
+  const tmp = cleanup.tempDir('receipts');
   try {
     const server = await findPgServer();
     const issuer = await createIssuer(tmp);
@@ -383,12 +382,11 @@ async function startRelay(cleanup: Cleanup, tmp: string, name: string, issuer: B
 export async function run(args: readonly string[]): Promise<BenchResults> {
   const opts = parseOptions(args);
   const cleanup = new Cleanup();
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hermetic-bench-sdk-'));
-  cleanup.add('remove temporary directory', () => fs.rmSync(tmp, { recursive: true, force: true }));
+  const tmp = cleanup.tempDir('sdk');
   try {
     const server = await findPgServer();
     const issuer = await createIssuer(tmp);
-    const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+    const load = loadAverage();
     log(`load average before: ${load}`);
     const out: BenchResults = {};
     if ([...opts.phases].some((p) => p !== 'relay')) Object.assign(out, await sdkPhases(cleanup, server, tmp, issuer, opts));
@@ -415,7 +413,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       relay_pairs: THROUGHPUT_DEFAULTS.pairs,
       relay_generators: THROUGHPUT_DEFAULTS.generators,
       load_avg_before: load,
-      load_avg_after: os.loadavg().map((l) => l.toFixed(2)).join(' '),
+      load_avg_after: loadAverage(),
       postgres: settings.server_version ?? 'unknown',
       synchronous_commit: settings.synchronous_commit ?? 'unknown',
     };

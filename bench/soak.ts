@@ -13,9 +13,6 @@
  *   120), not by the run's length;
  * - per-minute rates and sizes, and the retirement counters.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { Cleanup } from './lib/cleanup.js';
 import { createIssuer } from './lib/issuer.js';
 import { LoadGenerators } from './lib/load.js';
@@ -40,8 +37,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
   const ageS = num('--age', 120, 1, 7 * 24 * 3600);
   const windowS = num('--window', 120, 0, 7 * 24 * 3600);
   const cleanup = new Cleanup();
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hermetic-bench-soak-'));
-  cleanup.add('remove temporary directory', () => fs.rmSync(tmp, { recursive: true, force: true }));
+  const tmp = cleanup.tempDir('soak');
   try {
     const server = await findPgServer();
     const issuer = await createIssuer(tmp);

@@ -4,6 +4,10 @@
  * reverse order when the run ends, when it fails, or when the process is interrupted
  * (SIGINT/SIGTERM), so an aborted run leaves nothing behind.
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
 export class Cleanup {
   private readonly steps: Array<{ what: string; fn: () => Promise<void> | void }> = [];
   private running: Promise<void> | undefined;
@@ -34,6 +38,13 @@ export class Cleanup {
       const i = this.steps.indexOf(step);
       if (i >= 0) this.steps.splice(i, 1);
     };
+  }
+
+  /** A fresh temporary directory (`hermetic-bench-<label>-...`), removed with everything else. */
+  tempDir(label: string): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `hermetic-bench-${label}-`));
+    this.add('remove temporary directory', () => fs.rmSync(dir, { recursive: true, force: true }));
+    return dir;
   }
 
   /** Runs every remaining step, newest first; a failing step is reported, not fatal. */

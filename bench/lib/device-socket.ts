@@ -34,6 +34,9 @@ export interface DeviceHandlers {
   onStoredBatch?(count: number): void;
   /** A JSON frame after authentication, undecoded. */
   onText(text: string): void;
+  /** A JSON frame after authentication as its bytes, instead of onText: for frames told
+   * apart by their first bytes, without decoding the rest (valid during the call only). */
+  onTextFrame?(frame: Buffer): void;
 }
 
 const SETUP_TIMEOUT_MS = 30_000;
@@ -71,6 +74,10 @@ export class DeviceSocket {
         if (data[0] !== BINARY_FRAME.STORED_BATCH) this.handlers?.onDeliver(data);
         else if (data.length >= 4 && data[1] === STORED_BATCH_VERSION) this.handlers?.onStoredBatch?.(data.readUInt16BE(2));
         else throw new Error(`${device.userId}/${device.deviceId}: a STORED_BATCH frame of an unknown version or too short`);
+        return;
+      }
+      if (this.setupDone && this.handlers?.onTextFrame) {
+        this.handlers.onTextFrame(data);
         return;
       }
       const text = data.toString('utf8');

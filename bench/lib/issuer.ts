@@ -10,7 +10,8 @@ import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 export interface BenchIssuer {
   /** Relay variables that make it trust this issuer. */
   readonly env: Readonly<Record<string, string>>;
-  mint(userId: string): Promise<string>;
+  /** A token for `userId`, carrying `claims` besides the usual ones (e.g. `hermetic_topics`). */
+  mint(userId: string, claims?: Readonly<Record<string, unknown>>): Promise<string>;
 }
 
 const ISSUER = 'https://bench.hermetic.invalid';
@@ -26,8 +27,8 @@ export async function createIssuer(dir: string): Promise<BenchIssuer> {
   fs.writeFileSync(jwksFile, JSON.stringify({ keys: [jwk] }));
   return {
     env: { HERMETIC_JWKS_FILE: jwksFile, HERMETIC_JWT_ISSUER: ISSUER, HERMETIC_JWT_AUDIENCE: AUDIENCE },
-    mint: (userId) =>
-      new SignJWT({})
+    mint: (userId, claims = {}) =>
+      new SignJWT({ ...claims })
         .setProtectedHeader({ alg: 'EdDSA', kid: KID })
         .setSubject(userId)
         .setIssuer(ISSUER)

@@ -16,8 +16,10 @@
  */
 import { performance } from 'node:perf_hooks';
 import { type BenchDevice, DeviceSocket, SendFrames, deliverPayloadOffset, deliverSeq } from './device-socket.js';
-import type { ChildMessage, GeneratorReport, GeneratorSetup, ParentMessage } from './load-protocol.js';
+import { LatencyRecorder } from './latency.js';
+import type { GeneratorReport, GeneratorSetup } from './load-protocol.js';
 import { pace } from './pacing.js';
+import { serveWorker } from './worker-control.js';
 
 const STORED_PREFIX = '{"type":"stored"';
 
@@ -47,15 +49,8 @@ let acked = 0;
 let stored = 0;
 let sent = 0;
 const errors = new Map<string, number>();
-let latencies: number[] = [];
-/** Worst latency seen in each second of the window (when a stall happened, not just that it did). */
-let maxBySecond: number[] = [];
-let sendLag: number[] = [];
+const latency = new LatencyRecorder();
 let throttled = 0;
-
-function reply(m: ChildMessage): void {
-  process.send?.(m);
-}
 
 function noteError(text: string): void {
   let code = 'unparsable';
@@ -84,14 +79,7 @@ function onDeliver(r: RecipientState, frame: Buffer): void {
   const seq = deliverSeq(frame);
   if (seq > r.lastSeq) r.lastSeq = seq;
   if (s.mode === 'latency' && measuring) {
-    const sentAt = frame.readDoubleLE(deliverPayloadOffset(frame));
-    if (sentAt >= measureStart) {
-      const now = performance.now();
-      const l = now - sentAt;
-      latencies.push(l);
-      const sec = Math.floor((now - measureStart) / 1000);
-      if (!(maxBySecond[sec]! >= l)) maxBySecond[sec] = l;
-    }
+    latency.arrival(frame.readDoubleLE(deliverPayloadOffset(frame)), performance.now());
   }
   if (r.lastSeq - r.ackedSeq >= s.ackEvery) sendAck(r);
   else r.ackTimer ??= setTimeout(() => sendAck(r), s.ackDelayMs);
@@ -137,7 +125,7 @@ function startPacing(): void {
       return;
     }
     const t = performance.now();
-    if (measuring && intended >= measureStart) sendLag.push(t - intended);
+    if (measuring) latency.sent(intended, t);
     sendOne(st, t);
   });
 }
@@ -157,19 +145,11 @@ async function onSetup(s: GeneratorSetup): Promise<void> {
     socket.listen({ onDeliver: () => undefined, onStoredBatch: (n) => onStoredBatch(st, n), onText: (t) => onSenderText(st, t) });
     senders.push(st);
   });
-  reply({ type: 'ready' });
-}
-
-function quantile(sorted: Float64Array, q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
 }
 
 function report(): GeneratorReport {
   const elapsedMs = performance.now() - measureStart;
   const cpu = process.cpuUsage(cpuAtMeasure);
-  const lat = Float64Array.from(latencies).sort();
-  const lag = Float64Array.from(sendLag).sort();
   return {
     type: 'report',
     elapsedMs,
@@ -179,19 +159,7 @@ function report(): GeneratorReport {
     throttled,
     errors: Object.fromEntries(errors),
     cpuMs: (cpu.user + cpu.system) / 1000,
-    latency:
-      lat.length === 0
-        ? undefined
-        : {
-            count: lat.length,
-            p50: quantile(lat, 0.5),
-            p90: quantile(lat, 0.9),
-            p99: quantile(lat, 0.99),
-            p999: quantile(lat, 0.999),
-            max: lat[lat.length - 1] as number,
-            sendLagP99: quantile(lag, 0.99),
-            maxBySecond: Array.from(maxBySecond, (v) => Math.round(v ?? 0)),
-          },
+    latency: latency.summary(),
   };
 }
 
@@ -201,39 +169,28 @@ async function closeAll(): Promise<void> {
   await Promise.all([...senders.map((s) => s.socket.close()), ...recipients.map((r) => r.socket.close())]);
 }
 
-process.on('message', (m: ParentMessage) => {
-  switch (m.type) {
-    case 'setup':
-      onSetup(m.setup).catch((err: unknown) => reply({ type: 'fatal', message: (err as Error).message }));
-      return;
-    case 'start':
-      sending = true;
-      if (setup!.mode === 'throughput') for (const st of senders) refill(st);
-      else startPacing();
-      return;
-    case 'measure':
-      acked = stored = sent = throttled = 0;
-      errors.clear();
-      latencies = [];
-      maxBySecond = [];
-      sendLag = [];
-      measuring = true;
-      measureStart = performance.now();
-      cpuAtMeasure = process.cpuUsage();
-      return;
-    case 'stop': {
-      // Acknowledge what has arrived so the window ends on an exact count.
-      for (const r of recipients) sendAck(r);
-      const rep = report();
-      measuring = false;
-      sending = false;
-      reply(rep);
-      return;
-    }
-    case 'close':
-      void closeAll().finally(() => process.exit(0));
-      return;
-  }
+serveWorker<GeneratorSetup, GeneratorReport>({
+  setup: onSetup,
+  start() {
+    sending = true;
+    if (setup!.mode === 'throughput') for (const st of senders) refill(st);
+    else startPacing();
+  },
+  measure() {
+    acked = stored = sent = throttled = 0;
+    errors.clear();
+    measuring = true;
+    measureStart = performance.now();
+    latency.reset(measureStart);
+    cpuAtMeasure = process.cpuUsage();
+  },
+  stop() {
+    // Acknowledge what has arrived so the window ends on an exact count.
+    for (const r of recipients) sendAck(r);
+    const rep = report();
+    measuring = false;
+    sending = false;
+    return rep;
+  },
+  close: closeAll,
 });
-
-process.on('disconnect', () => process.exit(0));

@@ -16,3 +16,8 @@ export function machine(): Record<string, string | number> {
 export function machineLine(m = machine()): string {
   return `${m.cpu}, ${m.cores} cores, ${m.memory_gib} GiB, Node ${m.node}`;
 }
+
+/** The 1, 5 and 15 minute load averages, as printed beside results ("0.52 0.61 0.70"). */
+export function loadAverage(): string {
+  return os.loadavg().map((l) => l.toFixed(2)).join(' ');
+}

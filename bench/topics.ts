@@ -18,9 +18,15 @@
  *    over `--generators` processes, publishers in another process at a steady
  *    `--fanout-rate` publishes/s (open loop, each publisher at most 1,024 unanswered);
  *    `topic_message` frames received per second by all subscribers together.
- * 5. `consumer_group_per_s` — absent: consumer groups are not built; the row says so.
+ * 5. `consumer_group_per_s` — one topic filled for 8 s by 8 publishers (closed loop,
+ *    `--window` each), then a consumer group of 4 members (over the generators, prefetch
+ *    64 each) acknowledging every message as it is leased (the offsets of one turn in one
+ *    `settle`): messages acknowledged per second. Beside it, `group_backlog_at_end`
+ *    (whether the backlog lasted) and
+ *    `group_rows_written_per_msg`: rows the group tables took (inserts, updates, deletes,
+ *    from PostgreSQL's table counters) per message the group finished.
  *
- * Phases 2–4 share one relay child (compiled as `npm start` runs it, bench/lib/relay-
+ * Phases 2–5 share one relay child (compiled as `npm start` runs it, bench/lib/relay-
  * process.ts) on a fresh PostgreSQL database; every user's token grants the `bench.>`
  * topics. Each phase warms up before it measures and reports the CPU split of its window
  * (relay, PostgreSQL, load generators, the rest of the machine) and the relay's frame
@@ -30,7 +36,7 @@
  * Options:
  *   --duration <s>          measured seconds per phase (default 10; --quick: 2)
  *   --quick                 short warm-ups: a smoke check
- *   --only <phases>         comma list of pg_raw, latency, publish, fanout
+ *   --only <phases>         comma list of pg_raw, latency, publish, fanout, group
  *   --publishers <n> / --generators <n> / --window <n> / --topics <n>
  *                           publish load shape (16 / 2 / 64 / 4)
  *   --subscribers <n> / --fanout-rate <n>   fan-out load shape (100 / 10000)
@@ -48,7 +54,7 @@ import { type PgServer, counterDelta, createDatabase, findPgServer, readCounters
 import { type RawConfig, rawInsertRun } from './lib/pg-raw.js';
 import { counterDelta as promDelta, parseSamples } from './lib/prometheus.js';
 import { type RelayChild, fetchMetrics, migrateDatabase, registerDevice } from './lib/relay-process.js';
-import type { TopicRole, TopicWorkerReport, TopicWorkerSetup } from './lib/topic-worker.js';
+import type { ConsumerRole, TopicRole, TopicWorkerReport, TopicWorkerSetup } from './lib/topic-worker.js';
 import { checkpoint, round, sleep, sourceVersion, split, startRelayFor } from './relay.js';
 import type { BenchResults } from './run.js';
 
@@ -56,16 +62,28 @@ const PAYLOAD_BYTES = 1024;
 const TOPIC_WORKER = new URL('./lib/topic-worker.ts', import.meta.url);
 
 /** What every benchmark user's token grants (docs/PROTOCOL.md, "Topic access"). */
-const TOPIC_CLAIMS = { hermetic_topics: { create: ['bench.>'], publish: ['bench.>'], subscribe: ['bench.>'] } };
+const TOPIC_CLAIMS = { hermetic_topics: { create: ['bench.>'], publish: ['bench.>'], subscribe: ['bench.>'], consume: ['bench.>'] } };
 
 /** The relay suite's fastest setting on a 2-core machine (see the file header). */
 const RAW_CONFIG: RawConfig = { batch: 1024, connections: 4 };
 const RAW_MAILBOXES = 32;
 
 /** The goals set for topics, printed beside the numbers. */
-const GOALS = { publishVsRaw: 0.5, fanoutPerSecond: 200_000, p99Ms: 10 } as const;
+const GOALS = { publishVsRaw: 0.5, fanoutPerSecond: 200_000, p99Ms: 10, groupVsRaw: 0.3 } as const;
 
-const PHASES = ['pg_raw', 'latency', 'publish', 'fanout'] as const;
+const PHASES = ['pg_raw', 'latency', 'publish', 'fanout', 'group'] as const;
+
+/** The consumer group phase: members (spread over the generators), each's prefetch, and
+ * the publishers that fill the topic beforehand. */
+const GROUP_MEMBERS = 4;
+const GROUP_PREFETCH = 64;
+const GROUP_PUBLISHERS = 8;
+/** Seconds the publishers fill the group's topic before the members start. */
+const GROUP_FILL_SECONDS = 8;
+/** PostgreSQL publishes a busy backend's table counters at most every second and an idle
+ * one's after 10 s: the row counts are read this long after the window. */
+const PG_STATS_SETTLE_MS = 11_000;
+const GROUP_TABLES = ['consumer_groups', 'group_leases', 'group_redeliveries'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Options {
@@ -308,6 +326,57 @@ async function fanoutPhase(cleanup: Cleanup, relay: RelayChild, publishers: read
   };
 }
 
+/** Rows inserted, updated and deleted so far in the consumer group tables. */
+async function groupRowWrites(url: string): Promise<number> {
+  const r = await withClient(url, (c) =>
+    c.query<{ n: string | null }>('SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) AS n FROM pg_stat_user_tables WHERE relname = ANY ($1)', [[...GROUP_TABLES]]),
+  );
+  return Number(r.rows[0]?.n ?? 0);
+}
+
+async function groupPhase(cleanup: Cleanup, relay: RelayChild, db: { url: string; name: string }, publishers: readonly BenchDevice[], members: readonly BenchDevice[], opts: Options): Promise<BenchResults> {
+  const topic = 'bench.group';
+  const token = members[0]!.token;
+  await createTopic(relay, token, `${topic}.dead-letter`);
+  const res = await fetch(`${relay.baseUrl}/v1/topics/${topic}/groups`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'workers', deadLetterTopic: `${topic}.dead-letter` }),
+  });
+  if (res.status !== 201) throw new Error(`create group: ${res.status} ${await res.text()}`);
+  const roles: ConsumerRole[] = members.map((device) => ({ device, topic, group: 'workers', prefetch: GROUP_PREFETCH }));
+  const base = { wsUrl: relay.wsUrl, payloadBytes: PAYLOAD_BYTES, latency: false, ratePerSecond: 0 } as const;
+  // A backlog first (the publishers alone), then the members alone: their rate is the
+  // group's, not what publishing leaves of the machine.
+  const fill = await measure(cleanup, relay, [{ ...base, publishers: publishers.map((device) => ({ device, topic })), subscribers: [], window: opts.window }], { ...opts, warmup: 0, duration: GROUP_FILL_SECONDS }, 'group fill');
+  const backlog = sum(fill.reports, (r) => r.published);
+  const setups: TopicWorkerSetup[] = split(roles, opts.generators).map((cs) => ({ ...base, publishers: [], subscribers: [], consumers: cs, window: 1 }));
+  const rows0 = await groupRowWrites(db.url);
+  const w = await measure(cleanup, relay, setups, opts, 'group');
+  const acked = sum(w.reports, (r) => r.acked);
+  const perSecond = Math.round(sum(w.reports, (r) => (r.acked * 1000) / r.elapsedMs));
+  // Rows written from the phase's start (warm-up included) per message the group
+  // finished by its end (its committed offset), read once the counters settle.
+  await sleep(PG_STATS_SETTLE_MS / 1000);
+  const rows1 = await groupRowWrites(db.url);
+  const info = (await (await fetch(`${relay.baseUrl}/v1/topics/${topic}/groups/workers`, { headers: { authorization: `Bearer ${token}` } })).json()) as { committedOffset: number; nextOffset: number; inFlight: number; redeliveries: number };
+  const done = info.committedOffset - 1;
+  const head = await (await fetch(`${relay.baseUrl}/v1/topics/${topic}`, { headers: { authorization: `Bearer ${token}` } })).json() as { nextOffset: number };
+  log(`group: ${perSecond} acknowledged/s from a backlog of about ${backlog}, ${done} done, ${rows1 - rows0} group rows written`);
+  return {
+    consumer_group_per_s: perSecond,
+    group_backlog_filled: backlog,
+    group_acked_messages: acked,
+    group_members: members.length,
+    group_prefetch: GROUP_PREFETCH,
+    // Messages not yet done when the phase ended (0: the backlog ran out, and the rate is
+    // a lower bound).
+    group_backlog_at_end: head.nextOffset - info.committedOffset,
+    group_rows_written_per_msg: done > 0 ? round((rows1 - rows0) / done, 3) : 0,
+    ...prefixed('group_', w.cpu),
+  };
+}
+
 // ---------------------------------------------------------------- entry
 
 function goal(met: boolean | undefined, text: string): string {
@@ -326,7 +395,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     const out: BenchResults = {};
     if (opts.phases.has('pg_raw')) Object.assign(out, await rawPhase(cleanup, server, tmp, opts));
 
-    if (opts.phases.has('latency') || opts.phases.has('publish') || opts.phases.has('fanout')) {
+    if (opts.phases.has('latency') || opts.phases.has('publish') || opts.phases.has('fanout') || opts.phases.has('group')) {
       const db = await createDatabase(server, 'topics');
       const drop = cleanup.add(`drop database ${db.name}`, () => db.drop());
       try {
@@ -336,10 +405,12 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
         const pubs = opts.phases.has('publish') ? await makeDevices(issuer, 'pub', opts.publishers) : [];
         const fanPub = opts.phases.has('fanout') ? await makeDevices(issuer, 'fan-pub', opts.fanoutPublishers) : [];
         const fanSubs = opts.phases.has('fanout') ? await makeDevices(issuer, 'fan-sub', opts.subscribers) : [];
-        const all = [...latPub, ...latSub, ...pubs, ...fanPub, ...fanSubs];
+        const groupPubs = opts.phases.has('group') ? await makeDevices(issuer, 'group-pub', GROUP_PUBLISHERS) : [];
+        const groupMembers = opts.phases.has('group') ? await makeDevices(issuer, 'group-member', GROUP_MEMBERS) : [];
+        const all = [...latPub, ...latSub, ...pubs, ...fanPub, ...fanSubs, ...groupPubs, ...groupMembers];
         await registerAll(relay, all);
         const topics = Array.from({ length: opts.topics }, (_, i) => `bench.publish.t${i}`);
-        for (const name of ['bench.latency', 'bench.fanout', ...topics]) await createTopic(relay, all[0]!.token, name);
+        for (const name of ['bench.latency', 'bench.fanout', 'bench.group', ...topics]) await createTopic(relay, all[0]!.token, name);
         // Latency first, on a relay whose topic log is still small.
         if (opts.phases.has('latency')) {
           Object.assign(out, await latencyPhase(cleanup, relay, latPub, latSub[0]!, opts));
@@ -347,6 +418,7 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
         }
         if (opts.phases.has('publish')) Object.assign(out, await publishPhase(cleanup, server, relay, { url: db.url, name: db.name }, pubs, topics, opts));
         if (opts.phases.has('fanout')) Object.assign(out, await fanoutPhase(cleanup, relay, fanPub, fanSubs, opts));
+        if (opts.phases.has('group')) Object.assign(out, await groupPhase(cleanup, relay, { url: db.url, name: db.name }, groupPubs, groupMembers, opts));
         await stop();
       } finally {
         await drop();
@@ -367,11 +439,14 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     if (fan !== undefined) head.fanout_deliveries_per_s = fan;
     if (out.p50_ms !== undefined) head.p50_ms = out.p50_ms;
     if (p99 !== undefined) head.p99_ms = p99;
-    head.consumer_group_per_s = 'absent: consumer groups are not built';
+    const group = num('consumer_group_per_s');
+    const groupRatio = raw !== undefined && group !== undefined ? round(group / raw, 3) : undefined;
+    if (group !== undefined) head.consumer_group_per_s = group;
+    if (groupRatio !== undefined) head.group_vs_raw = groupRatio;
     head.goal_publish = goal(ratio === undefined ? undefined : ratio >= GOALS.publishVsRaw, `publish_vs_raw >= ${GOALS.publishVsRaw}`);
     head.goal_fanout = goal(fan === undefined ? undefined : fan >= GOALS.fanoutPerSecond, `fanout >= ${GOALS.fanoutPerSecond.toLocaleString('en-US')}/s`);
     head.goal_p99 = goal(p99 === undefined ? undefined : p99 <= GOALS.p99Ms, `p99 <= ${GOALS.p99Ms} ms at ${opts.latencyRate}/s`);
-    head.goal_consumer_group = 'not measured: consumer groups are not built';
+    head.goal_consumer_group = goal(groupRatio === undefined ? undefined : groupRatio >= GOALS.groupVsRaw, `consumer_group_vs_raw >= ${GOALS.groupVsRaw}`);
     // CPU per message, from the same run's CPU split (percent of one core / rate).
     const usPer = (pct: number | undefined, perS: number | undefined): number | undefined => (pct !== undefined && perS !== undefined && perS > 0 ? round((pct * 1e4) / perS, 1) : undefined);
     const cpuPer: Array<[string, number | undefined]> = [
@@ -381,6 +456,8 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       ['publish_loadgen_cpu_us_per_msg', usPer(num('publish_loadgen_cpu_pct'), pub)],
       ['fanout_relay_cpu_us_per_delivery', usPer(num('fanout_relay_cpu_pct'), fan)],
       ['fanout_loadgen_cpu_us_per_delivery', usPer(num('fanout_loadgen_cpu_pct'), fan)],
+      ['group_db_cpu_us_per_msg', usPer(num('group_postgres_cpu_pct'), group)],
+      ['group_relay_cpu_us_per_msg', usPer(num('group_relay_cpu_pct'), group)],
     ];
     for (const [k, v] of cpuPer) if (v !== undefined) head[k] = v;
     head.payload_bytes = PAYLOAD_BYTES;

@@ -10,6 +10,9 @@
  * - subscribers subscribe to their topic from `latest` during setup (so the run starts
  *   with every subscription live) and count the `topic_message` frames they receive,
  *   told apart by their first bytes without decoding them.
+ * - consumers join a consumer group (`consume`, with a prefetch) and acknowledge every
+ *   message leased to them at once, the offsets of one turn in one `settle`; they count
+ *   the acknowledged messages (`settled` answers).
  * - with `latency`, each payload's first 8 bytes carry the time it was published
  *   (performance.now(), float64 LE); a subscriber in this process takes the difference
  *   on receipt, so one clock measures both ends.
@@ -31,10 +34,16 @@ export interface TopicRole {
   readonly topic: string;
 }
 
+export interface ConsumerRole extends TopicRole {
+  readonly group: string;
+  readonly prefetch: number;
+}
+
 export interface TopicWorkerSetup {
   readonly wsUrl: string;
   readonly publishers: readonly TopicRole[];
   readonly subscribers: readonly TopicRole[];
+  readonly consumers?: readonly ConsumerRole[];
   readonly payloadBytes: number;
   /** Publishes without an answer per publisher (closed loop), or a safety cap (open loop). */
   readonly window: number;
@@ -51,6 +60,8 @@ export interface TopicWorkerReport {
   readonly published: number;
   /** `topic_message` frames received in the window, all subscribers together. */
   readonly delivered: number;
+  /** Messages consumers had acknowledged (answered `settled`) in the window. */
+  readonly acked: number;
   readonly sent: number;
   /** Open loop: scheduled publishes skipped because a publisher's safety cap was full. */
   readonly throttled: number;
@@ -68,6 +79,9 @@ const ERROR_PREFIX = '{"type":"error"';
 const TOPIC_MESSAGE = Buffer.from('{"type":"topic_message"');
 const SUBSCRIPTION_ENDED = Buffer.from('{"type":"subscription_ended"');
 const PAYLOAD_FIELD = Buffer.from('"payload":"');
+const LEASED = Buffer.from('{"type":"leased"');
+const OFFSET_FIELD = '"offset":';
+const SETTLED_PREFIX = '{"type":"settled"';
 /** The time stamp and one more byte: 9 bytes, exactly 12 base64url characters, so the
  * rest of the encoded payload is the template's. */
 const STAMP_BYTES = 9;
@@ -95,6 +109,7 @@ let cpuAtMeasure: NodeJS.CpuUsage | undefined;
 
 let published = 0;
 let delivered = 0;
+let acked = 0;
 let sent = 0;
 let throttled = 0;
 const errors = new Map<string, number>();
@@ -168,6 +183,72 @@ function onSubscriberFrame(frame: Buffer): void {
   else if (text.startsWith(ERROR_PREFIX)) bump(errors, codeOf(text));
 }
 
+interface ConsumerState {
+  readonly socket: DeviceSocket;
+  readonly role: ConsumerRole;
+  /** Offsets leased this turn, acknowledged together at its end. */
+  pending: number[];
+  /** Offsets of each settle awaiting its answer, by request id. */
+  readonly settling: Map<number, number>;
+}
+
+const consumers: ConsumerState[] = [];
+
+function onConsumerFrame(c: ConsumerState, frame: Buffer): void {
+  if (startsWith(frame, LEASED)) {
+    // The offset, without decoding the frame (its payload is most of it).
+    const text = frame.toString('latin1', 0, Math.min(frame.length, 512));
+    const at = text.indexOf(OFFSET_FIELD);
+    if (at < 0) return;
+    const offset = Number.parseInt(text.slice(at + OFFSET_FIELD.length), 10);
+    if (c.pending.length === 0) setImmediate(() => ackPending(c));
+    c.pending.push(offset);
+    return;
+  }
+  const text = frame.toString('utf8');
+  if (text.startsWith(SETTLED_PREFIX)) {
+    const id = (JSON.parse(text) as { id: number }).id;
+    const n = c.settling.get(id) ?? 0;
+    c.settling.delete(id);
+    if (measuring) acked += n;
+  } else if (startsWith(frame, SUBSCRIPTION_ENDED)) bump(ended, codeOf(text));
+  else if (text.startsWith(ERROR_PREFIX)) bump(errors, codeOf(text));
+}
+
+function ackPending(c: ConsumerState): void {
+  const offsets = c.pending;
+  c.pending = [];
+  if (offsets.length === 0 || !c.socket.isOpen) return;
+  const id = (requestId = (requestId + 1) >>> 0);
+  c.settling.set(id, offsets.length);
+  c.socket.sendText(JSON.stringify({ type: 'settle', id, topic: c.role.topic, group: c.role.group, action: 'ack', offsets }));
+}
+
+/** Joins a consumer group and waits for the answer; leases start coming at once. */
+async function consume(role: ConsumerRole): Promise<void> {
+  const socket = await DeviceSocket.connect(setup!.wsUrl, role.device);
+  const c: ConsumerState = { socket, role, pending: [], settling: new Map() };
+  const id = (requestId = (requestId + 1) >>> 0);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${role.device.userId}: no answer to consume within ${SUBSCRIBE_TIMEOUT_MS} ms`)), SUBSCRIBE_TIMEOUT_MS);
+    socket.listen({
+      onDeliver: () => undefined,
+      onText: () => undefined,
+      onTextFrame: (frame) => {
+        if (startsWith(frame, LEASED)) return onConsumerFrame(c, frame);
+        const f = JSON.parse(frame.toString('utf8')) as { type?: unknown; id?: unknown };
+        if (f.id !== id) return onConsumerFrame(c, frame);
+        clearTimeout(timer);
+        socket.listen({ onDeliver: () => undefined, onText: () => undefined, onTextFrame: (fr) => onConsumerFrame(c, fr) });
+        if (f.type === 'consuming') resolve();
+        else reject(new Error(`consume ${role.topic}/${role.group}: ${frame.toString('utf8')}`));
+      },
+    });
+    socket.sendText(JSON.stringify({ type: 'consume', id, topic: role.topic, group: role.group, prefetch: role.prefetch }));
+  });
+  consumers.push(c);
+}
+
 /** Subscribes from `latest` and waits for the answer. */
 async function subscribe(socket: DeviceSocket, topic: string): Promise<void> {
   const id = (requestId = (requestId + 1) >>> 0);
@@ -196,10 +277,13 @@ async function onSetup(s: TopicWorkerSetup): Promise<void> {
   const subs = await Promise.all(s.subscribers.map((r) => DeviceSocket.connect(s.wsUrl, r.device)));
   await Promise.all(subs.map((socket, i) => subscribe(socket, s.subscribers[i]!.topic)));
   subscribers.push(...subs);
+  await Promise.all((s.consumers ?? []).map((r) => consume(r)));
   const pubs = await Promise.all(s.publishers.map((r) => DeviceSocket.connect(s.wsUrl, r.device)));
   pubs.forEach((socket, i) => {
     const idPrefix = Buffer.alloc(PUBLISH_ID_PREFIX_BYTES + 4);
     crypto.randomFillSync(idPrefix, 0, PUBLISH_ID_PREFIX_BYTES);
+    // Ids starting with a zero byte are the relay's own (dead-letter copies).
+    idPrefix[0] = idPrefix[0]! | 0x80;
     const p: PublisherState = { socket, head: `{"type":"publish","topic":${JSON.stringify(s.publishers[i]!.topic)},"id":`, idPrefix, counter: 0, inflight: 0 };
     socket.listen({ onDeliver: () => undefined, onText: (t) => onPublisherText(p, t) });
     publishers.push(p);
@@ -229,6 +313,7 @@ function report(): TopicWorkerReport {
     elapsedMs,
     published,
     delivered,
+    acked,
     sent,
     throttled,
     ended: Object.fromEntries(ended),
@@ -240,7 +325,7 @@ function report(): TopicWorkerReport {
 
 async function closeAll(): Promise<void> {
   sending = false;
-  await Promise.all([...publishers.map((p) => p.socket.close()), ...subscribers.map((s) => s.close())]);
+  await Promise.all([...publishers.map((p) => p.socket.close()), ...subscribers.map((s) => s.close()), ...consumers.map((c) => c.socket.close())]);
 }
 
 serveWorker<TopicWorkerSetup, TopicWorkerReport>({
@@ -251,7 +336,7 @@ serveWorker<TopicWorkerSetup, TopicWorkerReport>({
     else startPacing();
   },
   measure() {
-    published = delivered = sent = throttled = 0;
+    published = delivered = acked = sent = throttled = 0;
     errors.clear();
     ended.clear();
     measuring = true;

@@ -1,7 +1,7 @@
 /**
  * Consumer groups on one relay's connections (server/topics/groups.ts holds the state).
  * A connection joins a group with a prefetch: the most messages leased to it and not yet
- * settled. The relay leases for its members one call at a time per group, round robin,
+ * settled; it is leased more once half of it is free (or it holds nothing). The relay leases for its members one call at a time per group, round robin,
  * each call for what the member has room for; when nothing is leasable it waits for the
  * topic's next commit (on any relay) or for the group's next due time (a lease deadline,
  * a delayed redelivery). A member whose socket stops draining gets nothing more until
@@ -257,7 +257,10 @@ export class ConsumerHub {
     for (let i = 0; i < n; i++) {
       const m = st.members[(st.turn + i) % n]!;
       for (const [o, until] of m.outstanding) if (until <= now) m.outstanding.delete(o);
-      if (m.peer.closed || m.outstanding.size >= m.prefetch || m.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) continue;
+      // Refilled once half its prefetch is free (or it holds nothing): a member busy with
+      // the other half loses nothing, and each lease carries a batch, not one message.
+      const room = m.prefetch - m.outstanding.size;
+      if (m.peer.closed || room <= 0 || (m.outstanding.size > 0 && room * 2 < m.prefetch) || m.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) continue;
       st.turn = (st.turn + i + 1) % n;
       return m;
     }

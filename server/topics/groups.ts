@@ -63,8 +63,9 @@ export interface Lease {
   readonly skipped: number;
   /** The dead-letter topic's new head when this call moved messages there. */
   readonly deadLetterHead?: { readonly topic: string; readonly epoch: number; readonly head: number } | undefined;
-  /** When something of the group next becomes due (a lease deadline, a delayed
-   * redelivery), if anything is pending; undefined when only new messages can come. */
+  /** When nothing was leased: when something of the group next becomes due (a lease
+   * deadline, a delayed redelivery), if anything is pending; undefined when only new
+   * messages can come (and, to spare a statement, whenever something was leased). */
   readonly nextDueMs: number | undefined;
 }
 
@@ -261,7 +262,8 @@ export class GroupStore {
   }
 
   private async lockGroup(tx: SqlExecutor, topic: string, name: string): Promise<GroupRow> {
-    const [g] = await tx.query<GroupRow>(`${GROUP_SELECT} FOR UPDATE OF g`, [topic, name]);
+    // NO KEY UPDATE: settles (KEY SHARE, below) go on beside a lease.
+    const [g] = await tx.query<GroupRow>(`${GROUP_SELECT} FOR NO KEY UPDATE OF g`, [topic, name]);
     if (!g) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${name} of topic ${topic}`);
     if (String(g.epoch) !== String(g.t_epoch)) {
       // The topic was reset: the group starts again in the new epoch.
@@ -359,12 +361,17 @@ export class GroupStore {
           deadRows.length,
         ]);
       }
-      const [due] = await tx.query<{ at: string | number | null }>(
-        `SELECT least((SELECT min(deadline_ms) FROM group_leases WHERE topic_id = $1 AND group_name = $2),
-                      (SELECT min(CASE WHEN member IS NULL THEN available_at_ms ELSE greatest(available_at_ms, deadline_ms) END)
-                         FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2)) AS at`,
-        [topicId, name],
-      );
+      // When something next falls due: wanted only when nothing was leased now (the relay
+      // then waits for it), so a lease that found work skips the statement.
+      const [due] =
+        againFound.length + freshFound.length > 0
+          ? [undefined]
+          : await tx.query<{ at: string | number | null }>(
+              `SELECT least((SELECT min(deadline_ms) FROM group_leases WHERE topic_id = $1 AND group_name = $2),
+                            (SELECT min(CASE WHEN member IS NULL THEN available_at_ms ELSE greatest(available_at_ms, deadline_ms) END)
+                               FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2)) AS at`,
+              [topicId, name],
+            );
       const deliveriesOf = new Map<number, number>([...freshFound.map((o) => [o, 1] as const), ...againFound.map((a) => [a.off, a.deliveries] as const)]);
       const messages: LeasedMessage[] = [];
       for (const [off, deliveries] of deliveriesOf) {
@@ -592,7 +599,14 @@ export class GroupStore {
     checkOffsets(offsets);
     bounded(opts.epoch, 1, Number.MAX_SAFE_INTEGER, 'epoch');
     return this.db.transaction(async (tx) => {
-      const g = await this.lockGroup(tx, topic, name);
+      // Only the lease rows are changed: the group row is read under KEY SHARE, which a
+      // lease's lock does not block, so settles do not wait in line behind leases.
+      const [g] = await tx.query<GroupRow>(`${GROUP_SELECT} FOR KEY SHARE OF g`, [topic, name]);
+      if (!g) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${name} of topic ${topic}`);
+      // The topic was reset and the group not yet restarted: its leases are the old epoch's.
+      if (String(g.epoch) !== String(g.t_epoch)) {
+        throw new ProtocolError('NOT_LEASED', `the topic is at epoch ${String(g.t_epoch)}: these leases were of an earlier one`, { epoch: Number(g.t_epoch) });
+      }
       // Offsets of an epoch the topic has left are not the same offsets of the new one.
       if (opts.epoch !== undefined && opts.epoch !== Number(g.epoch)) {
         throw new ProtocolError('NOT_LEASED', `offsets of epoch ${opts.epoch}: the topic is at epoch ${String(g.epoch)}`, { epoch: Number(g.epoch) });

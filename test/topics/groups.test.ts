@@ -137,8 +137,9 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 5, nextOffset: 9, inFlight: 2, redeliveries: 0 });
     const c = await groups.lease(topic, group, 'C', 10);
     expect(c.messages.map((m) => m.offset)).toEqual([9, 10]);
-    expect(c.nextDueMs).toBe(T0 + VIS);
-    expect((await groups.lease(topic, group, 'C', 10)).messages).toEqual([]);
+    const none = await groups.lease(topic, group, 'C', 10);
+    expect(none.messages).toEqual([]);
+    expect(none.nextDueMs).toBe(T0 + VIS);
   });
 
   it('makes a message due again when its lease expires, to any member, counting the delivery', async () => {

@@ -222,7 +222,7 @@ describe.each(DRIVERS)('bad input on the mailbox connection on $name', (driver) 
   it('bad JSON frames: not JSON, unknown type, bad ACK, a second auth', async () => {
     const c = await world.connect(mallory);
     const codes: string[] = [];
-    for (const raw of ['{not json', '[]', JSON.stringify({ type: 'subscribe' }), JSON.stringify({ type: 'ack', seq: 0 }), JSON.stringify({ type: 'ack', seq: 'x' })]) {
+    for (const raw of ['{not json', '[]', JSON.stringify({ type: 'subscribe_all' }), JSON.stringify({ type: 'ack', seq: 0 }), JSON.stringify({ type: 'ack', seq: 'x' })]) {
       const before = c.errors().length;
       c.ws.send(raw);
       await c.until(() => c.errors().length > before, `the error for ${raw}`);

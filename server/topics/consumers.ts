@@ -130,6 +130,22 @@ export class ConsumerHub {
     }
   }
 
+  /** The peer's rights changed (a renewed token): each membership `allowed` refuses
+   * ends with that refusal, its leases released to the others. */
+  recheck(peer: TopicPeer, allowed: (topic: string) => ProtocolError | undefined): void {
+    const mine = this.byPeer.get(peer);
+    if (!mine) return;
+    for (const [k, member] of [...mine]) {
+      const [topic, group] = k.split('\n') as [string, string];
+      const refusal = allowed(topic);
+      if (!refusal) continue;
+      void this.leave(member, topic, group);
+      if (!peer.closed) {
+        peer.write(encodeTopicServerFrame({ type: 'subscription_ended', topic, group, code: refusal.code, message: refusal.message, ...(refusal.details ? { details: refusal.details } : {}) }), 'subscription_ended');
+      }
+    }
+  }
+
   private async leave(member: Member, topic: string, group: string): Promise<void> {
     const k = keyOf(topic, group);
     const mine = this.byPeer.get(member.peer);

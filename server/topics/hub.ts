@@ -508,6 +508,17 @@ export class TopicHub {
     for (const sub of [...mine.values()]) this.remove(sub);
   }
 
+  /** The peer's rights changed (a renewed token): each subscription `allowed` refuses
+   * ends with that refusal. */
+  recheck(peer: TopicPeer, allowed: (topic: string) => ProtocolError | undefined): void {
+    const mine = this.byPeer.get(peer);
+    if (!mine) return;
+    for (const sub of [...mine.values()]) {
+      const refusal = allowed(sub.topic);
+      if (refusal) this.endSubscription(sub, refusal);
+    }
+  }
+
   private remove(sub: Subscription): void {
     if (sub.state === 'live' && !sub.peer.closed) sub.peer.leave(channelOf(sub.topic));
     sub.state = 'ended';

@@ -519,6 +519,19 @@ export class ConnectionManager {
       this.armTokenTimer(ws, token.validUntilMs);
       ud.topicGrants = token.topics;
       this.send(ws, { type: 'token_ok', expiresAt: token.expiresAtMs });
+      // Standing subscriptions and memberships keep going only while the new claim allows them.
+      if (ud.topicPeer) {
+        const allowedFor = (action: TopicAction) => (topic: string): ProtocolError | undefined => {
+          try {
+            checkTopicAccess(token.topics, action, topic);
+            return undefined;
+          } catch (err) {
+            return err as ProtocolError;
+          }
+        };
+        this.deps.topics.recheck(ud.topicPeer, allowedFor('subscribe'));
+        this.deps.consumers.recheck(ud.topicPeer, allowedFor('consume'));
+      }
     } catch (err) {
       this.sendError(ws, err);
     }

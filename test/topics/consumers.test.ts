@@ -238,6 +238,33 @@ describe.each(DRIVERS)('consumer groups on $name', (driver) => {
     }
   });
 
+  it('ends subscriptions and memberships a renewed token no longer allows, keeping the others', async () => {
+    const { topic } = await setup();
+    const other = `feeds.other${n}`;
+    expect((await request(world.relay.baseUrl, 'POST', '/v1/topics', { token, json: { name: other } })).status).toBe(201);
+    const user = await world.user('renewer', 1, CLAIMS);
+    const c = await world.connect(user);
+    expect(await consume(c, topic, 'workers')).toMatchObject({ type: 'consuming' });
+    expect(await subscribe(c, topic, 'latest')).toMatchObject({ type: 'subscribed' });
+    expect(await subscribe(c, other, 'latest')).toMatchObject({ type: 'subscribed' });
+    // The new token still grants `other`, no longer `topic`.
+    const narrower = await world.issuer.mint(user.userId, { claims: { hermetic_topics: { subscribe: [other], consume: [other] } } });
+    c.sendJson({ type: 'token', token: narrower });
+    await c.waitJson((f) => f.type === 'token_ok');
+    const ended = await c.until(() => c.json.filter((f) => f.type === 'subscription_ended').length >= 2, 'two ends').then(() => c.json.filter((f) => f.type === 'subscription_ended'));
+    expect(ended.map((f) => [f.topic, f.group ?? '(subscription)', f.code, f.details?.reason]).sort()).toEqual([
+      [topic, '(subscription)', 'FORBIDDEN', 'not_granted'],
+      [topic, 'workers', 'FORBIDDEN', 'not_granted'],
+    ]);
+    const pub = await member();
+    await publish(pub, other, 'still-here');
+    await publish(pub, topic, 'not-for-you');
+    await waitMessages(c, other, 1);
+    await c.ping();
+    expect(messages(c, topic)).toEqual([]);
+    expect(leased(c, topic)).toEqual([]);
+  });
+
   it('refuses bad consumer requests with their codes', async () => {
     const { topic, dlq } = await setup();
     const a = await member();

@@ -340,6 +340,10 @@ export async function startRelay(config: Config, logger: Logger): Promise<Relay>
           consumers.topicHead(topic, epoch);
           topicNotice(topic, epoch, 1);
         },
+        onGroupDeleted: (topic, epoch, head) => {
+          consumers.topicHead(topic, epoch);
+          topicNotice(topic, epoch, head);
+        },
       },
     });
 

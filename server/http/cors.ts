@@ -22,7 +22,7 @@ export function allowedOrigin(policy: CorsPolicy, origin: string): string | unde
 export function preflightHeaders(allowed: string): Array<[string, string]> {
   return [
     ['access-control-allow-origin', allowed],
-    ['access-control-allow-methods', 'GET, POST, PUT'],
+    ['access-control-allow-methods', 'GET, POST, PUT, DELETE'],
     ['access-control-allow-headers', 'authorization, content-type'],
     ['access-control-max-age', String(CORS_MAX_AGE_SECONDS)],
     ['vary', 'origin'],

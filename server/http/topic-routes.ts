@@ -22,6 +22,8 @@ export interface TopicRouteDeps {
   readonly metrics: RelayMetrics;
   /** Told when a topic was reset (its subscribers are ended). */
   readonly onReset: (topic: string, epoch: number) => void;
+  /** Told when a group was deleted (its members, woken, find it gone). */
+  readonly onGroupDeleted: (topic: string, epoch: number, head: number) => void;
 }
 
 /** Offsets and epochs in a query: positive safe integers. */
@@ -133,6 +135,21 @@ export function registerTopicRoutes(app: TemplatedApp, router: Router, deps: Top
       const g = await deps.groups.info(topic, name);
       if (!g) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${name} of topic ${topic}`);
       ex.json(200, g);
+    }),
+  );
+
+  app.del(
+    '/v1/topics/:topic/groups/:group',
+    route('delete_group', 2, async (ex) => {
+      const caller = await authCaller(ex);
+      ex.refuseBody();
+      const topic = nameParam(ex.info.params[0] ?? '');
+      const name = groupName(decodePathParam(ex.info.params[1] ?? '', 'group'));
+      guard(caller.topics, ['consume'], topic);
+      const gone = await deps.groups.delete(topic, name);
+      if (!gone) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${name} of topic ${topic}`);
+      deps.onGroupDeleted(topic, gone.epoch, gone.head);
+      ex.json(200, { topic, name, deleted: true });
     }),
   );
 }

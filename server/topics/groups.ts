@@ -230,6 +230,20 @@ export class GroupStore {
     return (await this.info(topic, name))!;
   }
 
+  /** Deletes a group, its leases and its redeliveries; its members find it gone at their
+   * next lease (GROUP_NOT_FOUND). Resolves to the topic's epoch and head (to wake them),
+   * or undefined when there was no such group. */
+  async delete(topic: string, name: string): Promise<{ epoch: number; head: number } | undefined> {
+    const rows = await this.db.query<{ epoch: string | number; next_offset: string | number }>(
+      `DELETE FROM consumer_groups g USING topics t
+        WHERE t.topic_id = g.topic_id AND t.name = $1 AND g.name = $2
+        RETURNING t.epoch, t.next_offset`,
+      [topic, name],
+    );
+    const r = rows[0];
+    return r && { epoch: Number(r.epoch), head: Number(r.next_offset) };
+  }
+
   async info(topic: string, name: string): Promise<GroupInfo | undefined> {
     const [g] = await this.db.query<GroupRow & { dl_name: string; leased: string | number | null; redo: string | number; first_open: string | number | null }>(
       `SELECT x.*, d.name AS dl_name,

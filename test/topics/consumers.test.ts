@@ -265,6 +265,21 @@ describe.each(DRIVERS)('consumer groups on $name', (driver) => {
     expect(leased(c, topic)).toEqual([]);
   });
 
+  it('deletes a group: its members are told, and it can be created again', async () => {
+    const { topic, dlq } = await setup();
+    const a = await member();
+    await consume(a, topic, 'workers');
+    const del = await request(world.relay.baseUrl, 'DELETE', `/v1/topics/${topic}/groups/workers`, { token });
+    expect(del.status, del.text).toBe(200);
+    expect(del.body).toEqual({ topic, name: 'workers', deleted: true });
+    expect(await a.waitJson((f) => f.type === 'subscription_ended')).toMatchObject({ topic, group: 'workers', code: 'GROUP_NOT_FOUND' });
+    expect((await request(world.relay.baseUrl, 'DELETE', `/v1/topics/${topic}/groups/workers`, { token })).body.error.code).toBe('GROUP_NOT_FOUND');
+    const outsider = await world.issuer.mint('outsider', { claims: { hermetic_topics: { consume: ['other.>'] } } });
+    expect((await request(world.relay.baseUrl, 'DELETE', `/v1/topics/${topic}/groups/workers`, { token: outsider })).status).toBe(403);
+    const again = await request(world.relay.baseUrl, 'POST', `/v1/topics/${topic}/groups`, { token, json: { name: 'workers', deadLetterTopic: dlq } });
+    expect(again.status, again.text).toBe(201);
+  });
+
   it('refuses bad consumer requests with their codes', async () => {
     const { topic, dlq } = await setup();
     const a = await member();

@@ -98,13 +98,23 @@ export class ConsumerHub {
     if (!member) throw new ProtocolError('NOT_LEASED', `this connection is not consuming ${group} of ${topic}`);
     let leaseUntil: number | undefined;
     const at = { epoch: opts.epoch };
-    if (action === 'ack') await this.deps.groups.ack(topic, group, member.id, offsets, at);
-    else if (action === 'nack') await this.deps.groups.nack(topic, group, member.id, offsets, opts.delayMs ?? 0, at);
-    else {
-      const extended = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0, at);
-      // The whole range each offset came in: all of it keeps taking the member's room.
-      for (const o of extended.offsets) if (member.outstanding.has(o)) member.outstanding.set(o, extended.leaseUntilMs);
-      leaseUntil = extended.leaseUntilMs;
+    try {
+      if (action === 'ack') await this.deps.groups.ack(topic, group, member.id, offsets, at);
+      else if (action === 'nack') await this.deps.groups.nack(topic, group, member.id, offsets, opts.delayMs ?? 0, at);
+      else {
+        const extended = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0, at);
+        // The whole range each offset came in: all of it keeps taking the member's room.
+        for (const o of extended.offsets) if (member.outstanding.has(o)) member.outstanding.set(o, extended.leaseUntilMs);
+        leaseUntil = extended.leaseUntilMs;
+      }
+    } catch (err) {
+      // The group was deleted (a member with a full prefetch learns it here): the
+      // membership ends, as it would at the next lease.
+      if (err instanceof ProtocolError && err.code === 'GROUP_NOT_FOUND') {
+        const st = this.states.get(keyOf(topic, group));
+        if (st) this.endGroup(st, err);
+      }
+      throw err;
     }
     if (action !== 'extend') {
       for (const o of offsets) member.outstanding.delete(o);

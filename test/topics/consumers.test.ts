@@ -267,17 +267,27 @@ describe.each(DRIVERS)('consumer groups on $name', (driver) => {
 
   it('deletes a group: its members are told, and it can be created again', async () => {
     const { topic, dlq } = await setup();
+    const del = () => request(world.relay.baseUrl, 'DELETE', `/v1/topics/${topic}/groups/workers`, { token });
+    const create = () => request(world.relay.baseUrl, 'POST', `/v1/topics/${topic}/groups`, { token, json: { name: 'workers', deadLetterTopic: dlq } });
+    // A member with room is told at once.
     const a = await member();
     await consume(a, topic, 'workers');
-    const del = await request(world.relay.baseUrl, 'DELETE', `/v1/topics/${topic}/groups/workers`, { token });
-    expect(del.status, del.text).toBe(200);
-    expect(del.body).toEqual({ topic, name: 'workers', deleted: true });
+    const gone = await del();
+    expect(gone.status, gone.text).toBe(200);
+    expect(gone.body).toEqual({ topic, name: 'workers', deleted: true });
     expect(await a.waitJson((f) => f.type === 'subscription_ended')).toMatchObject({ topic, group: 'workers', code: 'GROUP_NOT_FOUND' });
-    expect((await request(world.relay.baseUrl, 'DELETE', `/v1/topics/${topic}/groups/workers`, { token })).body.error.code).toBe('GROUP_NOT_FOUND');
+    expect((await del()).body.error.code).toBe('GROUP_NOT_FOUND');
     const outsider = await world.issuer.mint('outsider', { claims: { hermetic_topics: { consume: ['other.>'] } } });
     expect((await request(world.relay.baseUrl, 'DELETE', `/v1/topics/${topic}/groups/workers`, { token: outsider })).status).toBe(403);
-    const again = await request(world.relay.baseUrl, 'POST', `/v1/topics/${topic}/groups`, { token, json: { name: 'workers', deadLetterTopic: dlq } });
-    expect(again.status, again.text).toBe(201);
+    // Created again; a member holding all its prefetch learns of a deletion when it settles.
+    expect((await create()).status).toBe(201);
+    const b = await member();
+    await consume(b, topic, 'workers', 1);
+    await publish(await member(), topic, 'held');
+    await b.until(() => leased(b, topic).length === 1, 'the lease');
+    expect((await del()).status).toBe(200);
+    expect(await settle(b, topic, 'workers', 'ack', [Number(leased(b, topic)[0]!.offset)])).toMatchObject({ type: 'error', code: 'GROUP_NOT_FOUND' });
+    expect(await b.waitJson((f) => f.type === 'subscription_ended')).toMatchObject({ topic, group: 'workers', code: 'GROUP_NOT_FOUND' });
   });
 
   it('refuses bad consumer requests with their codes', async () => {

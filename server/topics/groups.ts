@@ -107,6 +107,13 @@ const GROUP_SELECT = `SELECT g.ordered_by_key, g.topic_id, g.name, g.epoch, g.ne
                         FROM consumer_groups g JOIN topics t ON t.topic_id = g.topic_id
                        WHERE t.name = $1 AND g.name = $2`;
 
+/** What a lease reads with the group row: the earliest lease deadline, and the messages
+ * waiting to come again (counted up to MAX_GROUP_REDELIVERIES). */
+interface GroupState {
+  firstDeadlineMs: number | undefined;
+  waiting: number;
+}
+
 interface MessageRow {
   off: string | number;
   slot_ms: string | number;
@@ -275,10 +282,19 @@ export class GroupStore {
     };
   }
 
-  private async lockGroup(tx: SqlExecutor, topic: string, name: string): Promise<GroupRow> {
-    // NO KEY UPDATE: settles (KEY SHARE, below) go on beside a lease.
-    const [g] = await tx.query<GroupRow>(`${GROUP_SELECT} FOR NO KEY UPDATE OF g`, [topic, name]);
+  private async lockGroup(tx: SqlExecutor, topic: string, name: string): Promise<GroupRow & GroupState> {
+    // NO KEY UPDATE: settles (KEY SHARE, below) go on beside a lease. The same statement
+    // reads what a lease needs to know first (so the usual lease skips the statements for
+    // expired leases and redeliveries when there are none).
+    const [g] = await tx.query<GroupRow & { first_deadline: string | number | null; waiting: string | number }>(
+      `SELECT x.*,
+              (SELECT min(l.deadline_ms) FROM group_leases l WHERE l.topic_id = x.topic_id AND l.group_name = x.name) AS first_deadline,
+              (SELECT count(*) FROM (SELECT 1 FROM group_redeliveries r WHERE r.topic_id = x.topic_id AND r.group_name = x.name LIMIT $3) y) AS waiting
+         FROM (${GROUP_SELECT} FOR NO KEY UPDATE OF g) x`,
+      [topic, name, MAX_GROUP_REDELIVERIES],
+    );
     if (!g) throw new ProtocolError('GROUP_NOT_FOUND', `no group ${name} of topic ${topic}`);
+    const state: GroupState = { firstDeadlineMs: g.first_deadline === null ? undefined : Number(g.first_deadline), waiting: Number(g.waiting) };
     if (String(g.epoch) !== String(g.t_epoch)) {
       // The topic was reset: the group starts again in the new epoch.
       await tx.query('DELETE FROM group_leases WHERE topic_id = $1 AND group_name = $2', [g.topic_id, name]);
@@ -286,8 +302,10 @@ export class GroupStore {
       await tx.query('UPDATE consumer_groups SET epoch = $3, next_offset = $4 WHERE topic_id = $1 AND name = $2', [g.topic_id, name, g.t_epoch, g.t_earliest]);
       g.epoch = g.t_epoch;
       g.next_offset = g.t_earliest;
+      state.firstDeadlineMs = undefined;
+      state.waiting = 0;
     }
-    return g;
+    return Object.assign(g, state);
   }
 
   /**
@@ -306,7 +324,7 @@ export class GroupStore {
       const g = await this.lockGroup(tx, topic, name);
       const topicId = Number(g.topic_id);
       const until = now + g.visibility_ms;
-      await this.expireLeases(tx, topicId, name, now);
+      if (g.firstDeadlineMs !== undefined && g.firstDeadlineMs <= now) g.waiting += await this.expireLeases(tx, topicId, name, now);
       const avoid = opts.avoidOwnFailures === true ? member : undefined;
       // Where new offsets start: past what retention took.
       let start = Number(g.next_offset);
@@ -350,6 +368,11 @@ export class GroupStore {
         );
       }
       const freshFound = fresh.filter((o) => byOffset.has(o));
+      // The group row's new state, and (for new offsets) the window's lease row: one
+      // statement when both are written, as they usually are.
+      const moved = end !== Number(g.next_offset) || skipped > 0 || deadRows.length > 0;
+      const updateGroup = 'UPDATE consumer_groups SET next_offset = $3, skipped = skipped + $4, dead_lettered = dead_lettered + $5 WHERE topic_id = $1 AND name = $2';
+      const groupArgs = [topicId, name, end, skipped, deadRows.length];
       if (freshFound.length > 0) {
         // One row for the window: what is not leased in it (parked, or gone) is done here.
         const width = end - start;
@@ -361,19 +384,12 @@ export class GroupStore {
           setBit(done, o - start);
           doneCount++;
         }
-        await tx.query(
-          'INSERT INTO group_leases (topic_id, group_name, first_off, last_off, member, deadline_ms, done, done_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
-          [topicId, name, start, end - 1, member, until, done, doneCount],
-        );
-      }
-      if (end !== Number(g.next_offset) || skipped > 0 || deadRows.length > 0) {
-        await tx.query('UPDATE consumer_groups SET next_offset = $3, skipped = skipped + $4, dead_lettered = dead_lettered + $5 WHERE topic_id = $1 AND name = $2', [
-          topicId,
-          name,
-          end,
-          skipped,
-          deadRows.length,
-        ]);
+        const insertLease = 'INSERT INTO group_leases (topic_id, group_name, first_off, last_off, member, deadline_ms, done, done_count)';
+        const leaseArgs = [start, end - 1, member, until, done, doneCount];
+        if (moved) await tx.query(`WITH moved AS (${updateGroup} RETURNING 1) ${insertLease} VALUES ($1, $2, $6, $7, $8, $9, $10, $11)`, [...groupArgs, ...leaseArgs]);
+        else await tx.query(`${insertLease} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, [topicId, name, ...leaseArgs]);
+      } else if (moved) {
+        await tx.query(updateGroup, groupArgs);
       }
       // When something next falls due: wanted only when nothing was leased now (the relay
       // then waits for it), so a lease that found work skips the statement.
@@ -409,7 +425,7 @@ export class GroupStore {
   }
 
   /** Expired leases: their unfinished offsets become redeliveries, due now. */
-  private async expireLeases(tx: SqlExecutor, topicId: number, name: string, now: number): Promise<void> {
+  private async expireLeases(tx: SqlExecutor, topicId: number, name: string, now: number): Promise<number> {
     const expired = await tx.query<LeaseRow & { member: string }>(
       'DELETE FROM group_leases WHERE topic_id = $1 AND group_name = $2 AND deadline_ms <= $3 RETURNING first_off, last_off, done, done_count, deadline_ms, member',
       [topicId, name, now],
@@ -424,12 +440,13 @@ export class GroupStore {
         members.push(l.member);
       }
     }
-    if (offsets.length === 0) return;
+    if (offsets.length === 0) return 0;
     await tx.query(
       `INSERT INTO group_redeliveries (topic_id, group_name, off, deliveries, available_at_ms, reason, last_member)
        SELECT $1, $2, o, 1, $3, 'visibility_timeout', m FROM unnest($4::int8[], $5::text[]) AS x(o, m)`,
       [topicId, name, now, offsets, members],
     );
+    return offsets.length;
   }
 
   /** Redeliveries due now (and those whose second lease expired), oldest first. */
@@ -452,17 +469,13 @@ export class GroupStore {
     else again.push({ off: Number(r.off), deliveries: r.deliveries + 1 });
   }
 
-  private async planUnordered(tx: SqlExecutor, g: GroupRow, now: number, max: number, start: number, avoid: string | undefined): Promise<Plan> {
+  private async planUnordered(tx: SqlExecutor, g: GroupRow & GroupState, now: number, max: number, start: number, avoid: string | undefined): Promise<Plan> {
     const again: Plan['again'] = [];
     const dead: Plan['dead'] = [];
-    for (const r of await this.dueRedeliveries(tx, Number(g.topic_id), g.name, now, max, avoid)) this.sortDue(g, r, again, dead);
+    if (g.waiting > 0) for (const r of await this.dueRedeliveries(tx, Number(g.topic_id), g.name, now, max, avoid)) this.sortDue(g, r, again, dead);
     // Past MAX_GROUP_REDELIVERIES messages waiting to come again, nothing new is leased:
     // what fails keeps the group's rows (and each lease call) bounded.
-    const [backlog] = await tx.query<{ n: string | number }>(
-      'SELECT count(*) AS n FROM (SELECT 1 FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 LIMIT $3) x',
-      [g.topic_id, g.name, MAX_GROUP_REDELIVERIES],
-    );
-    const room = Number(backlog?.n ?? 0) >= MAX_GROUP_REDELIVERIES ? 0 : max - again.length;
+    const room = g.waiting >= MAX_GROUP_REDELIVERIES ? 0 : max - again.length;
     const n = Math.max(0, Math.min(room, Number(g.t_next) - start));
     const fresh = Array.from({ length: n }, (_, i) => start + i);
     return { again, dead, fresh, parked: [], end: start + n };
@@ -564,23 +577,29 @@ export class GroupStore {
         WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND first_off <= $5 AND last_off >= $4 FOR UPDATE`,
       [topicId, name, member, Math.min(...offsets), Math.max(...offsets)],
     );
-    const redo = await tx.query<{ off: string | number }>(
-      'SELECT off FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND off = ANY ($4::int8[]) FOR UPDATE',
-      [topicId, name, member, offsets],
-    );
-    const redoSet = new Set(redo.map((r) => Number(r.off)));
     const inLease = new Map<LeaseRow, number[]>();
-    const inRedo: number[] = [];
-    const missing: number[] = [];
+    const rest: number[] = [];
     for (const o of new Set(offsets)) {
       const l = leases.find((x) => Number(x.first_off) <= o && o <= Number(x.last_off) && !bitSet(x.done, o - Number(x.first_off)));
-      if (l) {
-        const list = inLease.get(l) ?? [];
-        list.push(o);
-        inLease.set(l, list);
-      } else if (redoSet.has(o)) inRedo.push(o);
-      else missing.push(o);
+      if (!l) {
+        rest.push(o);
+        continue;
+      }
+      const list = inLease.get(l) ?? [];
+      list.push(o);
+      inLease.set(l, list);
     }
+    // Only what no range lease holds is looked for among the redeliveries (usually nothing).
+    const redo =
+      rest.length === 0
+        ? []
+        : await tx.query<{ off: string | number }>(
+            'SELECT off FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND off = ANY ($4::int8[]) FOR UPDATE',
+            [topicId, name, member, rest],
+          );
+    const redoSet = new Set(redo.map((r) => Number(r.off)));
+    const inRedo = rest.filter((o) => redoSet.has(o));
+    const missing = rest.filter((o) => !redoSet.has(o));
     if (missing.length > 0) {
       throw new ProtocolError('NOT_LEASED', `offsets not leased to this member: ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`, { offsets: missing.slice(0, 64) });
     }

@@ -36,6 +36,10 @@ export const MIN_TOPIC_SLICE_MS = 1000;
 export const MAX_TOPIC_SLICE_MS = 7 * 86_400_000;
 export const UNAGED_TOPIC_SLICE_MS = 86_400_000;
 
+/** The age limit of a topic created with neither limit: every topic's storage is bounded
+ * by an age or a size. */
+export const DEFAULT_TOPIC_RETENTION_MS = 7 * 86_400_000;
+
 /** Topics one user may have created. */
 export const MAX_TOPICS_PER_CREATOR = 1000;
 
@@ -238,13 +242,15 @@ export class TopicStore {
   async create(name: string, createdBy: string, settings: TopicSettings = {}): Promise<TopicInfo> {
     checkTopicName(name);
     checkSettings(settings);
+    // Neither limit given: the default age, so that no topic grows without bound.
+    const retentionMs = settings.retentionMs ?? (settings.retentionBytes === undefined ? DEFAULT_TOPIC_RETENTION_MS : undefined);
     try {
       await this.db.query('SELECT hermetic_create_topic($1::text, $2::text, $3::int8, $4::int8, $5::int8, $6::int8, $7::int4, $8::int4)', [
         name,
         createdBy,
-        settings.retentionMs ?? null,
+        retentionMs ?? null,
         settings.retentionBytes ?? null,
-        sliceWidthFor(settings.retentionMs),
+        sliceWidthFor(retentionMs),
         this.now(),
         this.maxTopicsPerCreator,
         TOPIC_SLICE_LOCK_TIMEOUT_MS,

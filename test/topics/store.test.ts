@@ -10,7 +10,7 @@ import type { ErrorCode } from '../../protocol/errors.js';
 import { MAX_PUBLISH_BATCH, MAX_TOPIC_MESSAGE_BYTES, MIN_TOPIC_RETENTION_BYTES } from '../../protocol/limits.js';
 import { type Database } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
-import { MAX_IDEMPOTENCY_WINDOW_MS, type PublishItem, type PublishResult, TopicStore, sliceWidthFor } from '../../server/topics/store.js';
+import { DEFAULT_TOPIC_RETENTION_MS, MAX_IDEMPOTENCY_WINDOW_MS, type PublishItem, type PublishResult, TopicStore, sliceWidthFor } from '../../server/topics/store.js';
 import { pgMissing } from '../helpers/pg.js';
 import { STORAGE_DRIVERS } from '../helpers/storage.js';
 
@@ -312,12 +312,17 @@ describe.each(STORAGE_DRIVERS)('TopicStore on $name', (driver) => {
     expect(await slices(name)).toBe(1);
   });
 
-  it('leaves topics without retention alone', async () => {
-    const name = await topic({});
-    await store.publish(name, [message('kept')]);
+  it('gives a topic created with neither limit the default age, and keeps a size-only topic\'s messages whatever their age', async () => {
+    const aged = await topic({});
+    expect(await store.info(aged)).toMatchObject({ retentionMs: DEFAULT_TOPIC_RETENTION_MS, retentionBytes: null, sliceMs: sliceWidthFor(DEFAULT_TOPIC_RETENTION_MS) });
+    const sized = await topic({ retentionBytes: MIN_TOPIC_RETENTION_BYTES });
+    expect(await store.info(sized)).toMatchObject({ retentionMs: null, retentionBytes: MIN_TOPIC_RETENTION_BYTES });
+    await store.publish(aged, [message('aged')]);
+    await store.publish(sized, [message('kept')]);
     clock = T0 + 10 * 365 * 24 * 3600 * 1000;
     await store.retire();
-    expect((await store.read(name, 1, 1)).messages.map((m) => text(m.payload))).toEqual(['kept']);
+    expect(await codeOf(store.read(aged, 1, 1))).toMatchObject({ code: 'OFFSET_RETIRED' });
+    expect((await store.read(sized, 1, 1)).messages.map((m) => text(m.payload))).toEqual(['kept']);
   });
 
   it('resets a topic to a new epoch: offsets start again, the old epoch is refused', async () => {

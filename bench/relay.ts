@@ -54,7 +54,7 @@ import pg from 'pg';
 import { systemRandom } from '../crypto/primitives/index.js';
 import { Cleanup } from './lib/cleanup.js';
 import { loadAverage } from './lib/machine.js';
-import { type CpuSample, cpuSplit, sampleCpu } from './lib/cpu.js';
+import { type CpuSample, cpuSplit, sampleCpu, usPer } from './lib/cpu.js';
 import { printProfile, summarizeProfile } from './lib/cpu-profile.js';
 import type { BenchDevice } from './lib/device-socket.js';
 import { type BenchIssuer, createIssuer } from './lib/issuer.js';
@@ -530,8 +530,6 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     if (out.p99_ms !== undefined) head.p99_ms = out.p99_ms;
     if (out.pglite_relay_per_s !== undefined) head.pglite_relay_per_s = out.pglite_relay_per_s;
     // CPU per envelope, from the same run's CPU split (percent of one core / rate).
-    const usPer = (pct: unknown, perS: unknown): number | undefined =>
-      typeof pct === 'number' && typeof perS === 'number' && perS > 0 ? round((pct * 1e4) / perS, 1) : undefined;
     const rawDb = usPer(out.pg_raw_postgres_cpu_pct, out.pg_raw_per_s);
     const db = usPer(out.relay_postgres_cpu_pct, out.relay_per_s);
     const relay = usPer(out.relay_relay_cpu_pct, out.relay_per_s);

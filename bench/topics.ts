@@ -45,7 +45,7 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { Cleanup } from './lib/cleanup.js';
 import { loadAverage } from './lib/machine.js';
-import { type CpuSample, cpuSplit, sampleCpu } from './lib/cpu.js';
+import { type CpuSample, cpuSplit, sampleCpu, usPer } from './lib/cpu.js';
 import type { BenchDevice } from './lib/device-socket.js';
 import { type BenchIssuer, createIssuer } from './lib/issuer.js';
 import { LoadGenerators } from './lib/load.js';
@@ -448,7 +448,6 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
     head.goal_p99 = goal(p99 === undefined ? undefined : p99 <= GOALS.p99Ms, `p99 <= ${GOALS.p99Ms} ms at ${opts.latencyRate}/s`);
     head.goal_consumer_group = goal(groupRatio === undefined ? undefined : groupRatio >= GOALS.groupVsRaw, `consumer_group_vs_raw >= ${GOALS.groupVsRaw}`);
     // CPU per message, from the same run's CPU split (percent of one core / rate).
-    const usPer = (pct: number | undefined, perS: number | undefined): number | undefined => (pct !== undefined && perS !== undefined && perS > 0 ? round((pct * 1e4) / perS, 1) : undefined);
     const cpuPer: Array<[string, number | undefined]> = [
       ['pg_raw_db_cpu_us_per_row', usPer(num('pg_raw_postgres_cpu_pct'), raw)],
       ['publish_db_cpu_us_per_msg', usPer(num('publish_postgres_cpu_pct'), pub)],

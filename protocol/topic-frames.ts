@@ -7,9 +7,7 @@ import { encodeBase64url } from './base64url.js';
 import { type JsonObject, array, asObject, bool, bytesValue, int, str } from './decode.js';
 import { type ErrorCode, ProtocolError, parseErrorBody } from './errors.js';
 import {
-  DEVICE_ID_PATTERN,
   GROUP_NAME_PATTERN,
-  MAX_DEVICE_ID_LENGTH,
   MAX_GROUP_LEASE,
   MAX_GROUP_NAME_LENGTH,
   MAX_GROUP_SETTLE,
@@ -19,10 +17,8 @@ import {
   MAX_PUBLISH_ID_BYTES,
   MAX_TOPIC_MESSAGE_BYTES,
   MAX_TOPIC_NAME_LENGTH,
-  MAX_USER_ID_LENGTH,
-  USER_ID_PATTERN,
 } from './limits.js';
-import { type DeadLetterInfo, decodeDeadLetter, topicName } from './topics.js';
+import { type TopicMessageAnswer, decodeDeadLetter, decodeTopicMessage, topicName } from './topics.js';
 
 const MAX_REQUEST_ID = 0xffff_ffff;
 const MAX_POSITION = Number.MAX_SAFE_INTEGER;
@@ -75,18 +71,7 @@ export type TopicServerFrame =
   /** The subscription starts at (epoch, offset): messages follow in offset order. */
   | { readonly type: 'subscribed'; readonly id: number; readonly topic: string; readonly epoch: number; readonly offset: number }
   | { readonly type: 'unsubscribed'; readonly id: number; readonly topic: string }
-  | {
-      readonly type: 'topic_message';
-      readonly topic: string;
-      readonly epoch: number;
-      readonly offset: number;
-      readonly publishedAt: number;
-      readonly publisher: { readonly userId: string; readonly deviceId: string };
-      readonly publishId: Uint8Array;
-      readonly key?: Uint8Array | undefined;
-      readonly payload: Uint8Array;
-      readonly deadLetter?: DeadLetterInfo | undefined;
-    }
+  | ({ readonly type: 'topic_message'; readonly topic: string; readonly epoch: number } & TopicMessageAnswer)
   /** The relay ended a subscription (its offset was retired, the topic was reset, ...),
    * or, with `group`, a connection's membership of a consumer group: `code` and
    * `details` say why and where to go on. */
@@ -100,20 +85,14 @@ export type TopicServerFrame =
     }
   | { readonly type: 'consuming'; readonly id: number; readonly topic: string; readonly group: string }
   /** A message leased to this connection until `leaseUntil`: settle it before then. */
-  | {
+  | ({
       readonly type: 'leased';
       readonly topic: string;
       readonly group: string;
       readonly epoch: number;
-      readonly offset: number;
       readonly deliveries: number;
       readonly leaseUntil: number;
-      readonly publishedAt: number;
-      readonly publisher: { readonly userId: string; readonly deviceId: string };
-      readonly publishId: Uint8Array;
-      readonly key?: Uint8Array | undefined;
-      readonly payload: Uint8Array;
-    }
+    } & Omit<TopicMessageAnswer, 'deadLetter'>)
   | { readonly type: 'settled'; readonly id: number; readonly topic: string; readonly group: string; readonly action: SettleAction; readonly leaseUntil?: number | undefined }
   | { readonly type: 'stopped'; readonly id: number; readonly topic: string; readonly group: string };
 
@@ -162,21 +141,7 @@ function offsetList(o: JsonObject): number[] {
 
 /** A message as a `topic_message` and a `leased` frame carry it. */
 function messageFields(o: JsonObject) {
-  const publisher = asObject(o.publisher, 'publisher');
-  const key = optBytes(o, 'key', MAX_MESSAGE_KEY_BYTES);
-  return {
-    topic: topicField(o),
-    epoch: int(o, 'epoch', 1, MAX_POSITION),
-    offset: int(o, 'offset', 1, MAX_POSITION),
-    publishedAt: int(o, 'publishedAt', 0, MAX_TIME_MS),
-    publisher: {
-      userId: str(publisher, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
-      deviceId: str(publisher, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
-    },
-    publishId: bytesValue(o.publishId, 'publishId', { min: 1, max: MAX_PUBLISH_ID_BYTES }),
-    ...(key !== undefined ? { key } : {}),
-    payload: bytesValue(o.payload, 'payload', { min: 1, max: MAX_TOPIC_MESSAGE_BYTES }),
-  };
+  return { topic: topicField(o), epoch: int(o, 'epoch', 1, MAX_POSITION), ...decodeTopicMessage(o) };
 }
 
 export const TOPIC_CLIENT_DECODERS: { readonly [T in TopicClientFrame['type']]: (o: JsonObject) => Extract<TopicClientFrame, { type: T }> } = {

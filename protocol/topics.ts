@@ -183,20 +183,31 @@ export function encodeTopicPage(p: TopicPageAnswer): Record<string, unknown> {
   };
 }
 
+/**
+ * The message fields shared by a page of messages, a `topic_message` and a `leased`
+ * frame (without `deadLetter`, which only the first two carry). `at` prefixes the field
+ * names in errors ("messages[3]." in a page).
+ */
+export function decodeTopicMessage(m: JsonObject, at = ''): Omit<TopicMessageAnswer, 'deadLetter'> {
+  const publisher = asObject(m.publisher, `${at}publisher`);
+  return {
+    offset: int(m, 'offset', 1, MAX_OFFSET),
+    publishedAt: int(m, 'publishedAt', 0, MAX_TIME_MS),
+    publisher: {
+      userId: str(publisher, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
+      deviceId: str(publisher, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
+    },
+    publishId: bytesValue(m.publishId, `${at}publishId`, { min: 1, max: MAX_PUBLISH_ID_BYTES }),
+    ...(m.key !== undefined ? { key: bytesValue(m.key, `${at}key`, { min: 1, max: MAX_MESSAGE_KEY_BYTES }) } : {}),
+    payload: bytesValue(m.payload, `${at}payload`, { min: 1, max: MAX_TOPIC_MESSAGE_BYTES }),
+  };
+}
+
 export function decodeTopicPage(o: JsonObject): TopicPageAnswer {
   const messages = array(o, 'messages', MAX_TOPIC_READ_MESSAGES, () => new ProtocolError('BAD_REQUEST', 'messages: too many')).map((v, i) => {
     const m = asObject(v, `messages[${i}]`);
-    const publisher = asObject(m.publisher, `messages[${i}].publisher`);
     return {
-      offset: int(m, 'offset', 1, MAX_OFFSET),
-      publishedAt: int(m, 'publishedAt', 0, MAX_TIME_MS),
-      publisher: {
-        userId: str(publisher, 'userId', { max: MAX_USER_ID_LENGTH, pattern: USER_ID_PATTERN }),
-        deviceId: str(publisher, 'deviceId', { max: MAX_DEVICE_ID_LENGTH, pattern: DEVICE_ID_PATTERN }),
-      },
-      publishId: bytesValue(m.publishId, `messages[${i}].publishId`, { min: 1, max: MAX_PUBLISH_ID_BYTES }),
-      ...(m.key !== undefined ? { key: bytesValue(m.key, `messages[${i}].key`, { min: 1, max: MAX_MESSAGE_KEY_BYTES }) } : {}),
-      payload: bytesValue(m.payload, `messages[${i}].payload`, { min: 1, max: MAX_TOPIC_MESSAGE_BYTES }),
+      ...decodeTopicMessage(m, `messages[${i}].`),
       ...(m.deadLetter !== undefined ? { deadLetter: decodeDeadLetter(m.deadLetter) } : {}),
     };
   });

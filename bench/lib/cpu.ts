@@ -91,3 +91,10 @@ export function cpuSplit(a: CpuSample, b: CpuSample): Record<string, number> {
   out.other_cpu_pct = Math.max(0, Math.round((100 * (b.machineBusy - a.machineBusy - ours)) / wall));
   return out;
 }
+
+/** Microseconds of CPU per unit of work: a CPU share (percent of one core) over a rate
+ * (units per second), to 0.1 µs; undefined when either is missing or the rate is 0. */
+export function usPer(pct: unknown, perS: unknown): number | undefined {
+  if (typeof pct !== 'number' || typeof perS !== 'number' || perS <= 0) return undefined;
+  return Math.round(((pct * 1e4) / perS) * 10) / 10;
+}

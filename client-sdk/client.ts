@@ -45,6 +45,23 @@ import { EvidenceError } from '../crypto/evidence/errors.js';
 import { type EventInput, type SignedEvent, parseEvent, verifyEvent } from '../crypto/evidence/event.js';
 import { type ReceiptEntry, signReceipt } from '../crypto/evidence/receipt.js';
 import { IdentityKey } from '../crypto/identity/identity-key.js';
+import { TopicKeys } from './topic-keys.js';
+import {
+  type ConsumerOptions,
+  type PublishOptions,
+  type PublishResult,
+  type SubscribeOptions,
+  type Subscription,
+  type TopicMessage,
+  Consumer,
+  TopicRouter,
+  checkBodySize,
+  isTopicRequestId,
+  orderingKeyBytes,
+} from './topics.js';
+import type { CreateGroupRequest, GroupInfoAnswer, TopicInfoAnswer } from '../protocol/topics.js';
+import { GROUP_NAME_PATTERN, MAX_GROUP_NAME_LENGTH, MAX_TOPIC_NAME_LENGTH, TOPIC_NAME_PATTERN } from '../protocol/limits.js';
+import { DEDUPE_RETENTION_MS, MAX_TOPIC_READERS } from './limits.js';
 
 export type ClientState = 'awaiting-link' | 'connecting' | 'online' | 'offline' | 'closed';
 
@@ -98,6 +115,8 @@ export interface ClientEvents extends Record<string, unknown> {
   receipt: ReceiptInfo;
   /** Receipts the relay appended to its transparency log. */
   logged: { readonly receipts: number; readonly indexes: readonly number[] };
+  /** A topic message this device published was committed (also one sent after a restart). */
+  published: PublishResult;
 }
 
 /** Options of one `send`. */
@@ -259,6 +278,8 @@ export class HermeticClient {
   readonly #directory: Directory;
   readonly #sessions: Sessions;
   readonly #groups: GroupKeys;
+  readonly #topicKeys: TopicKeys;
+  readonly #topics: TopicRouter;
   readonly #outbox: Outbox;
   readonly #inbox: Inbox;
   readonly #connection: Connection;
@@ -326,6 +347,27 @@ export class HermeticClient {
     this.#directory = new Directory(db, this.#http, this.#backend, () => this.#clock.now(), options.trustPolicy ?? 'warn', this.#flags, this.userId);
     this.#sessions = new Sessions(this.#keys.identity, this.#backend, this.#random);
     this.#groups = new GroupKeys(this.#backend, this.#random);
+    this.#topicKeys = new TopicKeys(this.#backend, this.#random);
+    this.#topics = new TopicRouter({
+      db,
+      backend: this.#backend,
+      clock: this.#clock,
+      keys: this.#topicKeys,
+      userId: this.userId,
+      deviceId: this.deviceId,
+      newId: (n) => this.#newId(n),
+      send: (frame) => this.#connection.sendTopic(frame),
+      online: () => this.#connection.online,
+      assertLinked: () => this.#assertLinked(),
+      seal: (topic, readers, inner, inTx) => this.#sealTopic(topic, readers, inner, inTx),
+      verifyEvent: async (jws, from) => {
+        const { event, signer } = await this.verifyEvent(jws);
+        if (signer.userId !== from.userId || signer.deviceId !== from.deviceId) throw new SdkError('EVIDENCE_INVALID', `the event is signed by ${signer.userId}/${signer.deviceId}, not by its publisher`);
+        return event;
+      },
+      report: (err) => this.#report(err),
+      published: (r) => this.#events.emit('published', r),
+    });
     const policy = resolveReceiptPolicy(options.receipts, (d) => new SdkError('INVALID_ARGUMENT', d));
     this.#receipts = new Receipts(policy, this.#backend, this.#flags, this.userId, this.deviceId);
     this.#anomalies = new Anomalies(policy);
@@ -346,12 +388,14 @@ export class HermeticClient {
         onState: (state, reason, detail) => {
           if (this.#closed) return;
           this.#outbox.setOnline(state === 'online');
+          if (state !== 'online') this.#topics.offline();
           if (reason === 'revoked') void this.#checkRevoked(detail);
           this.#setState({ state, reason, detail });
         },
         onOnline: () => {
           this.#connectedAt = this.#clock.now();
           this.#inbox.reset();
+          this.#topics.online();
           void this.#maintain();
           void this.#pruneSeen();
           this.#scheduleReceipts(0);
@@ -364,6 +408,12 @@ export class HermeticClient {
         onStored: (f) => void this.#outbox.onStored(f.id, f.storedAt, f.duplicate).catch((err: unknown) => this.#report(err)),
         onSendError: (id, err) => void this.#outbox.onError(id, err).catch((e: unknown) => this.#report(e)),
         onProblem: (detail) => this.#report(new SdkError('RELAY_PROTOCOL_ERROR', detail)),
+        onTopicFrame: (f) => this.#topics.onFrame(f),
+        onTopicError: (id, err) => {
+          if (!isTopicRequestId(id)) return false;
+          this.#topics.onError(id, err);
+          return true;
+        },
       },
     );
     this.#outbox = new Outbox(
@@ -382,6 +432,8 @@ export class HermeticClient {
       directory: this.#directory,
       sessions: this.#sessions,
       groups: this.#groups,
+      topicKeys: this.#topicKeys,
+      topicKeyStored: (from, keyId) => this.#topics.keyArrived(from, keyId),
       flags: this.#flags,
       anomalies: this.#anomalies,
       receipts: this.#receipts,
@@ -433,6 +485,7 @@ export class HermeticClient {
   /** @internal Called by createClient. */
   async start(): Promise<void> {
     await this.#outbox.load();
+    await this.#topics.load();
     const pending = await this.#db.run((tx) => tx.list(NS.inbox, 'm:'));
     for (const [key, raw] of pending) this.#unoffered.push(this.#message(key, decodeRecord<InboxRecord>(raw)));
     if (this.#record.status === 'revoked') {
@@ -549,6 +602,7 @@ export class HermeticClient {
     this.#lastPrune = now;
     try {
       await this.#inbox.prune();
+      await this.#db.run((tx) => this.#topics.prune(tx, now - DEDUPE_RETENTION_MS));
     } catch (err) {
       this.#report(err);
     }
@@ -735,6 +789,7 @@ export class HermeticClient {
     this.#connection.stop();
     const err = new SdkError('CLIENT_CLOSED');
     this.#outbox.close(err);
+    this.#topics.close(err);
     this.#rejectLinked(err);
     this.#setState({ state: 'closed', reason: 'closed' });
     // An iterator waiting for the next message ends now (rather than wait forever).
@@ -1192,17 +1247,23 @@ export class HermeticClient {
     return new Group(groupId, members, (g, m, b) => this.#sendGroup(g, m, b));
   }
 
-  async #sendGroup(groupId: string, members: readonly string[], body: unknown): Promise<SentInfo[]> {
-    this.#assertLinked();
-    const users = [...new Set(members)].filter((u) => u !== this.userId);
-    for (const u of users) checkId(u, 'member', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
-    const encoded = encodeAppBody(body);
+  /** The devices of `users` and this user's other devices, with a session started with each. */
+  async #fanOut(users: readonly string[]): Promise<{ plan: Array<{ userId: string; devices: ListedDevice[] }>; all: Array<{ userId: string; device: ListedDevice }> }> {
     const plan: Array<{ userId: string; devices: ListedDevice[] }> = [];
     for (const u of users) plan.push({ userId: u, devices: await this.#targets(u) });
     const own = await this.#targets(this.userId);
     if (own.length > 0) plan.push({ userId: this.userId, devices: own });
     const all = plan.flatMap((p) => p.devices.map((device) => ({ userId: p.userId, device })));
     await this.#ensureSessions(all);
+    return { plan, all };
+  }
+
+  async #sendGroup(groupId: string, members: readonly string[], body: unknown): Promise<SentInfo[]> {
+    this.#assertLinked();
+    const users = [...new Set(members)].filter((u) => u !== this.userId);
+    for (const u of users) checkId(u, 'member', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+    const encoded = encodeAppBody(body);
+    const { plan, all } = await this.#fanOut(users);
     const now = this.#clock.now();
     const messageId = this.#newId(16);
     const entries = await this.#db.run(async (tx) => {
@@ -1233,6 +1294,156 @@ export class HermeticClient {
     return Promise.all(entries.messages.map((m) => this.#outbox.committed(m.key, m.entry)));
   }
 
+  // ---------------------------------------------------------------------------------
+  // Topics
+  // ---------------------------------------------------------------------------------
+
+  /**
+   * A topic to publish to and read from. `readers` are the users whose devices get this
+   * device's topic key (this user's other devices always do): only they can read what this
+   * device publishes. The relay's access control decides who may subscribe at all.
+   */
+  topic(name: string, opts: { readers?: readonly string[] } = {}): Topic {
+    this.#assertOpen();
+    checkTopic(name, 'a topic');
+    return new Topic(name, opts.readers ?? [], {
+      publish: (t, readers, body, o) => this.#publishTopic(t, readers, body, o),
+      publishEvent: (t, readers, input, o) => this.#publishTopicEvent(t, readers, input, o),
+      subscribe: (t, handler, o) => {
+        this.#assertLinked();
+        if (typeof handler !== 'function') throw new SdkError('INVALID_ARGUMENT', 'subscribe takes a handler function');
+        return this.#topics.subscribe(t, handler, o);
+      },
+      info: (t) => {
+        this.#assertOpen();
+        return this.#http.topicInfo(t);
+      },
+    });
+  }
+
+  /** A member of consumer group `group` of `topic`: `run(handler)` starts it. */
+  consumer(topic: string, group: string, opts: ConsumerOptions = {}): Consumer {
+    this.#assertLinked();
+    checkTopic(topic, 'a topic');
+    checkId(group, 'a group name', MAX_GROUP_NAME_LENGTH, GROUP_NAME_PATTERN);
+    return this.#topics.consumer(topic, group, opts);
+  }
+
+  /** Creates a topic (the token must allow `create` on it), kept by age and/or size. */
+  async createTopic(name: string, opts: { retentionMs?: number; retentionBytes?: number } = {}): Promise<TopicInfoAnswer> {
+    this.#assertOpen();
+    checkTopic(name, 'a topic');
+    return this.#http.createTopic({ name, retentionMs: opts.retentionMs, retentionBytes: opts.retentionBytes });
+  }
+
+  /** Creates a consumer group of `topic` (the token must allow `consume` on it and `publish` on its dead-letter topic). */
+  async createGroup(topic: string, group: { name: string } & Omit<CreateGroupRequest, 'name'>): Promise<GroupInfoAnswer> {
+    this.#assertOpen();
+    checkTopic(topic, 'a topic');
+    if (typeof group !== 'object' || group === null) throw new SdkError('INVALID_ARGUMENT', 'a group is { name, deadLetterTopic, visibilityMs?, maxDeliveries?, orderedByKey? }');
+    checkId(group.name, 'a group name', MAX_GROUP_NAME_LENGTH, GROUP_NAME_PATTERN);
+    checkTopic(group.deadLetterTopic, 'deadLetterTopic');
+    return this.#http.createGroup(topic, { ...group });
+  }
+
+  /** A consumer group's state: committed offset, in flight, redeliveries, dead-lettered. */
+  async groupInfo(topic: string, group: string): Promise<GroupInfoAnswer> {
+    this.#assertOpen();
+    checkTopic(topic, 'a topic');
+    checkId(group, 'a group name', MAX_GROUP_NAME_LENGTH, GROUP_NAME_PATTERN);
+    return this.#http.groupInfo(topic, group);
+  }
+
+  async #publishTopic(topic: string, readers: readonly string[], body: unknown, opts: PublishOptions): Promise<PublishResult> {
+    this.#assertLinked();
+    const o = publishOptions(opts);
+    const encoded = encodeAppBody(body);
+    checkBodySize(encoded.bytes);
+    return this.#topics.publish(topic, readers, { id: o.id ?? encodeBase64url(this.#newId(16)), key: o.key, kind: encoded.kind, sentAt: this.#clock.now(), body: encoded.bytes });
+  }
+
+  /**
+   * Signs `input` as the next event of its source's chain for this topic and publishes the
+   * JWS; its publish id is the event id unless `id` is given. Publishing the same event id
+   * again with the same type, subject and data answers with the first publish.
+   */
+  async #publishTopicEvent(topic: string, readers: readonly string[], input: EventInput, opts: PublishOptions): Promise<PublishResult & { jws: string | undefined }> {
+    this.#assertLinked();
+    if (typeof input !== 'object' || input === null) throw new SdkError('INVALID_ARGUMENT', 'an event is an object with id, type and data');
+    const o = publishOptions(opts);
+    const id = o.id ?? input.id;
+    let content: Uint8Array;
+    try {
+      content = new TextEncoder().encode(JSON.stringify([input.source ?? null, input.type, input.subject ?? null, input.data]));
+    } catch (cause) {
+      throw new SdkError('INVALID_ARGUMENT', 'the event data is not JSON', { cause });
+    }
+    let jws: string | undefined;
+    const run = this.#eventChain.then(() =>
+      this.#topics.publish(topic, readers, {
+        id,
+        key: o.key,
+        kind: 'event',
+        sentAt: this.#clock.now(),
+        content,
+        body: async () => {
+          const signed = await this.#db.run(async (tx) => {
+            const s = await this.#signedEvents.sign(tx, input, `topic:${topic}`, this.#clock.now());
+            s.commit(tx);
+            return s;
+          }).catch((err: unknown) => {
+            if (err instanceof EvidenceError) throw new SdkError('INVALID_ARGUMENT', err.message, { cause: err });
+            throw err;
+          });
+          jws = signed.jws;
+          const bytes = new TextEncoder().encode(signed.jws);
+          checkBodySize(bytes);
+          return bytes;
+        },
+      }),
+    );
+    this.#eventChain = run.catch(() => undefined);
+    const result = await run;
+    return { ...result, jws };
+  }
+
+  /**
+   * Seals a topic message with this device's current generation for `topic`, first handing
+   * the generation (over the pairwise sessions, through the outbox) to every device of the
+   * readers and of this user that does not hold it yet. `inTx` stores the sealed message in
+   * the same transaction.
+   */
+  async #sealTopic(topic: string, readers: readonly string[], inner: Uint8Array, inTx: (tx: StoreTx, payload: Uint8Array) => Promise<void>): Promise<void> {
+    const users = [...new Set(userList(readers, MAX_TOPIC_READERS, 'a topic has at most {max} readers'))].filter((u) => u !== this.userId);
+    for (const u of users) checkId(u, 'a reader', MAX_USER_ID_LENGTH, USER_ID_PATTERN);
+    const { plan, all } = await this.#fanOut(users);
+    const self = { userId: this.userId, deviceId: this.deviceId };
+    const distributions = await this.#db.run(async (tx) => {
+      const out: Array<{ key: string; entry: OutboxEntry }> = [];
+      for (const p of plan) await Directory.assertSendableIn(tx, p.userId);
+      const now = this.#clock.now();
+      const targets: GroupTarget[] = all.map((a) => ({ userId: a.userId, deviceId: a.device.deviceId }));
+      const { key, distribution, needIt } = await this.#topicKeys.prepare(tx, topic, targets, now);
+      // This device reads its own messages too (a subscription to its own topic).
+      if (!(await this.#topicKeys.find(tx, self, key.keyId))) await this.#topicKeys.receive(tx, self, key.distribution(), now);
+      if (distribution) {
+        const padded = pad(encodePayload({ type: 'topic-key', sentAt: now, messageId: this.#newId(16), distribution }));
+        for (const p of plan) {
+          const devices = p.devices.filter((d) => needIt.some((n) => n.userId === p.userId && n.deviceId === d.deviceId));
+          if (devices.length === 0) continue;
+          const t = [];
+          for (const d of devices) t.push({ deviceId: d.deviceId, payload: await this.#sessions.seal(tx, p.userId, d.deviceId, padded) });
+          const entry: OutboxEntry = { v: 1, envelopeId: this.#newId(16), recipient: p.userId, ttlSeconds: this.#ttl, targets: t, padded, group: false, messageId: this.#newId(16), mismatches: 0, createdAt: now, noReceipt: true };
+          out.push({ key: await this.#outbox.add(tx, entry), entry });
+        }
+      }
+      await inTx(tx, key.seal(pad(inner)));
+      return out;
+    });
+    // The generation travels by mailbox; a reader's SDK holds messages a while for it.
+    for (const d of distributions) this.#outbox.committed(d.key, d.entry).catch(() => undefined);
+  }
+
   /** For tests and operations: publish prekeys now. */
   async maintainKeys(): Promise<{ uploaded: number }> {
     this.#assertLinked();
@@ -1248,6 +1459,12 @@ export class HermeticClient {
   }
 }
 
+/** A copy of a list of user ids the application gives (group members, topic readers), bounded. */
+function userList(list: readonly string[], max: number, tooMany: string): string[] {
+  if (!Array.isArray(list) || list.length > max) throw new SdkError('INVALID_ARGUMENT', tooMany.replace('{max}', String(max)));
+  return [...list];
+}
+
 /** A group: `send` encrypts once with this device's sender key for every member device. */
 export class Group {
   #members: string[];
@@ -1257,12 +1474,7 @@ export class Group {
     members: readonly string[],
     private readonly sender: (groupId: string, members: readonly string[], body: unknown) => Promise<SentInfo[]>,
   ) {
-    this.#members = Group.#check(members);
-  }
-
-  static #check(members: readonly string[]): string[] {
-    if (!Array.isArray(members) || members.length > MAX_GROUP_MEMBERS) throw new SdkError('INVALID_ARGUMENT', `a group has at most ${MAX_GROUP_MEMBERS} members`);
-    return [...members];
+    this.#members = userList(members, MAX_GROUP_MEMBERS, 'a group has at most {max} members');
   }
 
   get members(): readonly string[] {
@@ -1271,11 +1483,71 @@ export class Group {
 
   /** Changes the members; a member removed cannot read what is sent afterwards. */
   setMembers(members: readonly string[]): void {
-    this.#members = Group.#check(members);
+    this.#members = userList(members, MAX_GROUP_MEMBERS, 'a group has at most {max} members');
   }
 
   send(body: unknown): Promise<SentInfo[]> {
     return this.sender(this.id, this.#members, body);
+  }
+}
+
+interface TopicOps {
+  publish(topic: string, readers: readonly string[], body: unknown, opts: PublishOptions): Promise<PublishResult>;
+  publishEvent(topic: string, readers: readonly string[], input: EventInput, opts: PublishOptions): Promise<PublishResult & { jws: string | undefined }>;
+  subscribe(topic: string, handler: (m: TopicMessage) => unknown, opts: SubscribeOptions): Subscription;
+  info(topic: string): Promise<TopicInfoAnswer>;
+}
+
+function checkTopic(name: unknown, what: string): string {
+  return checkId(name, what, MAX_TOPIC_NAME_LENGTH, TOPIC_NAME_PATTERN);
+}
+
+function publishOptions(opts: unknown): { id: string | undefined; key: Uint8Array | undefined } {
+  if (opts === undefined || opts === null) return { id: undefined, key: undefined };
+  if (typeof opts !== 'object') throw new SdkError('INVALID_ARGUMENT', 'publish options are { id?, key? }');
+  const o = opts as PublishOptions;
+  if (o.id !== undefined && typeof o.id !== 'string') throw new SdkError('INVALID_ARGUMENT', 'a publish id is a string');
+  return { id: o.id, key: orderingKeyBytes(o.key) };
+}
+
+/** A topic as this device publishes to it and reads it. */
+export class Topic {
+  #readers: string[];
+
+  constructor(
+    readonly name: string,
+    readers: readonly string[],
+    private readonly ops: TopicOps,
+  ) {
+    this.#readers = userList(readers, MAX_TOPIC_READERS, 'a topic has at most {max} readers');
+  }
+
+  get readers(): readonly string[] {
+    return [...this.#readers];
+  }
+
+  /** Changes the readers; a reader removed cannot read what is published afterwards. */
+  setReaders(readers: readonly string[]): void {
+    this.#readers = userList(readers, MAX_TOPIC_READERS, 'a topic has at most {max} readers');
+  }
+
+  /** Publishes `body` (bytes, a string or a JSON value), end-to-end encrypted for the readers. Resolves once committed. */
+  publish(body: unknown, opts: PublishOptions = {}): Promise<PublishResult> {
+    return this.ops.publish(this.name, this.#readers, body, opts);
+  }
+
+  /** Publishes a signed event (the receiver verifies it against this device's key). */
+  publishEvent(input: EventInput, opts: PublishOptions = {}): Promise<PublishResult & { jws: string | undefined }> {
+    return this.ops.publishEvent(this.name, this.#readers, input, opts);
+  }
+
+  /** Reads the topic from `opts.from` (default 'latest'): messages reach `handler` one at a time, in offset order. */
+  subscribe(handler: (m: TopicMessage) => unknown, opts: SubscribeOptions = {}): Subscription {
+    return this.ops.subscribe(this.name, handler, opts);
+  }
+
+  info(): Promise<TopicInfoAnswer> {
+    return this.ops.info(this.name);
   }
 }
 

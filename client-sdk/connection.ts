@@ -13,6 +13,7 @@ import type { RandomSource } from '../crypto/primitives/random.js';
 import { type DeliverFrame, peekDeliverHeader } from '../protocol/envelopes.js';
 import { CLOSE_CODES, ERROR_CODES, ProtocolError } from '../protocol/errors.js';
 import { type ClientFrame, type ServerFrame, decodeServerFrame, encodeClientFrame } from '../protocol/frames.js';
+import type { TopicClientFrame, TopicServerFrame } from '../protocol/topic-frames.js';
 import { FEATURE_STORED_BATCH, type StoredBatchFrame } from '../protocol/stored-batch.js';
 import { deviceAuthTranscript } from '../protocol/transcripts.js';
 import type { Clock, TimerHandle } from './clock.js';
@@ -42,6 +43,10 @@ export interface ConnectionHandlers {
   onExpired(from: number, to: number): void;
   onStored(frame: Extract<ServerFrame, { type: 'stored' }>): void;
   onSendError(id: number, error: ProtocolError): void;
+  /** A frame of the topic protocol (answers, messages, leases, ended subscriptions). */
+  onTopicFrame(frame: TopicServerFrame): void;
+  /** An error answering a topic request: true if it was one (its id is in the topic range). */
+  onTopicError(id: number, error: ProtocolError): boolean;
   /** A frame that did not decode, or an error with no request id. */
   onProblem(detail: string): void;
 }
@@ -130,6 +135,13 @@ export class Connection {
   sendBinary(frame: Uint8Array): boolean {
     if (!this.#socket || !this.#authed) return false;
     this.#socket.send(frame);
+    return true;
+  }
+
+  /** Sends a topic frame (online only). */
+  sendTopic(frame: TopicClientFrame): boolean {
+    if (!this.#socket || !this.#authed) return false;
+    this.#send(frame);
     return true;
   }
 
@@ -226,9 +238,21 @@ export class Connection {
       case 'stored_batch':
         for (const answer of frame.answers) this.h.onStored(answer);
         return;
+      case 'published':
+      case 'subscribed':
+      case 'unsubscribed':
+      case 'topic_message':
+      case 'subscription_ended':
+      case 'consuming':
+      case 'leased':
+      case 'settled':
+      case 'stopped':
+        if (this.#authed) this.h.onTopicFrame(frame);
+        return;
       case 'error': {
         const err = new ProtocolError(frame.code, frame.message, frame.details ? { ...frame.details } : undefined);
         if (frame.id !== undefined && this.#authed) {
+          if (this.h.onTopicError(frame.id, err)) return;
           this.h.onSendError(frame.id, err);
           return;
         }

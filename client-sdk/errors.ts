@@ -39,6 +39,12 @@ export const SDK_ERROR_CODES = {
   SEND_EXPIRED: 'The message was not stored within its TTL and was dropped.',
   /** The relay could not be reached. */
   NETWORK_ERROR: 'The relay could not be reached.',
+  /** A topic message whose publisher never gave this device its key generation (in time). */
+  TOPIC_KEY_MISSING: 'This device does not hold the key the topic message was sealed with.',
+  /** A topic message that does not verify or decrypt, or whose metadata the relay altered. */
+  TOPIC_MESSAGE_INVALID: 'The topic message does not verify, decrypt or match its metadata.',
+  /** This device published the publish id before with another body or key. */
+  PUBLISH_ID_CONFLICT: 'The publish id was used before with another body or key.',
 } as const;
 
 export type SdkErrorCode = keyof typeof SDK_ERROR_CODES;

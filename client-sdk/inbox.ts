@@ -27,6 +27,7 @@ import type { DeliverFrame } from '../protocol/envelopes.js';
 import { TxPreKeyStore } from './device.js';
 import type { Directory } from './directory.js';
 import type { FlagQueue, Flag, FlagCode } from './flags.js';
+import type { TopicKeys } from './topic-keys.js';
 import type { GroupKeys } from './groups.js';
 import { DEDUPE_RETENTION_MS, INBOX_BATCH_MAX, INBOX_RETRY_BASE_MS, INBOX_RETRY_MAX_MS, MAX_DEDUPE_ENTRIES } from './limits.js';
 import { type BodyKind, decodePayload } from './payload.js';
@@ -63,6 +64,9 @@ export interface InboxContext {
   readonly directory: Directory;
   readonly sessions: Sessions;
   readonly groups: GroupKeys;
+  readonly topicKeys: TopicKeys;
+  /** A topic key generation was stored (called in its transaction; waiters read it after). */
+  readonly topicKeyStored: (from: { userId: string; deviceId: string }, keyId: string) => void;
   readonly flags: FlagQueue;
   readonly anomalies: Anomalies;
   readonly receipts: Receipts;
@@ -513,6 +517,18 @@ export class Inbox {
           return rejected('MALFORMED_ENVELOPE', `a sender key that cannot be used: ${err.message}`, false, { error: err.code });
         }
         return { kind: 'handled', flags: [], number: undefined, sentAt: payload.sentAt, eventSha256: undefined, evidence: {} };
+      case 'topic-key': {
+        if (groupId !== undefined) return rejected('MALFORMED_ENVELOPE', 'a topic key must come over a pairwise session', false);
+        let stored;
+        try {
+          stored = await this.c.topicKeys.receive(tx, from, payload.distribution, now);
+        } catch (err) {
+          if (!(err instanceof CryptoError)) throw err;
+          return rejected('MALFORMED_ENVELOPE', `a topic key that cannot be used: ${err.message}`, false, { error: err.code });
+        }
+        this.c.topicKeyStored(from, stored.keyId);
+        return { kind: 'handled', flags: [], number: undefined, sentAt: payload.sentAt, eventSha256: undefined, evidence: {} };
+      }
       case 'reset':
         // The session the sender just started with us is current now (sessions.open made
         // it so): nothing else to do.

@@ -3,7 +3,10 @@
  * browsers and in any JavaScript runtime with a WebSocket; Node resolves "hermetic/client"
  * to node.ts, which adds the file store and the `ws` transport.
  */
-export { createClient, Group, HermeticClient } from './client.js';
+export { createClient, Group, HermeticClient, Topic } from './client.js';
+export { Consumer, Subscription } from './topics.js';
+export type { ConsumerOptions, PublishOptions, PublishResult, SubscribeOptions, TopicMessage, TopicStart } from './topics.js';
+export type { GroupInfoAnswer as GroupInfo, TopicInfoAnswer as TopicInfo } from '../protocol/topics.js';
 export type { ClientEvents, ClientOptions, ClientState, Message, SendOptions, StateChange } from './client.js';
 export type { ReceiptInfo, ReceiptPolicy } from './receipts.js';
 export type { EventInput, SignedEvent } from '../crypto/evidence/event.js';

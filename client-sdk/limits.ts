@@ -132,3 +132,36 @@ export const RECEIPT_SWEEP_MIN_MS = 1_000;
 export const LOG_SUBMIT_BATCH = 64;
 /** A log submission that failed for a passing reason is tried again after this. */
 export const LOG_RETRY_MS = 10_000;
+
+/**
+ * Topics (client-sdk/topics.ts). A publisher device's topic key generation is replaced
+ * after this many messages or this long (whichever comes first), bounding what one
+ * leaked generation reads; and at once when a device that held it stops being a reader.
+ */
+export const TOPIC_KEY_ROTATE_MESSAGES = 10_000;
+export const TOPIC_KEY_MAX_AGE_MS = 24 * 3600_000;
+/** Generations kept per (publisher device, topic) on a reader: older ones are forgotten,
+ * so a replay reaching further back than this many rotations cannot be read. */
+export const MAX_TOPIC_KEYS_PER_SENDER = 64;
+/** A topic message whose generation has not arrived (it travels by mailbox, the message by
+ * topic) is held this long for it by default, then reported as TOPIC_KEY_MISSING. */
+export const TOPIC_KEY_WAIT_MS = 30_000;
+/** Users a publisher hands its topic key to. */
+export const MAX_TOPIC_READERS = MAX_GROUP_MEMBERS;
+/** A topic message's framing before the body: version, kind, sentAt, publish id (length
+ * and up to 64 bytes), ordering key (length and up to 256 bytes). */
+export const TOPIC_PAYLOAD_HEADER_MAX_BYTES = 1 + 1 + 8 + 1 + 64 + 2 + 256;
+/** The largest topic message body: padded to at most MAX_PADDED_PAYLOAD_BYTES, it fits the
+ * relay's MAX_TOPIC_MESSAGE_BYTES with the topic key's 129 bytes of header, tag and signature. */
+export const MAX_TOPIC_BODY_BYTES = MAX_PADDED_PAYLOAD_BYTES - 1 - TOPIC_PAYLOAD_HEADER_MAX_BYTES;
+/** Messages a subscription holds for a slow handler before it leaves the live stream;
+ * it subscribes again from where the handler is once they are handled. */
+export const MAX_SUBSCRIPTION_BUFFER = 256;
+/** A consumer's default prefetch (messages leased to it at once). */
+export const DEFAULT_CONSUMER_PREFETCH = 16;
+/** A failed handler's message is leased again after base × 2^(deliveries-1), at most max. */
+export const CONSUMER_NACK_BASE_MS = 1_000;
+export const CONSUMER_NACK_MAX_MS = 60_000;
+/** Publish ids remembered per device, for DEDUPE_RETENTION_MS: publishing an id again from
+ * this device answers with the first publish rather than sealing the body anew. */
+export const MAX_PUBLISHED_IDS = 100_000;

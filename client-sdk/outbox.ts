@@ -150,7 +150,8 @@ export class Outbox {
         continue;
       }
       const id = this.#nextId;
-      this.#nextId = (this.#nextId % 0xffff_fffe) + 1;
+      // SEND ids stay below 2^31: the upper half is the topic requests' (topics.ts).
+      this.#nextId = (this.#nextId % 0x7fff_ffff) + 1;
       const frame = encodeSend({ id, envelopeId: e.envelopeId, ttlSeconds: e.ttlSeconds, recipientUserId: e.recipient, targets: e.targets });
       if (!this.transmit(frame)) return;
       this.#inflight.set(id, key);

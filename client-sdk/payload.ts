@@ -3,7 +3,8 @@
  * sees this). All integers big-endian.
  *
  *   u8   version (2; version 1 is still read: a message without its number)
- *   u8   type: 1 message, 2 sender-key distribution, 3 session reset, 4 receipt
+ *   u8   type: 1 message, 2 sender-key distribution, 3 session reset, 4 receipt,
+ *        5 topic key
  *   u64  sentAt: the sender's clock, ms since the epoch
  *   16   messageId: chosen by the sender; the same for every copy of one message
  *   message:       u32 the sender device's message number in this conversation (the
@@ -17,6 +18,8 @@
  *   session reset: 16 envelope id that could not be decrypted (zeros: none)
  *   receipt:       a signed delivery receipt, the compact JWS in ASCII (never answered
  *                  with a receipt of its own)
+ *   topic key:     a topic key distribution (crypto/topic/topic-key.ts), which names its
+ *                  topic (version 2 only)
  *
  * The encoded payload is padded (crypto/padding.ts) before it is encrypted.
  */
@@ -36,9 +39,10 @@ export type Payload =
   | { readonly type: 'message'; readonly sentAt: number; readonly messageId: Uint8Array; readonly number: number | undefined; readonly to: string | undefined; readonly groupId: string | undefined; readonly kind: BodyKind; readonly body: Uint8Array }
   | { readonly type: 'distribution'; readonly sentAt: number; readonly messageId: Uint8Array; readonly groupId: string; readonly distribution: Uint8Array }
   | { readonly type: 'reset'; readonly sentAt: number; readonly messageId: Uint8Array; readonly failedEnvelopeId: Uint8Array }
-  | { readonly type: 'receipt'; readonly sentAt: number; readonly messageId: Uint8Array; readonly jws: string };
+  | { readonly type: 'receipt'; readonly sentAt: number; readonly messageId: Uint8Array; readonly jws: string }
+  | { readonly type: 'topic-key'; readonly sentAt: number; readonly messageId: Uint8Array; readonly distribution: Uint8Array };
 
-const TYPE_CODES = { message: 1, distribution: 2, reset: 3, receipt: 4 } as const;
+const TYPE_CODES = { message: 1, distribution: 2, reset: 3, receipt: 4, 'topic-key': 5 } as const;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -75,6 +79,9 @@ export function encodePayload(p: Payload): Uint8Array {
       break;
     case 'receipt':
       w.bytes(encoder.encode(p.jws));
+      break;
+    case 'topic-key':
+      w.bytes(p.distribution);
       break;
   }
   return w.finish();
@@ -139,6 +146,12 @@ export function decodePayload(bytes: Uint8Array): Payload {
       // A compact JWS is base64url and dots: ASCII, never empty.
       if (raw.length === 0 || raw.some((b) => b < 0x21 || b > 0x7e)) throw r.fail('a receipt is a compact JWS in ASCII');
       return { type: 'receipt', sentAt, messageId, jws: decoder.decode(raw) };
+    }
+    case TYPE_CODES['topic-key']: {
+      if (version === 1) throw r.fail('a topic key needs payload version 2');
+      const distribution = r.bytes(r.remaining);
+      if (distribution.length === 0) throw r.fail('an empty topic key');
+      return { type: 'topic-key', sentAt, messageId, distribution };
     }
     default:
       throw r.fail(`unknown type ${type}`);

@@ -22,6 +22,8 @@ export const SIGNATURE_LABELS = {
   publishedKey: 'published-key',
   /** A group message, signed by a sender key (crypto/group/wire.ts). */
   senderKeyMessage: 'sender-key/message',
+  /** A topic message, signed by its generation's signing key (crypto/topic/topic-key.ts). */
+  topicMessage: 'topic/message',
 } as const;
 
 /** HKDF `info` strings. */
@@ -32,6 +34,8 @@ export const KDF_LABELS = {
   ratchetInitial: 'ratchet/initial',
   /** Each DH ratchet step (crypto/ratchet/labels.ts). */
   ratchetRoot: 'ratchet/root',
+  /** A topic message's key and nonce from its generation's secret and salt (crypto/topic/topic-key.ts). */
+  topicMessageKey: 'topic/message-key',
 } as const;
 
 export type SignatureLabel = (typeof SIGNATURE_LABELS)[keyof typeof SIGNATURE_LABELS];

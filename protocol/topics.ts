@@ -213,3 +213,39 @@ export function decodeTopicPage(o: JsonObject): TopicPageAnswer {
   });
   return { epoch: int(o, 'epoch', 1, MAX_OFFSET), next: int(o, 'next', 1, MAX_OFFSET), head: int(o, 'head', 1, MAX_OFFSET), messages };
 }
+
+/** A consumer group as GET/POST /v1/topics/{topic}/groups answer it. */
+export interface GroupInfoAnswer {
+  readonly topic: string;
+  readonly name: string;
+  readonly epoch: number;
+  readonly committedOffset: number;
+  readonly nextOffset: number;
+  readonly visibilityMs: number;
+  readonly maxDeliveries: number;
+  readonly deadLetterTopic: string;
+  readonly orderedByKey: boolean;
+  readonly inFlight: number;
+  readonly redeliveries: number;
+  readonly skipped: number;
+  readonly deadLettered: number;
+}
+
+export function decodeGroupInfo(o: JsonObject): GroupInfoAnswer {
+  const count = (f: string) => int(o, f, 0, MAX_OFFSET);
+  return {
+    topic: topicName(str(o, 'topic', { max: MAX_TOPIC_NAME_LENGTH }), 'topic'),
+    name: groupName(str(o, 'name', { max: MAX_GROUP_NAME_LENGTH }), 'name'),
+    epoch: int(o, 'epoch', 1, MAX_OFFSET),
+    committedOffset: int(o, 'committedOffset', 1, MAX_OFFSET),
+    nextOffset: int(o, 'nextOffset', 1, MAX_OFFSET),
+    visibilityMs: int(o, 'visibilityMs', MIN_VISIBILITY_MS, MAX_VISIBILITY_MS),
+    maxDeliveries: int(o, 'maxDeliveries', 1, MAX_MAX_DELIVERIES),
+    deadLetterTopic: topicName(str(o, 'deadLetterTopic', { max: MAX_TOPIC_NAME_LENGTH }), 'deadLetterTopic'),
+    orderedByKey: bool(o, 'orderedByKey'),
+    inFlight: count('inFlight'),
+    redeliveries: count('redeliveries'),
+    skipped: count('skipped'),
+    deadLettered: count('deadLettered'),
+  };
+}

@@ -50,6 +50,8 @@ export const NS = {
   receiptsLog: 'receipts-log',
   /** Signed events: hash chains and idempotency keys (events.ts). */
   events: 'events',
+  /** Topics (topics.ts): our topic key generations, those we hold of others, publishes. */
+  topics: 'topics',
 } as const;
 
 /**

@@ -16,6 +16,7 @@ import {
   decodeKeyCountsAnswer,
 } from '../../protocol/directory.js';
 import { ProtocolError, parseErrorBody } from '../../protocol/errors.js';
+import { type CreateGroupRequest, type CreateTopicRequest, type GroupInfoAnswer, type TopicInfoAnswer, decodeGroupInfo, decodeTopicInfo } from '../../protocol/topics.js';
 import { type Clock, systemClock } from '../clock.js';
 import { SdkError } from '../errors.js';
 import { HTTP_REQUEST_TIMEOUT_MS, MAX_ANSWER_BYTES } from '../limits.js';
@@ -107,6 +108,22 @@ export class RelayHttp {
         return index;
       });
     });
+  }
+
+  createTopic(req: CreateTopicRequest): Promise<TopicInfoAnswer> {
+    return this.#call('POST', '/v1/topics', { name: req.name, ...(req.retentionMs !== undefined ? { retentionMs: req.retentionMs } : {}), ...(req.retentionBytes !== undefined ? { retentionBytes: req.retentionBytes } : {}) }, decodeTopicInfo);
+  }
+
+  topicInfo(name: string): Promise<TopicInfoAnswer> {
+    return this.#call('GET', `/v1/topics/${encodeURIComponent(name)}`, undefined, decodeTopicInfo);
+  }
+
+  createGroup(topic: string, req: CreateGroupRequest): Promise<GroupInfoAnswer> {
+    return this.#call('POST', `/v1/topics/${encodeURIComponent(topic)}/groups`, { ...req }, decodeGroupInfo);
+  }
+
+  groupInfo(topic: string, group: string): Promise<GroupInfoAnswer> {
+    return this.#call('GET', `/v1/topics/${encodeURIComponent(topic)}/groups/${encodeURIComponent(group)}`, undefined, decodeGroupInfo);
   }
 
   async #call<T>(method: string, path: string, body: unknown, decode: (o: ReturnType<typeof asObject>) => T): Promise<T> {

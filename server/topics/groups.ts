@@ -9,6 +9,7 @@
  * member acknowledges, negatively acknowledges or extends must be leased to it now
  * (NOT_LEASED otherwise, and nothing changes).
  */
+import type { GroupInfoAnswer } from '../../protocol/topics.js';
 import { createHash } from 'node:crypto';
 import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_GROUP_LEASE, MAX_GROUP_SETTLE, MAX_MAX_DELIVERIES, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS } from '../../protocol/limits.js';
@@ -28,25 +29,8 @@ export interface GroupSettings {
   readonly orderedByKey?: boolean | undefined;
 }
 
-export interface GroupInfo {
-  readonly topic: string;
-  readonly name: string;
-  readonly epoch: number;
-  /** Every offset below this is done (acknowledged, dead-lettered or skipped). */
-  readonly committedOffset: number;
-  /** The first offset never leased. */
-  readonly nextOffset: number;
-  readonly visibilityMs: number;
-  readonly maxDeliveries: number;
-  readonly deadLetterTopic: string;
-  readonly orderedByKey: boolean;
-  /** Messages of open range leases not yet settled. */
-  readonly inFlight: number;
-  /** Messages waiting to be leased again, or leased again. */
-  readonly redeliveries: number;
-  readonly skipped: number;
-  readonly deadLettered: number;
-}
+/** A group's state, as the HTTP routes answer it (protocol/topics.ts). */
+export type GroupInfo = GroupInfoAnswer;
 
 export interface LeasedMessage extends TopicMessage {
   /** This delivery's number (1 for the first). */

@@ -5,11 +5,11 @@
  */
 import { fc, test } from '@fast-check/vitest';
 import { beforeAll, describe, expect } from 'vitest';
-import { CryptoError, type CryptoErrorCode } from '../../crypto/errors.js';
+import type { CryptoErrorCode } from '../../crypto/errors.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { INITIAL_HANDSHAKE_BYTES } from '../../crypto/handshake/index.js';
 import { Session, sessionMessageType } from '../../crypto/ratchet/index.js';
-import { makeSessionPair, SESSION_BACKENDS, seededRandom } from './session-fixtures.js';
+import { makeSessionPair, SESSION_BACKENDS, seededRandom, cryptoCodeOf } from './session-fixtures.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -35,15 +35,7 @@ interface InFlight {
   readonly to: Side;
 }
 
-function codeOf(fn: () => unknown): CryptoErrorCode | 'no error' {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CryptoError) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
+const codeOf = cryptoCodeOf;
 
 /** Runs a conversation script; returns what is still in flight and what was delivered. */
 class Conversation {

@@ -5,7 +5,6 @@
 import { inspect } from 'node:util';
 import { fc, test } from '@fast-check/vitest';
 import { describe, expect } from 'vitest';
-import { CryptoError, type CryptoErrorCode } from '../../crypto/errors.js';
 import { InboundSenderKeys, OutboundSenderKey } from '../../crypto/group/index.js';
 import { GROUP_MESSAGE_SIGNATURE_LABEL } from '../../crypto/group/labels.js';
 import { signatureTranscript } from '../../crypto/identity/index.js';
@@ -18,21 +17,13 @@ import {
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { toHex } from '../../crypto/primitives/bytes.js';
 import { ChainKey } from '../../crypto/ratchet/chain-key.js';
-import { SESSION_BACKENDS, seededRandom } from './session-fixtures.js';
+import { SESSION_BACKENDS, seededRandom, cryptoCodeOf } from './session-fixtures.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const GROUP = enc('group:engineering');
 
-function codeOf(fn: () => unknown): CryptoErrorCode | 'no error' {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CryptoError) return e.code;
-    throw e;
-  }
-  return 'no error';
-}
+const codeOf = cryptoCodeOf;
 
 function flipBit(bytes: Uint8Array, bit: number): Uint8Array {
   const out = bytes.slice();

@@ -6,6 +6,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import type { CryptoBackend } from '../../crypto/primitives/backend.js';
 import { cryptoReady, defaultBackend, loadSodiumBackend, nativeBackend, nobleBackend } from '../../crypto/primitives/index.js';
 import type { RandomSource } from '../../crypto/primitives/random.js';
+import { CryptoError, type CryptoErrorCode } from '../../crypto/errors.js';
 import {
   acceptSession,
   generateKemPreKey,
@@ -146,4 +147,15 @@ export async function makeSessionPair(
   });
   if (opts.reply !== false) alice.decrypt(bob.encrypt(new TextEncoder().encode('hi')));
   return { alice, bob };
+}
+
+/** The CryptoError code `fn` throws, or 'no error'; anything else is rethrown. */
+export function cryptoCodeOf(fn: () => unknown): CryptoErrorCode | 'no error' {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof CryptoError) return e.code;
+    throw e;
+  }
+  return 'no error';
 }

@@ -68,6 +68,8 @@ function setup(token: (fresh: boolean) => Promise<string> = async () => 'tok') {
       onState: (s, r) => states.push([s, r]),
       onOnline: () => undefined,
       onDeliver: () => undefined,
+      onTopicFrame: () => undefined,
+      onTopicError: () => false,
       onMalformedDeliver: () => undefined,
       onQueueEmpty: () => undefined,
       onExpired: () => undefined,

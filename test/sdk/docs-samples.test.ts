@@ -115,7 +115,10 @@ describe('docs/SDK.md', () => {
         'declare const relayUrl: string;\ndeclare function getToken(userId: string): Promise<string>;\ndeclare function fetchTokenFromYourBackend(): Promise<string>;\n',
       );
       world = await startWorld();
-      Object.assign(globalThis, { relayUrl: world.relay.baseUrl, getToken: (userId: string) => world.issuer.mint(userId) });
+      // The samples' tokens allow topics under "orders." (the hermetic_topics claim, PROTOCOL.md).
+      const orders = ['orders.>'];
+      const claims = { hermetic_topics: { create: orders, publish: orders, subscribe: orders, consume: orders } };
+      Object.assign(globalThis, { relayUrl: world.relay.baseUrl, getToken: (userId: string) => world.issuer.mint(userId, { claims }) });
     });
 
     afterAll(async () => {

@@ -8,6 +8,10 @@ import path from 'node:path';
 import { SignJWT, createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type JWK, type JWTVerifyGetKey } from 'jose';
 import { DEV_AUDIENCE, DEV_ISSUER } from '../config.js';
 import { AUDITOR_CLAIM } from './tokens.js';
+import { TOPICS_CLAIM, type TopicAction } from '../topics/acl.js';
+
+/** The topic patterns a token grants, per action (PROTOCOL.md "Topics", access control). */
+export type TopicsClaim = Partial<Record<TopicAction, readonly string[]>>;
 
 const KEY_FILE = 'dev-issuer.jwk.json';
 const ALG = 'EdDSA';
@@ -15,8 +19,9 @@ const ALG = 'EdDSA';
 export interface DevIssuer {
   readonly keySet: JWTVerifyGetKey;
   readonly keyFile: string;
-  /** A token for `userId`; with `auditor`, carrying the receipt log's auditor claim. */
-  mint(userId: string, ttlSeconds: number, opts?: { auditor?: boolean }): Promise<string>;
+  /** A token for `userId`; with `auditor`, carrying the receipt log's auditor claim; with
+   * `topics`, the `hermetic_topics` claim (PROTOCOL.md "Topics"). */
+  mint(userId: string, ttlSeconds: number, opts?: { auditor?: boolean; topics?: TopicsClaim }): Promise<string>;
 }
 
 async function loadOrCreateJwk(dataDir: string): Promise<{ jwk: JWK; file: string }> {
@@ -42,8 +47,8 @@ export async function openDevIssuer(dataDir: string): Promise<DevIssuer> {
   return {
     keySet: createLocalJWKSet({ keys: [publicJwk] }),
     keyFile: file,
-    async mint(userId: string, ttlSeconds: number, opts: { auditor?: boolean } = {}): Promise<string> {
-      return new SignJWT(opts.auditor ? { [AUDITOR_CLAIM]: true } : {})
+    async mint(userId: string, ttlSeconds: number, opts: { auditor?: boolean; topics?: TopicsClaim } = {}): Promise<string> {
+      return new SignJWT({ ...(opts.auditor ? { [AUDITOR_CLAIM]: true } : {}), ...(opts.topics ? { [TOPICS_CLAIM]: opts.topics } : {}) })
         .setProtectedHeader({ alg: ALG, kid: jwk.kid ?? 'dev-1' })
         .setSubject(userId)
         .setIssuer(DEV_ISSUER)

@@ -37,11 +37,14 @@
  *   --duration <s>          measured seconds per phase (default 10; --quick: 2)
  *   --quick                 short warm-ups: a smoke check
  *   --only <phases>         comma list of pg_raw, latency, publish, fanout, group
+ *   --profile               run the relay under node --cpu-prof and print where its CPU
+ *                           went in each measured window
  *   --publishers <n> / --generators <n> / --window <n> / --topics <n>
  *                           publish load shape (16 / 2 / 64 / 4)
  *   --subscribers <n> / --fanout-rate <n>   fan-out load shape (100 / 10000)
  */
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Cleanup } from './lib/cleanup.js';
 import { loadAverage } from './lib/machine.js';
@@ -55,7 +58,9 @@ import { type RawConfig, rawInsertRun } from './lib/pg-raw.js';
 import { counterDelta as promDelta, parseSamples } from './lib/prometheus.js';
 import { type RelayChild, fetchMetrics, migrateDatabase, registerDevice } from './lib/relay-process.js';
 import type { ConsumerRole, TopicRole, TopicWorkerReport, TopicWorkerSetup } from './lib/topic-worker.js';
-import { checkpoint, round, sleep, sourceVersion, split, startRelayFor } from './relay.js';
+import { checkpoint, hrMicros, round, sleep, sourceVersion, split, startRelayFor } from './relay.js';
+import { printProfile, summarizeProfile } from './lib/cpu-profile.js';
+import { tsxSourceResolver } from './lib/source-maps.js';
 import type { BenchResults } from './run.js';
 
 const PAYLOAD_BYTES = 1024;
@@ -93,6 +98,7 @@ interface Options {
   readonly publishers: number;
   readonly generators: number;
   readonly window: number;
+  readonly profile: boolean;
   readonly topics: number;
   readonly subscribers: number;
   readonly fanoutRate: number;
@@ -103,7 +109,7 @@ interface Options {
 }
 
 function parseOptions(args: readonly string[]): Options {
-  const { num, phases } = readOptions(args, ['--duration', '--quick', '--only', '--publishers', '--generators', '--window', '--topics', '--subscribers', '--fanout-rate']);
+  const { num, phases } = readOptions(args, ['--duration', '--quick', '--profile', '--only', '--publishers', '--generators', '--window', '--topics', '--subscribers', '--fanout-rate']);
   const quick = args.includes('--quick');
   return {
     duration: num('--duration', quick ? 2 : 10, 0.5, 600),
@@ -113,6 +119,7 @@ function parseOptions(args: readonly string[]): Options {
     generators: num('--generators', 2, 1, 16),
     // The relay's pending budget per device is MAX_PENDING_SENDS (1024).
     window: num('--window', 64, 1, 1024),
+    profile: args.includes('--profile'),
     topics: num('--topics', 4, 1, 64),
     subscribers: num('--subscribers', 100, 1, 8000),
     // Above what one topic with 100 subscribers takes on a 2-core machine (about 9,000/s,
@@ -175,6 +182,9 @@ function merged(reports: readonly TopicWorkerReport[], f: (r: TopicWorkerReport)
 }
 
 /** Starts workers, warms up, measures `duration` seconds with the CPU split, stops them. */
+/** The measured windows, for --profile. */
+const profiled: Array<{ what: string; fromUs: number; toUs: number }> = [];
+
 async function measure(cleanup: Cleanup, relay: RelayChild, setups: readonly TopicWorkerSetup[], opts: Options, what: string, db?: { url: string; name: string }): Promise<Window> {
   let close: (() => Promise<void>) | undefined;
   const gens = await LoadGenerators.start<TopicWorkerSetup, TopicWorkerReport>(setups, (c) => (close = cleanup.add(`${what} workers`, c)), { module: TOPIC_WORKER });
@@ -185,7 +195,9 @@ async function measure(cleanup: Cleanup, relay: RelayChild, setups: readonly Top
     const pg0 = db ? await withClient(db.url, (c) => readCounters(c, db.name)) : undefined;
     const cpu0: CpuSample = sampleCpu({ relay: [relay.pid], loadgen: gens.pids });
     gens.beginMeasure();
+    const fromUs = hrMicros();
     await sleep(opts.duration * 1000);
+    profiled.push({ what, fromUs, toUs: hrMicros() });
     const reports = await gens.stop();
     const cpu1 = sampleCpu({ relay: [relay.pid], loadgen: gens.pids });
     const pg1 = db ? await withClient(db.url, (c) => readCounters(c, db.name)) : undefined;
@@ -399,7 +411,9 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
       const db = await createDatabase(server, 'topics');
       const drop = cleanup.add(`drop database ${db.name}`, () => db.drop());
       try {
-        const { relay, stop } = await startRelayFor(cleanup, tmp, 'relay-topics', issuer, db.url);
+        const profileDir = opts.profile ? path.join(tmp, 'cpu-profile') : undefined;
+        if (profileDir) fs.mkdirSync(profileDir, { recursive: true });
+        const { relay, stop } = await startRelayFor(cleanup, tmp, 'relay-topics', issuer, db.url, profileDir);
         const latPub = opts.phases.has('latency') ? await makeDevices(issuer, 'lat-pub', opts.latencyPublishers) : [];
         const latSub = opts.phases.has('latency') ? await makeDevices(issuer, 'lat-sub', 1) : [];
         const pubs = opts.phases.has('publish') ? await makeDevices(issuer, 'pub', opts.publishers) : [];
@@ -420,6 +434,8 @@ export async function run(args: readonly string[]): Promise<BenchResults> {
         if (opts.phases.has('fanout')) Object.assign(out, await fanoutPhase(cleanup, relay, fanPub, fanSubs, opts));
         if (opts.phases.has('group')) Object.assign(out, await groupPhase(cleanup, relay, { url: db.url, name: db.name }, groupPubs, groupMembers, opts));
         await stop();
+        const file = profileDir && fs.readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile'));
+        if (file) for (const w of profiled) printProfile(`relay CPU profile, ${w.what}`, summarizeProfile(path.join(profileDir!, file), w.fromUs, w.toUs, { top: 25, resolve: tsxSourceResolver() }));
       } finally {
         await drop();
       }

@@ -77,6 +77,21 @@ function bitSet(b: Uint8Array, i: number): boolean {
   return (b[i >> 3]! & (0x80 >> (i & 7))) !== 0;
 }
 
+/** A message row as a lease hands it out. */
+function leasedMessage(m: MessageRow, deliveries: number, leaseUntilMs: number): LeasedMessage {
+  return {
+    offset: Number(m.off),
+    publishedAtMs: Number(m.slot_ms),
+    publisherUserId: m.publisher_user,
+    publisherDeviceId: m.publisher_device,
+    publishId: m.publish_id,
+    key: m.msg_key ?? undefined,
+    payload: m.payload,
+    deliveries,
+    leaseUntilMs,
+  };
+}
+
 function setBit(b: Uint8Array, i: number): void {
   b[i >> 3]! |= 0x80 >> (i & 7);
 }
@@ -304,6 +319,15 @@ export class GroupStore {
   async lease(topic: string, name: string, member: string, max: number, opts: { avoidOwnFailures?: boolean } = {}): Promise<Lease> {
     if (!Number.isSafeInteger(max) || max < 1 || max > MAX_GROUP_LEASE) throw new ProtocolError('BAD_REQUEST', `lease 1..${MAX_GROUP_LEASE} messages`);
     const now = this.now();
+    // The usual case in one call (migrations/0017): new offsets, nothing due again.
+    const fast = await this.db.query<MessageRow & { epoch: string | number; deadline_ms: string | number }>(
+      'SELECT * FROM hermetic_group_lease_fresh($1, $2, $3, $4, $5)',
+      [topic, name, member, max, now],
+    );
+    if (fast.length > 0) {
+      const leaseUntilMs = Number(fast[0]!.deadline_ms);
+      return { epoch: Number(fast[0]!.epoch), messages: fast.map((m) => leasedMessage(m, 1, leaseUntilMs)), deadLettered: 0, deadLetterHead: undefined, skipped: 0, nextDueMs: undefined };
+    }
     return this.db.transaction(async (tx) => {
       const g = await this.lockGroup(tx, topic, name);
       const topicId = Number(g.topic_id);
@@ -388,20 +412,7 @@ export class GroupStore {
             );
       const deliveriesOf = new Map<number, number>([...freshFound.map((o) => [o, 1] as const), ...againFound.map((a) => [a.off, a.deliveries] as const)]);
       const messages: LeasedMessage[] = [];
-      for (const [off, deliveries] of deliveriesOf) {
-        const m = byOffset.get(off)!;
-        messages.push({
-          offset: off,
-          publishedAtMs: Number(m.slot_ms),
-          publisherUserId: m.publisher_user,
-          publisherDeviceId: m.publisher_device,
-          publishId: m.publish_id,
-          key: m.msg_key ?? undefined,
-          payload: m.payload,
-          deliveries,
-          leaseUntilMs: until,
-        });
-      }
+      for (const [off, deliveries] of deliveriesOf) messages.push(leasedMessage(byOffset.get(off)!, deliveries, until));
       messages.sort((a, b) => a.offset - b.offset);
       const nextDueMs = due?.at === null || due === undefined ? undefined : Number(due.at);
       return { epoch: Number(g.epoch), messages, deadLettered: deadRows.length, deadLetterHead, skipped, nextDueMs };
@@ -635,6 +646,11 @@ export class GroupStore {
 
   /** Acknowledges offsets leased to `member`: done for the group. */
   async ack(topic: string, name: string, member: string, offsets: readonly number[], opts: SettleOptions = {}): Promise<void> {
+    checkOffsets(offsets);
+    bounded(opts.epoch, 1, Number.MAX_SAFE_INTEGER, 'epoch');
+    // The usual case in one call (migrations/0017): every offset in this member's range leases.
+    const [fast] = await this.db.query<{ ok: boolean }>('SELECT hermetic_group_ack_fast($1, $2, $3, $4::int8[], $5) AS ok', [topic, name, member, [...offsets], opts.epoch ?? null]);
+    if (fast?.ok === true) return;
     await this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
       await this.finishInLeases(tx, Number(g.topic_id), name, inLease);
       if (inRedo.length > 0) await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [g.topic_id, name, inRedo]);

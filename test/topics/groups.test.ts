@@ -142,6 +142,42 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(none.nextDueMs).toBe(T0 + VIS);
   });
 
+  it('the one-call lease and acknowledgement write what the full path reads, and leave it every uncommon case', async () => {
+    const { topic, group } = await setup(20);
+    const fresh = (member: string, max: number) => db.query<{ off: string | number }>('SELECT * FROM hermetic_group_lease_fresh($1, $2, $3, $4, $5)', [topic, group, member, max, clock]);
+    const ackFast = async (member: string, offsets: number[], epoch: number | null = null) => {
+      const [r] = await db.query<{ ok: boolean }>('SELECT hermetic_group_ack_fast($1, $2, $3, $4::int8[], $5) AS ok', [topic, group, member, offsets, epoch]);
+      return r!.ok;
+    };
+    expect((await fresh('A', 10)).map((r) => Number(r.off))).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(await ackFast('A', [10, 1, 8, 3, 3])).toBe(true);
+    // Most significant bit first, as the full path writes and reads them.
+    const [row] = await db.query<{ done: Uint8Array; done_count: number }>('SELECT l.done, l.done_count FROM group_leases l JOIN topics t ON t.topic_id = l.topic_id WHERE t.name = $1', [topic]);
+    expect([...row!.done]).toEqual([0b1010_0001, 0b0100_0000]);
+    expect(row!.done_count).toBe(4);
+    // Done already, another member's, another epoch, or not leased: false, nothing written.
+    expect(await ackFast('A', [3])).toBe(false);
+    expect(await ackFast('B', [2])).toBe(false);
+    expect(await ackFast('A', [2], 2)).toBe(false);
+    expect(await ackFast('A', [2, 11])).toBe(false);
+    expect(await codeOf(groups.nack(topic, group, 'A', [3]))).toBe('NOT_LEASED');
+    expect(await groups.info(topic, group)).toMatchObject({ inFlight: 6, nextOffset: 11 });
+    // A lease past its deadline: the one call leaves it to the full path, which makes the
+    // unacknowledged offsets due again.
+    clock += VIS + 1;
+    expect(await fresh('B', 10)).toEqual([]);
+    const b = await groups.lease(topic, group, 'B', 10);
+    expect(b.messages.map((m) => [m.offset, m.deliveries])).toEqual([[2, 2], [4, 2], [5, 2], [6, 2], [7, 2], [9, 2], [11, 1], [12, 1], [13, 1], [14, 1]]);
+    // A redelivery is not in a range lease: the full path acknowledges it.
+    expect(await ackFast('B', [2])).toBe(false);
+    await groups.ack(topic, group, 'B', [2, 4, 5, 6, 7, 9, 11, 12, 13, 14]);
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 15, inFlight: 0, redeliveries: 0 });
+    // An ordered group always takes the full path.
+    const ordered = await setup(3, { orderedByKey: true });
+    expect(await db.query('SELECT * FROM hermetic_group_lease_fresh($1, $2, $3, $4, $5)', [ordered.topic, ordered.group, 'A', 3, clock])).toEqual([]);
+    expect((await groups.lease(ordered.topic, ordered.group, 'A', 3)).messages.map((m) => m.offset)).toEqual([1, 2, 3]);
+  });
+
   it('makes a message due again when its lease expires, to any member, counting the delivery', async () => {
     const { topic, group } = await setup(5);
     await groups.lease(topic, group, 'A', 5);

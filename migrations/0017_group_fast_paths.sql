@@ -1,0 +1,137 @@
+-- Consumer groups: the usual lease and the usual acknowledgement as one call each.
+--
+-- A lease or an acknowledgement done statement by statement from the relay is a
+-- transaction of five round trips (BEGIN, the group row, the messages or the lease rows,
+-- the writes, COMMIT); most of their cost was the round trips, not the work. These two
+-- functions do the common case in one call, in the implicit transaction of that call, and
+-- take the same locks as the statement-by-statement path (server/topics/groups.ts).
+-- Anything uncommon makes them return without writing (no rows, or false), and the relay
+-- then runs the full path, which handles every case and says what went wrong.
+--
+-- Bitmaps: bit i of a lease's `done` is offset first_off + i, most significant bit of
+-- each byte first (as groups.ts writes them); PostgreSQL's get_bit/set_bit number the
+-- bits of a byte from the least significant, hence (i / 8) * 8 + 7 - i % 8.
+
+-- New offsets for a member of an unordered group with nothing waiting to come again and
+-- no lease past its deadline: one range lease over the next `p_max` (or fewer) offsets.
+-- Returns the leased messages, or no rows when the full path must decide.
+CREATE FUNCTION hermetic_group_lease_fresh(p_topic text, p_group text, p_member text, p_max int, p_now bigint)
+RETURNS TABLE (epoch bigint, deadline_ms bigint, off bigint, slot_ms bigint, publisher_user text, publisher_device text, publish_id bytea, msg_key bytea, payload bytea)
+LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+  g record;
+  v_start bigint;
+  v_n bigint;
+  v_until bigint;
+  v_found bigint;
+BEGIN
+  SELECT x.topic_id, x.epoch, x.next_offset, x.visibility_ms, x.ordered_by_key,
+         t.epoch AS t_epoch, t.next_offset AS t_next, t.earliest_offset AS t_earliest
+    INTO g
+    FROM consumer_groups x JOIN topics t ON t.topic_id = x.topic_id
+   WHERE t.name = p_topic AND x.name = p_group
+     FOR NO KEY UPDATE OF x;
+  IF NOT FOUND OR g.ordered_by_key OR g.epoch <> g.t_epoch OR g.next_offset < g.t_earliest THEN
+    RETURN;
+  END IF;
+  IF EXISTS (SELECT 1 FROM group_redeliveries r WHERE r.topic_id = g.topic_id AND r.group_name = p_group)
+     OR EXISTS (SELECT 1 FROM group_leases l WHERE l.topic_id = g.topic_id AND l.group_name = p_group AND l.deadline_ms <= p_now) THEN
+    RETURN;
+  END IF;
+  v_start := g.next_offset;
+  v_n := least(p_max, g.t_next - v_start);
+  IF v_n <= 0 THEN
+    RETURN;
+  END IF;
+  -- Every offset of the range must still be there (retention may have taken some).
+  SELECT count(*) INTO v_found FROM topic_messages m WHERE m.topic_id = g.topic_id AND m.off >= v_start AND m.off < v_start + v_n;
+  IF v_found <> v_n THEN
+    RETURN;
+  END IF;
+  v_until := p_now + g.visibility_ms;
+  INSERT INTO group_leases (topic_id, group_name, first_off, last_off, member, deadline_ms, done, done_count)
+  VALUES (g.topic_id, p_group, v_start, v_start + v_n - 1, p_member, v_until, decode(repeat('00', ((v_n + 7) / 8)::int), 'hex'), 0);
+  UPDATE consumer_groups SET next_offset = v_start + v_n WHERE topic_id = g.topic_id AND name = p_group;
+  RETURN QUERY
+    SELECT g.epoch, v_until, m.off, m.slot_ms, m.publisher_user, m.publisher_device, m.publish_id, m.msg_key, m.payload
+      FROM topic_messages m
+     WHERE m.topic_id = g.topic_id AND m.off >= v_start AND m.off < v_start + v_n
+     ORDER BY m.off;
+END
+$fn$;
+
+-- Acknowledges offsets that are all in range leases of `p_member` and not yet done.
+-- Returns false, having written nothing, when any is not (or the group is gone, or in
+-- another epoch than `p_epoch` or its topic's): the full path then settles or refuses.
+CREATE FUNCTION hermetic_group_ack_fast(p_topic text, p_group text, p_member text, p_offsets bigint[], p_epoch bigint)
+RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  g record;
+  l record;
+  o bigint;
+  v_bit int;
+  v_done bytea;
+  v_count int;
+  v_wanted bigint[];
+  v_covered int := 0;
+  v_upd_first bigint[] := '{}';
+  v_upd_done bytea[] := '{}';
+  v_upd_count int[] := '{}';
+  v_del_first bigint[] := '{}';
+BEGIN
+  SELECT x.topic_id, x.epoch, t.epoch AS t_epoch INTO g
+    FROM consumer_groups x JOIN topics t ON t.topic_id = x.topic_id
+   WHERE t.name = p_topic AND x.name = p_group
+     FOR KEY SHARE OF x;
+  IF NOT FOUND OR g.epoch <> g.t_epoch OR (p_epoch IS NOT NULL AND p_epoch <> g.epoch) THEN
+    RETURN false;
+  END IF;
+  SELECT array_agg(DISTINCT w ORDER BY w) INTO v_wanted FROM unnest(p_offsets) w;
+  IF v_wanted IS NULL THEN
+    RETURN false;
+  END IF;
+  FOR l IN
+    SELECT first_off, last_off, done, done_count FROM group_leases
+     WHERE topic_id = g.topic_id AND group_name = p_group AND member = p_member
+       AND first_off <= v_wanted[array_length(v_wanted, 1)] AND last_off >= v_wanted[1]
+     ORDER BY first_off
+       FOR UPDATE
+  LOOP
+    v_done := l.done;
+    v_count := l.done_count;
+    FOREACH o IN ARRAY v_wanted LOOP
+      CONTINUE WHEN o < l.first_off OR o > l.last_off;
+      v_bit := (((o - l.first_off) / 8) * 8 + 7 - (o - l.first_off) % 8)::int;
+      IF get_bit(v_done, v_bit) = 1 THEN
+        RETURN false; -- done already: not leased to this member any more
+      END IF;
+      v_done := set_bit(v_done, v_bit, 1);
+      v_count := v_count + 1;
+      v_covered := v_covered + 1;
+    END LOOP;
+    IF v_count <> l.done_count THEN
+      IF v_count >= l.last_off - l.first_off + 1 THEN
+        v_del_first := v_del_first || l.first_off;
+      ELSE
+        v_upd_first := v_upd_first || l.first_off;
+        v_upd_done := v_upd_done || v_done;
+        v_upd_count := v_upd_count || v_count;
+      END IF;
+    END IF;
+  END LOOP;
+  IF v_covered <> array_length(v_wanted, 1) THEN
+    RETURN false; -- some are redeliveries, or not leased to this member
+  END IF;
+  IF array_length(v_del_first, 1) > 0 THEN
+    DELETE FROM group_leases WHERE topic_id = g.topic_id AND group_name = p_group AND first_off = ANY (v_del_first);
+  END IF;
+  IF array_length(v_upd_first, 1) > 0 THEN
+    UPDATE group_leases gl SET done = u.d, done_count = u.c
+      FROM unnest(v_upd_first, v_upd_done, v_upd_count) AS u(f, d, c)
+     WHERE gl.topic_id = g.topic_id AND gl.group_name = p_group AND gl.first_off = u.f;
+  END IF;
+  RETURN true;
+END
+$fn$;

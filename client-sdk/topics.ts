@@ -827,7 +827,8 @@ export class Consumer {
   #joined = -1;
   #stopping = false;
   #ended = false;
-  readonly #inFlight = new Set<Promise<void>>();
+  /** Each message being handled, with the connection (router generation) it was leased on. */
+  readonly #inFlight = new Map<Promise<void>, number>();
   #batch = new Map<string, Settling>();
   #flushQueued = false;
   #done!: Promise<void>;
@@ -897,8 +898,14 @@ export class Consumer {
       this.#settle(generation, f.epoch, { action: 'nack', delayMs: 0 }, f.offset);
       return;
     }
+    // The relay leases at most prefetch to a connection at once: a lease beyond that is
+    // not handled (nor settled: it runs out and is leased again), so a relay cannot make
+    // the handlers, timers and key waits of this consumer grow without bound.
+    let held = 0;
+    for (const g of this.#inFlight.values()) if (g === generation) held++;
+    if (held >= this.#prefetch) return;
     const work = this.#handle(f, generation).finally(() => this.#inFlight.delete(work));
-    this.#inFlight.add(work);
+    this.#inFlight.set(work, generation);
   }
 
   async #handle(f: Extract<TopicServerFrame, { type: 'leased' }>, generation: number): Promise<void> {
@@ -998,7 +1005,7 @@ export class Consumer {
     // A CONSUME still unanswered makes us a member all the same: leave once it is, or the
     // relay leases to a member nobody hears (until the connection ends).
     while (this.#joining) await this.#join;
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight.keys()]);
     // Let the last settles go out before the stop (one turn).
     await new Promise<void>((r) => queueMicrotask(r));
     if (this.router.host.online() && this.#joined === this.router.generation) {

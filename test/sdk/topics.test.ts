@@ -465,6 +465,23 @@ describe('SDK topics against a relay that lies, and an application that errs', (
     expect(problems.map((e) => (e as Error).message)).toEqual(['onSkipped failed', 'onSkipped failed']);
   });
 
+  it('a consumer handles no more leases at once than its prefetch, however many the relay sends', async () => {
+    const tap = tappedTransport();
+    const { alice, w } = await groupOf('h-alice8', 'h-worker8', 'feeds.leases', 'g', undefined, { transport: tap.transport });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const consumer = w.consumer('feeds.leases', 'g', { prefetch: 2, onError: () => undefined });
+    const run = consumer.run(() => gate);
+    await alice.topic('feeds.leases', { readers: ['h-worker8'] }).publish('real');
+    await waitFor('the real message in hand', () => (consumer.inFlight === 1 ? true : undefined));
+    const [frame] = await stored('feeds.leases', 'h-worker8');
+    for (let offset = 100; offset < 150; offset++) tap.inject(frame!({ type: 'leased', group: 'g', offset, deliveries: 1, leaseUntil: Date.now() + 60_000 }));
+    expect(consumer.inFlight).toBe(2);
+    release();
+    await consumer.stop();
+    await run;
+  });
+
   it('refuses options a timer cannot hold, and options that are not an object', async () => {
     const bob = await user('h-bob4');
     const t = bob.topic('feeds.options');
@@ -530,9 +547,9 @@ describe('SDK consumer groups, misuse and races', () => {
 });
 
 /** A publisher, a worker, and `topic` with the consumer group `group` (dead-lettering to `topic`-dlq). */
-async function groupOf(publisher: string, worker: string, topic: string, group: string, visibilityMs?: number) {
+async function groupOf(publisher: string, worker: string, topic: string, group: string, visibilityMs?: number, workerOptions: Parameters<typeof newClient>[2] = {}) {
   const alice = await user(publisher);
-  const w = await user(worker);
+  const w = await user(worker, workerOptions);
   await alice.createTopic(topic);
   await alice.createTopic(`${topic}-dlq`);
   await alice.createGroup(topic, { name: group, deadLetterTopic: `${topic}-dlq`, ...(visibilityMs === undefined ? {} : { visibilityMs }) });

@@ -146,6 +146,8 @@ export const MAX_TOPIC_KEYS_PER_SENDER = 64;
 /** A topic message whose generation has not arrived (it travels by mailbox, the message by
  * topic) is held this long for it by default, then reported as TOPIC_KEY_MISSING. */
 export const TOPIC_KEY_WAIT_MS = 30_000;
+/** The longest `keyWaitMs`: the longest a timer holds (2^31 - 1 ms, about 24.8 days). */
+export const MAX_TOPIC_KEY_WAIT_MS = 0x7fff_ffff;
 /** Users a publisher hands its topic key to. */
 export const MAX_TOPIC_READERS = MAX_GROUP_MEMBERS;
 /** A topic message's framing before the body: version, kind, sentAt, publish id (length

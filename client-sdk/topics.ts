@@ -37,7 +37,7 @@ import type { DeadLetterInfo } from '../protocol/topics.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { SdkError } from './errors.js';
 import type { GroupTarget } from './groups.js';
-import { CONSUMER_NACK_BASE_MS, CONSUMER_NACK_MAX_MS, DEFAULT_CONSUMER_PREFETCH, MAX_PUBLISHED_IDS, MAX_SUBSCRIPTION_BUFFER, MAX_TOPIC_BODY_BYTES, TOPIC_KEY_WAIT_MS } from './limits.js';
+import { CONSUMER_NACK_BASE_MS, CONSUMER_NACK_MAX_MS, DEFAULT_CONSUMER_PREFETCH, MAX_PUBLISHED_IDS, MAX_TOPIC_KEY_WAIT_MS, MAX_SUBSCRIPTION_BUFFER, MAX_TOPIC_BODY_BYTES, TOPIC_KEY_WAIT_MS } from './limits.js';
 import { type BodyKind, decodeBody } from './payload.js';
 import { NS, type StoreTx, type Transactor, decodeRecord, encodeRecord } from './stores/store.js';
 import type { TopicKeys } from './topic-keys.js';
@@ -112,7 +112,8 @@ export interface ConsumerOptions {
   readonly prefetch?: number | undefined;
   /** The delay before a failed message is leased again, by its delivery count (default: 1 s doubling to 60 s). */
   readonly retryDelayMs?: ((deliveries: number) => number) | undefined;
-  /** The handler threw (the message is released for redelivery), or a message could not be opened. */
+  /** The handler threw (the message is released for redelivery), a message could not be
+   * opened, or retryDelayMs threw (the default delay is used). */
   readonly onError?: ((err: unknown, message: TopicMessage | undefined) => void) | undefined;
   readonly keyWaitMs?: number | undefined;
 }
@@ -238,6 +239,16 @@ function startFrame(from: TopicStart | undefined): SubscribeFrom {
   throw new SdkError('INVALID_ARGUMENT', "from is 'earliest', 'latest', { epoch, offset } or { time }");
 }
 
+/** Options given as an object, with a keyWaitMs a timer can hold: NaN, a string or more
+ * than MAX_TOPIC_KEY_WAIT_MS would have a message poll the store every millisecond, forever. */
+function checkOptions(opts: unknown, what: string): void {
+  if (typeof opts !== 'object' || opts === null) throw new SdkError('INVALID_ARGUMENT', `${what} options are an object`);
+  const ms = (opts as { keyWaitMs?: unknown }).keyWaitMs;
+  if (ms !== undefined && !(typeof ms === 'number' && Number.isInteger(ms) && ms >= 0 && ms <= MAX_TOPIC_KEY_WAIT_MS)) {
+    throw new SdkError('INVALID_ARGUMENT', `keyWaitMs is an integer of 0..${MAX_TOPIC_KEY_WAIT_MS} ms`);
+  }
+}
+
 type MessageFrame = Extract<TopicServerFrame, { type: 'topic_message' }> | Extract<TopicServerFrame, { type: 'leased' }>;
 
 // ---------------------------------------------------------------------------------------
@@ -337,6 +348,8 @@ export class TopicRouter {
       case 'consuming':
       case 'settled':
       case 'stopped': {
+        // At once, before any message of that stream is dispatched (they follow the answer).
+        if (f.type === 'subscribed') this.#subscriptions.get(f.topic)?.onSubscribed(f);
         const r = this.#requests.get(f.id);
         if (r === undefined) return;
         this.#requests.delete(f.id);
@@ -413,7 +426,8 @@ export class TopicRouter {
       this.#publishing.set(slot, p);
     }
     const waiting = p;
-    const done = new Promise<PublishResult>((resolve, reject) => waiting.waiters.push({ resolve, reject }));
+    // Closed while sealing: the message stays stored (sent after a restart), nobody waits here.
+    const done = new Promise<PublishResult>((resolve, reject) => (this.#closed ? reject(new SdkError('CLIENT_CLOSED')) : waiting.waiters.push({ resolve, reject })));
     if (this.host.online()) this.#sendPublish(slot, p);
     return done;
   }
@@ -423,6 +437,7 @@ export class TopicRouter {
     const found = await this.host.db.run((tx) => this.#lookupIn(tx, slot, digest));
     if (found === undefined || 'epoch' in found) return found;
     return new Promise<PublishResult>((resolve, reject) => {
+      if (this.#closed) return reject(new SdkError('CLIENT_CLOSED'));
       found.waiters.push({ resolve, reject });
       if (this.host.online()) this.#sendPublish(slot, found);
     });
@@ -472,7 +487,7 @@ export class TopicRouter {
       },
       (err: SdkError) => {
         p.sent = false;
-        if (passing(err)) return; // sent again when online
+        if (passing(err) || err.code === 'CLIENT_CLOSED') return; // sent again when online, or after a restart
         // Refused for good (no such topic, not allowed, too large): it will never be published.
         void this.host.db
           .run((tx) => tx.delete(NS.topics, slot))
@@ -497,6 +512,7 @@ export class TopicRouter {
   // ---- subscriptions and consumers ----------------------------------------------------
 
   subscribe(topic: string, handler: (m: TopicMessage) => unknown, opts: SubscribeOptions): Subscription {
+    checkOptions(opts, 'subscribe');
     if (this.#subscriptions.has(topic)) throw new SdkError('INVALID_ARGUMENT', `this client is already subscribed to ${topic}; close that subscription first`);
     const s = new Subscription(this, topic, startFrame(opts.from), handler, opts, () => this.#subscriptions.delete(topic));
     this.#subscriptions.set(topic, s);
@@ -505,6 +521,7 @@ export class TopicRouter {
   }
 
   consumer(topic: string, group: string, opts: ConsumerOptions): Consumer {
+    checkOptions(opts, 'consumer');
     const k = `${topic} ${group}`;
     if (this.#consumers.has(k)) throw new SdkError('INVALID_ARGUMENT', `this client already consumes ${topic} as group ${group}`);
     const c = new Consumer(this, topic, group, opts, () => this.#consumers.delete(k));
@@ -644,6 +661,10 @@ export class Subscription {
   /** Left the live stream to let the handler catch up. */
   #paused = false;
   #subscribing = false;
+  /** The request id of our latest SUBSCRIBE, and whether the relay answered it: messages
+   * come only from then on (before, they belong to a stream we left, or are forged). */
+  #subscribeId = -1;
+  #live = false;
   #ended = false;
   readonly #done: Promise<void>;
   #resolveDone!: () => void;
@@ -682,10 +703,13 @@ export class Subscription {
     const from: SubscribeFrom = at ? { kind: 'offset', ...at } : this.start;
     const generation = this.router.generation;
     this.#subscribing = true;
-    this.router.request((id) => ({ type: 'subscribe', id, topic: this.topic, from })).then(
-      (f) => {
+    this.#live = false;
+    this.router.request((id) => {
+      this.#subscribeId = id;
+      return { type: 'subscribe', id, topic: this.topic, from };
+    }).then(
+      () => {
         this.#subscribing = false;
-        if (f.type === 'subscribed' && this.#next === undefined) this.#next = { epoch: f.epoch, offset: f.offset };
       },
       (err: SdkError) => {
         this.#subscribing = false;
@@ -699,8 +723,15 @@ export class Subscription {
     );
   }
 
+  /** @internal The relay answered a SUBSCRIBE to this topic. */
+  onSubscribed(f: Extract<TopicServerFrame, { type: 'subscribed' }>): void {
+    if (this.#ended || f.id !== this.#subscribeId) return;
+    this.#live = true;
+    if (this.#next === undefined) this.#next = { epoch: f.epoch, offset: f.offset };
+  }
+
   onMessage(f: Extract<TopicServerFrame, { type: 'topic_message' }>): void {
-    if (this.#ended) return;
+    if (this.#ended || !this.#live) return;
     const q = this.#queuedThrough;
     if (q !== undefined && f.epoch === q.epoch && f.offset <= q.offset) return;
     this.#queue.push(f);
@@ -709,6 +740,7 @@ export class Subscription {
       // The handler is slower than the topic: leave the live stream, read from the
       // relay's storage again once it has caught up (nothing is held beyond the buffer).
       this.#paused = true;
+      this.#live = false; // what still comes of the stream is read again from #next
       this.router.request((id) => ({ type: 'unsubscribe', id, topic: this.topic })).catch(() => undefined);
     }
     if (!this.#running) void this.#run();
@@ -720,18 +752,24 @@ export class Subscription {
       for (;;) {
         const f = this.#queue.shift();
         if (f === undefined || this.#ended) break;
-        const m = await this.router.open(this.topic, f, this.opts.keyWaitMs ?? TOPIC_KEY_WAIT_MS, undefined);
-        if (this.#ended) break;
-        if (m instanceof SdkError) {
-          if (this.opts.onSkipped) this.opts.onSkipped(m);
-          else this.router.host.report(m);
-        } else {
-          try {
-            await this.handler(m);
-          } catch (err) {
-            if (this.opts.onError) this.opts.onError(err, m);
-            else this.router.host.report(err);
+        try {
+          const m = await this.router.open(this.topic, f, this.opts.keyWaitMs ?? TOPIC_KEY_WAIT_MS, undefined);
+          if (this.#ended) break;
+          if (m instanceof SdkError) {
+            if (this.opts.onSkipped) this.opts.onSkipped(m);
+            else this.router.host.report(m);
+          } else {
+            try {
+              await this.handler(m);
+            } catch (err) {
+              if (this.opts.onError) this.opts.onError(err, m);
+              else this.router.host.report(err);
+            }
           }
+        } catch (err) {
+          // The store failed, or onSkipped / onError threw: told, and the subscription goes on
+          // (rather than stop with the rest of the queue unread).
+          this.router.host.report(err);
         }
         this.#next = { epoch: f.epoch, offset: f.offset + 1 };
       }
@@ -784,10 +822,13 @@ export class Consumer {
   readonly #prefetch: number;
   #handler: ((m: TopicMessage) => unknown) | undefined;
   #joining = false;
+  /** Settles when the CONSUME in flight is answered. */
+  #join: Promise<void> = Promise.resolve();
   #joined = -1;
   #stopping = false;
   #ended = false;
-  readonly #inFlight = new Set<Promise<void>>();
+  /** Each message being handled, with the connection (router generation) it was leased on. */
+  readonly #inFlight = new Map<Promise<void>, number>();
   #batch = new Map<string, Settling>();
   #flushQueued = false;
   #done!: Promise<void>;
@@ -834,7 +875,7 @@ export class Consumer {
     if (this.#joined === this.router.generation) return;
     const generation = this.router.generation;
     this.#joining = true;
-    this.router.request((id) => ({ type: 'consume', id, topic: this.topic, group: this.group, prefetch: this.#prefetch })).then(
+    this.#join = this.router.request((id) => ({ type: 'consume', id, topic: this.topic, group: this.group, prefetch: this.#prefetch })).then(
       () => {
         this.#joining = false;
         this.#joined = generation;
@@ -857,8 +898,14 @@ export class Consumer {
       this.#settle(generation, f.epoch, { action: 'nack', delayMs: 0 }, f.offset);
       return;
     }
+    // The relay leases at most prefetch to a connection at once: a lease beyond that is
+    // not handled (nor settled: it runs out and is leased again), so a relay cannot make
+    // the handlers, timers and key waits of this consumer grow without bound.
+    let held = 0;
+    for (const g of this.#inFlight.values()) if (g === generation) held++;
+    if (held >= this.#prefetch) return;
     const work = this.#handle(f, generation).finally(() => this.#inFlight.delete(work));
-    this.#inFlight.add(work);
+    this.#inFlight.set(work, generation);
   }
 
   async #handle(f: Extract<TopicServerFrame, { type: 'leased' }>, generation: number): Promise<void> {
@@ -874,9 +921,10 @@ export class Consumer {
     };
     extend();
     try {
-      const m = await this.router.open(this.topic, f, this.opts.keyWaitMs ?? TOPIC_KEY_WAIT_MS, f.deliveries);
-      if (m instanceof SdkError) {
-        this.#failed(m, undefined);
+      // A store failure is told and released like a message that cannot be opened.
+      const m = await this.router.open(this.topic, f, this.opts.keyWaitMs ?? TOPIC_KEY_WAIT_MS, f.deliveries).catch((err: unknown) => ({ failed: err }));
+      if (m instanceof SdkError || 'failed' in m) {
+        this.#failed(m instanceof SdkError ? m : m.failed, undefined);
         this.#settle(generation, f.epoch, { action: 'nack', delayMs: this.#retryDelay(f.deliveries) }, f.offset);
         return;
       }
@@ -894,8 +942,18 @@ export class Consumer {
   }
 
   #retryDelay(deliveries: number): number {
-    const d = this.opts.retryDelayMs ? this.opts.retryDelayMs(deliveries) : Math.min(CONSUMER_NACK_MAX_MS, CONSUMER_NACK_BASE_MS * 2 ** Math.min(16, Math.max(0, deliveries - 1)));
-    return Number.isFinite(d) ? Math.min(MAX_VISIBILITY_MS, Math.max(0, Math.floor(d))) : 0;
+    const backoff = Math.min(CONSUMER_NACK_MAX_MS, CONSUMER_NACK_BASE_MS * 2 ** Math.min(16, Math.max(0, deliveries - 1)));
+    let d: unknown = backoff;
+    if (this.opts.retryDelayMs) {
+      try {
+        d = this.opts.retryDelayMs(deliveries);
+      } catch (err) {
+        // Thrown out of #handle it would leave the message leased until its lease expires.
+        this.#failed(err, undefined);
+        d = backoff;
+      }
+    }
+    return typeof d === 'number' && Number.isFinite(d) ? Math.min(MAX_VISIBILITY_MS, Math.max(0, Math.floor(d))) : 0;
   }
 
   #failed(err: unknown, m: TopicMessage | undefined): void {
@@ -944,7 +1002,10 @@ export class Consumer {
   async stop(): Promise<void> {
     if (this.#ended || this.#stopping) return this.#done.catch(() => undefined);
     this.#stopping = true;
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    // A CONSUME still unanswered makes us a member all the same: leave once it is, or the
+    // relay leases to a member nobody hears (until the connection ends).
+    while (this.#joining) await this.#join;
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight.keys()]);
     // Let the last settles go out before the stop (one turn).
     await new Promise<void>((r) => queueMicrotask(r));
     if (this.router.host.online() && this.#joined === this.router.generation) {

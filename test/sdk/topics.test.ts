@@ -6,7 +6,7 @@
  * consumer group acknowledges, retries with backoff and dead-letters through `run`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type HermeticClient, MemoryStore, type PublishResult, SdkError, type TopicMessage } from '../../client-sdk/node.js';
+import { type HermeticClient, MemoryStore, type PublishResult, SdkError, type TopicMessage, limits } from '../../client-sdk/node.js';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 import { request } from '../helpers/http.js';
 import { killAllRelays } from '../helpers/relay.js';
@@ -334,11 +334,7 @@ describe('SDK consumer groups', () => {
   }, 90_000);
 
   it('extends the lease of a long handler, so the message is not redelivered', async () => {
-    const alice = await user('c-alice2');
-    const w = await user('c-worker2');
-    await alice.createTopic('feeds.long');
-    await alice.createTopic('feeds.long-dlq');
-    await alice.createGroup('feeds.long', { name: 'slow', deadLetterTopic: 'feeds.long-dlq', visibilityMs: 1_000 });
+    const { alice, w } = await groupOf('c-alice2', 'c-worker2', 'feeds.long', 'slow', 1_000);
     const seen: number[] = [];
     const consumer = w.consumer('feeds.long', 'slow', { prefetch: 1 });
     const run = consumer.run(async (m) => {
@@ -363,6 +359,202 @@ describe('SDK consumer groups', () => {
     expect(() => w.consumer('Bad Topic', 'g')).toThrow(SdkError);
   });
 });
+
+describe('SDK topics against a relay that lies, and an application that errs', () => {
+  /** A tapped transport that also counts the `subscribed` answers the client gets. */
+  function counted() {
+    const tap = tappedTransport();
+    const seen = { subscribed: 0 };
+    const transport: typeof tap.transport = {
+      open(url, handlers) {
+        return tap.transport.open(url, {
+          ...handlers,
+          onMessage: (data) => {
+            if (typeof data === 'string' && (JSON.parse(data) as { type?: string }).type === 'subscribed') seen.subscribed++;
+            handlers.onMessage(data);
+          },
+        });
+      },
+    };
+    return { tap, seen, transport };
+  }
+
+  /** The stored messages of a topic as the relay would send them, for a frame of our own. */
+  async function stored(topic: string, reader: string) {
+    const page = await request(world.relay.baseUrl, 'GET', `/v1/topics/${topic}/messages?epoch=1&from=1&limit=100`, { token: await world.issuer.mint(reader, { claims: CLAIMS }) });
+    expect(page.status).toBe(200);
+    return (page.body.messages as Array<Record<string, unknown>>).map(
+      (wire) => (over: Record<string, unknown> = {}) =>
+        JSON.stringify({ type: 'topic_message', topic, epoch: 1, offset: wire.offset, publishedAt: wire.publishedAt, publisher: wire.publisher, publishId: wire.publishId, payload: wire.payload, ...over }),
+    );
+  }
+
+  it('a subscription that left the live stream holds no more than its buffer, however much the relay sends', async () => {
+    const alice = await user('h-alice1');
+    const { tap, seen, transport } = counted();
+    const bob = await user('h-bob1', { transport });
+    await alice.createTopic('feeds.flood');
+    await alice.topic('feeds.flood', { readers: ['h-bob1'] }).publish('first');
+    const [frame] = await stored('feeds.flood', 'h-bob1');
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let entered = false;
+    const skipped: SdkError[] = [];
+    const sub = bob.topic('feeds.flood').subscribe(async () => {
+      entered = true;
+      await gate;
+    }, { from: 'earliest', onSkipped: (e) => void skipped.push(e) });
+    await waitFor('the handler busy with the first message', () => (entered ? true : undefined));
+    // Far more than the buffer, after the subscription left the stream: not held.
+    for (let offset = 2; offset <= 2_000; offset++) tap.inject(frame!({ offset, payload: 'AAAA' }));
+    release();
+    // Caught up, it subscribes again after the last message it handled: an offset the
+    // relay never had, so the relay ends the subscription.
+    expect(await sub.ended.catch((e: unknown) => e)).toMatchObject({ code: 'RELAY_ERROR', relayCode: 'OFFSET_OUT_OF_RANGE' });
+    expect(seen.subscribed).toBe(1);
+    expect(skipped.length).toBe(limits.MAX_SUBSCRIPTION_BUFFER);
+    expect(sub.position).toEqual({ epoch: 1, offset: 2 + limits.MAX_SUBSCRIPTION_BUFFER });
+  }, 60_000);
+
+  it('a subscription opened again takes nothing of the stream it replaced: no gap', async () => {
+    const alice = await user('h-alice2');
+    const { tap, transport } = counted();
+    const bob = await user('h-bob2', { transport });
+    await alice.createTopic('feeds.again');
+    const t = alice.topic('feeds.again', { readers: ['h-bob2'] });
+    for (let i = 1; i <= 3; i++) await t.publish(i);
+    const first = collector();
+    const sub1 = bob.topic('feeds.again').subscribe(first.handler, { from: 'earliest' });
+    await first.waitGot(3);
+    const frames = await stored('feeds.again', 'h-bob2');
+    const closing = sub1.close();
+    const second = collector();
+    bob.topic('feeds.again').subscribe(second.handler, { from: 'earliest', onSkipped: second.onSkipped });
+    // A message of the first stream, still on its way when the second was asked for.
+    tap.inject(frames[2]!());
+    await closing;
+    await second.waitGot(3);
+    await t.publish(4);
+    const got = await second.waitGot(4);
+    expect(got.map((m) => m.offset)).toEqual([1, 2, 3, 4]);
+    expect(second.skipped).toEqual([]);
+  });
+
+  it('callbacks that throw do not stop a subscription', async () => {
+    const alice = await user('h-alice3');
+    const tap = tappedTransport();
+    const bob = await user('h-bob3', { transport: tap.transport });
+    const problems: unknown[] = [];
+    bob.on('error', (e) => problems.push(e));
+    await alice.createTopic('feeds.throws');
+    await alice.topic('feeds.throws', { readers: ['h-bob3'] }).publish('real');
+    const [frame] = await stored('feeds.throws', 'h-bob3');
+    const c = collector();
+    bob.topic('feeds.throws').subscribe(c.handler, {
+      from: 'earliest',
+      onSkipped: (e) => {
+        c.onSkipped(e);
+        throw new Error('onSkipped failed');
+      },
+    });
+    await c.waitGot(1);
+    tap.inject(frame!({ offset: 2, payload: 'AAAA' }));
+    tap.inject(frame!({ offset: 3, payload: 'AAAA' }));
+    await c.waitSkipped(2);
+    await waitFor('both throws reported', () => (problems.length >= 2 ? true : undefined));
+    expect(problems.map((e) => (e as Error).message)).toEqual(['onSkipped failed', 'onSkipped failed']);
+  });
+
+  it('a consumer handles no more leases at once than its prefetch, however many the relay sends', async () => {
+    const tap = tappedTransport();
+    const { alice, w } = await groupOf('h-alice8', 'h-worker8', 'feeds.leases', 'g', undefined, { transport: tap.transport });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const consumer = w.consumer('feeds.leases', 'g', { prefetch: 2, onError: () => undefined });
+    const run = consumer.run(() => gate);
+    await alice.topic('feeds.leases', { readers: ['h-worker8'] }).publish('real');
+    await waitFor('the real message in hand', () => (consumer.inFlight === 1 ? true : undefined));
+    const [frame] = await stored('feeds.leases', 'h-worker8');
+    for (let offset = 100; offset < 150; offset++) tap.inject(frame!({ type: 'leased', group: 'g', offset, deliveries: 1, leaseUntil: Date.now() + 60_000 }));
+    expect(consumer.inFlight).toBe(2);
+    release();
+    await consumer.stop();
+    await run;
+  });
+
+  it('refuses options a timer cannot hold, and options that are not an object', async () => {
+    const bob = await user('h-bob4');
+    const t = bob.topic('feeds.options');
+    for (const keyWaitMs of [Number.NaN, -1, 1.5, Infinity, 2 ** 31, '1000']) {
+      expect(() => t.subscribe(() => undefined, { keyWaitMs } as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+      expect(() => bob.consumer('feeds.options', 'g', { keyWaitMs } as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    }
+    expect(() => t.subscribe(() => undefined, null as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => bob.consumer('feeds.options', 'g', null as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    t.subscribe(() => undefined, { keyWaitMs: 0 });
+  });
+
+  it('a publish under way when the client closes rejects with CLIENT_CLOSED rather than wait forever', async () => {
+    const store = new MemoryStore();
+    const alice = await user('h-alice5', { store });
+    await alice.createTopic('feeds.closing');
+    const pending = alice.topic('feeds.closing').publish('at close', { id: 'closing-1' });
+    pending.catch(() => undefined);
+    await alice.close();
+    expect((await sdkError(pending)).code).toBe('CLIENT_CLOSED');
+  });
+});
+
+describe('SDK consumer groups, misuse and races', () => {
+  it('stop() before the relay answered the join leaves the group: the next consumer joins', async () => {
+    const { alice, w } = await groupOf('h-alice6', 'h-worker6', 'feeds.rejoin', 'g');
+    const first = w.consumer('feeds.rejoin', 'g');
+    const run1 = first.run(() => undefined);
+    await first.stop();
+    await run1;
+    const handled: unknown[] = [];
+    const second = w.consumer('feeds.rejoin', 'g');
+    const run2 = second.run((m) => void handled.push(m.body));
+    await alice.topic('feeds.rejoin', { readers: ['h-worker6'] }).publish('after the rejoin');
+    await waitFor('handled by the second consumer', () => (handled.length > 0 ? true : undefined));
+    await second.stop();
+    await run2;
+    expect(handled).toEqual(['after the rejoin']);
+  });
+
+  it('a retryDelayMs that throws is reported, and the message is released all the same', async () => {
+    // A long lease: only a release brings the message back within the test.
+    const { alice, w } = await groupOf('h-alice7', 'h-worker7', 'feeds.delay', 'g', 120_000);
+    const errors: unknown[] = [];
+    const deliveries: number[] = [];
+    const consumer = w.consumer('feeds.delay', 'g', {
+      retryDelayMs: () => {
+        throw new Error('no delay');
+      },
+      onError: (e) => errors.push(e),
+    });
+    const run = consumer.run((m) => {
+      deliveries.push(m.deliveries ?? 0);
+      if (deliveries.length === 1) throw new Error('first time');
+    });
+    await alice.topic('feeds.delay', { readers: ['h-worker7'] }).publish('again');
+    await waitFor('delivered again', () => (deliveries.length >= 2 ? true : undefined));
+    expect(deliveries).toEqual([1, 2]);
+    expect(errors.map((e) => (e as Error).message)).toEqual(['first time', 'no delay']);
+    await consumer.stop();
+    await run;
+  });
+});
+
+/** A publisher, a worker, and `topic` with the consumer group `group` (dead-lettering to `topic`-dlq). */
+async function groupOf(publisher: string, worker: string, topic: string, group: string, visibilityMs?: number, workerOptions: Parameters<typeof newClient>[2] = {}) {
+  const alice = await user(publisher);
+  const w = await user(worker, workerOptions);
+  await alice.createTopic(topic);
+  await alice.createTopic(`${topic}-dlq`);
+  await alice.createGroup(topic, { name: group, deadLetterTopic: `${topic}-dlq`, ...(visibilityMs === undefined ? {} : { visibilityMs }) });
+  return { alice, w };
+}
 
 async function waitForInfo(client: HermeticClient, committed: number) {
   const deadline = Date.now() + 20_000;

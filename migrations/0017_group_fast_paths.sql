@@ -16,7 +16,7 @@
 -- no lease past its deadline: one range lease over the next `p_max` (or fewer) offsets.
 -- Returns the leased messages, or no rows when the full path must decide.
 CREATE FUNCTION hermetic_group_lease_fresh(p_topic text, p_group text, p_member text, p_max int, p_now bigint)
-RETURNS TABLE (epoch bigint, deadline_ms bigint, off bigint, slot_ms bigint, publisher_user text, publisher_device text, publish_id bytea, msg_key bytea, payload bytea)
+RETURNS TABLE (epoch bigint, deadline_ms bigint, off bigint, slot_ms bigint, publisher_user text, publisher_device text, publish_id bytea, msg_key bytea, payload bytea, dead_letter text)
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -54,7 +54,7 @@ BEGIN
   VALUES (g.topic_id, p_group, v_start, v_start + v_n - 1, p_member, v_until, decode(repeat('00', ((v_n + 7) / 8)::int), 'hex'), 0);
   UPDATE consumer_groups SET next_offset = v_start + v_n WHERE topic_id = g.topic_id AND name = p_group;
   RETURN QUERY
-    SELECT g.epoch, v_until, m.off, m.slot_ms, m.publisher_user, m.publisher_device, m.publish_id, m.msg_key, m.payload
+    SELECT g.epoch, v_until, m.off, m.slot_ms, m.publisher_user, m.publisher_device, m.publish_id, m.msg_key, m.payload, m.dead_letter
       FROM topic_messages m
      WHERE m.topic_id = g.topic_id AND m.off >= v_start AND m.off < v_start + v_n
      ORDER BY m.off;

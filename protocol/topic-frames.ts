@@ -92,7 +92,7 @@ export type TopicServerFrame =
       readonly epoch: number;
       readonly deliveries: number;
       readonly leaseUntil: number;
-    } & Omit<TopicMessageAnswer, 'deadLetter'>)
+    } & TopicMessageAnswer)
   | { readonly type: 'settled'; readonly id: number; readonly topic: string; readonly group: string; readonly action: SettleAction; readonly leaseUntil?: number | undefined }
   | { readonly type: 'stopped'; readonly id: number; readonly topic: string; readonly group: string };
 
@@ -210,6 +210,7 @@ export const TOPIC_SERVER_DECODERS: { readonly [T in TopicServerFrame['type']]: 
     group: groupField(o),
     deliveries: int(o, 'deliveries', 1, MAX_POSITION),
     leaseUntil: int(o, 'leaseUntil', 0, MAX_TIME_MS),
+    ...(o.deadLetter !== undefined ? { deadLetter: decodeDeadLetter(o.deadLetter) } : {}),
   }),
   consuming: (o) => ({ type: 'consuming', id: int(o, 'id', 0, MAX_REQUEST_ID), topic: topicField(o), group: groupField(o) }),
   settled: (o) => {

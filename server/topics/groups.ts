@@ -9,11 +9,10 @@
  * member acknowledges, negatively acknowledges or extends must be leased to it now
  * (NOT_LEASED otherwise, and nothing changes).
  */
-import type { GroupInfoAnswer } from '../../protocol/topics.js';
 import { createHash } from 'node:crypto';
 import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_GROUP_LEASE, MAX_GROUP_SETTLE, MAX_MAX_DELIVERIES, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS } from '../../protocol/limits.js';
-import { groupName } from '../../protocol/topics.js';
+import { type GroupInfoAnswer, groupName, parseDeadLetter } from '../../protocol/topics.js';
 import { type Database, type SqlExecutor, UNIQUE_VIOLATION, sqlState } from '../storage/database.js';
 import { type PublishItem, RELAY_PUBLISH_ID_PREFIX, type TopicMessage, type TopicStore } from './store.js';
 
@@ -87,6 +86,7 @@ function leasedMessage(m: MessageRow, deliveries: number, leaseUntilMs: number):
     publishId: m.publish_id,
     key: m.msg_key ?? undefined,
     payload: m.payload,
+    ...(m.dead_letter === null || m.dead_letter === undefined ? {} : { deadLetter: parseDeadLetter(m.dead_letter) }),
     deliveries,
     leaseUntilMs,
   };
@@ -122,6 +122,8 @@ interface MessageRow {
   content_hash: Uint8Array;
   msg_key: Uint8Array | null;
   payload: Uint8Array;
+  /** On a dead-letter topic: where the message came from (JSON). */
+  dead_letter: string | null;
 }
 
 interface DueRow {
@@ -347,7 +349,7 @@ export class GroupStore {
       const { again, dead, fresh, parked, end } = plan;
       const wanted = [...again.map((a) => a.off), ...dead.map((d) => d.off), ...fresh];
       const rows = await tx.query<MessageRow>(
-        `SELECT off, slot_ms, publisher_user, publisher_device, publish_id, content_hash, msg_key, payload FROM topic_messages
+        `SELECT off, slot_ms, publisher_user, publisher_device, publish_id, content_hash, msg_key, payload, dead_letter FROM topic_messages
           WHERE topic_id = $1 AND off = ANY ($2::int8[]) ORDER BY off`,
         [topicId, wanted],
       );

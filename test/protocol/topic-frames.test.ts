@@ -55,6 +55,20 @@ describe('topic frames', () => {
         payload: bytes(5),
         deadLetter: { topic: 't', group: 'g', epoch: 1, offset: 3, deliveries: 5, reason: 'max_deliveries', lastFailure: 'nack' },
       },
+      {
+        type: 'leased',
+        topic: 't.dead-letter',
+        group: 'triage',
+        epoch: 1,
+        offset: 1,
+        deliveries: 1,
+        leaseUntil: 99,
+        publishedAt: 9,
+        publisher: { userId: 'alice', deviceId: 'd1' },
+        publishId: bytes(4),
+        payload: bytes(5),
+        deadLetter: { topic: 't', group: 'g', epoch: 1, offset: 3, deliveries: 5, reason: 'max_deliveries', lastFailure: 'visibility_timeout' },
+      },
     ];
     for (const f of frames) expect(decodeServerFrame(encodeServerFrame(f))).toEqual(f);
   });

@@ -333,6 +333,28 @@ describe('SDK consumer groups', () => {
     await run2;
   }, 90_000);
 
+  it('a consumer group of a dead-letter topic opens the copies, with where they came from', async () => {
+    const alice = await user('c-alice5');
+    const w = await user('c-worker5');
+    for (const t of ['feeds.pay5', 'feeds.pay5-dlq', 'feeds.pay5-dlq-dlq']) await alice.createTopic(t);
+    await alice.createGroup('feeds.pay5', { name: 'main', deadLetterTopic: 'feeds.pay5-dlq', maxDeliveries: 1 });
+    await alice.createGroup('feeds.pay5-dlq', { name: 'triage', deadLetterTopic: 'feeds.pay5-dlq-dlq' });
+    await alice.topic('feeds.pay5', { readers: ['c-worker5'] }).publish('bad payment', { id: 'p-1', key: 'acct-9' });
+    const failing = w.consumer('feeds.pay5', 'main', { retryDelayMs: () => 0, onError: () => undefined });
+    const failed = failing.run(() => {
+      throw new Error('rejected');
+    });
+    const triaged: TopicMessage[] = [];
+    const triage = w.consumer('feeds.pay5-dlq', 'triage', { onError: (e) => triaged.push(e as never) });
+    const triaging = triage.run((m) => void triaged.push(m));
+    await waitFor('the copy triaged', () => (triaged.length > 0 ? true : undefined));
+    expect(triaged[0]).toMatchObject({ topic: 'feeds.pay5-dlq', body: 'bad payment', id: 'p-1', key: 'acct-9', from: { userId: 'c-alice5' }, deliveries: 1 });
+    expect(triaged[0]!.deadLetter).toMatchObject({ topic: 'feeds.pay5', group: 'main', offset: 1, deliveries: 1, reason: 'max_deliveries' });
+    for (const c of [failing, triage]) await c.stop();
+    await failed;
+    await triaging;
+  });
+
   it('extends the lease of a long handler, so the message is not redelivered', async () => {
     const { alice, w } = await groupOf('c-alice2', 'c-worker2', 'feeds.long', 'slow', 1_000);
     const seen: number[] = [];

@@ -602,7 +602,10 @@ export class HermeticClient {
     this.#lastPrune = now;
     try {
       await this.#inbox.prune();
-      await this.#db.run((tx) => this.#topics.prune(tx, now - DEDUPE_RETENTION_MS));
+      await this.#db.run(async (tx) => {
+        await this.#topics.prune(tx, now - DEDUPE_RETENTION_MS);
+        await this.#topicKeys.prune(tx, now);
+      });
     } catch (err) {
       this.#report(err);
     }

@@ -143,6 +143,12 @@ export const TOPIC_KEY_MAX_AGE_MS = 24 * 3600_000;
 /** Generations kept per (publisher device, topic) on a reader: older ones are forgotten,
  * so a replay reaching further back than this many rotations cannot be read. */
 export const MAX_TOPIC_KEYS_PER_SENDER = 64;
+/** Topics a reader keeps generations for per publisher device: a peer with a session
+ * cannot fill the store with keys for made-up topics. Past it, a new topic's key is refused. */
+export const MAX_TOPICS_PER_SENDER = 1_024;
+/** A generation received this long ago can open no stored message (a topic keeps messages
+ * a year at most, a generation seals for a day): it is forgotten. */
+export const TOPIC_KEY_RETENTION_MS = 366 * 24 * 3600_000 + TOPIC_KEY_MAX_AGE_MS;
 /** A topic message whose generation has not arrived (it travels by mailbox, the message by
  * topic) is held this long for it by default, then reported as TOPIC_KEY_MISSING. */
 export const TOPIC_KEY_WAIT_MS = 30_000;

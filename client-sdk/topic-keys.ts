@@ -18,7 +18,7 @@ import type { RandomSource } from '../crypto/primitives/random.js';
 import { OutboundTopicKey, type TopicKeyDistribution, decodeTopicKeyDistribution } from '../crypto/topic/topic-key.js';
 import { encodeBase64url } from '../protocol/base64url.js';
 import type { GroupTarget } from './groups.js';
-import { MAX_TOPIC_KEYS_PER_SENDER, TOPIC_KEY_MAX_AGE_MS, TOPIC_KEY_ROTATE_MESSAGES } from './limits.js';
+import { MAX_TOPICS_PER_SENDER, MAX_TOPIC_KEYS_PER_SENDER, TOPIC_KEY_MAX_AGE_MS, TOPIC_KEY_RETENTION_MS, TOPIC_KEY_ROTATE_MESSAGES } from './limits.js';
 import { NS, type StoreTx, decodeRecord, encodeRecord } from './stores/store.js';
 
 interface OutboundRecord {
@@ -94,14 +94,34 @@ export class TopicKeys {
       if (e.topic !== d.topic) throw new CryptoError('INVALID_MESSAGE', 'a topic key id already used for another topic');
       return { topic: d.topic, keyId };
     }
-    tx.put(NS.topics, slot, encodeRecord({ v: 1, topic: d.topic, keyId: d.keyId, secret: d.secret, signingKey: d.signingKey, receivedAt: now } satisfies InboundRecord));
     const listSlot = `list:${holder(from)} ${d.topic}`;
     const listRaw = await tx.get(NS.topics, listSlot);
+    if (listRaw === undefined && (await tx.list(NS.topics, `list:${holder(from)} `)).length >= MAX_TOPICS_PER_SENDER) {
+      throw new CryptoError('INVALID_MESSAGE', `${holder(from)} gave keys for ${MAX_TOPICS_PER_SENDER} topics already`);
+    }
     const list = listRaw === undefined ? [] : decodeRecord<{ v: 1; ids: string[] }>(listRaw).ids;
+    tx.put(NS.topics, slot, encodeRecord({ v: 1, topic: d.topic, keyId: d.keyId, secret: d.secret, signingKey: d.signingKey, receivedAt: now } satisfies InboundRecord));
     list.push(keyId);
     while (list.length > MAX_TOPIC_KEYS_PER_SENDER) tx.delete(NS.topics, `in:${holder(from)} ${list.shift() as string}`);
     tx.put(NS.topics, listSlot, encodeRecord({ v: 1, ids: list }));
     return { topic: d.topic, keyId };
+  }
+
+  /** Forgets generations received more than TOPIC_KEY_RETENTION_MS ago (they open no stored message). */
+  async prune(tx: StoreTx, now: number): Promise<void> {
+    for (const [k, raw] of await tx.list(NS.topics, 'list:')) {
+      const rest = k.slice('list:'.length).split(' ');
+      const from = { userId: rest[0] ?? '', deviceId: rest[1] ?? '' };
+      const kept: string[] = [];
+      for (const id of decodeRecord<{ v: 1; ids: string[] }>(raw).ids) {
+        const slot = `in:${holder(from)} ${id}`;
+        const r = await tx.get(NS.topics, slot);
+        if (r !== undefined && now - decodeRecord<InboundRecord>(r).receivedAt < TOPIC_KEY_RETENTION_MS) kept.push(id);
+        else tx.delete(NS.topics, slot);
+      }
+      if (kept.length === 0) tx.delete(NS.topics, k);
+      else tx.put(NS.topics, k, encodeRecord({ v: 1, ids: kept }));
+    }
   }
 
   /** The generation `publisher` gave us with this key id, if we hold it. */

@@ -18,8 +18,8 @@
  *    over `--generators` processes, publishers in another process at a steady
  *    `--fanout-rate` publishes/s (open loop, each publisher at most 1,024 unanswered);
  *    `topic_message` frames received per second by all subscribers together.
- * 5. `consumer_group_per_s` — one topic filled for 8 s by 8 publishers (closed loop,
- *    `--window` each), then a consumer group of 4 members (over the generators, prefetch
+ * 5. `consumer_group_per_s` — one topic filled by 8 publishers (closed loop, `--window`
+ *    each) for twice the phase's warm-up and window (at least 8 s), then a consumer group of 4 members (over the generators, prefetch
  *    64 each) acknowledging every message as it is leased (the offsets of one turn in one
  *    `settle`): messages acknowledged per second. Beside it, `group_backlog_at_end`
  *    (whether the backlog lasted) and
@@ -84,7 +84,10 @@ const GROUP_MEMBERS = 4;
 const GROUP_PREFETCH = 64;
 const GROUP_PUBLISHERS = 8;
 /** Seconds the publishers fill the group's topic before the members start. */
-const GROUP_FILL_SECONDS = 8;
+/** The group phase's backlog is published for this long (at least), and for twice the
+ * phase's warm-up and window: publishing runs at about the rate the group consumes, so the
+ * members never run dry before the window ends (group_backlog_at_end says if they did). */
+const GROUP_FILL_MIN_SECONDS = 8;
 /** PostgreSQL publishes a busy backend's table counters at most every second and an idle
  * one's after 10 s: the row counts are read this long after the window. */
 const PG_STATS_SETTLE_MS = 11_000;
@@ -360,7 +363,7 @@ async function groupPhase(cleanup: Cleanup, relay: RelayChild, db: { url: string
   const base = { wsUrl: relay.wsUrl, payloadBytes: PAYLOAD_BYTES, latency: false, ratePerSecond: 0 } as const;
   // A backlog first (the publishers alone), then the members alone: their rate is the
   // group's, not what publishing leaves of the machine.
-  const fill = await measure(cleanup, relay, [{ ...base, publishers: publishers.map((device) => ({ device, topic })), subscribers: [], window: opts.window }], { ...opts, warmup: 0, duration: GROUP_FILL_SECONDS }, 'group fill');
+  const fill = await measure(cleanup, relay, [{ ...base, publishers: publishers.map((device) => ({ device, topic })), subscribers: [], window: opts.window }], { ...opts, warmup: 0, duration: Math.max(GROUP_FILL_MIN_SECONDS, 2 * (opts.warmup + opts.duration)) }, 'group fill');
   const backlog = sum(fill.reports, (r) => r.published);
   const setups: TopicWorkerSetup[] = split(roles, opts.generators).map((cs) => ({ ...base, publishers: [], subscribers: [], consumers: cs, window: 1 }));
   const rows0 = await groupRowWrites(db.url);

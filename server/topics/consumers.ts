@@ -17,6 +17,20 @@ import { wireMessage } from './store.js';
 
 /** Groups one connection may consume from at once. */
 export const MAX_CONSUMES_PER_CONNECTION = 16;
+/** Acknowledgements (settle frames) of one group applied in one call: those that come
+ * while MAX_ACK_CALLS calls are under way wait and go together in the next. */
+export const MAX_ACKS_PER_CALL = 16;
+/** Acknowledgement calls of one group under way at once (they take the group's row in a
+ * shared lock, and each member's leases in order, so they run side by side). */
+export const MAX_ACK_CALLS = 4;
+
+interface AckRequest {
+  readonly member: Member;
+  readonly offsets: readonly number[];
+  readonly epoch: number | undefined;
+  resolve(): void;
+  reject(err: unknown): void;
+}
 
 interface Member {
   readonly peer: TopicPeer;
@@ -41,6 +55,9 @@ interface GroupState {
   /** Something happened while a lease call ran: lease again after it. */
   again: boolean;
   timer: NodeJS.Timeout | undefined;
+  /** Acknowledgements waiting for a call (`acking` are under way). */
+  readonly acks: AckRequest[];
+  acking: number;
 }
 
 export interface ConsumerHubDeps {
@@ -76,7 +93,7 @@ export class ConsumerHub {
     this.checkRoom(peer, topic, group);
     const member: Member = { peer, id: `${this.deps.nodeId}/${++this.serial}/${peer.userId}/${peer.deviceId}`, prefetch, outstanding: new Map() };
     let st = this.states.get(k);
-    if (!st) this.states.set(k, (st = { topic, group, members: [], epoch: undefined, turn: 0, leasing: false, again: false, timer: undefined }));
+    if (!st) this.states.set(k, (st = { topic, group, members: [], epoch: undefined, turn: 0, leasing: false, again: false, timer: undefined, acks: [], acking: 0 }));
     st.members.push(member);
     let m = this.byPeer.get(peer);
     if (!m) this.byPeer.set(peer, (m = new Map()));
@@ -99,7 +116,7 @@ export class ConsumerHub {
     let leaseUntil: number | undefined;
     const at = { epoch: opts.epoch };
     try {
-      if (action === 'ack') await this.deps.groups.ack(topic, group, member.id, offsets, at);
+      if (action === 'ack') await this.ack(topic, group, member, offsets, opts.epoch);
       else if (action === 'nack') await this.deps.groups.nack(topic, group, member.id, offsets, opts.delayMs ?? 0, at);
       else {
         const extended = await this.deps.groups.extend(topic, group, member.id, offsets, opts.byMs ?? 0, at);
@@ -122,6 +139,34 @@ export class ConsumerHub {
       if (st) this.pump(st);
     }
     return { type: 'settled', id, topic, group, action, ...(leaseUntil !== undefined ? { leaseUntil } : {}) };
+  }
+
+  /** Acknowledges through the group's queue: one call for what comes while one is under way. */
+  private ack(topic: string, group: string, member: Member, offsets: readonly number[], epoch: number | undefined): Promise<void> {
+    const st = this.states.get(keyOf(topic, group));
+    if (!st) return this.deps.groups.ack(topic, group, member.id, offsets, { epoch });
+    return new Promise<void>((resolve, reject) => {
+      st.acks.push({ member, offsets, epoch, resolve, reject });
+      if (st.acking < MAX_ACK_CALLS) void this.flushAcks(st);
+    });
+  }
+
+  private async flushAcks(st: GroupState): Promise<void> {
+    st.acking++;
+    try {
+      while (st.acks.length > 0) {
+        const batch = st.acks.splice(0, MAX_ACKS_PER_CALL);
+        let outcomes: unknown[];
+        try {
+          outcomes = await this.deps.groups.ackMany(st.topic, st.group, batch.map((b) => ({ member: b.member.id, offsets: b.offsets, epoch: b.epoch })));
+        } catch (err) {
+          outcomes = batch.map(() => err);
+        }
+        batch.forEach((b, i) => (outcomes[i] === undefined ? b.resolve() : b.reject(outcomes[i])));
+      }
+    } finally {
+      st.acking--;
+    }
   }
 
   /** Leaves the group: what the member holds goes to the others at once. */
@@ -232,43 +277,42 @@ export class ConsumerHub {
   private async leaseLoop(st: GroupState): Promise<void> {
     for (;;) {
       if (this.states.get(keyOf(st.topic, st.group)) !== st) return;
-      const member = this.nextMember(st);
-      if (!member) return;
+      const ready = this.membersWithRoom(st);
+      if (ready.length === 0) return;
+      // Everyone with room in one call, when the group is in its usual state.
+      if (ready.length > 1) {
+        let leases: Map<string, Lease> | undefined;
+        try {
+          leases = await this.deps.groups.leaseFresh(st.topic, st.group, ready.map((m) => ({ member: m.id, max: m.prefetch - m.outstanding.size })));
+        } catch (err) {
+          this.leaseFailed(st, err);
+          return;
+        }
+        if (leases !== undefined) {
+          for (const m of ready) {
+            const lease = leases.get(m.id);
+            if (lease) await this.deliver(st, m, lease);
+          }
+          continue;
+        }
+      }
+      const member = ready[0]!;
+      // It may have left while the call above ran: then look again.
+      if (member.peer.closed || !st.members.includes(member)) continue;
       let lease: Lease;
       try {
         lease = await this.deps.groups.lease(st.topic, st.group, member.id, member.prefetch - member.outstanding.size, { avoidOwnFailures: st.members.length > 1 });
       } catch (err) {
-        if (err instanceof ProtocolError && (err.code === 'GROUP_NOT_FOUND' || err.code === 'TOPIC_NOT_FOUND')) return this.endGroup(st, err);
-        this.deps.logger.warn({ topic: st.topic, group: st.group, err: { message: (err as Error).message } }, 'leasing for a consumer group failed (tried again shortly)');
-        this.wakeAt(st, Date.now() + 1000);
+        this.leaseFailed(st, err);
         return;
       }
-      this.noteEpoch(st, lease.epoch);
       if (lease.deadLetterHead) this.deps.onDeadLettered(lease.deadLetterHead, lease.deadLettered);
       if (lease.skipped > 0) this.deps.onSkipped?.(lease.skipped);
       if (lease.messages.length > 0) {
-        if (member.peer.closed || !st.members.includes(member)) {
-          // Gone meanwhile: its new leases go to the others.
-          await this.release(st.topic, st.group, member.id);
-          continue;
-        }
-        member.peer.cork(() => {
-          for (const m of lease.messages) {
-            member.outstanding.set(m.offset, m.leaseUntilMs);
-            const frame = encodeTopicServerFrame({
-              type: 'leased',
-              topic: st.topic,
-              group: st.group,
-              epoch: lease.epoch,
-              deliveries: m.deliveries,
-              leaseUntil: m.leaseUntilMs,
-              ...wireMessage(m),
-            });
-            member.peer.write(frame, 'leased');
-          }
-        });
+        await this.deliver(st, member, lease);
         continue;
       }
+      this.noteEpoch(st, lease.epoch);
       if (lease.deadLettered > 0 || lease.skipped > 0) continue;
       // Nothing leasable now: the next commit to the topic, or the next due time, wakes it.
       if (lease.nextDueMs !== undefined) this.wakeAt(st, lease.nextDueMs);
@@ -276,21 +320,59 @@ export class ConsumerHub {
     }
   }
 
-  /** The next member, round robin, with room and a socket that drains. */
-  private nextMember(st: GroupState): Member | undefined {
+  /** A lease call failed: the group is gone (its members are told), or it is tried again shortly. */
+  private leaseFailed(st: GroupState, err: unknown): void {
+    if (err instanceof ProtocolError && (err.code === 'GROUP_NOT_FOUND' || err.code === 'TOPIC_NOT_FOUND')) {
+      this.endGroup(st, err);
+      return;
+    }
+    this.deps.logger.warn({ topic: st.topic, group: st.group, err: { message: (err as Error).message } }, 'leasing for a consumer group failed (tried again shortly)');
+    this.wakeAt(st, Date.now() + 1000);
+  }
+
+  /** Sends a member what was leased to it; a member gone meanwhile has it released to the others. */
+  private async deliver(st: GroupState, member: Member, lease: Lease): Promise<void> {
+    this.noteEpoch(st, lease.epoch);
+    if (lease.messages.length === 0) return;
+    if (member.peer.closed || !st.members.includes(member)) {
+      await this.release(st.topic, st.group, member.id);
+      return;
+    }
+    member.peer.cork(() => {
+      for (const m of lease.messages) {
+        member.outstanding.set(m.offset, m.leaseUntilMs);
+        const frame = encodeTopicServerFrame({
+          type: 'leased',
+          topic: st.topic,
+          group: st.group,
+          epoch: lease.epoch,
+          deliveries: m.deliveries,
+          leaseUntil: m.leaseUntilMs,
+          ...wireMessage(m),
+        });
+        member.peer.write(frame, 'leased');
+      }
+    });
+  }
+
+  /** The members with room and a socket that drains, round robin from the group's turn
+   * (which moves past the first of them). */
+  private membersWithRoom(st: GroupState): Member[] {
     const n = st.members.length;
     const now = Date.now();
+    const out: Member[] = [];
+    const from = st.turn;
     for (let i = 0; i < n; i++) {
-      const m = st.members[(st.turn + i) % n]!;
+      const m = st.members[(from + i) % n]!;
       for (const [o, until] of m.outstanding) if (until <= now) m.outstanding.delete(o);
       // Refilled once half its prefetch is free (or it holds nothing): a member busy with
       // the other half loses nothing, and each lease carries a batch, not one message.
       const room = m.prefetch - m.outstanding.size;
       if (m.peer.closed || room <= 0 || (m.outstanding.size > 0 && room * 2 < m.prefetch) || m.peer.bufferedAmount() >= SOCKET_BUFFER_HIGH_WATER) continue;
-      st.turn = (st.turn + i + 1) % n;
-      return m;
+      if (out.length === 0) st.turn = (from + i + 1) % n;
+      out.push(m);
     }
-    return undefined;
+    return out;
   }
 
   private wakeAt(st: GroupState, atMs: number): void {

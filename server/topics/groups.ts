@@ -321,15 +321,8 @@ export class GroupStore {
   async lease(topic: string, name: string, member: string, max: number, opts: { avoidOwnFailures?: boolean } = {}): Promise<Lease> {
     if (!Number.isSafeInteger(max) || max < 1 || max > MAX_GROUP_LEASE) throw new ProtocolError('BAD_REQUEST', `lease 1..${MAX_GROUP_LEASE} messages`);
     const now = this.now();
-    // The usual case in one call (migrations/0017): new offsets, nothing due again.
-    const fast = await this.db.query<MessageRow & { epoch: string | number; deadline_ms: string | number }>(
-      'SELECT * FROM hermetic_group_lease_fresh($1, $2, $3, $4, $5)',
-      [topic, name, member, max, now],
-    );
-    if (fast.length > 0) {
-      const leaseUntilMs = Number(fast[0]!.deadline_ms);
-      return { epoch: Number(fast[0]!.epoch), messages: fast.map((m) => leasedMessage(m, 1, leaseUntilMs)), deadLettered: 0, deadLetterHead: undefined, skipped: 0, nextDueMs: undefined };
-    }
+    const fresh = await this.leaseFresh(topic, name, [{ member, max }], now);
+    if (fresh !== undefined) return fresh.get(member) as Lease;
     return this.db.transaction(async (tx) => {
       const g = await this.lockGroup(tx, topic, name);
       const topicId = Number(g.topic_id);
@@ -419,6 +412,25 @@ export class GroupStore {
       const nextDueMs = due?.at === null || due === undefined ? undefined : Number(due.at);
       return { epoch: Number(g.epoch), messages, deadLettered: deadRows.length, deadLetterHead, skipped, nextDueMs };
     });
+  }
+
+  /**
+   * The usual lease, in one call for several members (migrations/0017): new offsets for
+   * each in turn, in an unordered group with nothing due again. Undefined when the full
+   * path must decide (then lease each member with `lease`); otherwise each member's lease
+   * (empty for those the offsets did not reach).
+   */
+  async leaseFresh(topic: string, name: string, wants: ReadonlyArray<{ member: string; max: number }>, now = this.now()): Promise<Map<string, Lease> | undefined> {
+    for (const w of wants) if (!Number.isSafeInteger(w.max) || w.max < 1 || w.max > MAX_GROUP_LEASE) throw new ProtocolError('BAD_REQUEST', `lease 1..${MAX_GROUP_LEASE} messages`);
+    const rows = await this.db.query<MessageRow & { member: string; epoch: string | number; deadline_ms: string | number }>(
+      'SELECT * FROM hermetic_group_lease_fresh($1, $2, $3::text[], $4::int4[], $5)',
+      [topic, name, wants.map((w) => w.member), wants.map((w) => w.max), now],
+    );
+    if (rows.length === 0) return undefined;
+    const epoch = Number(rows[0]!.epoch);
+    const leases = new Map<string, Lease>(wants.map((w) => [w.member, { epoch, messages: [], deadLettered: 0, deadLetterHead: undefined, skipped: 0, nextDueMs: undefined }]));
+    for (const r of rows) (leases.get(r.member)!.messages as LeasedMessage[]).push(leasedMessage(r, 1, Number(r.deadline_ms)));
+    return leases;
   }
 
   /** Expired leases: their unfinished offsets become redeliveries, due now. */
@@ -648,15 +660,46 @@ export class GroupStore {
 
   /** Acknowledges offsets leased to `member`: done for the group. */
   async ack(topic: string, name: string, member: string, offsets: readonly number[], opts: SettleOptions = {}): Promise<void> {
-    checkOffsets(offsets);
-    bounded(opts.epoch, 1, Number.MAX_SAFE_INTEGER, 'epoch');
-    // The usual case in one call (migrations/0017): every offset in this member's range leases.
-    const [fast] = await this.db.query<{ ok: boolean }>('SELECT hermetic_group_ack_fast($1, $2, $3, $4::int8[], $5) AS ok', [topic, name, member, [...offsets], opts.epoch ?? null]);
-    if (fast?.ok === true) return;
-    await this.settle(topic, name, member, offsets, opts, async (tx, g, { inLease, inRedo }) => {
-      await this.finishInLeases(tx, Number(g.topic_id), name, inLease);
-      if (inRedo.length > 0) await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [g.topic_id, name, inRedo]);
+    const [outcome] = await this.ackMany(topic, name, [{ member, offsets, epoch: opts.epoch }]);
+    if (outcome !== undefined) throw outcome;
+  }
+
+  /**
+   * Acknowledgements of several members at once (what a relay gathers while one is under
+   * way): in one call when every offset is in its member's range leases (migrations/0017),
+   * otherwise each by the full path. Resolves to each one's outcome: undefined when
+   * applied, else the error that refused it (nothing of it applied).
+   */
+  async ackMany(topic: string, name: string, items: ReadonlyArray<{ member: string; offsets: readonly number[]; epoch?: number | undefined }>): Promise<Array<unknown>> {
+    const outcomes: unknown[] = items.map((it) => {
+      try {
+        checkOffsets(it.offsets);
+        bounded(it.epoch, 1, Number.MAX_SAFE_INTEGER, 'epoch');
+        return undefined;
+      } catch (err) {
+        return err;
+      }
     });
+    const valid = items.filter((_, i) => outcomes[i] === undefined);
+    const epochs = new Set(valid.map((it) => it.epoch ?? null));
+    if (valid.length > 0 && epochs.size === 1) {
+      const members = valid.flatMap((it) => it.offsets.map(() => it.member));
+      const offsets = valid.flatMap((it) => [...it.offsets]);
+      const [fast] = await this.db.query<{ ok: boolean }>('SELECT hermetic_group_ack_fast($1, $2, $3::text[], $4::int8[], $5) AS ok', [topic, name, members, offsets, [...epochs][0] ?? null]);
+      if (fast?.ok === true) return outcomes;
+    }
+    for (const [i, it] of items.entries()) {
+      if (outcomes[i] !== undefined) continue;
+      try {
+        await this.settle(topic, name, it.member, it.offsets, { epoch: it.epoch }, async (tx, g, { inLease, inRedo }) => {
+          await this.finishInLeases(tx, Number(g.topic_id), name, inLease);
+          if (inRedo.length > 0) await tx.query('DELETE FROM group_redeliveries WHERE topic_id = $1 AND group_name = $2 AND off = ANY ($3::int8[])', [g.topic_id, name, inRedo]);
+        });
+      } catch (err) {
+        outcomes[i] = err;
+      }
+    }
+    return outcomes;
   }
 
   /** Negatively acknowledges offsets leased to `member`: leased again (to any member)

@@ -144,9 +144,9 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
 
   it('the one-call lease and acknowledgement write what the full path reads, and leave it every uncommon case', async () => {
     const { topic, group } = await setup(20);
-    const fresh = (member: string, max: number) => db.query<{ off: string | number }>('SELECT * FROM hermetic_group_lease_fresh($1, $2, $3, $4, $5)', [topic, group, member, max, clock]);
+    const fresh = (member: string, max: number) => db.query<{ off: string | number }>('SELECT * FROM hermetic_group_lease_fresh($1, $2, $3::text[], $4::int4[], $5)', [topic, group, [member], [max], clock]);
     const ackFast = async (member: string, offsets: number[], epoch: number | null = null) => {
-      const [r] = await db.query<{ ok: boolean }>('SELECT hermetic_group_ack_fast($1, $2, $3, $4::int8[], $5) AS ok', [topic, group, member, offsets, epoch]);
+      const [r] = await db.query<{ ok: boolean }>('SELECT hermetic_group_ack_fast($1, $2, $3::text[], $4::int8[], $5) AS ok', [topic, group, offsets.map(() => member), offsets, epoch]);
       return r!.ok;
     };
     expect((await fresh('A', 10)).map((r) => Number(r.off))).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
@@ -174,8 +174,39 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 15, inFlight: 0, redeliveries: 0 });
     // An ordered group always takes the full path.
     const ordered = await setup(3, { orderedByKey: true });
-    expect(await db.query('SELECT * FROM hermetic_group_lease_fresh($1, $2, $3, $4, $5)', [ordered.topic, ordered.group, 'A', 3, clock])).toEqual([]);
+    expect(await groups.leaseFresh(ordered.topic, ordered.group, [{ member: 'A', max: 3 }])).toBeUndefined();
     expect((await groups.lease(ordered.topic, ordered.group, 'A', 3)).messages.map((m) => m.offset)).toEqual([1, 2, 3]);
+  });
+
+  it('leases for several members in one call, each a range in turn, while offsets last', async () => {
+    const { topic, group } = await setup(7);
+    const leases = await groups.leaseFresh(topic, group, [{ member: 'A', max: 3 }, { member: 'B', max: 3 }, { member: 'C', max: 3 }, { member: 'D', max: 2 }]);
+    expect(leases && [...leases].map(([m, l]) => [m, l.messages.map((x) => x.offset)])).toEqual([['A', [1, 2, 3]], ['B', [4, 5, 6]], ['C', [7]], ['D', []]]);
+    expect(await leaseRows(topic)).toBe(3);
+    expect(await groups.info(topic, group)).toMatchObject({ nextOffset: 8, inFlight: 7 });
+    // Acknowledged by their own members only.
+    expect(await codeOf(groups.ack(topic, group, 'A', [4]))).toBe('NOT_LEASED');
+    expect(await groups.ackMany(topic, group, [{ member: 'A', offsets: [1, 2, 3] }, { member: 'B', offsets: [4, 5, 6] }, { member: 'C', offsets: [7] }])).toEqual([undefined, undefined, undefined]);
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 8, inFlight: 0 });
+    // Nothing new: the full path decides (and says when to look again).
+    expect(await groups.leaseFresh(topic, group, [{ member: 'A', max: 3 }])).toBeUndefined();
+    expect(await codeOf(groups.leaseFresh(topic, group, [{ member: 'A', max: 0 }]))).toBe('BAD_REQUEST');
+  });
+
+  it('applies the acknowledgements of several members in one call, and each by itself when one is refused', async () => {
+    const { topic, group } = await setup(12);
+    await groups.lease(topic, group, 'A', 4);
+    await groups.lease(topic, group, 'B', 4);
+    expect(await groups.ackMany(topic, group, [{ member: 'A', offsets: [1, 2] }, { member: 'B', offsets: [5, 6] }])).toEqual([undefined, undefined]);
+    expect(await groups.info(topic, group)).toMatchObject({ inFlight: 4 });
+    const outcomes = await groups.ackMany(topic, group, [{ member: 'A', offsets: [3] }, { member: 'B', offsets: [4, 7] }, { member: 'A', offsets: [0] }]);
+    expect(outcomes[0]).toBeUndefined();
+    expect((outcomes[1] as { code?: string }).code).toBe('NOT_LEASED');
+    expect((outcomes[2] as { code?: string }).code).toBe('BAD_REQUEST');
+    // A's was applied; nothing of B's refused request was (7 is still leased to B).
+    expect(await groups.info(topic, group)).toMatchObject({ inFlight: 3 });
+    await groups.ack(topic, group, 'B', [7]);
+    expect(await codeOf(groups.ack(topic, group, 'A', [3]))).toBe('NOT_LEASED');
   });
 
   it('makes a message due again when its lease expires, to any member, counting the delivery', async () => {

@@ -164,6 +164,14 @@ describe.each(STORAGE_DRIVERS)('TopicStore on $name', (driver) => {
       [2, 'alice', 'pay-2'],
       [3, 'bob', 'pay-1'],
     ]);
+    // Within one batch too: the same id with other content is a conflict with the first.
+    const mixed = await store.publish(name, [message('pay-3'), message('changed', { id: 'pay-3' }), message('pay-3')]);
+    expect(mixed.map((m) => [m.kind, m.offset, m.kind === 'stored' && m.duplicate])).toEqual([
+      ['stored', 4, false],
+      ['conflict', 4, false],
+      ['stored', 4, true],
+    ]);
+    expect((await store.info(name))?.nextOffset).toBe(5);
   });
 
   it('keeps offsets gap-free and each publisher in order under concurrent publishers', async () => {

@@ -16,7 +16,8 @@
  * relay cannot serve (its offset retired while it was behind, the topic reset) ends the
  * subscription with a frame that says why and where to go on.
  */
-import crypto from 'node:crypto';
+import { writeContentHash } from '../mailbox/content-hash.js';
+import { CONTENT_HASH_BYTES } from '../mailbox/send-batch.js';
 import type { Logger } from 'pino';
 import { ProtocolError } from '../../protocol/errors.js';
 import { MAX_PUBLISH_BATCH, MAX_SUBSCRIPTIONS_PER_CONNECTION } from '../../protocol/limits.js';
@@ -119,11 +120,13 @@ export class TopicHub {
 
   /** Stores one message (in the topic's next batch); resolves once committed. */
   async publish(peer: TopicPeer, topic: string, msg: { id: number; publishId: Uint8Array; key?: Uint8Array | undefined; payload: Uint8Array }): Promise<PublishAnswer> {
+    const contentHash = new Uint8Array(CONTENT_HASH_BYTES);
+    writeContentHash(msg.payload, contentHash);
     const item: PublishItem = {
       publisherUserId: peer.userId,
       publisherDeviceId: peer.deviceId,
       publishId: msg.publishId,
-      contentHash: crypto.createHash('sha256').update(msg.payload).digest(),
+      contentHash,
       key: msg.key,
       payload: msg.payload,
     };

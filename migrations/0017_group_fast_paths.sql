@@ -91,8 +91,10 @@ $fn$;
 -- the relay gathers them while one call is under way). Returns false, having written
 -- nothing, when any is not (or the group is gone, or in another epoch than `p_epoch` or its
 -- topic's): the relay then settles each request by the full path, which refuses what it
--- must. Members are taken in order, and each one's leases by first offset, so two calls
--- lock rows in the same order.
+-- must. The lease rows are locked in first offset order, whoever's they are, as a lease
+-- expiring them and the full path lock them: taken member by member, a call could hold
+-- one member's later lease while an expiry holds another's earlier one, each waiting for
+-- the other's.
 CREATE FUNCTION hermetic_group_ack_fast(p_topic text, p_group text, p_members text[], p_offsets bigint[], p_epoch bigint)
 RETURNS boolean
 LANGUAGE plpgsql AS $fn$
@@ -100,12 +102,12 @@ DECLARE
   g record;
   l record;
   o bigint;
-  v_member text;
   v_bit int;
   v_done bytea;
   v_count int;
   v_wanted bigint[];
-  v_covered int;
+  v_pairs bigint;
+  v_covered bigint := 0;
   v_upd_first bigint[] := '{}';
   v_upd_done bytea[] := '{}';
   v_upd_count int[] := '{}';
@@ -121,42 +123,39 @@ BEGIN
   IF NOT FOUND OR g.epoch <> g.t_epoch OR (p_epoch IS NOT NULL AND p_epoch <> g.epoch) THEN
     RETURN false;
   END IF;
-  FOR v_member IN SELECT DISTINCT m FROM unnest(p_members) AS m ORDER BY m LOOP
-    SELECT array_agg(DISTINCT x.o ORDER BY x.o) INTO v_wanted FROM unnest(p_members, p_offsets) AS x(m, o) WHERE x.m = v_member;
-    v_covered := 0;
-    FOR l IN
-      SELECT first_off, last_off, done, done_count FROM group_leases
-       WHERE topic_id = g.topic_id AND group_name = p_group AND member = v_member
-         AND first_off <= v_wanted[cardinality(v_wanted)] AND last_off >= v_wanted[1]
-       ORDER BY first_off
-         FOR UPDATE
-    LOOP
-      v_done := l.done;
-      v_count := l.done_count;
-      FOREACH o IN ARRAY v_wanted LOOP
-        CONTINUE WHEN o < l.first_off OR o > l.last_off;
-        v_bit := (((o - l.first_off) / 8) * 8 + 7 - (o - l.first_off) % 8)::int;
-        IF get_bit(v_done, v_bit) = 1 THEN
-          RETURN false; -- done already: not leased to this member any more
-        END IF;
-        v_done := set_bit(v_done, v_bit, 1);
-        v_count := v_count + 1;
-        v_covered := v_covered + 1;
-      END LOOP;
-      IF v_count <> l.done_count THEN
-        IF v_count >= l.last_off - l.first_off + 1 THEN
-          v_del_first := v_del_first || l.first_off;
-        ELSE
-          v_upd_first := v_upd_first || l.first_off;
-          v_upd_done := v_upd_done || v_done;
-          v_upd_count := v_upd_count || v_count;
-        END IF;
+  SELECT count(*) INTO v_pairs FROM (SELECT DISTINCT x.m, x.o FROM unnest(p_members, p_offsets) AS x(m, o)) y;
+  FOR l IN
+    SELECT first_off, last_off, done, done_count, member FROM group_leases
+     WHERE topic_id = g.topic_id AND group_name = p_group AND member = ANY (p_members)
+       AND first_off <= (SELECT max(x) FROM unnest(p_offsets) AS x) AND last_off >= (SELECT min(x) FROM unnest(p_offsets) AS x)
+     ORDER BY first_off
+       FOR UPDATE
+  LOOP
+    SELECT array_agg(DISTINCT x.o) INTO v_wanted FROM unnest(p_members, p_offsets) AS x(m, o)
+     WHERE x.m = l.member AND x.o BETWEEN l.first_off AND l.last_off;
+    CONTINUE WHEN v_wanted IS NULL;
+    v_done := l.done;
+    v_count := l.done_count;
+    FOREACH o IN ARRAY v_wanted LOOP
+      v_bit := (((o - l.first_off) / 8) * 8 + 7 - (o - l.first_off) % 8)::int;
+      IF get_bit(v_done, v_bit) = 1 THEN
+        RETURN false; -- done already: not leased to this member any more
       END IF;
+      v_done := set_bit(v_done, v_bit, 1);
+      v_count := v_count + 1;
+      v_covered := v_covered + 1;
     END LOOP;
-    IF v_covered <> cardinality(v_wanted) THEN
-      RETURN false; -- some are redeliveries, or not leased to this member
+    IF v_count >= l.last_off - l.first_off + 1 THEN
+      v_del_first := v_del_first || l.first_off;
+    ELSE
+      v_upd_first := v_upd_first || l.first_off;
+      v_upd_done := v_upd_done || v_done;
+      v_upd_count := v_upd_count || v_count;
     END IF;
   END LOOP;
+  IF v_covered <> v_pairs THEN
+    RETURN false; -- some are redeliveries, or not leased to their member
+  END IF;
   PERFORM set_config('synchronous_commit', 'off', true);
   IF cardinality(v_del_first) > 0 THEN
     DELETE FROM group_leases WHERE topic_id = g.topic_id AND group_name = p_group AND first_off = ANY (v_del_first);

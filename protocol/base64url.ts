@@ -8,11 +8,13 @@ const DECODE = new Int16Array(128).fill(-1);
 for (let i = 0; i < ALPHABET.length; i++) DECODE[ALPHABET.charCodeAt(i)] = i;
 
 /** Node's Buffer where there is one: its native codec for all but short strings (a
- * message payload is 1 KiB and more, and the loops below cost several times as much). */
+ * message payload is 1 KiB and more, and the loops below cost several times as much).
+ * Not a browser polyfill put in its place that knows no base64url (it would throw). */
 interface NativeBuffer extends ArrayLike<number> {
   toString(encoding: 'base64url'): string;
 }
-const NativeBuffer = (globalThis as { Buffer?: { from(data: ArrayBufferLike | string, offsetOrEncoding?: number | 'base64url', length?: number): NativeBuffer } }).Buffer;
+const GlobalBuffer = (globalThis as { Buffer?: { from(data: ArrayBufferLike | string, offsetOrEncoding?: number | 'base64url', length?: number): NativeBuffer; isEncoding?(encoding: string): boolean } }).Buffer;
+const NativeBuffer = GlobalBuffer?.isEncoding?.('base64url') === true ? GlobalBuffer : undefined;
 /** Below this many bytes (or characters), the loops are as fast as the native call. */
 const NATIVE_FROM = 96;
 

@@ -583,7 +583,8 @@ export class GroupStore {
   private async leased(tx: SqlExecutor, topicId: number, name: string, member: string, offsets: readonly number[]) {
     const leases = await tx.query<LeaseRow>(
       `SELECT first_off, last_off, done, done_count, deadline_ms FROM group_leases
-        WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND first_off <= $5 AND last_off >= $4 FOR UPDATE`,
+        WHERE topic_id = $1 AND group_name = $2 AND member = $3 AND first_off <= $5 AND last_off >= $4
+        ORDER BY first_off FOR UPDATE`,
       [topicId, name, member, Math.min(...offsets), Math.max(...offsets)],
     );
     const inLease = new Map<LeaseRow, number[]>();
@@ -682,7 +683,10 @@ export class GroupStore {
     });
     const valid = items.filter((_, i) => outcomes[i] === undefined);
     const epochs = new Set(valid.map((it) => it.epoch ?? null));
-    if (valid.length > 0 && epochs.size === 1) {
+    // An offset a member acknowledges in two requests: the full path applies the first and
+    // refuses the second (NOT_LEASED), where the one call would take both.
+    const pairs = valid.flatMap((it) => [...new Set(it.offsets)].map((o) => `${o} ${it.member}`));
+    if (valid.length > 0 && epochs.size === 1 && new Set(pairs).size === pairs.length) {
       const members = valid.flatMap((it) => it.offsets.map(() => it.member));
       const offsets = valid.flatMap((it) => [...it.offsets]);
       const [fast] = await this.db.query<{ ok: boolean }>('SELECT hermetic_group_ack_fast($1, $2, $3::text[], $4::int8[], $5) AS ok', [topic, name, members, offsets, [...epochs][0] ?? null]);

@@ -4,7 +4,7 @@
  * it decodes to, so two different strings never name the same key.
  */
 import { fc, test } from '@fast-check/vitest';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { decodeBase64url, encodeBase64url } from '../../protocol/base64url.js';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
@@ -95,4 +95,25 @@ describe('base64url', () => {
       expect(decodeBase64url(enc.slice(0, -1) + ALPHABET[last | bit])).toBeUndefined();
     },
   );
+
+  it('works beside a browser polyfill of Buffer that knows no base64url', async () => {
+    // As the common polyfill does: "base64url" is an unknown encoding to it.
+    const unknown = (): never => {
+      throw new TypeError('Unknown encoding: base64url');
+    };
+    const Polyfill = { from: () => ({ length: 0, toString: unknown }), isEncoding: (e: string) => e === 'base64' || e === 'utf8' };
+    const real = globalThis.Buffer;
+    vi.resetModules();
+    (globalThis as { Buffer?: unknown }).Buffer = Polyfill;
+    try {
+      const codec = await import('../../protocol/base64url.js');
+      const bytes = new Uint8Array(200).map((_, i) => i);
+      const enc = codec.encodeBase64url(bytes);
+      expect(enc).toBe(real.from(bytes).toString('base64url'));
+      expect(codec.decodeBase64url(enc)).toEqual(bytes);
+    } finally {
+      globalThis.Buffer = real;
+      vi.resetModules();
+    }
+  });
 });

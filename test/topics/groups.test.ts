@@ -7,13 +7,15 @@
  * refused whole; retention and resets are reported, never hidden.
  */
 import crypto from 'node:crypto';
+import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ErrorCode } from '../../protocol/errors.js';
 import type { Database } from '../../server/storage/database.js';
 import { loadMigrations, migrate } from '../../server/storage/migrate.js';
 import { GroupStore, MAX_GROUPS_PER_TOPIC, MAX_GROUP_REDELIVERIES } from '../../server/topics/groups.js';
 import { type PublishItem, TopicStore } from '../../server/topics/store.js';
-import { pgMissing } from '../helpers/pg.js';
+import { openPg } from '../../server/storage/pg.js';
+import { createTestDatabase, pgMissing, pgServer } from '../helpers/pg.js';
 import { STORAGE_DRIVERS } from '../helpers/storage.js';
 
 const T0 = 1_800_000_000_000;
@@ -207,6 +209,20 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
     expect(await groups.info(topic, group)).toMatchObject({ inFlight: 3 });
     await groups.ack(topic, group, 'B', [7]);
     expect(await codeOf(groups.ack(topic, group, 'A', [3]))).toBe('NOT_LEASED');
+  });
+
+  it('refuses an offset a member acknowledges again in a later request of the same call, as each by itself would', async () => {
+    const { topic, group } = await setup(6);
+    // Member ids are the relay's, but nothing in the array parameters depends on their characters.
+    const [a, b] = ['r1/1/a,"b\\{c}', 'NULL'];
+    const leases = await groups.leaseFresh(topic, group, [{ member: a, max: 3 }, { member: b, max: 3 }]);
+    expect(leases && [...leases].map(([m, l]) => [m, l.messages.map((x) => x.offset)])).toEqual([[a, [1, 2, 3]], [b, [4, 5, 6]]]);
+    const outcomes = await groups.ackMany(topic, group, [{ member: a, offsets: [1, 2, 2] }, { member: b, offsets: [4] }, { member: a, offsets: [2] }]);
+    expect(outcomes.slice(0, 2)).toEqual([undefined, undefined]);
+    expect((outcomes[2] as { code?: string }).code).toBe('NOT_LEASED');
+    expect(await groups.info(topic, group)).toMatchObject({ inFlight: 3 });
+    expect(await groups.ackMany(topic, group, [{ member: a, offsets: [3] }, { member: b, offsets: [5, 6] }])).toEqual([undefined, undefined]);
+    expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 7, inFlight: 0 });
   });
 
   it('makes a message due again when its lease expires, to any member, counting the delivery', async () => {
@@ -477,5 +493,55 @@ describe.each(STORAGE_DRIVERS)('GroupStore on $name', (driver) => {
       for (const [k, offs] of byKey) expect(offs, k).toEqual([...offs].sort((x, y) => x - y));
       expect(await groups.info(topic, group)).toMatchObject({ committedOffset: 101, inFlight: 0, redeliveries: 0 });
     });
+  });
+});
+
+describe('GroupStore locks on PostgreSQL', () => {
+  if (!pgServer) {
+    pgMissing('GroupStore locks on PostgreSQL');
+    return;
+  }
+
+  it('an acknowledgement call of several members locks their leases in first offset order, as an expiry does (no deadlock between them)', async () => {
+    const tdb = await createTestDatabase();
+    const db = await openPg({ connectionString: tdb.url, maxConnections: 4, timeoutMs: 10_000 });
+    const other = new pg.Client({ connectionString: tdb.url });
+    try {
+      await migrate(db, loadMigrations());
+      const topics = new TopicStore(db, { now: () => T0 });
+      const groups = new GroupStore(db, topics, { now: () => T0 });
+      await topics.create('pay', 'owner');
+      await topics.create('pay.dead-letter', 'owner');
+      await topics.publish('pay', [message('m0'), message('m1')]);
+      await groups.create('pay', 'workers', 'owner', { visibilityMs: VIS, deadLetterTopic: 'pay.dead-letter' });
+      // B's lease starts first; A sorts first.
+      expect((await groups.lease('pay', 'workers', 'B', 1)).messages.map((m) => m.offset)).toEqual([1]);
+      expect((await groups.lease('pay', 'workers', 'A', 1)).messages.map((m) => m.offset)).toEqual([2]);
+      await other.connect();
+      await other.query('BEGIN');
+      // Holds the first lease, as an expiry deleting leases in first offset order would.
+      await other.query('SELECT 1 FROM group_leases WHERE first_off = 1 FOR UPDATE');
+      const acked = groups.ackMany('pay', 'workers', [{ member: 'A', offsets: [2] }, { member: 'B', offsets: [1] }]);
+      for (;;) {
+        const [w] = await db.query<{ n: string | number }>(
+          `SELECT count(*) AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query LIKE '%hermetic_group_ack_fast%'`,
+        );
+        if (Number(w!.n) > 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      // Waiting for the first lease, the call holds none after it: the expiry can go on.
+      const second = await other.query('SELECT 1 FROM group_leases WHERE first_off = 2 FOR UPDATE NOWAIT').then(
+        () => 'free',
+        (err: { code?: string }) => err.code,
+      );
+      expect(second).toBe('free');
+      await other.query('ROLLBACK');
+      expect(await acked).toEqual([undefined, undefined]);
+      expect(await groups.info('pay', 'workers')).toMatchObject({ committedOffset: 3, inFlight: 0 });
+    } finally {
+      await other.end();
+      await db.close();
+      await tdb.drop();
+    }
   });
 });

@@ -23,6 +23,9 @@ export const MAX_ACKS_PER_CALL = 16;
 /** Acknowledgement calls of one group under way at once (they take the group's row in a
  * shared lock, and each member's leases in order, so they run side by side). */
 export const MAX_ACK_CALLS = 4;
+/** Members one lease call serves at most (each gets up to its prefetch, at most 256): the
+ * rest are served by the next call. */
+export const MAX_MEMBERS_PER_LEASE_CALL = 8;
 
 interface AckRequest {
   readonly member: Member;
@@ -283,7 +286,7 @@ export class ConsumerHub {
       if (ready.length > 1) {
         let leases: Map<string, Lease> | undefined;
         try {
-          leases = await this.deps.groups.leaseFresh(st.topic, st.group, ready.map((m) => ({ member: m.id, max: m.prefetch - m.outstanding.size })));
+          leases = await this.deps.groups.leaseFresh(st.topic, st.group, ready.slice(0, MAX_MEMBERS_PER_LEASE_CALL).map((m) => ({ member: m.id, max: m.prefetch - m.outstanding.size })));
         } catch (err) {
           this.leaseFailed(st, err);
           return;

@@ -22,8 +22,6 @@ export interface PgOptions {
   logger?: Logger;
   /** Observes the duration of every statement (the metrics histogram). */
   observe?: (seconds: number) => void;
-  /** Run statements with parameters as named prepared statements (default true). */
-  prepare?: boolean;
 }
 
 /** SQLSTATEs that mean the server went away or takes no connections now: class 08
@@ -39,27 +37,6 @@ function unavailable(message: string, cause: unknown): DatabaseUnavailableError 
 
 type Exec = <Row extends object>(sql: string, params?: readonly SqlParam[]) => Promise<Row[]>;
 
-/**
- * Statement texts run as named prepared statements: each connection parses a text once
- * and PostgreSQL may keep its plan, instead of parsing and planning every call (which
- * dominated the cost of the short statements of leases and settles). Bounded: past
- * MAX_PREPARED_TEXTS distinct texts, new ones run unnamed, so no connection prepares more
- * than that many statements whatever texts are built at run time.
- */
-export const MAX_PREPARED_TEXTS = 512;
-
-export class StatementNames {
-  readonly #names = new Map<string, string>();
-
-  /** The name `sql` runs under, or undefined to run it unnamed. */
-  nameOf(sql: string, hasParams: boolean): string | undefined {
-    if (!hasParams) return undefined; // the simple protocol: scripts, BEGIN, COMMIT
-    let name = this.#names.get(sql);
-    if (name === undefined && this.#names.size < MAX_PREPARED_TEXTS) this.#names.set(sql, (name = `h${this.#names.size + 1}`));
-    return name;
-  }
-}
-
 export async function openPg(opts: PgOptions): Promise<Database> {
   // connectionTimeoutMillis bounds both opening a connection and waiting for a free one.
   const pool = new pg.Pool({ connectionString: opts.connectionString, max: opts.maxConnections, connectionTimeoutMillis: opts.timeoutMs });
@@ -68,7 +45,6 @@ export async function openPg(opts: PgOptions): Promise<Database> {
     opts.logger?.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'idle database client error');
   });
   const observe = opts.observe;
-  const names = opts.prepare === false ? undefined : new StatementNames();
 
   /** A pooled client within `timeoutMs`; one that comes later is handed back. */
   const checkout = (timeoutMs: number): Promise<pg.PoolClient> => {
@@ -122,8 +98,7 @@ export async function openPg(opts: PgOptions): Promise<Database> {
               void client.end().catch(() => undefined);
             }, timeoutMs);
       try {
-        const name = names?.nameOf(sql, params !== undefined && params.length > 0);
-        const res = name === undefined ? await client.query(sql, params as unknown[] | undefined) : await client.query({ name, text: sql, values: params as unknown[] });
+        const res = await client.query(sql, params as unknown[] | undefined);
         return res.rows as Row[];
       } catch (err) {
         if (lost !== undefined) throw unavailable('the database connection was lost', lost);

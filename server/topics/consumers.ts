@@ -22,7 +22,7 @@ export const MAX_CONSUMES_PER_CONNECTION = 16;
 export const MAX_ACKS_PER_CALL = 16;
 /** Acknowledgement calls of one group under way at once (they take the group's row in a
  * shared lock, and each member's leases in order, so they run side by side). */
-export const MAX_ACK_CALLS = 4;
+export const MAX_ACK_CALLS = 2;
 /** Members one lease call serves at most (each gets up to its prefetch, at most 256): the
  * rest are served by the next call. */
 export const MAX_MEMBERS_PER_LEASE_CALL = 8;

@@ -1,11 +1,15 @@
 /**
  * Consumer groups on one relay's connections (server/topics/groups.ts holds the state).
  * A connection joins a group with a prefetch: the most messages leased to it and not yet
- * settled; it is leased more once half of it is free (or it holds nothing). The relay leases for its members one call at a time per group, round robin,
- * each call for what the member has room for; when nothing is leasable it waits for the
+ * settled; it is leased more once half of it is free (or it holds nothing). The relay
+ * leases for its members one call at a time per group, round robin, each member what it
+ * has room for (new offsets for several members in one call, when the group is in its
+ * usual state: server/topics/groups.ts leaseFresh); when nothing is leasable it waits for the
  * topic's next commit (on any relay) or for the group's next due time (a lease deadline,
  * a delayed redelivery). A member whose socket stops draining gets nothing more until
  * it drains; one that leaves has its leases released to the others at once.
+ * Acknowledgements that come while a group's acknowledgement calls run are gathered into
+ * the next call (GroupStore.ackMany).
  */
 import type { Logger } from 'pino';
 import { ProtocolError } from '../../protocol/errors.js';

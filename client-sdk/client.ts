@@ -22,14 +22,13 @@ import { type Clock, systemClock } from './clock.js';
 import { Connection, type OfflineReason } from './connection.js';
 import { DeviceKeys, type DeviceRecord, loadDevice, newDevice, saveDevice } from './device.js';
 import { Directory, type TrustPolicy } from './directory.js';
-import { SdkError } from './errors.js';
+import { SdkError, passing } from './errors.js';
 import { Emitter } from './events.js';
 import { type Flag, FlagQueue } from './flags.js';
 import { GroupKeys, type GroupTarget } from './groups.js';
 import { idSource } from './ids.js';
 import { type FaultHook, Inbox, type InboxRecord } from './inbox.js';
 import { CRYPTO_READY_WAIT_MS, LOG_RETRY_MS, LOG_SUBMIT_BATCH, RECEIPT_RETRY_MS, RECEIPT_SWEEP_MAX_MS, RECEIPT_SWEEP_MIN_MS } from './limits.js';
-import { ERROR_CODES } from '../protocol/errors.js';
 import { DEDUPE_PRUNE_INTERVAL_MS, DEFAULT_TTL_SECONDS, HEALING_MIN_INTERVAL_MS, LINK_POLL_MS, MAX_BODY_BYTES, MAX_GROUP_ID_LENGTH, MAX_GROUP_MEMBERS, PREKEY_TOPUP_DELAY_MS } from './limits.js';
 import { type OutboxEntry, type SentInfo, Outbox } from './outbox.js';
 import { type BodyKind, type Payload, decodeBody, encodeBody, encodePayload } from './payload.js';
@@ -45,6 +44,7 @@ import { EvidenceError } from '../crypto/evidence/errors.js';
 import { type EventInput, type SignedEvent, parseEvent, verifyEvent } from '../crypto/evidence/event.js';
 import { type ReceiptEntry, signReceipt } from '../crypto/evidence/receipt.js';
 import { IdentityKey } from '../crypto/identity/identity-key.js';
+import { canonicalJson } from '../crypto/evidence/json.js';
 import { TopicKeys } from './topic-keys.js';
 import {
   type ConsumerOptions,
@@ -152,14 +152,6 @@ export interface ClientOptions {
   readonly faultHook?: FaultHook | undefined;
   /** Delivery receipts: what to sign, what to log, the deadlines and tolerances of the anomaly flags. */
   readonly receipts?: ReceiptPolicy | undefined;
-}
-
-/** A failure that may pass: the relay unreachable, or a refusal its code says to retry. */
-function passing(err: unknown): boolean {
-  if (!(err instanceof SdkError)) return false;
-  if (err.code === 'NETWORK_ERROR') return true;
-  if (err.code !== 'RELAY_ERROR') return false;
-  return err.relayCode === undefined || (ERROR_CODES as Record<string, { retry: boolean } | undefined>)[err.relayCode]?.retry === true;
 }
 
 /** The next message number of `conversation` (1, 2, ...), in the sealing transaction. */
@@ -1377,7 +1369,7 @@ export class HermeticClient {
     const id = o.id ?? input.id;
     let content: Uint8Array;
     try {
-      content = new TextEncoder().encode(JSON.stringify([input.source ?? null, input.type, input.subject ?? null, input.data]));
+      content = new TextEncoder().encode(canonicalJson([input.source ?? null, input.type, input.subject ?? null, input.data]));
     } catch (cause) {
       throw new SdkError('INVALID_ARGUMENT', 'the event data is not JSON', { cause });
     }

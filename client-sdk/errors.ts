@@ -3,6 +3,8 @@
  * test keeps the two in step). A relay refusal keeps the relay's code in `relayCode`;
  * a cryptographic failure keeps the crypto code in `cause`.
  */
+import { ERROR_CODES } from '../protocol/errors.js';
+
 export const SDK_ERROR_CODES = {
   /** The client was closed: no further calls. */
   CLIENT_CLOSED: 'The client was closed.',
@@ -62,4 +64,12 @@ export class SdkError extends Error {
     this.relayCode = opts.relayCode;
     this.details = opts.details;
   }
+}
+
+/** A failure that may pass: the relay unreachable, or a refusal its code says to retry. */
+export function passing(err: unknown): boolean {
+  if (!(err instanceof SdkError)) return false;
+  if (err.code === 'NETWORK_ERROR') return true;
+  if (err.code !== 'RELAY_ERROR') return false;
+  return err.relayCode === undefined || (ERROR_CODES as Record<string, { retry: boolean } | undefined>)[err.relayCode]?.retry === true;
 }

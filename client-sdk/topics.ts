@@ -30,12 +30,12 @@ import { equalBytes } from '../crypto/primitives/bytes.js';
 import { openTopicMessage, topicMessageKeyId } from '../crypto/topic/topic-key.js';
 import { ByteReader, ByteWriter } from '../crypto/ratchet/byte-codec.js';
 import { decodeBase64url, encodeBase64url } from '../protocol/base64url.js';
-import { ERROR_CODES, type ProtocolError } from '../protocol/errors.js';
+import type { ProtocolError } from '../protocol/errors.js';
 import { MAX_GROUP_SETTLE, MAX_MESSAGE_KEY_BYTES, MAX_PUBLISH_ID_BYTES, MAX_VISIBILITY_MS, MIN_VISIBILITY_MS } from '../protocol/limits.js';
 import type { SettleAction, SubscribeFrom, TopicClientFrame, TopicServerFrame } from '../protocol/topic-frames.js';
 import type { DeadLetterInfo } from '../protocol/topics.js';
 import type { Clock, TimerHandle } from './clock.js';
-import { SdkError } from './errors.js';
+import { SdkError, passing } from './errors.js';
 import type { GroupTarget } from './groups.js';
 import { CONSUMER_NACK_BASE_MS, CONSUMER_NACK_MAX_MS, DEFAULT_CONSUMER_PREFETCH, MAX_PUBLISHED_IDS, MAX_TOPIC_KEY_WAIT_MS, MAX_SUBSCRIPTION_BUFFER, MAX_TOPIC_BODY_BYTES, TOPIC_KEY_WAIT_MS } from './limits.js';
 import { type BodyKind, decodeBody } from './payload.js';
@@ -217,12 +217,6 @@ export function checkBodySize(bytes: Uint8Array): void {
 
 function relayError(err: ProtocolError, what: string): SdkError {
   return new SdkError('RELAY_ERROR', `${what}: ${err.code}: ${err.message}`, { relayCode: err.code, ...(err.details ? { details: { ...err.details } } : {}) });
-}
-
-/** A refusal that passes (the relay busy, the connection lost): try again later. */
-function passing(err: SdkError): boolean {
-  if (err.code === 'NETWORK_ERROR') return true;
-  return err.code === 'RELAY_ERROR' && err.relayCode !== undefined && (ERROR_CODES as Record<string, { retry: boolean } | undefined>)[err.relayCode]?.retry === true;
 }
 
 function startFrame(from: TopicStart | undefined): SubscribeFrom {
